@@ -1,0 +1,1 @@
+"""Every side effect the workflows need: LLM calls, tool runs, persistence, publishing."""

@@ -1,0 +1,76 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.types import ControllerRouterHandler
+
+from api.errors import EXCEPTION_HANDLERS
+from api.health import HealthController
+from api.middleware import RequestContextMiddleware
+from api.openapi import docs_handlers, openapi_config
+from api.pagination import provide_page_params
+from api.state import Services
+from core.logging import configure_logging
+from core.settings import Settings, SettingsError, get_settings
+
+
+def _required(value: str | None, name: str) -> str:
+    if not value:
+        raise SettingsError(
+            f"{name} is not set. `everloop dev` sets it for you; to run the API alone, start "
+            "`everloop services` and export what it prints"
+        )
+    return value
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    extra_handlers: Sequence[ControllerRouterHandler] = (),
+    configure_logs: bool = True,
+) -> Litestar:
+    settings = settings or get_settings()
+    settings.check_runnable()
+    database_url = _required(settings.database_url, "DATABASE_URL")
+    redis_url = _required(settings.redis_url, "REDIS_URL")
+    temporal_address = _required(settings.temporal_address, "TEMPORAL_ADDRESS")
+    if configure_logs:
+        configure_logging(settings.log_level, settings.log_format)
+    services = Services(settings, database_url, redis_url, temporal_address)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await services.close()
+
+    cors = (
+        CORSConfig(allow_origins=list(settings.cors_origins), allow_credentials=True)
+        if settings.cors_origins
+        else None
+    )
+    app = Litestar(
+        route_handlers=[HealthController, *docs_handlers(), *extra_handlers],
+        dependencies={
+            "services": Provide(lambda: services, sync_to_thread=False),
+            "page_params": Provide(provide_page_params, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        cors_config=cors,
+        openapi_config=openapi_config(),
+        request_max_body_size=settings.max_request_body_bytes,
+        lifespan=[lifespan],
+        debug=False,
+        logging_config=None,
+    )
+    # Outermost, not as route middleware: unknown routes, 405s and CORS preflights then get a
+    # request id and an access-log line too.
+    app.asgi_handler = RequestContextMiddleware(app.asgi_handler)
+    return app

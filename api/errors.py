@@ -1,0 +1,57 @@
+"""The one error mapping: every error leaves as `{"error": "...", "status": N}` JSON.
+
+Validation errors add `field`; unhandled exceptions become a generic 500 carrying the request id that
+the log line also carries. Handlers raise domain errors (`core.errors`) and never build bodies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from api.middleware import request_id_of
+from core.errors import EverloopError
+
+log = structlog.get_logger("everloop.api")
+
+
+def error_response(status: int, message: str, **extra: Any) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {"error": message, "status": status}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return Response(body, status_code=status, media_type=MediaType.JSON)
+
+
+def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    headers = exc.headers or {}
+    if isinstance(exc, ValidationException):
+        problems = exc.extra if isinstance(exc.extra, list) else []
+        first = problems[0] if problems and isinstance(problems[0], dict) else {}
+        field = first.get("key")
+        message = first.get("message") or exc.detail
+        text = f"{field}: {message}" if field else str(message)
+        response = error_response(exc.status_code, text, field=field)
+    else:
+        response = error_response(exc.status_code, exc.detail)
+    response.headers.update(headers)
+    return response
+
+
+def _domain_error(request: Request[Any, Any, Any], exc: EverloopError) -> Response[dict[str, Any]]:
+    return error_response(exc.status_code, exc.message, field=exc.field)
+
+
+def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    request_id = request_id_of(request.scope)
+    log.exception("unhandled error", request_id=request_id, method=request.method, path=request.url.path)
+    return error_response(500, "Internal server error", request_id=request_id)
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    HTTPException: _http_exception,
+    EverloopError: _domain_error,
+    Exception: _unhandled,
+}

@@ -1,0 +1,104 @@
+"""OpenAPI at /api-doc/openapi.json and Swagger UI at /swagger-ui/, its assets served from the
+swagger-ui-py wheel so the page works without reaching a CDN."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import msgspec
+from litestar import MediaType, get
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Tag
+from litestar.static_files import create_static_files_router
+from litestar.types import ControllerRouterHandler
+
+import core
+
+SWAGGER_PATH = "/swagger-ui"
+SCHEMA_PATH = "/api-doc/openapi.json"
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    error: str
+    status: int
+    field: str | None = None
+    request_id: str | None = None
+
+
+_DESCRIPTIONS = {
+    400: "Invalid input; `field` names the value that failed",
+    401: "Missing or invalid credentials",
+    404: "No such resource",
+    409: "Conflicts with the resource's current state",
+    413: "Request body over the size limit",
+    500: "Unexpected server error; `request_id` matches the log line",
+    503: "A backing service is unavailable",
+}
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """The documented error responses of a route; 500 is always among them."""
+    return {
+        code: ResponseSpec(data_container=ErrorBody, description=_DESCRIPTIONS[code], generate_examples=False)
+        for code in sorted({*codes, 500})
+    }
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Everloop",
+        version=core.__version__,
+        description="A durable agent runtime: agents, sessions, messages and their live event streams.",
+        path="/api-doc",
+        render_plugins=[JsonRenderPlugin()],
+        tags=[Tag(name="health", description="Liveness and readiness, without authentication")],
+        use_handler_docstrings=True,
+    )
+
+
+def _swagger_assets() -> Path:
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("swagger-ui-py is not installed")
+    return Path(spec.origin).parent / "static"
+
+
+_SWAGGER_HTML = f"""<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Everloop API</title>
+  <link rel="stylesheet" href="{SWAGGER_PATH}/assets/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="{SWAGGER_PATH}/assets/swagger-ui-bundle.js"></script>
+  <script src="{SWAGGER_PATH}/assets/swagger-ui-standalone-preset.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({{
+      url: "{SCHEMA_PATH}",
+      dom_id: "#swagger-ui",
+      deepLinking: true,
+      presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+      layout: "StandaloneLayout",
+    }});
+  </script>
+</body>
+</html>
+"""
+
+
+@get(SWAGGER_PATH, media_type=MediaType.HTML, include_in_schema=False, sync_to_thread=False)
+def swagger_ui() -> str:
+    return _SWAGGER_HTML
+
+
+def docs_handlers() -> list[ControllerRouterHandler]:
+    return [
+        swagger_ui,
+        create_static_files_router(
+            path=f"{SWAGGER_PATH}/assets", directories=[_swagger_assets()], include_in_schema=False
+        ),
+    ]

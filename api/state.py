@@ -1,0 +1,70 @@
+"""The connections the API holds for its lifetime, opened in the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+import redis.asyncio as redis
+import structlog
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.client import Client
+
+from core import bus, temporal
+from core.db import Database
+from core.settings import Settings
+
+log = structlog.get_logger("everloop.api")
+
+CHECK_TIMEOUT_S = 3.0
+
+
+class Services:
+    def __init__(self, settings: Settings, database_url: str, redis_url: str, temporal_address: str) -> None:
+        self.settings = settings
+        self.db = Database(database_url)
+        self.redis: redis.Redis = bus.connect(redis_url)
+        self.temporal_address = temporal_address
+        self._temporal: Client | None = None
+
+    async def temporal(self) -> Client:
+        if self._temporal is None:
+            self._temporal = await temporal.connect(
+                self.temporal_address, self.settings.temporal_namespace, lazy=True
+            )
+        return self._temporal
+
+    async def _check_temporal(self) -> None:
+        client = await self.temporal()
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=self.settings.temporal_namespace)
+        )
+
+    async def _check_redis(self) -> None:
+        await self.redis.ping()  # type: ignore[misc]
+
+    async def check(self) -> list[str]:
+        """Asks each backing service at once; returns one line per service that did not answer."""
+
+        async def probe(name: str, call: Awaitable[None]) -> str | None:
+            try:
+                await asyncio.wait_for(call, CHECK_TIMEOUT_S)
+            except TimeoutError:
+                return f"{name}: no answer within {CHECK_TIMEOUT_S:.0f} s"
+            except Exception as exc:
+                return f"{name}: {type(exc).__name__}: {str(exc)[:300]}"
+            return None
+
+        results = await asyncio.gather(
+            probe("postgres", self.db.ping()),
+            probe("redis", self._check_redis()),
+            probe("temporal", self._check_temporal()),
+        )
+        problems = [r for r in results if r]
+        if problems:
+            log.warning("not ready", problems=problems)
+        return problems
+
+    async def close(self) -> None:
+        await self.db.dispose()
+        await self.redis.aclose()

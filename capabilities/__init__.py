@@ -1,0 +1,1 @@
+"""Capabilities: the registry and one module per built-in capability (arriving with their issue)."""

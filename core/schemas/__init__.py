@@ -1,0 +1,1 @@
+"""msgspec types shared by the API, the workflows and the activities."""

@@ -1,0 +1,213 @@
+"""Every setting, read once from the environment into one frozen object.
+
+Each variable is documented in the README's settings table. A bad value stops start-up with a
+`SettingsError` that names the variable.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class AuthMode(StrEnum):
+    NONE = "none"
+    ADMIN = "admin"
+    FULL = "full"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    data_dir: Path
+    # None means "start the embedded service" (dev and tests); set means "use this real one".
+    database_url: str | None
+    redis_url: str | None
+    temporal_address: str | None
+    temporal_namespace: str
+    temporal_task_queue: str
+    temporal_ui_url: str | None
+    host: str
+    port: int
+    log_level: str
+    log_format: LogFormat
+    secrets_encryption_key: bytes | None
+    secrets_encryption_key_previous: bytes | None
+    auth_mode: AuthMode
+    cors_origins: tuple[str, ...]
+    max_request_body_bytes: int
+    startup_timeout_s: float
+    embedded_postgres_port: int
+    embedded_redis_port: int
+    embedded_temporal_port: int
+    embedded_temporal_ui_port: int
+
+    @property
+    def api_url(self) -> str:
+        host = self.host
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def check_runnable(self) -> None:
+        """Checks that combine settings, made when a server is about to start."""
+        if self.auth_mode is AuthMode.NONE and not is_loopback(self.host):
+            raise SettingsError(
+                f"AUTH_MODE=none lets anyone act as admin, so it is allowed only when EVERLOOP_HOST is a "
+                f"loopback address (127.0.0.1, ::1, localhost); EVERLOOP_HOST is {self.host!r}"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Reader:
+    """Reads and validates variables from one environment mapping."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def str(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def parse(self, name: str, default: T, parser: Callable[[str], T], expected: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parser(value)
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"{name}: expected {expected}, got {value!r}") from exc
+
+    def int(self, name: str, default: int, *, low: int, high: int) -> int:
+        def parse(value: str) -> int:
+            number = int(value)
+            if not low <= number <= high:
+                raise ValueError(value)
+            return number
+
+        return self.parse(name, default, parse, f"an integer from {low} to {high}")
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise SettingsError(f"{name}: expected a URL starting with {' or '.join(schemes)}://, got {value!r}")
+        return value
+
+    def key(self, name: str) -> bytes | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        try:
+            key = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            key = b""
+        if len(key) != 32:
+            raise SettingsError(
+                f"{name}: expected 32 random bytes in base64 (make one with "
+                "`python -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())'`)"
+            )
+        return key
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(value)
+    return value
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(value)
+    return level
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if (parts.scheme not in ("http", "https") or not parts.netloc or parts.path):
+            raise ValueError(origin)
+    return origins
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not 0 < seconds <= 3600:
+        raise ValueError(value)
+    return seconds
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Builds settings from `env` (the process environment by default). Raises SettingsError."""
+    read = _Reader(os.environ if env is None else env)
+    return Settings(
+        data_dir=Path(read.str("EVERLOOP_DATA_DIR", ".everloop")).expanduser().resolve(),
+        database_url=read.url("DATABASE_URL", ("postgresql", "postgresql+asyncpg", "postgres")),
+        redis_url=read.url("REDIS_URL", ("redis", "rediss")),
+        temporal_address=read.parse("TEMPORAL_ADDRESS", None, _host_port, "host:port"),
+        temporal_namespace=read.str("TEMPORAL_NAMESPACE", "default"),
+        temporal_task_queue=read.str("TEMPORAL_TASK_QUEUE", "everloop"),
+        temporal_ui_url=read.url("TEMPORAL_UI_URL", ("http", "https")),
+        host=read.str("EVERLOOP_HOST", "127.0.0.1"),
+        port=read.int("EVERLOOP_PORT", 8000, low=1, high=65535),
+        log_level=read.parse("LOG_LEVEL", "INFO", _log_level, f"one of {', '.join(LOG_LEVELS)}"),
+        log_format=read.parse("LOG_FORMAT", LogFormat.JSON, LogFormat, "json or console"),
+        secrets_encryption_key=read.key("SECRETS_ENCRYPTION_KEY"),
+        secrets_encryption_key_previous=read.key("SECRETS_ENCRYPTION_KEY_PREVIOUS"),
+        auth_mode=read.parse("AUTH_MODE", AuthMode.FULL, AuthMode, "none, admin or full"),
+        cors_origins=read.parse("CORS_ORIGINS", (), _origins, "a comma-separated list of http(s) origins"),
+        max_request_body_bytes=read.int("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024, low=1024, high=2**31),
+        startup_timeout_s=read.parse("EVERLOOP_STARTUP_TIMEOUT", 60.0, _seconds, "seconds between 0 and 3600"),
+        embedded_postgres_port=read.int("EMBEDDED_POSTGRES_PORT", 5433, low=0, high=65535),
+        embedded_redis_port=read.int("EMBEDDED_REDIS_PORT", 6380, low=0, high=65535),
+        embedded_temporal_port=read.int("EMBEDDED_TEMPORAL_PORT", 7233, low=0, high=65535),
+        embedded_temporal_ui_port=read.int("EMBEDDED_TEMPORAL_UI_PORT", 8233, low=0, high=65535),
+    )
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return load_settings()

@@ -6,6 +6,7 @@ the log line also carries. Handlers raise domain errors (`core.errors`) and neve
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -28,16 +29,29 @@ def error_response(status: int, message: str, **extra: Any) -> Response[dict[str
 def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     headers = exc.headers or {}
     if isinstance(exc, ValidationException):
-        problems = exc.extra if isinstance(exc.extra, list) else []
-        first = problems[0] if problems and isinstance(problems[0], dict) else {}
-        field = first.get("key")
-        message = first.get("message") or exc.detail
-        text = f"{field}: {message}" if field else str(message)
-        response = error_response(exc.status_code, text, field=field)
+        message, field = _first_problem(exc)
+        response = error_response(exc.status_code, message, field=field)
     else:
         response = error_response(exc.status_code, exc.detail)
     response.headers.update(headers)
     return response
+
+
+# msgspec names the failing value inside its message: "... - at `$.message.content[0]`" or
+# "Object missing required field `count`"; Litestar's own key is just "data" for a body.
+_AT_PATH = re.compile(r"at `\$\.?([^`]*)`")
+_FIELD = re.compile(r"field `([^`]+)`")
+
+
+def _first_problem(exc: ValidationException) -> tuple[str, str | None]:
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    first = problems[0] if problems and isinstance(problems[0], dict) else {}
+    message = str(first.get("message") or exc.detail)
+    key = first.get("key")
+    found = _AT_PATH.search(message) or _FIELD.search(message)
+    field = found.group(1) if found and found.group(1) else (key if key and key != "data" else None)
+    text = message if field is None or field in message else f"{field}: {message}"
+    return text, field
 
 
 def _domain_error(request: Request[Any, Any, Any], exc: EverloopError) -> Response[dict[str, Any]]:

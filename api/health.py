@@ -6,6 +6,7 @@ from typing import Literal
 
 import msgspec
 from litestar import Controller, MediaType, Response, get
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 
 import core
@@ -29,7 +30,7 @@ class HealthController(Controller):
     tags = ["health"]
 
     @get("/health", operation_id="getHealth", responses=error_responses())
-    async def health(self, services: Services) -> Health:
+    async def health(self, services: NamedDependency[Services]) -> Health:
         """Liveness: the API process is up. No authentication."""
         return Health(
             status="ok",
@@ -51,7 +52,7 @@ class HealthController(Controller):
         },
         media_type=MediaType.JSON,
     )
-    async def ready(self, services: Services) -> Response[Readiness]:
+    async def ready(self, services: NamedDependency[Services]) -> Response[Readiness]:
         """Readiness: PostgreSQL, Redis and Temporal all answer. No authentication."""
         problems = await services.check()
         if problems:

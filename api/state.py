@@ -41,7 +41,7 @@ class Services:
         )
 
     async def _check_redis(self) -> None:
-        await self.redis.ping()  # type: ignore[misc]
+        await self.redis.ping()
 
     async def check(self) -> list[str]:
         """Asks each backing service at once; returns one line per service that did not answer."""

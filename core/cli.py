@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from datetime import timedelta
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 from typing import Any, TypeVar
 

@@ -37,7 +37,9 @@ class MsgspecPayloadConverter(CompositePayloadConverter):
     def __init__(self) -> None:
         super().__init__(
             *(
-                MsgspecJSONPayloadConverter() if isinstance(converter, JSONPlainPayloadConverter) else converter
+                MsgspecJSONPayloadConverter()
+                if isinstance(converter, JSONPlainPayloadConverter)
+                else converter
                 for converter in DefaultPayloadConverter.default_encoding_payload_converters
             )
         )

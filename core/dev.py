@@ -129,7 +129,9 @@ def run_dev(settings: Settings) -> None:
                 child.start()
                 children.append(child)
             api = children[-1]
-            wait_until("the API", _api_ready(settings.api_url), timeout=settings.startup_timeout_s, process=api)
+            wait_until(
+                "the API", _api_ready(settings.api_url), timeout=settings.startup_timeout_s, process=api
+            )
             _print_banner(settings, endpoints)
             _wait_forever([*children, *stack.processes])
         except _Stop:
@@ -147,8 +149,11 @@ def _print_banner(settings: Settings, endpoints: Endpoints) -> None:
         ("API", settings.api_url),
         ("Swagger UI", f"{settings.api_url}/swagger-ui/"),
         ("OpenAPI", f"{settings.api_url}/api-doc/openapi.json"),
-        ("Temporal UI", endpoints.temporal_ui_url or "(external Temporal: see TEMPORAL_UI_URL)"),
+        ("Temporal UI", endpoints.temporal_ui_url or "(not embedded: set TEMPORAL_UI_URL to show it here)"),
         ("Data directory", str(settings.data_dir)),
+        ("DATABASE_URL", endpoints.database_url),
+        ("REDIS_URL", endpoints.redis_url),
+        ("TEMPORAL_ADDRESS", endpoints.temporal_address),
         ("Auth mode", settings.auth_mode.value),
     ]
     width = max(len(name) for name, _ in lines)

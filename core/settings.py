@@ -103,7 +103,7 @@ class _Reader:
             return None
         return value.strip()
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         return self.raw(name) or default
 
     def parse(self, name: str, default: T, parser: Callable[[str], T], expected: str) -> T:
@@ -115,7 +115,7 @@ class _Reader:
         except (ValueError, TypeError) as exc:
             raise SettingsError(f"{name}: expected {expected}, got {value!r}") from exc
 
-    def int(self, name: str, default: int, *, low: int, high: int) -> int:
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
         def parse(value: str) -> int:
             number = int(value)
             if not low <= number <= high:
@@ -130,7 +130,9 @@ class _Reader:
             return None
         parts = urlsplit(value)
         if parts.scheme not in schemes or not parts.hostname:
-            raise SettingsError(f"{name}: expected a URL starting with {' or '.join(schemes)}://, got {value!r}")
+            raise SettingsError(
+                f"{name}: expected a URL starting with {' or '.join(schemes)}://, got {value!r}"
+            )
         return value
 
     def key(self, name: str) -> bytes | None:
@@ -167,7 +169,7 @@ def _origins(value: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
     for origin in origins:
         parts = urlsplit(origin)
-        if (parts.scheme not in ("http", "https") or not parts.netloc or parts.path):
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
             raise ValueError(origin)
     return origins
 
@@ -183,27 +185,29 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Builds settings from `env` (the process environment by default). Raises SettingsError."""
     read = _Reader(os.environ if env is None else env)
     return Settings(
-        data_dir=Path(read.str("EVERLOOP_DATA_DIR", ".everloop")).expanduser().resolve(),
+        data_dir=Path(read.text("EVERLOOP_DATA_DIR", ".everloop")).expanduser().resolve(),
         database_url=read.url("DATABASE_URL", ("postgresql", "postgresql+asyncpg", "postgres")),
         redis_url=read.url("REDIS_URL", ("redis", "rediss")),
         temporal_address=read.parse("TEMPORAL_ADDRESS", None, _host_port, "host:port"),
-        temporal_namespace=read.str("TEMPORAL_NAMESPACE", "default"),
-        temporal_task_queue=read.str("TEMPORAL_TASK_QUEUE", "everloop"),
+        temporal_namespace=read.text("TEMPORAL_NAMESPACE", "default"),
+        temporal_task_queue=read.text("TEMPORAL_TASK_QUEUE", "everloop"),
         temporal_ui_url=read.url("TEMPORAL_UI_URL", ("http", "https")),
-        host=read.str("EVERLOOP_HOST", "127.0.0.1"),
-        port=read.int("EVERLOOP_PORT", 8000, low=1, high=65535),
+        host=read.text("EVERLOOP_HOST", "127.0.0.1"),
+        port=read.integer("EVERLOOP_PORT", 8000, low=1, high=65535),
         log_level=read.parse("LOG_LEVEL", "INFO", _log_level, f"one of {', '.join(LOG_LEVELS)}"),
         log_format=read.parse("LOG_FORMAT", LogFormat.JSON, LogFormat, "json or console"),
         secrets_encryption_key=read.key("SECRETS_ENCRYPTION_KEY"),
         secrets_encryption_key_previous=read.key("SECRETS_ENCRYPTION_KEY_PREVIOUS"),
         auth_mode=read.parse("AUTH_MODE", AuthMode.FULL, AuthMode, "none, admin or full"),
         cors_origins=read.parse("CORS_ORIGINS", (), _origins, "a comma-separated list of http(s) origins"),
-        max_request_body_bytes=read.int("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024, low=1024, high=2**31),
-        startup_timeout_s=read.parse("EVERLOOP_STARTUP_TIMEOUT", 60.0, _seconds, "seconds between 0 and 3600"),
-        embedded_postgres_port=read.int("EMBEDDED_POSTGRES_PORT", 5433, low=0, high=65535),
-        embedded_redis_port=read.int("EMBEDDED_REDIS_PORT", 6380, low=0, high=65535),
-        embedded_temporal_port=read.int("EMBEDDED_TEMPORAL_PORT", 7233, low=0, high=65535),
-        embedded_temporal_ui_port=read.int("EMBEDDED_TEMPORAL_UI_PORT", 8233, low=0, high=65535),
+        max_request_body_bytes=read.integer("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024, low=1024, high=2**31),
+        startup_timeout_s=read.parse(
+            "EVERLOOP_STARTUP_TIMEOUT", 60.0, _seconds, "seconds between 0 and 3600"
+        ),
+        embedded_postgres_port=read.integer("EMBEDDED_POSTGRES_PORT", 5433, low=0, high=65535),
+        embedded_redis_port=read.integer("EMBEDDED_REDIS_PORT", 6380, low=0, high=65535),
+        embedded_temporal_port=read.integer("EMBEDDED_TEMPORAL_PORT", 7233, low=0, high=65535),
+        embedded_temporal_ui_port=read.integer("EMBEDDED_TEMPORAL_UI_PORT", 8233, low=0, high=65535),
     )
 
 

@@ -37,9 +37,11 @@ class TimestampMixin:
     """A UUIDv7 primary key and `created_at`/`updated_at` in UTC, for any declarative base."""
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now()
+    )
     updated_at: Mapped[datetime] = mapped_column(
-        default=utcnow, onupdate=utcnow, server_default=func.now()
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=func.now()
     )
 
 

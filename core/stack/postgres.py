@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from core.stack.errors import StackError
-from core.stack.process import ManagedProcess, port_open, wait_until
+from core.stack.process import ManagedProcess, as_user, port_open, wait_until
 
 DATABASE = "everloop"
 SUPERUSER = "postgres"
@@ -58,7 +58,7 @@ def _let_user_traverse(path: Path) -> None:
 
 
 def _run(argv: list[str], user: str | None, what: str) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True, user=user, check=False)
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, **as_user(user))
     if result.returncode != 0:
         raise StackError(f"{what} failed (exit {result.returncode}):\n{result.stderr or result.stdout}")
 
@@ -118,7 +118,7 @@ def start_postgres(data_dir: Path, log_dir: Path, port: int, *, durable: bool) -
     wait_until("PostgreSQL", accepting, timeout=60, process=process)
     psql = [str(bins / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", SUPERUSER, "-d", "postgres", "-tAc"]
     exists = subprocess.run(
-        [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"],
+        [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"],  # noqa: S608 - a constant
         capture_output=True,
         text=True,
         check=False,

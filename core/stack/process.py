@@ -6,12 +6,14 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import pwd
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from core.stack.errors import StackError
 
@@ -71,8 +73,8 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT if log else None,
                 env=self.env,
                 cwd=self.cwd,
-                user=self.user,
-                preexec_fn=_die_with_parent(self.stop_signal),  # noqa: PLW1509 - single-threaded supervisor
+                **as_user(self.user),
+                preexec_fn=_die_with_parent(self.stop_signal),
             )
 
     @property
@@ -102,6 +104,14 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.popen.kill()
             self.popen.wait()
+
+
+def as_user(user: str | None) -> dict[str, Any]:
+    """subprocess arguments that run a child as `user` with only that user's group (not ours:
+    root's group would otherwise decide access to root-owned directories)."""
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
 
 
 def wait_until(

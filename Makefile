@@ -1,0 +1,51 @@
+# `make help` lists the targets. Everything runs from a fresh clone with only Python 3.11+ installed.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
+.PHONY: help install dev services test pytest lint fmt lock clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+
+$(UV): tools/bootstrap-requirements.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --require-hashes -r tools/bootstrap-requirements.txt
+	@touch $(UV)
+
+install: $(UV) ## Install the exact locked dependencies into .venv (uv.lock, hash-checked)
+	$(UV) sync --locked --python $(PYTHON) --quiet
+
+dev: install ## Run everything on the embedded stack: API, worker, PostgreSQL, Redis, Temporal + UI
+	$(VENV)/bin/everloop dev
+
+services: install ## Run only PostgreSQL, Redis and Temporal, printing their addresses
+	$(VENV)/bin/everloop services
+
+test: lint pytest ## The CI command: lint, then every test against a real embedded stack
+
+pytest: install ## Only the tests (pass ARGS="-k name" to select)
+	$(VENV)/bin/pytest $(ARGS)
+
+lint: install ## ruff (lint and format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: install ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+lock: $(UV) ## Re-resolve uv.lock after changing dependencies in pyproject.toml
+	$(UV) lock --python $(PYTHON)
+
+clean: ## Remove the virtual environments and caches (not the data directory)
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

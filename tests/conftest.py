@@ -1,0 +1,139 @@
+"""Shared fixtures: one real backing stack per test session, a clean database for every test.
+
+The embedded PostgreSQL, Redis and Temporal start once (the same code as `everloop dev`), unless
+DATABASE_URL / REDIS_URL / TEMPORAL_ADDRESS point at real services: then a throw-away database is
+created on that server, and Temporal work uses unique task queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from temporalio.client import Client
+
+from api.app import create_app
+from core import temporal
+from core.db import Database
+from core.db.engine import async_url
+from core.db.models import Base
+from core.migrate import upgrade
+from core.settings import AuthMode, Settings, load_settings
+from core.stack import EmbeddedStack, Endpoints
+
+_exit_status = 0
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # The Temporal client's Rust threads can abort the interpreter while it finalizes
+    # (temporalio/sdk-python#300). Everything is reported by now: leave without finalizing.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status)
+
+
+def _admin_url(url: str) -> str:
+    base, _, _ = async_url(url).rpartition("/")
+    return f"{base}/postgres"
+
+
+@pytest.fixture(scope="session")
+def endpoints() -> Iterator[Endpoints]:
+    with tempfile.TemporaryDirectory(prefix="everloop-test-") as data_dir:
+        env = {
+            "EVERLOOP_DATA_DIR": data_dir,
+            "EMBEDDED_POSTGRES_PORT": "0",
+            "EMBEDDED_REDIS_PORT": "0",
+            "EMBEDDED_TEMPORAL_PORT": "0",
+            "EMBEDDED_TEMPORAL_UI_PORT": "0",
+        }
+        for name in ("DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE"):
+            if os.environ.get(name):
+                env[name] = os.environ[name]
+        stack = EmbeddedStack(load_settings(env), durable=False)
+        started = stack.start()
+        external_db = bool(os.environ.get("DATABASE_URL"))
+        database_url = started.database_url
+        if external_db:
+            name = f"everloop_test_{uuid.uuid4().hex[:12]}"
+            asyncio.run(_admin(database_url, f'CREATE DATABASE "{name}"'))
+            database_url = f"{async_url(database_url).rpartition('/')[0]}/{name}"
+        try:
+            upgrade(database_url)
+            yield msgspec.structs.replace(started, database_url=database_url)
+        finally:
+            if external_db:
+                asyncio.run(_admin(started.database_url, f'DROP DATABASE "{name}" WITH (FORCE)'))
+            stack.stop()
+
+
+async def _admin(url: str, statement: str) -> None:
+    engine = create_async_engine(_admin_url(url), isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        await conn.execute(text(statement))
+    await engine.dispose()
+
+
+def make_settings(endpoints: Endpoints, **env: str) -> Settings:
+    base = {
+        "EVERLOOP_DATA_DIR": str(Path(tempfile.gettempdir()) / "everloop-test-settings"),
+        "AUTH_MODE": AuthMode.NONE.value,
+        **endpoints.as_env(),
+    }
+    return load_settings({**base, **env})
+
+
+@pytest.fixture(scope="session")
+def settings(endpoints: Endpoints) -> Settings:
+    return make_settings(endpoints)
+
+
+@pytest.fixture
+async def db(endpoints: Endpoints) -> AsyncIterator[Database]:
+    database = Database(endpoints.database_url, pool_size=2)
+    try:
+        yield database
+    finally:
+        tables = [t.name for t in Base.metadata.sorted_tables]
+        if tables:
+            async with database.engine.begin() as conn:
+                await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        await database.dispose()
+
+
+@pytest.fixture
+def app(settings: Settings, db: Database) -> Litestar:
+    return create_app(settings, configure_logs=False)
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=app) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+async def temporal_client(endpoints: Endpoints) -> Client:
+    namespace = os.environ.get("TEMPORAL_NAMESPACE") or "default"
+    return await temporal.connect(endpoints.temporal_address, namespace)
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"test-{uuid.uuid4().hex}"

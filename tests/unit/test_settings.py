@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from core.settings import AuthMode, LogFormat, SettingsError, get_settings, load_settings
+
+KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+def test_defaults_leave_services_embedded_and_auth_full() -> None:
+    settings = load_settings({})
+    assert settings.database_url is None
+    assert settings.redis_url is None
+    assert settings.temporal_address is None
+    assert settings.temporal_namespace == "default"
+    assert settings.temporal_task_queue == "everloop"
+    assert settings.data_dir == Path(".everloop").resolve()
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.auth_mode is AuthMode.FULL
+    assert settings.log_format is LogFormat.JSON
+    assert settings.cors_origins == ()
+    assert settings.max_request_body_bytes == 10 * 1024 * 1024
+    assert settings.secrets_encryption_key is None
+
+
+def test_values_are_read_and_normalised() -> None:
+    settings = load_settings(
+        {
+            "DATABASE_URL": "postgresql://u:p@db:5432/everloop",
+            "REDIS_URL": "redis://cache:6379/1",
+            "TEMPORAL_ADDRESS": "temporal:7233",
+            "EVERLOOP_PORT": "9000",
+            "LOG_LEVEL": "debug",
+            "AUTH_MODE": "admin",
+            "CORS_ORIGINS": "https://app.example.com, http://localhost:3000/",
+            "SECRETS_ENCRYPTION_KEY": KEY,
+            "MAX_REQUEST_BODY_BYTES": "2048",
+        }
+    )
+    assert settings.database_url == "postgresql://u:p@db:5432/everloop"
+    assert settings.temporal_address == "temporal:7233"
+    assert settings.port == 9000
+    assert settings.log_level == "DEBUG"
+    assert settings.auth_mode is AuthMode.ADMIN
+    assert settings.cors_origins == ("https://app.example.com", "http://localhost:3000")
+    assert settings.secrets_encryption_key == bytes(range(32))
+    assert settings.max_request_body_bytes == 2048
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "mysql://db/x"),
+        ("DATABASE_URL", "not a url"),
+        ("REDIS_URL", "http://cache:6379"),
+        ("TEMPORAL_ADDRESS", "temporal"),
+        ("TEMPORAL_ADDRESS", "temporal:99999"),
+        ("TEMPORAL_UI_URL", "ftp://x"),
+        ("EVERLOOP_PORT", "eighty"),
+        ("EVERLOOP_PORT", "70000"),
+        ("LOG_LEVEL", "loud"),
+        ("LOG_FORMAT", "xml"),
+        ("AUTH_MODE", "open"),
+        ("CORS_ORIGINS", "*"),
+        ("CORS_ORIGINS", "example.com"),
+        ("CORS_ORIGINS", "https://example.com/path"),
+        ("SECRETS_ENCRYPTION_KEY", "short"),
+        ("SECRETS_ENCRYPTION_KEY", base64.b64encode(b"x" * 16).decode()),
+        ("SECRETS_ENCRYPTION_KEY_PREVIOUS", "%%%"),
+        ("MAX_REQUEST_BODY_BYTES", "-1"),
+        ("EVERLOOP_STARTUP_TIMEOUT", "0"),
+        ("EMBEDDED_POSTGRES_PORT", "x"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({name: value})
+    assert str(info.value).startswith(f"{name}:")
+
+
+def test_blank_values_mean_unset() -> None:
+    assert load_settings({"DATABASE_URL": "  ", "EVERLOOP_PORT": ""}).port == 8000
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.5", "example.com"])
+def test_auth_none_is_refused_off_loopback(host: str) -> None:
+    settings = load_settings({"AUTH_MODE": "none", "EVERLOOP_HOST": host})
+    with pytest.raises(SettingsError, match="AUTH_MODE=none"):
+        settings.check_runnable()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_auth_none_is_allowed_on_loopback(host: str) -> None:
+    load_settings({"AUTH_MODE": "none", "EVERLOOP_HOST": host}).check_runnable()
+
+
+def test_settings_are_frozen_and_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    get_settings.cache_clear()
+    monkeypatch.setenv("EVERLOOP_PORT", "8100")
+    first = get_settings()
+    monkeypatch.setenv("EVERLOOP_PORT", "8200")
+    assert get_settings() is first
+    assert first.port == 8100
+    with pytest.raises(AttributeError):
+        first.port = 1  # type: ignore[misc]
+    get_settings.cache_clear()

@@ -63,7 +63,9 @@ def _run(argv: list[str], user: str | None, what: str) -> None:
         raise StackError(f"{what} failed (exit {result.returncode}):\n{result.stderr or result.stdout}")
 
 
-def start_postgres(data_dir: Path, log_dir: Path, port: int, *, durable: bool) -> tuple[ManagedProcess, str]:
+def start_postgres(
+    data_dir: Path, log_dir: Path, port: int, *, durable: bool, timeout: float
+) -> tuple[ManagedProcess, str]:
     """Initialises `data_dir` on first use, starts the server and creates the `everloop` database.
     Returns the process and an asyncpg URL."""
     bins = bin_dir()
@@ -115,7 +117,7 @@ def start_postgres(data_dir: Path, log_dir: Path, port: int, *, durable: bool) -
         )
         return ready.returncode == 0
 
-    wait_until("PostgreSQL", accepting, timeout=60, process=process)
+    wait_until("PostgreSQL", accepting, timeout=timeout, process=process)
     psql = [str(bins / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", SUPERUSER, "-d", "postgres", "-tAc"]
     exists = subprocess.run(
         [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"],  # noqa: S608 - a constant

@@ -46,7 +46,7 @@ def _redis_pong(port: int) -> bool:
         return False
 
 
-def start_redis(work_dir: Path, log_dir: Path, port: int) -> tuple[ManagedProcess, str]:
+def start_redis(work_dir: Path, log_dir: Path, port: int, *, timeout: float) -> tuple[ManagedProcess, str]:
     # Redis only fans events out; Postgres holds the data, so nothing is persisted here.
     work_dir.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -66,12 +66,18 @@ def start_redis(work_dir: Path, log_dir: Path, port: int) -> tuple[ManagedProces
     ]
     process = ManagedProcess("redis", argv, log_path=log_dir / "redis.log")
     process.start()
-    wait_until("Redis", lambda: _redis_pong(port), timeout=30, process=process)
+    wait_until("Redis", lambda: _redis_pong(port), timeout=timeout, process=process)
     return process, f"redis://127.0.0.1:{port}/0"
 
 
 def start_temporal(
-    db_file: Path | None, log_dir: Path, port: int, ui_port: int | None, namespace: str
+    db_file: Path | None,
+    log_dir: Path,
+    port: int,
+    ui_port: int | None,
+    namespace: str,
+    *,
+    timeout: float,
 ) -> tuple[ManagedProcess, str]:
     """`temporal server start-dev`: a SQLite file keeps workflows across restarts (None: in memory);
     ui_port None runs it headless."""
@@ -110,10 +116,12 @@ def start_temporal(
         )
         return probe.returncode == 0
 
-    wait_until("Temporal", namespace_ready, timeout=60, process=process, interval=0.2)
+    wait_until("Temporal", namespace_ready, timeout=timeout, process=process, interval=0.2)
     if ui_port is not None:
         ui_url = f"http://127.0.0.1:{ui_port}/"
-        wait_until("the Temporal UI", lambda: _http_ok(ui_url), timeout=30, process=process, interval=0.2)
+        wait_until(
+            "the Temporal UI", lambda: _http_ok(ui_url), timeout=timeout, process=process, interval=0.2
+        )
     return process, address
 
 

@@ -59,6 +59,7 @@ class EmbeddedStack:
 
     def _start(self) -> Endpoints:
         s = self.settings
+        timeout = s.startup_timeout_s
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         # Claim every fixed port before starting anything, so a clash is reported before any work.
@@ -74,19 +75,19 @@ class EmbeddedStack:
         database_url = s.database_url
         if database_url is None:
             pg, database_url = start_postgres(
-                self.data_dir / "postgres", self.log_dir, pg_port, durable=self.durable
+                self.data_dir / "postgres", self.log_dir, pg_port, durable=self.durable, timeout=timeout
             )
             self.processes.append(pg)
         redis_url = s.redis_url
         if redis_url is None:
-            redis, redis_url = start_redis(self.data_dir / "redis", self.log_dir, redis_port)
+            redis, redis_url = start_redis(self.data_dir / "redis", self.log_dir, redis_port, timeout=timeout)
             self.processes.append(redis)
         temporal_address = s.temporal_address
         temporal_ui_url = s.temporal_ui_url
         if temporal_address is None:
             db_file = self.data_dir / "temporal" / "temporal.db" if self.durable else None
             temporal, temporal_address = start_temporal(
-                db_file, self.log_dir, t_port, ui_port, s.temporal_namespace
+                db_file, self.log_dir, t_port, ui_port, s.temporal_namespace, timeout=timeout
             )
             self.processes.append(temporal)
             if ui_port is not None:

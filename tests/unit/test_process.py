@@ -38,7 +38,10 @@ def test_a_wait_that_never_succeeds_names_what_was_waited_for(tmp_path: Path) ->
 
 
 def test_stop_escalates_to_kill_when_the_signal_is_ignored(tmp_path: Path) -> None:
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('up', flush=True); time.sleep(60)"
+    )
     process = _python(code, tmp_path)
     wait_until("probe", lambda: "up" in (tmp_path / "probe.log").read_text(), timeout=10)
     process.stop(timeout=0.5)

@@ -10,11 +10,17 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.types import ControllerRouterHandler
 
+from api.agents import AgentController
+from api.capabilities import CapabilityController
+from api.deps import provide_db_session
 from api.errors import EXCEPTION_HANDLERS
 from api.health import HealthController
+from api.llm import ModelController, ProviderController
+from api.messages import MessageController
 from api.middleware import RequestContextMiddleware
 from api.openapi import docs_handlers, openapi_config
 from api.pagination import provide_page_params
+from api.sessions import SessionController
 from api.state import Services
 from core.logging import configure_logging
 from core.settings import Settings, SettingsError, get_settings
@@ -57,9 +63,20 @@ def create_app(
         else None
     )
     app = Litestar(
-        route_handlers=[HealthController, *docs_handlers(), *extra_handlers],
+        route_handlers=[
+            HealthController,
+            AgentController,
+            SessionController,
+            MessageController,
+            ProviderController,
+            ModelController,
+            CapabilityController,
+            *docs_handlers(),
+            *extra_handlers,
+        ],
         dependencies={
             "services": Provide(lambda: services, sync_to_thread=False),
+            "db_session": Provide(provide_db_session),
             "page_params": Provide(provide_page_params, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,

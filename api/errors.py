@@ -6,7 +6,6 @@ the log line also carries. Handlers raise domain errors (`core.errors`) and neve
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import structlog
@@ -15,7 +14,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from api.middleware import request_id_of
-from core.errors import EverloopError
+from core.errors import EverloopError, field_in
 
 log = structlog.get_logger("everloop.api")
 
@@ -37,19 +36,13 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
     return response
 
 
-# msgspec names the failing value inside its message: "... - at `$.message.content[0]`" or
-# "Object missing required field `count`"; Litestar's own key is just "data" for a body.
-_AT_PATH = re.compile(r"at `\$\.?([^`]*)`")
-_FIELD = re.compile(r"field `([^`]+)`")
-
-
 def _first_problem(exc: ValidationException) -> tuple[str, str | None]:
     problems = exc.extra if isinstance(exc.extra, list) else []
     first = problems[0] if problems and isinstance(problems[0], dict) else {}
     message = str(first.get("message") or exc.detail)
     key = first.get("key")
-    found = _AT_PATH.search(message) or _FIELD.search(message)
-    field = found.group(1) if found and found.group(1) else (key if key and key != "data" else None)
+    # Litestar's own key is just "data" for a body; msgspec's message is more precise.
+    field = field_in(message) or (key if key and key != "data" else None)
     text = message if field is None or field in message else f"{field}: {message}"
     return text, field
 

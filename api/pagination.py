@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Annotated, Generic, TypeVar
 
 import msgspec
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 T = TypeVar("T")
 
@@ -27,9 +27,9 @@ class Page(msgspec.Struct, Generic[T], kw_only=True):
 
 
 def provide_page_params(
-    offset: Annotated[int, Parameter(ge=0, description="How many items to skip.")] = 0,
+    offset: Annotated[int, QueryParameter(ge=0, description="How many items to skip.")] = 0,
     limit: Annotated[
-        int, Parameter(ge=1, le=MAX_LIMIT, description=f"Items per page (at most {MAX_LIMIT}).")
+        int, QueryParameter(ge=1, le=MAX_LIMIT, description=f"Items per page (at most {MAX_LIMIT}).")
     ] = DEFAULT_LIMIT,
 ) -> PageParams:
     return PageParams(offset=offset, limit=limit)

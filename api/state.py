@@ -11,6 +11,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 
 from core import bus, temporal
+from core.crypto import SecretBox, secret_box
 from core.db import Database
 from core.settings import Settings
 
@@ -26,6 +27,7 @@ class Services:
         self.redis: redis.Redis = bus.connect(redis_url)
         self.temporal_address = temporal_address
         self._temporal: Client | None = None
+        self.secrets: SecretBox | None = secret_box(settings)
 
     async def temporal(self) -> Client:
         if self._temporal is None:

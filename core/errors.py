@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class EverloopError(Exception):
     status_code = 500
@@ -26,3 +28,15 @@ class Conflict(EverloopError):
 
 class ServiceUnavailable(EverloopError):
     status_code = 503
+
+
+# msgspec names the failing value inside its message: "... - at `$.message.content[0]`" or
+# "Object missing required field `count`".
+_AT_PATH = re.compile(r"at `\$\.?([^`]*)`")
+_FIELD = re.compile(r"field `([^`]+)`")
+
+
+def field_in(message: str) -> str | None:
+    """The field a msgspec validation message is about, if it names one."""
+    found = _AT_PATH.search(message) or _FIELD.search(message)
+    return found.group(1) if found and found.group(1) else None

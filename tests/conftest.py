@@ -8,6 +8,7 @@ created on that server, and Temporal work uses unique task queues.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import sys
 import tempfile
@@ -90,10 +91,14 @@ async def _admin(url: str, statement: str) -> None:
     await engine.dispose()
 
 
+TEST_MASTER_KEY = base64.b64encode(b"k" * 32).decode()
+
+
 def make_settings(endpoints: Endpoints, **env: str) -> Settings:
     base = {
         "EVERLOOP_DATA_DIR": str(Path(tempfile.gettempdir()) / "everloop-test-settings"),
         "AUTH_MODE": AuthMode.NONE.value,
+        "SECRETS_ENCRYPTION_KEY": TEST_MASTER_KEY,
         **endpoints.as_env(),
     }
     return load_settings({**base, **env})

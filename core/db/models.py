@@ -1,8 +1,8 @@
-"""Every table, imported here so Alembic and the tests see the whole schema.
+"""Every table, imported here so Alembic and the tests see the whole schema."""
 
-The resource tables (agents, sessions, messages, events, ...) arrive with the issues that own them.
-"""
-
+from core.db.agents import Agent
 from core.db.base import Base
+from core.db.llm import LlmModel, LlmProvider
+from core.db.sessions import Event, Message, Session
 
-__all__ = ["Base"]
+__all__ = ["Agent", "Base", "Event", "LlmModel", "LlmProvider", "Message", "Session"]

@@ -1,0 +1,136 @@
+"""Agents: `/v1/agents`."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.di import NamedDependency
+from litestar.params import Body, FromPath, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.openapi import error_responses
+from api.pagination import Page, PageParams, page
+from core.errors import InvalidInput
+from core.schemas.agents import Agent, AgentStatus, CreateAgent, UpdateAgent
+from core.schemas.capabilities import AgentCapabilities
+from core.services import agent_io, agents
+
+
+class AgentController(Controller):
+    path = "/v1/agents"
+    tags = ["agents"]
+
+    @post(operation_id="createAgent", responses=error_responses(400))
+    async def create_agent(
+        self, db_session: NamedDependency[AsyncSession], data: Annotated[CreateAgent, Body()]
+    ) -> Agent:
+        """Create an agent. `capabilities` is an ordered list of capability ids."""
+        return agents.to_schema(await agents.create(db_session, data))
+
+    @get(operation_id="listAgents", responses=error_responses(400))
+    async def list_agents(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        page_params: NamedDependency[PageParams],
+        status: Annotated[
+            AgentStatus | None, QueryParameter(description="Only agents with this status")
+        ] = None,
+        tag: Annotated[str | None, QueryParameter(description="Only agents with this tag")] = None,
+        search: Annotated[
+            str | None, QueryParameter(description="Substring of the name or description")
+        ] = None,
+        include_archived: Annotated[bool, QueryParameter(description="Include archived agents")] = False,
+    ) -> Page[Agent]:
+        """List agents, newest first. Archived agents are hidden unless `include_archived=true`
+        or `status=archived`."""
+        rows, total = await agents.list_(
+            db_session,
+            offset=page_params.offset,
+            limit=page_params.limit,
+            status=status,
+            tag=tag,
+            search=search,
+            include_archived=include_archived,
+        )
+        return page([agents.to_schema(r) for r in rows], total, page_params)
+
+    @post("/import", operation_id="importAgent", responses=error_responses(400, 413))
+    async def import_agent(
+        self, db_session: NamedDependency[AsyncSession], request: Request[Any, Any, Any]
+    ) -> Agent:
+        """Create an agent from a file: Markdown with YAML front matter (the body is the system
+        prompt), YAML, or JSON. Send the file as the request body; `Content-Type` `text/markdown`,
+        `application/yaml` or `application/json` picks the format, else it is detected."""
+        body = await request.body()
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            raise InvalidInput("the agent file is not UTF-8 text", field="body") from None
+        data = agent_io.parse_agent(text, request.headers.get("content-type"))
+        return agents.to_schema(await agents.create(db_session, data))
+
+    @get("/{agent_id:uuid}", operation_id="getAgent", responses=error_responses(404))
+    async def get_agent(
+        self, db_session: NamedDependency[AsyncSession], agent_id: FromPath[uuid.UUID]
+    ) -> Agent:
+        """Get an agent (archived ones too)."""
+        return agents.to_schema(await agents.get(db_session, agent_id))
+
+    @patch("/{agent_id:uuid}", operation_id="updateAgent", responses=error_responses(400, 404))
+    async def update_agent(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        agent_id: FromPath[uuid.UUID],
+        data: Annotated[UpdateAgent, Body()],
+    ) -> Agent:
+        """Change some fields of an agent; `status: active` un-archives it."""
+        return agents.to_schema(await agents.update(db_session, agent_id, data))
+
+    @delete("/{agent_id:uuid}", operation_id="archiveAgent", responses=error_responses(404))
+    async def archive_agent(
+        self, db_session: NamedDependency[AsyncSession], agent_id: FromPath[uuid.UUID]
+    ) -> None:
+        """Archive an agent: it stays readable, its sessions become read-only, and new sessions
+        are refused."""
+        await agents.archive(db_session, agent_id)
+
+    @get(
+        "/{agent_id:uuid}/export",
+        operation_id="exportAgent",
+        media_type="text/markdown",
+        responses=error_responses(404),
+    )
+    async def export_agent(
+        self, db_session: NamedDependency[AsyncSession], agent_id: FromPath[uuid.UUID]
+    ) -> Response[str]:
+        """The agent as Markdown with YAML front matter; `POST /v1/agents/import` reads it back."""
+        agent = await agents.get(db_session, agent_id)
+        return Response(
+            agent_io.export_markdown(agent),
+            media_type="text/markdown; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="agent-{agent.id}.md"'},
+        )
+
+    @get("/{agent_id:uuid}/capabilities", operation_id="getAgentCapabilities", responses=error_responses(404))
+    async def get_capabilities(
+        self, db_session: NamedDependency[AsyncSession], agent_id: FromPath[uuid.UUID]
+    ) -> AgentCapabilities:
+        """The agent's capability ids, in order."""
+        return AgentCapabilities(capabilities=(await agents.get(db_session, agent_id)).capabilities)
+
+    @put(
+        "/{agent_id:uuid}/capabilities",
+        operation_id="setAgentCapabilities",
+        responses=error_responses(400, 404),
+    )
+    async def set_capabilities(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        agent_id: FromPath[uuid.UUID],
+        data: Annotated[AgentCapabilities, Body()],
+    ) -> AgentCapabilities:
+        """Replace the agent's capabilities; the order is kept, an unknown id is a 400."""
+        row = await agents.set_capabilities(db_session, agent_id, data.capabilities)
+        return AgentCapabilities(capabilities=row.capabilities)

@@ -1,0 +1,39 @@
+"""The capability catalogue: `/v1/capabilities`."""
+
+from __future__ import annotations
+
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+
+from api.openapi import error_responses
+from api.pagination import PageParams
+from capabilities import registry
+from core.errors import NotFound
+from core.schemas.capabilities import Capability, CapabilityList
+
+
+class CapabilityController(Controller):
+    path = "/v1/capabilities"
+    tags = ["capabilities"]
+
+    @get(operation_id="listCapabilities", responses=error_responses(400))
+    async def list_capabilities(self, page_params: NamedDependency[PageParams]) -> CapabilityList:
+        """Every built-in capability, with its prompt addition and tool definitions."""
+        everything = [c.public() for c in registry.all_capabilities()]
+        chosen = everything[page_params.offset : page_params.offset + page_params.limit]
+        return CapabilityList(
+            data=chosen,
+            items=chosen,
+            total=len(everything),
+            offset=page_params.offset,
+            limit=page_params.limit,
+        )
+
+    @get("/{capability_id:str}", operation_id="getCapability", responses=error_responses(404))
+    async def get_capability(self, capability_id: FromPath[str]) -> Capability:
+        """One capability; `tool_definitions[].parameters` are JSON Schema."""
+        spec = registry.get(capability_id)
+        if spec is None:
+            raise NotFound(f"capability {capability_id!r} not found")
+        return spec.public()

@@ -1,0 +1,68 @@
+"""Messages of a session: `/v1/agents/{agent_id}/sessions/{session_id}/messages`."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from litestar import Controller, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import Body, FromPath, HeaderParameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.dispatch import dispatch_message
+from api.openapi import error_responses
+from api.pagination import Page, PageParams, page
+from api.state import Services
+from core.schemas.sessions import CreateMessage, Message
+from core.services import events, sessions
+
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        max_length=255,
+        min_length=1,
+        required=False,
+        description="Makes a retried POST return the first message instead of creating another.",
+    ),
+]
+
+
+class MessageController(Controller):
+    path = "/v1/agents/{agent_id:uuid}/sessions/{session_id:uuid}/messages"
+    tags = ["messages"]
+
+    @post(operation_id="createMessage", responses=error_responses(400, 404, 409, 413))
+    async def create_message(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        services: NamedDependency[Services],
+        agent_id: FromPath[uuid.UUID],
+        session_id: FromPath[uuid.UUID],
+        data: Annotated[CreateMessage, Body()],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[Message]:
+        """Post a user message (`text` and `image` parts). It is stored with its `message.user`
+        event and handed to the session's loop; the answer comes before any LLM work."""
+        message, event = await sessions.post_message(db_session, agent_id, session_id, data, idempotency_key)
+        if event is not None:
+            await events.publish(services.redis, event)
+            session = await sessions.get(db_session, agent_id, session_id)
+            await dispatch_message(services, session, message)
+        headers = {"idempotent-replayed": "true"} if event is None and idempotency_key else {}
+        return Response(sessions.message_to_schema(message), status_code=201, headers=headers)
+
+    @get(operation_id="listMessages", responses=error_responses(400, 404))
+    async def list_messages(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        page_params: NamedDependency[PageParams],
+        agent_id: FromPath[uuid.UUID],
+        session_id: FromPath[uuid.UUID],
+    ) -> Page[Message]:
+        """The conversation in order of `sequence`: user, agent and tool-result messages."""
+        rows, total = await sessions.list_messages(
+            db_session, agent_id, session_id, page_params.offset, page_params.limit
+        )
+        return page([sessions.message_to_schema(r) for r in rows], total, page_params)

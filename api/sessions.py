@@ -1,0 +1,73 @@
+"""Sessions of an agent: `/v1/agents/{agent_id}/sessions`."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from litestar import Controller, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import Body, FromPath
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.openapi import error_responses
+from api.pagination import Page, PageParams, page
+from core.schemas.sessions import CreateSession, Session, UpdateSession
+from core.services import sessions
+
+
+class SessionController(Controller):
+    path = "/v1/agents/{agent_id:uuid}/sessions"
+    tags = ["sessions"]
+
+    @post(operation_id="createSession", responses=error_responses(400, 404, 409))
+    async def create_session(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        agent_id: FromPath[uuid.UUID],
+        data: Annotated[CreateSession, Body()],
+    ) -> Session:
+        """Open a session on an agent (409 if the agent is archived)."""
+        return sessions.to_schema(await sessions.create(db_session, agent_id, data))
+
+    @get(operation_id="listSessions", responses=error_responses(400, 404))
+    async def list_sessions(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        page_params: NamedDependency[PageParams],
+        agent_id: FromPath[uuid.UUID],
+    ) -> Page[Session]:
+        """The agent's sessions, newest first."""
+        rows, total = await sessions.list_(db_session, agent_id, page_params.offset, page_params.limit)
+        return page([sessions.to_schema(r) for r in rows], total, page_params)
+
+    @get("/{session_id:uuid}", operation_id="getSession", responses=error_responses(404))
+    async def get_session(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        agent_id: FromPath[uuid.UUID],
+        session_id: FromPath[uuid.UUID],
+    ) -> Session:
+        """A session, with its status and usage totals."""
+        return sessions.to_schema(await sessions.get(db_session, agent_id, session_id))
+
+    @patch("/{session_id:uuid}", operation_id="updateSession", responses=error_responses(400, 404))
+    async def update_session(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        agent_id: FromPath[uuid.UUID],
+        session_id: FromPath[uuid.UUID],
+        data: Annotated[UpdateSession, Body()],
+    ) -> Session:
+        """Change the title, tags or model of a session."""
+        return sessions.to_schema(await sessions.update(db_session, agent_id, session_id, data))
+
+    @delete("/{session_id:uuid}", operation_id="deleteSession", responses=error_responses(404))
+    async def delete_session(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        agent_id: FromPath[uuid.UUID],
+        session_id: FromPath[uuid.UUID],
+    ) -> None:
+        """Delete a session with its messages, events and files."""
+        await sessions.delete(db_session, agent_id, session_id)

@@ -1,0 +1,27 @@
+"""Agents: a prompt, a default model, ordered capabilities."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db.base import TimestampedModel
+
+
+class Agent(TimestampedModel):
+    __tablename__ = "agents"
+    __table_args__ = (Index("ix_agents_status", "status"),)
+
+    name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    system_prompt: Mapped[str] = mapped_column(Text, default="", server_default="")
+    default_model_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("llm_models.id", ondelete="RESTRICT")
+    )
+    tags: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
+    capabilities: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
+    max_iterations: Mapped[int] = mapped_column(Integer, default=25, server_default="25")
+    status: Mapped[str] = mapped_column(String(20), default="active", server_default="active")

@@ -1,0 +1,45 @@
+"""LLM providers (where to call, with an encrypted key) and the models they serve."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKey, Index, LargeBinary, String, Text, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.db.base import TimestampedModel
+
+
+class LlmProvider(TimestampedModel):
+    __tablename__ = "llm_providers"
+
+    name: Mapped[str] = mapped_column(String(200))
+    provider_type: Mapped[str] = mapped_column(String(40))
+    base_url: Mapped[str | None] = mapped_column(Text)
+    # Envelope-encrypted (core.crypto); never returned by the API.
+    api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+
+    models: Mapped[list[LlmModel]] = relationship(back_populates="provider", passive_deletes=True)
+
+
+class LlmModel(TimestampedModel):
+    __tablename__ = "llm_models"
+    __table_args__ = (
+        # At most one default model: the flag moves, it is never on two rows.
+        Index("uq_llm_models_single_default", "is_default", unique=True, postgresql_where=text("is_default")),
+        Index("ix_llm_models_provider_id", "provider_id"),
+    )
+
+    provider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("llm_providers.id", ondelete="CASCADE"))
+    model_id: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str] = mapped_column(String(200))
+    capabilities: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    status: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+
+    provider: Mapped[LlmProvider] = relationship(back_populates="models", lazy="joined")

@@ -1,0 +1,119 @@
+"""Agents: create, list with filters, update, archive, and their capabilities."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from msgspec import UNSET, structs
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from capabilities import registry
+from core.db.models import Agent
+from core.errors import InvalidInput
+from core.schemas import agents as schemas
+from core.services.common import check_size, get_or_404, page_of
+from core.services.llm import check_model_exists
+
+NAME_MAX = 2 * 1024
+DESCRIPTION_MAX = 10 * 1024
+SYSTEM_PROMPT_MAX = 1024 * 1024
+CAPABILITIES_MAX = 250
+
+
+def to_schema(row: Agent) -> schemas.Agent:
+    return schemas.Agent(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        system_prompt=row.system_prompt,
+        default_model_id=row.default_model_id,
+        tags=row.tags,
+        capabilities=row.capabilities,
+        max_iterations=row.max_iterations,
+        status=row.status,  # type: ignore[arg-type]
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def check_capabilities(ids: list[str], field: str = "capabilities") -> list[str]:
+    if len(ids) > CAPABILITIES_MAX:
+        raise InvalidInput(f"{field}: at most {CAPABILITIES_MAX} capabilities", field=field)
+    if len(set(ids)) != len(ids):
+        raise InvalidInput(f"{field}: a capability is listed twice", field=field)
+    if unknown := registry.unknown(ids):
+        raise InvalidInput(f"{field}: unknown capability {', '.join(map(repr, unknown))}", field=field)
+    return ids
+
+
+def _check_sizes(values: dict[str, Any]) -> None:
+    check_size("name", values.get("name"), NAME_MAX, "2 KB")
+    check_size("description", values.get("description"), DESCRIPTION_MAX, "10 KB")
+    check_size("system_prompt", values.get("system_prompt"), SYSTEM_PROMPT_MAX, "1 MB")
+    if "capabilities" in values:
+        check_capabilities(values["capabilities"])
+
+
+async def create(db: AsyncSession, data: schemas.CreateAgent) -> Agent:
+    values = structs.asdict(data)
+    _check_sizes(values)
+    await check_model_exists(db, data.default_model_id, "default_model_id")
+    row = Agent(**values)
+    db.add(row)
+    await db.commit()
+    return row
+
+
+async def get(db: AsyncSession, agent_id: uuid.UUID) -> Agent:
+    return await get_or_404(db, Agent, agent_id, "agent")
+
+
+async def list_(
+    db: AsyncSession,
+    *,
+    offset: int,
+    limit: int,
+    status: str | None = None,
+    tag: str | None = None,
+    search: str | None = None,
+    include_archived: bool = False,
+) -> tuple[list[Agent], int]:
+    query = select(Agent).order_by(Agent.id.desc())
+    if status is not None:
+        query = query.where(Agent.status == status)
+    elif not include_archived:
+        query = query.where(Agent.status == "active")
+    if tag:
+        query = query.where(Agent.tags.contains([tag]))
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        query = query.where(or_(Agent.name.ilike(pattern), Agent.description.ilike(pattern)))
+    return await page_of(db, query, offset, limit)
+
+
+async def update(db: AsyncSession, agent_id: uuid.UUID, patch: schemas.UpdateAgent) -> Agent:
+    row = await get(db, agent_id)
+    values = {k: v for k, v in structs.asdict(patch).items() if v is not UNSET}
+    _check_sizes(values)
+    if "default_model_id" in values:
+        await check_model_exists(db, values["default_model_id"], "default_model_id")
+    for field, value in values.items():
+        setattr(row, field, value)
+    await db.commit()
+    return row
+
+
+async def archive(db: AsyncSession, agent_id: uuid.UUID) -> None:
+    row = await get(db, agent_id)
+    row.status = "archived"
+    await db.commit()
+
+
+async def set_capabilities(db: AsyncSession, agent_id: uuid.UUID, ids: list[str]) -> Agent:
+    row = await get(db, agent_id)
+    row.capabilities = check_capabilities(ids)
+    await db.commit()
+    return row

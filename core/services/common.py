@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.errors import InvalidInput, NotFound
+
+T = TypeVar("T")
+
+
+async def get_or_404(db: AsyncSession, model: type[T], id_: uuid.UUID, what: str) -> T:
+    row = await db.get(model, id_)
+    if row is None:
+        raise NotFound(f"{what} {id_} not found")
+    return row
+
+
+async def page_of(db: AsyncSession, query: Select[Any], offset: int, limit: int) -> tuple[list[Any], int]:
+    total = (await db.execute(select(func.count()).select_from(query.order_by(None).subquery()))).scalar_one()
+    rows = (await db.execute(query.offset(offset).limit(limit))).scalars().all()
+    return list(rows), int(total)
+
+
+def check_size(field: str, value: str | None, max_bytes: int, label: str) -> None:
+    if value is not None and len(value.encode()) > max_bytes:
+        raise InvalidInput(f"{field} is longer than {label}", field=field)

@@ -1,0 +1,87 @@
+"""Storing session events with gap-free sequences, and announcing them on Redis after commit."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+import redis.asyncio as redis
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db.models import Event, Session
+from core.schemas import events as schemas
+
+log = structlog.get_logger("everloop.events")
+
+
+def channel(session_id: uuid.UUID) -> str:
+    return f"everloop:session:{session_id}:events"
+
+
+async def next_sequence(db: AsyncSession, session_id: uuid.UUID, counter: str) -> int:
+    """Takes the next number of a session counter. The row stays locked until the transaction ends,
+    so concurrent writers to one session queue up and no number is skipped or reused."""
+    column = getattr(Session, counter)
+    result = await db.execute(
+        update(Session).where(Session.id == session_id).values({column: column + 1}).returning(column)
+    )
+    return int(result.scalar_one())
+
+
+async def append(
+    db: AsyncSession,
+    session_id: uuid.UUID,
+    type_: str,
+    data: dict[str, Any],
+    *,
+    context: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Event:
+    """Adds an event in the caller's transaction. With an idempotency key, a second call returns
+    the first event instead of storing another."""
+    if idempotency_key is not None:
+        existing = (
+            await db.execute(
+                select(Event).where(Event.session_id == session_id, Event.idempotency_key == idempotency_key)
+            )
+        ).scalar_one_or_none()
+        if existing is not None:
+            return existing
+    event = Event(
+        session_id=session_id,
+        sequence=await next_sequence(db, session_id, "last_event_sequence"),
+        type=type_,
+        data=data,
+        context=context or {},
+        metadata_=metadata,
+        idempotency_key=idempotency_key,
+    )
+    db.add(event)
+    await db.flush()
+    return event
+
+
+def to_schema(event: Event) -> schemas.Event:
+    return schemas.Event(
+        id=event.id,
+        type=event.type,
+        ts=event.ts,
+        session_id=event.session_id,
+        sequence=event.sequence,
+        context=msgspec.convert(event.context, schemas.EventContext),
+        data=event.data,
+        metadata=event.metadata_,
+        tags=event.tags,
+    )
+
+
+async def publish(bus: redis.Redis, event: Event) -> None:
+    """Fans a committed event out. Losing Redis loses no data: readers catch up from Postgres."""
+    try:
+        await bus.publish(channel(event.session_id), msgspec.json.encode(to_schema(event)))
+    except Exception as exc:  # the event is stored; delivery is best effort
+        log.warning("event not published", session_id=str(event.session_id), error=str(exc))

@@ -1,0 +1,235 @@
+"""Sessions of an agent, and the messages posted to them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, structs
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db.models import Agent, Event, Message, Session
+from core.errors import Conflict, InvalidInput, NotFound
+from core.schemas import sessions as schemas
+from core.schemas.content import (
+    ImagePart,
+    TextPart,
+    ToolCall,
+    ToolCallPart,
+    ToolResult,
+    ToolResultPart,
+    content_from_json,
+    content_to_json,
+)
+from core.services import agents, events
+from core.services.common import page_of
+from core.services.llm import check_model_exists
+
+IMAGE_MAX_BYTES = 5 * 1024 * 1024
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
+def to_schema(row: Session) -> schemas.Session:
+    return schemas.Session(
+        id=row.id,
+        agent_id=row.agent_id,
+        title=row.title,
+        tags=row.tags,
+        model_id=row.model_id,
+        status=row.status,  # type: ignore[arg-type]
+        usage=schemas.Usage(
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
+            total_tokens=row.input_tokens + row.output_tokens,
+            cost=float(row.cost),
+        ),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _active(agent: Agent) -> Agent:
+    if agent.status == "archived":
+        raise Conflict(f"agent {agent.id} is archived: its sessions are read-only")
+    return agent
+
+
+async def create(db: AsyncSession, agent_id: uuid.UUID, data: schemas.CreateSession) -> Session:
+    _active(await agents.get(db, agent_id))
+    await check_model_exists(db, data.model_id, "model_id")
+    row = Session(agent_id=agent_id, title=data.title, tags=data.tags, model_id=data.model_id)
+    db.add(row)
+    await db.commit()
+    return row
+
+
+async def get(db: AsyncSession, agent_id: uuid.UUID, session_id: uuid.UUID) -> Session:
+    row = await db.get(Session, session_id)
+    if row is None or row.agent_id != agent_id:
+        raise NotFound(f"session {session_id} not found for agent {agent_id}")
+    return row
+
+
+async def list_(db: AsyncSession, agent_id: uuid.UUID, offset: int, limit: int) -> tuple[list[Session], int]:
+    await agents.get(db, agent_id)
+    query = select(Session).where(Session.agent_id == agent_id).order_by(Session.id.desc())
+    return await page_of(db, query, offset, limit)
+
+
+async def update(
+    db: AsyncSession, agent_id: uuid.UUID, session_id: uuid.UUID, patch: schemas.UpdateSession
+) -> Session:
+    row = await get(db, agent_id, session_id)
+    values = {k: v for k, v in structs.asdict(patch).items() if v is not UNSET}
+    if "model_id" in values:
+        await check_model_exists(db, values["model_id"], "model_id")
+    for field, value in values.items():
+        setattr(row, field, value)
+    await db.commit()
+    return row
+
+
+async def delete(db: AsyncSession, agent_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    row = await get(db, agent_id, session_id)
+    await db.delete(row)  # messages, events and files go with it (ON DELETE CASCADE)
+    await db.commit()
+
+
+# Messages
+
+
+def message_to_schema(row: Message) -> schemas.Message:
+    content = content_from_json(row.content)
+    calls = [
+        ToolCall(id=p.id, name=p.name, arguments=p.arguments) for p in content if isinstance(p, ToolCallPart)
+    ]
+    results = [
+        ToolResult(tool_call_id=p.tool_call_id, result=p.result, error=p.error)
+        for p in content
+        if isinstance(p, ToolResultPart)
+    ]
+    return schemas.Message(
+        id=row.id,
+        session_id=row.session_id,
+        sequence=row.sequence,
+        role=row.role,  # type: ignore[arg-type]
+        content=content,
+        controls=msgspec.convert(row.controls, schemas.Controls) if row.controls is not None else None,
+        metadata=row.metadata_,
+        tags=row.tags,
+        created_at=row.created_at,
+        tool_calls=calls or None,
+        tool_results=results or None,
+    )
+
+
+def _check_user_content(parts: list[Any]) -> None:
+    if not parts:
+        raise InvalidInput("message.content: a message needs at least one part", field="message.content")
+    for index, part in enumerate(parts):
+        field = f"message.content[{index}]"
+        if isinstance(part, TextPart):
+            continue
+        if not isinstance(part, ImagePart):
+            raise InvalidInput(f"{field}: users may post only `text` and `image` parts", field=field)
+        if (part.url is None) == (part.base64 is None):
+            raise InvalidInput(f"{field}: an image has either `url` or `base64`", field=field)
+        if part.url is not None and not part.url.startswith(("https://", "http://")):
+            raise InvalidInput(f"{field}.url: must be an http(s) URL", field=f"{field}.url")
+        if part.base64 is not None:
+            if part.media_type not in IMAGE_MEDIA_TYPES:
+                raise InvalidInput(
+                    f"{field}.media_type: must be one of {', '.join(IMAGE_MEDIA_TYPES)}",
+                    field=f"{field}.media_type",
+                )
+            # 4 base64 characters carry 3 bytes: refuse by length before decoding anything large.
+            if len(part.base64) * 3 // 4 > IMAGE_MAX_BYTES + 3:
+                raise InvalidInput(f"{field}.base64: the image is over 5 MB", field=f"{field}.base64")
+            try:
+                size = len(base64.b64decode(part.base64, validate=True))
+            except (binascii.Error, ValueError):
+                raise InvalidInput(f"{field}.base64: not valid base64", field=f"{field}.base64") from None
+            if size > IMAGE_MAX_BYTES:
+                raise InvalidInput(f"{field}.base64: the image is over 5 MB", field=f"{field}.base64")
+
+
+def _same_request(row: Message, data: schemas.CreateMessage) -> bool:
+    return (
+        row.content == content_to_json(data.message.content)
+        and row.controls == (msgspec.to_builtins(data.controls) if data.controls else None)
+        and row.metadata_ == data.metadata
+        and row.tags == data.tags
+    )
+
+
+async def _by_key(db: AsyncSession, session_id: uuid.UUID, key: str) -> Message | None:
+    query = select(Message).where(Message.session_id == session_id, Message.idempotency_key == key)
+    return (await db.execute(query)).scalar_one_or_none()
+
+
+async def post_message(
+    db: AsyncSession,
+    agent_id: uuid.UUID,
+    session_id: uuid.UUID,
+    data: schemas.CreateMessage,
+    idempotency_key: str | None,
+) -> tuple[Message, Event | None]:
+    """Stores a user message and its `message.user` event in one transaction. Returns the message
+    and the new event, or (first message, None) when the idempotency key was seen before."""
+    session = await get(db, agent_id, session_id)
+    _active(await agents.get(db, agent_id))
+    _check_user_content(data.message.content)
+    if data.controls is not None:
+        await check_model_exists(db, data.controls.model_id, "controls.model_id")
+    if idempotency_key is not None and (first := await _by_key(db, session_id, idempotency_key)):
+        return _replayed(first, data)
+    message = Message(
+        session_id=session.id,
+        sequence=await events.next_sequence(db, session.id, "last_message_sequence"),
+        role="user",
+        content=content_to_json(data.message.content),
+        controls=msgspec.to_builtins(data.controls) if data.controls else None,
+        metadata_=data.metadata,
+        tags=data.tags,
+        idempotency_key=idempotency_key,
+    )
+    db.add(message)
+    try:
+        await db.flush()
+    except IntegrityError:
+        # The same key raced in from a concurrent retry, which committed first.
+        await db.rollback()
+        assert idempotency_key is not None
+        first = await _by_key(db, session_id, idempotency_key)
+        if first is None:
+            raise
+        return _replayed(first, data)
+    event = await events.append(
+        db,
+        session.id,
+        "message.user",
+        {"message": msgspec.to_builtins(message_to_schema(message))},
+        context={"input_message_id": str(message.id)},
+        idempotency_key=f"message.user:{message.id}",
+    )
+    await db.commit()
+    return message, event
+
+
+def _replayed(first: Message, data: schemas.CreateMessage) -> tuple[Message, None]:
+    if not _same_request(first, data):
+        raise Conflict("this Idempotency-Key was used for a different message")
+    return first, None
+
+
+async def list_messages(
+    db: AsyncSession, agent_id: uuid.UUID, session_id: uuid.UUID, offset: int, limit: int
+) -> tuple[list[Message], int]:
+    await get(db, agent_id, session_id)
+    query = select(Message).where(Message.session_id == session_id).order_by(Message.sequence)
+    return await page_of(db, query, offset, limit)

@@ -40,9 +40,12 @@ def _first_problem(exc: ValidationException) -> tuple[str, str | None]:
     problems = exc.extra if isinstance(exc.extra, list) else []
     first = problems[0] if problems and isinstance(problems[0], dict) else {}
     message = str(first.get("message") or exc.detail)
-    key = first.get("key")
-    # Litestar's own key is just "data" for a body; msgspec's message is more precise.
-    field = field_in(message) or (key if key and key != "data" else None)
+    # Litestar gives the path of the failing value as the key ("data" is the body itself); msgspec's
+    # message may name a field inside it ("Object missing required field `text`").
+    key = str(first.get("key") or "")
+    path = "" if key == "data" else key
+    named = field_in(message)
+    field = (f"{path}.{named}" if path and named else named or path) or None
     text = message if field is None or field in message else f"{field}: {message}"
     return text, field
 

@@ -126,6 +126,31 @@ def migrate(revision: str) -> None:
     click.echo(f"database is at revision {revision}")
 
 
+@main.command("rotate-secrets")
+@_friendly_errors
+def rotate_secrets() -> None:
+    """Re-encrypt every stored secret under SECRETS_ENCRYPTION_KEY. Set the old key as
+    SECRETS_ENCRYPTION_KEY_PREVIOUS while this runs; remove it afterwards (needs DATABASE_URL)."""
+    from core.crypto import secret_box
+    from core.db import Database
+    from core.services.llm import rewrap_all
+
+    settings = _settings()
+    box = secret_box(settings)
+    if box is None:
+        raise SettingsError("SECRETS_ENCRYPTION_KEY: not set; it is the key to re-encrypt under")
+
+    async def run() -> int:
+        db = Database(_need(settings.database_url, "DATABASE_URL"), pool_size=1)
+        try:
+            async with db.session() as session:
+                return await rewrap_all(session, box)
+        finally:
+            await db.dispose()
+
+    click.echo(f"re-encrypted {asyncio.run(run())} secret(s) under the current key")
+
+
 @main.command()
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for a worker.")
 @_friendly_errors

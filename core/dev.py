@@ -6,6 +6,7 @@ supervisor itself is killed, the kernel stops them (see `core.stack.process`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,7 +21,9 @@ from types import FrameType
 import click
 import msgspec
 
+from core.crypto import dev_master_key
 from core.migrate import upgrade
+from core.seed import seed_dev_data
 from core.settings import AuthMode, Settings
 from core.stack import EmbeddedStack, Endpoints, StackError
 from core.stack.process import ManagedProcess, wait_until
@@ -113,6 +116,9 @@ def run_dev(settings: Settings) -> None:
         # Local development: one built-in admin, allowed because the API binds to loopback.
         child_env["AUTH_MODE"] = AuthMode.NONE.value
         settings = msgspec.structs.replace(settings, auth_mode=AuthMode.NONE)
+    if settings.secrets_encryption_key is None:
+        # Made once into the data directory, so stored API keys survive restarts.
+        child_env["SECRETS_ENCRYPTION_KEY"] = dev_master_key(settings.data_dir)
     settings.check_runnable()
 
     stack = EmbeddedStack(settings, durable=True)
@@ -120,6 +126,8 @@ def run_dev(settings: Settings) -> None:
     with _stop_on_signals():
         try:
             endpoints = _start_services(stack, migrate=True)
+            if added := asyncio.run(seed_dev_data(endpoints.database_url)):
+                _say(f"added {', '.join(added)}")
             child_env.update(endpoints.as_env())
             child_env["EVERLOOP_DATA_DIR"] = str(settings.data_dir)
             for command in ("worker", "api"):

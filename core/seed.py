@@ -38,6 +38,8 @@ async def seed_dev_data(database_url: str) -> list[str]:
                 is_default=has_default is None,
                 settings={},
             )
+            session.add_all([provider, model])
+            await session.flush()  # the agent's foreign key needs the model row first
             agent = Agent(
                 name=DEMO_AGENT_NAME,
                 description="Answers through the built-in simulator; can do arithmetic with test_math.",
@@ -45,7 +47,7 @@ async def seed_dev_data(database_url: str) -> list[str]:
                 capabilities=["test_math"],
                 default_model_id=model.id,
             )
-            session.add_all([provider, model, agent])
+            session.add(agent)
             await session.commit()
             return [f"LLM provider {provider.name!r}", f"model {model.model_id!r}", f"agent {agent.name!r}"]
     finally:

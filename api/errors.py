@@ -12,6 +12,7 @@ import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import DBAPIError
 
 from api.middleware import request_id_of
 from core.errors import EverloopError, field_in
@@ -54,6 +55,16 @@ def _domain_error(request: Request[Any, Any, Any], exc: EverloopError) -> Respon
     return error_response(exc.status_code, exc.message, field=exc.field)
 
 
+# PostgreSQL cannot store U+0000 in text or JSONB; msgspec accepts it in JSON strings.
+_UNSTORABLE_TEXT = {"22021", "22P05"}
+
+
+def _database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
+    if getattr(exc.orig, "sqlstate", None) in _UNSTORABLE_TEXT:
+        return error_response(400, "text may not contain the NUL character (\\u0000)")
+    return _unhandled(request, exc)
+
+
 def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     request_id = request_id_of(request.scope)
     log.exception("unhandled error", request_id=request_id, method=request.method, path=request.url.path)
@@ -63,5 +74,6 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: _http_exception,
     EverloopError: _domain_error,
+    DBAPIError: _database_error,
     Exception: _unhandled,
 }

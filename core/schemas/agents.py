@@ -10,7 +10,6 @@ from msgspec import UNSET, Meta, UnsetType
 AgentStatus = Literal["active", "archived"]
 Name = Annotated[str, Meta(min_length=1)]
 MaxIterations = Annotated[int, Meta(ge=1, le=1000, description="Reason steps per turn before it fails.")]
-Tag = Annotated[str, Meta(min_length=1, max_length=100)]
 
 
 class Agent(msgspec.Struct, kw_only=True):
@@ -32,7 +31,7 @@ class CreateAgent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     description: str | None = None
     system_prompt: str = ""
     default_model_id: uuid.UUID | None = None
-    tags: list[Tag] = msgspec.field(default_factory=list)
+    tags: list[str] = msgspec.field(default_factory=list)
     capabilities: list[str] = msgspec.field(default_factory=list)
     max_iterations: MaxIterations = 25
 
@@ -42,7 +41,7 @@ class UpdateAgent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     description: str | UnsetType | None = UNSET
     system_prompt: str | UnsetType = UNSET
     default_model_id: uuid.UUID | UnsetType | None = UNSET
-    tags: list[Tag] | UnsetType = UNSET
+    tags: list[str] | UnsetType = UNSET
     capabilities: list[str] | UnsetType = UNSET
     max_iterations: MaxIterations | UnsetType = UNSET
     status: AgentStatus | UnsetType = UNSET

@@ -67,7 +67,7 @@ class Model(msgspec.Struct, kw_only=True):
 class CreateModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model_id: ShortText
     display_name: ShortText | None = None
-    capabilities: list[ShortText] = msgspec.field(default_factory=list)
+    capabilities: list[str] = msgspec.field(default_factory=list)
     is_default: bool = False
     status: Status = "active"
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -76,7 +76,7 @@ class CreateModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class UpdateModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model_id: ShortText | UnsetType = UNSET
     display_name: ShortText | UnsetType = UNSET
-    capabilities: list[ShortText] | UnsetType = UNSET
+    capabilities: list[str] | UnsetType = UNSET
     is_default: bool | UnsetType = UNSET
     status: Status | UnsetType = UNSET
     settings: dict[str, Any] | UnsetType = UNSET

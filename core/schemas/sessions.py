@@ -7,7 +7,6 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from core.schemas.agents import Tag
 from core.schemas.content import ContentPart, ToolCall, ToolResult
 
 SessionStatus = Literal["started", "active", "idle"]
@@ -34,13 +33,13 @@ class Session(msgspec.Struct, kw_only=True):
 
 class CreateSession(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     title: str | None = None
-    tags: list[Tag] = msgspec.field(default_factory=list)
+    tags: list[str] = msgspec.field(default_factory=list)
     model_id: uuid.UUID | None = None
 
 
 class UpdateSession(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     title: str | UnsetType | None = UNSET
-    tags: list[Tag] | UnsetType = UNSET
+    tags: list[str] | UnsetType = UNSET
     model_id: uuid.UUID | UnsetType | None = UNSET
 
 
@@ -62,7 +61,7 @@ class CreateMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     message: MessageInput
     controls: Controls | None = None
     metadata: dict[str, Any] | None = None
-    tags: list[Tag] = msgspec.field(default_factory=list)
+    tags: list[str] = msgspec.field(default_factory=list)
 
 
 MessageRole = Literal["user", "agent", "tool"]

@@ -23,7 +23,7 @@ class Endpoints(msgspec.Struct, kw_only=True, frozen=True):
     database_url: str
     redis_url: str
     temporal_address: str
-    temporal_ui_url: str | None
+    temporal_ui_url: str | None = None
 
     def as_env(self) -> dict[str, str]:
         env = {

@@ -213,3 +213,13 @@ async def test_malformed_json_stores_nothing(client: Client) -> None:
     )
     assert response.status_code == 400
     assert (await client.get(f"{base}/messages")).json()["total"] == 0
+
+
+async def test_nul_characters_are_a_400_not_a_crash(client: Client) -> None:
+    base = await _session(client)
+    response = await client.post(f"{base}/messages", json=factories.text_message("a\u0000b"))
+    assert response.status_code == 400
+    assert "NUL" in response.json()["error"]
+    agent = await client.post("/v1/agents", json={"name": "nul\u0000name"})
+    assert agent.status_code == 400
+    assert (await client.get(f"{base}/messages")).json()["total"] == 0

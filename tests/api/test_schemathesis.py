@@ -1,0 +1,85 @@
+"""Property-based run of our own OpenAPI spec over every /v1 route, through a real HTTP server:
+no 5xx, and every response matches what the spec documents."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import allow_header_conformance, positive_data_acceptance
+from sqlalchemy import text
+
+from api.app import create_app
+from core.db import Database
+from core.db.models import Base
+from core.stack import Endpoints
+from core.stack.process import free_port
+from tests.conftest import make_settings
+
+
+@pytest.fixture(scope="module")
+def base_url(endpoints: Endpoints) -> Iterator[str]:
+    port = free_port()
+    app = create_app(make_settings(endpoints), configure_logs=False)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)
+    asyncio.run(_truncate(endpoints.database_url))
+
+
+async def _truncate(url: str) -> None:
+    db = Database(url, pool_size=1)
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    async with db.engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    await db.dispose()
+
+
+def _spec() -> dict[str, object]:
+    # The spec is the app's own; building the app connects to nothing, so any addresses will do.
+    offline = Endpoints(
+        database_url="postgresql://x@127.0.0.1:1/x",
+        redis_url="redis://127.0.0.1:1",
+        temporal_address="127.0.0.1:1",
+    )
+    app = create_app(make_settings(offline), configure_logs=False)
+    return app.openapi_schema.to_schema()
+
+
+schema = schemathesis.openapi.from_dict(_spec()).include(path_regex="^/v1/")
+
+
+@schema.parametrize()
+@settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_v1_routes_honour_the_spec(case: schemathesis.Case[Any], base_url: str) -> None:
+    case.call_and_validate(
+        base_url=base_url,
+        excluded_checks=[
+            # Schema-valid is not always acceptable: an unknown capability id or model id is a 400 by
+            # design, and forbidden extra fields are not expressed in Litestar's generated schema.
+            positive_data_acceptance,
+            # Litestar's automatic OPTIONS answer lists one handler's methods per path, not all.
+            allow_header_conformance,
+        ],
+    )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import Body, FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,6 +18,19 @@ from core.errors import InvalidInput
 from core.schemas.agents import Agent, AgentStatus, CreateAgent, UpdateAgent
 from core.schemas.capabilities import AgentCapabilities
 from core.services import agent_io, agents
+
+
+@dataclass
+class _AgentFileOperation(Operation):
+    """Documents the raw agent file that `POST /v1/agents/import` reads from the request body."""
+
+    def __post_init__(self) -> None:
+        file = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, description="The agent file"))
+        self.request_body = RequestBody(
+            required=True,
+            description="Markdown with YAML front matter (the body is the system prompt), YAML, or JSON.",
+            content={"text/markdown": file, "application/yaml": file, "application/json": file},
+        )
 
 
 class AgentController(Controller):
@@ -56,7 +71,12 @@ class AgentController(Controller):
         )
         return page([agents.to_schema(r) for r in rows], total, page_params)
 
-    @post("/import", operation_id="importAgent", responses=error_responses(400, 413))
+    @post(
+        "/import",
+        operation_id="importAgent",
+        responses=error_responses(400, 413),
+        operation_class=_AgentFileOperation,
+    )
     async def import_agent(
         self, db_session: NamedDependency[AsyncSession], request: Request[Any, Any, Any]
     ) -> Agent:

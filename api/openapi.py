@@ -53,7 +53,15 @@ def openapi_config() -> OpenAPIConfig:
         description="A durable agent runtime: agents, sessions, messages and their live event streams.",
         path="/api-doc",
         render_plugins=[JsonRenderPlugin()],
-        tags=[Tag(name="health", description="Liveness and readiness, without authentication")],
+        tags=[
+            Tag(name="health", description="Liveness and readiness, without authentication"),
+            Tag(name="agents", description="Agents: prompt, default model, capabilities; import and export"),
+            Tag(name="sessions", description="Conversations with an agent"),
+            Tag(name="messages", description="What is said in a session; posting one starts a turn"),
+            Tag(name="llm-providers", description="Where LLM calls go, with write-only encrypted keys"),
+            Tag(name="llm-models", description="The models of each provider, and the default one"),
+            Tag(name="capabilities", description="Built-in tool sets an agent can enable"),
+        ],
         use_handler_docstrings=True,
     )
 

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+
+from sqlalchemy import select
+
+from core.crypto import SecretBox
+from core.db import Database
+from core.db.models import LlmProvider
+from core.schemas.llm import CreateProvider
+from core.services import llm
+from core.stack import Endpoints
+
+
+async def test_rotate_secrets_rewraps_every_key_under_the_new_master(
+    db: Database, endpoints: Endpoints
+) -> None:
+    old, new = os.urandom(32), os.urandom(32)
+    async with db.session() as s:
+        for name in ("a", "b"):
+            await llm.create_provider(
+                s, SecretBox(old), CreateProvider(name=name, provider_type="openai", api_key=f"sk-{name}")
+            )
+        await llm.create_provider(
+            s, SecretBox(old), CreateProvider(name="keyless", provider_type="simulator")
+        )
+
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DATABASE_URL": endpoints.database_url,
+        "SECRETS_ENCRYPTION_KEY": base64.b64encode(new).decode(),
+        "SECRETS_ENCRYPTION_KEY_PREVIOUS": base64.b64encode(old).decode(),
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "core.cli", "rotate-secrets"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "re-encrypted 2 secret(s)" in run.stdout
+
+    only_new = SecretBox(new)
+    async with db.session() as s:
+        rows = (await s.execute(select(LlmProvider).order_by(LlmProvider.name))).scalars().all()
+        keys = [await llm.api_key(only_new, row) for row in rows]
+    assert keys == ["sk-a", "sk-b", None]
+
+    again = subprocess.run(
+        [sys.executable, "-m", "core.cli", "rotate-secrets"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "re-encrypted 0 secret(s)" in again.stdout

@@ -21,6 +21,7 @@ from api.middleware import RequestContextMiddleware
 from api.openapi import docs_handlers, openapi_config
 from api.pagination import provide_page_params
 from api.sessions import SessionController
+from api.simulator import simulator_router
 from api.state import Services
 from core.logging import configure_logging
 from core.settings import Settings, SettingsError, get_settings
@@ -71,6 +72,7 @@ def create_app(
             ProviderController,
             ModelController,
             CapabilityController,
+            *([simulator_router] if settings.simulator_enabled else []),
             *docs_handlers(),
             *extra_handlers,
         ],

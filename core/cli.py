@@ -126,6 +126,21 @@ def migrate(revision: str) -> None:
     click.echo(f"database is at revision {revision}")
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8001, show_default=True, help="Port to listen on.")
+@_friendly_errors
+def simulator(host: str, port: int) -> None:
+    """Run only the OpenAI-compatible LLM simulator, at http://HOST:PORT/simulator/v1 (the API
+    also serves it when EVERLOOP_SIMULATOR=true). Needs no database."""
+    from api.simulator import run_simulator
+    from core.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    run_simulator(host, port)
+
+
 @main.command("rotate-secrets")
 @_friendly_errors
 def rotate_secrets() -> None:

@@ -116,6 +116,8 @@ def run_dev(settings: Settings) -> None:
         # Local development: one built-in admin, allowed because the API binds to loopback.
         child_env["AUTH_MODE"] = AuthMode.NONE.value
         settings = msgspec.structs.replace(settings, auth_mode=AuthMode.NONE)
+    # The seeded simulator provider answers from this API's own /simulator/v1.
+    child_env.setdefault("EVERLOOP_SIMULATOR", "true")
     if settings.secrets_encryption_key is None:
         # Made once into the data directory, so stored API keys survive restarts.
         child_env["SECRETS_ENCRYPTION_KEY"] = dev_master_key(settings.data_dir)

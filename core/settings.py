@@ -58,6 +58,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     auth_mode: AuthMode
     cors_origins: tuple[str, ...]
     max_request_body_bytes: int
+    simulator_enabled: bool
     startup_timeout_s: float
     embedded_postgres_port: int
     embedded_redis_port: int
@@ -174,6 +175,15 @@ def _origins(value: str) -> tuple[str, ...]:
     return origins
 
 
+def _boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
 def _seconds(value: str) -> float:
     seconds = float(value)
     if not 0 < seconds <= 3600:
@@ -200,6 +210,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         secrets_encryption_key_previous=read.key("SECRETS_ENCRYPTION_KEY_PREVIOUS"),
         auth_mode=read.parse("AUTH_MODE", AuthMode.FULL, AuthMode, "none, admin or full"),
         cors_origins=read.parse("CORS_ORIGINS", (), _origins, "a comma-separated list of http(s) origins"),
+        simulator_enabled=read.parse("EVERLOOP_SIMULATOR", False, _boolean, "true or false"),
         max_request_body_bytes=read.integer("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024, low=1024, high=2**31),
         startup_timeout_s=read.parse(
             "EVERLOOP_STARTUP_TIMEOUT", 60.0, _seconds, "seconds between 0 and 3600"

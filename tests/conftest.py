@@ -99,6 +99,7 @@ def make_settings(endpoints: Endpoints, **env: str) -> Settings:
         "EVERLOOP_DATA_DIR": str(Path(tempfile.gettempdir()) / "everloop-test-settings"),
         "AUTH_MODE": AuthMode.NONE.value,
         "SECRETS_ENCRYPTION_KEY": TEST_MASTER_KEY,
+        "EVERLOOP_SIMULATOR": "true",
         **endpoints.as_env(),
     }
     return load_settings({**base, **env})

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from core.cli import main
 
-COMMANDS = ["dev", "services", "api", "worker", "migrate", "check"]
+COMMANDS = ["dev", "services", "api", "worker", "migrate", "check", "simulator", "rotate-secrets"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

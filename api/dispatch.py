@@ -6,14 +6,26 @@ import structlog
 
 from api.state import Services
 from core.db.models import Message, Session
+from core.schemas.turns import SessionInput
 
 log = structlog.get_logger("everloop.dispatch")
 
 
-async def dispatch_message(services: Services, session: Session, message: Message) -> None:
-    """Hands a stored, announced user message to the session's loop.
+def workflow_id(session_id: object) -> str:
+    return f"session-{session_id}"
 
-    The loop issue fills this in with a signal-with-start of workflow `session-{id}`. Until then
-    nothing is faked: the message is stored with its `message.user` event, and no reply comes.
-    """
-    log.info("message stored; no loop runs yet", session_id=str(session.id), message_id=str(message.id))
+
+async def dispatch_message(services: Services, session: Session, message: Message) -> None:
+    """Signal-with-start of workflow `session-{id}`: starts the session's loop if it is not running,
+    and queues the message either way. A message signalled twice runs once (the workflow keeps the
+    ids it has handled)."""
+    client = await services.temporal()
+    await client.start_workflow(
+        "SessionWorkflow",
+        SessionInput(session_id=str(session.id), agent_id=str(session.agent_id)),
+        id=workflow_id(session.id),
+        task_queue=services.settings.temporal_task_queue,
+        start_signal="new_message",
+        start_signal_args=[str(message.id)],
+    )
+    log.info("message dispatched", session_id=str(session.id), message_id=str(message.id))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
+import structlog
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import Body, FromPath, HeaderParameter
@@ -16,6 +17,8 @@ from api.pagination import Page, PageParams, page
 from api.state import Services
 from core.schemas.sessions import CreateMessage, Message
 from core.services import events, sessions
+
+log = structlog.get_logger("everloop.messages")
 
 IdempotencyKey = Annotated[
     str | None,
@@ -49,7 +52,12 @@ class MessageController(Controller):
         if event is not None:
             await events.publish(services.redis, event)
             session = await sessions.get(db_session, agent_id, session_id)
-            await dispatch_message(services, session, message)
+            try:
+                await dispatch_message(services, session, message)
+            except Exception:
+                # The message is stored; the worker's sweeper hands it to the loop once Temporal
+                # answers again. The client's request has succeeded.
+                log.exception("message stored but not dispatched", message_id=str(message.id))
         headers = {"idempotent-replayed": "true"} if event is None and idempotency_key else {}
         return Response(sessions.message_to_schema(message), status_code=201, headers=headers)
 

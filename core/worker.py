@@ -11,24 +11,44 @@ from redis.asyncio import Redis
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.deps import LoopDeps
 from activities.diagnostics import DiagnosticActivities
+from activities.llm import ReasonActivities
+from activities.tools import ToolActivities
+from activities.turns import TurnActivities
 from core import bus, temporal
+from core.crypto import secret_box
 from core.db import Database
 from core.settings import Settings
 from workflows.diagnostics import StackCheckWorkflow
+from workflows.session import SessionWorkflow
 
 log = structlog.get_logger("everloop.worker")
 
-WORKFLOWS = [StackCheckWorkflow]
+WORKFLOWS = [StackCheckWorkflow, SessionWorkflow]
 
 
-def build_worker(client: Client, task_queue: str, db: Database, redis: Redis) -> Worker:
-    diagnostics = DiagnosticActivities(db, redis)
+def build_worker(
+    client: Client, settings: Settings, db: Database, redis: Redis, *, task_queue: str | None = None
+) -> Worker:
+    deps = LoopDeps(db=db, bus=redis, settings=settings, secrets=secret_box(settings))
+    turns, reason, tools = TurnActivities(deps), ReasonActivities(deps), ToolActivities(deps)
     return Worker(
         client,
-        task_queue=task_queue,
+        task_queue=task_queue or settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=[diagnostics.check_backing_services],
+        activities=[
+            DiagnosticActivities(db, redis).check_backing_services,
+            turns.begin_turn,
+            turns.complete_act,
+            turns.finish_turn,
+            reason.reason,
+            tools.run_tool,
+        ],
+        # Heartbeats reach the server at least every second, so a cancel reaches a running LLM
+        # call or tool within about a second (the default waits up to 80% of the timeout).
+        max_heartbeat_throttle_interval=timedelta(seconds=1),
+        default_heartbeat_throttle_interval=timedelta(seconds=1),
         # Let in-flight activities finish (they heartbeat and are retried elsewhere if we die).
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
@@ -38,7 +58,7 @@ async def run_worker(settings: Settings, database_url: str, redis_url: str, temp
     client = await temporal.connect(temporal_address, settings.temporal_namespace)
     db = Database(database_url)
     redis = bus.connect(redis_url)
-    worker = build_worker(client, settings.temporal_task_queue, db, redis)
+    worker = build_worker(client, settings, db, redis)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
+import uvicorn
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
@@ -25,6 +29,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from temporalio.client import Client
 
 from api.app import create_app
+from api.simulator import create_simulator_app
 from core import temporal
 from core.db import Database
 from core.db.engine import async_url
@@ -32,6 +37,7 @@ from core.db.models import Base
 from core.migrate import upgrade
 from core.settings import AuthMode, Settings, load_settings
 from core.stack import EmbeddedStack, Endpoints
+from core.stack.process import free_port
 
 _exit_status = 0
 
@@ -143,3 +149,28 @@ async def temporal_client(endpoints: Endpoints) -> Client:
 @pytest.fixture
 def task_queue() -> str:
     return f"test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="session")
+def simulator_url() -> Iterator[str]:
+    """Base URL of a simulator running in a thread (its own event loop, as a real server would be)."""
+    port = free_port()
+    # Listening before the server starts: early connections wait in the backlog instead of failing.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(128)
+    config = uvicorn.Config(
+        create_simulator_app(), log_config=None, access_log=False, timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="simulator", daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}/simulator/v1"
+    try:
+        assert httpx.get(f"{base}/models", timeout=30).status_code == 200
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+        assert not thread.is_alive(), "the simulator did not shut down"

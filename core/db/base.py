@@ -47,3 +47,12 @@ class TimestampMixin:
 
 class TimestampedModel(TimestampMixin, Base):
     __abstract__ = True
+
+
+def uuid7_at(unix_ms: int, random_bits: int) -> uuid.UUID:
+    """A UUIDv7 from a given time and 74 random bits: for workflow code, which must get both from
+    Temporal (`workflow.now()`, `workflow.random()`) to stay deterministic on replay."""
+    rand_a = (random_bits >> 62) & 0xFFF
+    rand_b = random_bits & ((1 << 62) - 1)
+    value = (unix_ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+    return uuid.UUID(int=value)

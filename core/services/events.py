@@ -85,3 +85,19 @@ async def publish(bus: redis.Redis, event: Event) -> None:
         await bus.publish(channel(event.session_id), msgspec.json.encode(to_schema(event)))
     except Exception as exc:  # the event is stored; delivery is best effort
         log.warning("event not published", session_id=str(event.session_id), error=str(exc))
+
+
+async def publish_ephemeral(
+    bus: redis.Redis, session_id: uuid.UUID, type_: str, data: dict[str, Any]
+) -> None:
+    """A live-only frame (token deltas, resets): published, never stored, carries no sequence."""
+    frame = {"type": type_, "session_id": str(session_id), "data": data}
+    try:
+        await bus.publish(channel(session_id), msgspec.json.encode(frame))
+    except Exception as exc:  # a lost delta is harmless: the stored message has the whole text
+        log.debug("ephemeral frame not published", session_id=str(session_id), error=str(exc))
+
+
+async def publish_all(bus: redis.Redis, stored: list[Event]) -> None:
+    for event in stored:
+        await publish(bus, event)

@@ -243,3 +243,29 @@ async def resolve_model(
             "no model: none was chosen for the message, session or agent, and no model is the default"
         )
     return default
+
+
+def completion_params(
+    provider: LlmProvider, model: LlmModel, api_key: str | None, simulator_url: str
+) -> dict[str, Any]:
+    """litellm arguments for one model: which route, endpoint and key."""
+    base = provider.base_url
+    kind = provider.provider_type
+    params: dict[str, Any] = {}
+    if kind == "anthropic":
+        params["model"] = f"anthropic/{model.model_id}"
+    elif kind == "azure_openai":
+        params["model"] = f"azure/{model.model_id}"
+        if version := provider.settings.get("api_version"):
+            params["api_version"] = version
+    else:  # openai, openai_compatible, simulator: the OpenAI wire format
+        params["model"] = f"openai/{model.model_id}"
+    if kind == "simulator":
+        base = base or simulator_url
+        api_key = api_key or "simulator"
+        params["extra_body"] = {"simulator": model.settings}
+    if base:
+        params["api_base"] = base
+    if api_key:
+        params["api_key"] = api_key
+    return params

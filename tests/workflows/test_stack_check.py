@@ -14,6 +14,7 @@ from core import bus
 from core.converter import data_converter
 from core.db import Database
 from core.schemas.diagnostics import StackCheckInput, StackCheckResult
+from core.settings import Settings
 from core.stack import Endpoints
 from core.worker import WORKFLOWS, build_worker
 from workflows.diagnostics import StackCheckWorkflow
@@ -22,12 +23,12 @@ HISTORIES = Path(__file__).parent / "histories"
 
 
 async def test_stack_check_reaches_postgres_and_redis_from_the_worker(
-    temporal_client: Client, task_queue: str, db: Database, endpoints: Endpoints
+    temporal_client: Client, task_queue: str, db: Database, endpoints: Endpoints, settings: Settings
 ) -> None:
     redis = bus.connect(endpoints.redis_url)
     workflow_id = f"stack-check-{uuid.uuid4().hex}"
     try:
-        async with build_worker(temporal_client, task_queue, db, redis):
+        async with build_worker(temporal_client, settings, db, redis, task_queue=task_queue):
             result = await temporal_client.execute_workflow(
                 StackCheckWorkflow.run,
                 StackCheckInput(token="t-42"),

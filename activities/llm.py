@@ -1,0 +1,376 @@
+"""`reason`: one LLM call of a turn, streamed to the session's channel and stored once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+import litellm
+import msgspec
+from sqlalchemy import update
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.deps import EventBatch, LoopDeps
+from capabilities import registry
+from core.db.models import Agent, LlmProvider, Message, Session
+from core.errors import NotFound
+from core.schemas.content import ToolCallPart, content_from_json
+from core.schemas.turns import LlmFailure, ReasonInput, ReasonResult, ToolCallRef
+from core.services import conversation, events, llm
+from core.services.sessions import message_to_schema
+
+# Provider answers that no retry can fix; anything else (429, 5xx, timeouts, connection errors)
+# is retried by Temporal with backoff.
+FATAL_STATUSES = {400, 401, 403, 404, 422}
+HEARTBEAT_EVERY_S = 2.0
+PREVIEW = 200
+
+
+class ReasonActivities:
+    def __init__(self, deps: LoopDeps) -> None:
+        self.deps = deps
+
+    @activity.defn(name="reason")
+    async def reason(self, params: ReasonInput) -> ReasonResult:
+        session_id = uuid.UUID(params.session_id)
+        message_id = uuid.UUID(params.message_id)
+        context = {"turn_id": params.turn_id, "input_message_id": params.input_message_id}
+        step = f"{params.turn_id}:{params.iteration}"
+        async with self.deps.db.session() as db:
+            done = await db.get(Message, message_id)
+            if done is not None:
+                # An earlier attempt stored the reply and then died before reporting it: the LLM
+                # is not called twice.
+                return _result(done)
+            session = await db.get(Session, session_id)
+            if session is None:
+                raise ApplicationError(f"session {session_id} is gone", non_retryable=True)
+            agent = await db.get(Agent, session.agent_id)
+            assert agent is not None
+            input_message = await db.get(Message, uuid.UUID(params.input_message_id))
+            controls = (input_message.controls or {}) if input_message else {}
+            try:
+                model = await llm.resolve_model(
+                    db,
+                    message_model_id=_uuid(controls.get("model_id")),
+                    session_model_id=session.model_id,
+                    agent_model_id=agent.default_model_id,
+                )
+            except NotFound as exc:
+                raise _fatal("no_model", None, exc.message) from None
+            provider = await db.get(LlmProvider, model.provider_id)
+            assert provider is not None
+            api_key = await self._api_key(provider)
+            batch = EventBatch(session_id, context)
+            history = await conversation.load(db, session_id)
+            history += await conversation.close_dangling(db, session_id, history)
+            reason_meta = {"model": model.model_id, "iteration": params.iteration}
+            await batch.add(
+                db,
+                "reason.started",
+                {"agent_id": str(agent.id), "metadata": reason_meta},
+                f"{step}:reason.started",
+            )
+            await db.commit()
+            capability_ids = list(agent.capabilities)
+            prompt = registry.system_prompt(capability_ids, agent.system_prompt)
+            history_refs = [{"message_id": str(m.id), "role": m.role} for m in history]
+            llm_messages = conversation.to_llm_messages(prompt, history)
+        await events.publish_all(self.deps.bus, batch.stored)
+
+        tools = _tools(capability_ids)
+        params_for_llm = llm.completion_params(provider, model, api_key, self.deps.simulator_url)
+        if activity.info().attempt > 1:
+            # The failed attempt may have streamed part of a reply: clients drop it.
+            await events.publish_ephemeral(
+                self.deps.bus,
+                session_id,
+                "output.message.reset",
+                {"message_id": params.message_id, "attempt": activity.info().attempt},
+            )
+        started = time.monotonic()
+        async with _heartbeating():
+            response = await self._stream(
+                session_id, params.message_id, params_for_llm, llm_messages, tools, api_key
+            )
+        duration_ms = int((time.monotonic() - started) * 1000)
+
+        choice = response.choices[0]
+        text = choice.message.content or ""
+        calls = [
+            ToolCallPart(id=c.id, name=c.function.name, arguments=_arguments(c.function.arguments))
+            for c in (choice.message.tool_calls or [])
+        ]
+        usage = getattr(response, "usage", None)
+        input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        cost = _cost(params_for_llm["model"], input_tokens, output_tokens)
+
+        batch = EventBatch(session_id, context)
+        async with self.deps.db.session() as db:
+            if (done := await db.get(Message, message_id)) is not None:
+                return _result(done)
+            content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+            content += [msgspec.to_builtins(c) for c in calls]
+            message = Message(
+                id=message_id,
+                session_id=session_id,
+                sequence=await events.next_sequence(db, session_id, "last_message_sequence"),
+                role="agent",
+                content=content,
+                tags=[],
+                metadata_={
+                    "model": model.model_id,
+                    "model_id": str(model.id),
+                    "provider_id": str(provider.id),
+                },
+                idempotency_key=f"{step}:reply",
+            )
+            db.add(message)
+            await db.flush()
+            usage_data = {"input_tokens": input_tokens, "output_tokens": output_tokens}
+            output = {"text": text, "tool_calls": [msgspec.to_builtins(c) for c in calls]}
+            await batch.add(
+                db,
+                "llm.generation",
+                {
+                    "messages": history_refs,
+                    "system_prompt": prompt,
+                    "tools": [
+                        {"name": t["function"]["name"], "description": t["function"]["description"]}
+                        for t in tools
+                    ],
+                    "output": output,
+                    "metadata": {
+                        "model": model.model_id,
+                        "provider": provider.provider_type,
+                        "usage": usage_data,
+                        "cost": float(cost),
+                        "duration_ms": duration_ms,
+                        "success": True,
+                        "error": None,
+                        "finish_reasons": [choice.finish_reason],
+                        "response_id": getattr(response, "id", None),
+                    },
+                },
+                f"{step}:llm.generation",
+            )
+            await batch.add(
+                db,
+                "message.agent",
+                {
+                    "message": msgspec.to_builtins(message_to_schema(message)),
+                    "metadata": message.metadata_,
+                    "usage": usage_data,
+                },
+                f"{step}:message.agent",
+            )
+            await batch.add(
+                db,
+                "reason.completed",
+                {
+                    "success": True,
+                    "text_preview": text[:PREVIEW],
+                    "has_tool_calls": bool(calls),
+                    "tool_call_count": len(calls),
+                    "error": None,
+                },
+                f"{step}:reason.completed",
+            )
+            if calls:
+                await batch.add(
+                    db,
+                    "act.started",
+                    {"tool_calls": [{"id": c.id, "name": c.name} for c in calls]},
+                    f"{step}:act.started",
+                )
+            await db.execute(
+                update(Session)
+                .where(Session.id == session_id)
+                .values(
+                    input_tokens=Session.input_tokens + input_tokens,
+                    output_tokens=Session.output_tokens + output_tokens,
+                    cost=Session.cost + cost,
+                )
+            )
+            await db.commit()
+            result = _result(message)
+        await events.publish_all(self.deps.bus, batch.stored)
+        return result
+
+    async def _api_key(self, provider: LlmProvider) -> str | None:
+        if provider.api_key_encrypted is None:
+            return None
+        if self.deps.secrets is None:
+            raise _fatal(
+                "llm_error", None, "the provider's API key cannot be read: SECRETS_ENCRYPTION_KEY is not set"
+            )
+        return await llm.api_key(self.deps.secrets, provider)
+
+    async def _stream(
+        self,
+        session_id: uuid.UUID,
+        message_id: str,
+        params: dict[str, Any],
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        api_key: str | None,
+    ) -> Any:
+        chunks = []
+        try:
+            stream = await litellm.acompletion(
+                **params,
+                messages=messages,
+                tools=tools or None,
+                stream=True,
+                stream_options={"include_usage": True},
+                num_retries=0,
+                timeout=300,
+            )
+            async for chunk in stream:
+                chunks.append(chunk)
+                delta = chunk.choices[0].delta.content if chunk.choices else None
+                if delta:
+                    await events.publish_ephemeral(
+                        self.deps.bus,
+                        session_id,
+                        "output.message.delta",
+                        {"message_id": message_id, "delta": delta},
+                    )
+        except litellm.exceptions.APIError as exc:  # includes every provider error litellm maps
+            raise _provider_error(exc, api_key) from None
+        except (litellm.exceptions.Timeout, litellm.exceptions.APIConnectionError) as exc:
+            raise _provider_error(exc, api_key) from None
+        except Exception as exc:
+            if isinstance(getattr(exc, "status_code", None), int):
+                raise _provider_error(exc, api_key) from None
+            raise
+        return litellm.stream_chunk_builder(chunks, messages=messages)
+
+
+@asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Heartbeats on a timer, not per token: a slow first token is not a dead worker, and a cancel
+    reaches the activity within the throttle interval."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+def _result(message: Message) -> ReasonResult:
+    parts = content_from_json(message.content)
+    calls = [p for p in parts if isinstance(p, ToolCallPart)]
+    text = "".join(getattr(p, "text", "") for p in parts)
+    return ReasonResult(
+        message_id=str(message.id),
+        tool_calls=[ToolCallRef(id=c.id, name=c.name, timeout_s=_timeout(c.name)) for c in calls],
+        text_preview=text[:PREVIEW],
+    )
+
+
+def _timeout(tool_name: str) -> float:
+    for capability in registry.all_capabilities():
+        if any(t.name == tool_name for t in capability.tools):
+            return capability.timeout_s
+    return 60.0
+
+
+def _tools(capability_ids: list[str]) -> list[dict[str, Any]]:
+    tools = []
+    for capability_id in capability_ids:
+        spec = registry.get(capability_id)
+        for tool in spec.tools if spec else ():
+            definition = tool.definition()
+            tools.append(
+                {
+                    "type": "function",
+                    "function": {
+                        "name": definition.name,
+                        "description": definition.description,
+                        "parameters": definition.parameters,
+                    },
+                }
+            )
+    return tools
+
+
+def _arguments(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return {"_raw": raw}
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def _cost(model: str, input_tokens: int, output_tokens: int) -> Decimal:
+    """litellm's price table; 0 where the model is not in it."""
+    try:
+        prompt, completion = litellm.cost_per_token(
+            model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
+        )
+    except Exception:
+        return Decimal(0)
+    return Decimal(str(prompt + completion))
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    return uuid.UUID(value) if isinstance(value, str) else None
+
+
+def _fatal(kind: str, status: int | None, message: str) -> ApplicationError:
+    return ApplicationError(
+        message, LlmFailure(status=status, kind=kind, message=message), type=kind, non_retryable=True
+    )
+
+
+_DESCRIPTIONS = {
+    400: "the provider rejected the request",
+    401: "the provider refused the API key",
+    403: "the provider denied access to this model",
+    404: "the provider does not know this model",
+    422: "the provider rejected the request",
+    429: "the provider is rate limiting",
+}
+
+
+def _provider_error(exc: Exception, api_key: str | None) -> ApplicationError:
+    """What the user and the operator may see: the status and a fixed description, never the
+    provider's raw text (it can echo keys or prompts)."""
+    status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) else None
+    if status is None:
+        description = (
+            "the provider did not answer in time"
+            if "Timeout" in type(exc).__name__
+            else "the provider could not be reached"
+        )
+    else:
+        description = _DESCRIPTIONS.get(status, "the provider failed")
+    message = f"{description} (HTTP {status})" if status else description
+    detail = str(exc)
+    if api_key:
+        detail = detail.replace(api_key, "[redacted]")
+    activity.logger.warning("LLM call failed: %s: %s", type(exc).__name__, detail[:500])
+    return ApplicationError(
+        message,
+        LlmFailure(status=status, kind="llm_error", message=message),
+        type="llm_error",
+        non_retryable=status in FATAL_STATUSES,
+    )

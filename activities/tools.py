@@ -1,0 +1,147 @@
+"""`run_tool`: one tool call of a turn, its result stored once as a tool message."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio import activity
+
+from activities.deps import EventBatch, LoopDeps
+from capabilities import registry
+from capabilities.base import Tool, ToolContext, ToolError
+from core.db.models import Agent, Message, Session
+from core.schemas.content import ToolCallPart, ToolResultPart, content_from_json
+from core.schemas.turns import ToolInput, ToolOutcome, ToolStatus
+from core.services import events
+
+HEARTBEAT_EVERY_S = 2.0
+
+
+def _find_tool(capability_ids: list[str], name: str) -> tuple[Tool, float] | None:
+    for capability_id in capability_ids:
+        spec = registry.get(capability_id)
+        for tool in spec.tools if spec else ():
+            if tool.name == name:
+                return tool, spec.timeout_s if spec else 60.0
+    return None
+
+
+class ToolActivities:
+    def __init__(self, deps: LoopDeps) -> None:
+        self.deps = deps
+
+    @activity.defn(name="run_tool")
+    async def run_tool(self, params: ToolInput) -> ToolOutcome:
+        session_id = uuid.UUID(params.session_id)
+        key = f"{params.turn_id}:{params.tool_call_id}"
+        batch = EventBatch(session_id, {"turn_id": params.turn_id})
+        async with self.deps.db.session() as db:
+            existing = await _stored_result(db, session_id, key)
+            if existing is not None:
+                return ToolOutcome(tool_call_id=params.tool_call_id, status=existing)
+            reply = await db.get(Message, uuid.UUID(params.message_id))
+            session = await db.get(Session, session_id)
+            assert reply is not None and session is not None
+            agent = await db.get(Agent, session.agent_id)
+            assert agent is not None
+            call = next(
+                p
+                for p in content_from_json(reply.content)
+                if isinstance(p, ToolCallPart) and p.id == params.tool_call_id
+            )
+            capability_ids = list(agent.capabilities)
+            await batch.add(
+                db, "tool.call_started", {"tool_call": msgspec.to_builtins(call)}, f"{key}:tool.call_started"
+            )
+            await db.commit()
+            agent_id = agent.id
+        await events.publish_all(self.deps.bus, batch.stored)
+
+        status, result, error = await self._execute(
+            call, capability_ids, ToolContext(session_id=session_id, agent_id=agent_id)
+        )
+
+        batch = EventBatch(session_id, {"turn_id": params.turn_id})
+        async with self.deps.db.session() as db:
+            if (existing := await _stored_result(db, session_id, key)) is not None:
+                return ToolOutcome(tool_call_id=params.tool_call_id, status=existing)
+            part = ToolResultPart(tool_call_id=call.id, result=result, error=error)
+            message = Message(
+                session_id=session_id,
+                sequence=await events.next_sequence(db, session_id, "last_message_sequence"),
+                role="tool",
+                content=[msgspec.to_builtins(part)],
+                tags=[],
+                metadata_={"status": status, "tool_name": call.name},
+                idempotency_key=f"{key}:result",
+            )
+            db.add(message)
+            await db.flush()
+            await batch.add(
+                db,
+                "tool.call_completed",
+                {
+                    "tool_call_id": call.id,
+                    "tool_name": call.name,
+                    "success": status == "success",
+                    "status": status,
+                    "result": [
+                        {"type": "tool_result", "tool_call_id": call.id, "result": result, "error": error}
+                    ],
+                    "error": error,
+                },
+                f"{key}:tool.call_completed",
+            )
+            await db.commit()
+        await events.publish_all(self.deps.bus, batch.stored)
+        return ToolOutcome(tool_call_id=params.tool_call_id, status=status)
+
+    async def _execute(
+        self, call: ToolCallPart, capability_ids: list[str], ctx: ToolContext
+    ) -> tuple[ToolStatus, Any, str | None]:
+        found = _find_tool(capability_ids, call.name)
+        if found is None:
+            return "error", None, f"unknown tool {call.name!r}: the agent has no capability that provides it"
+        tool, timeout_s = found
+        try:
+            arguments = tool.parse(call.arguments)
+        except ToolError as exc:
+            return "error", None, str(exc)
+        work: asyncio.Future[Any] = asyncio.ensure_future(tool.handler(arguments, ctx))
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        try:
+            # Heartbeat while the tool runs, so a cancel reaches us and a dead worker is noticed.
+            while not work.done():
+                activity.heartbeat()
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    work.cancel()
+                    return "timeout", None, f"the tool did not finish within {timeout_s:g} s"
+                await asyncio.wait({work}, timeout=min(HEARTBEAT_EVERY_S, remaining))
+            return "success", work.result(), None
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        except ToolError as exc:
+            return "error", None, str(exc)
+        except Exception as exc:  # a tool's bug is the model's information, not the loop's end
+            return "error", None, f"the tool failed: {type(exc).__name__}: {exc}"
+
+
+async def _stored_result(db: AsyncSession, session_id: uuid.UUID, key: str) -> ToolStatus | None:
+    row = (
+        await db.execute(
+            select(Message).where(
+                Message.session_id == session_id, Message.idempotency_key == f"{key}:result"
+            )
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    status: ToolStatus = (row.metadata_ or {}).get("status", "success")
+    return status

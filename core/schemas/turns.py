@@ -1,0 +1,93 @@
+"""Workflow and activity payloads of the session loop. Claim-check: ids and small summaries only;
+activities read the conversation from Postgres."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+ToolStatus = Literal["success", "error", "timeout", "cancelled"]
+TurnOutcome = Literal["completed", "failed", "cancelled"]
+
+
+class SessionInput(msgspec.Struct, kw_only=True):
+    session_id: str
+    agent_id: str
+    # Carried across continue-as-new: messages waiting for a turn, and recently handled ones
+    # (so a message signalled twice runs once).
+    pending: list[str] = msgspec.field(default_factory=list)
+    handled: list[str] = msgspec.field(default_factory=list)
+
+
+class TurnStart(msgspec.Struct, kw_only=True):
+    session_id: str
+    turn_id: str
+    message_id: str
+
+
+class TurnInfo(msgspec.Struct, kw_only=True):
+    agent_id: str
+    max_iterations: int
+
+
+class ReasonInput(msgspec.Struct, kw_only=True):
+    session_id: str
+    turn_id: str
+    input_message_id: str
+    iteration: int
+    # Chosen by the workflow, so every attempt streams and stores under the same id.
+    message_id: str
+
+
+class ToolCallRef(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    timeout_s: float
+
+
+class ReasonResult(msgspec.Struct, kw_only=True):
+    message_id: str
+    tool_calls: list[ToolCallRef]
+    text_preview: str
+
+
+class ToolInput(msgspec.Struct, kw_only=True):
+    session_id: str
+    turn_id: str
+    iteration: int
+    message_id: str  # the agent message that holds the call
+    tool_call_id: str
+
+
+class ToolOutcome(msgspec.Struct, kw_only=True):
+    tool_call_id: str
+    status: ToolStatus
+
+
+class ActCompleted(msgspec.Struct, kw_only=True):
+    session_id: str
+    turn_id: str
+    iteration: int
+    outcomes: list[ToolOutcome]
+
+
+class TurnEnd(msgspec.Struct, kw_only=True):
+    session_id: str
+    turn_id: str
+    input_message_id: str
+    outcome: TurnOutcome
+    iterations: int
+    duration_ms: int
+    error: str | None = None
+    error_code: str | None = None
+    # Set when the user should be told in the conversation what went wrong.
+    notice_message_id: str | None = None
+
+
+class LlmFailure(msgspec.Struct, kw_only=True):
+    """Details of a failed LLM call, carried on the activity's ApplicationError."""
+
+    status: int | None
+    kind: str
+    message: str

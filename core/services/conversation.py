@@ -1,0 +1,113 @@
+"""A session's stored messages as the chat-completions messages an LLM reads, and the repair of
+tool calls left without a result."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db.models import Message
+from core.schemas.content import (
+    ContentPart,
+    ImagePart,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    content_from_json,
+)
+from core.services import events
+
+INTERRUPTED = "the tool call did not complete (interrupted or cancelled); no result is available"
+
+
+async def load(db: AsyncSession, session_id: uuid.UUID) -> list[Message]:
+    query = select(Message).where(Message.session_id == session_id).order_by(Message.sequence)
+    return list((await db.execute(query)).scalars())
+
+
+def dangling_calls(messages: list[Message]) -> list[ToolCallPart]:
+    """Tool calls of agent messages that have no result message."""
+    answered = {
+        part.tool_call_id
+        for m in messages
+        for part in content_from_json(m.content)
+        if isinstance(part, ToolResultPart)
+    }
+    return [
+        part
+        for m in messages
+        if m.role == "agent"
+        for part in content_from_json(m.content)
+        if isinstance(part, ToolCallPart) and part.id not in answered
+    ]
+
+
+async def close_dangling(db: AsyncSession, session_id: uuid.UUID, messages: list[Message]) -> list[Message]:
+    """Stores a synthetic error result for every call left open, so a provider never sees a call
+    without its answer. Returns the new messages (the caller commits)."""
+    added = []
+    for call in dangling_calls(messages):
+        message = Message(
+            session_id=session_id,
+            sequence=await events.next_sequence(db, session_id, "last_message_sequence"),
+            role="tool",
+            content=[{"type": "tool_result", "tool_call_id": call.id, "result": None, "error": INTERRUPTED}],
+            tags=[],
+            idempotency_key=f"synthetic-result:{call.id}",
+        )
+        db.add(message)
+        added.append(message)
+    if added:
+        await db.flush()
+    return added
+
+
+def _user_content(parts: list[ContentPart]) -> str | list[dict[str, Any]]:
+    if len(parts) == 1 and isinstance(parts[0], TextPart):
+        return parts[0].text
+    out: list[dict[str, Any]] = []
+    for part in parts:
+        if isinstance(part, TextPart):
+            out.append({"type": "text", "text": part.text})
+        elif isinstance(part, ImagePart):
+            url = part.url or f"data:{part.media_type};base64,{part.base64}"
+            out.append({"type": "image_url", "image_url": {"url": url}})
+    return out
+
+
+def _text(parts: list[ContentPart]) -> str:
+    return "".join(p.text for p in parts if isinstance(p, TextPart))
+
+
+def to_llm_messages(system_prompt: str, messages: list[Message]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    for message in messages:
+        parts = content_from_json(message.content)
+        if message.role == "user":
+            out.append({"role": "user", "content": _user_content(parts)})
+        elif message.role == "agent":
+            calls = [
+                {
+                    "id": p.id,
+                    "type": "function",
+                    "function": {"name": p.name, "arguments": json.dumps(p.arguments)},
+                }
+                for p in parts
+                if isinstance(p, ToolCallPart)
+            ]
+            entry: dict[str, Any] = {"role": "assistant", "content": _text(parts) or None}
+            if calls:
+                entry["tool_calls"] = calls
+            out.append(entry)
+        else:
+            for part in parts:
+                if isinstance(part, ToolResultPart):
+                    body = {"error": part.error} if part.error else part.result
+                    out.append(
+                        {"role": "tool", "tool_call_id": part.tool_call_id, "content": json.dumps(body)}
+                    )
+    return out

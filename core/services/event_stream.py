@@ -1,0 +1,247 @@
+"""Following a session's events: the stored ones from Postgres, then new ones as Redis announces
+them, with no gap and no duplicate. All state is in Postgres and Redis, so any API process can serve
+any reader.
+
+The session's channel (`core.services.events.channel`) carries two kinds of JSON frame:
+
+- a stored event, as `core.services.events.publish` sends it after commit: the
+  `core.schemas.events.Event` envelope, with `id` and `sequence`;
+- an ephemeral frame, never stored and never replayed, seen only by readers connected at the time:
+  `{"type": "output.message.delta", "session_id": "<uuid>", "data": {"message_id": "...",
+  "delta": "..."}}` (likewise `output.message.reset`). It has no `id` and no `sequence`.
+
+The follower subscribes before it reads Postgres; an event committed in between comes from both, and
+the copy whose sequence was already sent is dropped. A stored event that arrives ahead of its
+predecessors (parallel writers publish out of order) first has the missing range read from Postgres:
+sequences are handed out under the session row's lock, so those events are committed already. While
+Redis is unreachable the follower polls Postgres, and it goes back to Redis once Redis answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import msgspec
+import redis.asyncio as redis
+import structlog
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db import Database
+from core.schemas import events as schemas
+from core.services import event_log
+from core.services.event_log import TypeFilter
+from core.services.events import channel, to_schema
+
+log = structlog.get_logger("everloop.events")
+
+KEEPALIVE_S = 15.0  # a comment frame after this long without one, so proxies keep the stream open
+POLL_S = 1.0  # how often Postgres is read (and Redis retried) while Redis is unreachable
+SUBSCRIBE_TIMEOUT_S = 2.0
+QUERY_TIMEOUT_S = 30.0
+CLEANUP_TIMEOUT_S = 5.0
+BATCH = 200
+
+KEEPALIVE = "keep-alive"
+POLLING = "redis unavailable: polling the database"
+LIVE = "redis available again: following live"
+
+T = TypeVar("T")
+
+
+class Connected(msgspec.Struct, kw_only=True, frozen=True):
+    """First item: the subscription is in place, so nothing published from now on is missed."""
+
+
+class Stored(msgspec.Struct, kw_only=True, frozen=True):
+    event: schemas.Event
+
+
+class Ephemeral(msgspec.Struct, kw_only=True, frozen=True):
+    type: str
+    frame: dict[str, Any]
+
+
+class Comment(msgspec.Struct, kw_only=True, frozen=True):
+    text: str
+
+
+Item = Connected | Stored | Ephemeral | Comment
+
+
+class _Probe(msgspec.Struct, kw_only=True):
+    type: str
+    sequence: int | None = None
+
+
+def parse_frame(raw: bytes | str) -> schemas.Event | Ephemeral | None:
+    """A channel message as a stored event or an ephemeral frame; None if it is neither."""
+    try:
+        probe = msgspec.json.decode(raw, type=_Probe)
+        if probe.sequence is not None:
+            return msgspec.json.decode(raw, type=schemas.Event)
+        frame = msgspec.json.decode(raw, type=dict[str, Any])
+    except msgspec.DecodeError:  # ValidationError is one too
+        return None
+    return Ephemeral(type=probe.type, frame=frame)
+
+
+class Follower:
+    """One reader's position in one session; `follow()` yields what to send it, forever."""
+
+    def __init__(
+        self,
+        db: Database,
+        bus: redis.Redis,
+        session_id: uuid.UUID,
+        after: int,
+        types: TypeFilter,
+        *,
+        keepalive_s: float | None = None,
+        poll_s: float | None = None,
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.session_id = session_id
+        self.last = after  # the highest sequence dealt with, sent or filtered out
+        self.types = types
+        self.keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
+        self.poll_s = POLL_S if poll_s is None else poll_s
+        self.gone = False  # the session was deleted: the stream ends
+        self._pubsub: redis.client.PubSub | None = None
+        self._quiet_since = 0.0
+
+    async def follow(self) -> AsyncIterator[Item]:
+        try:
+            live = await self._subscribe()
+            yield self._sent(Connected())
+            if not live:
+                log.warning("event stream polling: redis unavailable", session_id=str(self.session_id))
+                yield self._sent(Comment(text=POLLING))
+            while not self.gone:
+                async for item in self._catch_up():
+                    yield item
+                if self._pubsub is not None:
+                    async for item in self._live():
+                        yield item
+                    if self._pubsub is None and not self.gone:
+                        yield self._sent(Comment(text=POLLING))
+                else:
+                    await asyncio.sleep(self.poll_s)
+                    if await self._subscribe():
+                        log.info("event stream following live again", session_id=str(self.session_id))
+                        yield self._sent(Comment(text=LIVE))
+                    elif self._keepalive_due():
+                        yield self._sent(Comment(text=KEEPALIVE))
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            # The client reconnects with Last-Event-ID and resumes where this stream stopped.
+            log.warning("event stream ended: database error", session_id=str(self.session_id), error=str(exc))
+        finally:
+            await self._unsubscribe()
+
+    def _sent(self, item: Item) -> Item:
+        self._quiet_since = asyncio.get_running_loop().time()
+        return item
+
+    def _keepalive_due(self) -> bool:
+        return asyncio.get_running_loop().time() - self._quiet_since >= self.keepalive_s
+
+    async def _live(self) -> AsyncIterator[Item]:
+        """Forwards what Redis announces until Redis fails or the session is gone."""
+        while self._pubsub is not None and not self.gone:
+            wait = self._quiet_since + self.keepalive_s - asyncio.get_running_loop().time()
+            try:
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=max(wait, 0))
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("event stream lost redis", session_id=str(self.session_id), error=str(exc))
+                await self._unsubscribe()
+                return
+            if message is not None and message["type"] == "message":
+                async for item in self._on_message(message["data"]):
+                    yield item
+            if self._keepalive_due():
+                # Also a chance to catch an event whose announcement was lost.
+                async for item in self._catch_up():
+                    yield item
+                if self._keepalive_due():
+                    yield self._sent(Comment(text=KEEPALIVE))
+
+    async def _on_message(self, raw: bytes) -> AsyncIterator[Item]:
+        frame = parse_frame(raw)
+        if frame is None:
+            log.warning("unreadable frame on the event channel", session_id=str(self.session_id))
+        elif isinstance(frame, Ephemeral):
+            if self.types.allows(frame.type):
+                yield self._sent(frame)
+        elif frame.sequence > self.last:
+            async for item in self._read_range(frame.sequence - 1):
+                yield item
+            self.last = frame.sequence
+            if self.types.allows(frame.type):
+                yield self._sent(Stored(event=frame))
+
+    async def _catch_up(self) -> AsyncIterator[Item]:
+        upto = await self._query(lambda db: event_log.last_sequence(db, self.session_id))
+        if upto is None:
+            self.gone = True
+            return
+        async for item in self._read_range(upto):
+            yield item
+
+    async def _read_range(self, upto: int) -> AsyncIterator[Item]:
+        """Sends the stored events after `last` up to `upto`, a batch per short DB session."""
+        while self.last < upto:
+            rows = await self._query(
+                partial(
+                    event_log.between,
+                    session_id=self.session_id,
+                    after=self.last,
+                    upto=upto,
+                    types=self.types,
+                    limit=BATCH,
+                )
+            )
+            # Filtered-out events are skipped over too: a short batch means nothing else is left.
+            self.last = rows[-1].sequence if len(rows) == BATCH else upto
+            for row in rows:
+                yield self._sent(Stored(event=to_schema(row)))
+
+    async def _query(self, query: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        # Shielded: a client leaving mid-query must not strand the connection outside the pool.
+        with anyio.move_on_after(QUERY_TIMEOUT_S, shield=True):
+            async with self.db.session() as db:
+                return await query(db)
+        raise TimeoutError(f"no answer from the database within {QUERY_TIMEOUT_S:.0f} s")
+
+    async def _subscribe(self) -> bool:
+        """Subscribes and waits for Redis to confirm; False (and no subscription) if it cannot."""
+        pubsub = self.bus.pubsub()
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+                await pubsub.subscribe(channel(self.session_id))
+                while (reply := await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)) is None or (
+                    reply["type"] != "subscribe"
+                ):
+                    pass
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.debug("event stream cannot subscribe", session_id=str(self.session_id), error=str(exc))
+            await self._close(pubsub)
+            return False
+        self._pubsub = pubsub
+        return True
+
+    async def _unsubscribe(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            await self._close(pubsub)
+
+    @staticmethod
+    async def _close(pubsub: redis.client.PubSub) -> None:
+        with anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]

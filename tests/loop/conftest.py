@@ -1,0 +1,113 @@
+"""A running loop: an in-process worker on its own task queue, the API pointed at it, and the
+simulator as the LLM over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import select
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from api.app import create_app
+from core import bus
+from core.db import Database
+from core.db.models import Event
+from core.services.events import channel
+from core.settings import Settings
+from core.stack import Endpoints
+from core.worker import build_worker
+from tests import factories
+from tests.conftest import make_settings
+
+TURN_ENDS = {"turn.completed", "turn.failed", "turn.cancelled"}
+
+
+@dataclass
+class Loop:
+    client: AsyncTestClient[Litestar]
+    db: Database
+    endpoints: Endpoints
+    settings: Settings
+    temporal: Client
+    simulator_url: str
+    worker: Worker
+
+    async def chat(
+        self, *, simulator: dict[str, Any] | None = None, capabilities: list[str] | None = None, **agent: Any
+    ) -> str:
+        """A provider, model, agent and session; returns the session's base path."""
+        provider = await factories.provider(self.client, base_url=self.simulator_url)
+        model = await factories.model(self.client, provider["id"], settings=simulator or {})
+        created = await factories.agent(
+            self.client, default_model_id=model["id"], capabilities=capabilities or [], **agent
+        )
+        session = await factories.session(self.client, created["id"])
+        return f"/v1/agents/{created['id']}/sessions/{session['id']}"
+
+    async def send(
+        self, base: str, text: str, *, wait: bool = True, timeout: float = 30
+    ) -> list[dict[str, Any]]:
+        """Posts a message; with `wait`, returns the live frames up to the end of its turn."""
+        session_id = uuid.UUID(base.rsplit("/", 1)[1])
+        redis = bus.connect(self.endpoints.redis_url)
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(channel(session_id))
+        await pubsub.get_message(timeout=5)
+        frames: list[dict[str, Any]] = []
+        try:
+            response = await self.client.post(f"{base}/messages", json=factories.text_message(text))
+            assert response.status_code == 201, response.text
+            if not wait:
+                return []
+            message_id = response.json()["id"]
+
+            async def collect() -> None:
+                while True:
+                    raw = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                    if raw is None:
+                        continue
+                    frame = msgspec.json.decode(raw["data"])
+                    frames.append(frame)
+                    ctx = frame.get("context") or {}
+                    if frame["type"] in TURN_ENDS and ctx.get("input_message_id") == message_id:
+                        return
+
+            await asyncio.wait_for(collect(), timeout)
+            return frames
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await redis.aclose()
+
+    async def stored(self, base: str) -> list[Event]:
+        session_id = uuid.UUID(base.rsplit("/", 1)[1])
+        async with self.db.session() as s:
+            query = select(Event).where(Event.session_id == session_id).order_by(Event.sequence)
+            return list((await s.execute(query)).scalars())
+
+    async def messages(self, base: str) -> list[dict[str, Any]]:
+        body = (await self.client.get(f"{base}/messages", params={"limit": 200})).json()
+        data = body["data"]
+        assert isinstance(data, list)
+        return data
+
+
+@pytest.fixture
+async def loop(
+    endpoints: Endpoints, db: Database, temporal_client: Client, simulator_url: str, task_queue: str
+) -> AsyncIterator[Loop]:
+    settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
+    redis = bus.connect(endpoints.redis_url)
+    worker = build_worker(temporal_client, settings, db, redis)
+    app = create_app(settings, configure_logs=False)
+    async with worker, AsyncTestClient(app=app) as client:
+        yield Loop(client, db, endpoints, settings, temporal_client, simulator_url, worker)
+    await redis.aclose()

@@ -1,0 +1,228 @@
+"""`SessionWorkflow`: one per session (`session-{id}`), one turn at a time, for as long as it lives.
+
+A turn: `reason` -> the reply's tool calls, each its own activity, in parallel -> `reason` ... until a
+reply without tool calls, the agent's `max_iterations`, or a cancel. After each turn the workflow
+continues as new, so a 500-turn session has the history of a 1-turn one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    import msgspec
+
+    from core.db.base import uuid7_at
+    from core.schemas.turns import (
+        ActCompleted,
+        LlmFailure,
+        ReasonInput,
+        ReasonResult,
+        SessionInput,
+        ToolInput,
+        ToolOutcome,
+        TurnEnd,
+        TurnInfo,
+        TurnOutcome,
+        TurnStart,
+    )
+
+# Temporal owns LLM retries: 429, 5xx, timeouts and dropped connections back off and try again;
+# the activity marks 400/401/403/404 non-retryable.
+LLM_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+)
+# A tool's own failure is a tool result, not an exception; these retries cover the worker dying.
+TOOL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+HEARTBEAT = timedelta(seconds=10)
+LOCAL = timedelta(seconds=30)
+IDLE_FOR = timedelta(hours=1)
+HANDLED_KEPT = 200
+
+
+@workflow.defn(name="SessionWorkflow")
+class SessionWorkflow:
+    @workflow.init
+    def __init__(self, params: SessionInput) -> None:
+        # From the input here, not in `run`: a start signal is handled before `run` begins.
+        self._pending: list[str] = list(params.pending)
+        self._handled: list[str] = list(params.handled)
+        self._turn: asyncio.Task[None] | None = None
+        self._turn_id: str | None = None
+        self._cancelled = False
+
+    @workflow.signal(name="new_message")
+    def new_message(self, message_id: str) -> None:
+        if message_id not in self._pending and message_id not in self._handled:
+            self._pending.append(message_id)
+
+    @workflow.update(name="cancel_turn")
+    def cancel_turn(self) -> bool:
+        """Stops the running turn; False when no turn runs."""
+        if self._turn is None or self._turn.done():
+            return False
+        self._cancelled = True
+        self._turn.cancel()
+        return True
+
+    @workflow.query(name="current_turn")
+    def current_turn(self) -> str | None:
+        return self._turn_id
+
+    @workflow.run
+    async def run(self, params: SessionInput) -> None:
+        if not await self._wait_for_message():
+            return  # idle long enough: the next message starts the workflow again
+        message_id = self._pending.pop(0)
+        self._turn = asyncio.create_task(self._run_turn(params.session_id, message_id))
+        await self._turn
+        self._handled = [*self._handled, message_id][-HANDLED_KEPT:]
+        self._turn, self._turn_id = None, None
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(
+            SessionInput(
+                session_id=params.session_id,
+                agent_id=params.agent_id,
+                pending=self._pending,
+                handled=self._handled,
+            )
+        )
+
+    async def _wait_for_message(self) -> bool:
+        try:
+            await workflow.wait_condition(lambda: bool(self._pending), timeout=IDLE_FOR)
+        except TimeoutError:
+            return False
+        return True
+
+    def _new_id(self) -> str:
+        now_ms = int(workflow.now().timestamp() * 1000)
+        return str(uuid7_at(now_ms, workflow.random().getrandbits(74)))
+
+    async def _run_turn(self, session_id: str, message_id: str) -> None:
+        turn_id = self._turn_id = self._new_id()
+        self._cancelled = False
+        started = workflow.now()
+        info: TurnInfo = await workflow.execute_local_activity(
+            "begin_turn",
+            TurnStart(session_id=session_id, turn_id=turn_id, message_id=message_id),
+            result_type=TurnInfo,
+            start_to_close_timeout=LOCAL,
+        )
+        outcome: TurnOutcome = "completed"
+        iterations = 0
+        error: str | None = None
+        error_code: str | None = None
+        notice: str | None = None
+        try:
+            while True:
+                if iterations >= info.max_iterations:
+                    outcome, error_code = "failed", "max_iterations"
+                    error = f"the turn reached the agent's limit of {info.max_iterations} reasoning steps"
+                    break
+                iterations += 1
+                reply = await self._reason(session_id, turn_id, message_id, iterations)
+                if not reply.tool_calls:
+                    break
+                outcomes = await self._act(session_id, turn_id, iterations, reply)
+                await workflow.execute_local_activity(
+                    "complete_act",
+                    ActCompleted(
+                        session_id=session_id, turn_id=turn_id, iteration=iterations, outcomes=outcomes
+                    ),
+                    start_to_close_timeout=LOCAL,
+                )
+        except asyncio.CancelledError:
+            if not self._cancelled:
+                raise  # the workflow itself is being cancelled
+            outcome = "cancelled"
+        except ActivityError as exc:
+            outcome = "failed"
+            error_code, error = _failure(exc)
+            notice = self._new_id()
+        await workflow.execute_local_activity(
+            "finish_turn",
+            TurnEnd(
+                session_id=session_id,
+                turn_id=turn_id,
+                input_message_id=message_id,
+                outcome=outcome,
+                iterations=iterations,
+                duration_ms=int((workflow.now() - started).total_seconds() * 1000),
+                error=error,
+                error_code=error_code,
+                notice_message_id=notice,
+            ),
+            start_to_close_timeout=LOCAL,
+        )
+
+    async def _reason(self, session_id: str, turn_id: str, message_id: str, iteration: int) -> ReasonResult:
+        result: ReasonResult = await workflow.execute_activity(
+            "reason",
+            ReasonInput(
+                session_id=session_id,
+                turn_id=turn_id,
+                input_message_id=message_id,
+                iteration=iteration,
+                message_id=self._new_id(),
+            ),
+            result_type=ReasonResult,
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=HEARTBEAT,
+            retry_policy=LLM_RETRY,
+        )
+        return result
+
+    async def _act(
+        self, session_id: str, turn_id: str, iteration: int, reply: ReasonResult
+    ) -> list[ToolOutcome]:
+        calls = [
+            workflow.execute_activity(
+                "run_tool",
+                ToolInput(
+                    session_id=session_id,
+                    turn_id=turn_id,
+                    iteration=iteration,
+                    message_id=reply.message_id,
+                    tool_call_id=call.id,
+                ),
+                result_type=ToolOutcome,
+                # The tool's own timeout is enforced inside; this only catches a stuck worker.
+                start_to_close_timeout=timedelta(seconds=call.timeout_s + 30),
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=TOOL_RETRY,
+            )
+            for call in reply.tool_calls
+        ]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        outcomes: list[ToolOutcome] = []
+        for call, result in zip(reply.tool_calls, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                # Retries exhausted (not a tool error, which is a result): the next `reason`
+                # gives the call a synthetic error result.
+                outcomes.append(ToolOutcome(tool_call_id=call.id, status="error"))
+            else:
+                outcomes.append(result)
+        return outcomes
+
+
+def _failure(exc: ActivityError) -> tuple[str, str]:
+    """(error_code, message for the user) of a reasoning step that failed for good."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError) and cause.details:
+        try:
+            failure = msgspec.convert(cause.details[0], LlmFailure)
+        except msgspec.ValidationError:
+            return "llm_error", cause.message
+        return failure.kind, failure.message
+    return "llm_error", "the model call did not complete"

@@ -69,8 +69,10 @@ class ReasonActivities:
             assert provider is not None
             api_key = await self._api_key(provider)
             batch = EventBatch(session_id, context)
-            history = await conversation.load(db, session_id)
-            history += await conversation.close_dangling(db, session_id, history)
+            stored = await conversation.load(db, session_id)
+            stored += await conversation.close_dangling(db, session_id, stored)
+            assert input_message is not None
+            history = conversation.for_turn(stored, input_message)
             reason_meta = {"model": model.model_id, "iteration": params.iteration}
             await batch.add(
                 db,

@@ -55,6 +55,7 @@ class ToolActivities:
                 if isinstance(p, ToolCallPart) and p.id == params.tool_call_id
             )
             capability_ids = list(agent.capabilities)
+            turn_input = (reply.metadata_ or {}).get("input_message_id")
             await batch.add(
                 db, "tool.call_started", {"tool_call": msgspec.to_builtins(call)}, f"{key}:tool.call_started"
             )
@@ -77,7 +78,7 @@ class ToolActivities:
                 role="tool",
                 content=[msgspec.to_builtins(part)],
                 tags=[],
-                metadata_={"status": status, "tool_name": call.name},
+                metadata_={"status": status, "tool_name": call.name, "input_message_id": turn_input},
                 idempotency_key=f"{key}:result",
             )
             db.add(message)

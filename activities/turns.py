@@ -101,7 +101,7 @@ class TurnActivities:
             role="agent",
             content=[{"type": "text", "text": text}],
             tags=[],
-            metadata_={"error_code": params.error_code},
+            metadata_={"error_code": params.error_code, "input_message_id": params.input_message_id},
         )
         db.add(message)
         await db.flush()

@@ -46,10 +46,40 @@ def dangling_calls(messages: list[Message]) -> list[ToolCallPart]:
     ]
 
 
+def turn_of(message: Message) -> str | None:
+    """The input message id of the turn that produced an agent or tool message."""
+    return (message.metadata_ or {}).get("input_message_id")
+
+
+def for_turn(messages: list[Message], input_message: Message) -> list[Message]:
+    """The conversation as the model of this turn should read it: each earlier turn's user
+    message followed by what that turn produced, then this turn's message and its work so far.
+    User messages queued behind this turn are left out; the turn that takes them sees them."""
+    produced: dict[str | None, list[Message]] = {}
+    for message in messages:
+        if message.role != "user":
+            produced.setdefault(turn_of(message), []).append(message)
+    ordered: list[Message] = []
+    for message in messages:
+        if message.role == "user" and message.sequence <= input_message.sequence:
+            ordered.append(message)
+            ordered.extend(produced.pop(str(message.id), []))
+    # Messages from before turns were recorded on messages: in stored order.
+    ordered.extend(m for group in produced.values() for m in group)
+    return ordered
+
+
 async def close_dangling(db: AsyncSession, session_id: uuid.UUID, messages: list[Message]) -> list[Message]:
     """Stores a synthetic error result for every call left open, so a provider never sees a call
     without its answer. Returns the new messages (the caller commits)."""
     added = []
+    owners = {
+        part.id: turn_of(m)
+        for m in messages
+        if m.role == "agent"
+        for part in content_from_json(m.content)
+        if isinstance(part, ToolCallPart)
+    }
     for call in dangling_calls(messages):
         message = Message(
             session_id=session_id,
@@ -57,6 +87,7 @@ async def close_dangling(db: AsyncSession, session_id: uuid.UUID, messages: list
             role="tool",
             content=[{"type": "tool_result", "tool_call_id": call.id, "result": None, "error": INTERRUPTED}],
             tags=[],
+            metadata_={"status": "error", "tool_name": call.name, "input_message_id": owners.get(call.id)},
             idempotency_key=f"synthetic-result:{call.id}",
         )
         db.add(message)

@@ -60,3 +60,139 @@ async def test_one_tool_call(loop: Loop) -> None:
     assert types.count("tool.call_started") == types.count("tool.call_completed") == 1
     assert types.index("act.started") < types.index("tool.call_started") < types.index("act.completed")
     assert types[-2:] == ["turn.completed", "session.idled"]
+
+
+async def test_parallel_tool_calls(loop: Loop) -> None:
+    script = [
+        {
+            "tool_calls": [
+                {"name": "add", "arguments": {"a": 1, "b": 2}},
+                {"name": "multiply", "arguments": {"a": 3, "b": 4}},
+                {"name": "get_weather", "arguments": {"location": "Oslo"}},
+            ]
+        },
+        "done",
+    ]
+    base = await loop.chat(
+        simulator={"mode": "script", "script": script}, capabilities=["test_math", "test_weather"]
+    )
+    await loop.send(base, "go")
+    messages = await loop.messages(base)
+    assert [m["role"] for m in messages] == ["user", "agent", "tool", "tool", "tool", "agent"]
+    calls = {c["id"]: c["name"] for c in messages[1]["tool_calls"]}
+    results = {m["tool_results"][0]["tool_call_id"]: m["tool_results"][0] for m in messages[2:5]}
+    assert set(results) == set(calls)
+    by_name = {calls[i]: r for i, r in results.items()}
+    assert by_name["add"]["result"] == {"result": 3}
+    assert by_name["multiply"]["result"] == {"result": 12}
+    assert by_name["get_weather"]["result"]["location"] == "Oslo"
+    stored = await loop.stored(base)
+    act = next(e for e in stored if e.type == "act.completed")
+    assert act.data == {"completed": True, "success_count": 3, "error_count": 0}
+    assert [e.sequence for e in stored] == list(range(1, len(stored) + 1))
+
+
+async def test_a_tool_error_is_a_result_and_the_loop_goes_on(loop: Loop) -> None:
+    script = [
+        {
+            "tool_calls": [
+                {"name": "divide", "arguments": {"a": 1, "b": 0}},
+                {"name": "teleport", "arguments": {}},
+                {"name": "add", "arguments": {"a": "x"}},
+            ]
+        },
+        "I could not divide by zero.",
+    ]
+    base = await loop.chat(simulator={"mode": "script", "script": script}, capabilities=["test_math"])
+    await loop.send(base, "1/0?")
+    messages = await loop.messages(base)
+    errors = sorted(m["tool_results"][0]["error"] for m in messages if m["role"] == "tool")
+    assert len(errors) == 3
+    assert "division by zero" in errors[0]
+    assert any("invalid arguments for add" in e for e in errors)
+    assert any("unknown tool 'teleport'" in e for e in errors)
+    assert messages[-1]["content"][0]["text"] == "I could not divide by zero."
+    stored = await loop.stored(base)
+    completed = [e for e in stored if e.type == "tool.call_completed"]
+    assert {e.data["status"] for e in completed} == {"error"}
+    assert next(e for e in stored if e.type == "act.completed").data["error_count"] == 3
+    assert stored[-2].type == "turn.completed"
+
+
+async def test_a_429_is_retried_and_the_client_is_told_to_reset(loop: Loop) -> None:
+    base = await loop.chat(
+        simulator={"mode": "fixed", "text": "after retry", "error": {"status": 429, "times": 1}}
+    )
+    frames = await loop.send(base, "hi")
+    resets = [f for f in frames if f["type"] == "output.message.reset"]
+    assert len(resets) == 1 and resets[0]["data"]["attempt"] == 2
+    messages = await loop.messages(base)
+    assert messages[-1]["content"][0]["text"] == "after retry"
+    types = [e.type for e in await loop.stored(base)]
+    assert types.count("message.agent") == 1
+    assert "turn.completed" in types
+
+
+async def test_a_401_fails_the_turn_cleanly_without_secrets(loop: Loop) -> None:
+    provider = await loop.client.post(
+        "/v1/llm-providers",
+        json={
+            "name": "Bad key",
+            "provider_type": "simulator",
+            "base_url": loop.simulator_url,
+            "api_key": "sk-super-secret-value",
+        },
+    )
+    model = await loop.client.post(
+        f"/v1/llm-providers/{provider.json()['id']}/models",
+        json={"model_id": "m", "settings": {"error": {"status": 401}}},
+    )
+    agent = await loop.client.post("/v1/agents", json={"name": "a", "default_model_id": model.json()["id"]})
+    session = await loop.client.post(f"/v1/agents/{agent.json()['id']}/sessions", json={})
+    base = f"/v1/agents/{agent.json()['id']}/sessions/{session.json()['id']}"
+    await loop.send(base, "hi")
+    stored = await loop.stored(base)
+    failed = next(e for e in stored if e.type == "turn.failed")
+    assert failed.data["error_code"] == "llm_error"
+    assert "401" in failed.data["error"]
+    notice = (await loop.messages(base))[-1]
+    assert notice["role"] == "agent"
+    assert "could not answer" in notice["content"][0]["text"]
+    everything = repr([(e.type, e.data) for e in stored]) + repr(await loop.messages(base))
+    assert "sk-super-secret-value" not in everything
+    assert (await loop.client.get(base)).json()["status"] == "idle"
+    # Not retried: one attempt only.
+    assert [e.type for e in stored].count("reason.started") == 1
+
+
+async def test_max_iterations_ends_the_turn(loop: Loop) -> None:
+    call = {"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 1}}]}
+    base = await loop.chat(
+        simulator={"mode": "script", "script": [call] * 5}, capabilities=["test_math"], max_iterations=2
+    )
+    await loop.send(base, "loop forever")
+    stored = await loop.stored(base)
+    failed = next(e for e in stored if e.type == "turn.failed")
+    assert failed.data["error_code"] == "max_iterations"
+    assert [e.type for e in stored].count("reason.started") == 2
+
+
+async def test_a_message_posted_during_a_turn_runs_after_it(loop: Loop) -> None:
+    base = await loop.chat(simulator={"mode": "echo", "first_token_delay": 0.5})
+    await loop.send(base, "first", wait=False)
+    await loop.send(base, "second")
+    messages = await loop.messages(base)
+    assert [(m["role"], m["content"][0]["text"]) for m in messages] == [
+        ("user", "first"),
+        ("user", "second"),
+        ("agent", "Echo: first"),
+        ("agent", "Echo: second"),
+    ]
+    stored = await loop.stored(base)
+    turns = [e for e in stored if e.type == "turn.started"]
+    assert [t.data["input_message_id"] for t in turns] == [messages[0]["id"], messages[1]["id"]]
+    # The second turn started after the first ended, and saw the whole conversation.
+    first_end = next(e.sequence for e in stored if e.type == "turn.completed")
+    assert turns[1].sequence > first_end
+    second_generation = [e for e in stored if e.type == "llm.generation"][1]
+    assert [m["role"] for m in second_generation.data["messages"]] == ["user", "user", "agent"]

@@ -14,6 +14,7 @@ from api.agents import AgentController
 from api.capabilities import CapabilityController
 from api.deps import provide_db_session
 from api.errors import EXCEPTION_HANDLERS
+from api.events import EventController
 from api.health import HealthController
 from api.llm import ModelController, ProviderController
 from api.messages import MessageController
@@ -23,6 +24,7 @@ from api.pagination import provide_page_params
 from api.sessions import SessionController
 from api.simulator import simulator_router
 from api.state import Services
+from api.turns import TurnController
 from core.logging import configure_logging
 from core.settings import Settings, SettingsError, get_settings
 
@@ -68,7 +70,9 @@ def create_app(
             HealthController,
             AgentController,
             SessionController,
+            TurnController,
             MessageController,
+            EventController,
             ProviderController,
             ModelController,
             CapabilityController,

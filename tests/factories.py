@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
+import httpx
 
-Client = AsyncTestClient[Litestar]
+# Litestar's test client or a plain one against a running server.
+Client = httpx.AsyncClient
 
 
 async def _post(client: Client, path: str, body: dict[str, Any]) -> dict[str, Any]:

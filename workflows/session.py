@@ -145,9 +145,12 @@ class SessionWorkflow:
                 raise  # the workflow itself is being cancelled
             outcome = "cancelled"
         except ActivityError as exc:
-            outcome = "failed"
-            error_code, error = _failure(exc)
-            notice = self._new_id()
+            if self._cancelled:  # the cancel reached the activity, which reports it as its error
+                outcome = "cancelled"
+            else:
+                outcome = "failed"
+                error_code, error = _failure(exc)
+                notice = self._new_id()
         await workflow.execute_local_activity(
             "finish_turn",
             TurnEnd(
@@ -203,6 +206,8 @@ class SessionWorkflow:
             for call in reply.tool_calls
         ]
         results = await asyncio.gather(*calls, return_exceptions=True)
+        if self._cancelled:
+            raise asyncio.CancelledError
         outcomes: list[ToolOutcome] = []
         for call, result in zip(reply.tool_calls, results, strict=True):
             if isinstance(result, asyncio.CancelledError):

@@ -9,10 +9,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -27,13 +26,14 @@ from core.stack import Endpoints
 from core.worker import build_worker
 from tests import factories
 from tests.conftest import make_settings
+from tests.servers import running
 
 TURN_ENDS = {"turn.completed", "turn.failed", "turn.cancelled"}
 
 
 @dataclass
 class Loop:
-    client: AsyncTestClient[Litestar]
+    client: httpx.AsyncClient
     db: Database
     endpoints: Endpoints
     settings: Settings
@@ -108,6 +108,8 @@ async def loop(
     redis = bus.connect(endpoints.redis_url)
     worker = build_worker(temporal_client, settings, db, redis)
     app = create_app(settings, configure_logs=False)
-    async with worker, AsyncTestClient(app=app) as client:
-        yield Loop(client, db, endpoints, settings, temporal_client, simulator_url, worker)
+    # A real server in its own thread: requests such as cancel wait on this loop's worker.
+    with running(app) as base_url:
+        async with worker, httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            yield Loop(client, db, endpoints, settings, temporal_client, simulator_url, worker)
     await redis.aclose()

@@ -1,0 +1,175 @@
+"""Control and inspection of a session's loop: cancel the running turn, look at its workflow."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.dispatch import workflow_id
+from api.openapi import error_responses
+from api.state import Services
+from core.errors import Conflict
+from core.services import sessions
+
+
+class Cancelled(msgspec.Struct, kw_only=True):
+    cancelled: bool
+    turn_id: str | None
+
+
+class PendingActivity(msgspec.Struct, kw_only=True):
+    activity_id: str
+    activity_type: str
+    state: str
+    attempt: int
+    last_failure: str | None
+    last_heartbeat: datetime | None
+
+
+class WorkflowRun(msgspec.Struct, kw_only=True):
+    run_id: str
+    status: str
+    started_at: datetime | None
+    closed_at: datetime | None
+
+
+class WorkflowInfo(msgspec.Struct, kw_only=True):
+    workflow_id: str
+    run_id: str | None
+    status: str
+    task_queue: str | None
+    history_length: int
+    current_turn_id: str | None
+    pending_activities: list[PendingActivity]
+    runs: list[WorkflowRun]
+    temporal_ui_url: str | None
+
+
+class TurnController(Controller):
+    path = "/v1/agents/{agent_id:uuid}/sessions/{session_id:uuid}"
+    tags = ["sessions"]
+
+    @post("/cancel", operation_id="cancelTurn", status_code=200, responses=error_responses(404, 409, 503))
+    async def cancel(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        services: NamedDependency[Services],
+        agent_id: FromPath[uuid.UUID],
+        session_id: FromPath[uuid.UUID],
+    ) -> Cancelled:
+        """Stop the running turn: its LLM call and tools stop, `turn.cancelled` is stored and the
+        session goes idle. 409 when no turn runs."""
+        await sessions.get(db_session, agent_id, session_id)
+        client = await services.temporal()
+        handle = client.get_workflow_handle(workflow_id(session_id))
+        try:
+            turn_id = await handle.query("current_turn", result_type=str | None)  # type: ignore[arg-type]
+            cancelled = await handle.execute_update("cancel_turn", result_type=bool)
+        except (WorkflowUpdateFailedError, RPCError) as exc:
+            if isinstance(exc, RPCError) and exc.status not in (
+                RPCStatusCode.NOT_FOUND,
+                RPCStatusCode.FAILED_PRECONDITION,
+            ):
+                raise
+            raise Conflict("no turn is running in this session") from None
+        if not cancelled:
+            raise Conflict("no turn is running in this session")
+        return Cancelled(cancelled=True, turn_id=turn_id)
+
+    @get("/workflow", operation_id="getSessionWorkflow", responses=error_responses(404, 503))
+    async def workflow(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        services: NamedDependency[Services],
+        agent_id: FromPath[uuid.UUID],
+        session_id: FromPath[uuid.UUID],
+    ) -> WorkflowInfo:
+        """For operators: the session's workflow, its runs (one per turn: it continues as new),
+        pending activities with attempts and last failure, and a link to the Temporal UI."""
+        await sessions.get(db_session, agent_id, session_id)
+        client = await services.temporal()
+        wid = workflow_id(session_id)
+        settings = services.settings
+        ui = (
+            f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{settings.temporal_namespace}/workflows/{wid}"
+            if settings.temporal_ui_url
+            else None
+        )
+        runs = [
+            WorkflowRun(
+                run_id=w.run_id,
+                status=w.status.name if w.status else "UNKNOWN",
+                started_at=w.start_time,
+                closed_at=w.close_time,
+            )
+            async for w in client.list_workflows(f'WorkflowId = "{wid}"', limit=50)
+        ]
+        try:
+            description = await client.get_workflow_handle(wid).describe()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return WorkflowInfo(
+                workflow_id=wid,
+                run_id=None,
+                status="NOT_STARTED",
+                task_queue=None,
+                history_length=0,
+                current_turn_id=None,
+                pending_activities=[],
+                runs=runs,
+                temporal_ui_url=ui,
+            )
+        pending = [
+            PendingActivity(
+                activity_id=a.activity_id,
+                activity_type=a.activity_type.name,
+                state=_enum_name(a.state),
+                attempt=a.attempt,
+                last_failure=a.last_failure.message if a.HasField("last_failure") else None,
+                last_heartbeat=a.last_heartbeat_time.ToDatetime()
+                if a.HasField("last_heartbeat_time")
+                else None,
+            )
+            for a in description.raw_description.pending_activities
+        ]
+        if description.run_id not in {r.run_id for r in runs}:
+            # The visibility store lags: the newest run may not be listed yet.
+            runs.insert(
+                0,
+                WorkflowRun(
+                    run_id=description.run_id,
+                    status=description.status.name if description.status else "UNKNOWN",
+                    started_at=description.start_time,
+                    closed_at=description.close_time,
+                ),
+            )
+        running = description.status is not None and description.status.name == "RUNNING"
+        current = None
+        if running:
+            current = await client.get_workflow_handle(wid).query("current_turn", result_type=str | None)  # type: ignore[arg-type]
+        return WorkflowInfo(
+            workflow_id=wid,
+            run_id=description.run_id,
+            status=description.status.name if description.status else "UNKNOWN",
+            task_queue=description.task_queue,
+            history_length=description.history_length,
+            current_turn_id=current,
+            pending_activities=pending,
+            runs=runs,
+            temporal_ui_url=ui,
+        )
+
+
+def _enum_name(value: int) -> str:
+    name = PendingActivityState.Name(PendingActivityState.ValueType(value))
+    return name.removeprefix("PENDING_ACTIVITY_STATE_")

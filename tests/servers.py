@@ -1,0 +1,35 @@
+"""Apps behind real uvicorn servers in threads, for tests whose requests wait on work done in the
+test's own event loop (an in-process worker): Litestar's test client would block that loop."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+from litestar import Litestar
+
+
+@contextmanager
+def running(app: Litestar, health_path: str = "/health") -> Iterator[str]:
+    """Serves `app` on a loopback port until the block ends; yields its base URL."""
+    # Listening before the server starts: early connections wait in the backlog instead of failing.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert httpx.get(f"{base}{health_path}", timeout=30).status_code == 200
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

@@ -28,7 +28,7 @@ from core.services.sessions import message_to_schema
 
 # Provider answers that no retry can fix; anything else (429, 5xx, timeouts, connection errors)
 # is retried by Temporal with backoff.
-FATAL_STATUSES = {400, 401, 403, 404, 422}
+FATAL_STATUSES = {400, 401, 403, 404, 413, 422}
 HEARTBEAT_EVERY_S = 2.0
 PREVIEW = 200
 
@@ -347,6 +347,7 @@ _DESCRIPTIONS = {
     401: "the provider refused the API key",
     403: "the provider denied access to this model",
     404: "the provider does not know this model",
+    413: "the conversation is too large for the provider",
     422: "the provider rejected the request",
     429: "the provider is rate limiting",
 }

@@ -184,4 +184,6 @@ simulator_router = Router(
     route_handlers=[create_chat_completion, list_models],
     tags=["simulator"],
     exception_handlers=EXCEPTION_HANDLERS,
+    # Long conversations are the point of some tests: a real provider's limit is its context window.
+    request_max_body_size=64 * 1024 * 1024,
 )

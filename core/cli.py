@@ -11,6 +11,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 import core
 from core.settings import Settings, SettingsError, get_settings
@@ -30,6 +31,9 @@ def _friendly_errors(func: F) -> F:
             raise click.ClickException(f"configuration: {exc}") from None
         except StackError as exc:
             raise click.ClickException(str(exc)) from None
+        except (OSError, DBAPIError) as exc:
+            # A service that does not answer: one line saying which, not a driver traceback.
+            raise click.ClickException(f"cannot reach a backing service: {exc}") from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -20,6 +20,7 @@ from core import bus, temporal
 from core.crypto import secret_box
 from core.db import Database
 from core.settings import Settings
+from core.sweeper import sweep_forever
 from workflows.diagnostics import StackCheckWorkflow
 from workflows.session import SessionWorkflow
 
@@ -65,7 +66,9 @@ async def run_worker(settings: Settings, database_url: str, redis_url: str, temp
         loop.add_signal_handler(sig, stop.set)
     log.info("worker started", task_queue=settings.temporal_task_queue, temporal=temporal_address)
     async with worker:
+        sweeper = asyncio.create_task(sweep_forever(db, client, settings.temporal_task_queue))
         await stop.wait()
         log.info("worker stopping")
+        sweeper.cancel()
     await db.dispose()
     await redis.aclose()

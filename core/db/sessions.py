@@ -48,6 +48,8 @@ class Message(TimestampedModel):
     __table_args__ = (
         UniqueConstraint("session_id", "sequence"),
         UniqueConstraint("session_id", "idempotency_key"),
+        # The sweeper's scan for user messages whose dispatch was lost.
+        Index("ix_messages_user_created_at", "created_at", postgresql_where=text("role = 'user'")),
     )
 
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))

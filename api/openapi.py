@@ -61,6 +61,7 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="llm-providers", description="Where LLM calls go, with write-only encrypted keys"),
             Tag(name="llm-models", description="The models of each provider, and the default one"),
             Tag(name="capabilities", description="Built-in tool sets an agent can enable"),
+            Tag(name="events", description="What happened in a session, as a list or a live SSE stream"),
             Tag(name="simulator", description="OpenAI-compatible LLM simulator for development and tests"),
         ],
         use_handler_docstrings=True,

@@ -20,8 +20,9 @@ Redis is unreachable the follower polls Postgres, and it goes back to Redis once
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
@@ -117,7 +118,7 @@ class Follower:
         self._pubsub: redis.client.PubSub | None = None
         self._quiet_since = 0.0
 
-    async def follow(self) -> AsyncIterator[Item]:
+    async def follow(self) -> AsyncGenerator[Item, None]:
         try:
             live = await self._subscribe()
             yield self._sent(Connected())
@@ -221,20 +222,18 @@ class Follower:
 
     async def _subscribe(self) -> bool:
         """Subscribes and waits for Redis to confirm; False (and no subscription) if it cannot."""
-        pubsub = self.bus.pubsub()
+        self._pubsub = pubsub = self.bus.pubsub()  # set first: `follow` releases it if cancelled
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
                 await pubsub.subscribe(channel(self.session_id))
-                while (reply := await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)) is None or (
-                    reply["type"] != "subscribe"
-                ):
-                    pass
+                while True:
+                    reply = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
+                    if reply is not None and reply["type"] == "subscribe":
+                        return True
         except (RedisError, OSError, TimeoutError) as exc:
             log.debug("event stream cannot subscribe", session_id=str(self.session_id), error=str(exc))
-            await self._close(pubsub)
+            await self._unsubscribe()
             return False
-        self._pubsub = pubsub
-        return True
 
     async def _unsubscribe(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -243,5 +242,16 @@ class Follower:
 
     @staticmethod
     async def _close(pubsub: redis.client.PubSub) -> None:
-        with anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        with anyio.CancelScope(shield=True):
+            connection = pubsub.connection
+            if connection is not None and connection.is_connected and pubsub.subscribed:
+                # Confirmed, so the subscription ends with the stream, not whenever Redis notices
+                # the closed socket.
+                with anyio.move_on_after(CLEANUP_TIMEOUT_S), contextlib.suppress(RedisError, OSError):
+                    await pubsub.unsubscribe()
+                    while True:
+                        reply = await pubsub.get_message(timeout=CLEANUP_TIMEOUT_S)
+                        if reply is not None and reply["type"] == "unsubscribe":
+                            break
+            with anyio.move_on_after(CLEANUP_TIMEOUT_S):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]

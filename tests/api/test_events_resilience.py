@@ -1,0 +1,132 @@
+"""The event stream without Redis, across a Redis restart, and from two API processes at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as redis
+
+from api.app import create_app
+from core import bus
+from core.db import Database
+from core.services import event_stream, events
+from core.settings import Settings
+from core.stack import Endpoints
+from core.stack.process import ManagedProcess, free_port
+from core.stack.services import start_redis
+from tests.api.test_events_support import new_session, serve, store, store_and_publish
+from tests.conftest import make_settings
+from tests.factories import Client
+
+
+@pytest.fixture(autouse=True)
+def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(event_stream, "POLL_S", 0.05)
+
+
+@pytest.fixture
+async def redis_client(endpoints: Endpoints) -> AsyncIterator[redis.Redis]:
+    client = bus.connect(endpoints.redis_url)
+    yield client
+    await client.aclose()
+
+
+class PrivateRedis:
+    """A Redis of this test's own, to stop and start again on the same port."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: ManagedProcess | None = None
+
+    async def start(self) -> None:
+        self.process, _ = await asyncio.to_thread(
+            start_redis, self.directory / "data", self.directory / "logs", self.port, timeout=30
+        )
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await asyncio.to_thread(self.process.stop)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    private = PrivateRedis(tmp_path)
+    yield private
+    if private.process is not None:
+        private.process.stop()
+
+
+async def test_without_redis_the_stream_polls_the_database(
+    client: Client, db: Database, endpoints: Endpoints
+) -> None:
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    app = create_app(make_settings(endpoints, REDIS_URL=nowhere), configure_logs=False)
+    session_id, path = await new_session(client)
+    first = await store(db, session_id)
+    async with serve(app) as server, server.sse(path) as stream:
+        assert (await stream.next()).comment == event_stream.POLLING
+        assert (await stream.next()).id == str(first.id)
+        later = [await store(db, session_id) for _ in range(3)]  # stored, announced nowhere
+        assert [(await stream.event()).id for _ in range(3)] == [str(e.id) for e in later]
+        async with httpx.AsyncClient() as http:
+            listing = (await http.get(server.url + path)).json()
+        assert [e["sequence"] for e in listing["data"]] == [1, 2, 3, 4]
+
+
+async def test_the_stream_survives_a_redis_restart_and_follows_live_again(
+    client: Client, db: Database, endpoints: Endpoints, private_redis: PrivateRedis
+) -> None:
+    await private_redis.start()
+    app = create_app(make_settings(endpoints, REDIS_URL=private_redis.url), configure_logs=False)
+    session_id, path = await new_session(client)
+    async with serve(app) as server, server.sse(path) as stream:
+        before = bus.connect(private_redis.url)
+        first = await store_and_publish(db, before, session_id)
+        assert (await stream.next()).id == str(first.id)
+        await before.aclose()
+
+        await private_redis.stop()
+        assert (await stream.next()).comment == event_stream.POLLING
+        while_down = await store(db, session_id)
+        assert (await stream.event()).id == str(while_down.id)
+
+        await private_redis.start()
+        assert await stream.until_comment(event_stream.LIVE) == []
+        after = bus.connect(private_redis.url)
+        try:
+            # Only a live subscription can carry an ephemeral frame: this proves Redis is followed again.
+            await events.publish_ephemeral(after, session_id, "output.message.delta", {"delta": "back"})
+            frame = await stream.event()
+            assert (frame.event, frame.id) == ("output.message.delta", None)
+            last = await store_and_publish(db, after, session_id)
+            assert (await stream.event()).id == str(last.id)
+        finally:
+            await after.aclose()
+
+
+async def test_two_api_processes_stream_the_same_events(
+    client: Client, db: Database, settings: Settings, redis_client: redis.Redis
+) -> None:
+    session_id, path = await new_session(client)
+    stored = [await store(db, session_id) for _ in range(3)]
+    one_app = create_app(settings, configure_logs=False)
+    two_app = create_app(settings, configure_logs=False)
+    async with (
+        serve(one_app) as one,
+        serve(two_app) as two,
+        one.sse(path) as first,
+        two.sse(path, headers={"Last-Event-ID": str(stored[0].id)}) as second,
+    ):
+        live = [await store_and_publish(db, redis_client, session_id) for _ in range(3)]
+        await events.publish_ephemeral(redis_client, session_id, "output.message.delta", {"delta": "x"})
+        seen_first = [(f.event, f.id) for f in [await first.event() for _ in range(7)]]
+        seen_second = [(f.event, f.id) for f in [await second.event() for _ in range(6)]]
+    expected = [("test.step", str(e.id)) for e in [*stored, *live]] + [("output.message.delta", None)]
+    assert seen_first == expected
+    assert seen_second == expected[1:]

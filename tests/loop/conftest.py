@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
 from sqlalchemy import select
 from temporalio.client import Client
@@ -20,11 +19,11 @@ from api.app import create_app
 from core import bus
 from core.db import Database
 from core.db.models import Event
-from core.services.events import channel
 from core.settings import Settings
 from core.stack import Endpoints
 from core.worker import build_worker
 from tests import factories
+from tests.api.test_events_support import SSE
 from tests.conftest import make_settings
 from tests.servers import running
 
@@ -56,36 +55,36 @@ class Loop:
     async def send(
         self, base: str, text: str, *, wait: bool = True, timeout: float = 30
     ) -> list[dict[str, Any]]:
-        """Posts a message; with `wait`, returns the live frames up to the end of its turn."""
-        session_id = uuid.UUID(base.rsplit("/", 1)[1])
-        redis = bus.connect(self.endpoints.redis_url)
-        pubsub = redis.pubsub()
-        await pubsub.subscribe(channel(session_id))
-        await pubsub.get_message(timeout=5)
-        frames: list[dict[str, Any]] = []
-        try:
+        """Posts a message; with `wait`, returns what the session's SSE stream carried from then to
+        the end of the message's turn (stored events and live frames, as JSON)."""
+        if not wait:
             response = await self.client.post(f"{base}/messages", json=factories.text_message(text))
             assert response.status_code == 201, response.text
-            if not wait:
-                return []
+            return []
+        frames: list[dict[str, Any]] = []
+        async with self.client.stream(
+            "GET",
+            f"{base}/events",
+            headers={"accept": "text/event-stream"},
+            params={"exclude": "message.user"},
+        ) as stream:
+            sse = SSE(stream)
+            assert (await sse.event()).event == "connected"
+            # Only what follows this message: start after the newest stored event.
+            response = await self.client.post(f"{base}/messages", json=factories.text_message(text))
+            assert response.status_code == 201, response.text
             message_id = response.json()["id"]
 
             async def collect() -> None:
                 while True:
-                    raw = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-                    if raw is None:
-                        continue
-                    frame = msgspec.json.decode(raw["data"])
+                    frame = (await sse.event(timeout)).json()
                     frames.append(frame)
                     ctx = frame.get("context") or {}
                     if frame["type"] in TURN_ENDS and ctx.get("input_message_id") == message_id:
                         return
 
             await asyncio.wait_for(collect(), timeout)
-            return frames
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await redis.aclose()
+        return frames
 
     async def stored(self, base: str) -> list[Event]:
         session_id = uuid.UUID(base.rsplit("/", 1)[1])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+import weakref
 from typing import Any
 
 import msgspec
@@ -79,23 +81,36 @@ def to_schema(event: Event) -> schemas.Event:
     )
 
 
+# After a failed publish, skip Redis for a while: with Redis down, every delta of a streaming reply
+# would otherwise wait out a connection timeout, and the turn with it.
+_BACKOFF_S = 5.0
+_down_until: weakref.WeakKeyDictionary[redis.Redis, float] = weakref.WeakKeyDictionary()
+
+
+async def _send(bus: redis.Redis, session_id: uuid.UUID, payload: bytes) -> bool:
+    if time.monotonic() < _down_until.get(bus, 0.0):
+        return False
+    try:
+        await bus.publish(channel(session_id), payload)
+    except Exception as exc:  # stored events stay in Postgres; readers poll it while Redis is away
+        _down_until[bus] = time.monotonic() + _BACKOFF_S
+        log.warning("Redis publish failed; skipping Redis for a while", error=str(exc), backoff_s=_BACKOFF_S)
+        return False
+    return True
+
+
 async def publish(bus: redis.Redis, event: Event) -> None:
     """Fans a committed event out. Losing Redis loses no data: readers catch up from Postgres."""
-    try:
-        await bus.publish(channel(event.session_id), msgspec.json.encode(to_schema(event)))
-    except Exception as exc:  # the event is stored; delivery is best effort
-        log.warning("event not published", session_id=str(event.session_id), error=str(exc))
+    await _send(bus, event.session_id, msgspec.json.encode(to_schema(event)))
 
 
 async def publish_ephemeral(
     bus: redis.Redis, session_id: uuid.UUID, type_: str, data: dict[str, Any]
 ) -> None:
-    """A live-only frame (token deltas, resets): published, never stored, carries no sequence."""
+    """A live-only frame (token deltas, resets): published, never stored, carries no sequence.
+    A lost one is harmless: the stored message has the whole text."""
     frame = {"type": type_, "session_id": str(session_id), "data": data}
-    try:
-        await bus.publish(channel(session_id), msgspec.json.encode(frame))
-    except Exception as exc:  # a lost delta is harmless: the stored message has the whole text
-        log.debug("ephemeral frame not published", session_id=str(session_id), error=str(exc))
+    await _send(bus, session_id, msgspec.json.encode(frame))
 
 
 async def publish_all(bus: redis.Redis, stored: list[Event]) -> None:

@@ -132,6 +132,7 @@ class ReasonActivities:
                     "model": model.model_id,
                     "model_id": str(model.id),
                     "provider_id": str(provider.id),
+                    "input_message_id": params.input_message_id,
                 },
                 idempotency_key=f"{step}:reply",
             )

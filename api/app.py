@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import structlog
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.types import ControllerRouterHandler
+from sqlalchemy.exc import DBAPIError
 
 from api.agents import AgentController
+from api.auth import auth_routers
 from api.capabilities import CapabilityController
 from api.deps import provide_db_session
 from api.errors import EXCEPTION_HANDLERS
@@ -21,12 +25,16 @@ from api.messages import MessageController
 from api.middleware import RequestContextMiddleware
 from api.openapi import docs_handlers, openapi_config
 from api.pagination import provide_page_params
+from api.security import authentication_middleware
 from api.sessions import SessionController
 from api.simulator import simulator_router
 from api.state import Services
 from api.turns import TurnController
 from core.logging import configure_logging
-from core.settings import Settings, SettingsError, get_settings
+from core.services import auth
+from core.settings import AuthMode, Settings, SettingsError, get_settings
+
+log = structlog.get_logger("everloop.api")
 
 
 def _required(value: str | None, name: str) -> str:
@@ -36,6 +44,20 @@ def _required(value: str | None, name: str) -> str:
             "`everloop services` and export what it prints"
         )
     return value
+
+
+async def _ensure_accounts(services: Services) -> None:
+    settings = services.settings
+    try:
+        async with services.db.session() as db:
+            if settings.auth_mode is AuthMode.ADMIN:
+                assert settings.admin_email and settings.admin_password
+                await auth.ensure_admin(db, settings.admin_email, settings.admin_password)
+            elif settings.auth_mode is AuthMode.NONE:
+                await auth.ensure_builtin_admin(db)
+    except (OSError, DBAPIError) as exc:
+        # Start anyway: /ready says PostgreSQL is missing, and the next start creates the account.
+        log.warning("could not set up the admin account", error=str(exc))
 
 
 def create_app(
@@ -55,6 +77,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await _ensure_accounts(services)
         try:
             yield
         finally:
@@ -68,6 +91,7 @@ def create_app(
     app = Litestar(
         route_handlers=[
             HealthController,
+            *auth_routers(),
             AgentController,
             SessionController,
             TurnController,
@@ -86,6 +110,8 @@ def create_app(
             "page_params": Provide(provide_page_params, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[authentication_middleware()],
+        state=State({"services": services}),
         cors_config=cors,
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_request_body_bytes,

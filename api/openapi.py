@@ -32,17 +32,20 @@ _DESCRIPTIONS = {
     401: "Missing or invalid credentials",
     404: "No such resource",
     409: "Conflicts with the resource's current state",
+    403: "Not allowed (for example a cookie-authenticated change from another origin)",
     413: "Request body over the size limit",
+    429: "Too many requests; `Retry-After` says when to try again",
     500: "Unexpected server error; `request_id` matches the log line",
     503: "A backing service is unavailable",
 }
 
 
 def error_responses(*codes: int) -> dict[int, ResponseSpec]:
-    """The documented error responses of a route; 500 is always among them."""
+    """The documented error responses of a route. 400 and 500 are always among them (and replace
+    Litestar's own 400, which documents a body this API never sends)."""
     return {
         code: ResponseSpec(data_container=ErrorBody, description=_DESCRIPTIONS[code], generate_examples=False)
-        for code in sorted({*codes, 500})
+        for code in sorted({*codes, 400, 500})
     }
 
 
@@ -55,6 +58,7 @@ def openapi_config() -> OpenAPIConfig:
         render_plugins=[JsonRenderPlugin()],
         tags=[
             Tag(name="health", description="Liveness and readiness, without authentication"),
+            Tag(name="auth", description="Login, the current user and API keys (also under /v1/auth)"),
             Tag(name="agents", description="Agents: prompt, default model, capabilities; import and export"),
             Tag(name="sessions", description="Conversations with an agent"),
             Tag(name="messages", description="What is said in a session; posting one starts a turn"),

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from core.settings import Settings
 
 KEY_FILE = "secrets.key"
+JWT_SECRET_FILE = "jwt.secret"  # noqa: S105 - a file name
 
 
 class SecretsError(Exception):
@@ -87,9 +88,17 @@ class SecretBox:
 
 def dev_master_key(data_dir: Path) -> str:
     """The data directory's own master key, made once (base64), for `everloop dev`."""
-    path = data_dir / KEY_FILE
+    return _dev_secret(data_dir / KEY_FILE)
+
+
+def dev_jwt_secret(data_dir: Path) -> str:
+    """The data directory's own token-signing secret, made once, for `everloop dev`."""
+    return _dev_secret(data_dir / JWT_SECRET_FILE)
+
+
+def _dev_secret(path: Path) -> str:
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(base64.b64encode(secrets.token_bytes(32)).decode())

@@ -21,7 +21,7 @@ from types import FrameType
 import click
 import msgspec
 
-from core.crypto import dev_master_key
+from core.crypto import dev_jwt_secret, dev_master_key
 from core.migrate import upgrade
 from core.seed import seed_dev_data
 from core.settings import AuthMode, Settings
@@ -121,6 +121,10 @@ def run_dev(settings: Settings) -> None:
     if settings.secrets_encryption_key is None:
         # Made once into the data directory, so stored API keys survive restarts.
         child_env["SECRETS_ENCRYPTION_KEY"] = dev_master_key(settings.data_dir)
+    if settings.auth_mode is AuthMode.ADMIN and settings.auth_jwt_secret is None:
+        secret = dev_jwt_secret(settings.data_dir)
+        child_env["AUTH_JWT_SECRET"] = secret
+        settings = msgspec.structs.replace(settings, auth_jwt_secret=secret)
     settings.check_runnable()
 
     stack = EmbeddedStack(settings, durable=True)

@@ -56,6 +56,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     secrets_encryption_key: bytes | None
     secrets_encryption_key_previous: bytes | None
     auth_mode: AuthMode
+    auth_jwt_secret: str | None
+    admin_email: str | None
+    admin_password: str | None
     cors_origins: tuple[str, ...]
     max_request_body_bytes: int
     simulator_enabled: bool
@@ -81,6 +84,27 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                 f"AUTH_MODE=none lets anyone act as admin, so it is allowed only when EVERLOOP_HOST is a "
                 f"loopback address (127.0.0.1, ::1, localhost); EVERLOOP_HOST is {self.host!r}"
             )
+        if self.auth_mode is AuthMode.FULL:
+            # Registration, OAuth and per-user isolation are not built yet: refusing to start is
+            # safer than serving every user everyone's data.
+            raise SettingsError(
+                "AUTH_MODE=full (registration, OAuth, per-user isolation) is not available yet; use "
+                "AUTH_MODE=admin with ADMIN_EMAIL and ADMIN_PASSWORD, or AUTH_MODE=none on loopback"
+            )
+        if self.auth_mode is AuthMode.ADMIN:
+            missing = [
+                name
+                for name, value in (
+                    ("ADMIN_EMAIL", self.admin_email),
+                    ("ADMIN_PASSWORD", self.admin_password),
+                    ("AUTH_JWT_SECRET", self.auth_jwt_secret),
+                )
+                if not value
+            ]
+            if missing:
+                raise SettingsError(f"AUTH_MODE=admin needs {', '.join(missing)}")
+            if self.admin_password is not None and len(self.admin_password) < 8:
+                raise SettingsError("ADMIN_PASSWORD: at least 8 characters")
 
 
 def is_loopback(host: str) -> bool:
@@ -175,6 +199,19 @@ def _origins(value: str) -> tuple[str, ...]:
     return origins
 
 
+def _jwt_secret(value: str) -> str:
+    if len(value) < 32:
+        raise ValueError(value)
+    return value
+
+
+def _email(value: str) -> str:
+    local, at, domain = value.partition("@")
+    if not (local and at and "." in domain):
+        raise ValueError(value)
+    return value.lower()
+
+
 def _boolean(value: str) -> bool:
     lowered = value.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -209,6 +246,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         secrets_encryption_key=read.key("SECRETS_ENCRYPTION_KEY"),
         secrets_encryption_key_previous=read.key("SECRETS_ENCRYPTION_KEY_PREVIOUS"),
         auth_mode=read.parse("AUTH_MODE", AuthMode.FULL, AuthMode, "none, admin or full"),
+        auth_jwt_secret=read.parse("AUTH_JWT_SECRET", None, _jwt_secret, "at least 32 characters"),
+        admin_email=read.parse("ADMIN_EMAIL", None, _email, "an email address"),
+        admin_password=read.raw("ADMIN_PASSWORD"),
         cors_origins=read.parse("CORS_ORIGINS", (), _origins, "a comma-separated list of http(s) origins"),
         simulator_enabled=read.parse("EVERLOOP_SIMULATOR", False, _boolean, "true or false"),
         max_request_body_bytes=read.integer("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024, low=1024, high=2**31),

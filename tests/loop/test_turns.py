@@ -195,4 +195,10 @@ async def test_a_message_posted_during_a_turn_runs_after_it(loop: Loop) -> None:
     first_end = next(e.sequence for e in stored if e.type == "turn.completed")
     assert turns[1].sequence > first_end
     second_generation = [e for e in stored if e.type == "llm.generation"][1]
-    assert [m["role"] for m in second_generation.data["messages"]] == ["user", "user", "agent"]
+    # In turn order: the first exchange, then the second message (not stored order).
+    history = second_generation.data["messages"]
+    assert [(m["role"], m["message_id"]) for m in history] == [
+        ("user", messages[0]["id"]),
+        ("agent", messages[2]["id"]),
+        ("user", messages[1]["id"]),
+    ]

@@ -1,0 +1,80 @@
+"""Who is calling: every request outside the open routes carries a credential.
+
+`AUTH_MODE=none` is one built-in admin (loopback only); `admin` accepts `Authorization: Bearer
+<access token or evr_ API key>` or the `access_token` cookie. A cookie-authenticated request that
+changes state must come from an allowed origin (SameSite=Lax plus this check defeat CSRF).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
+
+from api.state import Services
+from core.services import auth
+from core.settings import AuthMode
+
+ACCESS_COOKIE = "access_token"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+# Open to anyone: liveness, docs, the simulator, and the routes that hand out credentials.
+OPEN_PATHS = [
+    r"^/health$",
+    r"^/ready$",
+    r"^/api-doc",
+    r"^/swagger-ui",
+    r"^/simulator/",
+    r"^/(api|v1)/auth/(config|login|logout|register|refresh|oauth|callback)",
+]
+
+BUILTIN = auth.Identity(
+    user_id=auth.BUILTIN_ADMIN_ID, email=auth.BUILTIN_ADMIN_EMAIL, role="admin", method="none"
+)
+
+
+class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        services: Services = connection.app.state.services
+        settings = services.settings
+        if settings.auth_mode is AuthMode.NONE:
+            return AuthenticationResult(user=BUILTIN, auth=None)
+        header = connection.headers.get("authorization", "")
+        scheme, _, credential = header.partition(" ")
+        method = "token"
+        if scheme.lower() != "bearer" or not credential:
+            credential = connection.cookies.get(ACCESS_COOKIE, "")
+            method = "cookie"
+        if not credential:
+            raise NotAuthorizedException("a credential is required", headers={"WWW-Authenticate": "Bearer"})
+        if method == "cookie" and connection.scope.get("method", "GET") not in SAFE_METHODS:
+            _check_origin(connection, settings.cors_origins)
+        assert settings.auth_jwt_secret is not None
+        async with services.db.session() as db:
+            user = await auth.authenticate(db, credential.strip(), settings.auth_jwt_secret)
+        if user is None:
+            raise NotAuthorizedException(
+                "the credential is invalid or expired", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if credential.startswith(auth.API_KEY_PREFIX):
+            method = "api_key"
+        return AuthenticationResult(
+            user=auth.Identity(user_id=user.id, email=user.email, role=user.role, method=method), auth=None
+        )
+
+
+def _check_origin(connection: ASGIConnection[Any, Any, Any, Any], allowed: tuple[str, ...]) -> None:
+    source = connection.headers.get("origin") or connection.headers.get("referer") or ""
+    parts = urlsplit(source)
+    origin = f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+    own = f"{connection.url.scheme}://{connection.url.netloc}"
+    if origin != own and origin not in allowed:
+        raise PermissionDeniedException("a cookie-authenticated change must come from an allowed origin")
+
+
+def authentication_middleware() -> DefineMiddleware:
+    return DefineMiddleware(AuthenticationMiddleware, exclude=OPEN_PATHS)

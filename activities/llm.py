@@ -22,14 +22,14 @@ from capabilities import registry
 from core.db.models import Agent, LlmProvider, Message, Session
 from core.errors import NotFound
 from core.schemas.content import ToolCallPart, content_from_json
-from core.schemas.turns import LlmFailure, ReasonInput, ReasonResult, ToolCallRef
+from core.schemas.turns import SESSION_GONE, LlmFailure, ReasonInput, ReasonResult, ToolCallRef
 from core.services import conversation, events, llm
 from core.services.sessions import message_to_schema
 
 # Provider answers that no retry can fix; anything else (429, 5xx, timeouts, connection errors)
 # is retried by Temporal with backoff.
 FATAL_STATUSES = {400, 401, 403, 404, 413, 422}
-HEARTBEAT_EVERY_S = 2.0
+HEARTBEAT_EVERY_S = 1.0
 PREVIEW = 200
 
 
@@ -51,7 +51,7 @@ class ReasonActivities:
                 return _result(done)
             session = await db.get(Session, session_id)
             if session is None:
-                raise ApplicationError(f"session {session_id} is gone", non_retryable=True)
+                raise ApplicationError(f"session {session_id} is gone", type=SESSION_GONE, non_retryable=True)
             agent = await db.get(Agent, session.agent_id)
             assert agent is not None
             input_message = await db.get(Message, uuid.UUID(params.input_message_id))

@@ -19,7 +19,7 @@ from core.schemas.content import ToolCallPart, ToolResultPart, content_from_json
 from core.schemas.turns import ToolInput, ToolOutcome, ToolStatus
 from core.services import events
 
-HEARTBEAT_EVERY_S = 2.0
+HEARTBEAT_EVERY_S = 1.0
 
 
 def _find_tool(capability_ids: list[str], name: str) -> tuple[Tool, float] | None:
@@ -46,9 +46,9 @@ class ToolActivities:
                 return ToolOutcome(tool_call_id=params.tool_call_id, status=existing)
             reply = await db.get(Message, uuid.UUID(params.message_id))
             session = await db.get(Session, session_id)
-            assert reply is not None and session is not None
-            agent = await db.get(Agent, session.agent_id)
-            assert agent is not None
+            agent = await db.get(Agent, session.agent_id) if session else None
+            if reply is None or agent is None:
+                return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
             call = next(
                 p
                 for p in content_from_json(reply.content)
@@ -69,8 +69,14 @@ class ToolActivities:
 
         batch = EventBatch(session_id, {"turn_id": params.turn_id})
         async with self.deps.db.session() as db:
+            if not await events.lock_session(db, session_id):
+                return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
             if (existing := await _stored_result(db, session_id, key)) is not None:
                 return ToolOutcome(tool_call_id=params.tool_call_id, status=existing)
+            if await _has_synthetic_result(db, session_id, call.id):
+                # Cancelled or given up on, and already answered "interrupted": keep that answer,
+                # so the call never has two results.
+                return ToolOutcome(tool_call_id=params.tool_call_id, status="cancelled")
             part = ToolResultPart(tool_call_id=call.id, result=result, error=error)
             message = Message(
                 session_id=session_id,
@@ -146,3 +152,10 @@ async def _stored_result(db: AsyncSession, session_id: uuid.UUID, key: str) -> T
         return None
     status: ToolStatus = (row.metadata_ or {}).get("status", "success")
     return status
+
+
+async def _has_synthetic_result(db: AsyncSession, session_id: uuid.UUID, call_id: str) -> bool:
+    query = select(Message.id).where(
+        Message.session_id == session_id, Message.idempotency_key == f"synthetic-result:{call_id}"
+    )
+    return (await db.execute(query)).first() is not None

@@ -8,11 +8,11 @@ import msgspec
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.deps import EventBatch, LoopDeps
 from core.db.models import Agent, Message, Session
-from core.errors import NotFound
-from core.schemas.turns import ActCompleted, TurnEnd, TurnInfo, TurnStart
+from core.schemas.turns import SESSION_GONE, ActCompleted, TurnEnd, TurnInfo, TurnStart
 from core.services import events
 from core.services.sessions import message_to_schema
 
@@ -33,7 +33,11 @@ class TurnActivities:
             session = await db.get(Session, session_id)
             message = await db.get(Message, uuid.UUID(params.message_id))
             if session is None or message is None:
-                raise NotFound(f"session {session_id} or message {params.message_id} is gone")
+                raise ApplicationError(
+                    f"session {session_id} or message {params.message_id} is gone",
+                    type=SESSION_GONE,
+                    non_retryable=True,
+                )
             agent = await db.get(Agent, session.agent_id)
             assert agent is not None
             session.status = "active"
@@ -56,6 +60,8 @@ class TurnActivities:
         batch = EventBatch(uuid.UUID(params.session_id), {"turn_id": params.turn_id})
         ok = sum(1 for o in params.outcomes if o.status == "success")
         async with self.deps.db.session() as db:
+            if not await events.lock_session(db, batch.session_id):
+                return  # deleted meanwhile
             await batch.add(
                 db,
                 "act.completed",
@@ -71,6 +77,8 @@ class TurnActivities:
         batch = EventBatch(session_id, _context(params.turn_id, params.input_message_id))
         key = params.turn_id
         async with self.deps.db.session() as db:
+            if not await events.lock_session(db, session_id):
+                return  # deleted meanwhile: nothing left to close
             if params.notice_message_id is not None:
                 await self._store_notice(db, batch, params)
             if params.outcome == "completed":

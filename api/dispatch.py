@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import structlog
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.state import Services
 from core.db.models import Message, Session
@@ -29,3 +30,14 @@ async def dispatch_message(services: Services, session: Session, message: Messag
         start_signal_args=[str(message.id)],
     )
     log.info("message dispatched", session_id=str(session.id), message_id=str(message.id))
+
+
+async def stop_loop(services: Services, session_id: object) -> None:
+    """Ends a deleted session's workflow. Best effort: its activities also stop on their own once
+    they find the session gone."""
+    try:
+        client = await services.temporal()
+        await client.get_workflow_handle(workflow_id(session_id)).terminate("session deleted")
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            log.warning("could not stop the session's workflow", session_id=str(session_id), error=str(exc))

@@ -10,8 +10,10 @@ from litestar.di import NamedDependency
 from litestar.params import Body, FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.dispatch import stop_loop
 from api.openapi import error_responses
 from api.pagination import Page, PageParams, page
+from api.state import Services
 from core.schemas.sessions import CreateSession, Session, UpdateSession
 from core.services import sessions
 
@@ -66,8 +68,10 @@ class SessionController(Controller):
     async def delete_session(
         self,
         db_session: NamedDependency[AsyncSession],
+        services: NamedDependency[Services],
         agent_id: FromPath[uuid.UUID],
         session_id: FromPath[uuid.UUID],
     ) -> None:
-        """Delete a session with its messages, events and files."""
+        """Delete a session with its messages, events and files; its loop stops."""
         await sessions.delete(db_session, agent_id, session_id)
+        await stop_loop(services, session_id)

@@ -8,17 +8,20 @@ continues as new, so a 500-turn session has the history of a 1-turn one.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     import msgspec
 
     from core.db.base import uuid7_at
     from core.schemas.turns import (
+        SESSION_GONE,
         ActCompleted,
         LlmFailure,
         ReasonInput,
@@ -42,6 +45,8 @@ LLM_RETRY = RetryPolicy(
 )
 # A tool's own failure is a tool result, not an exception; these retries cover the worker dying.
 TOOL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+# Bookkeeping writes: a few quick retries, then the turn fails instead of retrying forever.
+LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 HEARTBEAT = timedelta(seconds=10)
 LOCAL = timedelta(seconds=30)
 IDLE_FOR = timedelta(hours=1)
@@ -55,7 +60,9 @@ class SessionWorkflow:
         # From the input here, not in `run`: a start signal is handled before `run` begins.
         self._pending: list[str] = list(params.pending)
         self._handled: list[str] = list(params.handled)
-        self._turn: asyncio.Task[None] | None = None
+        # The cancellable part of the running turn: its reason/act steps (not the bookkeeping
+        # around them, which must always complete).
+        self._steps: asyncio.Task[None] | None = None
         self._turn_id: str | None = None
         self._cancelled = False
 
@@ -67,10 +74,10 @@ class SessionWorkflow:
     @workflow.update(name="cancel_turn")
     def cancel_turn(self) -> bool:
         """Stops the running turn; False when no turn runs."""
-        if self._turn is None or self._turn.done():
+        if self._steps is None or self._steps.done():
             return False
         self._cancelled = True
-        self._turn.cancel()
+        self._steps.cancel()
         return True
 
     @workflow.query(name="current_turn")
@@ -82,10 +89,10 @@ class SessionWorkflow:
         if not await self._wait_for_message():
             return  # idle long enough: the next message starts the workflow again
         message_id = self._pending.pop(0)
-        self._turn = asyncio.create_task(self._run_turn(params.session_id, message_id))
-        await self._turn
+        # Handled from the moment it is taken: a repeat signal during its turn must not queue it.
         self._handled = [*self._handled, message_id][-HANDLED_KEPT:]
-        self._turn, self._turn_id = None, None
+        await self._run_turn(params.session_id, message_id)
+        self._turn_id = None
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(
             SessionInput(
@@ -111,61 +118,77 @@ class SessionWorkflow:
         turn_id = self._turn_id = self._new_id()
         self._cancelled = False
         started = workflow.now()
-        info: TurnInfo = await workflow.execute_local_activity(
-            "begin_turn",
-            TurnStart(session_id=session_id, turn_id=turn_id, message_id=message_id),
-            result_type=TurnInfo,
-            start_to_close_timeout=LOCAL,
-        )
-        outcome: TurnOutcome = "completed"
-        iterations = 0
-        error: str | None = None
-        error_code: str | None = None
-        notice: str | None = None
         try:
-            while True:
-                if iterations >= info.max_iterations:
-                    outcome, error_code = "failed", "max_iterations"
-                    error = f"the turn reached the agent's limit of {info.max_iterations} reasoning steps"
-                    break
-                iterations += 1
-                reply = await self._reason(session_id, turn_id, message_id, iterations)
-                if not reply.tool_calls:
-                    break
-                outcomes = await self._act(session_id, turn_id, iterations, reply)
-                await workflow.execute_local_activity(
-                    "complete_act",
-                    ActCompleted(
-                        session_id=session_id, turn_id=turn_id, iteration=iterations, outcomes=outcomes
-                    ),
-                    start_to_close_timeout=LOCAL,
-                )
+            info: TurnInfo = await workflow.execute_local_activity(
+                "begin_turn",
+                TurnStart(session_id=session_id, turn_id=turn_id, message_id=message_id),
+                result_type=TurnInfo,
+                start_to_close_timeout=LOCAL,
+                retry_policy=LOCAL_RETRY,
+            )
+        except ActivityError as exc:
+            if _session_gone(exc):
+                return  # deleted while the message waited: nothing to answer
+            raise
+        turn = _Turn(session_id=session_id, turn_id=turn_id, message_id=message_id, info=info)
+        self._steps = asyncio.create_task(self._run_steps(turn))
+        try:
+            await self._steps
         except asyncio.CancelledError:
             if not self._cancelled:
                 raise  # the workflow itself is being cancelled
-            outcome = "cancelled"
+            turn.outcome = "cancelled"
         except ActivityError as exc:
             if self._cancelled:  # the cancel reached the activity, which reports it as its error
-                outcome = "cancelled"
+                turn.outcome = "cancelled"
             else:
-                outcome = "failed"
-                error_code, error = _failure(exc)
-                notice = self._new_id()
+                turn.outcome = "failed"
+                turn.error_code, turn.error = _failure(exc)
+                turn.notice = self._new_id()
+        finally:
+            self._steps = None
         await workflow.execute_local_activity(
             "finish_turn",
             TurnEnd(
                 session_id=session_id,
                 turn_id=turn_id,
                 input_message_id=message_id,
-                outcome=outcome,
-                iterations=iterations,
+                outcome=turn.outcome,
+                iterations=turn.iterations,
                 duration_ms=int((workflow.now() - started).total_seconds() * 1000),
-                error=error,
-                error_code=error_code,
-                notice_message_id=notice,
+                error=turn.error,
+                error_code=turn.error_code,
+                notice_message_id=turn.notice,
             ),
             start_to_close_timeout=LOCAL,
+            retry_policy=LOCAL_RETRY,
         )
+
+    async def _run_steps(self, turn: _Turn) -> None:
+        """reason -> act -> reason ... until a reply without tool calls or the step limit."""
+        while True:
+            if turn.iterations >= turn.info.max_iterations:
+                turn.outcome, turn.error_code = "failed", "max_iterations"
+                turn.error = (
+                    f"the turn reached the agent's limit of {turn.info.max_iterations} reasoning steps"
+                )
+                return
+            turn.iterations += 1
+            reply = await self._reason(turn.session_id, turn.turn_id, turn.message_id, turn.iterations)
+            if not reply.tool_calls:
+                return
+            outcomes = await self._act(turn.session_id, turn.turn_id, turn.iterations, reply)
+            await workflow.execute_local_activity(
+                "complete_act",
+                ActCompleted(
+                    session_id=turn.session_id,
+                    turn_id=turn.turn_id,
+                    iteration=turn.iterations,
+                    outcomes=outcomes,
+                ),
+                start_to_close_timeout=LOCAL,
+                retry_policy=LOCAL_RETRY,
+            )
 
     async def _reason(self, session_id: str, turn_id: str, message_id: str, iteration: int) -> ReasonResult:
         result: ReasonResult = await workflow.execute_activity(
@@ -181,6 +204,8 @@ class SessionWorkflow:
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=HEARTBEAT,
             retry_policy=LLM_RETRY,
+            # A cancelled step must have stopped before the turn ends: no reply stored after it.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
         return result
 
@@ -202,6 +227,7 @@ class SessionWorkflow:
                 start_to_close_timeout=timedelta(seconds=call.timeout_s + 30),
                 heartbeat_timeout=HEARTBEAT,
                 retry_policy=TOOL_RETRY,
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
             for call in reply.tool_calls
         ]
@@ -219,6 +245,23 @@ class SessionWorkflow:
             else:
                 outcomes.append(result)
         return outcomes
+
+
+@dataclass
+class _Turn:
+    session_id: str
+    turn_id: str
+    message_id: str
+    info: TurnInfo
+    outcome: TurnOutcome = "completed"
+    iterations: int = 0
+    error: str | None = None
+    error_code: str | None = None
+    notice: str | None = None  # id of the agent message that tells the user what failed
+
+
+def _session_gone(exc: ActivityError) -> bool:
+    return isinstance(exc.cause, ApplicationError) and exc.cause.type == SESSION_GONE
 
 
 def _failure(exc: ActivityError) -> tuple[str, str]:

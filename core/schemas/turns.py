@@ -7,6 +7,9 @@ from typing import Literal
 
 import msgspec
 
+# ApplicationError type of an activity whose session was deleted: nothing more to do.
+SESSION_GONE = "session_gone"
+
 ToolStatus = Literal["success", "error", "timeout", "cancelled"]
 TurnOutcome = Literal["completed", "failed", "cancelled"]
 

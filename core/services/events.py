@@ -33,6 +33,12 @@ async def next_sequence(db: AsyncSession, session_id: uuid.UUID, counter: str) -
     return int(result.scalar_one())
 
 
+async def lock_session(db: AsyncSession, session_id: uuid.UUID) -> bool:
+    """Locks the session row until the transaction ends; False if the session is gone."""
+    found = await db.execute(select(Session.id).where(Session.id == session_id).with_for_update())
+    return found.first() is not None
+
+
 async def append(
     db: AsyncSession,
     session_id: uuid.UUID,
@@ -46,6 +52,8 @@ async def append(
     """Adds an event in the caller's transaction. With an idempotency key, a second call returns
     the first event instead of storing another."""
     if idempotency_key is not None:
+        # Lock before looking: two attempts of one step racing here see each other's event.
+        await lock_session(db, session_id)
         existing = (
             await db.execute(
                 select(Event).where(Event.session_id == session_id, Event.idempotency_key == idempotency_key)

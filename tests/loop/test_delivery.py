@@ -60,3 +60,38 @@ async def test_a_message_signalled_twice_runs_once(loop: Loop) -> None:
     await loop.send(base, "second")  # a later turn: by then any duplicate would have run
     assert await _turns(loop, base) == [first["id"], (await loop.messages(base))[2]["id"]]
     assert [m["role"] for m in await loop.messages(base)] == ["user", "agent", "user", "agent"]
+
+
+async def test_a_repeat_signal_during_the_messages_own_turn_is_ignored(loop: Loop) -> None:
+    base = await loop.chat(simulator={"mode": "fixed", "text": "slow", "first_token_delay": 1.0})
+    agent_id, session_id = base.split("/")[3], base.split("/")[5]
+    await loop.send(base, "only once", wait=False)
+    message_id = (await loop.messages(base))[0]["id"]
+    async with asyncio.timeout(10):
+        while "turn.started" not in [e.type for e in await loop.stored(base)]:
+            await asyncio.sleep(0.05)
+    # What a sweep racing the turn's start would do.
+    await loop.temporal.start_workflow(
+        "SessionWorkflow",
+        SessionInput(session_id=session_id, agent_id=agent_id),
+        id=f"session-{session_id}",
+        task_queue=loop.settings.temporal_task_queue,
+        start_signal="new_message",
+        start_signal_args=[message_id],
+    )
+    await loop.send(base, "next")  # a later turn: a duplicate would have run before it
+    next_id = next(m["id"] for m in await loop.messages(base) if m["content"][0]["text"] == "next")
+    assert await _turns(loop, base) == [message_id, next_id]
+
+
+async def test_deleting_a_session_mid_turn_ends_its_workflow(loop: Loop) -> None:
+    base = await loop.chat(simulator={"mode": "fixed", "text": "never mind", "first_token_delay": 5})
+    session_id = base.rsplit("/", 1)[1]
+    await loop.send(base, "hello", wait=False)
+    async with asyncio.timeout(10):
+        while "reason.started" not in [e.type for e in await loop.stored(base)]:
+            await asyncio.sleep(0.05)
+    assert (await loop.client.delete(base)).status_code == 204
+    description = await loop.temporal.get_workflow_handle(f"session-{session_id}").describe()
+    assert description.status is not None and description.status.name == "TERMINATED"
+    assert await loop.stored(base) == []

@@ -12,7 +12,8 @@ import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.middleware import request_id_of
 from core.errors import EverloopError, field_in
@@ -62,6 +63,18 @@ _UNSTORABLE_TEXT = {"22021", "22P05"}
 def _database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
     if getattr(exc.orig, "sqlstate", None) in _UNSTORABLE_TEXT:
         return error_response(400, "text may not contain the NUL character (\\u0000)")
+    if isinstance(exc, IntegrityError):
+        # A concurrent change won a race (two new defaults, a delete against a new use): retryable.
+        return error_response(409, "the request conflicts with a concurrent change; try again")
+    return _unhandled(request, exc)
+
+
+_UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
+
+
+def _temporal_error(request: Request[Any, Any, Any], exc: RPCError) -> Response[dict[str, Any]]:
+    if exc.status in _UNAVAILABLE:
+        return error_response(503, "Temporal is not answering, try again shortly")
     return _unhandled(request, exc)
 
 
@@ -75,5 +88,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: _http_exception,
     EverloopError: _domain_error,
     DBAPIError: _database_error,
+    RPCError: _temporal_error,
     Exception: _unhandled,
 }

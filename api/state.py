@@ -13,6 +13,7 @@ from temporalio.client import Client
 from core import bus, temporal
 from core.crypto import SecretBox, secret_box
 from core.db import Database
+from core.errors import ServiceUnavailable
 from core.settings import Settings
 
 log = structlog.get_logger("everloop.api")
@@ -30,10 +31,14 @@ class Services:
         self.secrets: SecretBox | None = secret_box(settings)
 
     async def temporal(self) -> Client:
+        """The Temporal client, connected on first use (so the API starts while Temporal is down)."""
         if self._temporal is None:
-            self._temporal = await temporal.connect(
-                self.temporal_address, self.settings.temporal_namespace, lazy=True
-            )
+            try:
+                self._temporal = await temporal.connect(
+                    self.temporal_address, self.settings.temporal_namespace
+                )
+            except RuntimeError as exc:  # the SDK's "Failed client connect"
+                raise ServiceUnavailable("Temporal is not answering, try again shortly") from exc
         return self._temporal
 
     async def _check_temporal(self) -> None:

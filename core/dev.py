@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 import msgspec
@@ -165,8 +166,8 @@ def _print_banner(settings: Settings, endpoints: Endpoints) -> None:
         ("OpenAPI", f"{settings.api_url}/api-doc/openapi.json"),
         ("Temporal UI", endpoints.temporal_ui_url or "(not embedded: set TEMPORAL_UI_URL to show it here)"),
         ("Data directory", str(settings.data_dir)),
-        ("DATABASE_URL", endpoints.database_url),
-        ("REDIS_URL", endpoints.redis_url),
+        ("DATABASE_URL", _without_password(endpoints.database_url)),
+        ("REDIS_URL", _without_password(endpoints.redis_url)),
         ("TEMPORAL_ADDRESS", endpoints.temporal_address),
         ("Auth mode", settings.auth_mode.value),
     ]
@@ -175,3 +176,11 @@ def _print_banner(settings: Settings, endpoints: Endpoints) -> None:
     for name, value in lines:
         click.echo(f"  {name.ljust(width)}  {value}", err=True)
     _say("press Ctrl-C to stop")
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -131,14 +131,17 @@ class _Reader:
     def text(self, name: str, default: str) -> str:
         return self.raw(name) or default
 
-    def parse(self, name: str, default: T, parser: Callable[[str], T], expected: str) -> T:
+    def parse(
+        self, name: str, default: T, parser: Callable[[str], T], expected: str, *, secret: bool = False
+    ) -> T:
         value = self.raw(name)
         if value is None:
             return default
         try:
             return parser(value)
-        except (ValueError, TypeError) as exc:
-            raise SettingsError(f"{name}: expected {expected}, got {value!r}") from exc
+        except (ValueError, TypeError):
+            shown = "something else" if secret else repr(value)
+            raise SettingsError(f"{name}: expected {expected}, got {shown}") from None
 
     def integer(self, name: str, default: int, *, low: int, high: int) -> int:
         def parse(value: str) -> int:
@@ -155,8 +158,10 @@ class _Reader:
             return None
         parts = urlsplit(value)
         if parts.scheme not in schemes or not parts.hostname:
+            # Not the value itself: a URL can carry a password.
+            shown = f"a {parts.scheme}:// URL" if parts.scheme else "something else"
             raise SettingsError(
-                f"{name}: expected a URL starting with {' or '.join(schemes)}://, got {value!r}"
+                f"{name}: expected a URL starting with {' or '.join(schemes)}://, got {shown}"
             )
         return value
 
@@ -246,7 +251,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         secrets_encryption_key=read.key("SECRETS_ENCRYPTION_KEY"),
         secrets_encryption_key_previous=read.key("SECRETS_ENCRYPTION_KEY_PREVIOUS"),
         auth_mode=read.parse("AUTH_MODE", AuthMode.FULL, AuthMode, "none, admin or full"),
-        auth_jwt_secret=read.parse("AUTH_JWT_SECRET", None, _jwt_secret, "at least 32 characters"),
+        auth_jwt_secret=read.parse(
+            "AUTH_JWT_SECRET", None, _jwt_secret, "at least 32 characters", secret=True
+        ),
         admin_email=read.parse("ADMIN_EMAIL", None, _email, "an email address"),
         admin_password=read.raw("ADMIN_PASSWORD"),
         cors_origins=read.parse("CORS_ORIGINS", (), _origins, "a comma-separated list of http(s) origins"),

@@ -32,7 +32,7 @@ _UNSTARTED = text(
         WHERE e.session_id = m.session_id AND e.type = 'turn.started'
           AND e.context ->> 'input_message_id' = m.id::text
       )
-    ORDER BY m.session_id, m.sequence
+    ORDER BY m.created_at
     LIMIT 500
     """
 )

@@ -97,6 +97,14 @@ async def update_provider(
     db: AsyncSession, box: SecretBox | None, provider_id: uuid.UUID, patch: schemas.UpdateProvider
 ) -> LlmProvider:
     row = await get_provider(db, provider_id)
+    moves_key = patch.base_url is not UNSET and patch.base_url != row.base_url and row.api_key_encrypted
+    if moves_key and patch.api_key is UNSET:
+        # Otherwise the stored key would go to a host its owner never chose for it.
+        raise InvalidInput(
+            "changing base_url of a provider with a stored key needs api_key in the same request "
+            "(the key again, or null to drop it)",
+            field="api_key",
+        )
     for field in ("name", "base_url", "status", "settings"):
         value = getattr(patch, field)
         if value is not UNSET:

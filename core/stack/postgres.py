@@ -114,6 +114,7 @@ def start_postgres(
         ready = subprocess.run(
             [str(bins / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-U", SUPERUSER],
             check=False,
+            timeout=10,
         )
         return ready.returncode == 0
 

@@ -113,6 +113,7 @@ def start_temporal(
             [str(cli), "operator", "namespace", "describe", "--namespace", namespace, "--address", address],
             capture_output=True,
             check=False,
+            timeout=10,
         )
         return probe.returncode == 0
 

@@ -52,3 +52,20 @@ async def test_not_ready_names_the_service_that_is_down(
     assert body["detail"].startswith(f"{service}:")
     assert [part.split(":")[0] for part in body["detail"].split("; ")] == [service]
     assert health.status_code == 200  # liveness does not depend on the services
+
+
+async def test_temporal_down_is_a_503_on_loop_routes(endpoints: Endpoints, db: Database) -> None:
+    from tests import factories
+
+    settings = make_settings(endpoints, TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}")
+    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as api:
+        agent = await factories.agent(api)
+        session = await factories.session(api, agent["id"])
+        base = f"/v1/agents/{agent['id']}/sessions/{session['id']}"
+        for method, path in (("POST", f"{base}/cancel"), ("GET", f"{base}/workflow")):
+            response = await api.request(method, path)
+            assert response.status_code == 503, (path, response.text)
+            assert response.json()["error"] == "Temporal is not answering, try again shortly"
+        # Posting still works: the message is kept, and the sweeper dispatches it later.
+        posted = await api.post(f"{base}/messages", json=factories.text_message("hi"))
+        assert posted.status_code == 201

@@ -197,3 +197,14 @@ class TestModelResolution:
                 await llm.resolve_model(
                     s, message_model_id=None, session_model_id=uuid.uuid4(), agent_model_id=None
                 )
+
+
+async def test_moving_a_stored_key_to_another_host_needs_the_key_again(client: Client) -> None:
+    created = await factories.provider(client, provider_type="openai", api_key=SECRET)
+    path = f"/v1/llm-providers/{created['id']}"
+    refused = await client.patch(path, json={"base_url": "https://attacker.example/v1"})
+    assert refused.status_code == 400 and refused.json()["field"] == "api_key"
+    moved = await client.patch(path, json={"base_url": "https://gw.example/v1", "api_key": "sk-new"})
+    assert moved.status_code == 200 and moved.json()["api_key_set"] is True
+    dropped = await client.patch(path, json={"base_url": "https://other.example/v1", "api_key": None})
+    assert dropped.json()["api_key_set"] is False

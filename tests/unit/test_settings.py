@@ -107,3 +107,17 @@ def test_settings_are_frozen_and_read_once(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(AttributeError):
         first.port = 1  # type: ignore[misc]
     get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "mysql://user:hunter2@db/x"),
+        ("REDIS_URL", "http://:hunter2@cache:6379"),
+        ("AUTH_JWT_SECRET", "hunter2"),
+    ],
+)
+def test_errors_never_echo_secrets(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({name: value})
+    assert "hunter2" not in str(info.value)

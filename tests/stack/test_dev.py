@@ -143,6 +143,7 @@ def test_dev_runs_everything_stops_cleanly_and_keeps_data(dev_data: Path) -> Non
     dev = Dev(dev_data, api_port)
     dev.wait_ready()
 
+    _chat_with_the_demo_agent(dev.api_url)
     swagger = httpx.get(f"{dev.api_url}/swagger-ui/", timeout=5)
     assert swagger.status_code == 200 and "swagger-ui" in swagger.text
     temporal_ui = httpx.get(dev.banner("Temporal UI"), timeout=10)
@@ -181,6 +182,24 @@ def test_dev_runs_everything_stops_cleanly_and_keeps_data(dev_data: Path) -> Non
     tree = restarted.tree()
     assert restarted.stop(signal.SIGTERM) == 0
     assert _gone(tree) == []
+
+
+def _chat_with_the_demo_agent(api: str) -> None:
+    """The seeded agent answers through the whole stack: API, Temporal, worker, simulator."""
+    agents = httpx.get(f"{api}/v1/agents", timeout=5).json()["data"]
+    demo = next(a for a in agents if a["name"] == "Demo agent")
+    session = httpx.post(f"{api}/v1/agents/{demo['id']}/sessions", json={}, timeout=5).json()
+    base = f"{api}/v1/agents/{demo['id']}/sessions/{session['id']}"
+    body = {"message": {"role": "user", "content": [{"type": "text", "text": "hello dev"}]}}
+    assert httpx.post(f"{base}/messages", json=body, timeout=5).status_code == 201
+    with httpx.stream("GET", f"{base}/events", headers={"accept": "text/event-stream"}, timeout=60) as stream:
+        for line in stream.iter_lines():
+            if line in ("event: turn.completed", "event: turn.failed", "event: turn.cancelled"):
+                assert line == "event: turn.completed"
+                break
+    messages = httpx.get(f"{base}/messages", timeout=5).json()["data"]
+    assert messages[-1]["role"] == "agent"
+    assert messages[-1]["content"][0]["text"] == "Echo: hello dev"
 
 
 def test_killing_dev_outright_leaves_no_process_behind(dev_data: Path) -> None:

@@ -10,18 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 import sys
 import tempfile
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import msgspec
 import pytest
-import uvicorn
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
@@ -37,7 +33,7 @@ from core.db.models import Base
 from core.migrate import upgrade
 from core.settings import AuthMode, Settings, load_settings
 from core.stack import EmbeddedStack, Endpoints
-from core.stack.process import free_port
+from tests.servers import running
 
 _exit_status = 0
 
@@ -154,23 +150,5 @@ def task_queue() -> str:
 @pytest.fixture(scope="session")
 def simulator_url() -> Iterator[str]:
     """Base URL of a simulator running in a thread (its own event loop, as a real server would be)."""
-    port = free_port()
-    # Listening before the server starts: early connections wait in the backlog instead of failing.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(128)
-    config = uvicorn.Config(
-        create_simulator_app(), log_config=None, access_log=False, timeout_graceful_shutdown=5
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="simulator", daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}/simulator/v1"
-    try:
-        assert httpx.get(f"{base}/models", timeout=30).status_code == 200
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-        assert not thread.is_alive(), "the simulator did not shut down"
+    with running(create_simulator_app(), health_path="/simulator/v1/models") as base:
+        yield f"{base}/simulator/v1"

@@ -33,3 +33,4 @@ def running(app: Litestar, health_path: str = "/health") -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+        assert not thread.is_alive(), "the server did not shut down"

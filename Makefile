@@ -37,6 +37,9 @@ test: lint pytest ## The CI command: lint, then every test against a real embedd
 pytest: install ## Only the tests (pass ARGS="-k name" to select)
 	$(VENV)/bin/pytest $(ARGS)
 
+bench: install ## Run the benchmarks (printed figures, not pass/fail)
+	$(VENV)/bin/python -m tests.bench.loop_latency $(ARGS)
+
 lint: install ## ruff (lint and format check) and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

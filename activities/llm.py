@@ -26,6 +26,9 @@ from core.schemas.turns import SESSION_GONE, LlmFailure, ReasonInput, ReasonResu
 from core.services import conversation, events, llm
 from core.services.sessions import message_to_schema
 
+# litellm prints a "Provider List" banner whenever it cannot price a model (every simulator reply).
+litellm.suppress_debug_info = True
+
 # Provider answers that no retry can fix; anything else (429, 5xx, timeouts, connection errors)
 # is retried by Temporal with backoff.
 FATAL_STATUSES = {400, 401, 403, 404, 413, 422}

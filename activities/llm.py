@@ -290,29 +290,20 @@ def _result(message: Message) -> ReasonResult:
 
 
 def _timeout(tool_name: str) -> float:
-    for capability in registry.all_capabilities():
-        if any(t.name == tool_name for t in capability.tools):
-            return capability.timeout_s
-    return 60.0
+    found = registry.find_tool(list(registry.CAPABILITIES), tool_name)
+    return found[1].timeout_s if found else 60.0
 
 
 def _tools(capability_ids: list[str]) -> list[dict[str, Any]]:
-    tools = []
-    for capability_id in capability_ids:
-        spec = registry.get(capability_id)
-        for tool in spec.tools if spec else ():
-            definition = tool.definition()
-            tools.append(
-                {
-                    "type": "function",
-                    "function": {
-                        "name": definition.name,
-                        "description": definition.description,
-                        "parameters": definition.parameters,
-                    },
-                }
-            )
-    return tools
+    """The agent's tools in the chat-completions `tools` format."""
+    definitions = [tool.definition() for tool, _ in registry.tools_of(capability_ids)]
+    return [
+        {
+            "type": "function",
+            "function": {"name": d.name, "description": d.description, "parameters": d.parameters},
+        }
+        for d in definitions
+    ]
 
 
 def _arguments(raw: str | None) -> dict[str, Any]:

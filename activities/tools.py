@@ -13,22 +13,13 @@ from temporalio import activity
 
 from activities.deps import EventBatch, LoopDeps
 from capabilities import registry
-from capabilities.base import Tool, ToolContext, ToolError
+from capabilities.base import ToolContext, ToolError
 from core.db.models import Agent, Message, Session
 from core.schemas.content import ToolCallPart, ToolResultPart, content_from_json
 from core.schemas.turns import ToolInput, ToolOutcome, ToolStatus
 from core.services import events
 
 HEARTBEAT_EVERY_S = 1.0
-
-
-def _find_tool(capability_ids: list[str], name: str) -> tuple[Tool, float] | None:
-    for capability_id in capability_ids:
-        spec = registry.get(capability_id)
-        for tool in spec.tools if spec else ():
-            if tool.name == name:
-                return tool, spec.timeout_s if spec else 60.0
-    return None
 
 
 class ToolActivities:
@@ -111,10 +102,11 @@ class ToolActivities:
     async def _execute(
         self, call: ToolCallPart, capability_ids: list[str], ctx: ToolContext
     ) -> tuple[ToolStatus, Any, str | None]:
-        found = _find_tool(capability_ids, call.name)
+        found = registry.find_tool(capability_ids, call.name)
         if found is None:
             return "error", None, f"unknown tool {call.name!r}: the agent has no capability that provides it"
-        tool, timeout_s = found
+        tool, capability = found
+        timeout_s = capability.timeout_s
         try:
             arguments = tool.parse(call.arguments)
         except ToolError as exc:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from capabilities import current_time, test_math, test_weather
-from capabilities.base import CapabilitySpec
+from capabilities.base import CapabilitySpec, Tool
 
 _ALL: tuple[CapabilitySpec, ...] = (current_time.CAPABILITY, test_math.CAPABILITY, test_weather.CAPABILITY)
 CAPABILITIES: dict[str, CapabilitySpec] = {c.id: c for c in _ALL}
@@ -27,3 +29,17 @@ def system_prompt(capability_ids: list[str], agent_prompt: str) -> str:
     if agent_prompt:
         parts.append(agent_prompt)
     return "\n\n".join(parts)
+
+
+def tools_of(capability_ids: list[str]) -> Iterator[tuple[Tool, CapabilitySpec]]:
+    """The tools the given capabilities provide, in the agent's order."""
+    for capability_id in capability_ids:
+        spec = CAPABILITIES.get(capability_id)
+        if spec is None:
+            continue
+        for tool in spec.tools:
+            yield tool, spec
+
+
+def find_tool(capability_ids: list[str], name: str) -> tuple[Tool, CapabilitySpec] | None:
+    return next(((t, c) for t, c in tools_of(capability_ids) if t.name == name), None)

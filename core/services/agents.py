@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from msgspec import UNSET, structs
+from msgspec import structs
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,7 +13,7 @@ from capabilities import registry
 from core.db.models import Agent
 from core.errors import InvalidInput
 from core.schemas import agents as schemas
-from core.services.common import check_size, get_or_404, page_of
+from core.services.common import changed_fields, check_size, get_or_404, page_of
 from core.services.llm import check_model_exists
 
 NAME_MAX = 2 * 1024
@@ -96,7 +96,7 @@ async def list_(
 
 async def update(db: AsyncSession, agent_id: uuid.UUID, patch: schemas.UpdateAgent) -> Agent:
     row = await get(db, agent_id)
-    values = {k: v for k, v in structs.asdict(patch).items() if v is not UNSET}
+    values = changed_fields(patch)
     _check_sizes(values)
     if "default_model_id" in values:
         await check_model_exists(db, values["default_model_id"], "default_model_id")

@@ -3,6 +3,8 @@ from __future__ import annotations
 import uuid
 from typing import Any, TypeVar
 
+import msgspec
+from msgspec import UNSET
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,3 +29,8 @@ async def page_of(db: AsyncSession, query: Select[Any], offset: int, limit: int)
 def check_size(field: str, value: str | None, max_bytes: int, label: str) -> None:
     if value is not None and len(value.encode()) > max_bytes:
         raise InvalidInput(f"{field} is longer than {label}", field=field)
+
+
+def changed_fields(patch: msgspec.Struct) -> dict[str, Any]:
+    """The fields a PATCH body sets (UNSET ones were not sent)."""
+    return {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not UNSET}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from msgspec import UNSET, structs
+from msgspec import UNSET
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,7 +14,7 @@ from core.db.base import uuid7
 from core.db.models import Agent, LlmModel, LlmProvider, Session
 from core.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from core.schemas import llm as schemas
-from core.services.common import get_or_404, page_of
+from core.services.common import changed_fields, get_or_404, page_of
 
 
 def key_context(provider_id: uuid.UUID) -> str:
@@ -202,7 +202,7 @@ async def get_model(db: AsyncSession, model_id: uuid.UUID) -> LlmModel:
 
 async def update_model(db: AsyncSession, model_id: uuid.UUID, patch: schemas.UpdateModel) -> LlmModel:
     row = await get_model(db, model_id)
-    values: dict[str, Any] = {k: v for k, v in structs.asdict(patch).items() if v is not UNSET}
+    values = changed_fields(patch)
     if values.get("is_default"):
         await db.execute(select(LlmModel.id).where(LlmModel.is_default.is_(True)).with_for_update())
         await _clear_default(db, row.id)

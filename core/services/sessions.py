@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 import msgspec
-from msgspec import UNSET, structs
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +26,7 @@ from core.schemas.content import (
     content_to_json,
 )
 from core.services import agents, events
-from core.services.common import page_of
+from core.services.common import changed_fields, page_of
 from core.services.llm import check_model_exists
 
 IMAGE_MAX_BYTES = 5 * 1024 * 1024
@@ -85,7 +84,7 @@ async def update(
     db: AsyncSession, agent_id: uuid.UUID, session_id: uuid.UUID, patch: schemas.UpdateSession
 ) -> Session:
     row = await get(db, agent_id, session_id)
-    values = {k: v for k, v in structs.asdict(patch).items() if v is not UNSET}
+    values = changed_fields(patch)
     if "model_id" in values:
         await check_model_exists(db, values["model_id"], "model_id")
     for field, value in values.items():

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.openapi import error_responses
 from api.pagination import Page, PageParams, page
 from core.errors import InvalidInput
+from core.identity import Identity
 from core.schemas.agents import Agent, AgentStatus, CreateAgent, UpdateAgent
 from core.schemas.capabilities import AgentCapabilities
 from core.services import agent_io, agents
@@ -39,15 +40,19 @@ class AgentController(Controller):
 
     @post(operation_id="createAgent", responses=error_responses(400))
     async def create_agent(
-        self, db_session: NamedDependency[AsyncSession], data: Annotated[CreateAgent, Body()]
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        data: Annotated[CreateAgent, Body()],
     ) -> Agent:
         """Create an agent. `capabilities` is an ordered list of capability ids."""
-        return agents.to_schema(await agents.create(db_session, data))
+        return agents.to_schema(await agents.create(db_session, who, data))
 
     @get(operation_id="listAgents", responses=error_responses(400))
     async def list_agents(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         page_params: NamedDependency[PageParams],
         status: Annotated[
             AgentStatus | None, QueryParameter(description="Only agents with this status")
@@ -62,6 +67,7 @@ class AgentController(Controller):
         or `status=archived`."""
         rows, total = await agents.list_(
             db_session,
+            who,
             offset=page_params.offset,
             limit=page_params.limit,
             status=status,
@@ -78,7 +84,10 @@ class AgentController(Controller):
         operation_class=_AgentFileOperation,
     )
     async def import_agent(
-        self, db_session: NamedDependency[AsyncSession], request: Request[Any, Any, Any]
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        request: Request[Any, Any, Any],
     ) -> Agent:
         """Create an agent from a file: Markdown with YAML front matter (the body is the system
         prompt), YAML, or JSON. Send the file as the request body; `Content-Type` `text/markdown`,
@@ -89,32 +98,39 @@ class AgentController(Controller):
         except UnicodeDecodeError:
             raise InvalidInput("the agent file is not UTF-8 text", field="body") from None
         data = agent_io.parse_agent(text, request.headers.get("content-type"))
-        return agents.to_schema(await agents.create(db_session, data))
+        return agents.to_schema(await agents.create(db_session, who, data))
 
     @get("/{agent_id:uuid}", operation_id="getAgent", responses=error_responses(404))
     async def get_agent(
-        self, db_session: NamedDependency[AsyncSession], agent_id: FromPath[uuid.UUID]
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        agent_id: FromPath[uuid.UUID],
     ) -> Agent:
         """Get an agent (archived ones too)."""
-        return agents.to_schema(await agents.get(db_session, agent_id))
+        return agents.to_schema(await agents.get(db_session, who, agent_id))
 
     @patch("/{agent_id:uuid}", operation_id="updateAgent", responses=error_responses(400, 404))
     async def update_agent(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         agent_id: FromPath[uuid.UUID],
         data: Annotated[UpdateAgent, Body()],
     ) -> Agent:
         """Change some fields of an agent; `status: active` un-archives it."""
-        return agents.to_schema(await agents.update(db_session, agent_id, data))
+        return agents.to_schema(await agents.update(db_session, who, agent_id, data))
 
     @delete("/{agent_id:uuid}", operation_id="archiveAgent", responses=error_responses(404))
     async def archive_agent(
-        self, db_session: NamedDependency[AsyncSession], agent_id: FromPath[uuid.UUID]
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        agent_id: FromPath[uuid.UUID],
     ) -> None:
         """Archive an agent: it stays readable, its sessions become read-only, and new sessions
         are refused."""
-        await agents.archive(db_session, agent_id)
+        await agents.archive(db_session, who, agent_id)
 
     @get(
         "/{agent_id:uuid}/export",
@@ -123,10 +139,13 @@ class AgentController(Controller):
         responses=error_responses(404),
     )
     async def export_agent(
-        self, db_session: NamedDependency[AsyncSession], agent_id: FromPath[uuid.UUID]
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        agent_id: FromPath[uuid.UUID],
     ) -> Response[str]:
         """The agent as Markdown with YAML front matter; `POST /v1/agents/import` reads it back."""
-        agent = await agents.get(db_session, agent_id)
+        agent = await agents.get(db_session, who, agent_id)
         return Response(
             agent_io.export_markdown(agent),
             media_type="text/markdown; charset=utf-8",
@@ -135,10 +154,13 @@ class AgentController(Controller):
 
     @get("/{agent_id:uuid}/capabilities", operation_id="getAgentCapabilities", responses=error_responses(404))
     async def get_capabilities(
-        self, db_session: NamedDependency[AsyncSession], agent_id: FromPath[uuid.UUID]
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        agent_id: FromPath[uuid.UUID],
     ) -> AgentCapabilities:
         """The agent's capability ids, in order."""
-        return AgentCapabilities(capabilities=(await agents.get(db_session, agent_id)).capabilities)
+        return AgentCapabilities(capabilities=(await agents.get(db_session, who, agent_id)).capabilities)
 
     @put(
         "/{agent_id:uuid}/capabilities",
@@ -148,9 +170,10 @@ class AgentController(Controller):
     async def set_capabilities(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         agent_id: FromPath[uuid.UUID],
         data: Annotated[AgentCapabilities, Body()],
     ) -> AgentCapabilities:
         """Replace the agent's capabilities; the order is kept, an unknown id is a 400."""
-        row = await agents.set_capabilities(db_session, agent_id, data.capabilities)
+        row = await agents.set_capabilities(db_session, who, agent_id, data.capabilities)
         return AgentCapabilities(capabilities=row.capabilities)

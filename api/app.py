@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from api.agents import AgentController
 from api.auth import auth_routers
 from api.capabilities import CapabilityController
-from api.deps import provide_db_session
+from api.deps import provide_db_session, provide_identity
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.health import HealthController
@@ -107,6 +107,7 @@ def create_app(
         dependencies={
             "services": Provide(lambda: services, sync_to_thread=False),
             "db_session": Provide(provide_db_session),
+            "who": Provide(provide_identity, sync_to_thread=False),
             "page_params": Provide(provide_page_params, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,

@@ -18,6 +18,7 @@ from api.openapi import error_responses
 from api.security import ACCESS_COOKIE
 from api.state import Services
 from core.errors import InvalidInput
+from core.identity import Identity
 from core.services import auth
 from core.settings import AuthMode
 
@@ -164,7 +165,7 @@ class AuthController(Controller):
         return LoggedOut(status="logged_out")
 
     @get("/me", operation_id=_op("getMe"), responses=error_responses(401))
-    async def me(self, request: Request[auth.Identity, Any, Any], services: NamedDependency[Services]) -> Me:
+    async def me(self, request: Request[Identity, Any, Any], services: NamedDependency[Services]) -> Me:
         """The caller."""
         who = request.user
         return Me(
@@ -177,7 +178,7 @@ class AuthController(Controller):
 
     @get("/api-keys", operation_id=_op("listApiKeys"), responses=error_responses(401))
     async def list_keys(
-        self, request: Request[auth.Identity, Any, Any], db_session: NamedDependency[AsyncSession]
+        self, request: Request[Identity, Any, Any], db_session: NamedDependency[AsyncSession]
     ) -> list[ApiKeyInfo]:
         """The caller's API keys (prefix only; a key is shown once, when made)."""
         rows = await auth.list_api_keys(db_session, request.user.user_id)
@@ -186,7 +187,7 @@ class AuthController(Controller):
     @post("/api-keys", operation_id=_op("createApiKey"), responses=error_responses(400, 401))
     async def create_key(
         self,
-        request: Request[auth.Identity, Any, Any],
+        request: Request[Identity, Any, Any],
         db_session: NamedDependency[AsyncSession],
         data: Annotated[CreateApiKey, Body()],
     ) -> NewApiKey:
@@ -199,7 +200,7 @@ class AuthController(Controller):
     @delete("/api-keys/{key_id:uuid}", operation_id=_op("deleteApiKey"), responses=error_responses(401, 404))
     async def delete_key(
         self,
-        request: Request[auth.Identity, Any, Any],
+        request: Request[Identity, Any, Any],
         db_session: NamedDependency[AsyncSession],
         key_id: FromPath[uuid.UUID],
     ) -> None:

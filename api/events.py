@@ -23,6 +23,7 @@ from api.openapi import error_responses
 from api.pagination import Page, PageParams, page
 from api.state import Services
 from core.errors import InvalidInput
+from core.identity import Identity
 from core.schemas.events import Event
 from core.services import event_log, event_stream, sessions
 from core.services.events import to_schema
@@ -111,6 +112,7 @@ class EventController(Controller):
         self,
         request: Request[Any, Any, Any],
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         services: NamedDependency[Services],
         page_params: NamedDependency[PageParams],
         agent_id: FromPath[uuid.UUID],
@@ -126,23 +128,31 @@ class EventController(Controller):
         filter_ = event_log.type_filter(types, exclude)
         if not _wants_stream(request):
             rows, total = await event_log.list_(
-                db_session, agent_id, session_id, since_id, filter_, page_params.offset, page_params.limit
+                db_session,
+                who,
+                agent_id,
+                session_id,
+                since_id,
+                filter_,
+                page_params.offset,
+                page_params.limit,
             )
             return Response(page([to_schema(r) for r in rows], total, page_params), headers=_VARY)
-        after = await _position(db_session, agent_id, session_id, since_id, last_event_id)
+        after = await _position(db_session, who, agent_id, session_id, since_id, last_event_id)
         follower = event_stream.Follower(services.db, services.redis, session_id, after, filter_)
         return ServerSentEvent(_frames(follower), headers=_VARY)
 
 
 async def _position(
     db: AsyncSession,
+    who: Identity,
     agent_id: uuid.UUID,
     session_id: uuid.UUID,
     since_id: uuid.UUID | None,
     last_event_id: str | None,
 ) -> int:
     """The sequence the stream starts after: the header's event, else `since_id`'s, else 0."""
-    await sessions.get(db, agent_id, session_id)
+    await sessions.get(db, who, agent_id, session_id)
     if last_event_id is not None and last_event_id.strip():
         try:
             resume = uuid.UUID(last_event_id.strip())

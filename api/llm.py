@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.openapi import error_responses
 from api.pagination import Page, PageParams, page
 from api.state import Services
+from core.identity import Identity
 from core.schemas.llm import CreateModel, CreateProvider, Model, Provider, UpdateModel, UpdateProvider
 from core.services import llm
 
@@ -25,57 +26,69 @@ class ProviderController(Controller):
     async def create_provider(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         services: NamedDependency[Services],
         data: Annotated[CreateProvider, Body()],
     ) -> Provider:
         """Add a provider. `api_key` is write-only: it is stored encrypted and never returned
         (`api_key_set` tells whether one is stored). `base_url` replaces the default endpoint."""
-        return llm.provider_to_schema(await llm.create_provider(db_session, services.secrets, data))
+        return llm.provider_to_schema(await llm.create_provider(db_session, who, services.secrets, data))
 
     @get(operation_id="listLlmProviders", responses=error_responses(400))
     async def list_providers(
-        self, db_session: NamedDependency[AsyncSession], page_params: NamedDependency[PageParams]
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        page_params: NamedDependency[PageParams],
     ) -> Page[Provider]:
         """Every provider."""
-        rows, total = await llm.list_providers(db_session, page_params.offset, page_params.limit)
+        rows, total = await llm.list_providers(db_session, who, page_params.offset, page_params.limit)
         return page([llm.provider_to_schema(r) for r in rows], total, page_params)
 
     @get("/{provider_id:uuid}", operation_id="getLlmProvider", responses=error_responses(404))
     async def get_provider(
-        self, db_session: NamedDependency[AsyncSession], provider_id: FromPath[uuid.UUID]
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        provider_id: FromPath[uuid.UUID],
     ) -> Provider:
         """One provider."""
-        return llm.provider_to_schema(await llm.get_provider(db_session, provider_id))
+        return llm.provider_to_schema(await llm.get_provider(db_session, who, provider_id))
 
     @patch("/{provider_id:uuid}", operation_id="updateLlmProvider", responses=error_responses(400, 404, 503))
     async def update_provider(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         services: NamedDependency[Services],
         provider_id: FromPath[uuid.UUID],
         data: Annotated[UpdateProvider, Body()],
     ) -> Provider:
         """Change a provider; `api_key: null` removes the stored key."""
         return llm.provider_to_schema(
-            await llm.update_provider(db_session, services.secrets, provider_id, data)
+            await llm.update_provider(db_session, who, services.secrets, provider_id, data)
         )
 
     @delete("/{provider_id:uuid}", operation_id="deleteLlmProvider", responses=error_responses(404, 409))
     async def delete_provider(
-        self, db_session: NamedDependency[AsyncSession], provider_id: FromPath[uuid.UUID]
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        provider_id: FromPath[uuid.UUID],
     ) -> None:
         """Delete a provider and its models; 409 naming the agents and sessions that use them."""
-        await llm.delete_provider(db_session, provider_id)
+        await llm.delete_provider(db_session, who, provider_id)
 
     @post("/{provider_id:uuid}/models", operation_id="createLlmModel", responses=error_responses(400, 404))
     async def create_model(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         provider_id: FromPath[uuid.UUID],
         data: Annotated[CreateModel, Body()],
     ) -> Model:
         """Add a model to a provider. `is_default: true` moves the default flag to it."""
-        return llm.model_to_schema(await llm.create_model(db_session, provider_id, data))
+        return llm.model_to_schema(await llm.create_model(db_session, who, provider_id, data))
 
     @get(
         "/{provider_id:uuid}/models",
@@ -85,11 +98,14 @@ class ProviderController(Controller):
     async def list_provider_models(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         page_params: NamedDependency[PageParams],
         provider_id: FromPath[uuid.UUID],
     ) -> Page[Model]:
         """The provider's models."""
-        rows, total = await llm.list_models(db_session, page_params.offset, page_params.limit, provider_id)
+        rows, total = await llm.list_models(
+            db_session, who, page_params.offset, page_params.limit, provider_id
+        )
         return page([llm.model_to_schema(r) for r in rows], total, page_params)
 
 
@@ -99,32 +115,42 @@ class ModelController(Controller):
 
     @get(operation_id="listLlmModels", responses=error_responses(400))
     async def list_models(
-        self, db_session: NamedDependency[AsyncSession], page_params: NamedDependency[PageParams]
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        page_params: NamedDependency[PageParams],
     ) -> Page[Model]:
         """Every model, each with its provider."""
-        rows, total = await llm.list_models(db_session, page_params.offset, page_params.limit)
+        rows, total = await llm.list_models(db_session, who, page_params.offset, page_params.limit)
         return page([llm.model_to_schema(r) for r in rows], total, page_params)
 
     @get("/{model_id:uuid}", operation_id="getLlmModel", responses=error_responses(404))
     async def get_model(
-        self, db_session: NamedDependency[AsyncSession], model_id: FromPath[uuid.UUID]
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        model_id: FromPath[uuid.UUID],
     ) -> Model:
         """One model."""
-        return llm.model_to_schema(await llm.get_model(db_session, model_id))
+        return llm.model_to_schema(await llm.get_model(db_session, who, model_id))
 
     @patch("/{model_id:uuid}", operation_id="updateLlmModel", responses=error_responses(400, 404))
     async def update_model(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         model_id: FromPath[uuid.UUID],
         data: Annotated[UpdateModel, Body()],
     ) -> Model:
         """Change a model; `is_default: true` moves the default flag to it."""
-        return llm.model_to_schema(await llm.update_model(db_session, model_id, data))
+        return llm.model_to_schema(await llm.update_model(db_session, who, model_id, data))
 
     @delete("/{model_id:uuid}", operation_id="deleteLlmModel", responses=error_responses(404, 409))
     async def delete_model(
-        self, db_session: NamedDependency[AsyncSession], model_id: FromPath[uuid.UUID]
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        model_id: FromPath[uuid.UUID],
     ) -> None:
         """Delete a model; 409 naming the agents and sessions that use it."""
-        await llm.delete_model(db_session, model_id)
+        await llm.delete_model(db_session, who, model_id)

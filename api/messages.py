@@ -15,6 +15,7 @@ from api.dispatch import dispatch_message
 from api.openapi import error_responses
 from api.pagination import Page, PageParams, page
 from api.state import Services
+from core.identity import Identity
 from core.schemas.sessions import CreateMessage, Message
 from core.services import events, sessions
 
@@ -40,6 +41,7 @@ class MessageController(Controller):
     async def create_message(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         services: NamedDependency[Services],
         agent_id: FromPath[uuid.UUID],
         session_id: FromPath[uuid.UUID],
@@ -48,10 +50,12 @@ class MessageController(Controller):
     ) -> Response[Message]:
         """Post a user message (`text` and `image` parts). It is stored with its `message.user`
         event and handed to the session's loop; the answer comes before any LLM work."""
-        message, event = await sessions.post_message(db_session, agent_id, session_id, data, idempotency_key)
+        message, event = await sessions.post_message(
+            db_session, who, agent_id, session_id, data, idempotency_key
+        )
         if event is not None:
             await events.publish(services.redis, event)
-            session = await sessions.get(db_session, agent_id, session_id)
+            session = await sessions.get(db_session, who, agent_id, session_id)
             try:
                 await dispatch_message(services, session, message)
             except Exception:
@@ -65,12 +69,13 @@ class MessageController(Controller):
     async def list_messages(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         page_params: NamedDependency[PageParams],
         agent_id: FromPath[uuid.UUID],
         session_id: FromPath[uuid.UUID],
     ) -> Page[Message]:
         """The conversation in order of `sequence`: user, agent and tool-result messages."""
         rows, total = await sessions.list_messages(
-            db_session, agent_id, session_id, page_params.offset, page_params.limit
+            db_session, who, agent_id, session_id, page_params.offset, page_params.limit
         )
         return page([sessions.message_to_schema(r) for r in rows], total, page_params)

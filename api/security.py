@@ -15,6 +15,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
 
 from api.state import Services
+from core.identity import BUILTIN_ADMIN, Identity
 from core.services import auth
 from core.settings import AuthMode
 
@@ -30,10 +31,6 @@ OPEN_PATHS = [
     r"^/(api|v1)/auth/(config|login|logout|register|refresh|oauth|callback)",
 ]
 
-BUILTIN = auth.Identity(
-    user_id=auth.BUILTIN_ADMIN_ID, email=auth.BUILTIN_ADMIN_EMAIL, role="admin", method="none"
-)
-
 
 class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(
@@ -42,7 +39,7 @@ class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
         services: Services = connection.app.state.services
         settings = services.settings
         if settings.auth_mode is AuthMode.NONE:
-            return AuthenticationResult(user=BUILTIN, auth=None)
+            return AuthenticationResult(user=BUILTIN_ADMIN, auth=None)
         header = connection.headers.get("authorization", "")
         scheme, _, credential = header.partition(" ")
         method = "token"
@@ -63,7 +60,7 @@ class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
         if credential.startswith(auth.API_KEY_PREFIX):
             method = "api_key"
         return AuthenticationResult(
-            user=auth.Identity(user_id=user.id, email=user.email, role=user.role, method=method), auth=None
+            user=Identity(user_id=user.id, email=user.email, role=user.role, method=method), auth=None
         )
 
 

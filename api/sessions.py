@@ -14,6 +14,7 @@ from api.dispatch import stop_loop
 from api.openapi import error_responses
 from api.pagination import Page, PageParams, page
 from api.state import Services
+from core.identity import Identity
 from core.schemas.sessions import CreateSession, Session, UpdateSession
 from core.services import sessions
 
@@ -26,52 +27,57 @@ class SessionController(Controller):
     async def create_session(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         agent_id: FromPath[uuid.UUID],
         data: Annotated[CreateSession, Body()],
     ) -> Session:
         """Open a session on an agent (409 if the agent is archived)."""
-        return sessions.to_schema(await sessions.create(db_session, agent_id, data))
+        return sessions.to_schema(await sessions.create(db_session, who, agent_id, data))
 
     @get(operation_id="listSessions", responses=error_responses(400, 404))
     async def list_sessions(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         page_params: NamedDependency[PageParams],
         agent_id: FromPath[uuid.UUID],
     ) -> Page[Session]:
         """The agent's sessions, newest first."""
-        rows, total = await sessions.list_(db_session, agent_id, page_params.offset, page_params.limit)
+        rows, total = await sessions.list_(db_session, who, agent_id, page_params.offset, page_params.limit)
         return page([sessions.to_schema(r) for r in rows], total, page_params)
 
     @get("/{session_id:uuid}", operation_id="getSession", responses=error_responses(404))
     async def get_session(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         agent_id: FromPath[uuid.UUID],
         session_id: FromPath[uuid.UUID],
     ) -> Session:
         """A session, with its status and usage totals."""
-        return sessions.to_schema(await sessions.get(db_session, agent_id, session_id))
+        return sessions.to_schema(await sessions.get(db_session, who, agent_id, session_id))
 
     @patch("/{session_id:uuid}", operation_id="updateSession", responses=error_responses(400, 404))
     async def update_session(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         agent_id: FromPath[uuid.UUID],
         session_id: FromPath[uuid.UUID],
         data: Annotated[UpdateSession, Body()],
     ) -> Session:
         """Change the title, tags or model of a session."""
-        return sessions.to_schema(await sessions.update(db_session, agent_id, session_id, data))
+        return sessions.to_schema(await sessions.update(db_session, who, agent_id, session_id, data))
 
     @delete("/{session_id:uuid}", operation_id="deleteSession", responses=error_responses(404))
     async def delete_session(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         services: NamedDependency[Services],
         agent_id: FromPath[uuid.UUID],
         session_id: FromPath[uuid.UUID],
     ) -> None:
         """Delete a session with its messages, events and files; its loop stops."""
-        await sessions.delete(db_session, agent_id, session_id)
+        await sessions.delete(db_session, who, agent_id, session_id)
         await stop_loop(services, session_id)

@@ -18,6 +18,7 @@ from api.dispatch import workflow_id
 from api.openapi import error_responses
 from api.state import Services
 from core.errors import Conflict
+from core.identity import Identity
 from core.services import sessions
 
 
@@ -62,13 +63,14 @@ class TurnController(Controller):
     async def cancel(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         services: NamedDependency[Services],
         agent_id: FromPath[uuid.UUID],
         session_id: FromPath[uuid.UUID],
     ) -> Cancelled:
         """Stop the running turn: its LLM call and tools stop, `turn.cancelled` is stored and the
         session goes idle. 409 when no turn runs."""
-        await sessions.get(db_session, agent_id, session_id)
+        await sessions.get(db_session, who, agent_id, session_id)
         client = await services.temporal()
         handle = client.get_workflow_handle(workflow_id(session_id))
         try:
@@ -89,13 +91,14 @@ class TurnController(Controller):
     async def workflow(
         self,
         db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
         services: NamedDependency[Services],
         agent_id: FromPath[uuid.UUID],
         session_id: FromPath[uuid.UUID],
     ) -> WorkflowInfo:
         """For operators: the session's workflow, its runs (one per turn: it continues as new),
         pending activities with attempts and last failure, and a link to the Temporal UI."""
-        await sessions.get(db_session, agent_id, session_id)
+        await sessions.get(db_session, who, agent_id, session_id)
         client = await services.temporal()
         wid = workflow_id(session_id)
         settings = services.settings

@@ -122,7 +122,7 @@ def run_dev(settings: Settings) -> None:
     if settings.secrets_encryption_key is None:
         # Made once into the data directory, so stored API keys survive restarts.
         child_env["SECRETS_ENCRYPTION_KEY"] = dev_master_key(settings.data_dir)
-    if settings.auth_mode is AuthMode.ADMIN and settings.auth_jwt_secret is None:
+    if settings.auth_mode is not AuthMode.NONE and settings.auth_jwt_secret is None:
         secret = dev_jwt_secret(settings.data_dir)
         child_env["AUTH_JWT_SECRET"] = secret
         settings = msgspec.structs.replace(settings, auth_jwt_secret=secret)
@@ -133,7 +133,7 @@ def run_dev(settings: Settings) -> None:
     with _stop_on_signals():
         try:
             endpoints = _start_services(stack, migrate=True)
-            if added := asyncio.run(seed_dev_data(endpoints.database_url)):
+            if added := asyncio.run(seed_dev_data(endpoints.database_url, settings)):
                 _say(f"added {', '.join(added)}")
             child_env.update(endpoints.as_env())
             child_env["EVERLOOP_DATA_DIR"] = str(settings.data_dir)

@@ -18,6 +18,12 @@ class InvalidInput(EverloopError):
     status_code = 400
 
 
+class Forbidden(EverloopError):
+    """The caller can see the resource but may not do this to it (never used to hide one: that is 404)."""
+
+    status_code = 403
+
+
 class NotFound(EverloopError):
     status_code = 404
 

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import Database, uuid7
 from core.db.models import Agent, LlmModel, LlmProvider
+from core.identity import BUILTIN_ADMIN_ID
+from core.services.auth import ensure_admin, ensure_builtin_admin
+from core.settings import AuthMode, Settings
 
 SIMULATOR_NAME = "Simulator"
 DEMO_AGENT_NAME = "Demo agent"
 
 
-async def seed_dev_data(database_url: str) -> list[str]:
+async def seed_dev_data(database_url: str, settings: Settings) -> list[str]:
     """Adds the simulator provider, a default model on it and a demo agent, once. Returns what it
-    added (nothing when a simulator provider already exists, even if the user changed it since)."""
+    added (nothing when a simulator provider already exists, even if the user changed it since).
+    The agent belongs to AUTH_MODE=none's built-in admin, or to ADMIN_EMAIL when that is set."""
     db = Database(database_url, pool_size=1)
     try:
         async with db.session() as session:
@@ -22,6 +29,7 @@ async def seed_dev_data(database_url: str) -> list[str]:
             )
             if exists.first() is not None:
                 return []
+            owner_id = await _owner(session, settings)
             provider = LlmProvider(
                 name=SIMULATOR_NAME,
                 provider_type="simulator",
@@ -41,6 +49,7 @@ async def seed_dev_data(database_url: str) -> list[str]:
             session.add_all([provider, model])
             await session.flush()  # the agent's foreign key needs the model row first
             agent = Agent(
+                owner_id=owner_id,
                 name=DEMO_AGENT_NAME,
                 description="Answers through the built-in simulator; can do arithmetic with test_math.",
                 system_prompt="You are a helpful assistant. Use tools when they help.",
@@ -52,3 +61,10 @@ async def seed_dev_data(database_url: str) -> list[str]:
             return [f"LLM provider {provider.name!r}", f"model {model.model_id!r}", f"agent {agent.name!r}"]
     finally:
         await db.dispose()
+
+
+async def _owner(session: AsyncSession, settings: Settings) -> uuid.UUID:
+    if settings.auth_mode is not AuthMode.NONE and settings.admin_email and settings.admin_password:
+        return (await ensure_admin(session, settings.admin_email, settings.admin_password)).id
+    await ensure_builtin_admin(session)
+    return BUILTIN_ADMIN_ID

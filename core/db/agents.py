@@ -13,7 +13,10 @@ from core.db.base import TimestampedModel
 
 class Agent(TimestampedModel):
     __tablename__ = "agents"
-    __table_args__ = (Index("ix_agents_status", "status"),)
+    __table_args__ = (Index("ix_agents_status", "status"), Index("ix_agents_owner_id", "owner_id"))
+
+    # Sessions, messages, events and files belong to the agent's owner through the agent.
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
 
     name: Mapped[str] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)

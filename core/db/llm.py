@@ -14,6 +14,11 @@ from core.db.base import TimestampedModel
 
 class LlmProvider(TimestampedModel):
     __tablename__ = "llm_providers"
+    __table_args__ = (Index("ix_llm_providers_owner_id", "owner_id"),)
+
+    # None: created by an admin and shared (usable by everyone, editable by admins). Otherwise
+    # private to that user, with its models.
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
 
     name: Mapped[str] = mapped_column(String(200))
     provider_type: Mapped[str] = mapped_column(String(40))

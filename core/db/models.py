@@ -1,9 +1,22 @@
 """Every table, imported here so Alembic and the tests see the whole schema."""
 
 from core.db.agents import Agent
-from core.db.auth import ApiKey, User
+from core.db.auth import ApiKey, AuthSession, OAuthIdentity, RefreshToken, User
 from core.db.base import Base
 from core.db.llm import LlmModel, LlmProvider
 from core.db.sessions import Event, Message, Session
 
-__all__ = ["Agent", "ApiKey", "Base", "Event", "LlmModel", "LlmProvider", "Message", "Session", "User"]
+__all__ = [
+    "Agent",
+    "ApiKey",
+    "AuthSession",
+    "Base",
+    "Event",
+    "LlmModel",
+    "LlmProvider",
+    "Message",
+    "OAuthIdentity",
+    "RefreshToken",
+    "Session",
+    "User",
+]

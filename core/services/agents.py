@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from capabilities import registry
 from core.db.models import Agent
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotFound
+from core.identity import Identity
 from core.schemas import agents as schemas
-from core.services.common import changed_fields, check_size, get_or_404, page_of
+from core.services.common import changed_fields, check_size, page_of
 from core.services.llm import check_model_exists
 
 NAME_MAX = 2 * 1024
@@ -56,22 +57,27 @@ def _check_sizes(values: dict[str, Any]) -> None:
         check_capabilities(values["capabilities"])
 
 
-async def create(db: AsyncSession, data: schemas.CreateAgent) -> Agent:
+async def create(db: AsyncSession, who: Identity, data: schemas.CreateAgent) -> Agent:
     values = structs.asdict(data)
     _check_sizes(values)
-    await check_model_exists(db, data.default_model_id, "default_model_id")
-    row = Agent(**values)
+    await check_model_exists(db, who, data.default_model_id, "default_model_id")
+    row = Agent(**values, owner_id=who.user_id)
     db.add(row)
     await db.commit()
     return row
 
 
-async def get(db: AsyncSession, agent_id: uuid.UUID) -> Agent:
-    return await get_or_404(db, Agent, agent_id, "agent")
+async def get(db: AsyncSession, who: Identity, agent_id: uuid.UUID) -> Agent:
+    """The caller's agent; anyone else's answers as if it did not exist."""
+    row = await db.get(Agent, agent_id)
+    if row is None or row.owner_id != who.user_id:
+        raise NotFound(f"agent {agent_id} not found")
+    return row
 
 
 async def list_(
     db: AsyncSession,
+    who: Identity,
     *,
     offset: int,
     limit: int,
@@ -80,7 +86,7 @@ async def list_(
     search: str | None = None,
     include_archived: bool = False,
 ) -> tuple[list[Agent], int]:
-    query = select(Agent).order_by(Agent.id.desc())
+    query = select(Agent).where(Agent.owner_id == who.user_id).order_by(Agent.id.desc())
     if status is not None:
         query = query.where(Agent.status == status)
     elif not include_archived:
@@ -94,26 +100,26 @@ async def list_(
     return await page_of(db, query, offset, limit)
 
 
-async def update(db: AsyncSession, agent_id: uuid.UUID, patch: schemas.UpdateAgent) -> Agent:
-    row = await get(db, agent_id)
+async def update(db: AsyncSession, who: Identity, agent_id: uuid.UUID, patch: schemas.UpdateAgent) -> Agent:
+    row = await get(db, who, agent_id)
     values = changed_fields(patch)
     _check_sizes(values)
     if "default_model_id" in values:
-        await check_model_exists(db, values["default_model_id"], "default_model_id")
+        await check_model_exists(db, who, values["default_model_id"], "default_model_id")
     for field, value in values.items():
         setattr(row, field, value)
     await db.commit()
     return row
 
 
-async def archive(db: AsyncSession, agent_id: uuid.UUID) -> None:
-    row = await get(db, agent_id)
+async def archive(db: AsyncSession, who: Identity, agent_id: uuid.UUID) -> None:
+    row = await get(db, who, agent_id)
     row.status = "archived"
     await db.commit()
 
 
-async def set_capabilities(db: AsyncSession, agent_id: uuid.UUID, ids: list[str]) -> Agent:
-    row = await get(db, agent_id)
+async def set_capabilities(db: AsyncSession, who: Identity, agent_id: uuid.UUID, ids: list[str]) -> Agent:
+    row = await get(db, who, agent_id)
     row.capabilities = check_capabilities(ids)
     await db.commit()
     return row

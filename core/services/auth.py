@@ -8,7 +8,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import jwt
-import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
@@ -16,24 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import ApiKey, User
 from core.errors import NotFound
+from core.identity import BUILTIN_ADMIN_EMAIL, BUILTIN_ADMIN_ID
 
 ACCESS_TTL = timedelta(minutes=15)
 API_KEY_PREFIX = "evr_"
 LAST_USED_EVERY = timedelta(minutes=1)
-# The one user of AUTH_MODE=none (and the owner of what it creates).
-BUILTIN_ADMIN_ID = uuid.UUID("00000000-0000-7000-8000-000000000001")
-BUILTIN_ADMIN_EMAIL = "admin@localhost"
 
 _hasher = PasswordHasher()
-
-
-class Identity(msgspec.Struct, kw_only=True, frozen=True):
-    """Who is calling, and how they proved it."""
-
-    user_id: uuid.UUID
-    email: str
-    role: str
-    method: str  # none | token | cookie | api_key
 
 
 def hash_password(password: str) -> str:

@@ -1,23 +1,13 @@
 from __future__ import annotations
 
-import uuid
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 from msgspec import UNSET
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.errors import InvalidInput, NotFound
-
-T = TypeVar("T")
-
-
-async def get_or_404(db: AsyncSession, model: type[T], id_: uuid.UUID, what: str) -> T:
-    row = await db.get(model, id_)
-    if row is None:
-        raise NotFound(f"{what} {id_} not found")
-    return row
+from core.errors import InvalidInput
 
 
 async def page_of(db: AsyncSession, query: Select[Any], offset: int, limit: int) -> tuple[list[Any], int]:

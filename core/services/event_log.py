@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Event, Session
 from core.errors import InvalidInput
+from core.identity import Identity
 from core.services import sessions
 from core.services.common import page_of
 
@@ -66,6 +67,7 @@ async def position(db: AsyncSession, session_id: uuid.UUID, event_id: uuid.UUID,
 
 async def list_(
     db: AsyncSession,
+    who: Identity,
     agent_id: uuid.UUID,
     session_id: uuid.UUID,
     since_id: uuid.UUID | None,
@@ -73,7 +75,7 @@ async def list_(
     offset: int,
     limit: int,
 ) -> tuple[list[Event], int]:
-    await sessions.get(db, agent_id, session_id)
+    await sessions.get(db, who, agent_id, session_id)
     after = 0 if since_id is None else await position(db, session_id, since_id, "since_id")
     query = select(Event).where(Event.session_id == session_id, Event.sequence > after)
     return await page_of(db, types.apply(query).order_by(Event.sequence), offset, limit)

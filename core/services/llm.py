@@ -6,15 +6,16 @@ import uuid
 from typing import Any
 
 from msgspec import UNSET
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.crypto import SecretBox
 from core.db.base import uuid7
 from core.db.models import Agent, LlmModel, LlmProvider, Session
-from core.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceUnavailable
+from core.identity import Identity
 from core.schemas import llm as schemas
-from core.services.common import changed_fields, get_or_404, page_of
+from core.services.common import changed_fields, page_of
 
 
 def key_context(provider_id: uuid.UUID) -> str:
@@ -55,15 +56,33 @@ def model_to_schema(row: LlmModel) -> schemas.Model:
     )
 
 
+# Who sees what: an admin's providers (owner_id NULL) are shared with everyone and changed only by
+# admins; anyone else's are theirs alone, with their models.
+
+
+def _visible(who: Identity) -> ColumnElement[bool]:
+    return or_(LlmProvider.owner_id.is_(None), LlmProvider.owner_id == who.user_id)
+
+
+def _may_edit(who: Identity, provider: LlmProvider) -> bool:
+    return provider.owner_id == who.user_id or (provider.owner_id is None and who.is_admin)
+
+
+def _check_edit(who: Identity, provider: LlmProvider) -> None:
+    if not _may_edit(who, provider):
+        raise Forbidden(f"LLM provider {provider.id} is shared: only an admin may change it or its models")
+
+
 # Providers
 
 
 async def create_provider(
-    db: AsyncSession, box: SecretBox | None, data: schemas.CreateProvider
+    db: AsyncSession, who: Identity, box: SecretBox | None, data: schemas.CreateProvider
 ) -> LlmProvider:
     # The id is known before insert: the key's ciphertext is bound to it.
     row = LlmProvider(
         id=uuid7(),
+        owner_id=None if who.is_admin else who.user_id,
         name=data.name,
         provider_type=data.provider_type,
         base_url=data.base_url,
@@ -85,18 +104,33 @@ def _require(box: SecretBox | None) -> SecretBox:
     return box
 
 
-async def list_providers(db: AsyncSession, offset: int, limit: int) -> tuple[list[LlmProvider], int]:
-    return await page_of(db, select(LlmProvider).order_by(LlmProvider.id), offset, limit)
+async def list_providers(
+    db: AsyncSession, who: Identity, offset: int, limit: int
+) -> tuple[list[LlmProvider], int]:
+    query = select(LlmProvider).where(_visible(who)).order_by(LlmProvider.id)
+    return await page_of(db, query, offset, limit)
 
 
-async def get_provider(db: AsyncSession, provider_id: uuid.UUID) -> LlmProvider:
-    return await get_or_404(db, LlmProvider, provider_id, "LLM provider")
+async def get_provider(
+    db: AsyncSession, who: Identity, provider_id: uuid.UUID, *, edit: bool = False
+) -> LlmProvider:
+    """A provider the caller can see (else 404); with `edit`, one they may change (else 403)."""
+    row = await db.get(LlmProvider, provider_id)
+    if row is None or not (row.owner_id is None or row.owner_id == who.user_id):
+        raise NotFound(f"LLM provider {provider_id} not found")
+    if edit:
+        _check_edit(who, row)
+    return row
 
 
 async def update_provider(
-    db: AsyncSession, box: SecretBox | None, provider_id: uuid.UUID, patch: schemas.UpdateProvider
+    db: AsyncSession,
+    who: Identity,
+    box: SecretBox | None,
+    provider_id: uuid.UUID,
+    patch: schemas.UpdateProvider,
 ) -> LlmProvider:
-    row = await get_provider(db, provider_id)
+    row = await get_provider(db, who, provider_id, edit=True)
     moves_key = patch.base_url is not UNSET and patch.base_url != row.base_url and row.api_key_encrypted
     if moves_key and patch.api_key is UNSET:
         # Otherwise the stored key would go to a host its owner never chose for it.
@@ -126,8 +160,8 @@ async def _users_of(db: AsyncSession, model_ids: Any) -> list[str]:
     return [f"agent {name!r}" for name in agents.scalars()] + [f"session {s}" for s in sessions.scalars()]
 
 
-async def delete_provider(db: AsyncSession, provider_id: uuid.UUID) -> None:
-    row = await get_provider(db, provider_id)
+async def delete_provider(db: AsyncSession, who: Identity, provider_id: uuid.UUID) -> None:
+    row = await get_provider(db, who, provider_id, edit=True)
     users = await _users_of(db, select(LlmModel.id).where(LlmModel.provider_id == row.id))
     if users:
         raise Conflict(f"the provider's models are in use by {', '.join(users)}; change those first")
@@ -165,9 +199,17 @@ async def _clear_default(db: AsyncSession, except_id: uuid.UUID | None) -> None:
     await db.execute(query.values(is_default=False))
 
 
-async def create_model(db: AsyncSession, provider_id: uuid.UUID, data: schemas.CreateModel) -> LlmModel:
-    provider = await get_provider(db, provider_id)
+def _check_default(who: Identity, provider: LlmProvider) -> None:
+    if provider.owner_id is not None or not who.is_admin:
+        raise Forbidden("only an admin may make a model the default, and only on a shared provider")
+
+
+async def create_model(
+    db: AsyncSession, who: Identity, provider_id: uuid.UUID, data: schemas.CreateModel
+) -> LlmModel:
+    provider = await get_provider(db, who, provider_id, edit=True)
     if data.is_default:
+        _check_default(who, provider)
         # Lock the current default so two concurrent "make me default" calls serialise.
         await db.execute(select(LlmModel.id).where(LlmModel.is_default.is_(True)).with_for_update())
         await _clear_default(db, None)
@@ -187,22 +229,32 @@ async def create_model(db: AsyncSession, provider_id: uuid.UUID, data: schemas.C
 
 
 async def list_models(
-    db: AsyncSession, offset: int, limit: int, provider_id: uuid.UUID | None = None
+    db: AsyncSession, who: Identity, offset: int, limit: int, provider_id: uuid.UUID | None = None
 ) -> tuple[list[LlmModel], int]:
-    query = select(LlmModel).order_by(LlmModel.id)
+    query = select(LlmModel).join(LlmProvider).where(_visible(who)).order_by(LlmModel.id)
     if provider_id is not None:
-        await get_provider(db, provider_id)
+        await get_provider(db, who, provider_id)
         query = query.where(LlmModel.provider_id == provider_id)
     return await page_of(db, query, offset, limit)
 
 
-async def get_model(db: AsyncSession, model_id: uuid.UUID) -> LlmModel:
-    return await get_or_404(db, LlmModel, model_id, "LLM model")
+async def get_model(db: AsyncSession, who: Identity, model_id: uuid.UUID, *, edit: bool = False) -> LlmModel:
+    """A model the caller can see (else 404); with `edit`, one they may change (else 403)."""
+    row = await db.get(LlmModel, model_id)
+    if row is None or not (row.provider.owner_id is None or row.provider.owner_id == who.user_id):
+        raise NotFound(f"LLM model {model_id} not found")
+    if edit:
+        _check_edit(who, row.provider)
+    return row
 
 
-async def update_model(db: AsyncSession, model_id: uuid.UUID, patch: schemas.UpdateModel) -> LlmModel:
-    row = await get_model(db, model_id)
+async def update_model(
+    db: AsyncSession, who: Identity, model_id: uuid.UUID, patch: schemas.UpdateModel
+) -> LlmModel:
+    row = await get_model(db, who, model_id, edit=True)
     values = changed_fields(patch)
+    if "is_default" in values:
+        _check_default(who, row.provider)
     if values.get("is_default"):
         await db.execute(select(LlmModel.id).where(LlmModel.is_default.is_(True)).with_for_update())
         await _clear_default(db, row.id)
@@ -212,8 +264,8 @@ async def update_model(db: AsyncSession, model_id: uuid.UUID, patch: schemas.Upd
     return row
 
 
-async def delete_model(db: AsyncSession, model_id: uuid.UUID) -> None:
-    row = await get_model(db, model_id)
+async def delete_model(db: AsyncSession, who: Identity, model_id: uuid.UUID) -> None:
+    row = await get_model(db, who, model_id, edit=True)
     users = await _users_of(db, [row.id])
     if users:
         raise Conflict(f"the model is in use by {', '.join(users)}; change those first")
@@ -221,8 +273,12 @@ async def delete_model(db: AsyncSession, model_id: uuid.UUID) -> None:
     await db.commit()
 
 
-async def check_model_exists(db: AsyncSession, model_id: uuid.UUID | None, field: str) -> None:
-    if model_id is not None and await db.get(LlmModel, model_id) is None:
+async def check_model_exists(db: AsyncSession, who: Identity, model_id: uuid.UUID | None, field: str) -> None:
+    """A model the caller may use: shared, or on one of their own providers."""
+    if model_id is None:
+        return
+    query = select(LlmModel.id).join(LlmProvider).where(LlmModel.id == model_id, _visible(who))
+    if (await db.execute(query)).first() is None:
         raise InvalidInput(f"{field}: no LLM model {model_id}", field=field)
 
 

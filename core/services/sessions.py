@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Agent, Event, Message, Session
 from core.errors import Conflict, InvalidInput, NotFound
+from core.identity import Identity
 from core.schemas import sessions as schemas
 from core.schemas.content import (
     ImagePart,
@@ -58,43 +59,53 @@ def _active(agent: Agent) -> Agent:
     return agent
 
 
-async def create(db: AsyncSession, agent_id: uuid.UUID, data: schemas.CreateSession) -> Session:
-    _active(await agents.get(db, agent_id))
-    await check_model_exists(db, data.model_id, "model_id")
+async def create(
+    db: AsyncSession, who: Identity, agent_id: uuid.UUID, data: schemas.CreateSession
+) -> Session:
+    _active(await agents.get(db, who, agent_id))
+    await check_model_exists(db, who, data.model_id, "model_id")
     row = Session(agent_id=agent_id, title=data.title, tags=data.tags, model_id=data.model_id)
     db.add(row)
     await db.commit()
     return row
 
 
-async def get(db: AsyncSession, agent_id: uuid.UUID, session_id: uuid.UUID) -> Session:
-    row = await db.get(Session, session_id)
-    if row is None or row.agent_id != agent_id:
+async def get(db: AsyncSession, who: Identity, agent_id: uuid.UUID, session_id: uuid.UUID) -> Session:
+    """A session of the caller's agent; anyone else's answers as if it did not exist."""
+    query = (
+        select(Session)
+        .join(Agent, Agent.id == Session.agent_id)
+        .where(Session.id == session_id, Session.agent_id == agent_id, Agent.owner_id == who.user_id)
+    )
+    row = (await db.execute(query)).scalar_one_or_none()
+    if row is None:
         raise NotFound(f"session {session_id} not found for agent {agent_id}")
     return row
 
 
-async def list_(db: AsyncSession, agent_id: uuid.UUID, offset: int, limit: int) -> tuple[list[Session], int]:
-    await agents.get(db, agent_id)
+async def list_(
+    db: AsyncSession, who: Identity, agent_id: uuid.UUID, offset: int, limit: int
+) -> tuple[list[Session], int]:
+    await agents.get(db, who, agent_id)
     query = select(Session).where(Session.agent_id == agent_id).order_by(Session.id.desc())
     return await page_of(db, query, offset, limit)
 
 
 async def update(
-    db: AsyncSession, agent_id: uuid.UUID, session_id: uuid.UUID, patch: schemas.UpdateSession
+    db: AsyncSession, who: Identity, agent_id: uuid.UUID, session_id: uuid.UUID, patch: schemas.UpdateSession
 ) -> Session:
-    row = await get(db, agent_id, session_id)
+    row = await get(db, who, agent_id, session_id)
     values = changed_fields(patch)
     if "model_id" in values:
-        await check_model_exists(db, values["model_id"], "model_id")
+        await check_model_exists(db, who, values["model_id"], "model_id")
     for field, value in values.items():
         setattr(row, field, value)
     await db.commit()
     return row
 
 
-async def delete(db: AsyncSession, agent_id: uuid.UUID, session_id: uuid.UUID) -> None:
-    row = await get(db, agent_id, session_id)
+async def delete(db: AsyncSession, who: Identity, agent_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    row = await get(db, who, agent_id, session_id)
     await db.delete(row)  # messages, events and files go with it (ON DELETE CASCADE)
     await db.commit()
 
@@ -173,6 +184,7 @@ async def _by_key(db: AsyncSession, session_id: uuid.UUID, key: str) -> Message 
 
 async def post_message(
     db: AsyncSession,
+    who: Identity,
     agent_id: uuid.UUID,
     session_id: uuid.UUID,
     data: schemas.CreateMessage,
@@ -180,11 +192,11 @@ async def post_message(
 ) -> tuple[Message, Event | None]:
     """Stores a user message and its `message.user` event in one transaction. Returns the message
     and the new event, or (first message, None) when the idempotency key was seen before."""
-    session = await get(db, agent_id, session_id)
-    _active(await agents.get(db, agent_id))
+    session = await get(db, who, agent_id, session_id)
+    _active(await agents.get(db, who, agent_id))
     _check_user_content(data.message.content)
     if data.controls is not None:
-        await check_model_exists(db, data.controls.model_id, "controls.model_id")
+        await check_model_exists(db, who, data.controls.model_id, "controls.model_id")
     if idempotency_key is not None and (first := await _by_key(db, session_id, idempotency_key)):
         return _replayed(first, data)
     message = Message(
@@ -227,8 +239,8 @@ def _replayed(first: Message, data: schemas.CreateMessage) -> tuple[Message, Non
 
 
 async def list_messages(
-    db: AsyncSession, agent_id: uuid.UUID, session_id: uuid.UUID, offset: int, limit: int
+    db: AsyncSession, who: Identity, agent_id: uuid.UUID, session_id: uuid.UUID, offset: int, limit: int
 ) -> tuple[list[Message], int]:
-    await get(db, agent_id, session_id)
+    await get(db, who, agent_id, session_id)
     query = select(Message).where(Message.session_id == session_id).order_by(Message.sequence)
     return await page_of(db, query, offset, limit)

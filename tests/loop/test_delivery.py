@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+from core.identity import BUILTIN_ADMIN
 from core.schemas.content import TextPart
 from core.schemas.sessions import CreateMessage, MessageInput
 from core.schemas.turns import SessionInput
@@ -25,6 +26,7 @@ async def test_a_message_whose_dispatch_was_lost_is_swept_up(loop: Loop) -> None
     async with loop.db.session() as db:
         message, _ = await sessions.post_message(
             db,
+            BUILTIN_ADMIN,
             agent_id,
             session_id,
             CreateMessage(message=MessageInput(content=[TextPart(text="anyone?")])),

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from core.crypto import SecretBox
 from core.db import Database
 from core.db.models import LlmProvider
+from core.identity import BUILTIN_ADMIN
 from core.schemas.llm import CreateProvider
 from core.services import llm
 from core.stack import Endpoints
@@ -22,10 +23,13 @@ async def test_rotate_secrets_rewraps_every_key_under_the_new_master(
     async with db.session() as s:
         for name in ("a", "b"):
             await llm.create_provider(
-                s, SecretBox(old), CreateProvider(name=name, provider_type="openai", api_key=f"sk-{name}")
+                s,
+                BUILTIN_ADMIN,
+                SecretBox(old),
+                CreateProvider(name=name, provider_type="openai", api_key=f"sk-{name}"),
             )
         await llm.create_provider(
-            s, SecretBox(old), CreateProvider(name="keyless", provider_type="simulator")
+            s, BUILTIN_ADMIN, SecretBox(old), CreateProvider(name="keyless", provider_type="simulator")
         )
 
     env = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from typing import Any
 
@@ -15,6 +16,7 @@ from activities.deps import EventBatch, LoopDeps
 from capabilities import registry
 from capabilities.base import ToolContext, ToolError
 from core.db.models import Agent, Message, Session
+from core.net import NetPolicy
 from core.schemas.content import ToolCallPart, ToolResultPart, content_from_json
 from core.schemas.turns import ToolInput, ToolOutcome, ToolStatus
 from core.services import events
@@ -46,6 +48,7 @@ class ToolActivities:
                 if isinstance(p, ToolCallPart) and p.id == params.tool_call_id
             )
             capability_ids = list(agent.capabilities)
+            capability_configs = dict(agent.capability_configs or {})
             turn_input = (reply.metadata_ or {}).get("input_message_id")
             await batch.add(
                 db, "tool.call_started", {"tool_call": msgspec.to_builtins(call)}, f"{key}:tool.call_started"
@@ -55,7 +58,7 @@ class ToolActivities:
         await events.publish_all(self.deps.bus, batch.stored)
 
         status, result, error = await self._execute(
-            call, capability_ids, ToolContext(session_id=session_id, agent_id=agent_id)
+            call, capability_ids, capability_configs, ToolContext(session_id=session_id, agent_id=agent_id)
         )
 
         batch = EventBatch(session_id, {"turn_id": params.turn_id})
@@ -100,13 +103,23 @@ class ToolActivities:
         return ToolOutcome(tool_call_id=params.tool_call_id, status=status)
 
     async def _execute(
-        self, call: ToolCallPart, capability_ids: list[str], ctx: ToolContext
+        self,
+        call: ToolCallPart,
+        capability_ids: list[str],
+        capability_configs: dict[str, Any],
+        ctx: ToolContext,
     ) -> tuple[ToolStatus, Any, str | None]:
         found = registry.find_tool(capability_ids, call.name)
         if found is None:
             return "error", None, f"unknown tool {call.name!r}: the agent has no capability that provides it"
         tool, capability = found
         timeout_s = capability.timeout_s
+        try:
+            config = capability.parse_config(capability_configs.get(capability.id))
+        except msgspec.ValidationError as exc:  # stored before a capability changed its config type
+            return "error", None, f"the agent's configuration of {capability.id} is no longer valid: {exc}"
+        network = NetPolicy(allow_loopback=self.deps.settings.web_fetch_allow_loopback)
+        ctx = dataclasses.replace(ctx, config=config, network=network)
         try:
             arguments = tool.parse(call.arguments)
         except ToolError as exc:

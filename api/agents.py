@@ -17,7 +17,7 @@ from api.pagination import Page, PageParams, page
 from core.errors import InvalidInput
 from core.identity import Identity
 from core.schemas.agents import Agent, AgentStatus, CreateAgent, UpdateAgent
-from core.schemas.capabilities import AgentCapabilities
+from core.schemas.capabilities import AgentCapabilities, SetAgentCapabilities
 from core.services import agent_io, agents
 
 
@@ -45,7 +45,8 @@ class AgentController(Controller):
         who: NamedDependency[Identity],
         data: Annotated[CreateAgent, Body()],
     ) -> Agent:
-        """Create an agent. `capabilities` is an ordered list of capability ids."""
+        """Create an agent. `capabilities` is an ordered list of capability ids, or of
+        `{"id": ..., "config": {...}}` for a capability with a configuration (mixed is fine)."""
         return agents.to_schema(await agents.create(db_session, who, data))
 
     @get(operation_id="listAgents", responses=error_responses(400))
@@ -159,8 +160,9 @@ class AgentController(Controller):
         who: NamedDependency[Identity],
         agent_id: FromPath[uuid.UUID],
     ) -> AgentCapabilities:
-        """The agent's capability ids, in order."""
-        return AgentCapabilities(capabilities=(await agents.get(db_session, who, agent_id)).capabilities)
+        """The agent's capability ids, in order, and the configurations given, by id."""
+        row = await agents.get(db_session, who, agent_id)
+        return AgentCapabilities(capabilities=row.capabilities, capability_configs=row.capability_configs)
 
     @put(
         "/{agent_id:uuid}/capabilities",
@@ -172,8 +174,11 @@ class AgentController(Controller):
         db_session: NamedDependency[AsyncSession],
         who: NamedDependency[Identity],
         agent_id: FromPath[uuid.UUID],
-        data: Annotated[AgentCapabilities, Body()],
+        data: Annotated[SetAgentCapabilities, Body()],
     ) -> AgentCapabilities:
-        """Replace the agent's capabilities; the order is kept, an unknown id is a 400."""
+        """Replace the agent's capabilities and their configurations. Each item is an id (default
+        configuration) or `{"id": ..., "config": {...}}`, validated against the capability's
+        `config_schema`. The order is kept; an unknown id, an invalid configuration (the error names
+        the field) or two capabilities offering the same tool name is a 400."""
         row = await agents.set_capabilities(db_session, who, agent_id, data.capabilities)
-        return AgentCapabilities(capabilities=row.capabilities)
+        return AgentCapabilities(capabilities=row.capabilities, capability_configs=row.capability_configs)

@@ -15,8 +15,9 @@ from api.openapi import error_responses
 from api.pagination import Page, PageParams, page
 from api.state import Services
 from core.identity import Identity
+from core.schemas.capabilities import SessionTodos
 from core.schemas.sessions import CreateSession, Session, UpdateSession
-from core.services import sessions
+from core.services import sessions, todos
 
 
 class SessionController(Controller):
@@ -56,6 +57,18 @@ class SessionController(Controller):
     ) -> Session:
         """A session, with its status and usage totals."""
         return sessions.to_schema(await sessions.get(db_session, who, agent_id, session_id))
+
+    @get("/{session_id:uuid}/todos", operation_id="getSessionTodos", responses=error_responses(404))
+    async def get_session_todos(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        agent_id: FromPath[uuid.UUID],
+        session_id: FromPath[uuid.UUID],
+    ) -> SessionTodos:
+        """The session's todo list (capability `stateless_todo_list`): the list of the latest
+        successful `write_todos` call, or an empty list."""
+        return await todos.latest(db_session, who, agent_id, session_id)
 
     @patch("/{session_id:uuid}", operation_id="updateSession", responses=error_responses(400, 404))
     async def update_session(

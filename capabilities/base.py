@@ -1,14 +1,16 @@
-"""What a capability is: prompt additions and tools; a tool is typed params plus an async handler."""
+"""What a capability is: prompt additions, a per-agent configuration, and tools; a tool is typed
+params plus an async handler."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
+from core.net import NetPolicy
 from core.schemas.capabilities import Capability, CapabilityStatus, ToolDefinition
 
 
@@ -16,10 +18,32 @@ class ToolError(Exception):
     """A tool failed in a way the model should be told about (it becomes a tool result with an error)."""
 
 
+class CapabilityConfig(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, frozen=True
+):
+    """The base of every capability's per-agent configuration (`PUT /v1/agents/{id}/capabilities`
+    with `{"id": ..., "config": {...}}`). A capability without settings uses it as it is: then only
+    `{}` is valid. Settings every capability shares (e.g. a future `require_approval`) belong here.
+    Stored as `to_builtins` of the validated struct, so only values that differ from the defaults."""
+
+
+C = TypeVar("C", bound=CapabilityConfig)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ToolContext:
     session_id: uuid.UUID
     agent_id: uuid.UUID
+    # The agent's configuration of the capability that offers the tool (its config type).
+    config: CapabilityConfig = field(default_factory=CapabilityConfig)
+    # Which addresses a tool that reaches the network may connect to.
+    network: NetPolicy = field(default_factory=NetPolicy)
+
+    def config_as(self, kind: type[C]) -> C:
+        """The configuration as the capability's own type (the registry guarantees it)."""
+        if isinstance(self.config, kind):
+            return self.config
+        return kind()
 
 
 Handler = Callable[[Any, ToolContext], Awaitable[Any]]
@@ -56,6 +80,11 @@ class CapabilitySpec:
     system_prompt: str | None = None
     tools: tuple[Tool, ...] = field(default_factory=tuple)
     timeout_s: float = 60.0
+    config: type[CapabilityConfig] = CapabilityConfig
+
+    def parse_config(self, raw: dict[str, Any] | None) -> CapabilityConfig:
+        """Validates a configuration; raises msgspec.ValidationError naming the field."""
+        return msgspec.convert(raw or {}, self.config)
 
     def public(self) -> Capability:
         return Capability(
@@ -67,18 +96,34 @@ class CapabilitySpec:
             category=self.category,
             system_prompt=self.system_prompt,
             tool_definitions=[tool.definition() for tool in self.tools],
+            config_schema=json_schema(self.config),
         )
 
 
 def json_schema(params: type[msgspec.Struct]) -> dict[str, Any]:
-    """The params struct as one self-contained JSON Schema object (what LLM tool APIs expect)."""
+    """The params struct as one self-contained JSON Schema object (what LLM tool APIs expect):
+    nested structs are written inline, since some providers do not follow `$ref`; only a
+    recursive one keeps a `$defs` entry."""
     schema = msgspec.json.schema(params)
     defs: dict[str, Any] = schema.pop("$defs", {})
-    ref = schema.pop("$ref", None)
-    if ref is None:
-        return schema
-    top = dict(defs.pop(ref.rsplit("/", 1)[-1]))
+
+    def inline(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [inline(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.rsplit("/", 1)[-1]
+            if name not in seen:
+                return inline({**defs[name], **{k: v for k, v in node.items() if k != "$ref"}}, (*seen, name))
+            kept.add(name)
+            return node
+        return {key: inline(value, seen) for key, value in node.items()}
+
+    kept: set[str] = set()
+    top = inline(schema, ())
     top.setdefault("properties", {})
-    if defs:
-        top["$defs"] = defs
-    return top
+    if kept:
+        top["$defs"] = {name: defs[name] for name in sorted(kept)}
+    return dict(top)

@@ -12,15 +12,18 @@ from capabilities.base import CapabilitySpec, Tool, ToolContext, ToolError
 class GetCurrentTime(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     timezone: Annotated[str, msgspec.Meta(description="IANA time zone, e.g. Europe/Paris")] = "UTC"
     format: Annotated[
-        Literal["iso", "unix", "human"], msgspec.Meta(description="iso (8601), unix (seconds) or human")
-    ] = "iso"
+        Literal["iso8601", "unix", "human"],
+        msgspec.Meta(description="iso8601, unix (seconds since 1970) or human (readable English)"),
+    ] = "iso8601"
 
 
 async def get_current_time(args: GetCurrentTime, ctx: ToolContext) -> dict[str, Any]:
     try:
         zone = ZoneInfo(args.timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ToolError(f"unknown time zone {args.timezone!r}") from None
+        raise ToolError(
+            f"unknown time zone {args.timezone!r}: use an IANA name such as Europe/Paris"
+        ) from None
     now = datetime.now(UTC).astimezone(zone)
     value: str | int
     if args.format == "unix":

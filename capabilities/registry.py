@@ -1,13 +1,29 @@
-"""Every built-in capability, by id, in a stable order."""
+"""Every built-in capability, by id, in a stable order; and what an agent's enabled set offers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from capabilities import current_time, test_math, test_weather
+from capabilities import (
+    current_time,
+    knowledge_search,
+    research,
+    stateless_todo_list,
+    test_math,
+    test_weather,
+    web_fetch,
+)
 from capabilities.base import CapabilitySpec, Tool
 
-_ALL: tuple[CapabilitySpec, ...] = (current_time.CAPABILITY, test_math.CAPABILITY, test_weather.CAPABILITY)
+_ALL: tuple[CapabilitySpec, ...] = (
+    current_time.CAPABILITY,
+    web_fetch.CAPABILITY,
+    stateless_todo_list.CAPABILITY,
+    test_math.CAPABILITY,
+    test_weather.CAPABILITY,
+    knowledge_search.CAPABILITY,
+    research.CAPABILITY,
+)
 CAPABILITIES: dict[str, CapabilitySpec] = {c.id: c for c in _ALL}
 
 
@@ -16,7 +32,7 @@ def get(capability_id: str) -> CapabilitySpec | None:
 
 
 def all_capabilities() -> list[CapabilitySpec]:
-    return list(_ALL)
+    return list(CAPABILITIES.values())
 
 
 def unknown(ids: list[str]) -> list[str]:
@@ -43,3 +59,12 @@ def tools_of(capability_ids: list[str]) -> Iterator[tuple[Tool, CapabilitySpec]]
 
 def find_tool(capability_ids: list[str], name: str) -> tuple[Tool, CapabilitySpec] | None:
     return next(((t, c) for t, c in tools_of(capability_ids) if t.name == name), None)
+
+
+def tool_conflicts(capability_ids: list[str]) -> list[str]:
+    """One line per tool name that two or more of the capabilities offer (a model could not tell
+    which one it calls), e.g. "get_weather (test_weather, mcp:...)"."""
+    offered: dict[str, list[str]] = {}
+    for tool, spec in tools_of(capability_ids):
+        offered.setdefault(tool.name, []).append(spec.id)
+    return [f"{name} ({', '.join(ids)})" for name, ids in offered.items() if len(ids) > 1]

@@ -10,35 +10,35 @@ import msgspec
 from capabilities.base import CapabilitySpec, Tool, ToolContext
 
 CONDITIONS = ("sunny", "partly cloudy", "cloudy", "light rain", "rain", "windy", "snow")
-Location = Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="City or place name")]
+City = Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="City name, e.g. Paris")]
 Units = Literal["celsius", "fahrenheit"]
 
 
 class GetWeather(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    location: Location
+    city: City
     units: Units = "celsius"
 
 
 class GetForecast(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    location: Location
+    city: City
     days: Annotated[int, msgspec.Meta(ge=1, le=7)] = 3
     units: Units = "celsius"
 
 
-def _day(location: str, day: int, units: Units) -> dict[str, Any]:
-    digest = hashlib.sha256(f"{location.strip().lower()}:{day}".encode()).digest()
+def _day(city: str, day: int, units: Units) -> dict[str, Any]:
+    digest = hashlib.sha256(f"{city.strip().lower()}:{day}".encode()).digest()
     celsius = digest[0] % 35 - 5
     temperature = celsius if units == "celsius" else round(celsius * 9 / 5 + 32)
     return {"temperature": temperature, "units": units, "conditions": CONDITIONS[digest[1] % len(CONDITIONS)]}
 
 
 async def get_weather(args: GetWeather, ctx: ToolContext) -> dict[str, Any]:
-    return {"location": args.location, **_day(args.location, 0, args.units)}
+    return {"city": args.city, **_day(args.city, 0, args.units)}
 
 
 async def get_forecast(args: GetForecast, ctx: ToolContext) -> dict[str, Any]:
-    days = [{"day": d, **_day(args.location, d, args.units)} for d in range(1, args.days + 1)]
-    return {"location": args.location, "forecast": days}
+    days = [{"day": d, **_day(args.city, d, args.units)} for d in range(1, args.days + 1)]
+    return {"city": args.city, "forecast": days}
 
 
 CAPABILITY = CapabilitySpec(
@@ -51,13 +51,13 @@ CAPABILITY = CapabilitySpec(
     tools=(
         Tool(
             name="get_weather",
-            description="Current weather at a location.",
+            description="Current weather in a city.",
             params=GetWeather,
             handler=get_weather,
         ),
         Tool(
             name="get_forecast",
-            description="Daily forecast for the next days at a location.",
+            description="Daily forecast for the next 1 to 7 days in a city.",
             params=GetForecast,
             handler=get_forecast,
         ),

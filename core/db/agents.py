@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -26,5 +27,9 @@ class Agent(TimestampedModel):
     )
     tags: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
     capabilities: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
+    # Per-agent capability configuration: {capability id: validated config, defaults left out}.
+    capability_configs: Mapped[dict[str, dict[str, Any]]] = mapped_column(
+        JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
     max_iterations: Mapped[int] = mapped_column(Integer, default=25, server_default="25")
     status: Mapped[str] = mapped_column(String(20), default="active", server_default="active")

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
+
+from core.schemas.capabilities import CapabilityItem
 
 AgentStatus = Literal["active", "archived"]
 Name = Annotated[str, Meta(min_length=1)]
@@ -19,7 +21,9 @@ class Agent(msgspec.Struct, kw_only=True):
     system_prompt: str
     default_model_id: uuid.UUID | None
     tags: list[str]
-    capabilities: list[str]
+    capabilities: list[str]  # ids, in order
+    # The configurations given, by capability id (a capability enabled without one is absent).
+    capability_configs: dict[str, dict[str, Any]]
     max_iterations: int
     status: AgentStatus
     created_at: datetime
@@ -32,7 +36,7 @@ class CreateAgent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     system_prompt: str = ""
     default_model_id: uuid.UUID | None = None
     tags: list[str] = msgspec.field(default_factory=list)
-    capabilities: list[str] = msgspec.field(default_factory=list)
+    capabilities: list[CapabilityItem] = msgspec.field(default_factory=list)
     max_iterations: MaxIterations = 25
 
 
@@ -42,6 +46,6 @@ class UpdateAgent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     system_prompt: str | UnsetType = UNSET
     default_model_id: uuid.UUID | UnsetType | None = UNSET
     tags: list[str] | UnsetType = UNSET
-    capabilities: list[str] | UnsetType = UNSET
+    capabilities: list[CapabilityItem] | UnsetType = UNSET
     max_iterations: MaxIterations | UnsetType = UNSET
     status: AgentStatus | UnsetType = UNSET

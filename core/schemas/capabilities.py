@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from typing import Any, Literal
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -22,6 +24,8 @@ class Capability(msgspec.Struct, kw_only=True):
     category: str | None
     system_prompt: str | None
     tool_definitions: list[ToolDefinition]
+    # JSON Schema of the per-agent configuration (`{"id": ..., "config": {...}}`).
+    config_schema: dict[str, Any]
 
 
 class CapabilityList(msgspec.Struct, kw_only=True):
@@ -34,5 +38,48 @@ class CapabilityList(msgspec.Struct, kw_only=True):
     limit: int
 
 
-class AgentCapabilities(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    capabilities: list[str]
+class ConfiguredCapability(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A capability with its per-agent configuration (see `config_schema` of the capability)."""
+
+    id: str
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+# An agent's capability, in requests: a bare id, or an id with a configuration.
+CapabilityItem = Annotated[
+    str | ConfiguredCapability,
+    msgspec.Meta(description='A capability id, or {"id": ..., "config": {...}}'),
+]
+# Configurations by capability id; a capability enabled without one is absent.
+CapabilityConfigs = dict[str, dict[str, Any]]
+
+
+class SetAgentCapabilities(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    capabilities: list[CapabilityItem]
+
+
+class AgentCapabilities(msgspec.Struct, kw_only=True):
+    capabilities: list[str]  # ids, in order
+    capability_configs: CapabilityConfigs
+
+
+TodoStatus = Literal["pending", "in_progress", "completed"]
+TodoText = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+class Todo(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One item of the `stateless_todo_list` capability's list (also `write_todos` arguments)."""
+
+    content: Annotated[TodoText, msgspec.Meta(description="What to do, imperative: 'Run the tests'")]
+    active_form: Annotated[
+        TodoText, msgspec.Meta(description="The same, while it is being done: 'Running the tests'")
+    ] = msgspec.field(name="activeForm")
+    status: TodoStatus
+
+
+class SessionTodos(msgspec.Struct, kw_only=True):
+    """A session's todo list: the latest successful `write_todos` call's list (empty if none)."""
+
+    todos: list[Todo]
+    updated_at: datetime | None  # when that call's result was stored
+    message_id: uuid.UUID | None  # the tool message that holds it

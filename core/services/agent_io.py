@@ -22,7 +22,11 @@ def export_markdown(agent: Agent) -> str:
         "name": agent.name,
         "description": agent.description,
         "tags": list(agent.tags),
-        "capabilities": list(agent.capabilities),
+        # A configured capability as {id, config}, the others as their id: what import accepts.
+        "capabilities": [
+            {"id": c, "config": agent.capability_configs[c]} if agent.capability_configs.get(c) else c
+            for c in agent.capabilities
+        ],
         "default_model_id": str(agent.default_model_id) if agent.default_model_id else None,
         "max_iterations": agent.max_iterations,
     }

@@ -5,15 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import msgspec
 from msgspec import structs
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from capabilities import registry
 from core.db.models import Agent
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, field_in
 from core.identity import Identity
 from core.schemas import agents as schemas
+from core.schemas.capabilities import CapabilityConfigs, CapabilityItem
 from core.services.common import changed_fields, check_size, page_of
 from core.services.llm import check_model_exists
 
@@ -32,6 +34,7 @@ def to_schema(row: Agent) -> schemas.Agent:
         default_model_id=row.default_model_id,
         tags=row.tags,
         capabilities=row.capabilities,
+        capability_configs=row.capability_configs,
         max_iterations=row.max_iterations,
         status=row.status,  # type: ignore[arg-type]
         created_at=row.created_at,
@@ -39,14 +42,37 @@ def to_schema(row: Agent) -> schemas.Agent:
     )
 
 
-def check_capabilities(ids: list[str], field: str = "capabilities") -> list[str]:
-    if len(ids) > CAPABILITIES_MAX:
+def check_capabilities(
+    items: list[CapabilityItem], field: str = "capabilities"
+) -> tuple[list[str], CapabilityConfigs]:
+    """An agent's capabilities as given (ids, or `{id, config}`): their ids in order and their
+    validated configurations (defaults left out; an all-default one is not kept)."""
+    if len(items) > CAPABILITIES_MAX:
         raise InvalidInput(f"{field}: at most {CAPABILITIES_MAX} capabilities", field=field)
+    ids = [item if isinstance(item, str) else item.id for item in items]
     if len(set(ids)) != len(ids):
         raise InvalidInput(f"{field}: a capability is listed twice", field=field)
     if unknown := registry.unknown(ids):
         raise InvalidInput(f"{field}: unknown capability {', '.join(map(repr, unknown))}", field=field)
-    return ids
+    configs: CapabilityConfigs = {}
+    for index, item in enumerate(items):
+        if isinstance(item, str):
+            continue
+        spec = registry.CAPABILITIES[item.id]
+        try:
+            config = spec.parse_config(item.config)
+        except msgspec.ValidationError as exc:
+            inner = field_in(str(exc))
+            where = f"{field}[{index}].config" + (f".{inner}" if inner else "")
+            reason = str(exc).split(" - at `", 1)[0]
+            raise InvalidInput(f"{where}: {reason} (capability {item.id!r})", field=where) from None
+        if stored := msgspec.to_builtins(config):
+            configs[item.id] = stored
+    if conflicts := registry.tool_conflicts(ids):
+        raise InvalidInput(
+            f"{field}: two capabilities offer a tool with the same name: {'; '.join(conflicts)}", field=field
+        )
+    return ids, configs
 
 
 def _check_sizes(values: dict[str, Any]) -> None:
@@ -54,7 +80,7 @@ def _check_sizes(values: dict[str, Any]) -> None:
     check_size("description", values.get("description"), DESCRIPTION_MAX, "10 KB")
     check_size("system_prompt", values.get("system_prompt"), SYSTEM_PROMPT_MAX, "1 MB")
     if "capabilities" in values:
-        check_capabilities(values["capabilities"])
+        values["capabilities"], values["capability_configs"] = check_capabilities(values["capabilities"])
 
 
 async def create(db: AsyncSession, who: Identity, data: schemas.CreateAgent) -> Agent:
@@ -118,8 +144,11 @@ async def archive(db: AsyncSession, who: Identity, agent_id: uuid.UUID) -> None:
     await db.commit()
 
 
-async def set_capabilities(db: AsyncSession, who: Identity, agent_id: uuid.UUID, ids: list[str]) -> Agent:
+async def set_capabilities(
+    db: AsyncSession, who: Identity, agent_id: uuid.UUID, items: list[CapabilityItem]
+) -> Agent:
+    """Replaces the agent's capabilities and their configurations (a bare id: the defaults)."""
     row = await get(db, who, agent_id)
-    row.capabilities = check_capabilities(ids)
+    row.capabilities, row.capability_configs = check_capabilities(items)
     await db.commit()
     return row

@@ -121,10 +121,13 @@ async def test_unknown_agent_is_404(client: Client) -> None:
 async def test_agent_capabilities_keep_their_order(client: Client) -> None:
     agent = await factories.agent(client)
     path = f"/v1/agents/{agent['id']}/capabilities"
-    assert (await client.get(path)).json() == {"capabilities": []}
+    assert (await client.get(path)).json() == {"capabilities": [], "capability_configs": {}}
     put = await client.put(path, json={"capabilities": ["test_weather", "current_time", "test_math"]})
     assert put.status_code == 200
-    assert (await client.get(path)).json() == {"capabilities": ["test_weather", "current_time", "test_math"]}
+    assert (await client.get(path)).json() == {
+        "capabilities": ["test_weather", "current_time", "test_math"],
+        "capability_configs": {},
+    }
     unknown = await client.put(path, json={"capabilities": ["current_time", "teleport"]})
     assert unknown.status_code == 400
     assert "teleport" in unknown.json()["error"]

@@ -68,7 +68,7 @@ async def test_parallel_tool_calls(loop: Loop) -> None:
             "tool_calls": [
                 {"name": "add", "arguments": {"a": 1, "b": 2}},
                 {"name": "multiply", "arguments": {"a": 3, "b": 4}},
-                {"name": "get_weather", "arguments": {"location": "Oslo"}},
+                {"name": "get_weather", "arguments": {"city": "Oslo"}},
             ]
         },
         "done",
@@ -85,7 +85,7 @@ async def test_parallel_tool_calls(loop: Loop) -> None:
     by_name = {calls[i]: r for i, r in results.items()}
     assert by_name["add"]["result"] == {"result": 3}
     assert by_name["multiply"]["result"] == {"result": 12}
-    assert by_name["get_weather"]["result"]["location"] == "Oslo"
+    assert by_name["get_weather"]["result"]["city"] == "Oslo"
     stored = await loop.stored(base)
     act = next(e for e in stored if e.type == "act.completed")
     assert act.data == {"completed": True, "success_count": 3, "error_count": 0}

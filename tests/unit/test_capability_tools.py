@@ -40,23 +40,54 @@ async def test_current_time_formats_and_zones() -> None:
     assert isinstance(iso, dict)
     parsed = datetime.fromisoformat(str(iso["time"]))
     assert parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 9 * 3600  # type: ignore[union-attr]
+    assert iso["format"] == "iso8601"
     unix = await _run("current_time", "get_current_time", {"format": "unix"})
     assert isinstance(unix, dict) and isinstance(unix["time"], int)
+    human = await _run("current_time", "get_current_time", {"format": "human", "timezone": "Europe/Paris"})
+    assert isinstance(human, dict) and str(human["time"]).split()[-1] in ("CET", "CEST")
+    with pytest.raises(ToolError, match="invalid arguments"):
+        await _run("current_time", "get_current_time", {"format": "iso"})
     with pytest.raises(ToolError, match="unknown time zone"):
         await _run("current_time", "get_current_time", {"timezone": "Mars/Olympus"})
 
 
 async def test_weather_is_deterministic_and_validated() -> None:
-    first = await _run("test_weather", "get_weather", {"location": "Paris"})
-    again = await _run("test_weather", "get_weather", {"location": " paris "})
+    first = await _run("test_weather", "get_weather", {"city": "Paris"})
+    again = await _run("test_weather", "get_weather", {"city": " paris "})
     assert isinstance(first, dict) and isinstance(again, dict)
-    assert first == {**again, "location": "Paris"}
-    forecast = await _run(
-        "test_weather", "get_forecast", {"location": "Oslo", "days": 5, "units": "fahrenheit"}
-    )
+    assert first == {**again, "city": "Paris"}
+    other = [await _run("test_weather", "get_weather", {"city": c}) for c in ("Oslo", "Lima", "Cairo")]
+    assert (
+        len(
+            {(o["temperature"], o["conditions"]) for o in other if isinstance(o, dict)}
+            | {(first["temperature"], first["conditions"])}
+        )
+        > 1
+    )  # deterministic per city, not one answer for all
+    forecast = await _run("test_weather", "get_forecast", {"city": "Oslo", "days": 5, "units": "fahrenheit"})
     assert isinstance(forecast, dict) and len(forecast["forecast"]) == 5
+    assert forecast == await _run(
+        "test_weather", "get_forecast", {"city": "Oslo", "days": 5, "units": "fahrenheit"}
+    )
     with pytest.raises(ToolError):
-        await _run("test_weather", "get_forecast", {"location": "Oslo", "days": 30})
+        await _run("test_weather", "get_forecast", {"city": "Oslo", "days": 30})
+    with pytest.raises(ToolError, match="invalid arguments for get_weather"):
+        await _run("test_weather", "get_weather", {"location": "Oslo"})
+
+
+async def test_write_todos_echoes_the_list_and_validates_it() -> None:
+    todo = {"content": "Run the tests", "activeForm": "Running the tests", "status": "in_progress"}
+    result = await _run(
+        "stateless_todo_list", "write_todos", {"todos": [todo, {**todo, "status": "pending"}]}
+    )
+    assert result == {
+        "todos": [todo, {**todo, "status": "pending"}],
+        "counts": {"pending": 1, "in_progress": 1, "completed": 0},
+    }
+    with pytest.raises(ToolError, match="invalid arguments for write_todos"):
+        await _run("stateless_todo_list", "write_todos", {"todos": [{**todo, "status": "done"}]})
+    with pytest.raises(ToolError, match="activeForm"):
+        await _run("stateless_todo_list", "write_todos", {"todos": [{"content": "x", "status": "pending"}]})
 
 
 def test_system_prompt_is_capabilities_in_order_then_the_agent() -> None:

@@ -1,0 +1,118 @@
+"""Outbound connections to addresses a user chose (a URL a tool fetches, later a provider's base
+URL): only to public internet addresses, checked after DNS resolution.
+
+`resolve_public` resolves a host name once and refuses it when any of its addresses is loopback,
+private, link-local (cloud metadata at 169.254.169.254 included), shared (carrier-grade NAT),
+multicast, unspecified, reserved or otherwise not globally routable, including such IPv4 addresses
+wrapped in IPv6 (mapped, 6to4, Teredo, NAT64). The caller then connects to one of the returned
+addresses, never to the name again, so a DNS answer that changes between the check and the connect
+(DNS rebinding) cannot bypass it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Instance metadata services. All are also refused as link-local or not global; named for the message.
+METADATA_ADDRESSES = frozenset(
+    {
+        ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack, DigitalOcean...
+        ipaddress.ip_address("169.254.170.2"),  # AWS ECS task metadata
+        ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
+        ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6
+    }
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class BlockedAddress(Exception):
+    """The destination is not a public internet address (or cannot be resolved)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetPolicy:
+    # Test-only (WEB_FETCH_ALLOW_LOOPBACK): lets tests reach servers they run on 127.0.0.1 / ::1.
+    allow_loopback: bool = False
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]  # the client's address
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _refused_kind(ip: IPAddress, policy: NetPolicy) -> str | None:
+    """What kind of non-public address `ip` is ("a loopback address"), or None if it is public."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            return "a link-local address"
+        inner = _embedded_ipv4(ip)
+        if inner is not None:
+            kind = _refused_kind(inner, policy)
+            return f"{kind[: -len(' address')]} address wrapped in IPv6 ({inner})" if kind else None
+    if ip.is_loopback:
+        return None if policy.allow_loopback else "a loopback address"
+    if ip in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    for kind, flagged in (
+        ("an unspecified", ip.is_unspecified),
+        ("a multicast", ip.is_multicast),
+        ("a link-local", ip.is_link_local),
+        ("a private", ip.is_private),
+        ("a reserved", ip.is_reserved),
+        ("a non-public", not ip.is_global),
+    ):
+        if flagged:
+            return f"{kind} address"
+    return None
+
+
+def address_problem(ip: IPAddress, policy: NetPolicy | None = None) -> str | None:
+    """Why a connection to `ip` is refused ("10.0.0.1 is a private address"), or None when it is a
+    public internet address."""
+    kind = _refused_kind(ip, policy or NetPolicy())
+    return f"{ip} is {kind}" if kind else None
+
+
+def ip_literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+async def resolve_public(host: str, port: int, policy: NetPolicy | None = None) -> list[IPAddress]:
+    """The addresses of `host`, all public; raises BlockedAddress otherwise (naming the reason)."""
+    literal = ip_literal(host)
+    if literal is not None:
+        addresses: list[IPAddress] = [literal]
+    else:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            )
+        except (socket.gaierror, UnicodeError) as exc:
+            raise BlockedAddress(f"cannot resolve {host!r}: {exc}") from None
+        addresses = []
+        for _family, _type, _proto, _name, sockaddr in infos:
+            ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+            if ip not in addresses:
+                addresses.append(ip)
+        if not addresses:
+            raise BlockedAddress(f"cannot resolve {host!r}")
+    for ip in addresses:
+        if (kind := _refused_kind(ip, policy or NetPolicy())) is not None:
+            where = f"{ip} is" if literal is not None else f"{host} resolves to {ip},"
+            raise BlockedAddress(f"refused: {where} {kind}")
+    return addresses

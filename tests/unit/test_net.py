@@ -1,0 +1,66 @@
+"""The outbound address guard (core/net.py): what counts as public, and names resolved first."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from core.net import BlockedAddress, NetPolicy, address_problem, resolve_public
+
+REFUSED = {
+    "127.0.0.1": "loopback",
+    "127.8.9.10": "loopback",
+    "::1": "loopback",
+    "10.1.2.3": "private",
+    "172.16.0.1": "private",
+    "192.168.1.1": "private",
+    "fd12:3456::1": "private",
+    "169.254.169.254": "cloud metadata",
+    "169.254.1.1": "link-local",
+    "fe80::1": "link-local",
+    "fd00:ec2::254": "cloud metadata",
+    "100.100.100.200": "cloud metadata",
+    "100.64.0.1": "non-public",
+    "224.0.0.1": "multicast",
+    "ff02::1": "multicast",
+    "0.0.0.0": "unspecified",
+    "::": "unspecified",
+    "240.0.0.1": "private",
+    "::ffff:127.0.0.1": "loopback address wrapped in IPv6",
+    "::ffff:169.254.169.254": "cloud metadata address wrapped in IPv6",
+    "2002:a00:1::1": "private address wrapped in IPv6",
+    "64:ff9b::a00:1": "private address wrapped in IPv6",
+}
+
+
+@pytest.mark.parametrize(("address", "kind"), sorted(REFUSED.items()))
+def test_non_public_addresses_are_refused(address: str, kind: str) -> None:
+    problem = address_problem(ipaddress.ip_address(address))
+    assert problem is not None and kind in problem
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "2a00:1450:4001::1"])
+def test_public_addresses_pass(address: str) -> None:
+    assert address_problem(ipaddress.ip_address(address)) is None
+
+
+def test_the_loopback_allowance_covers_loopback_only() -> None:
+    policy = NetPolicy(allow_loopback=True)
+    assert address_problem(ipaddress.ip_address("127.0.0.1"), policy) is None
+    assert address_problem(ipaddress.ip_address("::1"), policy) is None
+    for other in ("10.0.0.1", "169.254.169.254", "0.0.0.0"):
+        assert address_problem(ipaddress.ip_address(other), policy) is not None
+
+
+async def test_names_are_checked_after_resolution() -> None:
+    with pytest.raises(BlockedAddress, match=r"localhost resolves to .*loopback"):
+        await resolve_public("localhost", 80)
+    assert ipaddress.ip_address("127.0.0.1") in await resolve_public(
+        "localhost", 80, NetPolicy(allow_loopback=True)
+    )
+    with pytest.raises(BlockedAddress, match=r"10\.0\.0\.7 is a private address"):
+        await resolve_public("10.0.0.7", 80)
+    with pytest.raises(BlockedAddress, match="cannot resolve"):
+        await resolve_public("no-such-host.invalid", 80)
+    assert await resolve_public("8.8.8.8", 443) == [ipaddress.ip_address("8.8.8.8")]

@@ -91,10 +91,11 @@ def _check_domain(host: str, config: WebFetchConfig) -> None:
         raise ToolError(f"refused: {host} is not among this agent's allowed domains")
 
 
-async def _pinned_request(
+async def _send_pinned(
     client: httpx.AsyncClient, method: str, url: httpx.URL, ctx: ToolContext
-) -> httpx.Request:
-    """A request for `url` sent to the address checked here, with the URL's Host header and SNI."""
+) -> httpx.Response:
+    """Sends a request for `url` to an address checked here (the next one if a connection fails),
+    with the URL's Host header and TLS server name; returns the response, its body not yet read."""
     if url.scheme not in ("http", "https"):
         raise ToolError(f"refused: only http and https URLs can be fetched, not {url.scheme or 'this'!r}")
     host = url.raw_host.decode("ascii")
@@ -110,8 +111,15 @@ async def _pinned_request(
     if url.scheme == "https" and ip_literal(host) is None:
         extensions["sni_hostname"] = host  # the certificate is checked against the name
     headers = {"host": url.netloc.decode("ascii"), "user-agent": USER_AGENT, "accept": "*/*"}
-    target = url.copy_with(host=str(addresses[0]))
-    return client.build_request(method, target, headers=headers, extensions=extensions)
+    for index, address in enumerate(addresses):
+        target = url.copy_with(host=str(address))
+        request = client.build_request(method, target, headers=headers, extensions=extensions)
+        try:
+            return await client.send(request, stream=True)
+        except httpx.ConnectError:
+            if index == len(addresses) - 1:
+                raise
+    raise AssertionError("resolve_public returns at least one address")
 
 
 async def _read_capped(response: httpx.Response) -> tuple[bytes, bool]:
@@ -144,8 +152,7 @@ async def _fetch(args: WebFetch, ctx: ToolContext) -> dict[str, Any]:
     # No proxies from the environment (they would connect by name), no automatic redirects.
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         while True:
-            request = await _pinned_request(client, args.method, url, ctx)
-            response = await client.send(request, stream=True)
+            response = await _send_pinned(client, args.method, url, ctx)
             try:
                 location = response.headers.get("location")
                 if response.status_code in REDIRECTS and location:

@@ -50,8 +50,7 @@ async def _ensure_accounts(services: Services) -> None:
     settings = services.settings
     try:
         async with services.db.session() as db:
-            if settings.auth_mode is AuthMode.ADMIN:
-                assert settings.admin_email and settings.admin_password
+            if settings.auth_mode is not AuthMode.NONE and settings.admin_email and settings.admin_password:
                 await auth.ensure_admin(db, settings.admin_email, settings.admin_password)
             elif settings.auth_mode is AuthMode.NONE:
                 await auth.ensure_builtin_admin(db)

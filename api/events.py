@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -25,7 +27,7 @@ from api.state import Services
 from core.errors import InvalidInput
 from core.identity import Identity
 from core.schemas.events import Event
-from core.services import event_log, event_stream, sessions
+from core.services import auth, event_log, event_stream, sessions
 from core.services.events import to_schema
 
 SSE = "text/event-stream"
@@ -139,8 +141,30 @@ class EventController(Controller):
             )
             return Response(page([to_schema(r) for r in rows], total, page_params), headers=_VARY)
         after = await _position(db_session, who, agent_id, session_id, since_id, last_event_id)
-        follower = event_stream.Follower(services.db, services.redis, session_id, after, filter_)
+        until, allowed = _credential_limits(request, services)
+        follower = event_stream.Follower(
+            services.db, services.redis, session_id, after, filter_, until=until, allowed=allowed
+        )
         return ServerSentEvent(_frames(follower), headers=_VARY)
+
+
+def _credential_limits(
+    request: Request[Identity, Any, Any], services: Services
+) -> tuple[float | None, Callable[[], Awaitable[bool]] | None]:
+    """When the stream's credential expires (event-loop time), and how to ask whether it still holds."""
+    who, credential, secret = request.user, request.auth, services.settings.auth_jwt_secret
+    until = None
+    if who.expires_at is not None:
+        left = (who.expires_at - datetime.now(UTC)).total_seconds()
+        until = asyncio.get_running_loop().time() + left
+    if not isinstance(credential, str) or secret is None:
+        return until, None
+
+    async def allowed() -> bool:
+        async with services.db.session() as db:
+            return await auth.still_valid(db, credential, secret)
+
+    return until, allowed
 
 
 async def _position(

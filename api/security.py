@@ -32,6 +32,14 @@ OPEN_PATHS = [
 ]
 
 
+def credential_of(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[str, str]:
+    """The request's credential and where it came from (`token` header or `cookie`); "" if none."""
+    scheme, _, credential = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credential.strip():
+        return credential.strip(), "token"
+    return connection.cookies.get(ACCESS_COOKIE, "").strip(), "cookie"
+
+
 class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -40,28 +48,26 @@ class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
         settings = services.settings
         if settings.auth_mode is AuthMode.NONE:
             return AuthenticationResult(user=BUILTIN_ADMIN, auth=None)
-        header = connection.headers.get("authorization", "")
-        scheme, _, credential = header.partition(" ")
-        method = "token"
-        if scheme.lower() != "bearer" or not credential:
-            credential = connection.cookies.get(ACCESS_COOKIE, "")
-            method = "cookie"
+        credential, source = credential_of(connection)
         if not credential:
             raise NotAuthorizedException("a credential is required", headers={"WWW-Authenticate": "Bearer"})
-        if method == "cookie" and connection.scope.get("method", "GET") not in SAFE_METHODS:
+        if source == "cookie" and connection.scope.get("method", "GET") not in SAFE_METHODS:
             _check_origin(connection, settings.cors_origins)
         assert settings.auth_jwt_secret is not None
         async with services.db.session() as db:
-            user = await auth.authenticate(db, credential.strip(), settings.auth_jwt_secret)
-        if user is None:
+            found = await auth.authenticate(db, credential, settings.auth_jwt_secret)
+        if found is None:
             raise NotAuthorizedException(
                 "the credential is invalid or expired", headers={"WWW-Authenticate": "Bearer"}
             )
-        if credential.startswith(auth.API_KEY_PREFIX):
-            method = "api_key"
-        return AuthenticationResult(
-            user=Identity(user_id=user.id, email=user.email, role=user.role, method=method), auth=None
+        who = Identity(
+            user_id=found.user.id,
+            email=found.user.email,
+            role=found.user.role,
+            method="cookie" if source == "cookie" else found.method,
+            expires_at=found.expires_at,
         )
+        return AuthenticationResult(user=who, auth=credential)
 
 
 def _check_origin(connection: ASGIConnection[Any, Any, Any, Any], allowed: tuple[str, ...]) -> None:

@@ -40,6 +40,16 @@ class LogFormat(StrEnum):
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+class OAuthClient(msgspec.Struct, kw_only=True, frozen=True):
+    """One sign-in provider: this server's client credentials there, and where it lives."""
+
+    client_id: str
+    client_secret: str
+    issuer: str  # OIDC issuer (Google, generic) or the web root (GitHub)
+    api_url: str | None = None  # GitHub's REST API root
+    name: str | None = None  # display name of the generic OIDC provider
+
+
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
     data_dir: Path
     # None means "start the embedded service" (dev and tests); set means "use this real one".
@@ -59,6 +69,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     auth_jwt_secret: str | None
     admin_email: str | None
     admin_password: str | None
+    auth_registration_open: bool
+    public_url: str | None
+    auth_redirect_url: str
+    oauth_google: OAuthClient | None
+    oauth_github: OAuthClient | None
+    oidc: OAuthClient | None
     cors_origins: tuple[str, ...]
     max_request_body_bytes: int
     simulator_enabled: bool
@@ -87,12 +103,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                 f"loopback address (127.0.0.1, ::1, localhost); EVERLOOP_HOST is {self.host!r}"
             )
         if self.auth_mode is AuthMode.FULL:
-            # Registration, OAuth and per-user isolation are not built yet: refusing to start is
-            # safer than serving every user everyone's data.
-            raise SettingsError(
-                "AUTH_MODE=full (registration, OAuth, per-user isolation) is not available yet; use "
-                "AUTH_MODE=admin with ADMIN_EMAIL and ADMIN_PASSWORD, or AUTH_MODE=none on loopback"
-            )
+            if not self.auth_jwt_secret:
+                raise SettingsError("AUTH_MODE=full needs AUTH_JWT_SECRET")
+            if bool(self.admin_email) != bool(self.admin_password):
+                raise SettingsError("ADMIN_EMAIL and ADMIN_PASSWORD go together (or neither)")
+            if self.admin_password is not None and len(self.admin_password) < 8:
+                raise SettingsError("ADMIN_PASSWORD: at least 8 characters")
         if self.auth_mode is AuthMode.ADMIN:
             missing = [
                 name
@@ -228,6 +244,22 @@ def _boolean(value: str) -> bool:
     raise ValueError(value)
 
 
+def _oauth_client(
+    read: _Reader, prefix: str, issuer: str | None, *, api_url: str | None = None, name: str | None = None
+) -> OAuthClient | None:
+    """`{prefix}_CLIENT_ID` and `{prefix}_CLIENT_SECRET` switch a provider on (both or neither)."""
+    client_id, secret = read.raw(f"{prefix}_CLIENT_ID"), read.raw(f"{prefix}_CLIENT_SECRET")
+    if client_id is None and secret is None:
+        return None
+    if client_id is None or secret is None:
+        raise SettingsError(f"{prefix}_CLIENT_ID and {prefix}_CLIENT_SECRET go together")
+    if issuer is None:
+        raise SettingsError(f"{prefix}_ISSUER is needed with {prefix}_CLIENT_ID")
+    return OAuthClient(
+        client_id=client_id, client_secret=secret, issuer=issuer.rstrip("/"), api_url=api_url, name=name
+    )
+
+
 def _seconds(value: str) -> float:
     seconds = float(value)
     if not 0 < seconds <= 3600:
@@ -258,6 +290,28 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         admin_email=read.parse("ADMIN_EMAIL", None, _email, "an email address"),
         admin_password=read.raw("ADMIN_PASSWORD"),
+        auth_registration_open=read.parse("AUTH_REGISTRATION_OPEN", True, _boolean, "true or false"),
+        public_url=read.url("EVERLOOP_PUBLIC_URL", ("http", "https")),
+        auth_redirect_url=read.text("AUTH_REDIRECT_URL", "/"),
+        oauth_google=_oauth_client(
+            read,
+            "OAUTH_GOOGLE",
+            read.url("OAUTH_GOOGLE_ISSUER", ("https", "http")) or "https://accounts.google.com",
+        ),
+        oauth_github=_oauth_client(
+            read,
+            "OAUTH_GITHUB",
+            read.url("OAUTH_GITHUB_URL", ("https", "http")) or "https://github.com",
+            api_url=(read.url("OAUTH_GITHUB_API_URL", ("https", "http")) or "https://api.github.com").rstrip(
+                "/"
+            ),
+        ),
+        oidc=_oauth_client(
+            read,
+            "OIDC",
+            read.url("OIDC_ISSUER", ("https", "http")),
+            name=read.text("OIDC_NAME", "Single sign-on"),
+        ),
         cors_origins=read.parse("CORS_ORIGINS", (), _origins, "a comma-separated list of http(s) origins"),
         simulator_enabled=read.parse("EVERLOOP_SIMULATOR", False, _boolean, "true or false"),
         max_request_body_bytes=read.integer("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024, low=1024, high=2**31),

@@ -1,23 +1,34 @@
-"""Credentials: Argon2id passwords, HS256 access tokens, `evr_` API keys stored as SHA-256."""
+"""Credentials: Argon2id passwords, sign-in sessions with HS256 access tokens and rotating refresh
+tokens, `evr_` API keys. Refresh tokens and API keys are stored as SHA-256, never in the clear.
+
+A sign-in (password or OAuth) opens an `AuthSession`: the family of its refresh tokens. Each refresh
+spends the presented token and hands out the next; presenting a spent one again means it was stolen,
+so the whole family is revoked. Access tokens name their session (`sid`), so logout or a revoked
+family ends them at once, not when they expire."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
+import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db.models import ApiKey, User
-from core.errors import NotFound
+from core.db.base import uuid7
+from core.db.models import ApiKey, AuthSession, RefreshToken, User
+from core.errors import Conflict, NotFound
 from core.identity import BUILTIN_ADMIN_EMAIL, BUILTIN_ADMIN_ID
 
 ACCESS_TTL = timedelta(minutes=15)
+REFRESH_TTL = timedelta(days=30)
 API_KEY_PREFIX = "evr_"
 LAST_USED_EVERY = timedelta(minutes=1)
 
@@ -37,7 +48,22 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
 
 
-def issue_access_token(user: User, secret: str, now: datetime | None = None) -> str:
+class Tokens(msgspec.Struct, kw_only=True, frozen=True):
+    access_token: str
+    refresh_token: str
+    expires_in: int  # seconds the access token lives
+
+
+@dataclass(frozen=True, kw_only=True)
+class Authenticated:
+    user: User
+    method: str  # token | api_key
+    expires_at: datetime | None
+
+
+def issue_access_token(
+    user: User, secret: str, session_id: uuid.UUID | None = None, now: datetime | None = None
+) -> str:
     now = now or datetime.now(UTC)
     claims = {
         "sub": str(user.id),
@@ -46,16 +72,24 @@ def issue_access_token(user: User, secret: str, now: datetime | None = None) -> 
         "iat": int(now.timestamp()),
         "exp": int((now + ACCESS_TTL).timestamp()),
     }
+    if session_id is not None:
+        claims["sid"] = str(session_id)
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def _token_user_id(token: str, secret: str) -> uuid.UUID | None:
+def _access_claims(token: str, secret: str) -> tuple[uuid.UUID, uuid.UUID | None, datetime] | None:
+    """(user id, sign-in session id, expiry) of a valid access token, else None."""
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp", "sub", "typ"]})
         if claims.get("typ") != "access":
             return None
-        return uuid.UUID(str(claims["sub"]))
-    except (jwt.PyJWTError, ValueError):
+        sid = claims.get("sid")
+        return (
+            uuid.UUID(str(claims["sub"])),
+            uuid.UUID(str(sid)) if sid else None,
+            datetime.fromtimestamp(int(claims["exp"]), UTC),
+        )
+    except (jwt.PyJWTError, ValueError, TypeError):
         return None
 
 
@@ -63,8 +97,8 @@ def _key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def authenticate(db: AsyncSession, credential: str, secret: str) -> User | None:
-    """The user a bearer credential (API key or access token) stands for, or None."""
+async def authenticate(db: AsyncSession, credential: str, secret: str) -> Authenticated | None:
+    """Who a bearer credential (API key or access token) stands for and until when, or None."""
     if credential.startswith(API_KEY_PREFIX):
         key = (
             await db.execute(select(ApiKey).where(ApiKey.key_hash == _key_hash(credential)))
@@ -76,9 +110,124 @@ async def authenticate(db: AsyncSession, credential: str, secret: str) -> User |
             # At most one write a minute per key, not one per request.
             await db.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
             await db.commit()
-        return await db.get(User, key.user_id)
-    user_id = _token_user_id(credential, secret)
-    return await db.get(User, user_id) if user_id else None
+        user = await db.get(User, key.user_id)
+        return Authenticated(user=user, method="api_key", expires_at=key.expires_at) if user else None
+    claims = _access_claims(credential, secret)
+    if claims is None:
+        return None
+    user_id, session_id, expires_at = claims
+    user = await db.get(User, user_id)
+    if user is None:
+        return None
+    if session_id is not None and not await _session_live(db, session_id, user_id):
+        return None
+    return Authenticated(user=user, method="token", expires_at=expires_at)
+
+
+async def still_valid(db: AsyncSession, credential: str, secret: str) -> bool:
+    """Whether a credential that authenticated a long request (an SSE stream) still would."""
+    return await authenticate(db, credential, secret) is not None
+
+
+async def _session_live(db: AsyncSession, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    row = await db.get(AuthSession, session_id)
+    now = datetime.now(UTC)
+    return row is not None and row.user_id == user_id and row.revoked_at is None and row.expires_at > now
+
+
+# Sign-in sessions and refresh tokens
+
+
+def _new_refresh(session: AuthSession) -> tuple[RefreshToken, str]:
+    token = secrets.token_urlsafe(32)
+    row = RefreshToken(auth_session_id=session.id, token_hash=_key_hash(token), expires_at=session.expires_at)
+    return row, token
+
+
+async def sign_in(db: AsyncSession, user: User, method: str, secret: str) -> Tokens:
+    """Opens a sign-in session for a user who proved who they are; returns its first tokens."""
+    now = datetime.now(UTC)
+    session = AuthSession(id=uuid7(), user_id=user.id, method=method, expires_at=now + REFRESH_TTL)
+    refresh, token = _new_refresh(session)
+    db.add_all([session, refresh])
+    await db.commit()
+    return Tokens(
+        access_token=issue_access_token(user, secret, session.id, now),
+        refresh_token=token,
+        expires_in=int(ACCESS_TTL.total_seconds()),
+    )
+
+
+async def refresh(db: AsyncSession, token: str, secret: str) -> Tokens | None:
+    """Spends a refresh token for a new pair. A spent token presented again revokes its family."""
+    now = datetime.now(UTC)
+    found = await db.execute(
+        select(RefreshToken).where(RefreshToken.token_hash == _key_hash(token)).with_for_update()
+    )
+    row = found.scalar_one_or_none()
+    if row is None:
+        return None
+    session = await db.get(AuthSession, row.auth_session_id, with_for_update=True)
+    if session is None or session.revoked_at is not None or session.expires_at <= now:
+        return None
+    if row.used_at is not None:
+        session.revoked_at = now  # reuse: someone holds a copy, so nobody keeps this family
+        await db.commit()
+        return None
+    user = await db.get(User, session.user_id)
+    if user is None:
+        return None
+    row.used_at = now
+    following, new_token = _new_refresh(session)
+    db.add(following)
+    await db.commit()
+    return Tokens(
+        access_token=issue_access_token(user, secret, session.id, now),
+        refresh_token=new_token,
+        expires_in=int(ACCESS_TTL.total_seconds()),
+    )
+
+
+async def sign_out(
+    db: AsyncSession, secret: str, *, refresh_token: str | None, access_token: str | None
+) -> bool:
+    """Revokes the sign-in session either token belongs to; False when neither names one."""
+    session_ids: set[uuid.UUID] = set()
+    if refresh_token:
+        found = await db.execute(
+            select(RefreshToken.auth_session_id).where(RefreshToken.token_hash == _key_hash(refresh_token))
+        )
+        if (sid := found.scalar_one_or_none()) is not None:
+            session_ids.add(sid)
+    if access_token and (claims := _access_claims(access_token, secret)) and claims[1] is not None:
+        session_ids.add(claims[1])
+    if not session_ids:
+        return False
+    await db.execute(
+        update(AuthSession)
+        .where(AuthSession.id.in_(session_ids), AuthSession.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+    await db.commit()
+    return True
+
+
+# Accounts
+
+
+async def register(db: AsyncSession, email: str, password: str) -> User:
+    """A new `user` account; Conflict when the email has one already."""
+    email = email.strip().lower()
+    if (await db.execute(select(User.id).where(User.email == email))).first() is not None:
+        raise Conflict("an account with this email exists")
+    user = User(email=email, role="user", password_hash=hash_password(password))
+    db.add(user)
+    try:
+        await db.commit()
+    except IntegrityError:  # the same email registered concurrently
+        await db.rollback()
+        raise Conflict("an account with this email exists") from None
+    return user
 
 
 async def ensure_admin(db: AsyncSession, email: str, password: str) -> User:

@@ -50,6 +50,8 @@ CLEANUP_TIMEOUT_S = 5.0
 BATCH = 200
 
 KEEPALIVE = "keep-alive"
+CREDENTIAL_EXPIRED = "credential expired"
+CREDENTIAL_REVOKED = "credential revoked"
 POLLING = "redis unavailable: polling the database"
 LIVE = "redis available again: following live"
 
@@ -106,7 +108,11 @@ class Follower:
         *,
         keepalive_s: float | None = None,
         poll_s: float | None = None,
+        until: float | None = None,
+        allowed: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
+        """`until` (event-loop time) ends the stream when the reader's credential expires; `allowed`
+        is asked at every keep-alive whether the credential still holds (logout, a revoked key)."""
         self.db = db
         self.bus = bus
         self.session_id = session_id
@@ -115,6 +121,9 @@ class Follower:
         self.keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
         self.poll_s = POLL_S if poll_s is None else poll_s
         self.gone = False  # the session was deleted: the stream ends
+        self.until = until
+        self.allowed = allowed
+        self.ended: str | None = None  # why the stream stopped early (the credential ran out)
         self._pubsub: redis.client.PubSub | None = None
         self._quiet_since = 0.0
 
@@ -125,26 +134,46 @@ class Follower:
             if not live:
                 log.warning("event stream polling: redis unavailable", session_id=str(self.session_id))
                 yield self._sent(Comment(text=POLLING))
-            while not self.gone:
+            while not self.gone and not self._expired():
                 async for item in self._catch_up():
                     yield item
                 if self._pubsub is not None:
                     async for item in self._live():
                         yield item
-                    if self._pubsub is None and not self.gone:
+                    if self._pubsub is None and not self.gone and not self.ended:
                         yield self._sent(Comment(text=POLLING))
                 else:
-                    await asyncio.sleep(self.poll_s)
+                    await asyncio.sleep(min(self.poll_s, self._left()))
+                    if self._expired():
+                        break
                     if await self._subscribe():
                         log.info("event stream following live again", session_id=str(self.session_id))
                         yield self._sent(Comment(text=LIVE))
-                    elif self._keepalive_due():
+                    elif self._keepalive_due() and await self._still_allowed():
                         yield self._sent(Comment(text=KEEPALIVE))
+            if self.ended:
+                yield Comment(text=self.ended)
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             # The client reconnects with Last-Event-ID and resumes where this stream stopped.
             log.warning("event stream ended: database error", session_id=str(self.session_id), error=str(exc))
         finally:
             await self._unsubscribe()
+
+    def _left(self) -> float:
+        """Seconds until the credential expires (a large number when it does not)."""
+        if self.until is None:
+            return 86400.0
+        return max(self.until - asyncio.get_running_loop().time(), 0.0)
+
+    def _expired(self) -> bool:
+        if self.ended is None and self.until is not None and self._left() <= 0:
+            self.ended = CREDENTIAL_EXPIRED
+        return self.ended is not None
+
+    async def _still_allowed(self) -> bool:
+        if self.allowed is not None and self.ended is None and not await self.allowed():
+            self.ended = CREDENTIAL_REVOKED
+        return self.ended is None
 
     def _sent(self, item: Item) -> Item:
         self._quiet_since = asyncio.get_running_loop().time()
@@ -155,8 +184,8 @@ class Follower:
 
     async def _live(self) -> AsyncIterator[Item]:
         """Forwards what Redis announces until Redis fails or the session is gone."""
-        while self._pubsub is not None and not self.gone:
-            wait = self._quiet_since + self.keepalive_s - asyncio.get_running_loop().time()
+        while self._pubsub is not None and not self.gone and not self._expired():
+            wait = min(self._quiet_since + self.keepalive_s - asyncio.get_running_loop().time(), self._left())
             try:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=max(wait, 0))
             except (RedisError, OSError, TimeoutError) as exc:
@@ -167,6 +196,8 @@ class Follower:
                 async for item in self._on_message(message["data"]):
                     yield item
             if self._keepalive_due():
+                if not await self._still_allowed():
+                    return
                 # Also a chance to catch an event whose announcement was lost.
                 async for item in self._catch_up():
                     yield item

@@ -33,7 +33,7 @@ def test_top_level_help_lists_the_commands() -> None:
         (["api"], {"DATABASE_URL": "", "AUTH_MODE": "none"}, "DATABASE_URL is not set"),
         (["worker"], {"DATABASE_URL": ""}, "DATABASE_URL is not set"),
         (["migrate"], {"DATABASE_URL": ""}, "DATABASE_URL is not set"),
-        (["api"], {}, "AUTH_MODE=full (registration, OAuth, per-user isolation) is not available yet"),
+        (["api"], {"AUTH_JWT_SECRET": ""}, "AUTH_MODE=full needs AUTH_JWT_SECRET"),
         (["api"], {"EVERLOOP_PORT": "http"}, "EVERLOOP_PORT: expected an integer"),
         (["dev"], {"AUTH_MODE": "none", "EVERLOOP_HOST": "0.0.0.0"}, "AUTH_MODE=none"),
     ],

@@ -1,0 +1,288 @@
+"""AUTH_MODE=full: registration, refresh-token rotation with family revocation, logout, roles, and
+the event stream ending with its credential."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import update
+
+from api.app import create_app
+from core import bus
+from core.db import Database
+from core.db.models import ApiKey
+from core.services import event_stream
+from core.settings import Settings, SettingsError, load_settings
+from core.stack import Endpoints
+from tests.api.test_events_support import serve
+from tests.conftest import make_settings
+
+SECRET = "f" * 48
+ADMIN_EMAIL, ADMIN_PASSWORD = "root@example.com", "root password"
+
+
+def full_settings(endpoints: Endpoints, **env: str) -> Settings:
+    return make_settings(
+        endpoints,
+        AUTH_MODE="full",
+        AUTH_JWT_SECRET=SECRET,
+        ADMIN_EMAIL=ADMIN_EMAIL,
+        ADMIN_PASSWORD=ADMIN_PASSWORD,
+        **env,
+    )
+
+
+async def clear_rate_limits(endpoints: Endpoints) -> None:
+    redis = bus.connect(endpoints.redis_url)
+    for name in await redis.keys("everloop:ratelimit:*"):
+        await redis.delete(name)  # other tests' attempts from the same test client address
+    await redis.aclose()
+
+
+@pytest.fixture
+async def app(endpoints: Endpoints, db: Database) -> Litestar:
+    await clear_rate_limits(endpoints)
+    return create_app(full_settings(endpoints), configure_logs=False)
+
+
+@pytest.fixture
+async def anon(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=app) as client:
+        yield client
+
+
+async def register(client: httpx.AsyncClient, email: str | None = None) -> dict[str, Any]:
+    email = email or f"{uuid.uuid4().hex[:12]}@example.com"
+    response = await client.post("/api/auth/register", json={"email": email, "password": "long enough"})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return {**body, "email": email}
+
+
+def bearer(tokens: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+class As:
+    """Requests carrying one user's access token."""
+
+    def __init__(self, client: httpx.AsyncClient, tokens: dict[str, Any]) -> None:
+        self.client, self.headers = client, bearer(tokens)
+
+    async def get(self, path: str) -> httpx.Response:
+        return await self.client.get(path, headers=self.headers)
+
+    async def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return await self.client.post(path, json=body, headers=self.headers)
+
+    async def patch(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return await self.client.patch(path, json=body, headers=self.headers)
+
+    async def delete(self, path: str) -> httpx.Response:
+        return await self.client.delete(path, headers=self.headers)
+
+
+async def login(client: httpx.AsyncClient, email: str, password: str) -> dict[str, Any]:
+    response = await client.post("/api/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.post("/api/auth/refresh", json={"refresh_token": token})
+
+
+async def test_config_says_registration_is_open(anon: AsyncTestClient[Litestar]) -> None:
+    config = (await anon.get("/v1/auth/config")).json()
+    assert config == {"mode": "full", "registration_open": True, "oauth_providers": []}
+
+
+async def test_register_signs_in_a_user(anon: AsyncTestClient[Litestar]) -> None:
+    tokens = await register(anon, "New.Person@Example.com")
+    assert tokens["token_type"] == "bearer" and tokens["expires_in"] == 900
+    assert tokens["refresh_token"] and tokens["access_token"]
+    me = (await anon.get("/api/auth/me", headers=bearer(tokens))).json()
+    assert (me["email"], me["role"]) == ("new.person@example.com", "user")
+    assert anon.cookies.get("access_token") == tokens["access_token"]
+    assert anon.cookies.get("refresh_token", path="/api/auth") == tokens["refresh_token"]
+
+
+async def test_register_refuses_duplicates_short_passwords_and_bad_emails(
+    anon: AsyncTestClient[Litestar],
+) -> None:
+    await register(anon, "taken@example.com")
+    again = await anon.post(
+        "/api/auth/register", json={"email": "TAKEN@example.com", "password": "whatever1"}
+    )
+    assert again.status_code == 409
+    short = await anon.post("/api/auth/register", json={"email": "a@example.com", "password": "1234567"})
+    assert short.status_code == 400 and short.json()["field"] == "password"
+    bad = await anon.post("/api/auth/register", json={"email": "not an email", "password": "12345678"})
+    assert bad.status_code == 400 and bad.json()["field"] == "email"
+
+
+async def test_register_when_closed_is_403(endpoints: Endpoints, db: Database) -> None:
+    settings = full_settings(endpoints, AUTH_REGISTRATION_OPEN="false")
+    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as client:
+        assert (await client.get("/api/auth/config")).json()["registration_open"] is False
+        response = await client.post(
+            "/api/auth/register", json={"email": "x@example.com", "password": "12345678"}
+        )
+        assert response.status_code == 403
+
+
+async def test_register_is_rate_limited(anon: AsyncTestClient[Litestar]) -> None:
+    codes = [
+        (
+            await anon.post("/api/auth/register", json={"email": "same@example.com", "password": "12345678"})
+        ).status_code
+        for _ in range(6)
+    ]
+    assert codes[0] == 201 and codes[1:5] == [409] * 4
+    assert codes[5] == 429
+
+
+async def test_refresh_rotates_and_a_reused_token_revokes_the_family(anon: AsyncTestClient[Litestar]) -> None:
+    first = await register(anon)
+    second = (await refresh(anon, first["refresh_token"])).json()
+    assert second["refresh_token"] != first["refresh_token"]
+    assert (await anon.get("/api/auth/me", headers=bearer(second))).status_code == 200
+
+    # The spent token comes back: someone has a copy. Everything from that sign-in stops working.
+    reused = await anon.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert reused.status_code == 401
+    assert (
+        await anon.post("/api/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    ).status_code == 401
+    assert (await anon.get("/api/auth/me", headers=bearer(second))).status_code == 401
+    assert (await anon.get("/api/auth/me", headers=bearer(first))).status_code == 401
+
+
+async def test_refresh_from_the_cookie_at_either_prefix(anon: AsyncTestClient[Litestar]) -> None:
+    await register(anon)  # sets the /api/auth refresh cookie
+    response = await anon.post("/api/auth/refresh")
+    assert response.status_code == 200
+    assert anon.cookies.get("refresh_token", path="/api/auth") == response.json()["refresh_token"]
+    # The /v1/auth routes do not see the /api/auth cookie (path-limited), so nothing to refresh.
+    assert (await anon.post("/v1/auth/refresh")).status_code == 401
+
+
+async def test_a_garbage_refresh_token_is_401(anon: AsyncTestClient[Litestar]) -> None:
+    response = await anon.post("/api/auth/refresh", json={"refresh_token": "nope"})
+    assert response.status_code == 401
+
+
+async def test_logout_ends_the_sign_in_at_once(anon: AsyncTestClient[Litestar]) -> None:
+    tokens = await register(anon)
+    other = await login(anon, tokens["email"], "long enough")
+    anon.cookies.clear()  # only the bearer token names the sign-in to end
+    response = await anon.post("/api/auth/logout", headers=bearer(tokens))
+    assert response.status_code == 200
+    cleared = response.headers.get_list("set-cookie")
+    assert any(c.startswith('access_token=""') and "Max-Age=0" in c for c in cleared), cleared
+    assert any(c.startswith('refresh_token=""') and "Path=/api/auth" in c for c in cleared), cleared
+    assert (await anon.get("/api/auth/me", headers=bearer(tokens))).status_code == 401
+    assert (await refresh(anon, tokens["refresh_token"])).status_code == 401
+    # Another sign-in of the same user is another session: it stays.
+    assert (await anon.get("/api/auth/me", headers=bearer(other))).status_code == 200
+
+
+async def test_logout_with_the_refresh_cookie(anon: AsyncTestClient[Litestar]) -> None:
+    tokens = await register(anon)  # the cookies are in the client's jar
+    assert (await anon.post("/api/auth/logout")).status_code == 200
+    assert (await anon.get("/api/auth/me", headers=bearer(tokens))).status_code == 401
+
+
+async def test_roles_shared_providers_are_read_only_for_users(anon: AsyncTestClient[Litestar]) -> None:
+    admin = As(anon, await login(anon, ADMIN_EMAIL, ADMIN_PASSWORD))
+    shared = (await admin.post("/v1/llm-providers", {"name": "Shared", "provider_type": "simulator"})).json()
+    models = f"/v1/llm-providers/{shared['id']}/models"
+    model = (await admin.post(models, {"model_id": "m", "is_default": True})).json()
+    user = As(anon, await register(anon))
+    assert (await user.get(f"/v1/llm-providers/{shared['id']}")).status_code == 200
+    assert (await user.get(f"/v1/llm-models/{model['id']}")).status_code == 200
+    assert (await user.patch(f"/v1/llm-providers/{shared['id']}", {"name": "mine"})).status_code == 403
+    assert (await user.delete(f"/v1/llm-models/{model['id']}")).status_code == 403
+    assert (await user.post(models, {"model_id": "sneaky"})).status_code == 403
+
+    # A user's own provider is theirs alone, and cannot hold the server-wide default model.
+    own = (await user.post("/v1/llm-providers", {"name": "Mine", "provider_type": "simulator"})).json()
+    own_models = f"/v1/llm-providers/{own['id']}/models"
+    assert (await user.post(own_models, {"model_id": "x", "is_default": True})).status_code == 403
+    assert (await admin.get(f"/v1/llm-providers/{own['id']}")).status_code == 404
+    listed = (await admin.get("/v1/llm-providers")).json()
+    assert [p["id"] for p in listed["data"]] == [shared["id"]]
+
+    # Agents may use the shared model; another user's private model does not exist for them.
+    assert (await user.post("/v1/agents", {"name": "a", "default_model_id": model["id"]})).status_code == 201
+    private = (await user.post(own_models, {"model_id": "y"})).json()
+    other = As(anon, await register(anon))
+    refused = await other.post("/v1/agents", {"name": "b", "default_model_id": private["id"]})
+    assert refused.status_code == 400 and refused.json()["field"] == "default_model_id"
+
+
+def second_api(endpoints: Endpoints) -> Litestar:
+    """Another API process on the same database, served by uvicorn (streams need a real server)."""
+    return create_app(full_settings(endpoints), configure_logs=False)
+
+
+async def test_the_event_stream_ends_when_its_credential_expires(
+    endpoints: Endpoints, anon: AsyncTestClient[Litestar], db: Database
+) -> None:
+    user = await register(anon)
+    agent = (await anon.post("/v1/agents", json={"name": "a"}, headers=bearer(user))).json()
+    session = (await anon.post(f"/v1/agents/{agent['id']}/sessions", json={}, headers=bearer(user))).json()
+    key = (await anon.post("/api/auth/api-keys", json={"name": "sse"}, headers=bearer(user))).json()
+    async with db.session() as s:
+        await s.execute(
+            update(ApiKey)
+            .where(ApiKey.id == uuid.UUID(key["id"]))
+            .values(expires_at=datetime.now(UTC) + timedelta(seconds=2))
+        )
+        await s.commit()
+    path = f"/v1/agents/{agent['id']}/sessions/{session['id']}/events"
+    async with (
+        serve(second_api(endpoints)) as server,
+        server.sse(path, headers={"Authorization": f"Bearer {key['key']}"}) as stream,
+    ):
+        frames = await stream.until_comment(event_stream.CREDENTIAL_EXPIRED, timeout=10)
+        assert frames == []
+        assert await stream.ended()
+
+
+async def test_the_event_stream_ends_after_logout(
+    endpoints: Endpoints, anon: AsyncTestClient[Litestar], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(event_stream, "KEEPALIVE_S", 0.2)
+    user = await register(anon)
+    agent = (await anon.post("/v1/agents", json={"name": "a"}, headers=bearer(user))).json()
+    session = (await anon.post(f"/v1/agents/{agent['id']}/sessions", json={}, headers=bearer(user))).json()
+    path = f"/v1/agents/{agent['id']}/sessions/{session['id']}/events"
+    async with serve(second_api(endpoints)) as server, server.sse(path, headers=bearer(user)) as stream:
+        await stream.until_comment("keep-alive")  # following, credential checked
+        assert (await anon.post("/api/auth/logout", headers=bearer(user))).status_code == 200
+        await asyncio.wait_for(stream.until_comment(event_stream.CREDENTIAL_REVOKED), 10)
+        assert await stream.ended()
+
+
+def test_full_mode_needs_a_jwt_secret_and_a_whole_admin() -> None:
+    with pytest.raises(SettingsError, match="AUTH_MODE=full needs AUTH_JWT_SECRET"):
+        load_settings({"AUTH_MODE": "full"}).check_runnable()
+    with pytest.raises(SettingsError, match="ADMIN_EMAIL and ADMIN_PASSWORD go together"):
+        load_settings(
+            {"AUTH_MODE": "full", "AUTH_JWT_SECRET": SECRET, "ADMIN_EMAIL": "a@b.co"}
+        ).check_runnable()
+    load_settings({"AUTH_MODE": "full", "AUTH_JWT_SECRET": SECRET}).check_runnable()
+    with pytest.raises(SettingsError, match="OIDC_CLIENT_ID and OIDC_CLIENT_SECRET go together"):
+        load_settings({"OIDC_CLIENT_ID": "x", "OIDC_ISSUER": "https://id.example.com"})
+    with pytest.raises(SettingsError, match="OIDC_ISSUER is needed"):
+        load_settings({"OIDC_CLIENT_ID": "x", "OIDC_CLIENT_SECRET": "y"})

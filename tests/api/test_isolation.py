@@ -1,0 +1,135 @@
+"""Per-owner isolation: user B walks every route in the OpenAPI spec against user A's resources and
+gets 404 (or 403) with none of A's data; B's lists never show A's rows; A's resources come out
+unchanged. A route added later without an owner check fails here, and so does one whose request body
+this walk cannot fill in (give it a valid body in BODIES)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from api.app import create_app
+from core.db import Database
+from core.stack import Endpoints
+from tests.api.test_auth import OPEN
+from tests.api.test_auth_full import (
+    As,
+    clear_rate_limits,
+    full_settings,
+    register,
+)
+
+MARK = "ALICE-PRIVATE-7f3c"  # in every name A gives; it must never reach B
+# Routes whose path parameter names no one's resource: the public capability catalogue.
+PUBLIC = {"/v1/capabilities/{capability_id}"}
+# A valid body per route (so the request reaches the owner check, not validation).
+BODIES: dict[tuple[str, str], Any] = {
+    ("patch", "/v1/agents/{agent_id}"): {"name": "taken over"},
+    ("put", "/v1/agents/{agent_id}/capabilities"): {"capabilities": []},
+    ("post", "/v1/agents/{agent_id}/sessions"): {},
+    ("patch", "/v1/agents/{agent_id}/sessions/{session_id}"): {"title": "taken over"},
+    ("post", "/v1/agents/{agent_id}/sessions/{session_id}/messages"): {
+        "message": {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+    },
+    ("patch", "/v1/llm-providers/{provider_id}"): {"name": "taken over"},
+    ("post", "/v1/llm-providers/{provider_id}/models"): {"model_id": "taken-over"},
+    ("patch", "/v1/llm-models/{model_id}"): {"display_name": "taken over"},
+}
+
+
+@pytest.fixture
+async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    await clear_rate_limits(endpoints)
+    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as test_client:
+        yield test_client
+
+
+async def _alices_world(alice: As) -> dict[str, str]:
+    async def made(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = await alice.post(path, body)
+        assert response.status_code == 201, response.text
+        created: dict[str, Any] = response.json()
+        return created
+
+    provider = await made("/v1/llm-providers", {"name": f"{MARK} provider", "provider_type": "simulator"})
+    model = await made(f"/v1/llm-providers/{provider['id']}/models", {"model_id": f"{MARK}-model"})
+    agent = await made(
+        "/v1/agents",
+        {"name": f"{MARK} agent", "system_prompt": f"{MARK} prompt", "default_model_id": model["id"]},
+    )
+    session = await made(f"/v1/agents/{agent['id']}/sessions", {"title": f"{MARK} session"})
+    key = await made("/api/auth/api-keys", {"name": f"{MARK} key"})
+    return {
+        "agent_id": agent["id"],
+        "session_id": session["id"],
+        "provider_id": provider["id"],
+        "model_id": model["id"],
+        "key_id": key["id"],
+    }
+
+
+def _operations(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    found = [
+        (method, path)
+        for path, item in spec["paths"].items()
+        for method in item
+        if method in {"get", "post", "put", "patch", "delete"} and not OPEN.match(path)
+    ]
+    # Deletes last, so every other call meets A's resources still there.
+    return sorted(found, key=lambda op: op[0] == "delete")
+
+
+async def test_user_b_cannot_reach_anything_of_user_a(client: AsyncTestClient[Litestar]) -> None:
+    alice = As(client, await register(client))
+    ids = await _alices_world(alice)
+    bob = As(client, await register(client))
+    spec = (await client.get("/api-doc/openapi.json")).json()
+
+    walked = 0
+    for method, template in _operations(spec):
+        params = re.findall(r"\{([^}]+)\}", template)
+        if not params or template in PUBLIC:
+            continue
+        missing = [p for p in params if p not in ids]
+        assert not missing, f"{method.upper()} {template}: the walk has no resource of A for {missing}"
+        path = template.format(**ids)
+        response = await client.request(
+            method.upper(), path, json=BODIES.get((method, template)), headers=bob.headers
+        )
+        assert response.status_code in (403, 404), (method, template, response.status_code, response.text)
+        assert MARK not in response.text, (method, template, response.text)
+        walked += 1
+    assert walked >= 20  # the spec was walked, not skipped
+
+    # Lists: B sees none of A's rows.
+    for method, template in _operations(spec):
+        if method == "get" and "{" not in template:
+            response = await bob.get(template)
+            assert response.status_code == 200, (template, response.text)
+            assert MARK not in response.text, (template, response.text)
+
+    # A's world is as A left it.
+    agent = (await alice.get(f"/v1/agents/{ids['agent_id']}")).json()
+    assert agent["name"] == f"{MARK} agent" and agent["status"] == "active"
+    session = (await alice.get(f"/v1/agents/{ids['agent_id']}/sessions/{ids['session_id']}")).json()
+    assert session["title"] == f"{MARK} session"
+    provider = (await alice.get(f"/v1/llm-providers/{ids['provider_id']}")).json()
+    assert provider["name"] == f"{MARK} provider"
+    keys = (await alice.get("/api/auth/api-keys")).json()
+    assert [k["id"] for k in keys] == [ids["key_id"]]
+
+
+async def test_an_admin_does_not_see_users_agents(client: AsyncTestClient[Litestar]) -> None:
+    alice = As(client, await register(client))
+    ids = await _alices_world(alice)
+    login = await client.post(
+        "/api/auth/login", json={"email": "root@example.com", "password": "root password"}
+    )
+    admin = As(client, login.json())
+    assert (await admin.get(f"/v1/agents/{ids['agent_id']}")).status_code == 404
+    assert MARK not in (await admin.get("/v1/agents")).text

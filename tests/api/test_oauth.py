@@ -1,0 +1,200 @@
+"""Sign-in with OAuth / OpenID Connect, end to end against a provider the test runs locally: the
+authorization redirect with state, PKCE and nonce, the callback, account creation and linking, and
+the refusals (another browser's state, a replayed state, a code from another flow, a wrong nonce)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from api.app import create_app
+from core.db import Database
+from core.stack import Endpoints
+from tests.api.test_auth_full import clear_rate_limits, full_settings
+from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, ProviderState, create_provider_app
+from tests.servers import running
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[tuple[str, ProviderState]]:
+    app, state = create_provider_app()
+    with running(app) as url:
+        yield url, state
+
+
+@pytest.fixture
+def provider_state(provider: tuple[str, ProviderState]) -> ProviderState:
+    state = provider[1]
+    state.verified, state.wrong_nonce = True, False
+    return state
+
+
+def _oauth_env(issuer: str, **extra: str) -> dict[str, str]:
+    client = {"CLIENT_ID": CLIENT_ID, "CLIENT_SECRET": CLIENT_SECRET}
+    env = {
+        f"{prefix}_{k}": v for prefix in ("OIDC", "OAUTH_GOOGLE", "OAUTH_GITHUB") for k, v in client.items()
+    }
+    return {
+        **env,
+        "OIDC_ISSUER": issuer,
+        "OIDC_NAME": "Test SSO",
+        "OAUTH_GOOGLE_ISSUER": issuer,  # Google's flow, pointed at the local provider
+        "OAUTH_GITHUB_URL": issuer,
+        "OAUTH_GITHUB_API_URL": f"{issuer}/api",
+        "AUTH_REDIRECT_URL": "/app/",
+        **extra,
+    }
+
+
+@pytest.fixture
+async def browser(
+    endpoints: Endpoints, db: Database, provider: tuple[str, ProviderState], provider_state: ProviderState
+) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    await clear_rate_limits(endpoints)
+    app = create_app(full_settings(endpoints, **_oauth_env(provider[0])), configure_logs=False)
+    async with AsyncTestClient(app=app) as client:
+        yield client
+
+
+async def _authorize(browser: httpx.AsyncClient, provider_id: str, login_as: str) -> str:
+    """Starts the flow and lets the provider sign `login_as` in; returns the callback path+query."""
+    start = await browser.get(f"/api/auth/oauth/{provider_id}", follow_redirects=False)
+    assert start.status_code == 302, start.text
+    async with httpx.AsyncClient() as outside:  # the provider is another site
+        approved = await outside.get(f"{start.headers['location']}&{urlencode({'login_as': login_as})}")
+    assert approved.status_code in (302, 307), approved.text
+    back = urlsplit(approved.headers["location"])
+    return f"{back.path}?{back.query}"
+
+
+async def _sign_in(browser: httpx.AsyncClient, provider_id: str, login_as: str) -> dict[str, Any]:
+    callback = await browser.get(await _authorize(browser, provider_id, login_as), follow_redirects=False)
+    assert callback.status_code == 302, callback.text
+    assert callback.headers["location"] == "/app/"
+    me = await browser.get("/api/auth/me")  # the access_token cookie
+    assert me.status_code == 200, me.text
+    body: dict[str, Any] = me.json()
+    return body
+
+
+async def test_config_lists_the_providers(browser: AsyncTestClient[Litestar]) -> None:
+    config = (await browser.get("/api/auth/config")).json()
+    assert config["oauth_providers"] == ["google", "github", "oidc"]
+
+
+async def test_the_authorization_request_carries_state_pkce_and_nonce(
+    browser: AsyncTestClient[Litestar], provider: tuple[str, ProviderState]
+) -> None:
+    start = await browser.get("/api/auth/oauth/oidc", follow_redirects=False)
+    location = urlsplit(start.headers["location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == f"{provider[0]}/authorize"
+    query = {k: v[0] for k, v in parse_qs(location.query).items()}
+    assert query["client_id"] == CLIENT_ID
+    assert query["redirect_uri"] == "http://testserver.local/api/auth/callback/oidc"
+    assert query["code_challenge_method"] == "S256" and len(query["code_challenge"]) == 43
+    assert len(query["state"]) >= 32 and query["nonce"]
+    assert "openid" in query["scope"].split()
+    assert browser.cookies.get("oauth_state", path="/api/auth/callback") == query["state"]
+
+
+@pytest.mark.parametrize("provider_id", ["oidc", "google", "github"])
+async def test_first_sign_in_creates_the_user_and_the_next_finds_them(
+    browser: AsyncTestClient[Litestar], provider_state: ProviderState, provider_id: str
+) -> None:
+    email = f"{provider_id}-person@example.com"
+    first = await _sign_in(browser, provider_id, email)
+    assert (first["email"], first["role"], first["authenticated_by"]) == (email, "user", "cookie")
+    browser.cookies.clear()
+    again = await _sign_in(browser, provider_id, email)
+    assert again["id"] == first["id"]
+    assert browser.cookies.get("refresh_token", path="/api/auth")  # a full sign-in: refresh works too
+    assert (await browser.post("/api/auth/refresh")).status_code == 200
+
+
+async def test_a_verified_email_links_to_the_existing_account(browser: AsyncTestClient[Litestar]) -> None:
+    registered = await browser.post(
+        "/api/auth/register", json={"email": "both@example.com", "password": "a password"}
+    )
+    assert registered.status_code == 201
+    me_before = (await browser.get("/api/auth/me")).json()
+    browser.cookies.clear()
+    me = await _sign_in(browser, "oidc", "both@example.com")
+    assert me["id"] == me_before["id"]
+    # The password was never proven to be the email owner's: it no longer signs in (pre-hijack defence).
+    login = await browser.post(
+        "/api/auth/login", json={"email": "both@example.com", "password": "a password"}
+    )
+    assert login.status_code == 401
+
+
+async def test_an_unverified_email_is_refused(
+    browser: AsyncTestClient[Litestar], provider_state: ProviderState
+) -> None:
+    provider_state.verified = False
+    callback = await browser.get(await _authorize(browser, "oidc", "unsure@example.com"))
+    assert callback.status_code == 400
+    assert "did not confirm an email" in callback.json()["error"]
+
+
+async def test_a_callback_in_another_browser_is_refused(
+    browser: AsyncTestClient[Litestar], endpoints: Endpoints, provider: tuple[str, ProviderState]
+) -> None:
+    callback = await _authorize(browser, "oidc", "victim@example.com")
+    # The attacker's browser never started this sign-in, so it has no matching state cookie.
+    app = create_app(full_settings(endpoints, **_oauth_env(provider[0])), configure_logs=False)
+    async with AsyncTestClient(app=app) as other:
+        refused = await other.get(callback, follow_redirects=False)
+    assert refused.status_code == 401 and "state" in refused.json()["error"]
+
+
+async def test_a_state_works_once(browser: AsyncTestClient[Litestar]) -> None:
+    callback = await _authorize(browser, "oidc", "once@example.com")
+    state_cookie = browser.cookies.get("oauth_state", path="/api/auth/callback")
+    assert (await browser.get(callback, follow_redirects=False)).status_code == 302
+    assert state_cookie is not None
+    browser.cookies.set("oauth_state", state_cookie, path="/api/auth/callback")
+    replayed = await browser.get(callback, follow_redirects=False)
+    assert replayed.status_code == 401 and "already used" in replayed.json()["error"]
+
+
+async def test_a_code_from_another_flow_fails_pkce(browser: AsyncTestClient[Litestar]) -> None:
+    stolen = parse_qs(urlsplit(await _authorize(browser, "oidc", "victim@example.com")).query)["code"][0]
+    own = urlsplit(await _authorize(browser, "oidc", "attacker@example.com"))
+    own_state = parse_qs(own.query)["state"][0]
+    # The attacker's own state with the victim's code: the verifier of this flow does not match.
+    swapped = await browser.get(f"{own.path}?{urlencode({'code': stolen, 'state': own_state})}")
+    assert swapped.status_code == 401
+    assert "refused the code" in swapped.json()["error"]
+
+
+async def test_a_wrong_nonce_is_refused(
+    browser: AsyncTestClient[Litestar], provider_state: ProviderState
+) -> None:
+    provider_state.wrong_nonce = True
+    callback = await browser.get(await _authorize(browser, "oidc", "nonce@example.com"))
+    assert callback.status_code == 401 and "nonce" in callback.json()["error"]
+
+
+async def test_an_unknown_provider_is_404_and_other_modes_have_none(
+    browser: AsyncTestClient[Litestar], endpoints: Endpoints
+) -> None:
+    assert (await browser.get("/api/auth/oauth/facebook", follow_redirects=False)).status_code == 404
+    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as plain:
+        assert (await plain.get("/api/auth/oauth/oidc", follow_redirects=False)).status_code == 404
+
+
+async def test_closed_registration_lets_only_existing_accounts_in(
+    endpoints: Endpoints, db: Database, provider: tuple[str, ProviderState], provider_state: ProviderState
+) -> None:
+    env = _oauth_env(provider[0], AUTH_REGISTRATION_OPEN="false")
+    async with AsyncTestClient(
+        app=create_app(full_settings(endpoints, **env), configure_logs=False)
+    ) as closed:
+        refused = await closed.get(await _authorize(closed, "github", "newcomer@example.com"))
+        assert refused.status_code == 403

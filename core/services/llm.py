@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from msgspec import UNSET
 from sqlalchemy import ColumnElement, or_, select, update
@@ -14,6 +15,7 @@ from core.db.base import uuid7
 from core.db.models import Agent, LlmModel, LlmProvider, Session
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from core.identity import Identity
+from core.net import BlockedAddress, resolve_public
 from core.schemas import llm as schemas
 from core.services.common import changed_fields, page_of
 
@@ -73,12 +75,30 @@ def _check_edit(who: Identity, provider: LlmProvider) -> None:
         raise Forbidden(f"LLM provider {provider.id} is shared: only an admin may change it or its models")
 
 
+async def check_base_url(who: Identity, base_url: str | None) -> None:
+    """A user's provider may only call public internet addresses: the worker would otherwise fetch
+    from inside the operator's network for them. Admins may point providers anywhere (a local Ollama
+    or vLLM, say)."""
+    if base_url is None or who.is_admin:
+        return
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput("base_url: must be an http(s) URL", field="base_url")
+    try:
+        await resolve_public(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    except BlockedAddress as exc:
+        raise InvalidInput(
+            f"base_url: {exc}; only an admin may point a provider at a non-public address", field="base_url"
+        ) from None
+
+
 # Providers
 
 
 async def create_provider(
     db: AsyncSession, who: Identity, box: SecretBox | None, data: schemas.CreateProvider
 ) -> LlmProvider:
+    await check_base_url(who, data.base_url)
     # The id is known before insert: the key's ciphertext is bound to it.
     row = LlmProvider(
         id=uuid7(),
@@ -131,6 +151,8 @@ async def update_provider(
     patch: schemas.UpdateProvider,
 ) -> LlmProvider:
     row = await get_provider(db, who, provider_id, edit=True)
+    if patch.base_url is not UNSET:
+        await check_base_url(who, patch.base_url)
     moves_key = patch.base_url is not UNSET and patch.base_url != row.base_url and row.api_key_encrypted
     if moves_key and patch.api_key is UNSET:
         # Otherwise the stored key would go to a host its owner never chose for it.

@@ -235,6 +235,33 @@ def second_api(endpoints: Endpoints) -> Litestar:
     return create_app(full_settings(endpoints), configure_logs=False)
 
 
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://127.0.0.1:11434/v1",
+        "http://10.1.2.3/v1",
+        "http://169.254.169.254/latest",
+        "http://[::1]:8000/v1",
+        "http://localhost:8000/v1",
+        "ftp://example.com/",
+    ],
+)
+async def test_a_users_provider_may_not_point_into_the_servers_network(
+    anon: AsyncTestClient[Litestar], base_url: str
+) -> None:
+    user = As(anon, await register(anon))
+    body = {"name": "x", "provider_type": "openai_compatible", "base_url": base_url}
+    refused = await user.post("/v1/llm-providers", body)
+    assert refused.status_code == 400 and refused.json()["field"] == "base_url", refused.text
+    own = (await user.post("/v1/llm-providers", {"name": "y", "provider_type": "openai_compatible"})).json()
+    moved = await user.patch(f"/v1/llm-providers/{own['id']}", {"base_url": base_url})
+    assert moved.status_code == 400 and moved.json()["field"] == "base_url"
+    # An admin may (a local model server is a normal setup).
+    admin = As(anon, await login(anon, ADMIN_EMAIL, ADMIN_PASSWORD))
+    if base_url.startswith("http"):
+        assert (await admin.post("/v1/llm-providers", body)).status_code == 201
+
+
 async def test_the_event_stream_ends_when_its_credential_expires(
     endpoints: Endpoints, anon: AsyncTestClient[Litestar], db: Database
 ) -> None:

@@ -12,7 +12,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from litestar.params import Body, FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.openapi import error_responses
+from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import Page, PageParams, page
 from core.errors import InvalidInput
 from core.identity import Identity
@@ -37,6 +37,7 @@ class _AgentFileOperation(Operation):
 class AgentController(Controller):
     path = "/v1/agents"
     tags = ["agents"]
+    security = AUTHENTICATED
 
     @post(operation_id="createAgent", responses=error_responses(400))
     async def create_agent(

@@ -23,7 +23,7 @@ from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.openapi import error_responses
+from api.openapi import AUTHENTICATED, error_responses
 from api.security import ACCESS_COOKIE, credential_of
 from api.state import Services
 from core.errors import Forbidden, InvalidInput, NotFound
@@ -404,7 +404,7 @@ class AuthController(Controller):
         gone = Cookie(key=STATE_COOKIE, value="", max_age=0, path=f"{_prefix(request)}/callback")
         return Redirect(settings.auth_redirect_url, cookies=[*session_cookies(request, tokens), gone])
 
-    @get("/me", operation_id=_op("getMe"), responses=error_responses(401))
+    @get("/me", operation_id=_op("getMe"), responses=error_responses(401), security=AUTHENTICATED)
     async def me(self, request: Request[Identity, Any, Any], services: NamedDependency[Services]) -> Me:
         """The caller."""
         who = request.user
@@ -416,7 +416,7 @@ class AuthController(Controller):
             authenticated_by=who.method,
         )
 
-    @get("/api-keys", operation_id=_op("listApiKeys"), responses=error_responses(401))
+    @get("/api-keys", operation_id=_op("listApiKeys"), responses=error_responses(401), security=AUTHENTICATED)
     async def list_keys(
         self, request: Request[Identity, Any, Any], db_session: NamedDependency[AsyncSession]
     ) -> list[ApiKeyInfo]:
@@ -424,7 +424,12 @@ class AuthController(Controller):
         rows = await auth.list_api_keys(db_session, request.user.user_id)
         return [ApiKeyInfo(**_key_info(r)) for r in rows]
 
-    @post("/api-keys", operation_id=_op("createApiKey"), responses=error_responses(400, 401))
+    @post(
+        "/api-keys",
+        operation_id=_op("createApiKey"),
+        responses=error_responses(400, 401),
+        security=AUTHENTICATED,
+    )
     async def create_key(
         self,
         request: Request[Identity, Any, Any],
@@ -437,7 +442,12 @@ class AuthController(Controller):
         )
         return NewApiKey(**_key_info(row), key=key)
 
-    @delete("/api-keys/{key_id:uuid}", operation_id=_op("deleteApiKey"), responses=error_responses(401, 404))
+    @delete(
+        "/api-keys/{key_id:uuid}",
+        operation_id=_op("deleteApiKey"),
+        responses=error_responses(401, 404),
+        security=AUTHENTICATED,
+    )
     async def delete_key(
         self,
         request: Request[Identity, Any, Any],

@@ -6,7 +6,7 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from api.openapi import error_responses
+from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import PageParams
 from capabilities import registry
 from core.errors import NotFound
@@ -16,6 +16,7 @@ from core.schemas.capabilities import Capability, CapabilityList
 class CapabilityController(Controller):
     path = "/v1/capabilities"
     tags = ["capabilities"]
+    security = AUTHENTICATED
 
     @get(operation_id="listCapabilities", responses=error_responses(400))
     async def list_capabilities(self, page_params: NamedDependency[PageParams]) -> CapabilityList:

@@ -21,7 +21,7 @@ from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.openapi import error_responses
+from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import Page, PageParams, page
 from api.state import Services
 from core.errors import InvalidInput
@@ -98,6 +98,7 @@ async def _frames(follower: event_stream.Follower) -> AsyncIterator[ServerSentEv
 class EventController(Controller):
     path = "/v1/agents/{agent_id:uuid}/sessions/{session_id:uuid}/events"
     tags = ["events"]
+    security = AUTHENTICATED
 
     @get(
         operation_id="listSessionEvents",

@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import Body, FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.openapi import error_responses
+from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import Page, PageParams, page
 from api.state import Services
 from core.identity import Identity
@@ -21,6 +21,7 @@ from core.services import llm
 class ProviderController(Controller):
     path = "/v1/llm-providers"
     tags = ["llm-providers"]
+    security = AUTHENTICATED
 
     @post(operation_id="createLlmProvider", responses=error_responses(400, 503))
     async def create_provider(
@@ -112,6 +113,7 @@ class ProviderController(Controller):
 class ModelController(Controller):
     path = "/v1/llm-models"
     tags = ["llm-models"]
+    security = AUTHENTICATED
 
     @get(operation_id="listLlmModels", responses=error_responses(400))
     async def list_models(

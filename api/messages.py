@@ -12,7 +12,7 @@ from litestar.params import Body, FromPath, HeaderParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.dispatch import dispatch_message
-from api.openapi import error_responses
+from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import Page, PageParams, page
 from api.state import Services
 from core.identity import Identity
@@ -36,6 +36,7 @@ IdempotencyKey = Annotated[
 class MessageController(Controller):
     path = "/v1/agents/{agent_id:uuid}/sessions/{session_id:uuid}/messages"
     tags = ["messages"]
+    security = AUTHENTICATED
 
     @post(operation_id="createMessage", responses=error_responses(400, 404, 409, 413))
     async def create_message(

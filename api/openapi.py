@@ -10,7 +10,7 @@ import msgspec
 from litestar import MediaType, get
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.openapi.spec import Tag
+from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme, Tag
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
@@ -49,6 +49,11 @@ def error_responses(*codes: int) -> dict[int, ResponseSpec]:
     }
 
 
+# What every route but health, readiness, the docs, the simulator and the credential-issuing auth
+# routes declares (the middleware enforces it, except in AUTH_MODE=none).
+AUTHENTICATED: list[SecurityRequirement] = [{"bearer": []}, {"cookie": []}]
+
+
 def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="Everloop",
@@ -58,7 +63,11 @@ def openapi_config() -> OpenAPIConfig:
         render_plugins=[JsonRenderPlugin()],
         tags=[
             Tag(name="health", description="Liveness and readiness, without authentication"),
-            Tag(name="auth", description="Login, the current user and API keys (also under /v1/auth)"),
+            Tag(
+                name="auth",
+                description="Registration, login, refresh, logout, OAuth, the current user and API keys "
+                "(also under /v1/auth)",
+            ),
             Tag(name="agents", description="Agents: prompt, default model, capabilities; import and export"),
             Tag(name="sessions", description="Conversations with an agent"),
             Tag(name="messages", description="What is said in a session; posting one starts a turn"),
@@ -69,6 +78,21 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="simulator", description="OpenAI-compatible LLM simulator for development and tests"),
         ],
         use_handler_docstrings=True,
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description="An access token from login/refresh, or an `evr_` API key",
+                ),
+                "cookie": SecurityScheme(
+                    type="apiKey",
+                    name="access_token",
+                    security_scheme_in="cookie",
+                    description="The cookie login sets (browsers)",
+                ),
+            }
+        ),
     )
 
 

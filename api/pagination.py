@@ -12,6 +12,7 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_OFFSET = 2**31 - 1  # past any real list; larger numbers would overflow PostgreSQL's BIGINT
 
 
 class PageParams(msgspec.Struct, kw_only=True, frozen=True):
@@ -27,7 +28,7 @@ class Page(msgspec.Struct, Generic[T], kw_only=True):
 
 
 def provide_page_params(
-    offset: Annotated[int, QueryParameter(ge=0, description="How many items to skip.")] = 0,
+    offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET, description="How many items to skip.")] = 0,
     limit: Annotated[
         int, QueryParameter(ge=1, le=MAX_LIMIT, description=f"Items per page (at most {MAX_LIMIT}).")
     ] = DEFAULT_LIMIT,

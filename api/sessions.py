@@ -11,7 +11,7 @@ from litestar.params import Body, FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.dispatch import stop_loop
-from api.openapi import error_responses
+from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import Page, PageParams, page
 from api.state import Services
 from core.identity import Identity
@@ -23,6 +23,7 @@ from core.services import sessions, todos
 class SessionController(Controller):
     path = "/v1/agents/{agent_id:uuid}/sessions"
     tags = ["sessions"]
+    security = AUTHENTICATED
 
     @post(operation_id="createSession", responses=error_responses(400, 404, 409))
     async def create_session(

@@ -15,7 +15,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.dispatch import workflow_id
-from api.openapi import error_responses
+from api.openapi import AUTHENTICATED, error_responses
 from api.state import Services
 from core.errors import Conflict
 from core.identity import Identity
@@ -58,6 +58,7 @@ class WorkflowInfo(msgspec.Struct, kw_only=True):
 class TurnController(Controller):
     path = "/v1/agents/{agent_id:uuid}/sessions/{session_id:uuid}"
     tags = ["sessions"]
+    security = AUTHENTICATED
 
     @post("/cancel", operation_id="cancelTurn", status_code=200, responses=error_responses(404, 409, 503))
     async def cancel(

@@ -69,8 +69,18 @@ async def test_every_protected_route_needs_a_credential(anon: AsyncTestClient[Li
             assert response.status_code == 401, (method, path, response.text)
             assert response.json() == {"error": "a credential is required", "status": 401}
             assert response.headers["www-authenticate"] == "Bearer"
+            # ...and the spec says so, so clients (and Swagger UI's Authorize) know to send one.
+            assert item[method].get("security") == [{"bearer": []}, {"cookie": []}], (method, path)
             checked += 1
     assert checked > 25  # the walk covered the API, not an empty spec
+    open_operations = [
+        op
+        for path, item in spec["paths"].items()
+        if OPEN.match(path)
+        for op in item.values()
+        if isinstance(op, dict)
+    ]
+    assert open_operations and all("security" not in op for op in open_operations)
 
 
 async def test_open_routes_stay_open(anon: AsyncTestClient[Litestar]) -> None:

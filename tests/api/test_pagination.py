@@ -37,6 +37,8 @@ async def test_offset_and_limit(api: AsyncTestClient[Litestar]) -> None:
         ({"limit": 201}, "limit"),
         ({"limit": 0}, "limit"),
         ({"offset": -1}, "offset"),
+        ({"offset": 2**31}, "offset"),
+        ({"offset": 342692832475637547008}, "offset"),
         ({"limit": "x"}, "limit"),
     ],
 )

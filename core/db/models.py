@@ -3,6 +3,7 @@
 from core.db.agents import Agent
 from core.db.auth import ApiKey, AuthSession, OAuthIdentity, RefreshToken, User
 from core.db.base import Base
+from core.db.files import SessionFile
 from core.db.llm import LlmModel, LlmProvider
 from core.db.sessions import Event, Message, Session
 
@@ -18,5 +19,6 @@ __all__ = [
     "OAuthIdentity",
     "RefreshToken",
     "Session",
+    "SessionFile",
     "User",
 ]

@@ -21,6 +21,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.health import HealthController
 from api.llm import ModelController, ProviderController
+from api.mcp_servers import McpServerController
 from api.messages import MessageController
 from api.middleware import RequestContextMiddleware
 from api.openapi import docs_handlers, openapi_config
@@ -99,6 +100,7 @@ def create_app(
             ProviderController,
             ModelController,
             CapabilityController,
+            McpServerController,
             *([simulator_router] if settings.simulator_enabled else []),
             *docs_handlers(),
             *extra_handlers,

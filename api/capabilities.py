@@ -5,12 +5,15 @@ from __future__ import annotations
 from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import PageParams
 from capabilities import registry
 from core.errors import NotFound
+from core.identity import Identity
 from core.schemas.capabilities import Capability, CapabilityList
+from core.services import mcp_servers
 
 
 class CapabilityController(Controller):
@@ -19,9 +22,16 @@ class CapabilityController(Controller):
     security = AUTHENTICATED
 
     @get(operation_id="listCapabilities", responses=error_responses(400))
-    async def list_capabilities(self, page_params: NamedDependency[PageParams]) -> CapabilityList:
-        """Every built-in capability, with its prompt addition and tool definitions."""
-        everything = [c.public() for c in registry.all_capabilities()]
+    async def list_capabilities(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        page_params: NamedDependency[PageParams],
+    ) -> CapabilityList:
+        """Every built-in capability, then the MCP servers the caller may use (`mcp:{id}`), with
+        their prompt additions and tool definitions."""
+        specs = registry.all_capabilities() + await mcp_servers.visible_specs(db_session, who)
+        everything = [c.public() for c in specs]
         chosen = everything[page_params.offset : page_params.offset + page_params.limit]
         return CapabilityList(
             data=chosen,
@@ -32,9 +42,16 @@ class CapabilityController(Controller):
         )
 
     @get("/{capability_id:str}", operation_id="getCapability", responses=error_responses(404))
-    async def get_capability(self, capability_id: FromPath[str]) -> Capability:
+    async def get_capability(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        capability_id: FromPath[str],
+    ) -> Capability:
         """One capability; `tool_definitions[].parameters` are JSON Schema."""
-        spec = registry.get(capability_id)
+        spec = registry.get(capability_id) or (
+            await mcp_servers.specs_for(db_session, who.user_id, [capability_id])
+        ).get(capability_id)
         if spec is None:
             raise NotFound(f"capability {capability_id!r} not found")
         return spec.public()

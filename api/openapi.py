@@ -36,6 +36,7 @@ _DESCRIPTIONS = {
     413: "Request body over the size limit",
     429: "Too many requests; `Retry-After` says when to try again",
     500: "Unexpected server error; `request_id` matches the log line",
+    502: "A server this resource points at (an MCP server) did not answer properly",
     503: "A backing service is unavailable",
 }
 
@@ -74,6 +75,7 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="llm-providers", description="Where LLM calls go, with write-only encrypted keys"),
             Tag(name="llm-models", description="The models of each provider, and the default one"),
             Tag(name="capabilities", description="Built-in tool sets an agent can enable"),
+            Tag(name="mcp-servers", description="MCP servers, each a capability (`mcp:{id}`) of its tools"),
             Tag(name="events", description="What happened in a session, as a list or a live SSE stream"),
             Tag(name="simulator", description="OpenAI-compatible LLM simulator for development and tests"),
         ],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from capabilities import (
     current_time,
@@ -35,36 +35,50 @@ def all_capabilities() -> list[CapabilitySpec]:
     return list(CAPABILITIES.values())
 
 
-def unknown(ids: list[str]) -> list[str]:
-    return [i for i in ids if i not in CAPABILITIES]
+# `extra`: capabilities beyond the built-ins that the caller resolved for one agent's owner (MCP
+# servers, `mcp:{id}`, from core.services.mcp_servers.specs_for).
+Extra = Mapping[str, CapabilitySpec]
 
 
-def system_prompt(capability_ids: list[str], agent_prompt: str) -> str:
+def _lookup(extra: Extra | None) -> Mapping[str, CapabilitySpec]:
+    return {**CAPABILITIES, **extra} if extra else CAPABILITIES
+
+
+def unknown(ids: list[str], extra: Extra | None = None) -> list[str]:
+    known = _lookup(extra)
+    return [i for i in ids if i not in known]
+
+
+def system_prompt(capability_ids: list[str], agent_prompt: str, extra: Extra | None = None) -> str:
     """The capabilities' prompt additions in the agent's order, then the agent's own prompt."""
-    parts = [c.system_prompt for i in capability_ids if (c := CAPABILITIES.get(i)) and c.system_prompt]
+    known = _lookup(extra)
+    parts = [c.system_prompt for i in capability_ids if (c := known.get(i)) and c.system_prompt]
     if agent_prompt:
         parts.append(agent_prompt)
     return "\n\n".join(parts)
 
 
-def tools_of(capability_ids: list[str]) -> Iterator[tuple[Tool, CapabilitySpec]]:
+def tools_of(capability_ids: list[str], extra: Extra | None = None) -> Iterator[tuple[Tool, CapabilitySpec]]:
     """The tools the given capabilities provide, in the agent's order."""
+    known = _lookup(extra)
     for capability_id in capability_ids:
-        spec = CAPABILITIES.get(capability_id)
+        spec = known.get(capability_id)
         if spec is None:
             continue
         for tool in spec.tools:
             yield tool, spec
 
 
-def find_tool(capability_ids: list[str], name: str) -> tuple[Tool, CapabilitySpec] | None:
-    return next(((t, c) for t, c in tools_of(capability_ids) if t.name == name), None)
+def find_tool(
+    capability_ids: list[str], name: str, extra: Extra | None = None
+) -> tuple[Tool, CapabilitySpec] | None:
+    return next(((t, c) for t, c in tools_of(capability_ids, extra) if t.name == name), None)
 
 
-def tool_conflicts(capability_ids: list[str]) -> list[str]:
+def tool_conflicts(capability_ids: list[str], extra: Extra | None = None) -> list[str]:
     """One line per tool name that two or more of the capabilities offer (a model could not tell
     which one it calls), e.g. "get_weather (test_weather, mcp:...)"."""
     offered: dict[str, list[str]] = {}
-    for tool, spec in tools_of(capability_ids):
+    for tool, spec in tools_of(capability_ids, extra):
         offered.setdefault(tool.name, []).append(spec.id)
     return [f"{name} ({', '.join(ids)})" for name, ids in offered.items() if len(ids) > 1]

@@ -32,6 +32,12 @@ class Conflict(EverloopError):
     status_code = 409
 
 
+class BadGateway(EverloopError):
+    """A server the caller configured (an MCP server) failed to answer."""
+
+    status_code = 502
+
+
 class ServiceUnavailable(EverloopError):
     status_code = 503
 

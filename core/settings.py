@@ -85,6 +85,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     embedded_temporal_ui_port: int
     # Test-only: lets web_fetch (core.net) reach loopback addresses, where tests run their servers.
     web_fetch_allow_loopback: bool = False
+    # Seconds the API waits for an MCP server to list its tools (on create, change and refresh).
+    mcp_list_timeout_s: float = 15.0
 
     @property
     def api_url(self) -> str:
@@ -323,6 +325,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         embedded_temporal_port=read.integer("EMBEDDED_TEMPORAL_PORT", 7233, low=0, high=65535),
         embedded_temporal_ui_port=read.integer("EMBEDDED_TEMPORAL_UI_PORT", 8233, low=0, high=65535),
         web_fetch_allow_loopback=read.parse("WEB_FETCH_ALLOW_LOOPBACK", False, _boolean, "true or false"),
+        mcp_list_timeout_s=read.parse("MCP_LIST_TIMEOUT", 15.0, _seconds, "seconds between 0 and 3600"),
     )
 
 

@@ -7,15 +7,15 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import uvicorn
-from litestar import Litestar
 
 
 @contextmanager
-def running(app: Litestar, health_path: str = "/health") -> Iterator[str]:
-    """Serves `app` on a loopback port until the block ends; yields its base URL."""
+def running(app: Any, health_path: str = "/health") -> Iterator[str]:
+    """Serves `app` (any ASGI app) on a loopback port until the block ends; yields its base URL."""
     # Listening before the server starts: early connections wait in the backlog instead of failing.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))

@@ -5,6 +5,7 @@ from core.db.auth import ApiKey, AuthSession, OAuthIdentity, RefreshToken, User
 from core.db.base import Base
 from core.db.files import SessionFile
 from core.db.llm import LlmModel, LlmProvider
+from core.db.mcp import McpServer
 from core.db.sessions import Event, Message, Session
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Event",
     "LlmModel",
     "LlmProvider",
+    "McpServer",
     "Message",
     "OAuthIdentity",
     "RefreshToken",

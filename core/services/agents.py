@@ -16,6 +16,7 @@ from core.errors import InvalidInput, NotFound, field_in
 from core.identity import Identity
 from core.schemas import agents as schemas
 from core.schemas.capabilities import CapabilityConfigs, CapabilityItem
+from core.services import mcp_servers
 from core.services.common import changed_fields, check_size, page_of
 from core.services.llm import check_model_exists
 
@@ -43,22 +44,23 @@ def to_schema(row: Agent) -> schemas.Agent:
 
 
 def check_capabilities(
-    items: list[CapabilityItem], field: str = "capabilities"
+    items: list[CapabilityItem], field: str = "capabilities", extra: registry.Extra | None = None
 ) -> tuple[list[str], CapabilityConfigs]:
     """An agent's capabilities as given (ids, or `{id, config}`): their ids in order and their
-    validated configurations (defaults left out; an all-default one is not kept)."""
+    validated configurations (defaults left out; an all-default one is not kept). `extra`: the
+    owner's MCP servers among them (`mcp_capabilities`)."""
     if len(items) > CAPABILITIES_MAX:
         raise InvalidInput(f"{field}: at most {CAPABILITIES_MAX} capabilities", field=field)
     ids = [item if isinstance(item, str) else item.id for item in items]
     if len(set(ids)) != len(ids):
         raise InvalidInput(f"{field}: a capability is listed twice", field=field)
-    if unknown := registry.unknown(ids):
+    if unknown := registry.unknown(ids, extra):
         raise InvalidInput(f"{field}: unknown capability {', '.join(map(repr, unknown))}", field=field)
     configs: CapabilityConfigs = {}
     for index, item in enumerate(items):
         if isinstance(item, str):
             continue
-        spec = registry.CAPABILITIES[item.id]
+        spec = registry.CAPABILITIES.get(item.id) or (extra or {})[item.id]
         try:
             config = spec.parse_config(item.config)
         except msgspec.ValidationError as exc:
@@ -68,24 +70,33 @@ def check_capabilities(
             raise InvalidInput(f"{where}: {reason} (capability {item.id!r})", field=where) from None
         if stored := msgspec.to_builtins(config):
             configs[item.id] = stored
-    if conflicts := registry.tool_conflicts(ids):
+    if conflicts := registry.tool_conflicts(ids, extra):
         raise InvalidInput(
             f"{field}: two capabilities offer a tool with the same name: {'; '.join(conflicts)}", field=field
         )
     return ids, configs
 
 
-def _check_sizes(values: dict[str, Any]) -> None:
+async def mcp_capabilities(db: AsyncSession, who: Identity, items: list[CapabilityItem]) -> registry.Extra:
+    """The MCP servers (`mcp:{id}`) among an agent's capabilities that its owner may use."""
+    ids = [item if isinstance(item, str) else item.id for item in items]
+    return await mcp_servers.specs_for(db, who.user_id, ids)
+
+
+async def _check_sizes(db: AsyncSession, who: Identity, values: dict[str, Any]) -> None:
     check_size("name", values.get("name"), NAME_MAX, "2 KB")
     check_size("description", values.get("description"), DESCRIPTION_MAX, "10 KB")
     check_size("system_prompt", values.get("system_prompt"), SYSTEM_PROMPT_MAX, "1 MB")
     if "capabilities" in values:
-        values["capabilities"], values["capability_configs"] = check_capabilities(values["capabilities"])
+        extra = await mcp_capabilities(db, who, values["capabilities"])
+        values["capabilities"], values["capability_configs"] = check_capabilities(
+            values["capabilities"], extra=extra
+        )
 
 
 async def create(db: AsyncSession, who: Identity, data: schemas.CreateAgent) -> Agent:
     values = structs.asdict(data)
-    _check_sizes(values)
+    await _check_sizes(db, who, values)
     await check_model_exists(db, who, data.default_model_id, "default_model_id")
     row = Agent(**values, owner_id=who.user_id)
     db.add(row)
@@ -129,7 +140,7 @@ async def list_(
 async def update(db: AsyncSession, who: Identity, agent_id: uuid.UUID, patch: schemas.UpdateAgent) -> Agent:
     row = await get(db, who, agent_id)
     values = changed_fields(patch)
-    _check_sizes(values)
+    await _check_sizes(db, who, values)
     if "default_model_id" in values:
         await check_model_exists(db, who, values["default_model_id"], "default_model_id")
     for field, value in values.items():
@@ -149,6 +160,7 @@ async def set_capabilities(
 ) -> Agent:
     """Replaces the agent's capabilities and their configurations (a bare id: the defaults)."""
     row = await get(db, who, agent_id)
-    row.capabilities, row.capability_configs = check_capabilities(items)
+    extra = await mcp_capabilities(db, who, items)
+    row.capabilities, row.capability_configs = check_capabilities(items, extra=extra)
     await db.commit()
     return row

@@ -39,13 +39,15 @@ BODIES: dict[tuple[str, str], Any] = {
     ("patch", "/v1/llm-providers/{provider_id}"): {"name": "taken over"},
     ("post", "/v1/llm-providers/{provider_id}/models"): {"model_id": "taken-over"},
     ("patch", "/v1/llm-models/{model_id}"): {"display_name": "taken over"},
+    ("patch", "/v1/mcp-servers/{server_id}"): {"name": "taken over"},
 }
 
 
 @pytest.fixture
 async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
-    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as test_client:
+    settings = full_settings(endpoints, MCP_LIST_TIMEOUT="5")
+    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as test_client:
         yield test_client
 
 
@@ -64,12 +66,18 @@ async def _alices_world(alice: As) -> dict[str, str]:
     )
     session = await made(f"/v1/agents/{agent['id']}/sessions", {"title": f"{MARK} session"})
     key = await made("/api/auth/api-keys", {"name": f"{MARK} key"})
+    # A user's MCP server must be on a public address; nothing needs to answer there.
+    server = await made(
+        "/v1/mcp-servers",
+        {"name": f"{MARK} mcp", "transport": "streamable_http", "url": "http://93.184.215.14:9/mcp"},
+    )
     return {
         "agent_id": agent["id"],
         "session_id": session["id"],
         "provider_id": provider["id"],
         "model_id": model["id"],
         "key_id": key["id"],
+        "server_id": server["id"],
     }
 
 
@@ -120,6 +128,7 @@ async def test_user_b_cannot_reach_anything_of_user_a(client: AsyncTestClient[Li
     assert session["title"] == f"{MARK} session"
     provider = (await alice.get(f"/v1/llm-providers/{ids['provider_id']}")).json()
     assert provider["name"] == f"{MARK} provider"
+    assert (await alice.get(f"/v1/mcp-servers/{ids['server_id']}")).json()["name"] == f"{MARK} mcp"
     keys = (await alice.get("/api/auth/api-keys")).json()
     assert [k["id"] for k in keys] == [ids["key_id"]]
 

@@ -152,7 +152,7 @@ def rotate_secrets() -> None:
     SECRETS_ENCRYPTION_KEY_PREVIOUS while this runs; remove it afterwards (needs DATABASE_URL)."""
     from core.crypto import secret_box
     from core.db import Database
-    from core.services.llm import rewrap_all
+    from core.services import llm, mcp_servers
 
     settings = _settings()
     box = secret_box(settings)
@@ -163,7 +163,8 @@ def rotate_secrets() -> None:
         db = Database(_need(settings.database_url, "DATABASE_URL"), pool_size=1)
         try:
             async with db.session() as session:
-                return await rewrap_all(session, box)
+                # Provider API keys, then MCP server headers.
+                return await llm.rewrap_all(session, box) + await mcp_servers.rewrap_all(session, box)
         finally:
             await db.dispose()
 

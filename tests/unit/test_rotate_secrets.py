@@ -9,10 +9,12 @@ from sqlalchemy import select
 
 from core.crypto import SecretBox
 from core.db import Database
-from core.db.models import LlmProvider
+from core.db.models import LlmProvider, McpServer
 from core.identity import BUILTIN_ADMIN
+from core.net import NetPolicy
 from core.schemas.llm import CreateProvider
-from core.services import llm
+from core.schemas.mcp import CreateMcpServer
+from core.services import llm, mcp_servers
 from core.stack import Endpoints
 
 
@@ -61,4 +63,41 @@ async def test_rotate_secrets_rewraps_every_key_under_the_new_master(
         text=True,
         timeout=60,
     )
+    assert "re-encrypted 0 secret(s)" in again.stdout
+
+
+async def test_rotate_secrets_covers_mcp_server_headers(db: Database, endpoints: Endpoints) -> None:
+    old, new = os.urandom(32), os.urandom(32)
+    down = "http://127.0.0.1:9/mcp"  # nothing answers: the servers are added with tools_error
+    async with db.session() as s:
+        await llm.create_provider(
+            s, BUILTIN_ADMIN, SecretBox(old), CreateProvider(name="p", provider_type="openai", api_key="sk-p")
+        )
+        for name, headers in (("a", {"Authorization": "Bearer a"}), ("b", {"X-Key": "b"}), ("none", {})):
+            await mcp_servers.create(
+                s,
+                BUILTIN_ADMIN,
+                SecretBox(old),
+                CreateMcpServer(name=name, transport="streamable_http", url=down, headers=headers),
+                policy=NetPolicy(),
+                list_timeout_s=5,
+            )
+
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DATABASE_URL": endpoints.database_url,
+        "SECRETS_ENCRYPTION_KEY": base64.b64encode(new).decode(),
+        "SECRETS_ENCRYPTION_KEY_PREVIOUS": base64.b64encode(old).decode(),
+    }
+    command = [sys.executable, "-m", "core.cli", "rotate-secrets"]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "re-encrypted 3 secret(s)" in run.stdout
+
+    only_new = SecretBox(new)
+    async with db.session() as s:
+        rows = (await s.execute(select(McpServer).order_by(McpServer.name))).scalars().all()
+        stored = [mcp_servers.endpoint(row, only_new).headers for row in rows]
+    assert stored == [{"Authorization": "Bearer a"}, {"X-Key": "b"}, {}]
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert "re-encrypted 0 secret(s)" in again.stdout

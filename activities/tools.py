@@ -119,7 +119,7 @@ class ToolActivities:
         except msgspec.ValidationError as exc:  # stored before a capability changed its config type
             return "error", None, f"the agent's configuration of {capability.id} is no longer valid: {exc}"
         network = NetPolicy(allow_loopback=self.deps.settings.web_fetch_allow_loopback)
-        ctx = dataclasses.replace(ctx, config=config, network=network)
+        ctx = dataclasses.replace(ctx, config=config, network=network, db=self.deps.db)
         try:
             arguments = tool.parse(call.arguments)
         except ToolError as exc:

@@ -19,6 +19,7 @@ from api.capabilities import CapabilityController
 from api.deps import provide_db_session, provide_identity
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
+from api.files import FileController
 from api.health import HealthController
 from api.llm import ModelController, ProviderController
 from api.mcp_servers import McpServerController
@@ -97,6 +98,7 @@ def create_app(
             TurnController,
             MessageController,
             EventController,
+            FileController,
             ProviderController,
             ModelController,
             CapabilityController,

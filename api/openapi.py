@@ -77,6 +77,7 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="capabilities", description="Built-in tool sets an agent can enable"),
             Tag(name="mcp-servers", description="MCP servers, each a capability (`mcp:{id}`) of its tools"),
             Tag(name="events", description="What happened in a session, as a list or a live SSE stream"),
+            Tag(name="files", description="A session's own file tree (also the session_file_system tools)"),
             Tag(name="simulator", description="OpenAI-compatible LLM simulator for development and tests"),
         ],
         use_handler_docstrings=True,

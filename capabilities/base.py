@@ -6,12 +6,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from core.net import NetPolicy
 from core.schemas.capabilities import Capability, CapabilityStatus, ToolDefinition
+
+if TYPE_CHECKING:
+    from core.db import Database
 
 
 class ToolError(Exception):
@@ -38,6 +41,8 @@ class ToolContext:
     config: CapabilityConfig = field(default_factory=CapabilityConfig)
     # Which addresses a tool that reaches the network may connect to.
     network: NetPolicy = field(default_factory=NetPolicy)
+    # The database, for tools that keep state there (session_file_system); None outside a worker.
+    db: Database | None = None
 
     def config_as(self, kind: type[C]) -> C:
         """The configuration as the capability's own type (the registry guarantees it)."""

@@ -8,6 +8,7 @@ from capabilities import (
     current_time,
     knowledge_search,
     research,
+    session_file_system,
     stateless_todo_list,
     test_math,
     test_weather,
@@ -18,6 +19,7 @@ from capabilities.base import CapabilitySpec, Tool
 _ALL: tuple[CapabilitySpec, ...] = (
     current_time.CAPABILITY,
     web_fetch.CAPABILITY,
+    session_file_system.CAPABILITY,
     stateless_todo_list.CAPABILITY,
     test_math.CAPABILITY,
     test_weather.CAPABILITY,

@@ -38,6 +38,12 @@ class BadGateway(EverloopError):
     status_code = 502
 
 
+class TooLarge(EverloopError):
+    """Over a size limit: a request body, a stored file, or a quota."""
+
+    status_code = 413
+
+
 class ServiceUnavailable(EverloopError):
     status_code = 503
 

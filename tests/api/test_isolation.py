@@ -36,6 +36,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/v1/agents/{agent_id}/sessions/{session_id}/messages"): {
         "message": {"role": "user", "content": [{"type": "text", "text": "hi"}]}
     },
+    ("post", "/v1/agents/{agent_id}/sessions/{session_id}/fs/{path}"): {"to": "/taken-over.txt"},
     ("patch", "/v1/llm-providers/{provider_id}"): {"name": "taken over"},
     ("post", "/v1/llm-providers/{provider_id}/models"): {"model_id": "taken-over"},
     ("patch", "/v1/llm-models/{model_id}"): {"display_name": "taken over"},
@@ -66,6 +67,9 @@ async def _alices_world(alice: As) -> dict[str, str]:
     )
     session = await made(f"/v1/agents/{agent['id']}/sessions", {"title": f"{MARK} session"})
     key = await made("/api/auth/api-keys", {"name": f"{MARK} key"})
+    files = f"/v1/agents/{agent['id']}/sessions/{session['id']}/fs"
+    written = await alice.client.put(f"{files}/notes.txt", content=MARK.encode(), headers=alice.headers)
+    assert written.status_code == 201, written.text
     # A user's MCP server must be on a public address; nothing needs to answer there.
     server = await made(
         "/v1/mcp-servers",
@@ -78,6 +82,7 @@ async def _alices_world(alice: As) -> dict[str, str]:
         "model_id": model["id"],
         "key_id": key["id"],
         "server_id": server["id"],
+        "path": "notes.txt",
     }
 
 
@@ -129,6 +134,8 @@ async def test_user_b_cannot_reach_anything_of_user_a(client: AsyncTestClient[Li
     provider = (await alice.get(f"/v1/llm-providers/{ids['provider_id']}")).json()
     assert provider["name"] == f"{MARK} provider"
     assert (await alice.get(f"/v1/mcp-servers/{ids['server_id']}")).json()["name"] == f"{MARK} mcp"
+    notes = await alice.get(f"/v1/agents/{ids['agent_id']}/sessions/{ids['session_id']}/fs/notes.txt")
+    assert notes.text == MARK
     keys = (await alice.get("/api/auth/api-keys")).json()
     assert [k["id"] for k in keys] == [ids["key_id"]]
 

@@ -23,7 +23,7 @@ from core.db.models import Agent, LlmProvider, Message, Session
 from core.errors import NotFound
 from core.schemas.content import ToolCallPart, content_from_json
 from core.schemas.turns import SESSION_GONE, LlmFailure, ReasonInput, ReasonResult, ToolCallRef
-from core.services import conversation, events, llm
+from core.services import conversation, events, llm, mcp_servers
 from core.services.sessions import message_to_schema
 
 # litellm prints a "Provider List" banner whenever it cannot price a model (every simulator reply).
@@ -85,12 +85,13 @@ class ReasonActivities:
             )
             await db.commit()
             capability_ids = list(agent.capabilities)
+            mcp = await mcp_servers.specs_for(db, agent.owner_id, capability_ids)
             prompt = registry.system_prompt(capability_ids, agent.system_prompt)
             history_refs = [{"message_id": str(m.id), "role": m.role} for m in history]
             llm_messages = conversation.to_llm_messages(prompt, history)
         await events.publish_all(self.deps.bus, batch.stored)
 
-        tools = _tools(capability_ids)
+        tools = _tools(capability_ids, mcp)
         params_for_llm = llm.completion_params(provider, model, api_key, self.deps.simulator_url)
         if activity.info().attempt > 1:
             # The failed attempt may have streamed part of a reply: clients drop it.
@@ -294,9 +295,9 @@ def _timeout(tool_name: str) -> float:
     return found[1].timeout_s if found else 60.0
 
 
-def _tools(capability_ids: list[str]) -> list[dict[str, Any]]:
-    """The agent's tools in the chat-completions `tools` format."""
-    definitions = [tool.definition() for tool, _ in registry.tools_of(capability_ids)]
+def _tools(capability_ids: list[str], mcp: registry.Extra | None = None) -> list[dict[str, Any]]:
+    """The agent's tools in the chat-completions `tools` format (MCP servers' from their cache)."""
+    definitions = [tool.definition() for tool, _ in registry.tools_of(capability_ids, mcp)]
     return [
         {
             "type": "function",

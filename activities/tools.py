@@ -19,7 +19,7 @@ from core.db.models import Agent, Message, Session
 from core.net import NetPolicy
 from core.schemas.content import ToolCallPart, ToolResultPart, content_from_json
 from core.schemas.turns import ToolInput, ToolOutcome, ToolStatus
-from core.services import events
+from core.services import events, mcp_servers
 
 HEARTBEAT_EVERY_S = 1.0
 
@@ -49,6 +49,7 @@ class ToolActivities:
             )
             capability_ids = list(agent.capabilities)
             capability_configs = dict(agent.capability_configs or {})
+            mcp = await mcp_servers.specs_for(db, agent.owner_id, capability_ids, self.deps.secrets)
             turn_input = (reply.metadata_ or {}).get("input_message_id")
             await batch.add(
                 db, "tool.call_started", {"tool_call": msgspec.to_builtins(call)}, f"{key}:tool.call_started"
@@ -58,7 +59,11 @@ class ToolActivities:
         await events.publish_all(self.deps.bus, batch.stored)
 
         status, result, error = await self._execute(
-            call, capability_ids, capability_configs, ToolContext(session_id=session_id, agent_id=agent_id)
+            call,
+            capability_ids,
+            capability_configs,
+            ToolContext(session_id=session_id, agent_id=agent_id),
+            mcp,
         )
 
         batch = EventBatch(session_id, {"turn_id": params.turn_id})
@@ -108,8 +113,9 @@ class ToolActivities:
         capability_ids: list[str],
         capability_configs: dict[str, Any],
         ctx: ToolContext,
+        mcp: registry.Extra | None = None,
     ) -> tuple[ToolStatus, Any, str | None]:
-        found = registry.find_tool(capability_ids, call.name)
+        found = registry.find_tool(capability_ids, call.name, mcp)
         if found is None:
             return "error", None, f"unknown tool {call.name!r}: the agent has no capability that provides it"
         tool, capability = found

@@ -161,9 +161,9 @@ async def call_tool(
     text = "\n".join(_text_of(block) for block in result.content)
     if result.is_error:
         raise ToolError(text or f"the MCP tool {remote_name} failed")
-    if result.structured_content is not None:
-        return {"text": text, "structured_content": result.structured_content}
-    return text
+    # Structured content, when there is any, is the result (its text block is, by the spec, the same
+    # serialised); otherwise the text.
+    return result.structured_content if result.structured_content is not None else text
 
 
 def _text_of(block: Any) -> str:

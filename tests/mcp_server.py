@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
@@ -37,8 +38,8 @@ def build(name: str = "test-tools") -> MCPServer:
 
     @server.tool()
     def fail() -> str:
-        """Always fails."""
-        raise ValueError("the tool broke on purpose")
+        """Always fails, with a message for the model."""
+        raise ToolError("the tool broke on purpose")
 
     @server.tool()
     async def hang() -> str:

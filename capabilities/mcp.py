@@ -54,7 +54,7 @@ class McpUnavailable(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class Endpoint:
-    """How to reach one server. `headers` is None when they are stored but cannot be read here."""
+    """How to reach one server. `headers` is None when some are stored but cannot be read here."""
 
     server_id: uuid.UUID
     name: str
@@ -92,7 +92,10 @@ async def _connected(endpoint: Endpoint, policy: NetPolicy) -> AsyncIterator[Cli
         return
     assert endpoint.url is not None
     if endpoint.headers is None:
-        raise McpUnavailable("the server's headers cannot be read: SECRETS_ENCRYPTION_KEY is not set")
+        raise McpUnavailable(
+            "the server's stored headers cannot be read: SECRETS_ENCRYPTION_KEY is not set, or is not "
+            "the key they were stored under"
+        )
     if endpoint.public_only:
         parts = urlsplit(endpoint.url)
         port = parts.port or (443 if parts.scheme == "https" else 80)

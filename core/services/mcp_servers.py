@@ -107,7 +107,10 @@ def _set_headers(row: McpServer, box: SecretBox | None, headers: dict[str, str])
 def endpoint(row: McpServer, box: SecretBox | None) -> mcp.Endpoint:
     headers: dict[str, str] | None = {}
     if row.headers_encrypted is not None:
-        headers = json.loads(box.open(row.headers_encrypted, headers_context(row.id))) if box else None
+        try:
+            headers = json.loads(_require(box).open(row.headers_encrypted, headers_context(row.id)))
+        except Exception:  # no key, or not the one they were sealed with: a call says so, not a crash
+            headers = None
     return mcp.Endpoint(
         server_id=row.id,
         name=row.name,

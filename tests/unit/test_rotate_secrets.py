@@ -98,6 +98,9 @@ async def test_rotate_secrets_covers_mcp_server_headers(db: Database, endpoints:
     async with db.session() as s:
         rows = (await s.execute(select(McpServer).order_by(McpServer.name))).scalars().all()
         stored = [mcp_servers.endpoint(row, only_new).headers for row in rows]
+        # Under a key they were not sealed with (or none), a call says it cannot read them: no crash.
+        assert mcp_servers.endpoint(rows[0], SecretBox(old)).headers is None
+        assert mcp_servers.endpoint(rows[0], None).headers is None
     assert stored == [{"Authorization": "Bearer a"}, {"X-Key": "b"}, {}]
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert "re-encrypted 0 secret(s)" in again.stdout

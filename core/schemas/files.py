@@ -52,4 +52,3 @@ class FileTransfer(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     to: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
     overwrite: bool = False
-

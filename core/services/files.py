@@ -223,7 +223,7 @@ async def _lock(db: AsyncSession, session_id: uuid.UUID) -> None:
     key = int.from_bytes(session_id.bytes[-4:], "big", signed=True)
     await db.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": _LOCK_NAMESPACE, "key": key})
     found = await db.execute(
-        select(Session.id).where(Session.id == session_id).with_for_update(key_share=True)
+        select(Session.id).where(Session.id == session_id).with_for_update(read=True, key_share=True)
     )
     if found.first() is None:
         raise NotFound(f"session {session_id} not found")

@@ -5,16 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.app import create_app
 from core.db import Database
 from core.db.models import SessionFile
 from core.services import files
+from core.settings import Settings
 from tests import factories
 from tests.factories import Client
+from tests.servers import running
+
+
+@pytest.fixture
+async def served(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a real server: its requests really run at the same time (the test client's
+    in-process transport would hand them to the app one by one)."""
+    with running(create_app(settings, configure_logs=False)) as base_url:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            yield client
 
 
 async def _tree(client: Client) -> str:
@@ -240,7 +255,8 @@ async def test_size_limits(client: Client, monkeypatch: pytest.MonkeyPatch) -> N
     assert (await client.get(f"{fs}/d")).status_code == 404
 
 
-async def test_parallel_writes_to_one_path_lose_nothing(client: Client, db: Database) -> None:
+async def test_parallel_writes_to_one_path_lose_nothing(served: Client) -> None:
+    client = served
     fs = await _tree(client)
     bodies = [f"writer {i}\n".encode() * 100 for i in range(12)]
     answers = await asyncio.gather(*(client.put(f"{fs}/shared/out.txt", content=b) for b in bodies))
@@ -251,6 +267,48 @@ async def test_parallel_writes_to_one_path_lose_nothing(client: Client, db: Data
     answers = await asyncio.gather(*(client.put(f"{fs}/many/{i}.txt", content=b"x") for i in range(12)))
     assert all(r.status_code == 201 for r in answers), [r.text for r in answers]
     assert len((await client.get(f"{fs}/many")).json()["entries"]) == 12
+
+
+async def test_parallel_changes_keep_the_tree_and_the_quota(
+    served: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = served
+    fs = await _tree(client)
+    _widen(monkeypatch, "_parents_for")
+    _widen(monkeypatch, "_check_room")
+    # A file at /k and a file under /k (which makes /k a directory), at once: exactly one wins.
+    for k in range(5):
+        first, second = await asyncio.gather(
+            client.put(f"{fs}/k{k}", content=b"file"), client.put(f"{fs}/k{k}/child", content=b"x")
+        )
+        assert sorted([first.status_code, second.status_code]) == [201, 409], (first.text, second.text)
+    # Ten writers of 30 bytes against a 100-byte quota: exactly three fit.
+    monkeypatch.setattr(files, "MAX_SESSION_BYTES", 100 + await _used(client, fs))
+    answers = await asyncio.gather(*(client.put(f"{fs}/q/{i}", content=b"x" * 30) for i in range(10)))
+    assert sorted(r.status_code for r in answers) == [201] * 3 + [413] * 7
+
+
+def _widen(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Holds a change's transaction open a little after a check, so parallel requests overlap
+    between check and write: without the per-session lock they would both pass the check."""
+    check = getattr(files, name)
+
+    async def slower(db: AsyncSession, *args: Any, **kwargs: Any) -> Any:
+        found = await check(db, *args, **kwargs)
+        await db.execute(text("SELECT pg_sleep(0.05)"))
+        return found
+
+    monkeypatch.setattr(files, name, slower)
+
+
+async def _used(client: Client, fs: str) -> int:
+    total = 0
+    for entry in (await client.get(fs)).json()["entries"]:
+        if entry["type"] == "file":
+            total += entry["size"]
+        else:
+            total += sum(e["size"] for e in (await client.get(f"{fs}{entry['path']}")).json()["entries"])
+    return total
 
 
 async def test_files_go_with_their_session(client: Client, db: Database) -> None:

@@ -30,15 +30,25 @@ class LoopDeps:
 
 @dataclass
 class EventBatch:
-    """Events stored in one transaction, published once it commits."""
+    """A step's events: stored together (`store`, in the caller's transaction), published once it
+    commits."""
 
     session_id: uuid.UUID
     context: dict[str, Any]
+    pending: list[events.NewEvent] = field(default_factory=list)
     stored: list[Event] = field(default_factory=list)
 
-    async def add(self, db: AsyncSession, type_: str, data: dict[str, Any], key: str) -> Event:
-        event = await events.append(
-            db, self.session_id, type_, data, context=self.context, idempotency_key=key
+    def add(self, type_: str, data: dict[str, Any], key: str) -> None:
+        self.pending.append(events.NewEvent(type_, data, key))
+
+    async def store(self, db: AsyncSession, values: dict[str, Any] | None = None) -> bool:
+        """Stores the pending events (and sets `values` on the session row); False if the session
+        is gone."""
+        stored = await events.append_many(
+            db, self.session_id, self.pending, context=self.context, values=values
         )
-        self.stored.append(event)
-        return event
+        if stored is None:
+            return False
+        self.stored += stored
+        self.pending = []
+        return True

@@ -13,11 +13,12 @@ from typing import Any
 
 import litellm
 import msgspec
-from sqlalchemy import update
+from sqlalchemy import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import EventBatch, LoopDeps
+from activities.turns import add_act_completed, add_opening
 from capabilities import registry
 from core.db.models import Agent, LlmProvider, Message, Session
 from core.errors import NotFound
@@ -47,18 +48,30 @@ class ReasonActivities:
         context = {"turn_id": params.turn_id, "input_message_id": params.input_message_id}
         step = f"{params.turn_id}:{params.iteration}"
         async with self.deps.db.session() as db:
-            done = await db.get(Message, message_id)
-            if done is not None:
+            found = (
+                await db.execute(
+                    select(Session, Agent)
+                    .join(Agent, Agent.id == Session.agent_id)
+                    .where(Session.id == session_id)
+                )
+            ).first()
+            if found is None:
+                raise ApplicationError(f"session {session_id} is gone", type=SESSION_GONE, non_retryable=True)
+            session, agent = found
+            # The agent's step limit, for a workflow that learns it from the turn's first step.
+            limit = agent.max_iterations if params.open_turn else None
+            stored = await conversation.load(db, session_id)
+            by_id = {m.id: m for m in stored}
+            if (done := by_id.get(message_id)) is not None:
                 # An earlier attempt stored the reply and then died before reporting it: the LLM
                 # is not called twice.
-                return _result(done)
-            session = await db.get(Session, session_id)
-            if session is None:
-                raise ApplicationError(f"session {session_id} is gone", type=SESSION_GONE, non_retryable=True)
-            agent = await db.get(Agent, session.agent_id)
-            assert agent is not None
-            input_message = await db.get(Message, uuid.UUID(params.input_message_id))
-            controls = (input_message.controls or {}) if input_message else {}
+                return _result(done, limit)
+            input_message = by_id.get(uuid.UUID(params.input_message_id))
+            if input_message is None:
+                raise ApplicationError(
+                    f"message {params.input_message_id} is gone", type=SESSION_GONE, non_retryable=True
+                )
+            controls = input_message.controls or {}
             try:
                 model = await llm.resolve_model(
                     db,
@@ -72,17 +85,20 @@ class ReasonActivities:
             assert provider is not None
             api_key = await self._api_key(provider)
             batch = EventBatch(session_id, context)
-            stored = await conversation.load(db, session_id)
             stored += await conversation.close_dangling(db, session_id, stored)
-            assert input_message is not None
             history = conversation.for_turn(stored, input_message)
+            if params.open_turn:
+                add_opening(batch, params.turn_id, input_message)
+            if params.act is not None:
+                add_act_completed(batch, params.act)
             reason_meta = {"model": model.model_id, "iteration": params.iteration}
-            await batch.add(
-                db,
+            batch.add(
                 "reason.started",
                 {"agent_id": str(agent.id), "metadata": reason_meta},
                 f"{step}:reason.started",
             )
+            if not await batch.store(db, values={"status": "active"} if params.open_turn else None):
+                raise ApplicationError(f"session {session_id} is gone", type=SESSION_GONE, non_retryable=True)
             await db.commit()
             capability_ids = list(agent.capabilities)
             mcp = await mcp_servers.specs_for(db, agent.owner_id, capability_ids)
@@ -121,14 +137,19 @@ class ReasonActivities:
 
         batch = EventBatch(session_id, context)
         async with self.deps.db.session() as db:
+            # Takes the reply's number first: that locks the session row, so a racing attempt of
+            # this step has committed its reply or never will (an early return gives the number back).
+            sequence = await events.take_sequence(db, session_id, "last_message_sequence")
+            if sequence is None:
+                raise ApplicationError(f"session {session_id} is gone", type=SESSION_GONE, non_retryable=True)
             if (done := await db.get(Message, message_id)) is not None:
-                return _result(done)
+                return _result(done, limit)
             content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
             content += [msgspec.to_builtins(c) for c in calls]
             message = Message(
                 id=message_id,
                 session_id=session_id,
-                sequence=await events.next_sequence(db, session_id, "last_message_sequence"),
+                sequence=sequence,
                 role="agent",
                 content=content,
                 tags=[],
@@ -144,8 +165,7 @@ class ReasonActivities:
             await db.flush()
             usage_data = {"input_tokens": input_tokens, "output_tokens": output_tokens}
             output = {"text": text, "tool_calls": [msgspec.to_builtins(c) for c in calls]}
-            await batch.add(
-                db,
+            batch.add(
                 "llm.generation",
                 {
                     "messages": history_refs,
@@ -169,8 +189,7 @@ class ReasonActivities:
                 },
                 f"{step}:llm.generation",
             )
-            await batch.add(
-                db,
+            batch.add(
                 "message.agent",
                 {
                     "message": msgspec.to_builtins(message_to_schema(message)),
@@ -179,8 +198,7 @@ class ReasonActivities:
                 },
                 f"{step}:message.agent",
             )
-            await batch.add(
-                db,
+            batch.add(
                 "reason.completed",
                 {
                     "success": True,
@@ -192,23 +210,21 @@ class ReasonActivities:
                 f"{step}:reason.completed",
             )
             if calls:
-                await batch.add(
-                    db,
+                batch.add(
                     "act.started",
                     {"tool_calls": [{"id": c.id, "name": c.name} for c in calls]},
                     f"{step}:act.started",
                 )
-            await db.execute(
-                update(Session)
-                .where(Session.id == session_id)
-                .values(
-                    input_tokens=Session.input_tokens + input_tokens,
-                    output_tokens=Session.output_tokens + output_tokens,
-                    cost=Session.cost + cost,
-                )
+            await batch.store(
+                db,
+                values={
+                    "input_tokens": Session.input_tokens + input_tokens,
+                    "output_tokens": Session.output_tokens + output_tokens,
+                    "cost": Session.cost + cost,
+                },
             )
             await db.commit()
-            result = _result(message)
+            result = _result(message, limit)
         await events.publish_all(self.deps.bus, batch.stored)
         return result
 
@@ -279,7 +295,7 @@ async def _heartbeating() -> AsyncIterator[None]:
         task.cancel()
 
 
-def _result(message: Message) -> ReasonResult:
+def _result(message: Message, max_iterations: int | None) -> ReasonResult:
     parts = content_from_json(message.content)
     calls = [p for p in parts if isinstance(p, ToolCallPart)]
     text = "".join(getattr(p, "text", "") for p in parts)
@@ -287,6 +303,7 @@ def _result(message: Message) -> ReasonResult:
         message_id=str(message.id),
         tool_calls=[ToolCallRef(id=c.id, name=c.name, timeout_s=_timeout(c.name)) for c in calls],
         text_preview=text[:PREVIEW],
+        max_iterations=max_iterations,
     )
 
 

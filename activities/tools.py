@@ -34,12 +34,15 @@ class ToolActivities:
         key = f"{params.turn_id}:{params.tool_call_id}"
         batch = EventBatch(session_id, {"turn_id": params.turn_id})
         async with self.deps.db.session() as db:
-            existing = await _stored_result(db, session_id, key)
-            if existing is not None:
+            found = await _stored_results(db, session_id, key, params.tool_call_id)
+            if (existing := found.get(f"{key}:result")) is not None:
                 return ToolOutcome(tool_call_id=params.tool_call_id, status=existing)
             reply = await db.get(Message, uuid.UUID(params.message_id))
-            session = await db.get(Session, session_id)
-            agent = await db.get(Agent, session.agent_id) if session else None
+            agent = (
+                await db.execute(
+                    select(Agent).join(Session, Session.agent_id == Agent.id).where(Session.id == session_id)
+                )
+            ).scalar_one_or_none()
             if reply is None or agent is None:
                 return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
             call = next(
@@ -51,9 +54,11 @@ class ToolActivities:
             capability_configs = dict(agent.capability_configs or {})
             mcp = await mcp_servers.specs_for(db, agent.owner_id, capability_ids, self.deps.secrets)
             turn_input = (reply.metadata_ or {}).get("input_message_id")
-            await batch.add(
-                db, "tool.call_started", {"tool_call": msgspec.to_builtins(call)}, f"{key}:tool.call_started"
+            batch.add(
+                "tool.call_started", {"tool_call": msgspec.to_builtins(call)}, f"{key}:tool.call_started"
             )
+            if not await batch.store(db):
+                return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
             await db.commit()
             agent_id = agent.id
         await events.publish_all(self.deps.bus, batch.stored)
@@ -68,18 +73,22 @@ class ToolActivities:
 
         batch = EventBatch(session_id, {"turn_id": params.turn_id})
         async with self.deps.db.session() as db:
-            if not await events.lock_session(db, session_id):
+            # Takes the result's number first: that locks the session row, so what an earlier or a
+            # racing attempt stored is seen below (an early return gives the number back).
+            sequence = await events.take_sequence(db, session_id, "last_message_sequence")
+            if sequence is None:
                 return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
-            if (existing := await _stored_result(db, session_id, key)) is not None:
+            found = await _stored_results(db, session_id, key, call.id)
+            if (existing := found.get(f"{key}:result")) is not None:
                 return ToolOutcome(tool_call_id=params.tool_call_id, status=existing)
-            if await _has_synthetic_result(db, session_id, call.id):
+            if f"synthetic-result:{call.id}" in found:
                 # Cancelled or given up on, and already answered "interrupted": keep that answer,
                 # so the call never has two results.
                 return ToolOutcome(tool_call_id=params.tool_call_id, status="cancelled")
             part = ToolResultPart(tool_call_id=call.id, result=result, error=error)
             message = Message(
                 session_id=session_id,
-                sequence=await events.next_sequence(db, session_id, "last_message_sequence"),
+                sequence=sequence,
                 role="tool",
                 content=[msgspec.to_builtins(part)],
                 tags=[],
@@ -88,8 +97,7 @@ class ToolActivities:
             )
             db.add(message)
             await db.flush()
-            await batch.add(
-                db,
+            batch.add(
                 "tool.call_completed",
                 {
                     "tool_call_id": call.id,
@@ -103,6 +111,7 @@ class ToolActivities:
                 },
                 f"{key}:tool.call_completed",
             )
+            await batch.store(db)
             await db.commit()
         await events.publish_all(self.deps.bus, batch.stored)
         return ToolOutcome(tool_call_id=params.tool_call_id, status=status)
@@ -151,22 +160,18 @@ class ToolActivities:
             return "error", None, f"the tool failed: {type(exc).__name__}: {exc}"
 
 
-async def _stored_result(db: AsyncSession, session_id: uuid.UUID, key: str) -> ToolStatus | None:
-    row = (
-        await db.execute(
-            select(Message).where(
-                Message.session_id == session_id, Message.idempotency_key == f"{key}:result"
-            )
+async def _stored_results(
+    db: AsyncSession, session_id: uuid.UUID, key: str, call_id: str
+) -> dict[str, ToolStatus]:
+    """The call's stored results, by idempotency key: this step's own (`{key}:result`) and a
+    synthetic "interrupted" one (`synthetic-result:{call_id}`), with their status."""
+    rows = await db.execute(
+        select(Message.idempotency_key, Message.metadata_).where(
+            Message.session_id == session_id,
+            Message.idempotency_key.in_([f"{key}:result", f"synthetic-result:{call_id}"]),
         )
-    ).scalar_one_or_none()
-    if row is None:
-        return None
-    status: ToolStatus = (row.metadata_ or {}).get("status", "success")
-    return status
-
-
-async def _has_synthetic_result(db: AsyncSession, session_id: uuid.UUID, call_id: str) -> bool:
-    query = select(Message.id).where(
-        Message.session_id == session_id, Message.idempotency_key == f"synthetic-result:{call_id}"
     )
-    return (await db.execute(query)).first() is not None
+    found: dict[str, ToolStatus] = {}
+    for idempotency_key, metadata in rows:
+        found[idempotency_key] = (metadata or {}).get("status", "success")
+    return found

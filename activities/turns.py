@@ -1,11 +1,15 @@
-"""Turn bookkeeping: session status and the turn's start, act and end events."""
+"""Turn bookkeeping: session status and the turn's start, act and end events.
+
+A turn's opening events and each act's completion are stored by its `reason` steps (in their first
+transaction) and, for what no step got to store, by `finish_turn`. `begin_turn` and `complete_act`
+remain for session workflows from before the `bookkeeping-in-steps` patch."""
 
 from __future__ import annotations
 
 import uuid
 
 import msgspec
-from sqlalchemy import update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -30,44 +34,31 @@ class TurnActivities:
         session_id = uuid.UUID(params.session_id)
         batch = EventBatch(session_id, _context(params.turn_id, params.message_id))
         async with self.deps.db.session() as db:
-            session = await db.get(Session, session_id)
-            message = await db.get(Message, uuid.UUID(params.message_id))
-            if session is None or message is None:
-                raise ApplicationError(
-                    f"session {session_id} or message {params.message_id} is gone",
-                    type=SESSION_GONE,
-                    non_retryable=True,
+            found = (
+                await db.execute(
+                    select(Agent.id, Agent.max_iterations)
+                    .join(Session, Session.agent_id == Agent.id)
+                    .where(Session.id == session_id)
                 )
-            agent = await db.get(Agent, session.agent_id)
-            assert agent is not None
-            session.status = "active"
-            ids = {"turn_id": params.turn_id, "input_message_id": params.message_id}
-            await batch.add(db, "session.activated", ids, f"{params.turn_id}:session.activated")
-            await batch.add(db, "turn.started", ids, f"{params.turn_id}:turn.started")
-            await batch.add(
-                db,
-                "input.received",
-                {"message": msgspec.to_builtins(message_to_schema(message))},
-                f"{params.turn_id}:input.received",
-            )
+            ).first()
+            message = await db.get(Message, uuid.UUID(params.message_id))
+            if found is None or message is None:
+                raise _gone(f"session {session_id} or message {params.message_id} is gone")
+            add_opening(batch, params.turn_id, message)
+            if not await batch.store(db, values={"status": "active"}):
+                raise _gone(f"session {session_id} is gone")
             await db.commit()
-            info = TurnInfo(agent_id=str(agent.id), max_iterations=agent.max_iterations)
+            info = TurnInfo(agent_id=str(found.id), max_iterations=found.max_iterations)
         await events.publish_all(self.deps.bus, batch.stored)
         return info
 
     @activity.defn(name="complete_act")
     async def complete_act(self, params: ActCompleted) -> None:
         batch = EventBatch(uuid.UUID(params.session_id), {"turn_id": params.turn_id})
-        ok = sum(1 for o in params.outcomes if o.status == "success")
+        add_act_completed(batch, params)
         async with self.deps.db.session() as db:
-            if not await events.lock_session(db, batch.session_id):
+            if not await batch.store(db):
                 return  # deleted meanwhile
-            await batch.add(
-                db,
-                "act.completed",
-                {"completed": True, "success_count": ok, "error_count": len(params.outcomes) - ok},
-                f"{params.turn_id}:{params.iteration}:act.completed",
-            )
             await db.commit()
         await events.publish_all(self.deps.bus, batch.stored)
 
@@ -77,21 +68,29 @@ class TurnActivities:
         batch = EventBatch(session_id, _context(params.turn_id, params.input_message_id))
         key = params.turn_id
         async with self.deps.db.session() as db:
-            if not await events.lock_session(db, session_id):
-                return  # deleted meanwhile: nothing left to close
+            if params.open_turn and params.outcome != "completed":
+                # Its first step may have failed or been cancelled before storing these.
+                message = await db.get(Message, uuid.UUID(params.input_message_id))
+                if message is not None:
+                    add_opening(batch, params.turn_id, message)
+            if params.act is not None:
+                add_act_completed(batch, params.act)
             if params.notice_message_id is not None:
+                if not await events.lock_session(db, session_id):
+                    return  # deleted meanwhile: nothing left to close
                 await self._store_notice(db, batch, params)
             if params.outcome == "completed":
                 data = {"turn_id": key, "iterations": params.iterations, "duration_ms": params.duration_ms}
-                await batch.add(db, "turn.completed", data, f"{key}:turn.completed")
+                batch.add("turn.completed", data, f"{key}:turn.completed")
             elif params.outcome == "failed":
                 data = {"turn_id": key, "error": params.error, "error_code": params.error_code}
-                await batch.add(db, "turn.failed", data, f"{key}:turn.failed")
+                batch.add("turn.failed", data, f"{key}:turn.failed")
             else:
-                await batch.add(db, "turn.cancelled", {"turn_id": key}, f"{key}:turn.cancelled")
-            await db.execute(update(Session).where(Session.id == session_id).values(status="idle"))
+                batch.add("turn.cancelled", {"turn_id": key}, f"{key}:turn.cancelled")
             idled = {"turn_id": key, "iterations": params.iterations}
-            await batch.add(db, "session.idled", idled, f"{key}:session.idled")
+            batch.add("session.idled", idled, f"{key}:session.idled")
+            if not await batch.store(db, values={"status": "idle"}):
+                return  # deleted meanwhile: nothing left to close
             await db.commit()
         await events.publish_all(self.deps.bus, batch.stored)
 
@@ -113,9 +112,33 @@ class TurnActivities:
         )
         db.add(message)
         await db.flush()
-        await batch.add(
-            db,
+        batch.add(
             "message.agent",
             {"message": msgspec.to_builtins(message_to_schema(message)), "metadata": {"error": True}},
             f"{params.turn_id}:notice:message.agent",
         )
+
+
+def add_opening(batch: EventBatch, turn_id: str, message: Message) -> None:
+    """A turn's opening events, for the turn that answers `message`."""
+    ids = {"turn_id": turn_id, "input_message_id": str(message.id)}
+    batch.add("session.activated", ids, f"{turn_id}:session.activated")
+    batch.add("turn.started", ids, f"{turn_id}:turn.started")
+    batch.add(
+        "input.received",
+        {"message": msgspec.to_builtins(message_to_schema(message))},
+        f"{turn_id}:input.received",
+    )
+
+
+def add_act_completed(batch: EventBatch, act: ActCompleted) -> None:
+    ok = sum(1 for o in act.outcomes if o.status == "success")
+    batch.add(
+        "act.completed",
+        {"completed": True, "success_count": ok, "error_count": len(act.outcomes) - ok},
+        f"{act.turn_id}:{act.iteration}:act.completed",
+    )
+
+
+def _gone(message: str) -> ApplicationError:
+    return ApplicationError(message, type=SESSION_GONE, non_retryable=True)

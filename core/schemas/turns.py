@@ -34,6 +34,18 @@ class TurnInfo(msgspec.Struct, kw_only=True):
     max_iterations: int
 
 
+class ToolOutcome(msgspec.Struct, kw_only=True):
+    tool_call_id: str
+    status: ToolStatus
+
+
+class ActCompleted(msgspec.Struct, kw_only=True):
+    session_id: str
+    turn_id: str
+    iteration: int
+    outcomes: list[ToolOutcome]
+
+
 class ReasonInput(msgspec.Struct, kw_only=True):
     session_id: str
     turn_id: str
@@ -41,6 +53,11 @@ class ReasonInput(msgspec.Struct, kw_only=True):
     iteration: int
     # Chosen by the workflow, so every attempt streams and stores under the same id.
     message_id: str
+    # Bookkeeping stored in the step's first transaction instead of a local activity of its own
+    # (workflows from before the `bookkeeping-in-steps` patch send neither): the turn's opening
+    # events (on its first step), and the completion of the act before this step.
+    open_turn: bool = False
+    act: ActCompleted | None = None
 
 
 class ToolCallRef(msgspec.Struct, kw_only=True):
@@ -53,6 +70,8 @@ class ReasonResult(msgspec.Struct, kw_only=True):
     message_id: str
     tool_calls: list[ToolCallRef]
     text_preview: str
+    # The agent's step limit, read by a step that opened its turn.
+    max_iterations: int | None = None
 
 
 class ToolInput(msgspec.Struct, kw_only=True):
@@ -61,18 +80,6 @@ class ToolInput(msgspec.Struct, kw_only=True):
     iteration: int
     message_id: str  # the agent message that holds the call
     tool_call_id: str
-
-
-class ToolOutcome(msgspec.Struct, kw_only=True):
-    tool_call_id: str
-    status: ToolStatus
-
-
-class ActCompleted(msgspec.Struct, kw_only=True):
-    session_id: str
-    turn_id: str
-    iteration: int
-    outcomes: list[ToolOutcome]
 
 
 class TurnEnd(msgspec.Struct, kw_only=True):
@@ -86,6 +93,10 @@ class TurnEnd(msgspec.Struct, kw_only=True):
     error_code: str | None = None
     # Set when the user should be told in the conversation what went wrong.
     notice_message_id: str | None = None
+    # A turn whose steps keep the books: its opening events, stored here if its first step did
+    # not get that far, and its last act's completion, stored here if no step came after it.
+    open_turn: bool = False
+    act: ActCompleted | None = None
 
 
 class LlmFailure(msgspec.Struct, kw_only=True):

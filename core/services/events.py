@@ -11,8 +11,10 @@ import msgspec
 import redis.asyncio as redis
 import structlog
 from sqlalchemy import select, update
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.db.base import utcnow, uuid7
 from core.db.models import Event, Session
 from core.schemas import events as schemas
 
@@ -26,11 +28,20 @@ def channel(session_id: uuid.UUID) -> str:
 async def next_sequence(db: AsyncSession, session_id: uuid.UUID, counter: str) -> int:
     """Takes the next number of a session counter. The row stays locked until the transaction ends,
     so concurrent writers to one session queue up and no number is skipped or reused."""
+    taken = await take_sequence(db, session_id, counter)
+    if taken is None:
+        raise NoResultFound(f"session {session_id} is gone")
+    return taken
+
+
+async def take_sequence(db: AsyncSession, session_id: uuid.UUID, counter: str) -> int | None:
+    """`next_sequence`, or None if the session is gone."""
     column = getattr(Session, counter)
     result = await db.execute(
         update(Session).where(Session.id == session_id).values({column: column + 1}).returning(column)
     )
-    return int(result.scalar_one())
+    taken = result.scalar_one_or_none()
+    return None if taken is None else int(taken)
 
 
 async def lock_session(db: AsyncSession, session_id: uuid.UUID) -> bool:
@@ -75,6 +86,73 @@ async def append(
     return event
 
 
+class NewEvent(msgspec.Struct, frozen=True):
+    """An event to store with `append_many`; its idempotency key names the step, never the attempt."""
+
+    type: str
+    data: dict[str, Any]
+    idempotency_key: str
+
+
+async def append_many(
+    db: AsyncSession,
+    session_id: uuid.UUID,
+    new: list[NewEvent],
+    *,
+    context: dict[str, Any],
+    values: dict[str, Any] | None = None,
+) -> list[Event] | None:
+    """Adds a step's events in the caller's transaction with three statements however many there
+    are: one UPDATE that locks the session row and takes a run of sequence numbers (and sets
+    `values` on the session), one SELECT of the keys already stored, one INSERT. An event whose key
+    is stored already comes back as stored, not again. None if the session is gone."""
+    column = Session.last_event_sequence
+    taken = await db.execute(
+        update(Session)
+        .where(Session.id == session_id)
+        .values({column: column + len(new), **(values or {})})
+        .returning(column)
+    )
+    last = taken.scalar_one_or_none()
+    if last is None:
+        return None
+    if not new:
+        return []
+    # Looked up under the row lock: an earlier attempt of the step has committed or never will.
+    found = await db.execute(
+        select(Event).where(
+            Event.session_id == session_id, Event.idempotency_key.in_([e.idempotency_key for e in new])
+        )
+    )
+    stored = {e.idempotency_key: e for e in found.scalars()}
+    sequence = last - len(new)
+    if stored:
+        # A retried step: give back the numbers its stored events do not need (the row is still
+        # locked by this transaction, so nobody took a number after them).
+        fresh = sum(1 for e in new if e.idempotency_key not in stored)
+        await db.execute(update(Session).where(Session.id == session_id).values({column: sequence + fresh}))
+    out: list[Event] = []
+    now = utcnow()
+    for item in new:
+        if (event := stored.get(item.idempotency_key)) is None:
+            sequence += 1
+            event = Event(
+                id=uuid7(),
+                session_id=session_id,
+                sequence=sequence,
+                type=item.type,
+                ts=now,
+                data=item.data,
+                context=context,
+                tags=[],
+                idempotency_key=item.idempotency_key,
+            )
+            db.add(event)
+        out.append(event)
+    await db.flush()
+    return out
+
+
 def to_schema(event: Event) -> schemas.Event:
     return schemas.Event(
         id=event.id,
@@ -95,11 +173,18 @@ _BACKOFF_S = 5.0
 _down_until: weakref.WeakKeyDictionary[redis.Redis, float] = weakref.WeakKeyDictionary()
 
 
-async def _send(bus: redis.Redis, session_id: uuid.UUID, payload: bytes) -> bool:
+async def _send(bus: redis.Redis, session_id: uuid.UUID, *payloads: bytes) -> bool:
+    """Publishes in order, several payloads in one round trip."""
     if time.monotonic() < _down_until.get(bus, 0.0):
         return False
     try:
-        await bus.publish(channel(session_id), payload)
+        if len(payloads) == 1:
+            await bus.publish(channel(session_id), payloads[0])
+        else:
+            async with bus.pipeline(transaction=False) as pipe:
+                for payload in payloads:
+                    pipe.publish(channel(session_id), payload)
+                await pipe.execute()
     except Exception as exc:  # stored events stay in Postgres; readers poll it while Redis is away
         _down_until[bus] = time.monotonic() + _BACKOFF_S
         log.warning("Redis publish failed; skipping Redis for a while", error=str(exc), backoff_s=_BACKOFF_S)
@@ -122,5 +207,6 @@ async def publish_ephemeral(
 
 
 async def publish_all(bus: redis.Redis, stored: list[Event]) -> None:
-    for event in stored:
-        await publish(bus, event)
+    """Publishes one session's committed events in order, in one round trip."""
+    if stored:
+        await _send(bus, stored[0].session_id, *(msgspec.json.encode(to_schema(e)) for e in stored))

@@ -1,9 +1,10 @@
 """A one-tool turn's Temporal shape without its work, the yardstick for the real loop.
 
-`SessionWorkflow` runs, for a turn with one tool call: local `begin_turn`, `reason`, `run_tool`,
-local `complete_act`, `reason`, local `finish_turn`. `BareTurn` runs the same activities, with the
-same options, as no-ops. Its own module, importing little: the workflow sandbox re-imports a
-workflow's module for every run, and the benchmark module imports the whole application.
+`SessionWorkflow` runs, for a turn with one tool call: `reason`, `run_tool`, `reason`, local
+`finish_turn` (the `reason` steps store the turn's opening events and the act's completion).
+`BareTurn` runs the same activities, with the same options, as no-ops. Its own module, importing
+little: the workflow sandbox re-imports a workflow's module for every run, and the benchmark module
+imports the whole application.
 """
 
 from __future__ import annotations
@@ -36,10 +37,8 @@ class Steps:
 class BareTurn:
     @workflow.run
     async def run(self) -> None:
-        await self._local("begin_turn")
         await self._remote("reason", timedelta(minutes=10), LLM_RETRY)
         await self._remote("run_tool", TOOL_TIMEOUT, TOOL_RETRY)
-        await self._local("complete_act")
         await self._remote("reason", timedelta(minutes=10), LLM_RETRY)
         await self._local("finish_turn")
 

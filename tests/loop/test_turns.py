@@ -174,7 +174,12 @@ async def test_max_iterations_ends_the_turn(loop: Loop) -> None:
     stored = await loop.stored(base)
     failed = next(e for e in stored if e.type == "turn.failed")
     assert failed.data["error_code"] == "max_iterations"
-    assert [e.type for e in stored].count("reason.started") == 2
+    types = _types(stored)
+    assert types.count("reason.started") == 2
+    # The second act's completion, with no step after it, is stored by the turn's end.
+    assert types.count("act.completed") == 2
+    assert types[-3:] == ["act.completed", "turn.failed", "session.idled"]
+    assert [e.sequence for e in stored] == list(range(1, len(stored) + 1))
 
 
 async def test_a_message_posted_during_a_turn_runs_after_it(loop: Loop) -> None:

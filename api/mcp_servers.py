@@ -42,7 +42,7 @@ class McpServerController(Controller):
             who,
             services.secrets,
             data,
-            policy=NetPolicy(allow_loopback=settings.web_fetch_allow_loopback),
+            policy=NetPolicy(allow_loopback=settings.outbound_allow_loopback),
             list_timeout_s=settings.mcp_list_timeout_s,
         )
         return mcp_servers.to_schema(row, who)
@@ -86,7 +86,7 @@ class McpServerController(Controller):
             services.secrets,
             server_id,
             data,
-            policy=NetPolicy(allow_loopback=settings.web_fetch_allow_loopback),
+            policy=NetPolicy(allow_loopback=settings.outbound_allow_loopback),
             list_timeout_s=settings.mcp_list_timeout_s,
         )
         return mcp_servers.to_schema(row, who)
@@ -122,7 +122,7 @@ class McpServerController(Controller):
             who,
             services.secrets,
             server_id,
-            policy=NetPolicy(allow_loopback=settings.web_fetch_allow_loopback),
+            policy=NetPolicy(allow_loopback=settings.outbound_allow_loopback),
             list_timeout_s=settings.mcp_list_timeout_s,
         )
         return mcp_servers.to_schema(row, who)

@@ -36,7 +36,7 @@ class BlockedAddress(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class NetPolicy:
-    # Test-only (WEB_FETCH_ALLOW_LOOPBACK): lets tests reach servers they run on 127.0.0.1 / ::1.
+    # Test-only (OUTBOUND_ALLOW_LOOPBACK): lets tests reach servers they run on 127.0.0.1 / ::1.
     allow_loopback: bool = False
 
 

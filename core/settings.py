@@ -84,7 +84,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     embedded_temporal_port: int
     embedded_temporal_ui_port: int
     # Test-only: lets web_fetch (core.net) reach loopback addresses, where tests run their servers.
-    web_fetch_allow_loopback: bool = False
+    outbound_allow_loopback: bool = False
     # Seconds the API waits for an MCP server to list its tools (on create, change and refresh).
     mcp_list_timeout_s: float = 15.0
 
@@ -324,7 +324,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         embedded_redis_port=read.integer("EMBEDDED_REDIS_PORT", 6380, low=0, high=65535),
         embedded_temporal_port=read.integer("EMBEDDED_TEMPORAL_PORT", 7233, low=0, high=65535),
         embedded_temporal_ui_port=read.integer("EMBEDDED_TEMPORAL_UI_PORT", 8233, low=0, high=65535),
-        web_fetch_allow_loopback=read.parse("WEB_FETCH_ALLOW_LOOPBACK", False, _boolean, "true or false"),
+        outbound_allow_loopback=read.parse("OUTBOUND_ALLOW_LOOPBACK", False, _boolean, "true or false"),
         mcp_list_timeout_s=read.parse("MCP_LIST_TIMEOUT", 15.0, _seconds, "seconds between 0 and 3600"),
     )
 

@@ -73,7 +73,7 @@ def to_schema(row: McpServer, who: Identity) -> schemas.McpServer:
     )
 
 
-async def _check_url(who: Identity, url: str) -> None:
+async def _check_url(who: Identity, url: str, policy: NetPolicy) -> None:
     """A user's server may only be on a public internet address (the API and the workers would
     otherwise call into the operator's network for them); admins may point anywhere."""
     if who.is_admin:
@@ -82,7 +82,7 @@ async def _check_url(who: Identity, url: str) -> None:
     if not parts.hostname:
         raise InvalidInput("url: must be an http(s) URL", field="url")
     try:
-        await resolve_public(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        await resolve_public(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), policy)
     except BlockedAddress as exc:
         raise InvalidInput(
             f"url: {exc}; only an admin may point an MCP server at a non-public address", field="url"
@@ -147,7 +147,7 @@ async def create(
             raise InvalidInput("url: required for a streamable_http server", field="url")
         if data.command is not None or data.args:
             raise InvalidInput("command and args are for stdio servers", field="command")
-        await _check_url(who, data.url)
+        await _check_url(who, data.url, policy)
     # The id is known before insert: the headers' ciphertext is bound to it.
     row = McpServer(
         id=uuid7(),
@@ -203,7 +203,7 @@ async def update(
     if row.transport == "streamable_http" and stdio_only:
         raise InvalidInput("command and args are for stdio servers", field=sorted(stdio_only)[0])
     if "url" in values:
-        await _check_url(who, values["url"])
+        await _check_url(who, values["url"], policy)
         if values["url"] != row.url and row.headers_encrypted is not None and "headers" not in values:
             # Otherwise the stored headers would go to a host their owner never chose for them.
             raise InvalidInput(

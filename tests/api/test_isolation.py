@@ -47,7 +47,7 @@ BODIES: dict[tuple[str, str], Any] = {
 @pytest.fixture
 async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
-    settings = full_settings(endpoints, MCP_LIST_TIMEOUT="5")
+    settings = full_settings(endpoints, MCP_LIST_TIMEOUT="5", OUTBOUND_ALLOW_LOOPBACK="true")
     async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as test_client:
         yield test_client
 
@@ -70,10 +70,10 @@ async def _alices_world(alice: As) -> dict[str, str]:
     files = f"/v1/agents/{agent['id']}/sessions/{session['id']}/fs"
     written = await alice.client.put(f"{files}/notes.txt", content=MARK.encode(), headers=alice.headers)
     assert written.status_code == 201, written.text
-    # A user's MCP server must be on a public address; nothing needs to answer there.
+    # Nothing needs to answer there (loopback is allowed for users only by the test-only setting).
     server = await made(
         "/v1/mcp-servers",
-        {"name": f"{MARK} mcp", "transport": "streamable_http", "url": "http://93.184.215.14:9/mcp"},
+        {"name": f"{MARK} mcp", "transport": "streamable_http", "url": "http://127.0.0.1:9/mcp"},
     )
     return {
         "agent_id": agent["id"],

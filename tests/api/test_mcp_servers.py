@@ -30,7 +30,8 @@ from tests.mcp_server import serve_http, stdio_command
 
 SECRET = "Bearer s3cret-value-9a1f"
 # A public address: users' servers must be on one. Nothing needs to answer there.
-PUBLIC_URL = "http://93.184.215.14:9/mcp"
+# Nothing listens there; users may name it only because these tests set OUTBOUND_ALLOW_LOOPBACK.
+CLOSED_URL = "http://127.0.0.1:9/mcp"
 
 
 def closed_port_url() -> str:
@@ -190,7 +191,7 @@ async def test_a_server_that_is_down_is_added_and_refresh_keeps_the_cache(
 @pytest.fixture
 async def full_client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
-    settings = full_settings(endpoints, MCP_LIST_TIMEOUT="3")
+    settings = full_settings(endpoints, MCP_LIST_TIMEOUT="3", OUTBOUND_ALLOW_LOOPBACK="true")
     async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as test_client:
         yield test_client
 
@@ -204,7 +205,7 @@ async def test_owners_shared_and_private_servers(full_client: AsyncTestClient[Li
     # Users: no stdio (it runs a command on the workers), no loopback or private addresses.
     stdio = await alice.post("/v1/mcp-servers", {"name": "x", "transport": "stdio", **stdio_command()})
     assert stdio.status_code == 403
-    for url in ("http://127.0.0.1:8000/mcp", "http://10.1.2.3/mcp", "http://169.254.169.254/mcp"):
+    for url in ("http://10.1.2.3/mcp", "http://169.254.169.254/mcp", "http://[fd00::1]/mcp"):
         refused = await alice.post(
             "/v1/mcp-servers", {"name": "x", "transport": "streamable_http", "url": url}
         )
@@ -212,10 +213,10 @@ async def test_owners_shared_and_private_servers(full_client: AsyncTestClient[Li
 
     private = await created(
         client,
-        {"name": "alice's", "transport": "streamable_http", "url": PUBLIC_URL, "headers": {"X-Key": "k"}},
+        {"name": "alice's", "transport": "streamable_http", "url": CLOSED_URL, "headers": {"X-Key": "k"}},
         alice.headers,
     )
-    assert private["shared"] is False and private["url"] == PUBLIC_URL and private["tools_error"]
+    assert private["shared"] is False and private["url"] == CLOSED_URL and private["tools_error"]
     with serve_http() as (url, _):
         shared = await created(
             client, {"name": "shared", "transport": "streamable_http", "url": url}, admin.headers
@@ -245,5 +246,5 @@ async def test_owners_shared_and_private_servers(full_client: AsyncTestClient[Li
 
     # Alice may change her own, and only to public addresses.
     assert (await alice.patch(path, {"name": "still mine"})).status_code == 200
-    moved = await alice.patch(path, {"url": "http://127.0.0.1:9/mcp", "headers": {}})
+    moved = await alice.patch(path, {"url": "http://10.0.0.9/mcp", "headers": {}})
     assert moved.status_code == 400 and moved.json()["field"] == "url"

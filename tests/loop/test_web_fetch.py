@@ -1,5 +1,5 @@
 """web_fetch through whole turns: a page this test serves on loopback (reachable only because the
-worker runs with the test-only WEB_FETCH_ALLOW_LOOPBACK), and every address it must refuse."""
+worker runs with the test-only OUTBOUND_ALLOW_LOOPBACK), and every address it must refuse."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ async def loopback_loop(
     endpoints: Endpoints, db: Database, temporal_client: Client, simulator_url: str, task_queue: str
 ) -> AsyncIterator[Loop]:
     """The `loop` fixture's stack, its worker allowed to fetch from loopback."""
-    settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue, WEB_FETCH_ALLOW_LOOPBACK="true")
+    settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue, OUTBOUND_ALLOW_LOOPBACK="true")
     redis = bus.connect(endpoints.redis_url)
     worker = build_worker(temporal_client, settings, db, redis)
     with running(create_app(settings, configure_logs=False)) as base_url:

@@ -133,7 +133,7 @@ class ToolActivities:
             config = capability.parse_config(capability_configs.get(capability.id))
         except msgspec.ValidationError as exc:  # stored before a capability changed its config type
             return "error", None, f"the agent's configuration of {capability.id} is no longer valid: {exc}"
-        network = NetPolicy(allow_loopback=self.deps.settings.web_fetch_allow_loopback)
+        network = NetPolicy(allow_loopback=self.deps.settings.outbound_allow_loopback)
         ctx = dataclasses.replace(ctx, config=config, network=network, db=self.deps.db)
         try:
             arguments = tool.parse(call.arguments)

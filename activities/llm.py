@@ -8,12 +8,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import litellm
 import msgspec
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -65,7 +67,7 @@ class ReasonActivities:
             if (done := by_id.get(message_id)) is not None:
                 # An earlier attempt stored the reply and then died before reporting it: the LLM
                 # is not called twice.
-                return _result(done, limit)
+                return _result(done, limit, await _AgentTools.of(db, agent))
             input_message = by_id.get(uuid.UUID(params.input_message_id))
             if input_message is None:
                 raise ApplicationError(
@@ -100,14 +102,13 @@ class ReasonActivities:
             if not await batch.store(db, values={"status": "active"} if params.open_turn else None):
                 raise ApplicationError(f"session {session_id} is gone", type=SESSION_GONE, non_retryable=True)
             await db.commit()
-            capability_ids = list(agent.capabilities)
-            mcp = await mcp_servers.specs_for(db, agent.owner_id, capability_ids)
-            prompt = registry.system_prompt(capability_ids, agent.system_prompt)
+            agent_tools = await _AgentTools.of(db, agent)
+            prompt = registry.system_prompt(agent_tools.capability_ids, agent.system_prompt, agent_tools.mcp)
             history_refs = [{"message_id": str(m.id), "role": m.role} for m in history]
             llm_messages = conversation.to_llm_messages(prompt, history)
         await events.publish_all(self.deps.bus, batch.stored)
 
-        tools = _tools(capability_ids, mcp)
+        tools = _tools(agent_tools.capability_ids, agent_tools.mcp)
         params_for_llm = llm.completion_params(provider, model, api_key, self.deps.simulator_url)
         if activity.info().attempt > 1:
             # The failed attempt may have streamed part of a reply: clients drop it.
@@ -143,7 +144,7 @@ class ReasonActivities:
             if sequence is None:
                 raise ApplicationError(f"session {session_id} is gone", type=SESSION_GONE, non_retryable=True)
             if (done := await db.get(Message, message_id)) is not None:
-                return _result(done, limit)
+                return _result(done, limit, agent_tools)
             content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
             content += [msgspec.to_builtins(c) for c in calls]
             message = Message(
@@ -209,12 +210,25 @@ class ReasonActivities:
                 },
                 f"{step}:reason.completed",
             )
+            refs = [agent_tools.ref(c) for c in calls]
             if calls:
                 batch.add(
                     "act.started",
                     {"tool_calls": [{"id": c.id, "name": c.name} for c in calls]},
                     f"{step}:act.started",
                 )
+            for call, ref in zip(calls, refs, strict=True):
+                if ref.require_approval:
+                    batch.add(
+                        "tool.approval_requested",
+                        {
+                            "tool_call_id": call.id,
+                            "tool_name": call.name,
+                            "arguments": call.arguments,
+                            "approval_timeout_s": ref.approval_timeout_s,
+                        },
+                        f"{step}:tool.approval_requested:{call.id}",
+                    )
             await batch.store(
                 db,
                 values={
@@ -224,7 +238,7 @@ class ReasonActivities:
                 },
             )
             await db.commit()
-            result = _result(message, limit)
+            result = _result(message, limit, agent_tools)
         await events.publish_all(self.deps.bus, batch.stored)
         return result
 
@@ -295,21 +309,50 @@ async def _heartbeating() -> AsyncIterator[None]:
         task.cancel()
 
 
-def _result(message: Message, max_iterations: int | None) -> ReasonResult:
+@dataclass(frozen=True)
+class _AgentTools:
+    """The agent's capabilities, their configuration and its MCP servers' tools: what a tool call's
+    timeout and need for approval are read from."""
+
+    capability_ids: list[str]
+    configs: dict[str, Any]
+    mcp: registry.Extra | None
+
+    @classmethod
+    async def of(cls, db: AsyncSession, agent: Agent) -> _AgentTools:
+        ids = list(agent.capabilities)
+        mcp = await mcp_servers.specs_for(db, agent.owner_id, ids)
+        return cls(ids, dict(agent.capability_configs or {}), mcp)
+
+    def ref(self, call: ToolCallPart) -> ToolCallRef:
+        found = registry.find_tool(self.capability_ids, call.name, self.mcp)
+        if found is None:  # run_tool answers it with an error
+            return ToolCallRef(id=call.id, name=call.name, timeout_s=60.0)
+        tool, spec = found
+        try:
+            config = spec.parse_config(self.configs.get(spec.id))
+        except msgspec.ValidationError:  # run_tool answers it with an error, without running it
+            config = spec.config()
+        required, wait = spec.approval(tool, config)
+        return ToolCallRef(
+            id=call.id,
+            name=call.name,
+            timeout_s=spec.timeout_s,
+            require_approval=required,
+            approval_timeout_s=wait,
+        )
+
+
+def _result(message: Message, max_iterations: int | None, agent_tools: _AgentTools) -> ReasonResult:
     parts = content_from_json(message.content)
     calls = [p for p in parts if isinstance(p, ToolCallPart)]
     text = "".join(getattr(p, "text", "") for p in parts)
     return ReasonResult(
         message_id=str(message.id),
-        tool_calls=[ToolCallRef(id=c.id, name=c.name, timeout_s=_timeout(c.name)) for c in calls],
+        tool_calls=[agent_tools.ref(c) for c in calls],
         text_preview=text[:PREVIEW],
         max_iterations=max_iterations,
     )
-
-
-def _timeout(tool_name: str) -> float:
-    found = registry.find_tool(list(registry.CAPABILITIES), tool_name)
-    return found[1].timeout_s if found else 60.0
 
 
 def _tools(capability_ids: list[str], mcp: registry.Extra | None = None) -> list[dict[str, Any]]:

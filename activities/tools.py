@@ -18,7 +18,7 @@ from capabilities.base import ToolContext, ToolError
 from core.db.models import Agent, Message, Session
 from core.net import NetPolicy
 from core.schemas.content import ToolCallPart, ToolResultPart, content_from_json
-from core.schemas.turns import ToolInput, ToolOutcome, ToolStatus
+from core.schemas.turns import ApprovalDecision, ToolInput, ToolOutcome, ToolStatus
 from core.services import events, mcp_servers
 
 HEARTBEAT_EVERY_S = 1.0
@@ -54,22 +54,36 @@ class ToolActivities:
             capability_configs = dict(agent.capability_configs or {})
             mcp = await mcp_servers.specs_for(db, agent.owner_id, capability_ids, self.deps.secrets)
             turn_input = (reply.metadata_ or {}).get("input_message_id")
-            batch.add(
-                "tool.call_started", {"tool_call": msgspec.to_builtins(call)}, f"{key}:tool.call_started"
-            )
+            denial = _denial(params.approval)
+            if params.approval is not None:
+                batch.add(
+                    "tool.approval_resolved",
+                    {**msgspec.to_builtins(params.approval), "tool_name": call.name},
+                    f"{key}:tool.approval_resolved",
+                )
+            if denial is None:
+                batch.add(
+                    "tool.call_started", {"tool_call": msgspec.to_builtins(call)}, f"{key}:tool.call_started"
+                )
             if not await batch.store(db):
                 return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
             await db.commit()
             agent_id = agent.id
         await events.publish_all(self.deps.bus, batch.stored)
 
-        status, result, error = await self._execute(
-            call,
-            capability_ids,
-            capability_configs,
-            ToolContext(session_id=session_id, agent_id=agent_id),
-            mcp,
-        )
+        status: ToolStatus
+        result: Any
+        error: str | None
+        if denial is not None:
+            status, result, error = "denied", None, denial
+        else:
+            status, result, error = await self._execute(
+                call,
+                capability_ids,
+                capability_configs,
+                ToolContext(session_id=session_id, agent_id=agent_id),
+                mcp,
+            )
 
         batch = EventBatch(session_id, {"turn_id": params.turn_id})
         async with self.deps.db.session() as db:
@@ -158,6 +172,16 @@ class ToolActivities:
             return "error", None, str(exc)
         except Exception as exc:  # a tool's bug is the model's information, not the loop's end
             return "error", None, f"the tool failed: {type(exc).__name__}: {exc}"
+
+
+def _denial(approval: ApprovalDecision | None) -> str | None:
+    """The tool result a denied call gets instead of running (None: it runs)."""
+    if approval is None or approval.decision == "approve":
+        return None
+    if approval.decided_by == "timeout":
+        return f"not run: {approval.reason or 'nobody approved this tool call in time'}"
+    reason = f": {approval.reason}" if approval.reason else " (no reason given)"
+    return f"not run: the user denied this tool call{reason}"
 
 
 async def _stored_results(

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import Body, FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.dispatch import workflow_id
 from api.openapi import AUTHENTICATED, error_responses
 from api.state import Services
-from core.errors import Conflict
+from core.errors import Conflict, NotFound
 from core.identity import Identity
-from core.services import sessions
+from core.schemas.turns import APPROVAL_DECIDED, ApprovalDecision
+from core.services import approvals, sessions
 
 
 class Cancelled(msgspec.Struct, kw_only=True):
@@ -55,6 +58,17 @@ class WorkflowInfo(msgspec.Struct, kw_only=True):
     temporal_ui_url: str | None
 
 
+class ApprovalRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    decision: Literal["approve", "deny"]
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+
+
+class Approval(msgspec.Struct, kw_only=True):
+    tool_call_id: str
+    decision: str
+    reason: str | None
+
+
 class TurnController(Controller):
     path = "/v1/agents/{agent_id:uuid}/sessions/{session_id:uuid}"
     tags = ["sessions"]
@@ -87,6 +101,54 @@ class TurnController(Controller):
         if not cancelled:
             raise Conflict("no turn is running in this session")
         return Cancelled(cancelled=True, turn_id=turn_id)
+
+    @post(
+        "/tool-approvals/{tool_call_id:str}",
+        operation_id="resolveToolApproval",
+        status_code=200,
+        responses=error_responses(400, 404, 409, 503),
+    )
+    async def resolve_approval(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        services: NamedDependency[Services],
+        agent_id: FromPath[uuid.UUID],
+        session_id: FromPath[uuid.UUID],
+        tool_call_id: FromPath[str],
+        data: Annotated[ApprovalRequest, Body()],
+    ) -> Approval:
+        """Approve or deny a tool call that waits for a person (`tool.approval_requested`). The turn
+        goes on at once: the tool runs, or its result says the user denied it (with the reason).
+        404 for an id that never asked; 409 once it is decided (by anyone, or by the timeout) or
+        its turn has ended."""
+        await sessions.get(db_session, who, agent_id, session_id)
+        status = await approvals.state(db_session, session_id, tool_call_id)
+        if status == "unknown":
+            raise NotFound(f"no tool call {tool_call_id} waits for approval in this session")
+        if status == "resolved":
+            raise Conflict(f"tool call {tool_call_id} was already decided")
+        if status == "ended":
+            raise Conflict(f"tool call {tool_call_id} no longer waits: its turn ended")
+        decision = ApprovalDecision(
+            tool_call_id=tool_call_id, decision=data.decision, reason=data.reason, user_id=str(who.user_id)
+        )
+        client = await services.temporal()
+        handle = client.get_workflow_handle(workflow_id(session_id))
+        try:
+            await handle.execute_update("resolve_approval", decision, result_type=ApprovalDecision)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == APPROVAL_DECIDED:
+                raise Conflict(f"tool call {tool_call_id} was already decided") from None
+            raise
+        except RPCError as exc:
+            if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                raise
+            raise Conflict(
+                f"tool call {tool_call_id} no longer waits for approval (its turn ended)"
+            ) from None
+        return Approval(tool_call_id=tool_call_id, decision=data.decision, reason=data.reason)
 
     @get("/workflow", operation_id="getSessionWorkflow", responses=error_responses(404, 503))
     async def workflow(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import msgspec
 
@@ -26,8 +26,27 @@ class CapabilityConfig(
 ):
     """The base of every capability's per-agent configuration (`PUT /v1/agents/{id}/capabilities`
     with `{"id": ..., "config": {...}}`). A capability without settings uses it as it is: then only
-    `{}` is valid. Settings every capability shares (e.g. a future `require_approval`) belong here.
-    Stored as `to_builtins` of the validated struct, so only values that differ from the defaults."""
+    `{}` is valid. Settings every capability shares belong here. Stored as `to_builtins` of the
+    validated struct, so only values that differ from the defaults."""
+
+    require_approval: Annotated[
+        bool | list[str],
+        msgspec.Meta(
+            description="Tool calls wait for a person's approval: true for all of this capability's "
+            "tools, or a list of tool names"
+        ),
+    ] = False
+    approval_timeout_s: (
+        Annotated[
+            float,
+            msgspec.Meta(
+                gt=0,
+                le=30 * 86400,
+                description="Deny a call nobody approved within this many seconds (default: wait forever)",
+            ),
+        ]
+        | None
+    ) = None
 
 
 C = TypeVar("C", bound=CapabilityConfig)
@@ -60,6 +79,7 @@ class Tool:
     description: str
     params: type[msgspec.Struct]
     handler: Handler
+    require_approval: bool = False  # always ask a person first, whatever the agent's configuration
 
     def definition(self) -> ToolDefinition:
         return ToolDefinition(
@@ -89,7 +109,22 @@ class CapabilitySpec:
 
     def parse_config(self, raw: dict[str, Any] | None) -> CapabilityConfig:
         """Validates a configuration; raises msgspec.ValidationError naming the field."""
-        return msgspec.convert(raw or {}, self.config)
+        config = msgspec.convert(raw or {}, self.config)
+        if isinstance(config.require_approval, list):
+            names = {tool.name for tool in self.tools}
+            if unknown := [n for n in config.require_approval if n not in names]:
+                raise msgspec.ValidationError(
+                    f"{self.id} has no tool {', '.join(map(repr, unknown))} - at `$.require_approval`"
+                )
+        return config
+
+    def approval(self, tool: Tool, config: CapabilityConfig) -> tuple[bool, float | None]:
+        """Whether a call of `tool` waits for a person, and for how long at most."""
+        wanted = config.require_approval
+        required = (
+            tool.require_approval or wanted is True or (isinstance(wanted, list) and tool.name in wanted)
+        )
+        return required, config.approval_timeout_s if required else None
 
     def public(self) -> Capability:
         return Capability(

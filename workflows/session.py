@@ -21,12 +21,15 @@ with workflow.unsafe.imports_passed_through():
 
     from core.db.base import uuid7_at
     from core.schemas.turns import (
+        APPROVAL_DECIDED,
         SESSION_GONE,
         ActCompleted,
+        ApprovalDecision,
         LlmFailure,
         ReasonInput,
         ReasonResult,
         SessionInput,
+        ToolCallRef,
         ToolInput,
         ToolOutcome,
         TurnEnd,
@@ -66,6 +69,9 @@ class SessionWorkflow:
         self._steps: asyncio.Task[None] | None = None
         self._turn_id: str | None = None
         self._cancelled = False
+        # Tool calls of the running turn that wait for a person, and the decisions made.
+        self._awaiting: set[str] = set()
+        self._decisions: dict[str, ApprovalDecision] = {}
 
     @workflow.signal(name="new_message")
     def new_message(self, message_id: str) -> None:
@@ -80,6 +86,23 @@ class SessionWorkflow:
         self._cancelled = True
         self._steps.cancel()
         return True
+
+    @workflow.update(name="resolve_approval")
+    def resolve_approval(self, decision: ApprovalDecision) -> ApprovalDecision:
+        """A person's answer to a tool call that waits for approval; the call then runs or is denied."""
+        self._decisions[decision.tool_call_id] = decision
+        return decision
+
+    @resolve_approval.validator
+    def _check_approval(self, decision: ApprovalDecision) -> None:
+        # A call not awaited yet is accepted: after a worker restart the update can arrive before
+        # the replayed workflow has reached the wait (the API has checked the call asked for one).
+        if decision.tool_call_id in self._decisions:
+            raise ApplicationError("this tool call was already decided", type=APPROVAL_DECIDED)
+
+    @workflow.query(name="pending_approvals")
+    def pending_approvals(self) -> list[str]:
+        return sorted(self._awaiting)
 
     @workflow.query(name="current_turn")
     def current_turn(self) -> str | None:
@@ -223,23 +246,7 @@ class SessionWorkflow:
         self, session_id: str, turn_id: str, iteration: int, reply: ReasonResult
     ) -> list[ToolOutcome]:
         calls = [
-            workflow.execute_activity(
-                "run_tool",
-                ToolInput(
-                    session_id=session_id,
-                    turn_id=turn_id,
-                    iteration=iteration,
-                    message_id=reply.message_id,
-                    tool_call_id=call.id,
-                ),
-                result_type=ToolOutcome,
-                # The tool's own timeout is enforced inside; this only catches a stuck worker.
-                start_to_close_timeout=timedelta(seconds=call.timeout_s + 30),
-                heartbeat_timeout=HEARTBEAT,
-                retry_policy=TOOL_RETRY,
-                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
-            for call in reply.tool_calls
+            self._call(session_id, turn_id, iteration, reply.message_id, call) for call in reply.tool_calls
         ]
         results = await asyncio.gather(*calls, return_exceptions=True)
         if self._cancelled:
@@ -255,6 +262,48 @@ class SessionWorkflow:
             else:
                 outcomes.append(result)
         return outcomes
+
+    async def _call(
+        self, session_id: str, turn_id: str, iteration: int, message_id: str, call: ToolCallRef
+    ) -> ToolOutcome:
+        """One tool call: after a person's decision if it needs one, then run (or denied) as an activity."""
+        approval = await self._approval(call) if call.require_approval else None
+        outcome: ToolOutcome = await workflow.execute_activity(
+            "run_tool",
+            ToolInput(
+                session_id=session_id,
+                turn_id=turn_id,
+                iteration=iteration,
+                message_id=message_id,
+                tool_call_id=call.id,
+                approval=approval,
+            ),
+            result_type=ToolOutcome,
+            # The tool's own timeout is enforced inside; this only catches a stuck worker.
+            start_to_close_timeout=timedelta(seconds=call.timeout_s + 30),
+            heartbeat_timeout=HEARTBEAT,
+            retry_policy=TOOL_RETRY,
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        return outcome
+
+    async def _approval(self, call: ToolCallRef) -> ApprovalDecision:
+        """Waits durably (a timer in the history: restarts and days change nothing) for the
+        `resolve_approval` update, or denies when the agent's approval timeout passes first."""
+        self._awaiting.add(call.id)
+        limit = timedelta(seconds=call.approval_timeout_s) if call.approval_timeout_s else None
+        try:
+            await workflow.wait_condition(lambda: call.id in self._decisions, timeout=limit)
+        except TimeoutError:
+            self._decisions[call.id] = ApprovalDecision(
+                tool_call_id=call.id,
+                decision="deny",
+                reason=f"nobody approved it within {call.approval_timeout_s:g} s",
+                decided_by="timeout",
+            )
+        finally:
+            self._awaiting.discard(call.id)
+        return self._decisions[call.id]
 
 
 @dataclass

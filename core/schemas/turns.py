@@ -9,8 +9,10 @@ import msgspec
 
 # ApplicationError type of an activity whose session was deleted: nothing more to do.
 SESSION_GONE = "session_gone"
+# ApplicationError type with which the workflow refuses a second decision on a tool call.
+APPROVAL_DECIDED = "approval_decided"
 
-ToolStatus = Literal["success", "error", "timeout", "cancelled"]
+ToolStatus = Literal["success", "error", "timeout", "cancelled", "denied"]
 TurnOutcome = Literal["completed", "failed", "cancelled"]
 
 
@@ -64,6 +66,20 @@ class ToolCallRef(msgspec.Struct, kw_only=True):
     id: str
     name: str
     timeout_s: float
+    # Wait for a person's decision before running it (tool definition or the agent's configuration);
+    # without one within `approval_timeout_s` (None: no limit) it is denied.
+    require_approval: bool = False
+    approval_timeout_s: float | None = None
+
+
+class ApprovalDecision(msgspec.Struct, kw_only=True):
+    """A person's (or the timeout's) answer to a tool call that waits for approval."""
+
+    tool_call_id: str
+    decision: Literal["approve", "deny"]
+    reason: str | None = None
+    decided_by: Literal["user", "timeout"] = "user"
+    user_id: str | None = None
 
 
 class ReasonResult(msgspec.Struct, kw_only=True):
@@ -80,6 +96,7 @@ class ToolInput(msgspec.Struct, kw_only=True):
     iteration: int
     message_id: str  # the agent message that holds the call
     tool_call_id: str
+    approval: ApprovalDecision | None = None  # for a call that waited for one
 
 
 class TurnEnd(msgspec.Struct, kw_only=True):

@@ -23,9 +23,10 @@ async def test_capabilities_show_their_config_schema(client: Client) -> None:
     schema = fetch["config_schema"]
     assert schema["type"] == "object" and schema["additionalProperties"] is False
     assert schema["properties"]["allowed_domains"]["type"] == "array"
-    assert set(schema["properties"]) == {"allowed_domains", "blocked_domains"}
+    shared = {"require_approval", "approval_timeout_s"}  # every capability's (tool approval)
+    assert set(schema["properties"]) == {"allowed_domains", "blocked_domains", *shared}
     math = (await client.get("/v1/capabilities/test_math")).json()
-    assert math["config_schema"]["properties"] == {}
+    assert set(math["config_schema"]["properties"]) == shared
     assert math["config_schema"]["additionalProperties"] is False
 
 

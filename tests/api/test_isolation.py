@@ -33,6 +33,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("put", "/v1/agents/{agent_id}/capabilities"): {"capabilities": []},
     ("post", "/v1/agents/{agent_id}/sessions"): {},
     ("patch", "/v1/agents/{agent_id}/sessions/{session_id}"): {"title": "taken over"},
+    ("post", "/v1/agents/{agent_id}/sessions/{session_id}/tool-approvals/{tool_call_id}"): {
+        "decision": "approve"
+    },
     ("post", "/v1/agents/{agent_id}/sessions/{session_id}/messages"): {
         "message": {"role": "user", "content": [{"type": "text", "text": "hi"}]}
     },
@@ -81,6 +84,7 @@ async def _alices_world(alice: As) -> dict[str, str]:
         "provider_id": provider["id"],
         "model_id": model["id"],
         "key_id": key["id"],
+        "tool_call_id": "call_of_alice",
         "server_id": server["id"],
         "path": "notes.txt",
     }

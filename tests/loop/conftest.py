@@ -41,7 +41,7 @@ class Loop:
     worker: Worker
 
     async def chat(
-        self, *, simulator: dict[str, Any] | None = None, capabilities: list[str] | None = None, **agent: Any
+        self, *, simulator: dict[str, Any] | None = None, capabilities: list[Any] | None = None, **agent: Any
     ) -> str:
         """A provider, model, agent and session; returns the session's base path."""
         provider = await factories.provider(self.client, base_url=self.simulator_url)

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import litellm
 import msgspec
@@ -24,6 +25,7 @@ from activities.turns import add_act_completed, add_opening
 from capabilities import registry
 from core.db.models import Agent, LlmProvider, Message, Session
 from core.errors import NotFound
+from core.net import BlockedAddress, NetPolicy, resolve_public
 from core.schemas.content import ToolCallPart, content_from_json
 from core.schemas.turns import SESSION_GONE, LlmFailure, ReasonInput, ReasonResult, ToolCallRef
 from core.services import conversation, events, llm, mcp_servers
@@ -85,6 +87,8 @@ class ReasonActivities:
                 raise _fatal("no_model", None, exc.message) from None
             provider = await db.get(LlmProvider, model.provider_id)
             assert provider is not None
+            if provider.owner_id is not None and provider.base_url:
+                await self._check_public(provider.base_url)
             api_key = await self._api_key(provider)
             batch = EventBatch(session_id, context)
             stored += await conversation.close_dangling(db, session_id, stored)
@@ -241,6 +245,18 @@ class ReasonActivities:
             result = _result(message, limit, agent_tools)
         await events.publish_all(self.deps.bus, batch.stored)
         return result
+
+    async def _check_public(self, base_url: str) -> None:
+        """A user's provider was checked when its base_url was set; DNS may have changed since."""
+        parts = urlsplit(base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        policy = NetPolicy(allow_loopback=self.deps.settings.outbound_allow_loopback)
+        try:
+            await resolve_public(parts.hostname or "", port, policy)
+        except BlockedAddress as exc:
+            raise _fatal(
+                "provider_address_refused", None, f"the provider's base_url is refused: {exc}"
+            ) from None
 
     async def _api_key(self, provider: LlmProvider) -> str | None:
         if provider.api_key_encrypted is None:

@@ -1,0 +1,38 @@
+"""A user's provider is checked again when it is called: a base_url whose name now resolves to a
+private address (DNS changed since it was set) fails the turn instead of reaching inside."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import update
+
+from core.db.models import LlmProvider
+from core.identity import BUILTIN_ADMIN_ID
+from tests.loop.conftest import Loop
+
+
+async def test_a_users_provider_pointing_inside_fails_the_turn(loop: Loop) -> None:
+    base = await loop.chat(simulator={"mode": "fixed", "text": "hello"})
+    agent = (await loop.client.get(base.rsplit("/sessions/", 1)[0])).json()
+    model = (await loop.client.get(f"/v1/llm-models/{agent['default_model_id']}")).json()
+    # As if a user had set a public base_url whose name now resolves to 127.0.0.1.
+    async with loop.db.session() as s:
+        await s.execute(
+            update(LlmProvider)
+            .where(LlmProvider.id == uuid.UUID(model["provider_id"]))
+            .values(owner_id=BUILTIN_ADMIN_ID)
+        )
+        await s.commit()
+    frames = await loop.send(base, "hi")
+    failed = frames[-1]
+    assert failed["type"] == "turn.failed", [f["type"] for f in frames]
+    assert failed["data"]["error_code"] == "provider_address_refused"
+    assert "127.0.0.1 is a loopback address" in failed["data"]["error"]
+    assert not [f for f in frames if f["type"] == "output.message.delta"]  # the LLM was never called
+
+
+async def test_an_admins_provider_may_point_inside(loop: Loop) -> None:
+    base = await loop.chat(simulator={"mode": "fixed", "text": "hello"})
+    frames = await loop.send(base, "hi")
+    assert frames[-1]["type"] == "turn.completed"

@@ -40,6 +40,8 @@ class ProviderState:
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
     verified: bool = True  # whether emails come back verified
     wrong_nonce: bool = False
+    email_in_id_token: bool = True  # False: the client must ask /userinfo
+    userinfo_calls: int = 0
 
 
 def _issuer(request: Request[Any, Any, Any]) -> str:
@@ -115,10 +117,10 @@ def create_provider_app() -> tuple[Litestar, ProviderState]:
             "iat": now,
             "exp": now + 300,
             "nonce": "not-the-one" if state.wrong_nonce else grant.nonce,
-            "email": grant.email,
-            "email_verified": state.verified,
             "name": grant.email.split("@")[0],
         }
+        if state.email_in_id_token:
+            claims |= {"email": grant.email, "email_verified": state.verified}
         id_token = jwt.encode(claims, state.key, algorithm="RS256", headers={"kid": "test-key"})
         return {"access_token": access, "token_type": "Bearer", "id_token": id_token, "expires_in": 300}
 
@@ -136,6 +138,7 @@ def create_provider_app() -> tuple[Litestar, ProviderState]:
     @get("/userinfo")
     async def userinfo(request: Request[Any, Any, Any]) -> dict[str, Any]:
         grant = _holder(request)
+        state.userinfo_calls += 1
         return {"sub": grant.subject, "email": grant.email, "email_verified": state.verified}
 
     @get("/jwks")

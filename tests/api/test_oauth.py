@@ -31,7 +31,7 @@ def provider() -> Iterator[tuple[str, ProviderState]]:
 @pytest.fixture
 def provider_state(provider: tuple[str, ProviderState]) -> ProviderState:
     state = provider[1]
-    state.verified, state.wrong_nonce = True, False
+    state.verified, state.wrong_nonce, state.email_in_id_token = True, False, True
     return state
 
 
@@ -115,6 +115,16 @@ async def test_first_sign_in_creates_the_user_and_the_next_finds_them(
     assert again["id"] == first["id"]
     assert browser.cookies.get("refresh_token", path="/api/auth")  # a full sign-in: refresh works too
     assert (await browser.post("/api/auth/refresh")).status_code == 200
+
+
+async def test_the_email_comes_from_userinfo_when_the_id_token_has_none(
+    browser: AsyncTestClient[Litestar], provider_state: ProviderState
+) -> None:
+    provider_state.email_in_id_token = False
+    calls = provider_state.userinfo_calls
+    me = await _sign_in(browser, "oidc", "quiet@example.com")
+    assert me["email"] == "quiet@example.com"
+    assert provider_state.userinfo_calls == calls + 1
 
 
 async def test_a_verified_email_links_to_the_existing_account(browser: AsyncTestClient[Litestar]) -> None:

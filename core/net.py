@@ -15,6 +15,9 @@ import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from core.errors import InvalidInput
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -116,3 +119,19 @@ async def resolve_public(host: str, port: int, policy: NetPolicy | None = None) 
             where = f"{ip} is" if literal is not None else f"{host} resolves to {ip},"
             raise BlockedAddress(f"refused: {where} {kind}")
     return addresses
+
+
+async def check_public_url(url: str, field: str, what: str, policy: NetPolicy | None = None) -> None:
+    """For a URL a non-admin user gives for the servers to call (a provider's base_url, an MCP
+    server's url): http(s), and every address of its host public. Raises InvalidInput naming
+    `field`; admins are not checked (a local model server is a normal setup)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"{field}: must be an http(s) URL", field=field)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        await resolve_public(parts.hostname, port, policy)
+    except BlockedAddress as exc:
+        raise InvalidInput(
+            f"{field}: {exc}; only an admin may point {what} at a non-public address", field=field
+        ) from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 from msgspec import UNSET
 from sqlalchemy import ColumnElement, or_, select, update
@@ -15,7 +14,7 @@ from core.db.base import uuid7
 from core.db.models import Agent, LlmModel, LlmProvider, Session
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from core.identity import Identity
-from core.net import BlockedAddress, resolve_public
+from core.net import check_public_url
 from core.schemas import llm as schemas
 from core.services.common import changed_fields, page_of
 
@@ -77,19 +76,9 @@ def _check_edit(who: Identity, provider: LlmProvider) -> None:
 
 async def check_base_url(who: Identity, base_url: str | None) -> None:
     """A user's provider may only call public internet addresses: the worker would otherwise fetch
-    from inside the operator's network for them. Admins may point providers anywhere (a local Ollama
-    or vLLM, say)."""
-    if base_url is None or who.is_admin:
-        return
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput("base_url: must be an http(s) URL", field="base_url")
-    try:
-        await resolve_public(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    except BlockedAddress as exc:
-        raise InvalidInput(
-            f"base_url: {exc}; only an admin may point a provider at a non-public address", field="base_url"
-        ) from None
+    from inside the operator's network for them."""
+    if base_url is not None and not who.is_admin:
+        await check_public_url(base_url, "base_url", "a provider")
 
 
 # Providers

@@ -8,7 +8,6 @@ import json
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +19,7 @@ from core.db.base import uuid7
 from core.db.models import Agent, McpServer
 from core.errors import BadGateway, Conflict, Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from core.identity import Identity
-from core.net import BlockedAddress, NetPolicy, resolve_public
+from core.net import NetPolicy, check_public_url
 from core.schemas import mcp as schemas
 from core.services.common import changed_fields, page_of
 
@@ -76,17 +75,8 @@ def to_schema(row: McpServer, who: Identity) -> schemas.McpServer:
 async def _check_url(who: Identity, url: str, policy: NetPolicy) -> None:
     """A user's server may only be on a public internet address (the API and the workers would
     otherwise call into the operator's network for them); admins may point anywhere."""
-    if who.is_admin:
-        return
-    parts = urlsplit(url)
-    if not parts.hostname:
-        raise InvalidInput("url: must be an http(s) URL", field="url")
-    try:
-        await resolve_public(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), policy)
-    except BlockedAddress as exc:
-        raise InvalidInput(
-            f"url: {exc}; only an admin may point an MCP server at a non-public address", field="url"
-        ) from None
+    if not who.is_admin:
+        await check_public_url(url, "url", "an MCP server", policy)
 
 
 def _require(box: SecretBox | None) -> SecretBox:

@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.types import ControllerRouterHandler
 from sqlalchemy.exc import DBAPIError
 
@@ -20,6 +21,7 @@ from api.deps import provide_db_session, provide_identity
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.files import FileController
+from api.guard import BrowserGuardMiddleware
 from api.health import HealthController
 from api.llm import ModelController, ProviderController
 from api.mcp_servers import McpServerController
@@ -114,7 +116,7 @@ def create_app(
             "page_params": Provide(provide_page_params, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[authentication_middleware()],
+        middleware=[DefineMiddleware(BrowserGuardMiddleware, settings=settings), authentication_middleware()],
         state=State({"services": services}),
         cors_config=cors,
         openapi_config=openapi_config(),

@@ -158,8 +158,14 @@ def _prefix(request: Request[Any, Any, Any]) -> str:
     return "/v1/auth" if request.url.path.startswith("/v1/auth") else "/api/auth"
 
 
+def _secure(request: Request[Any, Any, Any]) -> bool:
+    """Cookies are `Secure` when the browser reaches us over https, also behind a TLS proxy."""
+    public = request.app.state.services.settings.public_url or ""
+    return request.url.scheme == "https" or public.startswith("https://")
+
+
 def session_cookies(request: Request[Any, Any, Any], tokens: auth.Tokens) -> list[Cookie]:
-    secure = request.url.scheme == "https"
+    secure = _secure(request)
     return [
         Cookie(
             key=ACCESS_COOKIE,
@@ -279,7 +285,7 @@ class AuthController(Controller):
         the `access_token` and `refresh_token` cookies."""
         secret = _secret(services)
         await _rate_limit(services, "login", LOGIN_LIMIT, email=data.email.lower(), ip=_client_ip(request))
-        user = await auth.login(db_session, data.email, data.password)
+        user = await auth.login(db_session, data.email.strip(), data.password)
         if user is None:
             raise HTTPException(status_code=401, detail="wrong email or password")
         tokens = await auth.sign_in(db_session, user, "password", secret)
@@ -360,7 +366,7 @@ class AuthController(Controller):
             max_age=oauth.STATE_TTL_S,
             httponly=True,
             samesite="lax",  # sent on the provider's top-level redirect back
-            secure=request.url.scheme == "https",
+            secure=_secure(request),
             path=f"{_prefix(request)}/callback",
         )
         return Redirect(url, cookies=[cookie])

@@ -8,16 +8,16 @@ changes state must come from an allowed origin (SameSite=Lax plus this check def
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
 
+from api.guard import origin_of, trusted_origins
 from api.state import Services
 from core.identity import BUILTIN_ADMIN, Identity
 from core.services import auth
-from core.settings import AuthMode
+from core.settings import AuthMode, Settings
 
 ACCESS_COOKIE = "access_token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -28,7 +28,7 @@ OPEN_PATHS = [
     r"^/api-doc",
     r"^/swagger-ui",
     r"^/simulator/",
-    r"^/(api|v1)/auth/(config|login|logout|register|refresh|oauth|callback)",
+    r"^/(api|v1)/auth/(config|login|logout|register|refresh|oauth|callback)(/|$)",
 ]
 
 
@@ -52,7 +52,7 @@ class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
         if not credential:
             raise NotAuthorizedException("a credential is required", headers={"WWW-Authenticate": "Bearer"})
         if source == "cookie" and connection.scope.get("method", "GET") not in SAFE_METHODS:
-            _check_origin(connection, settings.cors_origins)
+            _check_origin(connection, settings)
         assert settings.auth_jwt_secret is not None
         async with services.db.session() as db:
             found = await auth.authenticate(db, credential, settings.auth_jwt_secret)
@@ -70,12 +70,12 @@ class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=who, auth=credential)
 
 
-def _check_origin(connection: ASGIConnection[Any, Any, Any, Any], allowed: tuple[str, ...]) -> None:
+def _check_origin(connection: ASGIConnection[Any, Any, Any, Any], settings: Settings) -> None:
+    """A cookie-authenticated change must say it comes from a trusted origin (saying nothing is not
+    enough here: the cookie is sent whoever asks)."""
     source = connection.headers.get("origin") or connection.headers.get("referer") or ""
-    parts = urlsplit(source)
-    origin = f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
     own = f"{connection.url.scheme}://{connection.url.netloc}"
-    if origin != own and origin not in allowed:
+    if origin_of(source) not in trusted_origins(settings, own):
         raise PermissionDeniedException("a cookie-authenticated change must come from an allowed origin")
 
 

@@ -72,6 +72,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     auth_registration_open: bool
     public_url: str | None
     auth_redirect_url: str
+    allowed_hosts: tuple[str, ...]
     oauth_google: OAuthClient | None
     oauth_github: OAuthClient | None
     oidc: OAuthClient | None
@@ -224,6 +225,14 @@ def _origins(value: str) -> tuple[str, ...]:
     return origins
 
 
+def _hosts(value: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower().strip("[]") for h in value.split(",") if h.strip())
+    for host in hosts:
+        if any(c in host for c in "/ @?#"):
+            raise ValueError(host)
+    return hosts
+
+
 def _jwt_secret(value: str) -> str:
     if len(value) < 32:
         raise ValueError(value)
@@ -295,6 +304,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth_registration_open=read.parse("AUTH_REGISTRATION_OPEN", True, _boolean, "true or false"),
         public_url=read.url("EVERLOOP_PUBLIC_URL", ("http", "https")),
         auth_redirect_url=read.text("AUTH_REDIRECT_URL", "/"),
+        allowed_hosts=read.parse(
+            "EVERLOOP_ALLOWED_HOSTS", (), _hosts, "a comma-separated list of host names"
+        ),
         oauth_google=_oauth_client(
             read,
             "OAUTH_GOOGLE",

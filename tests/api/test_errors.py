@@ -143,7 +143,7 @@ async def test_body_over_the_limit_is_413(endpoints: Endpoints, db: Database) ->
         "raw_path": b"/v1/_test/upload",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"test")],
+        "headers": [(b"host", b"127.0.0.1")],
         "client": ("127.0.0.1", 1),
         "server": ("test", 80),
     }

@@ -45,6 +45,9 @@ MAX_DEPTH = 32
 GREP_MAX_PATTERN_CHARS = 1000
 GREP_MAX_GLOB_CHARS = 256
 GREP_TIMEOUT_S = 5.0
+# Matching file paths against a glob may take this long in all (a glob like `**a**a**a**b` makes
+# a backtracking matcher slow on a long path): it runs on the event loop, so it must stay short.
+GLOB_TIMEOUT_S = 0.5
 GREP_MAX_MATCHES = 1000
 GREP_LINE_CHARS = 500
 _GREP_BATCH_BYTES = 4 * 1024 * 1024
@@ -463,16 +466,16 @@ async def copy(
 # Searching
 
 
-def glob_matcher(glob: str) -> re.Pattern[str]:
+def glob_matcher(glob: str) -> Any:
     """A glob as a regular expression. Without a `/` it matches a file's name (`*.py`); with one, the
     path relative to the searched directory (`src/**/*.py`): `*` and `?` stay within one name, `**`
     crosses directories, `[...]` is a character class."""
     if len(glob) > GREP_MAX_GLOB_CHARS or _CONTROL.search(glob):
         raise InvalidInput(f"glob: at most {GREP_MAX_GLOB_CHARS} printable characters", field="glob")
     if "/" not in glob:
-        return re.compile(fnmatch.translate(glob))
+        return regex.compile(fnmatch.translate(glob))
     out: list[str] = []
-    glob = glob.lstrip("/")
+    glob = re.sub(r"\*{3,}", "**", glob.lstrip("/"))
     i, n = 0, len(glob)
     while i < n:
         char = glob[i]
@@ -497,8 +500,8 @@ def glob_matcher(glob: str) -> re.Pattern[str]:
             out.append(re.escape(char))
             i += 1
     try:
-        return re.compile("(?s:" + "".join(out) + r")\Z")
-    except re.error as exc:
+        return regex.compile("(?s:" + "".join(out) + r")\Z")
+    except (regex.error, OverflowError, RecursionError) as exc:
         raise InvalidInput(f"glob: {exc}", field="glob") from None
 
 
@@ -573,10 +576,20 @@ async def grep(
     )
     prefix = "" if path == ROOT else path
     wanted: list[tuple[str, int]] = []
+    glob_deadline = time.monotonic() + GLOB_TIMEOUT_S
     for name, size in listed.all():
         if matcher is not None:
             subject = name_of(name) if "/" not in (glob or "") else name[len(prefix) + 1 :]
-            if not matcher.match(subject):
+            try:
+                left = glob_deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                matched = matcher.match(subject, timeout=left)
+            except TimeoutError:
+                raise InvalidInput(
+                    f"glob: matching took over {GLOB_TIMEOUT_S:g} s; use fewer wildcards", field="glob"
+                ) from None
+            if not matched:
                 continue
         wanted.append((name, size))
     deadline = time.monotonic() + GREP_TIMEOUT_S

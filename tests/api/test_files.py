@@ -188,6 +188,21 @@ async def test_a_catastrophic_pattern_is_stopped(client: Client, monkeypatch: py
     assert response.status_code == 400 and "took over" in response.json()["error"]
 
 
+async def test_globs_cannot_hang_the_server(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    fs = await _tree(client)
+    deep = "/".join(["a" * 40] * 5)  # a 200-character path
+    await client.put(f"{fs}/{deep}/x.txt", content=b"x")
+    # With Python's re this glob backtracks for minutes on that path; the regex module answers.
+    slow = await client.get(fs, params={"op": "grep", "pattern": "x", "glob": "/" + "**a" * 8 + "**b"})
+    assert slow.status_code == 200 and slow.json()["matches"] == []
+    fine = await client.get(fs, params={"op": "grep", "pattern": "x", "glob": "**/*.txt"})
+    assert [m["path"] for m in fine.json()["matches"]] == [f"/{deep}/x.txt"]
+    # And whatever a glob costs, matching stops at its budget.
+    monkeypatch.setattr(files, "GLOB_TIMEOUT_S", 0)
+    stopped = await client.get(fs, params={"op": "grep", "pattern": "x", "glob": "**/*.txt"})
+    assert stopped.status_code == 400 and stopped.json()["field"] == "glob"
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [

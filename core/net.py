@@ -116,19 +116,28 @@ async def resolve_public(host: str, port: int, policy: NetPolicy | None = None) 
             raise BlockedAddress(f"cannot resolve {host!r}")
     for ip in addresses:
         if (kind := _refused_kind(ip, policy or NetPolicy())) is not None:
-            where = f"{ip} is" if literal is not None else f"{host} resolves to {ip},"
+            # The address itself only for a literal: for a name it would map internal names for
+            # whoever asks.
+            where = f"{ip} is" if literal is not None else f"{host} resolves to"
             raise BlockedAddress(f"refused: {where} {kind}")
     return addresses
 
 
-async def check_public_url(url: str, field: str, what: str, policy: NetPolicy | None = None) -> None:
-    """For a URL a non-admin user gives for the servers to call (a provider's base_url, an MCP
-    server's url): http(s), and every address of its host public. Raises InvalidInput naming
-    `field`; admins are not checked (a local model server is a normal setup)."""
-    parts = urlsplit(url)
+async def check_public_url(
+    url: str, field: str, what: str, policy: NetPolicy | None = None, *, any_address: bool = False
+) -> None:
+    """For a URL given for the servers to call (a provider's base_url, an MCP server's url): an
+    http(s) URL, and unless `any_address` (an admin's: a local model server is a normal setup) every
+    address of its host public. Raises InvalidInput naming `field`."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a bad port or bracket: not a URL
+        raise InvalidInput(f"{field}: not a valid URL", field=field) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput(f"{field}: must be an http(s) URL", field=field)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if any_address:
+        return
     try:
         await resolve_public(parts.hostname, port, policy)
     except BlockedAddress as exc:

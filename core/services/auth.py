@@ -18,7 +18,7 @@ import jwt
 import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -231,17 +231,30 @@ async def register(db: AsyncSession, email: str, password: str) -> User:
 
 
 async def ensure_admin(db: AsyncSession, email: str, password: str) -> User:
-    """The AUTH_MODE=admin account, created or brought in line with the environment."""
+    """The ADMIN_EMAIL account, created or brought in line with the environment. An account that
+    becomes admin here, or whose password the environment changes, loses every sign-in and API key
+    it had: whoever registered that email early, or learnt the old password, keeps nothing."""
     user = (await db.execute(select(User).where(User.email == email))).scalar_one_or_none()
     if user is None:
         user = User(email=email, role="admin", password_hash=hash_password(password), email_verified=True)
         db.add(user)
-    else:
+    elif user.role != "admin" or not verify_password(user.password_hash, password):
         user.role = "admin"
-        if not verify_password(user.password_hash, password):
-            user.password_hash = hash_password(password)
+        user.email_verified = True
+        user.password_hash = hash_password(password)
+        await revoke_everything(db, user.id)
     await db.commit()
     return user
+
+
+async def revoke_everything(db: AsyncSession, user_id: uuid.UUID) -> None:
+    """Ends every sign-in of a user and deletes their API keys (the caller commits)."""
+    await db.execute(
+        update(AuthSession)
+        .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+    await db.execute(delete(ApiKey).where(ApiKey.user_id == user_id))
 
 
 async def ensure_builtin_admin(db: AsyncSession) -> None:

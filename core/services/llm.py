@@ -77,8 +77,8 @@ def _check_edit(who: Identity, provider: LlmProvider) -> None:
 async def check_base_url(who: Identity, base_url: str | None) -> None:
     """A user's provider may only call public internet addresses: the worker would otherwise fetch
     from inside the operator's network for them."""
-    if base_url is not None and not who.is_admin:
-        await check_public_url(base_url, "base_url", "a provider")
+    if base_url is not None:
+        await check_public_url(base_url, "base_url", "a provider", any_address=who.is_admin)
 
 
 # Providers

@@ -75,8 +75,7 @@ def to_schema(row: McpServer, who: Identity) -> schemas.McpServer:
 async def _check_url(who: Identity, url: str, policy: NetPolicy) -> None:
     """A user's server may only be on a public internet address (the API and the workers would
     otherwise call into the operator's network for them); admins may point anywhere."""
-    if not who.is_admin:
-        await check_public_url(url, "url", "an MCP server", policy)
+    await check_public_url(url, "url", "an MCP server", policy, any_address=who.is_admin)
 
 
 def _require(box: SecretBox | None) -> SecretBox:

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import secrets
 import time
-from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import urlencode
 
@@ -20,12 +19,13 @@ import httpx
 import jwt
 import msgspec
 import redis.asyncio as redis
-from sqlalchemy import delete, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db.models import ApiKey, AuthSession, OAuthIdentity, User
+from core.db.models import OAuthIdentity, User
 from core.errors import EverloopError, Forbidden, InvalidInput, NotFound
+from core.services import auth
 from core.settings import OAuthClient, Settings
 
 STATE_TTL_S = 600
@@ -279,9 +279,4 @@ async def _take_back(db: AsyncSession, user: User) -> None:
     sign-in and every API key."""
     user.password_hash = None
     user.email_verified = True
-    await db.execute(
-        update(AuthSession)
-        .where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None))
-        .values(revoked_at=datetime.now(UTC))
-    )
-    await db.execute(delete(ApiKey).where(ApiKey.user_id == user.id))
+    await auth.revoke_everything(db, user.id)

@@ -30,14 +30,13 @@ ADMIN_EMAIL, ADMIN_PASSWORD = "root@example.com", "root password"
 
 
 def full_settings(endpoints: Endpoints, **env: str) -> Settings:
-    return make_settings(
-        endpoints,
-        AUTH_MODE="full",
-        AUTH_JWT_SECRET=SECRET,
-        ADMIN_EMAIL=ADMIN_EMAIL,
-        ADMIN_PASSWORD=ADMIN_PASSWORD,
-        **env,
-    )
+    base = {
+        "AUTH_MODE": "full",
+        "AUTH_JWT_SECRET": SECRET,
+        "ADMIN_EMAIL": ADMIN_EMAIL,
+        "ADMIN_PASSWORD": ADMIN_PASSWORD,
+    }
+    return make_settings(endpoints, **{**base, **env})
 
 
 async def clear_rate_limits(endpoints: Endpoints) -> None:
@@ -244,6 +243,8 @@ def second_api(endpoints: Endpoints) -> Litestar:
         "http://[::1]:8000/v1",
         "http://localhost:8000/v1",
         "ftp://example.com/",
+        "http://example.com:99999/v1",
+        "http://[::1/v1",
     ],
 )
 async def test_a_users_provider_may_not_point_into_the_servers_network(
@@ -258,8 +259,11 @@ async def test_a_users_provider_may_not_point_into_the_servers_network(
     assert moved.status_code == 400 and moved.json()["field"] == "base_url"
     # An admin may (a local model server is a normal setup).
     admin = As(anon, await login(anon, ADMIN_EMAIL, ADMIN_PASSWORD))
-    if base_url.startswith("http"):
-        assert (await admin.post("/v1/llm-providers", body)).status_code == 201
+    by_admin = await admin.post("/v1/llm-providers", body)
+    if base_url.startswith("http") and base_url not in ("http://example.com:99999/v1", "http://[::1/v1"):
+        assert by_admin.status_code == 201
+    else:  # not a URL at all, whoever gives it
+        assert by_admin.status_code == 400 and by_admin.json()["field"] == "base_url"
 
 
 async def test_the_event_stream_ends_when_its_credential_expires(
@@ -299,6 +303,25 @@ async def test_the_event_stream_ends_after_logout(
         assert (await anon.post("/api/auth/logout", headers=bearer(user))).status_code == 200
         await asyncio.wait_for(stream.until_comment(event_stream.CREDENTIAL_REVOKED), 10)
         assert await stream.ended()
+
+
+async def test_an_account_that_becomes_the_admin_keeps_no_credential(
+    endpoints: Endpoints, db: Database
+) -> None:
+    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as first:
+        early = await register(first, "future.boss@example.com")
+        key = (await As(first, early).post("/api/auth/api-keys", {"name": "kept?"})).json()["key"]
+    # The operator then names that email as the admin (the app's start-up brings the account in line).
+    promoted = full_settings(endpoints, ADMIN_EMAIL="future.boss@example.com", ADMIN_PASSWORD="the real one")
+    async with AsyncTestClient(app=create_app(promoted, configure_logs=False)) as api:
+        assert (await api.get("/api/auth/me", headers={"Authorization": f"Bearer {key}"})).status_code == 401
+        assert (await api.get("/api/auth/me", headers=bearer(early))).status_code == 401
+        old = await api.post(
+            "/api/auth/login", json={"email": "future.boss@example.com", "password": "long enough"}
+        )
+        assert old.status_code == 401
+        admin = await login(api, "future.boss@example.com", "the real one")
+        assert (await api.get("/api/auth/me", headers=bearer(admin))).json()["role"] == "admin"
 
 
 def test_full_mode_needs_a_jwt_secret_and_a_whole_admin() -> None:

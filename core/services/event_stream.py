@@ -126,8 +126,10 @@ class Follower:
         self.ended: str | None = None  # why the stream stopped early (the credential ran out)
         self._pubsub: redis.client.PubSub | None = None
         self._quiet_since = 0.0
+        self._checked_at = 0.0  # when `allowed` was last asked
 
     async def follow(self) -> AsyncGenerator[Item, None]:
+        self._checked_at = asyncio.get_running_loop().time()  # checked when the stream was opened
         try:
             live = await self._subscribe()
             yield self._sent(Connected())
@@ -171,8 +173,12 @@ class Follower:
         return self.ended is not None
 
     async def _still_allowed(self) -> bool:
-        if self.allowed is not None and self.ended is None and not await self.allowed():
-            self.ended = CREDENTIAL_REVOKED
+        """Asks `allowed` at most once per keep-alive interval, busy stream or quiet."""
+        now = asyncio.get_running_loop().time()
+        if self.allowed is not None and self.ended is None and now - self._checked_at >= self.keepalive_s:
+            self._checked_at = now
+            if not await self.allowed():
+                self.ended = CREDENTIAL_REVOKED
         return self.ended is None
 
     def _sent(self, item: Item) -> Item:
@@ -192,12 +198,12 @@ class Follower:
                 log.warning("event stream lost redis", session_id=str(self.session_id), error=str(exc))
                 await self._unsubscribe()
                 return
+            if not await self._still_allowed():
+                return
             if message is not None and message["type"] == "message":
                 async for item in self._on_message(message["data"]):
                     yield item
             if self._keepalive_due():
-                if not await self._still_allowed():
-                    return
                 # Also a chance to catch an event whose announcement was lost.
                 async for item in self._catch_up():
                     yield item

@@ -22,7 +22,7 @@ from core.db.models import ApiKey
 from core.services import event_stream
 from core.settings import Settings, SettingsError, load_settings
 from core.stack import Endpoints
-from tests.api.test_events_support import serve
+from tests.api.test_events_support import serve, store_and_publish
 from tests.conftest import make_settings
 
 SECRET = "f" * 48
@@ -303,6 +303,35 @@ async def test_the_event_stream_ends_after_logout(
         assert (await anon.post("/api/auth/logout", headers=bearer(user))).status_code == 200
         await asyncio.wait_for(stream.until_comment(event_stream.CREDENTIAL_REVOKED), 10)
         assert await stream.ended()
+
+
+async def test_a_busy_event_stream_ends_after_its_key_is_revoked(
+    endpoints: Endpoints, anon: AsyncTestClient[Litestar], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(event_stream, "KEEPALIVE_S", 0.3)
+    user = As(anon, await register(anon))
+    agent = (await user.post("/v1/agents", {"name": "a"})).json()
+    session = (await user.post(f"/v1/agents/{agent['id']}/sessions", {})).json()
+    key = (await user.post("/api/auth/api-keys", {"name": "sse"})).json()
+    path = f"/v1/agents/{agent['id']}/sessions/{session['id']}/events"
+    redis = bus.connect(endpoints.redis_url)
+
+    async def chatter() -> None:  # a frame far more often than the keep-alive interval
+        for n in range(10_000):
+            await store_and_publish(db, redis, uuid.UUID(session["id"]), "test.step", n=n)
+            await asyncio.sleep(0.02)
+
+    credential = {"Authorization": f"Bearer {key['key']}"}
+    async with serve(second_api(endpoints)) as server, server.sse(path, headers=credential) as stream:
+        busy = asyncio.create_task(chatter())
+        try:
+            assert (await stream.event()).event == "test.step"
+            assert (await user.delete(f"/api/auth/api-keys/{key['id']}")).status_code == 204
+            await asyncio.wait_for(stream.until_comment(event_stream.CREDENTIAL_REVOKED), 10)
+            assert await stream.ended()
+        finally:
+            busy.cancel()
+            await redis.aclose()
 
 
 async def test_an_account_that_becomes_the_admin_keeps_no_credential(

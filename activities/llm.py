@@ -13,8 +13,10 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx2
 import litellm
 import msgspec
+import openai
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
@@ -25,7 +27,7 @@ from activities.turns import add_act_completed, add_opening
 from capabilities import registry
 from core.db.models import Agent, LlmProvider, Message, Session
 from core.errors import NotFound
-from core.net import BlockedAddress, NetPolicy, resolve_public
+from core.net import BlockedAddress, NetPolicy, PinnedTransport, resolve_public
 from core.schemas.content import ToolCallPart, content_from_json
 from core.schemas.turns import SESSION_GONE, LlmFailure, ReasonInput, ReasonResult, ToolCallRef
 from core.services import conversation, events, llm, mcp_servers
@@ -114,6 +116,7 @@ class ReasonActivities:
 
         tools = _tools(agent_tools.capability_ids, agent_tools.mcp)
         params_for_llm = llm.completion_params(provider, model, api_key, self.deps.simulator_url)
+        pinned = self._pinned_client(provider, params_for_llm)
         if activity.info().attempt > 1:
             # The failed attempt may have streamed part of a reply: clients drop it.
             await events.publish_ephemeral(
@@ -123,10 +126,14 @@ class ReasonActivities:
                 {"message_id": params.message_id, "attempt": activity.info().attempt},
             )
         started = time.monotonic()
-        async with _heartbeating():
-            response = await self._stream(
-                session_id, params.message_id, params_for_llm, llm_messages, tools, api_key
-            )
+        try:
+            async with _heartbeating():
+                response = await self._stream(
+                    session_id, params.message_id, params_for_llm, llm_messages, tools, api_key
+                )
+        finally:
+            if pinned is not None:
+                await pinned.aclose()
         duration_ms = int((time.monotonic() - started) * 1000)
 
         choice = response.choices[0]
@@ -245,6 +252,26 @@ class ReasonActivities:
             result = _result(message, limit, agent_tools)
         await events.publish_all(self.deps.bus, batch.stored)
         return result
+
+    def _pinned_client(self, provider: LlmProvider, params: dict[str, Any]) -> httpx2.AsyncClient | None:
+        """A user's provider is called through a client that connects only to addresses it has just
+        checked and follows no redirect (else a public base_url could redirect or rebind inside)."""
+        if provider.owner_id is None or not provider.base_url or provider.provider_type not in llm.PINNABLE:
+            return None
+        policy = NetPolicy(allow_loopback=self.deps.settings.outbound_allow_loopback)
+        http = httpx2.AsyncClient(
+            transport=PinnedTransport(policy),
+            follow_redirects=False,
+            trust_env=False,
+            timeout=httpx2.Timeout(300, connect=10),
+        )
+        params["client"] = openai.AsyncOpenAI(
+            api_key=params.get("api_key") or "none",
+            base_url=params["api_base"],
+            http_client=http,
+            max_retries=0,
+        )
+        return http
 
     async def _check_public(self, base_url: str) -> None:
         """A user's provider was checked when its base_url was set; DNS may have changed since."""
@@ -415,6 +442,11 @@ def _fatal(kind: str, status: int | None, message: str) -> ApplicationError:
 
 
 _DESCRIPTIONS = {
+    301: "the provider redirects elsewhere, which is not followed",
+    302: "the provider redirects elsewhere, which is not followed",
+    303: "the provider redirects elsewhere, which is not followed",
+    307: "the provider redirects elsewhere, which is not followed",
+    308: "the provider redirects elsewhere, which is not followed",
     400: "the provider rejected the request",
     401: "the provider refused the API key",
     403: "the provider denied access to this model",
@@ -447,5 +479,6 @@ def _provider_error(exc: Exception, api_key: str | None) -> ApplicationError:
         message,
         LlmFailure(status=status, kind="llm_error", message=message),
         type="llm_error",
-        non_retryable=status in FATAL_STATUSES,
+        # A redirect is not followed (it could lead anywhere) and a retry would meet it again.
+        non_retryable=status in FATAL_STATUSES or (status is not None and 300 <= status < 400),
     )

@@ -29,7 +29,7 @@ from mcp.shared._httpx_utils import (
 )
 
 from capabilities.base import CapabilitySpec, Tool, ToolContext, ToolError
-from core.net import BlockedAddress, NetPolicy, ip_literal, resolve_public
+from core.net import BlockedAddress, NetPolicy, PinnedTransport, resolve_public
 from core.schemas.capabilities import ToolDefinition
 
 PREFIX = "mcp:"
@@ -117,39 +117,13 @@ async def _connected(endpoint: Endpoint, policy: NetPolicy) -> AsyncIterator[Cli
         yield client
 
 
-class _PinnedTransport(httpx2.AsyncBaseTransport):
-    """Sends each request to an address of its host that was checked just now (`core.net`), with
-    the original Host header and TLS server name: a DNS answer that changes after the check (DNS
-    rebinding) is never connected to."""
-
-    def __init__(self, policy: NetPolicy) -> None:
-        self._policy = policy
-        self._inner = httpx2.AsyncHTTPTransport()
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        url = request.url
-        port = url.port or (443 if url.scheme == "https" else 80)
-        try:
-            addresses = await resolve_public(url.host, port, self._policy)
-        except BlockedAddress as exc:
-            raise httpx2.ConnectError(str(exc), request=request) from None
-        if ip_literal(url.host) is None:
-            request.url = url.copy_with(host=str(addresses[0]))
-            if url.scheme == "https":
-                request.extensions = {**request.extensions, "sni_hostname": url.host}
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
 def _pinned_client(headers: dict[str, str], policy: NetPolicy) -> httpx2.AsyncClient:
     """The SDK's client settings, over the pinned transport and without proxies from the environment
     (a proxy would connect by name)."""
     return httpx2.AsyncClient(
         headers=headers,
         timeout=httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT),
-        transport=_PinnedTransport(policy),
+        transport=PinnedTransport(policy),
         trust_env=False,
     )
 

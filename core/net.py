@@ -17,6 +17,8 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httpx2
+
 from core.errors import InvalidInput
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -144,3 +146,30 @@ async def check_public_url(
         raise InvalidInput(
             f"{field}: {exc}; only an admin may point {what} at a non-public address", field=field
         ) from None
+
+
+class PinnedTransport(httpx2.AsyncBaseTransport):
+    """Sends each request to an address of its host checked just now, keeping the Host header and
+    the TLS server name: a DNS answer that changes after the check (DNS rebinding) is never
+    connected to. Use with `follow_redirects=False` and `trust_env=False` (a proxy would connect by
+    name). httpx2: the client library of the openai and mcp SDKs."""
+
+    def __init__(self, policy: NetPolicy | None = None) -> None:
+        self._policy = policy
+        self._inner = httpx2.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        url = request.url
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            addresses = await resolve_public(url.host, port, self._policy)
+        except BlockedAddress as exc:
+            raise httpx2.ConnectError(str(exc), request=request) from None
+        if ip_literal(url.host) is None:
+            request.url = url.copy_with(host=str(addresses[0]))
+            if url.scheme == "https":
+                request.extensions = {**request.extensions, "sni_hostname": url.host}
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

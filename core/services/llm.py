@@ -74,11 +74,21 @@ def _check_edit(who: Identity, provider: LlmProvider) -> None:
         raise Forbidden(f"LLM provider {provider.id} is shared: only an admin may change it or its models")
 
 
-async def check_base_url(who: Identity, base_url: str | None) -> None:
+# The provider types whose calls go through a client the worker pins to checked addresses
+# (`core.net.PinnedTransport`): the only ones a user may give a base_url.
+PINNABLE = ("openai", "openai_compatible", "simulator")
+
+
+async def check_base_url(who: Identity, base_url: str | None, provider_type: str) -> None:
     """A user's provider may only call public internet addresses: the worker would otherwise fetch
     from inside the operator's network for them."""
-    if base_url is not None:
-        await check_public_url(base_url, "base_url", "a provider", any_address=who.is_admin)
+    if base_url is None:
+        return
+    if not who.is_admin and provider_type not in PINNABLE:
+        raise InvalidInput(
+            f"base_url: only an admin may set it for a {provider_type} provider", field="base_url"
+        )
+    await check_public_url(base_url, "base_url", "a provider", any_address=who.is_admin)
 
 
 # Providers
@@ -87,7 +97,7 @@ async def check_base_url(who: Identity, base_url: str | None) -> None:
 async def create_provider(
     db: AsyncSession, who: Identity, box: SecretBox | None, data: schemas.CreateProvider
 ) -> LlmProvider:
-    await check_base_url(who, data.base_url)
+    await check_base_url(who, data.base_url, data.provider_type)
     # The id is known before insert: the key's ciphertext is bound to it.
     row = LlmProvider(
         id=uuid7(),
@@ -141,7 +151,7 @@ async def update_provider(
 ) -> LlmProvider:
     row = await get_provider(db, who, provider_id, edit=True)
     if patch.base_url is not UNSET:
-        await check_base_url(who, patch.base_url)
+        await check_base_url(who, patch.base_url, row.provider_type)
     moves_key = patch.base_url is not UNSET and patch.base_url != row.base_url and row.api_key_encrypted
     if moves_key and patch.api_key is UNSET:
         # Otherwise the stored key would go to a host its owner never chose for it.

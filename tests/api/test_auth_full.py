@@ -266,6 +266,15 @@ async def test_a_users_provider_may_not_point_into_the_servers_network(
         assert by_admin.status_code == 400 and by_admin.json()["field"] == "base_url"
 
 
+async def test_a_user_may_set_base_url_only_where_calls_can_be_pinned(
+    anon: AsyncTestClient[Litestar],
+) -> None:
+    user = As(anon, await register(anon))
+    body = {"name": "x", "provider_type": "anthropic", "base_url": "https://proxy.example.com"}
+    refused = await user.post("/v1/llm-providers", body)
+    assert refused.status_code == 400 and "only an admin" in refused.json()["error"]
+
+
 async def test_the_event_stream_ends_when_its_credential_expires(
     endpoints: Endpoints, anon: AsyncTestClient[Litestar], db: Database
 ) -> None:

@@ -112,3 +112,18 @@ async def loop(
         async with worker, httpx.AsyncClient(base_url=base_url, timeout=30) as client:
             yield Loop(client, db, endpoints, settings, temporal_client, simulator_url, worker)
     await redis.aclose()
+
+
+@pytest.fixture
+async def loopback_loop(
+    endpoints: Endpoints, db: Database, temporal_client: Client, simulator_url: str, task_queue: str
+) -> AsyncIterator[Loop]:
+    """The `loop` fixture's stack, its worker allowed to reach loopback addresses for users
+    (OUTBOUND_ALLOW_LOOPBACK, test-only): where the tests serve pages and providers."""
+    settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue, OUTBOUND_ALLOW_LOOPBACK="true")
+    redis = bus.connect(endpoints.redis_url)
+    worker = build_worker(temporal_client, settings, db, redis)
+    with running(create_app(settings, configure_logs=False)) as base_url:
+        async with worker, httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            yield Loop(client, db, endpoints, settings, temporal_client, simulator_url, worker)
+    await redis.aclose()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import uuid
 
+from litestar import Litestar, Response, get, post
 from sqlalchemy import update
 
 from core.db.models import LlmProvider
 from core.identity import BUILTIN_ADMIN_ID
 from tests.loop.conftest import Loop
+from tests.servers import running
 
 
 async def test_a_users_provider_pointing_inside_fails_the_turn(loop: Loop) -> None:
@@ -30,6 +32,50 @@ async def test_a_users_provider_pointing_inside_fails_the_turn(loop: Loop) -> No
     assert failed["data"]["error_code"] == "provider_address_refused"
     assert "127.0.0.1 is a loopback address" in failed["data"]["error"]
     assert not [f for f in frames if f["type"] == "output.message.delta"]  # the LLM was never called
+
+
+async def _make_users(loop: Loop, base: str, base_url: str | None = None) -> None:
+    agent = (await loop.client.get(base.rsplit("/sessions/", 1)[0])).json()
+    model = (await loop.client.get(f"/v1/llm-models/{agent['default_model_id']}")).json()
+    values: dict[str, object] = {"owner_id": BUILTIN_ADMIN_ID}
+    if base_url is not None:
+        values["base_url"] = base_url
+    async with loop.db.session() as s:
+        await s.execute(
+            update(LlmProvider).where(LlmProvider.id == uuid.UUID(model["provider_id"])).values(**values)
+        )
+        await s.commit()
+
+
+async def test_a_users_provider_is_called_through_the_pinned_client(loopback_loop: Loop) -> None:
+    loop = loopback_loop
+    base = await loop.chat(simulator={"mode": "fixed", "text": "pinned hello"})
+    await _make_users(loop, base)
+    frames = await loop.send(base, "hi")
+    assert frames[-1]["type"] == "turn.completed", frames[-1]
+    deltas = "".join(f["data"]["delta"] for f in frames if f["type"] == "output.message.delta")
+    assert deltas == "pinned hello"
+
+
+async def test_a_users_provider_does_not_follow_redirects(loopback_loop: Loop) -> None:
+    loop = loopback_loop
+    base = await loop.chat(simulator={"mode": "fixed", "text": "never"})
+
+    @post("/v1/chat/completions", status_code=307)
+    async def elsewhere() -> Response[None]:
+        # Where a hostile endpoint would send the worker: an internal service, here the simulator.
+        return Response(None, status_code=307, headers={"location": f"{loop.simulator_url}/chat/completions"})
+
+    @get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    with running(Litestar([elsewhere, health])) as redirector:
+        await _make_users(loop, base, f"{redirector}/v1")
+        frames = await loop.send(base, "hi")
+    assert frames[-1]["type"] == "turn.failed", frames[-1]
+    assert "redirects elsewhere, which is not followed (HTTP 307)" in frames[-1]["data"]["error"]
+    assert not [f for f in frames if f["type"] == "output.message.delta"]
 
 
 async def test_an_admins_provider_may_point_inside(loop: Loop) -> None:

@@ -3,7 +3,7 @@ worker runs with the test-only OUTBOUND_ALLOW_LOOPBACK), and every address it mu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -11,14 +11,7 @@ import pytest
 from litestar import Litestar, Request, get, head
 from litestar.params import FromPath
 from litestar.response import Redirect, Response
-from temporalio.client import Client
 
-from api.app import create_app
-from core import bus
-from core.db import Database
-from core.stack import Endpoints
-from core.worker import build_worker
-from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.loop.test_capability_tools import results
 from tests.servers import running
@@ -76,20 +69,6 @@ async def big() -> Response[bytes]:
 def site() -> Iterator[str]:
     with running(Litestar([health, page, page_head, host, hop, to_private, to_metadata, big])) as base_url:
         yield base_url
-
-
-@pytest.fixture
-async def loopback_loop(
-    endpoints: Endpoints, db: Database, temporal_client: Client, simulator_url: str, task_queue: str
-) -> AsyncIterator[Loop]:
-    """The `loop` fixture's stack, its worker allowed to fetch from loopback."""
-    settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue, OUTBOUND_ALLOW_LOOPBACK="true")
-    redis = bus.connect(endpoints.redis_url)
-    worker = build_worker(temporal_client, settings, db, redis)
-    with running(create_app(settings, configure_logs=False)) as base_url:
-        async with worker, httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-            yield Loop(client, db, endpoints, settings, temporal_client, simulator_url, worker)
-    await redis.aclose()
 
 
 def fetch(**arguments: Any) -> dict[str, Any]:

@@ -6,13 +6,23 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import uuid
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from capabilities import mcp
+from core import net
 from core.net import IPAddress, NetPolicy, resolve_public
 from tests.mcp_server import serve_http
+
+real_resolve = resolve_public
+
+
+def _answer_with(monkeypatch: pytest.MonkeyPatch, resolver: Any) -> None:
+    """Every look-up (the check before connecting and the pinned transport's) answers from `resolver`."""
+    monkeypatch.setattr(mcp, "resolve_public", resolver)
+    monkeypatch.setattr(net, "resolve_public", resolver)
 
 
 def _endpoint(url: str) -> mcp.Endpoint:
@@ -26,7 +36,7 @@ async def test_the_connection_goes_to_the_checked_address_with_the_servers_name(
         assert host == "mcp.example.test"  # a name no real resolver knows
         return [ipaddress.ip_address("127.0.0.1")]
 
-    monkeypatch.setattr(mcp, "resolve_public", resolve)
+    _answer_with(monkeypatch, resolve)
     with serve_http() as (url, recorder):
         port = urlsplit(url).port
         recorder.headers.clear()  # the start-up health probe
@@ -46,9 +56,9 @@ async def test_a_name_that_rebinds_to_loopback_after_the_check_is_never_connecte
         answers.append(host)
         if len(answers) == 1:  # the first look-up says: public
             return [ipaddress.ip_address("93.184.215.14")]
-        return await resolve_public(host, port, policy)  # the truth: localhost is 127.0.0.1
+        return await real_resolve(host, port, policy)  # the truth: localhost is 127.0.0.1
 
-    monkeypatch.setattr(mcp, "resolve_public", rebinding)
+    _answer_with(monkeypatch, rebinding)
     with serve_http() as (url, recorder):
         port = urlsplit(url).port
         recorder.headers.clear()  # the start-up health probe

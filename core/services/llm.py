@@ -172,18 +172,34 @@ async def update_provider(
     return row
 
 
-async def _users_of(db: AsyncSession, model_ids: Any) -> list[str]:
-    """Who would lose their model: agents by name, sessions by id (the first few)."""
-    agents = await db.execute(
-        select(Agent.name).where(Agent.default_model_id.in_(model_ids)).order_by(Agent.name)
-    )
-    sessions = await db.execute(select(Session.id).where(Session.model_id.in_(model_ids)).limit(5))
-    return [f"agent {name!r}" for name in agents.scalars()] + [f"session {s}" for s in sessions.scalars()]
+async def _users_of(db: AsyncSession, who: Identity, model_ids: Any) -> list[str]:
+    """Who would lose their model: the caller's agents by name and sessions by id (the first few);
+    anyone else's only as a count (a shared model's users are not the admin's to see)."""
+    agents = (
+        await db.execute(
+            select(Agent.name, Agent.owner_id)
+            .where(Agent.default_model_id.in_(model_ids))
+            .order_by(Agent.name)
+        )
+    ).all()
+    sessions = (
+        await db.execute(
+            select(Session.id, Agent.owner_id)
+            .join(Agent, Agent.id == Session.agent_id)
+            .where(Session.model_id.in_(model_ids))
+        )
+    ).all()
+    found = [f"agent {name!r}" for name, owner in agents if owner == who.user_id]
+    found += [f"session {sid}" for sid, owner in sessions if owner == who.user_id][:5]
+    others = sum(owner != who.user_id for _, owner in [*agents, *sessions])
+    if others:
+        found.append(f"{others} agent(s) or session(s) of other users")
+    return found
 
 
 async def delete_provider(db: AsyncSession, who: Identity, provider_id: uuid.UUID) -> None:
     row = await get_provider(db, who, provider_id, edit=True)
-    users = await _users_of(db, select(LlmModel.id).where(LlmModel.provider_id == row.id))
+    users = await _users_of(db, who, select(LlmModel.id).where(LlmModel.provider_id == row.id))
     if users:
         raise Conflict(f"the provider's models are in use by {', '.join(users)}; change those first")
     await db.delete(row)
@@ -287,7 +303,7 @@ async def update_model(
 
 async def delete_model(db: AsyncSession, who: Identity, model_id: uuid.UUID) -> None:
     row = await get_model(db, who, model_id, edit=True)
-    users = await _users_of(db, [row.id])
+    users = await _users_of(db, who, [row.id])
     if users:
         raise Conflict(f"the model is in use by {', '.join(users)}; change those first")
     await db.delete(row)

@@ -218,13 +218,16 @@ async def delete(db: AsyncSession, who: Identity, server_id: uuid.UUID) -> None:
     row = await get(db, who, server_id, edit=True)
     users = (
         await db.execute(
-            select(Agent.name)
+            select(Agent.name, Agent.owner_id)
             .where(Agent.capabilities.contains([mcp.capability_id(row.id)]))
             .order_by(Agent.name)
-            .limit(5)
         )
-    ).scalars()
-    if names := [f"agent {n!r}" for n in users]:
+    ).all()
+    if users:
+        # The caller's agents by name; anyone else's only as a count (not the admin's to see).
+        names = [f"agent {name!r}" for name, owner in users if owner == who.user_id][:5]
+        if others := sum(owner != who.user_id for _, owner in users):
+            names.append(f"{others} agent(s) of other users")
         raise Conflict(f"the MCP server is enabled by {', '.join(names)}; change those first")
     await db.delete(row)
     await db.commit()

@@ -222,7 +222,12 @@ async def test_roles_shared_providers_are_read_only_for_users(anon: AsyncTestCli
     assert [p["id"] for p in listed["data"]] == [shared["id"]]
 
     # Agents may use the shared model; another user's private model does not exist for them.
-    assert (await user.post("/v1/agents", {"name": "a", "default_model_id": model["id"]})).status_code == 201
+    used = await user.post("/v1/agents", {"name": "users-secret-agent", "default_model_id": model["id"]})
+    assert used.status_code == 201
+    # The admin may not delete it while in use, and learns only that others use it, not who.
+    in_use = await admin.delete(f"/v1/llm-models/{model['id']}")
+    assert in_use.status_code == 409 and "users-secret-agent" not in in_use.text
+    assert "1 agent(s) or session(s) of other users" in in_use.json()["error"]
     private = (await user.post(own_models, {"model_id": "y"})).json()
     other = As(anon, await register(anon))
     refused = await other.post("/v1/agents", {"name": "b", "default_model_id": private["id"]})

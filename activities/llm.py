@@ -156,6 +156,7 @@ class ReasonActivities:
                 raise ApplicationError(f"session {session_id} is gone", type=SESSION_GONE, non_retryable=True)
             if (done := await db.get(Message, message_id)) is not None:
                 return _result(done, limit, agent_tools)
+            refs = [agent_tools.ref(c) for c in calls]
             content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
             content += [msgspec.to_builtins(c) for c in calls]
             message = Message(
@@ -170,6 +171,9 @@ class ReasonActivities:
                     "model_id": str(model.id),
                     "provider_id": str(provider.id),
                     "input_message_id": params.input_message_id,
+                    # Which calls wait for a person, decided once with the reply: a retried step
+                    # that finds the reply stored reads it here, whatever the agent's config is by then.
+                    "approvals": {r.id: r.approval_timeout_s for r in refs if r.require_approval},
                 },
                 idempotency_key=f"{step}:reply",
             )
@@ -221,7 +225,6 @@ class ReasonActivities:
                 },
                 f"{step}:reason.completed",
             )
-            refs = [agent_tools.ref(c) for c in calls]
             if calls:
                 batch.add(
                     "act.started",
@@ -386,13 +389,24 @@ class _AgentTools:
         )
 
 
+def _stored_ref(ref: ToolCallRef, message: Message) -> ToolCallRef:
+    """The call as its reply was stored: whether it waits for approval was decided then."""
+    approvals = (message.metadata_ or {}).get("approvals")
+    if approvals is None:  # a reply stored before approvals existed
+        return ref
+    required = ref.id in approvals
+    return msgspec.structs.replace(
+        ref, require_approval=required, approval_timeout_s=approvals.get(ref.id) if required else None
+    )
+
+
 def _result(message: Message, max_iterations: int | None, agent_tools: _AgentTools) -> ReasonResult:
     parts = content_from_json(message.content)
     calls = [p for p in parts if isinstance(p, ToolCallPart)]
     text = "".join(getattr(p, "text", "") for p in parts)
     return ReasonResult(
         message_id=str(message.id),
-        tool_calls=[agent_tools.ref(c) for c in calls],
+        tool_calls=[_stored_ref(agent_tools.ref(c), message) for c in calls],
         text_preview=text[:PREVIEW],
         max_iterations=max_iterations,
     )

@@ -11,9 +11,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from temporalio.testing import ActivityEnvironment
 
+from activities.deps import LoopDeps
+from activities.llm import ReasonActivities
 from api.app import create_app
+from core import bus
 from core.db import Database
+from core.schemas.turns import ReasonInput
 from core.stack import Endpoints
 from tests import factories
 from tests.api.test_events_support import SSE
@@ -181,3 +186,39 @@ async def test_a_worker_killed_while_a_call_waits_changes_nothing(
         m["tool_results"][0]["tool_call_id"]: m["tool_results"][0] for m in messages if m["role"] == "tool"
     }
     assert results[call_id]["result"] == {"result": 5}
+
+
+async def test_a_retried_step_keeps_the_approval_decided_with_its_reply(loop: Loop) -> None:
+    """The reply's calls that wait for a person are decided once, with the reply: a retry of the
+    step that finds the reply stored returns the same, even if the agent's config changed since."""
+    base = await loop.chat(simulator={"mode": "script", "script": SCRIPT}, capabilities=GATED)
+    async with watching(loop.client, base) as watch:
+        await loop.send(base, "sums", wait=False)
+        asked = await watch.until("tool.approval_requested")
+        call_id = asked["data"]["tool_call_id"]
+        await loop.client.post(approval_path(base, call_id), json={"decision": "approve"})
+        await watch.until("turn.completed")
+    agent_path = base.rsplit("/sessions/", 1)[0]
+    assert (
+        await loop.client.put(f"{agent_path}/capabilities", json={"capabilities": ["test_math"]})
+    ).is_success
+    reply = next(e for e in await loop.stored(base) if e.type == "message.agent")
+    deps = LoopDeps(
+        db=loop.db, bus=bus.connect(loop.endpoints.redis_url), settings=loop.settings, secrets=None
+    )
+    try:
+        again = await ActivityEnvironment().run(
+            ReasonActivities(deps).reason,
+            ReasonInput(
+                session_id=base.rsplit("/", 1)[1],
+                turn_id=asked["context"]["turn_id"],
+                input_message_id=asked["context"]["input_message_id"],
+                iteration=1,
+                message_id=reply.data["message"]["id"],
+            ),
+        )
+    finally:
+        await deps.bus.aclose()
+    by_id = {c.id: c for c in again.tool_calls}
+    assert by_id[call_id].require_approval is True
+    assert [c.require_approval for c in again.tool_calls if c.id != call_id] == [False]

@@ -96,7 +96,7 @@ def api() -> None:
 
     settings = _settings()
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    uvicorn.run(app, **settings.uvicorn_options())  # type: ignore[arg-type]
 
 
 @main.command()

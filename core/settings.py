@@ -73,6 +73,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     public_url: str | None
     auth_redirect_url: str
     allowed_hosts: tuple[str, ...]
+    trusted_proxies: tuple[str, ...]
     oauth_google: OAuthClient | None
     oauth_github: OAuthClient | None
     oidc: OAuthClient | None
@@ -88,6 +89,18 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     outbound_allow_loopback: bool = False
     # Seconds the API waits for an MCP server to list its tools (on create, change and refresh).
     mcp_list_timeout_s: float = 15.0
+
+    def uvicorn_options(self) -> dict[str, object]:
+        """How `everloop api` serves: client address and scheme from `X-Forwarded-For`/`-Proto` only
+        when the connection comes from a trusted proxy (rate limits, cookies, origin checks use them)."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "proxy_headers": True,
+            "forwarded_allow_ips": ",".join(self.trusted_proxies),
+            "log_config": None,
+            "access_log": False,
+        }
 
     @property
     def api_url(self) -> str:
@@ -233,6 +246,13 @@ def _hosts(value: str) -> tuple[str, ...]:
     return hosts
 
 
+def _networks(value: str) -> tuple[str, ...]:
+    networks = tuple(n.strip() for n in value.split(",") if n.strip())
+    for network in networks:
+        ipaddress.ip_network(network, strict=False)  # ValueError for anything else
+    return networks
+
+
 def _jwt_secret(value: str) -> str:
     if len(value) < 32:
         raise ValueError(value)
@@ -306,6 +326,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth_redirect_url=read.text("AUTH_REDIRECT_URL", "/"),
         allowed_hosts=read.parse(
             "EVERLOOP_ALLOWED_HOSTS", (), _hosts, "a comma-separated list of host names"
+        ),
+        trusted_proxies=read.parse(
+            "EVERLOOP_TRUSTED_PROXIES", ("127.0.0.1",), _networks, "comma-separated IP addresses or networks"
         ),
         oauth_google=_oauth_client(
             read,

@@ -14,14 +14,17 @@ import uvicorn
 
 
 @contextmanager
-def running(app: Any, health_path: str = "/health") -> Iterator[str]:
-    """Serves `app` (any ASGI app) on a loopback port until the block ends; yields its base URL."""
+def running(app: Any, health_path: str = "/health", **options: Any) -> Iterator[str]:
+    """Serves `app` (any ASGI app) on a loopback port until the block ends; yields its base URL.
+    `options` go to uvicorn's Config (e.g. `Settings.uvicorn_options()` without host and port)."""
     # Listening before the server starts: early connections wait in the backlog instead of failing.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app, **{"log_config": None, "access_log": False, "timeout_graceful_shutdown": 5, **options}
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -90,6 +90,12 @@ class ReasonActivities:
             provider = await db.get(LlmProvider, model.provider_id)
             assert provider is not None
             if provider.owner_id is not None and provider.base_url:
+                if provider.provider_type not in llm.PINNABLE:  # set before users were limited
+                    raise _fatal(
+                        "provider_address_refused",
+                        None,
+                        f"a user's {provider.provider_type} provider may not set base_url; ask an admin",
+                    )
                 await self._check_public(provider.base_url)
             api_key = await self._api_key(provider)
             batch = EventBatch(session_id, context)

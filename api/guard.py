@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlsplit
 
 from litestar.datastructures import Headers
@@ -51,10 +52,13 @@ def _loopback(host: str) -> bool:
         return False
 
 
+_HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^\[\]:]+)(:\d{1,5})?$")
+
+
 def _host_name(host_header: str) -> str:
-    if host_header.startswith("["):  # [::1]:8000
-        return host_header.split("]", 1)[0] + "]"
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+    """The name in a Host header (`[::1]:8000` -> `[::1]`); "" when it is not one."""
+    found = _HOST.match(host_header)
+    return found.group(1) if found else ""
 
 
 class BrowserGuardMiddleware:

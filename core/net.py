@@ -165,11 +165,18 @@ class PinnedTransport(httpx2.AsyncBaseTransport):
             addresses = await resolve_public(url.host, port, self._policy)
         except BlockedAddress as exc:
             raise httpx2.ConnectError(str(exc), request=request) from None
-        if ip_literal(url.host) is None:
-            request.url = url.copy_with(host=str(addresses[0]))
-            if url.scheme == "https":
-                request.extensions = {**request.extensions, "sni_hostname": url.host}
-        return await self._inner.handle_async_request(request)
+        if ip_literal(url.host) is not None:
+            return await self._inner.handle_async_request(request)
+        if url.scheme == "https":
+            request.extensions = {**request.extensions, "sni_hostname": url.host}
+        for index, address in enumerate(addresses):  # the next checked address if one does not answer
+            request.url = url.copy_with(host=str(address))
+            try:
+                return await self._inner.handle_async_request(request)
+            except httpx2.ConnectError:
+                if index == len(addresses) - 1:
+                    raise
+        raise AssertionError("resolve_public returns at least one address")
 
     async def aclose(self) -> None:
         await self._inner.aclose()

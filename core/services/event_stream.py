@@ -136,7 +136,7 @@ class Follower:
             if not live:
                 log.warning("event stream polling: redis unavailable", session_id=str(self.session_id))
                 yield self._sent(Comment(text=POLLING))
-            while not self.gone and not self._expired():
+            while not self.gone and not self._expired() and await self._still_allowed():
                 async for item in self._catch_up():
                     yield item
                 if self._pubsub is not None:

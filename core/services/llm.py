@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from msgspec import UNSET
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.crypto import SecretBox
@@ -175,25 +175,26 @@ async def update_provider(
 async def _users_of(db: AsyncSession, who: Identity, model_ids: Any) -> list[str]:
     """Who would lose their model: the caller's agents by name and sessions by id (the first few);
     anyone else's only as a count (a shared model's users are not the admin's to see)."""
-    agents = (
-        await db.execute(
-            select(Agent.name, Agent.owner_id)
-            .where(Agent.default_model_id.in_(model_ids))
-            .order_by(Agent.name)
-        )
-    ).all()
-    sessions = (
-        await db.execute(
-            select(Session.id, Agent.owner_id)
+    mine, others = Agent.owner_id == who.user_id, Agent.owner_id != who.user_id
+    uses_agent = Agent.default_model_id.in_(model_ids)
+    uses_session = Session.model_id.in_(model_ids)
+    names = await db.execute(select(Agent.name).where(uses_agent, mine).order_by(Agent.name).limit(5))
+    sessions = await db.execute(
+        select(Session.id).join(Agent, Agent.id == Session.agent_id).where(uses_session, mine).limit(5)
+    )
+    counted = await db.execute(
+        select(
+            select(func.count()).select_from(Agent).where(uses_agent, others).scalar_subquery(),
+            select(func.count())
+            .select_from(Session)
             .join(Agent, Agent.id == Session.agent_id)
-            .where(Session.model_id.in_(model_ids))
+            .where(uses_session, others)
+            .scalar_subquery(),
         )
-    ).all()
-    found = [f"agent {name!r}" for name, owner in agents if owner == who.user_id]
-    found += [f"session {sid}" for sid, owner in sessions if owner == who.user_id][:5]
-    others = sum(owner != who.user_id for _, owner in [*agents, *sessions])
-    if others:
-        found.append(f"{others} agent(s) or session(s) of other users")
+    )
+    found = [f"agent {name!r}" for name in names.scalars()] + [f"session {sid}" for sid in sessions.scalars()]
+    if other := sum(counted.one()):
+        found.append(f"{other} agent(s) or session(s) of other users")
     return found
 
 

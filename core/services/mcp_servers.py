@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from capabilities import mcp
@@ -216,18 +216,18 @@ async def update(
 
 async def delete(db: AsyncSession, who: Identity, server_id: uuid.UUID) -> None:
     row = await get(db, who, server_id, edit=True)
-    users = (
-        await db.execute(
-            select(Agent.name, Agent.owner_id)
-            .where(Agent.capabilities.contains([mcp.capability_id(row.id)]))
-            .order_by(Agent.name)
-        )
-    ).all()
-    if users:
-        # The caller's agents by name; anyone else's only as a count (not the admin's to see).
-        names = [f"agent {name!r}" for name, owner in users if owner == who.user_id][:5]
-        if others := sum(owner != who.user_id for _, owner in users):
-            names.append(f"{others} agent(s) of other users")
+    enabled = Agent.capabilities.contains([mcp.capability_id(row.id)])
+    # The caller's agents by name; anyone else's only as a count (not the admin's to see).
+    mine = await db.execute(
+        select(Agent.name).where(enabled, Agent.owner_id == who.user_id).order_by(Agent.name).limit(5)
+    )
+    names = [f"agent {name!r}" for name in mine.scalars()]
+    others = await db.scalar(
+        select(func.count()).select_from(Agent).where(enabled, Agent.owner_id != who.user_id)
+    )
+    if others:
+        names.append(f"{others} agent(s) of other users")
+    if names:
         raise Conflict(f"the MCP server is enabled by {', '.join(names)}; change those first")
     await db.delete(row)
     await db.commit()

@@ -69,6 +69,7 @@ async def test_the_referer_counts_when_there_is_no_origin(client: AsyncTestClien
     ("host", "expected"),
     [
         ("attacker.example:8000", 400),  # a DNS-rebinding page's own name
+        ("[::1]evil.example", 400),  # not a Host at all
         ("127.0.0.1:8000", 200),
         ("localhost:8000", 200),
         ("[::1]:8000", 200),

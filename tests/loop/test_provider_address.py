@@ -82,3 +82,22 @@ async def test_an_admins_provider_may_point_inside(loop: Loop) -> None:
     base = await loop.chat(simulator={"mode": "fixed", "text": "hello"})
     frames = await loop.send(base, "hi")
     assert frames[-1]["type"] == "turn.completed"
+
+
+async def test_a_users_provider_of_an_unpinnable_type_with_a_base_url_fails_the_turn(loop: Loop) -> None:
+    """Rows from before users were limited to OpenAI-wire types for base_url: refused at call time."""
+    base = await loop.chat(simulator={"mode": "fixed", "text": "never"})
+    await _make_users(loop, base, "https://proxy.example.com")
+    agent = (await loop.client.get(base.rsplit("/sessions/", 1)[0])).json()
+    model = (await loop.client.get(f"/v1/llm-models/{agent['default_model_id']}")).json()
+    async with loop.db.session() as s:
+        await s.execute(
+            update(LlmProvider)
+            .where(LlmProvider.id == uuid.UUID(model["provider_id"]))
+            .values(provider_type="anthropic")
+        )
+        await s.commit()
+    frames = await loop.send(base, "hi")
+    assert frames[-1]["type"] == "turn.failed"
+    assert frames[-1]["data"]["error_code"] == "provider_address_refused"
+    assert "anthropic provider may not set base_url" in frames[-1]["data"]["error"]

@@ -66,3 +66,19 @@ async def test_a_name_that_rebinds_to_loopback_after_the_check_is_never_connecte
             await mcp.list_tools(_endpoint(f"http://localhost:{port}/mcp"), NetPolicy(), "p_")
     assert recorder.headers == []  # nothing reached the server
     assert len(answers) >= 2
+
+
+async def test_an_address_that_does_not_answer_is_skipped_for_the_next_checked_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def two(host: str, port: int, policy: NetPolicy | None = None) -> list[IPAddress]:
+        # Nothing listens on 127.0.0.2 (the server binds 127.0.0.1): that connection is refused.
+        return [ipaddress.ip_address("127.0.0.2"), ipaddress.ip_address("127.0.0.1")]
+
+    _answer_with(monkeypatch, two)
+    with serve_http() as (url, recorder):
+        port = urlsplit(url).port
+        recorder.headers.clear()  # the start-up health probe
+        with contextlib.suppress(mcp.McpUnavailable):
+            await mcp.list_tools(_endpoint(f"http://mcp.example.test:{port}/mcp"), NetPolicy(), "p_")
+    assert recorder.headers and recorder.headers[0]["host"] == f"mcp.example.test:{port}"

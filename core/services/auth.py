@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.base import uuid7
-from core.db.models import ApiKey, AuthSession, RefreshToken, User
+from core.db.models import ApiKey, AuthSession, OAuthIdentity, RefreshToken, User
 from core.errors import Conflict, NotFound
 from core.identity import BUILTIN_ADMIN_EMAIL, BUILTIN_ADMIN_ID
 
@@ -243,6 +243,8 @@ async def ensure_admin(db: AsyncSession, email: str, password: str) -> User:
         user.email_verified = True
         user.password_hash = hash_password(password)
         await revoke_everything(db, user.id)
+        # Nor any OAuth link made before: the environment's password is the admin's way in.
+        await db.execute(delete(OAuthIdentity).where(OAuthIdentity.user_id == user.id))
     await db.commit()
     return user
 

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx2
 import litellm
@@ -26,8 +25,8 @@ from activities.deps import EventBatch, LoopDeps
 from activities.turns import add_act_completed, add_opening
 from capabilities import registry
 from core.db.models import Agent, LlmProvider, Message, Session
-from core.errors import NotFound
-from core.net import BlockedAddress, NetPolicy, PinnedTransport, resolve_public
+from core.errors import InvalidInput, NotFound
+from core.net import NetPolicy, PinnedTransport, check_public_url
 from core.schemas.content import ToolCallPart, content_from_json
 from core.schemas.turns import SESSION_GONE, LlmFailure, ReasonInput, ReasonResult, ToolCallRef
 from core.services import conversation, events, llm, mcp_servers
@@ -284,15 +283,11 @@ class ReasonActivities:
 
     async def _check_public(self, base_url: str) -> None:
         """A user's provider was checked when its base_url was set; DNS may have changed since."""
-        parts = urlsplit(base_url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         policy = NetPolicy(allow_loopback=self.deps.settings.outbound_allow_loopback)
         try:
-            await resolve_public(parts.hostname or "", port, policy)
-        except BlockedAddress as exc:
-            raise _fatal(
-                "provider_address_refused", None, f"the provider's base_url is refused: {exc}"
-            ) from None
+            await check_public_url(base_url, "base_url", "a provider", policy)
+        except InvalidInput as exc:
+            raise _fatal("provider_address_refused", None, exc.message) from None
 
     async def _api_key(self, provider: LlmProvider) -> str | None:
         if provider.api_key_encrypted is None:

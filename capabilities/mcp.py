@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx2
 import msgspec
@@ -29,7 +28,8 @@ from mcp.shared._httpx_utils import (
 )
 
 from capabilities.base import CapabilitySpec, Tool, ToolContext, ToolError
-from core.net import BlockedAddress, NetPolicy, PinnedTransport, resolve_public
+from core.errors import InvalidInput
+from core.net import NetPolicy, PinnedTransport, check_public_url
 from core.schemas.capabilities import ToolDefinition
 
 PREFIX = "mcp:"
@@ -101,13 +101,11 @@ async def _connected(endpoint: Endpoint, policy: NetPolicy) -> AsyncIterator[Cli
             "the server's stored headers cannot be read: SECRETS_ENCRYPTION_KEY is not set, or is not "
             "the key they were stored under"
         )
-    if endpoint.public_only:
-        parts = urlsplit(endpoint.url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+    if endpoint.public_only:  # checked here for a clear error; the pinned transport checks again
         try:
-            await resolve_public(parts.hostname or "", port, policy)
-        except BlockedAddress as exc:
-            raise McpUnavailable(str(exc)) from None
+            await check_public_url(endpoint.url, "url", "an MCP server", policy)
+        except InvalidInput as exc:
+            raise McpUnavailable(exc.message) from None
     http = (
         _pinned_client(endpoint.headers, policy)
         if endpoint.public_only

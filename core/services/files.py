@@ -64,8 +64,8 @@ async def owned(
     """The session whose files the caller means: NotFound for anyone else's. Changing the files of
     an archived agent's session is a Conflict (its sessions are read-only)."""
     await sessions.get(db, who, agent_id, session_id)
-    if changing and (await agents.get(db, who, agent_id)).status == "archived":
-        raise Conflict(f"agent {agent_id} is archived: its sessions are read-only")
+    if changing:
+        sessions.require_active(await agents.get(db, who, agent_id))
     return session_id
 
 

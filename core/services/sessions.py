@@ -53,7 +53,8 @@ def to_schema(row: Session) -> schemas.Session:
     )
 
 
-def _active(agent: Agent) -> Agent:
+def require_active(agent: Agent) -> Agent:
+    """The agent, unless it is archived: then its sessions are read-only (Conflict)."""
     if agent.status == "archived":
         raise Conflict(f"agent {agent.id} is archived: its sessions are read-only")
     return agent
@@ -62,7 +63,7 @@ def _active(agent: Agent) -> Agent:
 async def create(
     db: AsyncSession, who: Identity, agent_id: uuid.UUID, data: schemas.CreateSession
 ) -> Session:
-    _active(await agents.get(db, who, agent_id))
+    require_active(await agents.get(db, who, agent_id))
     await check_model_exists(db, who, data.model_id, "model_id")
     row = Session(agent_id=agent_id, title=data.title, tags=data.tags, model_id=data.model_id)
     db.add(row)
@@ -193,7 +194,7 @@ async def post_message(
     """Stores a user message and its `message.user` event in one transaction. Returns the message
     and the new event, or (first message, None) when the idempotency key was seen before."""
     session = await get(db, who, agent_id, session_id)
-    _active(await agents.get(db, who, agent_id))
+    require_active(await agents.get(db, who, agent_id))
     _check_user_content(data.message.content)
     if data.controls is not None:
         await check_model_exists(db, who, data.controls.model_id, "controls.model_id")

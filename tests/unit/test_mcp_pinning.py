@@ -21,7 +21,6 @@ real_resolve = resolve_public
 
 def _answer_with(monkeypatch: pytest.MonkeyPatch, resolver: Any) -> None:
     """Every look-up (the check before connecting and the pinned transport's) answers from `resolver`."""
-    monkeypatch.setattr(mcp, "resolve_public", resolver)
     monkeypatch.setattr(net, "resolve_public", resolver)
 
 

@@ -155,6 +155,10 @@ def claim_port(port: int, what: str, setting: str, host: str = "127.0.0.1") -> i
     if port == 0:
         return free_port(host)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the services themselves bind: connections of a just-stopped PostgreSQL or Redis linger
+        # in TIME_WAIT on the port for a minute and must not count as a program holding it. The
+        # bind still fails while a socket listens on the port, which is what this looks for.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

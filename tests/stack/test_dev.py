@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import psutil
 import pytest
@@ -26,12 +27,22 @@ pytestmark = pytest.mark.stack
 
 READY_WITHIN_S = 90
 ROOT = Path(__file__).resolve().parents[2]
+# What `everloop dev` listens on when nothing is set (README, Settings).
+DEFAULT_PORTS = {
+    "EVERLOOP_PORT": 8000,
+    "EMBEDDED_POSTGRES_PORT": 5433,
+    "EMBEDDED_REDIS_PORT": 6380,
+    "EMBEDDED_TEMPORAL_PORT": 7233,
+    "EMBEDDED_TEMPORAL_UI_PORT": 8233,
+}
 
 
 class Dev:
     """One `everloop dev` process, its output in a file (a pipe could fill up and stall it)."""
 
-    def __init__(self, data_dir: Path, api_port: int) -> None:
+    def __init__(self, data_dir: Path, api_port: int, *, default_ports: bool = False) -> None:
+        """`default_ports`: every port as a user gets it (`api_port` must then be 8000), else free
+        ones, so tests run beside a developer's own `make dev`."""
         self.data_dir = data_dir
         self.api_url = f"http://127.0.0.1:{api_port}"
         self.log = data_dir.parent / f"dev-{uuid.uuid4().hex[:6]}.log"
@@ -39,16 +50,17 @@ class Dev:
             k: v
             for k, v in os.environ.items()
             if k not in {"DATABASE_URL", "REDIS_URL", "TEMPORAL_ADDRESS", "AUTH_MODE", "TEMPORAL_UI_URL"}
+            and k not in DEFAULT_PORTS
         }
-        env.update(
-            EVERLOOP_DATA_DIR=str(data_dir),
-            EVERLOOP_PORT=str(api_port),
-            EMBEDDED_POSTGRES_PORT="0",
-            EMBEDDED_REDIS_PORT="0",
-            EMBEDDED_TEMPORAL_PORT="0",
-            EMBEDDED_TEMPORAL_UI_PORT="0",
-            LOG_LEVEL="WARNING",
-        )
+        env.update(EVERLOOP_DATA_DIR=str(data_dir), LOG_LEVEL="WARNING")
+        if not default_ports:
+            env.update(
+                EVERLOOP_PORT=str(api_port),
+                EMBEDDED_POSTGRES_PORT="0",
+                EMBEDDED_REDIS_PORT="0",
+                EMBEDDED_TEMPORAL_PORT="0",
+                EMBEDDED_TEMPORAL_UI_PORT="0",
+            )
         self.env = env
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
@@ -210,3 +222,50 @@ def test_killing_dev_outright_leaves_no_process_behind(dev_data: Path) -> None:
     dev.process.kill()  # SIGKILL: no handler runs; the kernel's parent-death signal must do it
     dev.process.wait(timeout=10)
     assert _gone(tree[1:], timeout=30) == []
+
+
+def _listening(port: int) -> bool:
+    return any(
+        c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+        for c in psutil.net_connections(kind="inet")
+    )
+
+
+def _time_wait_on(port: int) -> bool:
+    return any(
+        c.laddr and c.laddr.port == port and c.status == psutil.CONN_TIME_WAIT
+        for c in psutil.net_connections(kind="inet")
+    )
+
+
+def test_dev_stopped_and_started_again_at_once_on_its_default_ports(dev_data: Path) -> None:
+    """The restart a developer does: Ctrl-C, then `make dev` again within the minute that the
+    stopped services' connections stay in TIME_WAIT on their ports."""
+    taken = [f"{name} ({port})" for name, port in DEFAULT_PORTS.items() if _listening(port)]
+    if taken:
+        pytest.skip(f"default ports in use by another program before the test: {', '.join(taken)}")
+    dev = Dev(dev_data, DEFAULT_PORTS["EVERLOOP_PORT"], default_ports=True)
+    dev.wait_ready()
+    database_url = dev.banner("DATABASE_URL")
+    assert f":{DEFAULT_PORTS['EMBEDDED_POSTGRES_PORT']}/" in database_url
+    # A connection open while PostgreSQL stops: the server closes it first, so it is the server's
+    # side, on port 5433, that stays in TIME_WAIT.
+    loop = asyncio.new_event_loop()
+    connection = loop.run_until_complete(asyncpg.connect(database_url.replace("+asyncpg", "")))
+    assert loop.run_until_complete(connection.fetchval("SELECT 1")) == 1
+    tree = dev.tree()
+    try:
+        assert dev.stop(signal.SIGINT) == 0
+    finally:
+        connection.terminate()
+        loop.close()
+    assert _gone(tree) == []
+    assert _time_wait_on(DEFAULT_PORTS["EMBEDDED_POSTGRES_PORT"])  # the situation under test
+
+    restarted = Dev(dev_data, DEFAULT_PORTS["EVERLOOP_PORT"], default_ports=True)
+    restarted.wait_ready()
+    assert "in use by another program" not in restarted.output()
+    assert restarted.banner("DATABASE_URL") == database_url
+    tree = restarted.tree()
+    assert restarted.stop(signal.SIGINT) == 0
+    assert _gone(tree) == []

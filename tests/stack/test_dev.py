@@ -13,11 +13,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import psutil
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from core import temporal
 from core.db import Database
@@ -251,13 +252,15 @@ def test_dev_stopped_and_started_again_at_once_on_its_default_ports(dev_data: Pa
     # A connection open while PostgreSQL stops: the server closes it first, so it is the server's
     # side, on port 5433, that stays in TIME_WAIT.
     loop = asyncio.new_event_loop()
-    connection = loop.run_until_complete(asyncpg.connect(database_url.replace("+asyncpg", "")))
-    assert loop.run_until_complete(connection.fetchval("SELECT 1")) == 1
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    connection = loop.run_until_complete(engine.connect())
+    assert loop.run_until_complete(connection.scalar(text("SELECT 1"))) == 1
     tree = dev.tree()
     try:
         assert dev.stop(signal.SIGINT) == 0
     finally:
-        connection.terminate()
+        loop.run_until_complete(connection.invalidate())  # the server is gone: nothing to close politely
+        loop.run_until_complete(engine.dispose())
         loop.close()
     assert _gone(tree) == []
     assert _time_wait_on(DEFAULT_PORTS["EMBEDDED_POSTGRES_PORT"])  # the situation under test

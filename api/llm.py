@@ -33,7 +33,7 @@ class ProviderController(Controller):
     ) -> Provider:
         """Add a provider. `api_key` is write-only: it is stored encrypted and never returned
         (`api_key_set` tells whether one is stored). `base_url` replaces the default endpoint."""
-        return llm.provider_to_schema(await llm.create_provider(db_session, who, services.secrets, data))
+        return llm.provider_to_schema(await llm.create_provider(db_session, who, services.secrets, data), who)
 
     @get(operation_id="listLlmProviders", responses=error_responses(400))
     async def list_providers(
@@ -44,7 +44,7 @@ class ProviderController(Controller):
     ) -> Page[Provider]:
         """Every provider."""
         rows, total = await llm.list_providers(db_session, who, page_params.offset, page_params.limit)
-        return page([llm.provider_to_schema(r) for r in rows], total, page_params)
+        return page([llm.provider_to_schema(r, who) for r in rows], total, page_params)
 
     @get("/{provider_id:uuid}", operation_id="getLlmProvider", responses=error_responses(404))
     async def get_provider(
@@ -54,7 +54,7 @@ class ProviderController(Controller):
         provider_id: FromPath[uuid.UUID],
     ) -> Provider:
         """One provider."""
-        return llm.provider_to_schema(await llm.get_provider(db_session, who, provider_id))
+        return llm.provider_to_schema(await llm.get_provider(db_session, who, provider_id), who)
 
     @patch("/{provider_id:uuid}", operation_id="updateLlmProvider", responses=error_responses(400, 404, 503))
     async def update_provider(
@@ -67,7 +67,7 @@ class ProviderController(Controller):
     ) -> Provider:
         """Change a provider; `api_key: null` removes the stored key."""
         return llm.provider_to_schema(
-            await llm.update_provider(db_session, who, services.secrets, provider_id, data)
+            await llm.update_provider(db_session, who, services.secrets, provider_id, data), who
         )
 
     @delete("/{provider_id:uuid}", operation_id="deleteLlmProvider", responses=error_responses(404, 409))

@@ -23,12 +23,14 @@ def key_context(provider_id: uuid.UUID) -> str:
     return f"llm_provider:{provider_id}:api_key"
 
 
-def provider_to_schema(row: LlmProvider) -> schemas.Provider:
+def provider_to_schema(row: LlmProvider, who: Identity) -> schemas.Provider:
+    """`base_url` only for whoever may change the provider: a shared provider's endpoint is often
+    an internal address (a local model server), not for its users to know (as MCP servers' `url`)."""
     return schemas.Provider(
         id=row.id,
         name=row.name,
         provider_type=row.provider_type,  # type: ignore[arg-type]
-        base_url=row.base_url,
+        base_url=row.base_url if _may_edit(who, row) else None,
         api_key_set=row.api_key_encrypted is not None,
         status=row.status,  # type: ignore[arg-type]
         settings=row.settings,

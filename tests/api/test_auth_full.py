@@ -234,6 +234,29 @@ async def test_roles_shared_providers_are_read_only_for_users(anon: AsyncTestCli
     assert refused.status_code == 400 and refused.json()["field"] == "default_model_id"
 
 
+async def test_users_do_not_see_the_base_url_of_shared_providers(anon: AsyncTestClient[Litestar]) -> None:
+    admin = As(anon, await login(anon, ADMIN_EMAIL, ADMIN_PASSWORD))
+    inside = "http://10.20.30.40:11434/v1"  # a local model server: not for users to learn
+    body = {"name": "Local", "provider_type": "openai_compatible", "base_url": inside}
+    shared = (await admin.post("/v1/llm-providers", body)).json()
+    assert shared["base_url"] == inside  # whoever may change it sees it
+    assert (await admin.get(f"/v1/llm-providers/{shared['id']}")).json()["base_url"] == inside
+    assert [p["base_url"] for p in (await admin.get("/v1/llm-providers")).json()["data"]] == [inside]
+
+    user = As(anon, await register(anon))
+    seen = await user.get(f"/v1/llm-providers/{shared['id']}")
+    assert seen.status_code == 200 and seen.json()["base_url"] is None
+    listed = (await user.get("/v1/llm-providers")).json()["data"]
+    assert [(p["id"], p["base_url"]) for p in listed] == [(shared["id"], None)]
+    assert "10.20.30.40" not in seen.text + str(listed)
+    # A user's own provider shows its own base_url to them.
+    public = "https://1.1.1.1/v1"  # an address literal: no DNS needed here
+    mine = {"name": "Mine", "provider_type": "openai", "base_url": public}
+    own = await user.post("/v1/llm-providers", mine)
+    assert own.status_code == 201 and own.json()["base_url"] == public
+    assert (await user.get(f"/v1/llm-providers/{own.json()['id']}")).json()["base_url"] == public
+
+
 def second_api(endpoints: Endpoints) -> Litestar:
     """Another API process on the same database, served by uvicorn (streams need a real server)."""
     return create_app(full_settings(endpoints), configure_logs=False)

@@ -22,9 +22,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import EventBatch, LoopDeps
+from activities.persist import persist
 from activities.turns import add_act_completed, add_opening
 from capabilities import registry
-from core.db.models import Agent, LlmProvider, Message, Session
+from core.db.models import Agent, Event, LlmModel, LlmProvider, Message, Session
 from core.errors import InvalidInput, NotFound
 from core.net import NetPolicy, PinnedTransport, check_public_url
 from core.schemas.content import ToolCallPart, content_from_json
@@ -49,78 +50,17 @@ class ReasonActivities:
     @activity.defn(name="reason")
     async def reason(self, params: ReasonInput) -> ReasonResult:
         session_id = uuid.UUID(params.session_id)
-        message_id = uuid.UUID(params.message_id)
-        context = {"turn_id": params.turn_id, "input_message_id": params.input_message_id}
         step = f"{params.turn_id}:{params.iteration}"
-        async with self.deps.db.session() as db:
-            found = (
-                await db.execute(
-                    select(Session, Agent)
-                    .join(Agent, Agent.id == Session.agent_id)
-                    .where(Session.id == session_id)
-                )
-            ).first()
-            if found is None:
-                raise ApplicationError(f"session {session_id} is gone", type=SESSION_GONE, non_retryable=True)
-            session, agent = found
-            # The agent's step limit, for a workflow that learns it from the turn's first step.
-            limit = agent.max_iterations if params.open_turn else None
-            stored = await conversation.load(db, session_id)
-            by_id = {m.id: m for m in stored}
-            if (done := by_id.get(message_id)) is not None:
-                # An earlier attempt stored the reply and then died before reporting it: the LLM
-                # is not called twice.
-                return _result(done, limit, await _AgentTools.of(db, agent))
-            input_message = by_id.get(uuid.UUID(params.input_message_id))
-            if input_message is None:
-                raise ApplicationError(
-                    f"message {params.input_message_id} is gone", type=SESSION_GONE, non_retryable=True
-                )
-            controls = input_message.controls or {}
-            try:
-                model = await llm.resolve_model(
-                    db,
-                    message_model_id=_uuid(controls.get("model_id")),
-                    session_model_id=session.model_id,
-                    agent_model_id=agent.default_model_id,
-                )
-            except NotFound as exc:
-                raise _fatal("no_model", None, exc.message) from None
-            provider = await db.get(LlmProvider, model.provider_id)
-            assert provider is not None
-            if provider.owner_id is not None and provider.base_url:
-                if provider.provider_type not in llm.PINNABLE:  # set before users were limited
-                    raise _fatal(
-                        "provider_address_refused",
-                        None,
-                        f"a user's {provider.provider_type} provider may not set base_url; ask an admin",
-                    )
-                await self._check_public(provider.base_url)
-            api_key = await self._api_key(provider)
-            batch = EventBatch(session_id, context)
-            stored += await conversation.close_dangling(db, session_id, stored)
-            history = conversation.for_turn(stored, input_message)
-            if params.open_turn:
-                add_opening(batch, params.turn_id, input_message)
-            if params.act is not None:
-                add_act_completed(batch, params.act)
-            reason_meta = {"model": model.model_id, "iteration": params.iteration}
-            batch.add(
-                "reason.started",
-                {"agent_id": str(agent.id), "metadata": reason_meta},
-                f"{step}:reason.started",
-            )
-            if not await batch.store(db, values={"status": "active"} if params.open_turn else None):
-                raise ApplicationError(f"session {session_id} is gone", type=SESSION_GONE, non_retryable=True)
-            await db.commit()
-            agent_tools = await _AgentTools.of(db, agent)
-            prompt = registry.system_prompt(agent_tools.capability_ids, agent.system_prompt, agent_tools.mcp)
-            history_refs = [{"message_id": str(m.id), "role": m.role} for m in history]
-            llm_messages = conversation.to_llm_messages(prompt, history)
-        await events.publish_all(self.deps.bus, batch.stored)
+        # Each transaction is waited through a database outage inside this attempt (`persist`):
+        # the LLM is called once and its reply is stored when the database is back.
+        prepared = await persist(self.deps.db, lambda db: self._prepare(db, params), what=f"{step}:prepare")
+        if isinstance(prepared, ReasonResult):
+            return prepared  # stored by an earlier attempt, or an earlier message goes first
+        await events.publish_all(self.deps.bus, prepared.stored)
 
-        tools = _tools(agent_tools.capability_ids, agent_tools.mcp)
-        params_for_llm = llm.completion_params(provider, model, api_key, self.deps.simulator_url)
+        provider, api_key = prepared.provider, prepared.api_key
+        tools = _tools(prepared.agent_tools.capability_ids, prepared.agent_tools.mcp)
+        params_for_llm = llm.completion_params(provider, prepared.model, api_key, self.deps.simulator_url)
         pinned = self._pinned_client(provider, params_for_llm)
         if activity.info().attempt > 1:
             # The failed attempt may have streamed part of a reply: clients drop it.
@@ -134,132 +74,220 @@ class ReasonActivities:
         try:
             async with _heartbeating():
                 response = await self._stream(
-                    session_id, params.message_id, params_for_llm, llm_messages, tools, api_key
+                    session_id, params.message_id, params_for_llm, prepared.llm_messages, tools, api_key
                 )
         finally:
             if pinned is not None:
                 await pinned.aclose()
-        duration_ms = int((time.monotonic() - started) * 1000)
-
-        choice = response.choices[0]
-        text = choice.message.content or ""
-        calls = [
-            ToolCallPart(id=c.id, name=c.function.name, arguments=_arguments(c.function.arguments))
-            for c in (choice.message.tool_calls or [])
-        ]
-        usage = getattr(response, "usage", None)
-        input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        cost = _cost(params_for_llm["model"], input_tokens, output_tokens)
-
-        batch = EventBatch(session_id, context)
-        async with self.deps.db.session() as db:
-            # Takes the reply's number first: that locks the session row, so a racing attempt of
-            # this step has committed its reply or never will (an early return gives the number back).
-            sequence = await events.take_sequence(db, session_id, "last_message_sequence")
-            if sequence is None:
-                raise ApplicationError(f"session {session_id} is gone", type=SESSION_GONE, non_retryable=True)
-            if (done := await db.get(Message, message_id)) is not None:
-                return _result(done, limit, agent_tools)
-            refs = [agent_tools.ref(c) for c in calls]
-            content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-            content += [msgspec.to_builtins(c) for c in calls]
-            message = Message(
-                id=message_id,
-                session_id=session_id,
-                sequence=sequence,
-                role="agent",
-                content=content,
-                tags=[],
-                metadata_={
-                    "model": model.model_id,
-                    "model_id": str(model.id),
-                    "provider_id": str(provider.id),
-                    "input_message_id": params.input_message_id,
-                    # Which calls wait for a person, decided once with the reply: a retried step
-                    # that finds the reply stored reads it here, whatever the agent's config is by then.
-                    "approvals": {r.id: r.approval_timeout_s for r in refs if r.require_approval},
-                },
-                idempotency_key=f"{step}:reply",
-            )
-            db.add(message)
-            await db.flush()
-            usage_data = {"input_tokens": input_tokens, "output_tokens": output_tokens}
-            output = {"text": text, "tool_calls": [msgspec.to_builtins(c) for c in calls]}
-            batch.add(
-                "llm.generation",
-                {
-                    "messages": history_refs,
-                    "system_prompt": prompt,
-                    "tools": [
-                        {"name": t["function"]["name"], "description": t["function"]["description"]}
-                        for t in tools
-                    ],
-                    "output": output,
-                    "metadata": {
-                        "model": model.model_id,
-                        "provider": provider.provider_type,
-                        "usage": usage_data,
-                        "cost": float(cost),
-                        "duration_ms": duration_ms,
-                        "success": True,
-                        "error": None,
-                        "finish_reasons": [choice.finish_reason],
-                        "response_id": getattr(response, "id", None),
-                    },
-                },
-                f"{step}:llm.generation",
-            )
-            batch.add(
-                "message.agent",
-                {
-                    "message": msgspec.to_builtins(message_to_schema(message)),
-                    "metadata": message.metadata_,
-                    "usage": usage_data,
-                },
-                f"{step}:message.agent",
-            )
-            batch.add(
-                "reason.completed",
-                {
-                    "success": True,
-                    "text_preview": text[:PREVIEW],
-                    "has_tool_calls": bool(calls),
-                    "tool_call_count": len(calls),
-                    "error": None,
-                },
-                f"{step}:reason.completed",
-            )
-            if calls:
-                batch.add(
-                    "act.started",
-                    {"tool_calls": [{"id": c.id, "name": c.name} for c in calls]},
-                    f"{step}:act.started",
-                )
-            for call, ref in zip(calls, refs, strict=True):
-                if ref.require_approval:
-                    batch.add(
-                        "tool.approval_requested",
-                        {
-                            "tool_call_id": call.id,
-                            "tool_name": call.name,
-                            "arguments": call.arguments,
-                            "approval_timeout_s": ref.approval_timeout_s,
-                        },
-                        f"{step}:tool.approval_requested:{call.id}",
-                    )
-            await batch.store(
-                db,
-                values={
-                    "input_tokens": Session.input_tokens + input_tokens,
-                    "output_tokens": Session.output_tokens + output_tokens,
-                    "cost": Session.cost + cost,
-                },
-            )
-            await db.commit()
-            result = _result(message, limit, agent_tools)
-        await events.publish_all(self.deps.bus, batch.stored)
+        reply = _Reply.of(response, params_for_llm["model"], int((time.monotonic() - started) * 1000), tools)
+        stored, result = await persist(
+            self.deps.db, lambda db: self._store_reply(db, params, prepared, reply), what=f"{step}:reply"
+        )
+        await events.publish_all(self.deps.bus, stored)
         return result
+
+    async def _prepare(self, db: AsyncSession, params: ReasonInput) -> _Prepared | ReasonResult:
+        """The step's first transaction: what the LLM call needs, and the turn's opening and the
+        step's start stored. A ReasonResult instead when there is no call to make."""
+        session_id = uuid.UUID(params.session_id)
+        message_id = uuid.UUID(params.message_id)
+        context = {"turn_id": params.turn_id, "input_message_id": params.input_message_id}
+        step = f"{params.turn_id}:{params.iteration}"
+        found = (
+            await db.execute(
+                select(Session, Agent)
+                .join(Agent, Agent.id == Session.agent_id)
+                .where(Session.id == session_id)
+            )
+        ).first()
+        if found is None:
+            raise ApplicationError(f"session {session_id} is gone", type=SESSION_GONE, non_retryable=True)
+        session, agent = found
+        # The agent's step limit, for a workflow that learns it from the turn's first step.
+        limit = agent.max_iterations if params.open_turn else None
+        stored = await conversation.load(db, session_id)
+        by_id = {m.id: m for m in stored}
+        if (done := by_id.get(message_id)) is not None:
+            # An earlier attempt stored the reply and then died before reporting it: the LLM
+            # is not called twice.
+            return _result(done, limit, await _AgentTools.of(db, agent))
+        input_message = by_id.get(uuid.UUID(params.input_message_id))
+        if input_message is None:
+            raise ApplicationError(
+                f"message {params.input_message_id} is gone", type=SESSION_GONE, non_retryable=True
+            )
+        if params.open_turn and (earlier := await _earlier_unanswered(db, session_id, stored, input_message)):
+            # Signals can arrive out of order (two API processes, a re-dispatch): messages are
+            # answered in their stored order, so the workflow takes the earlier one first.
+            return ReasonResult(
+                message_id=params.message_id,
+                tool_calls=[],
+                text_preview="",
+                earlier_message_id=str(earlier.id),
+            )
+        controls = input_message.controls or {}
+        try:
+            model = await llm.resolve_model(
+                db,
+                message_model_id=_uuid(controls.get("model_id")),
+                session_model_id=session.model_id,
+                agent_model_id=agent.default_model_id,
+            )
+        except NotFound as exc:
+            raise _fatal("no_model", None, exc.message) from None
+        provider = await db.get(LlmProvider, model.provider_id)
+        assert provider is not None
+        if provider.owner_id is not None and provider.base_url:
+            if provider.provider_type not in llm.PINNABLE:  # set before users were limited
+                raise _fatal(
+                    "provider_address_refused",
+                    None,
+                    f"a user's {provider.provider_type} provider may not set base_url; ask an admin",
+                )
+            await self._check_public(provider.base_url)
+        api_key = await self._api_key(provider)
+        batch = EventBatch(session_id, context)
+        stored += await conversation.close_dangling(db, session_id, stored)
+        history = conversation.for_turn(stored, input_message)
+        if params.open_turn:
+            add_opening(batch, params.turn_id, input_message)
+        if params.act is not None:
+            add_act_completed(batch, params.act)
+        reason_meta = {"model": model.model_id, "iteration": params.iteration}
+        batch.add(
+            "reason.started",
+            {"agent_id": str(agent.id), "metadata": reason_meta},
+            f"{step}:reason.started",
+        )
+        if not await batch.store(db, values={"status": "active"} if params.open_turn else None):
+            raise ApplicationError(f"session {session_id} is gone", type=SESSION_GONE, non_retryable=True)
+        await db.commit()
+        agent_tools = await _AgentTools.of(db, agent)
+        prompt = registry.system_prompt(agent_tools.capability_ids, agent.system_prompt, agent_tools.mcp)
+        return _Prepared(
+            stored=batch.stored,
+            provider=provider,
+            model=model,
+            api_key=api_key,
+            agent_tools=agent_tools,
+            limit=limit,
+            prompt=prompt,
+            history_refs=[{"message_id": str(m.id), "role": m.role} for m in history],
+            llm_messages=conversation.to_llm_messages(prompt, history),
+        )
+
+    async def _store_reply(
+        self, db: AsyncSession, params: ReasonInput, prepared: _Prepared, reply: _Reply
+    ) -> tuple[list[Event], ReasonResult]:
+        """The step's second transaction: the reply as the agent's message, with its events."""
+        session_id = uuid.UUID(params.session_id)
+        message_id = uuid.UUID(params.message_id)
+        context = {"turn_id": params.turn_id, "input_message_id": params.input_message_id}
+        step = f"{params.turn_id}:{params.iteration}"
+        model, provider, agent_tools = prepared.model, prepared.provider, prepared.agent_tools
+        batch = EventBatch(session_id, context)
+        # Takes the reply's number first: that locks the session row, so a racing attempt of
+        # this step has committed its reply or never will (an early return gives the number back).
+        sequence = await events.take_sequence(db, session_id, "last_message_sequence")
+        if sequence is None:
+            raise ApplicationError(f"session {session_id} is gone", type=SESSION_GONE, non_retryable=True)
+        if (done := await db.get(Message, message_id)) is not None:
+            return [], _result(done, prepared.limit, agent_tools)
+        calls = reply.calls
+        refs = [agent_tools.ref(c) for c in calls]
+        content: list[dict[str, Any]] = [{"type": "text", "text": reply.text}] if reply.text else []
+        content += [msgspec.to_builtins(c) for c in calls]
+        message = Message(
+            id=message_id,
+            session_id=session_id,
+            sequence=sequence,
+            role="agent",
+            content=content,
+            tags=[],
+            metadata_={
+                "model": model.model_id,
+                "model_id": str(model.id),
+                "provider_id": str(provider.id),
+                "input_message_id": params.input_message_id,
+                # Which calls wait for a person, decided once with the reply: a retried step
+                # that finds the reply stored reads it here, whatever the agent's config is by then.
+                "approvals": {r.id: r.approval_timeout_s for r in refs if r.require_approval},
+            },
+            idempotency_key=f"{step}:reply",
+        )
+        db.add(message)
+        await db.flush()
+        usage_data = {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens}
+        output = {"text": reply.text, "tool_calls": [msgspec.to_builtins(c) for c in calls]}
+        batch.add(
+            "llm.generation",
+            {
+                "messages": prepared.history_refs,
+                "system_prompt": prepared.prompt,
+                "tools": reply.tool_summaries,
+                "output": output,
+                "metadata": {
+                    "model": model.model_id,
+                    "provider": provider.provider_type,
+                    "usage": usage_data,
+                    "cost": float(reply.cost),
+                    "duration_ms": reply.duration_ms,
+                    "success": True,
+                    "error": None,
+                    "finish_reasons": [reply.finish_reason],
+                    "response_id": reply.response_id,
+                },
+            },
+            f"{step}:llm.generation",
+        )
+        batch.add(
+            "message.agent",
+            {
+                "message": msgspec.to_builtins(message_to_schema(message)),
+                "metadata": message.metadata_,
+                "usage": usage_data,
+            },
+            f"{step}:message.agent",
+        )
+        batch.add(
+            "reason.completed",
+            {
+                "success": True,
+                "text_preview": reply.text[:PREVIEW],
+                "has_tool_calls": bool(calls),
+                "tool_call_count": len(calls),
+                "error": None,
+            },
+            f"{step}:reason.completed",
+        )
+        if calls:
+            batch.add(
+                "act.started",
+                {"tool_calls": [{"id": c.id, "name": c.name} for c in calls]},
+                f"{step}:act.started",
+            )
+        for call, ref in zip(calls, refs, strict=True):
+            if ref.require_approval:
+                batch.add(
+                    "tool.approval_requested",
+                    {
+                        "tool_call_id": call.id,
+                        "tool_name": call.name,
+                        "arguments": call.arguments,
+                        "approval_timeout_s": ref.approval_timeout_s,
+                    },
+                    f"{step}:tool.approval_requested:{call.id}",
+                )
+        await batch.store(
+            db,
+            values={
+                "input_tokens": Session.input_tokens + reply.input_tokens,
+                "output_tokens": Session.output_tokens + reply.output_tokens,
+                "cost": Session.cost + reply.cost,
+            },
+        )
+        await db.commit()
+        return batch.stored, _result(message, prepared.limit, agent_tools)
 
     def _pinned_client(self, provider: LlmProvider, params: dict[str, Any]) -> httpx2.AsyncClient | None:
         """A user's provider is called through a client that connects only to addresses it has just
@@ -354,6 +382,89 @@ async def _heartbeating() -> AsyncIterator[None]:
         yield
     finally:
         task.cancel()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What the step's first transaction read and stored, for the LLM call and the reply."""
+
+    stored: list[Event]
+    provider: LlmProvider
+    model: LlmModel
+    api_key: str | None
+    agent_tools: _AgentTools
+    limit: int | None
+    prompt: str
+    history_refs: list[dict[str, str]]
+    llm_messages: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """The LLM's answer, kept in memory while the database is away (never asked for twice)."""
+
+    text: str
+    calls: list[ToolCallPart]
+    input_tokens: int
+    output_tokens: int
+    cost: Decimal
+    duration_ms: int
+    finish_reason: str | None
+    response_id: str | None
+    tool_summaries: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, response: Any, model: str, duration_ms: int, tools: list[dict[str, Any]]) -> _Reply:
+        choice = response.choices[0]
+        usage = getattr(response, "usage", None)
+        input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        return cls(
+            text=choice.message.content or "",
+            calls=[
+                ToolCallPart(id=c.id, name=c.function.name, arguments=_arguments(c.function.arguments))
+                for c in (choice.message.tool_calls or [])
+            ],
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost=_cost(model, input_tokens, output_tokens),
+            duration_ms=duration_ms,
+            finish_reason=choice.finish_reason,
+            response_id=getattr(response, "id", None),
+            tool_summaries=[
+                {"name": t["function"]["name"], "description": t["function"]["description"]} for t in tools
+            ],
+        )
+
+
+async def _earlier_unanswered(
+    db: AsyncSession, session_id: uuid.UUID, stored: list[Message], input_message: Message
+) -> Message | None:
+    """The first user message stored before `input_message` whose turn has not started, unless this
+    turn has started already (an earlier attempt stored its opening: it keeps its message)."""
+    answered = {conversation.turn_of(m) for m in stored}
+    candidates = [
+        m
+        for m in stored
+        if m.role == "user" and m.sequence < input_message.sequence and str(m.id) not in answered
+    ]
+    if not candidates:  # the usual case: every earlier message has the turn's messages to show for it
+        return None
+    ids = [str(m.id) for m in [*candidates, input_message]]
+    started = set(
+        (
+            await db.execute(
+                select(Event.context["input_message_id"].astext).where(
+                    Event.session_id == session_id,
+                    Event.type == "turn.started",
+                    Event.context["input_message_id"].astext.in_(ids),
+                )
+            )
+        ).scalars()
+    )
+    if str(input_message.id) in started:
+        return None
+    return next((m for m in candidates if str(m.id) not in started), None)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -13,15 +14,42 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
 from activities.deps import EventBatch, LoopDeps
+from activities.persist import persist
 from capabilities import registry
 from capabilities.base import ToolContext, ToolError
-from core.db.models import Agent, Message, Session
+from core.db.models import Agent, Event, Message, Session
 from core.net import NetPolicy
 from core.schemas.content import ToolCallPart, ToolResultPart, content_from_json
-from core.schemas.turns import ApprovalDecision, ToolInput, ToolOutcome, ToolStatus
+from core.schemas.turns import ApprovalDecision, KeptToolResult, ToolInput, ToolOutcome, ToolStatus
 from core.services import events, mcp_servers
 
 HEARTBEAT_EVERY_S = 1.0
+# The largest finished result kept in the activity's heartbeat for a later attempt to store.
+KEEP_MAX_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class _Begun:
+    """What the first transaction read and stored, for running the tool and storing its result."""
+
+    stored: list[Event]
+    call: ToolCallPart
+    capability_ids: list[str]
+    capability_configs: dict[str, Any]
+    mcp: registry.Extra | None
+    denial: str | None
+    turn_input: str | None
+    ctx: ToolContext
+
+
+def _kept_result() -> KeptToolResult | None:
+    """The result an earlier attempt of this call finished with and kept in its heartbeat."""
+    for detail in activity.info().heartbeat_details:
+        try:
+            return msgspec.convert(detail, KeptToolResult)
+        except msgspec.ValidationError:
+            continue
+    return None
 
 
 class ToolActivities:
@@ -30,105 +58,137 @@ class ToolActivities:
 
     @activity.defn(name="run_tool")
     async def run_tool(self, params: ToolInput) -> ToolOutcome:
+        key = f"{params.turn_id}:{params.tool_call_id}"
+        # Both transactions wait out a database outage inside this attempt (`persist`): the tool's
+        # result is stored when the database is back, not thrown away.
+        begun = await persist(self.deps.db, lambda db: self._begin(db, params), what=f"{key}:start")
+        if isinstance(begun, ToolOutcome):
+            return begun
+        await events.publish_all(self.deps.bus, begun.stored)
+        call = begun.call
+
+        kept = _kept_result()
+        if kept is not None:
+            # An earlier attempt ran the tool and died (or timed out) while the database was away:
+            # its result is stored now; the tool does not run twice.
+            status, result, error = kept.status, kept.result, kept.error
+        elif begun.denial is not None:
+            status, result, error = "denied", None, begun.denial
+        else:
+            status, result, error = await self._execute(
+                call, begun.capability_ids, begun.capability_configs, begun.ctx, begun.mcp
+            )
+        finished = KeptToolResult(status=status, result=result, error=error)
+        # Kept in the heartbeat, so a later attempt finds it (only if small: heartbeats are
+        # bounded payloads; a large result is at-least-once, as every tool call is).
+        details = (finished,) if len(msgspec.json.encode(finished)) <= KEEP_MAX_BYTES else ()
+        stored, outcome = await persist(
+            self.deps.db,
+            lambda db: self._store_result(db, params, begun, finished),
+            what=f"{key}:result",
+            details=details,
+        )
+        await events.publish_all(self.deps.bus, stored)
+        return outcome
+
+    async def _begin(self, db: AsyncSession, params: ToolInput) -> _Begun | ToolOutcome:
+        """The first transaction: the call and what it runs with, and its start stored. A
+        ToolOutcome instead when there is nothing to run (stored already, or the session is gone)."""
         session_id = uuid.UUID(params.session_id)
         key = f"{params.turn_id}:{params.tool_call_id}"
         batch = EventBatch(session_id, {"turn_id": params.turn_id})
-        async with self.deps.db.session() as db:
-            found = await _stored_results(db, session_id, key, params.tool_call_id)
-            if (existing := found.get(f"{key}:result")) is not None:
-                return ToolOutcome(tool_call_id=params.tool_call_id, status=existing)
-            reply = await db.get(Message, uuid.UUID(params.message_id))
-            agent = (
-                await db.execute(
-                    select(Agent).join(Session, Session.agent_id == Agent.id).where(Session.id == session_id)
-                )
-            ).scalar_one_or_none()
-            if reply is None or agent is None:
-                return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
-            call = next(
-                p
-                for p in content_from_json(reply.content)
-                if isinstance(p, ToolCallPart) and p.id == params.tool_call_id
+        found = await _stored_results(db, session_id, key, params.tool_call_id)
+        if (existing := found.get(f"{key}:result")) is not None:
+            return ToolOutcome(tool_call_id=params.tool_call_id, status=existing)
+        reply = await db.get(Message, uuid.UUID(params.message_id))
+        agent = (
+            await db.execute(
+                select(Agent).join(Session, Session.agent_id == Agent.id).where(Session.id == session_id)
             )
-            capability_ids = list(agent.capabilities)
-            capability_configs = dict(agent.capability_configs or {})
-            mcp = await mcp_servers.specs_for(db, agent.owner_id, capability_ids, self.deps.secrets)
-            turn_input = (reply.metadata_ or {}).get("input_message_id")
-            denial = _denial(params.approval)
-            if params.approval is not None:
-                batch.add(
-                    "tool.approval_resolved",
-                    {**msgspec.to_builtins(params.approval), "tool_name": call.name},
-                    f"{key}:tool.approval_resolved",
-                )
-            if denial is None:
-                batch.add(
-                    "tool.call_started", {"tool_call": msgspec.to_builtins(call)}, f"{key}:tool.call_started"
-                )
-            if not await batch.store(db):
-                return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
-            await db.commit()
-            agent_id = agent.id
-        await events.publish_all(self.deps.bus, batch.stored)
-
-        status: ToolStatus
-        result: Any
-        error: str | None
-        if denial is not None:
-            status, result, error = "denied", None, denial
-        else:
-            status, result, error = await self._execute(
-                call,
-                capability_ids,
-                capability_configs,
-                ToolContext(session_id=session_id, agent_id=agent_id),
-                mcp,
-            )
-
-        batch = EventBatch(session_id, {"turn_id": params.turn_id})
-        async with self.deps.db.session() as db:
-            # Takes the result's number first: that locks the session row, so what an earlier or a
-            # racing attempt stored is seen below (an early return gives the number back).
-            sequence = await events.take_sequence(db, session_id, "last_message_sequence")
-            if sequence is None:
-                return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
-            found = await _stored_results(db, session_id, key, call.id)
-            if (existing := found.get(f"{key}:result")) is not None:
-                return ToolOutcome(tool_call_id=params.tool_call_id, status=existing)
-            if f"synthetic-result:{call.id}" in found:
-                # Cancelled or given up on, and already answered "interrupted": keep that answer,
-                # so the call never has two results.
-                return ToolOutcome(tool_call_id=params.tool_call_id, status="cancelled")
-            part = ToolResultPart(tool_call_id=call.id, result=result, error=error)
-            message = Message(
-                session_id=session_id,
-                sequence=sequence,
-                role="tool",
-                content=[msgspec.to_builtins(part)],
-                tags=[],
-                metadata_={"status": status, "tool_name": call.name, "input_message_id": turn_input},
-                idempotency_key=f"{key}:result",
-            )
-            db.add(message)
-            await db.flush()
+        ).scalar_one_or_none()
+        if reply is None or agent is None:
+            return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
+        call = next(
+            p
+            for p in content_from_json(reply.content)
+            if isinstance(p, ToolCallPart) and p.id == params.tool_call_id
+        )
+        capability_ids = list(agent.capabilities)
+        mcp = await mcp_servers.specs_for(db, agent.owner_id, capability_ids, self.deps.secrets)
+        denial = _denial(params.approval)
+        if params.approval is not None:
             batch.add(
-                "tool.call_completed",
-                {
-                    "tool_call_id": call.id,
-                    "tool_name": call.name,
-                    "success": status == "success",
-                    "status": status,
-                    "result": [
-                        {"type": "tool_result", "tool_call_id": call.id, "result": result, "error": error}
-                    ],
-                    "error": error,
-                },
-                f"{key}:tool.call_completed",
+                "tool.approval_resolved",
+                {**msgspec.to_builtins(params.approval), "tool_name": call.name},
+                f"{key}:tool.approval_resolved",
             )
-            await batch.store(db)
-            await db.commit()
-        await events.publish_all(self.deps.bus, batch.stored)
-        return ToolOutcome(tool_call_id=params.tool_call_id, status=status)
+        if denial is None:
+            batch.add(
+                "tool.call_started", {"tool_call": msgspec.to_builtins(call)}, f"{key}:tool.call_started"
+            )
+        if not await batch.store(db):
+            return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
+        await db.commit()
+        return _Begun(
+            stored=batch.stored,
+            call=call,
+            capability_ids=capability_ids,
+            capability_configs=dict(agent.capability_configs or {}),
+            mcp=mcp,
+            denial=denial,
+            turn_input=(reply.metadata_ or {}).get("input_message_id"),
+            ctx=ToolContext(session_id=session_id, agent_id=agent.id),
+        )
+
+    async def _store_result(
+        self, db: AsyncSession, params: ToolInput, begun: _Begun, finished: KeptToolResult
+    ) -> tuple[list[Event], ToolOutcome]:
+        """The second transaction: the result as a tool message, with `tool.call_completed`."""
+        session_id = uuid.UUID(params.session_id)
+        key = f"{params.turn_id}:{params.tool_call_id}"
+        call, status, result, error = begun.call, finished.status, finished.result, finished.error
+        batch = EventBatch(session_id, {"turn_id": params.turn_id})
+        # Takes the result's number first: that locks the session row, so what an earlier or a
+        # racing attempt stored is seen below (an early return gives the number back).
+        sequence = await events.take_sequence(db, session_id, "last_message_sequence")
+        if sequence is None:
+            return [], ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
+        found = await _stored_results(db, session_id, key, call.id)
+        if (existing := found.get(f"{key}:result")) is not None:
+            return [], ToolOutcome(tool_call_id=params.tool_call_id, status=existing)
+        if f"synthetic-result:{call.id}" in found:
+            # Cancelled or given up on, and already answered "interrupted": keep that answer,
+            # so the call never has two results.
+            return [], ToolOutcome(tool_call_id=params.tool_call_id, status="cancelled")
+        part = ToolResultPart(tool_call_id=call.id, result=result, error=error)
+        message = Message(
+            session_id=session_id,
+            sequence=sequence,
+            role="tool",
+            content=[msgspec.to_builtins(part)],
+            tags=[],
+            metadata_={"status": status, "tool_name": call.name, "input_message_id": begun.turn_input},
+            idempotency_key=f"{key}:result",
+        )
+        db.add(message)
+        await db.flush()
+        batch.add(
+            "tool.call_completed",
+            {
+                "tool_call_id": call.id,
+                "tool_name": call.name,
+                "success": status == "success",
+                "status": status,
+                "result": [
+                    {"type": "tool_result", "tool_call_id": call.id, "result": result, "error": error}
+                ],
+                "error": error,
+            },
+            f"{key}:tool.call_completed",
+        )
+        await batch.store(db)
+        await db.commit()
+        return batch.stored, ToolOutcome(tool_call_id=params.tool_call_id, status=status)
 
     async def _execute(
         self,

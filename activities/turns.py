@@ -15,7 +15,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import EventBatch, LoopDeps
-from core.db.models import Agent, Message, Session
+from activities.persist import persist
+from core.db.models import Agent, Event, Message, Session
 from core.schemas.turns import SESSION_GONE, ActCompleted, TurnEnd, TurnInfo, TurnStart
 from core.services import events
 from core.services.sessions import message_to_schema
@@ -64,35 +65,40 @@ class TurnActivities:
 
     @activity.defn(name="finish_turn")
     async def finish_turn(self, params: TurnEnd) -> None:
+        # A local activity first (once per attempt), then, if the database stays away, a regular
+        # one that waits it out (workflows/session.py): either way the turn gets its end event.
+        stored = await persist(self.deps.db, lambda db: self._close(db, params), what=f"{params.turn_id}:end")
+        await events.publish_all(self.deps.bus, stored)
+
+    async def _close(self, db: AsyncSession, params: TurnEnd) -> list[Event]:
         session_id = uuid.UUID(params.session_id)
         batch = EventBatch(session_id, _context(params.turn_id, params.input_message_id))
         key = params.turn_id
-        async with self.deps.db.session() as db:
-            if params.open_turn and params.outcome != "completed":
-                # Its first step may have failed or been cancelled before storing these.
-                message = await db.get(Message, uuid.UUID(params.input_message_id))
-                if message is not None:
-                    add_opening(batch, params.turn_id, message)
-            if params.act is not None:
-                add_act_completed(batch, params.act)
-            if params.notice_message_id is not None:
-                if not await events.lock_session(db, session_id):
-                    return  # deleted meanwhile: nothing left to close
-                await self._store_notice(db, batch, params)
-            if params.outcome == "completed":
-                data = {"turn_id": key, "iterations": params.iterations, "duration_ms": params.duration_ms}
-                batch.add("turn.completed", data, f"{key}:turn.completed")
-            elif params.outcome == "failed":
-                data = {"turn_id": key, "error": params.error, "error_code": params.error_code}
-                batch.add("turn.failed", data, f"{key}:turn.failed")
-            else:
-                batch.add("turn.cancelled", {"turn_id": key}, f"{key}:turn.cancelled")
-            idled = {"turn_id": key, "iterations": params.iterations}
-            batch.add("session.idled", idled, f"{key}:session.idled")
-            if not await batch.store(db, values={"status": "idle"}):
-                return  # deleted meanwhile: nothing left to close
-            await db.commit()
-        await events.publish_all(self.deps.bus, batch.stored)
+        if params.open_turn and params.outcome != "completed":
+            # Its first step may have failed or been cancelled before storing these.
+            message = await db.get(Message, uuid.UUID(params.input_message_id))
+            if message is not None:
+                add_opening(batch, params.turn_id, message)
+        if params.act is not None:
+            add_act_completed(batch, params.act)
+        if params.notice_message_id is not None:
+            if not await events.lock_session(db, session_id):
+                return []  # deleted meanwhile: nothing left to close
+            await self._store_notice(db, batch, params)
+        if params.outcome == "completed":
+            data = {"turn_id": key, "iterations": params.iterations, "duration_ms": params.duration_ms}
+            batch.add("turn.completed", data, f"{key}:turn.completed")
+        elif params.outcome == "failed":
+            data = {"turn_id": key, "error": params.error, "error_code": params.error_code}
+            batch.add("turn.failed", data, f"{key}:turn.failed")
+        else:
+            batch.add("turn.cancelled", {"turn_id": key}, f"{key}:turn.cancelled")
+        idled = {"turn_id": key, "iterations": params.iterations}
+        batch.add("session.idled", idled, f"{key}:session.idled")
+        if not await batch.store(db, values={"status": "idle"}):
+            return []  # deleted meanwhile: nothing left to close
+        await db.commit()
+        return batch.stored
 
     async def _store_notice(self, db: AsyncSession, batch: EventBatch, params: TurnEnd) -> None:
         """Tells the user, in the conversation, why the turn failed (no secrets: a fixed text)."""

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     import msgspec
 
     from core.db.base import uuid7_at
+    from core.durability import STORE_BACKOFF_MAX, STORE_RETRY_WINDOW
     from core.schemas.turns import (
         APPROVAL_DECIDED,
         SESSION_GONE,
@@ -48,12 +49,21 @@ LLM_RETRY = RetryPolicy(
 )
 # A tool's own failure is a tool result, not an exception; these retries cover the worker dying.
 TOOL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
-# Bookkeeping writes: a few quick retries, then the turn fails instead of retrying forever.
+# Bookkeeping writes: a few quick retries as a local activity (the fast path) ...
 LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+# ... then, for a turn's end only, as a regular activity for as long as the database may be away:
+# its retries leave no trace in the history, however many there are.
+STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=STORE_BACKOFF_MAX
+)
+# A step waits out a database outage inside its attempt (activities/persist.py), before and after
+# its real work; the heartbeat timeout, not this, is what notices a dead worker.
+STORE_WAITS = 2 * STORE_RETRY_WINDOW
 HEARTBEAT = timedelta(seconds=10)
 LOCAL = timedelta(seconds=30)
 IDLE_FOR = timedelta(hours=1)
 BOOKKEEPING_IN_STEPS = "bookkeeping-in-steps"
+DURABLE_TURN_END = "durable-turn-end"
 HANDLED_KEPT = 200
 
 
@@ -115,8 +125,14 @@ class SessionWorkflow:
         message_id = self._pending.pop(0)
         # Handled from the moment it is taken: a repeat signal during its turn must not queue it.
         self._handled = [*self._handled, message_id][-HANDLED_KEPT:]
-        await self._run_turn(params.session_id, message_id)
+        earlier = await self._run_turn(params.session_id, message_id)
         self._turn_id = None
+        if earlier is not None:
+            # An earlier message's signal has not arrived (or was lost): it goes first, this one
+            # right after. Nothing of the abandoned turn was stored.
+            taken = (earlier, message_id)
+            self._handled = [m for m in self._handled if m not in taken]
+            self._pending = [*taken, *(m for m in self._pending if m not in taken)]
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(
             SessionInput(
@@ -138,7 +154,9 @@ class SessionWorkflow:
         now_ms = int(workflow.now().timestamp() * 1000)
         return str(uuid7_at(now_ms, workflow.random().getrandbits(74)))
 
-    async def _run_turn(self, session_id: str, message_id: str) -> None:
+    async def _run_turn(self, session_id: str, message_id: str) -> str | None:
+        """Runs the turn that answers `message_id`; returns instead the id of an earlier message that
+        must be answered first, when the turn's first step finds one."""
         turn_id = self._turn_id = self._new_id()
         self._cancelled = False
         started = workflow.now()
@@ -158,7 +176,7 @@ class SessionWorkflow:
                 )
             except ActivityError as exc:
                 if _session_gone(exc):
-                    return  # deleted while the message waited: nothing to answer
+                    return None  # deleted while the message waited: nothing to answer
                 raise
             turn.max_iterations = info.max_iterations
         self._steps = asyncio.create_task(self._run_steps(turn))
@@ -177,24 +195,40 @@ class SessionWorkflow:
                 turn.notice = self._new_id()
         finally:
             self._steps = None
-        await workflow.execute_local_activity(
-            "finish_turn",
-            TurnEnd(
-                session_id=session_id,
-                turn_id=turn_id,
-                input_message_id=message_id,
-                outcome=turn.outcome,
-                iterations=turn.iterations,
-                duration_ms=int((workflow.now() - started).total_seconds() * 1000),
-                error=turn.error,
-                error_code=turn.error_code,
-                notice_message_id=turn.notice,
-                open_turn=turn.books_in_steps,
-                act=turn.act,
-            ),
-            start_to_close_timeout=LOCAL,
-            retry_policy=LOCAL_RETRY,
+        if turn.earlier is not None:
+            return turn.earlier
+        end = TurnEnd(
+            session_id=session_id,
+            turn_id=turn_id,
+            input_message_id=message_id,
+            outcome=turn.outcome,
+            iterations=turn.iterations,
+            duration_ms=int((workflow.now() - started).total_seconds() * 1000),
+            error=turn.error,
+            error_code=turn.error_code,
+            notice_message_id=turn.notice,
+            open_turn=turn.books_in_steps,
+            act=turn.act,
         )
+        try:
+            await workflow.execute_local_activity(
+                "finish_turn", end, start_to_close_timeout=LOCAL, retry_policy=LOCAL_RETRY
+            )
+        except ActivityError:
+            # Workflows from before this patch failed here (and left the turn open).
+            if not workflow.patched(DURABLE_TURN_END):
+                raise
+            # The database has been away longer than the quick retries: every turn ends with its
+            # end event, so keep at it for as long as a step waits for the database.
+            await workflow.execute_activity(
+                "finish_turn",
+                end,
+                start_to_close_timeout=LOCAL + STORE_WAITS,
+                schedule_to_close_timeout=STORE_RETRY_WINDOW,
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=STORE_RETRY,
+            )
+        return None
 
     async def _run_steps(self, turn: _Turn) -> None:
         """reason -> act -> reason ... until a reply without tool calls or the step limit."""
@@ -205,6 +239,9 @@ class SessionWorkflow:
                 return
             turn.iterations += 1
             reply = await self._reason(turn)
+            if reply.earlier_message_id is not None:  # nothing stored: the turn is given up
+                turn.earlier = reply.earlier_message_id
+                return
             turn.act = None  # stored by that step
             if reply.max_iterations is not None:
                 turn.max_iterations = reply.max_iterations
@@ -234,7 +271,7 @@ class SessionWorkflow:
                 act=turn.act,
             ),
             result_type=ReasonResult,
-            start_to_close_timeout=timedelta(minutes=10),
+            start_to_close_timeout=timedelta(minutes=10) + STORE_WAITS,
             heartbeat_timeout=HEARTBEAT,
             retry_policy=LLM_RETRY,
             # A cancelled step must have stopped before the turn ends: no reply stored after it.
@@ -280,7 +317,7 @@ class SessionWorkflow:
             ),
             result_type=ToolOutcome,
             # The tool's own timeout is enforced inside; this only catches a stuck worker.
-            start_to_close_timeout=timedelta(seconds=call.timeout_s + 30),
+            start_to_close_timeout=timedelta(seconds=call.timeout_s + 30) + STORE_WAITS,
             heartbeat_timeout=HEARTBEAT,
             retry_policy=TOOL_RETRY,
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -319,6 +356,7 @@ class _Turn:
     error: str | None = None
     error_code: str | None = None
     notice: str | None = None  # id of the agent message that tells the user what failed
+    earlier: str | None = None  # an earlier message to answer first: this turn is given up
 
 
 def _session_gone(exc: ActivityError) -> bool:

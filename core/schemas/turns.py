@@ -3,7 +3,7 @@ activities read the conversation from Postgres."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -88,6 +88,9 @@ class ReasonResult(msgspec.Struct, kw_only=True):
     text_preview: str
     # The agent's step limit, read by a step that opened its turn.
     max_iterations: int | None = None
+    # Set instead of a reply when a user message stored before this turn's has not been answered:
+    # the workflow answers that one first (messages are handled in their stored order).
+    earlier_message_id: str | None = None
 
 
 class ToolInput(msgspec.Struct, kw_only=True):
@@ -97,6 +100,15 @@ class ToolInput(msgspec.Struct, kw_only=True):
     message_id: str  # the agent message that holds the call
     tool_call_id: str
     approval: ApprovalDecision | None = None  # for a call that waited for one
+
+
+class KeptToolResult(msgspec.Struct, kw_only=True):
+    """A tool call's finished result, kept in its activity's heartbeat until it is stored: a later
+    attempt (the worker died while the database was away) stores it without running the tool again."""
+
+    status: ToolStatus
+    result: Any = None
+    error: str | None = None
 
 
 class TurnEnd(msgspec.Struct, kw_only=True):

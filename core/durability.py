@@ -1,0 +1,17 @@
+"""How long the loop waits out its own infrastructure (PostgreSQL) before a turn gives up.
+
+Shared by the workflow (activity timeouts) and the activities (their retry loops), so the two agree.
+A provider's or a tool's failure is the work's own and has its own small budget (workflows/session.py);
+a database that is away spends none of it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+# Longer than any outage an operator would sit through (a failover, a restore, a night). A step
+# that still cannot reach the database then fails, and the sweeper closes its turn once it can.
+STORE_RETRY_WINDOW = timedelta(hours=24)
+# Backoff between attempts to reach the database: doubles from the first to the cap.
+STORE_BACKOFF_FIRST = timedelta(seconds=0.5)
+STORE_BACKOFF_MAX = timedelta(seconds=30)

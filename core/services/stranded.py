@@ -1,0 +1,118 @@
+"""Turns left open by a workflow that ended without closing them (failed, terminated, or out of
+retries while the database was away): found, and closed with `turn.failed`, so every turn ends with
+exactly one end event and SSE clients stop waiting. The sweeper (core/sweeper.py) decides which
+ones Temporal no longer runs; this module only reads and writes the session's records."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import msgspec
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db.base import uuid7
+from core.db.models import Event, Message
+from core.services import events
+from core.services.sessions import message_to_schema
+
+TURN_ENDS = ("turn.completed", "turn.failed", "turn.cancelled")
+ERROR_CODE = "turn_interrupted"
+
+
+@dataclass(frozen=True)
+class OpenTurn:
+    session_id: uuid.UUID
+    turn_id: str
+    input_message_id: str | None
+
+
+# Sessions marked active whose latest started turn has no end, untouched for `grace` (a turn that
+# is just starting, or whose step is busy, is left to the workflow's own check by the caller).
+_OPEN = text(
+    """
+    SELECT s.id, t.context ->> 'turn_id', t.context ->> 'input_message_id'
+    FROM sessions s
+    CROSS JOIN LATERAL (
+      SELECT e.context FROM events e
+      WHERE e.session_id = s.id AND e.type = 'turn.started'
+      ORDER BY e.sequence DESC LIMIT 1
+    ) t
+    WHERE s.status = 'active'
+      AND s.updated_at < now() - make_interval(secs => :grace)
+      AND NOT EXISTS (
+        SELECT 1 FROM events e
+        WHERE e.session_id = s.id AND e.type IN ('turn.completed', 'turn.failed', 'turn.cancelled')
+          AND e.context ->> 'turn_id' = t.context ->> 'turn_id'
+      )
+    ORDER BY s.updated_at
+    LIMIT :limit
+    """
+)
+
+
+async def open_turns(db: AsyncSession, grace: timedelta, limit: int = 100) -> list[OpenTurn]:
+    rows = await db.execute(_OPEN, {"grace": grace.total_seconds(), "limit": limit})
+    return [OpenTurn(session_id, turn_id, message_id) for session_id, turn_id, message_id in rows if turn_id]
+
+
+async def close_turn(db: AsyncSession, turn: OpenTurn, reason: str) -> list[Event]:
+    """Stores the turn's `turn.failed` (error_code `turn_interrupted`), a notice in the conversation,
+    and `session.idled` unless a later turn has started; commits. Nothing if the turn has ended
+    meanwhile (its own workflow got there first) or the session is gone. Returns the stored events."""
+    if not await events.lock_session(db, turn.session_id):
+        return []
+    # Under the session's lock: an end stored by the workflow is committed by now, or never will be
+    # before ours (its transaction waits for this lock and then finds our events by their keys).
+    ended = await db.execute(
+        select(Event.id).where(
+            Event.session_id == turn.session_id,
+            Event.type.in_(TURN_ENDS),
+            Event.context["turn_id"].astext == turn.turn_id,
+        )
+    )
+    if ended.first() is not None:
+        return []
+    latest = await db.execute(
+        select(Event.context["turn_id"].astext)
+        .where(Event.session_id == turn.session_id, Event.type == "turn.started")
+        .order_by(Event.sequence.desc())
+        .limit(1)
+    )
+    still_latest = latest.scalar_one_or_none() == turn.turn_id
+    error = f"the turn was interrupted: {reason}"
+    key = turn.turn_id
+    notice = Message(
+        id=uuid7(),
+        session_id=turn.session_id,
+        sequence=await events.next_sequence(db, turn.session_id, "last_message_sequence"),
+        role="agent",
+        content=[{"type": "text", "text": f"Sorry, I could not answer: {error}."}],
+        tags=[],
+        metadata_={"error_code": ERROR_CODE, "input_message_id": turn.input_message_id},
+        idempotency_key=f"{key}:notice",
+    )
+    db.add(notice)
+    await db.flush()
+    new = [
+        events.NewEvent(
+            "message.agent",
+            {"message": msgspec.to_builtins(message_to_schema(notice)), "metadata": {"error": True}},
+            f"{key}:notice:message.agent",
+        ),
+        events.NewEvent(
+            "turn.failed", {"turn_id": key, "error": error, "error_code": ERROR_CODE}, f"{key}:turn.failed"
+        ),
+    ]
+    if still_latest:
+        new.append(
+            events.NewEvent("session.idled", {"turn_id": key, "iterations": 0}, f"{key}:session.idled")
+        )
+    context = {"turn_id": key, "input_message_id": turn.input_message_id}
+    stored = await events.append_many(
+        db, turn.session_id, new, context=context, values={"status": "idle"} if still_latest else None
+    )
+    await db.commit()
+    return stored or []

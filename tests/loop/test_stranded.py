@@ -1,0 +1,81 @@
+"""A turn whose workflow ends without closing it (terminated, failed) is closed by the sweeper with
+`turn.failed`; a turn that is still running is left alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+import redis.asyncio as redis
+
+from core import bus
+from core.db.models import Event
+from core.sweeper import close_stranded
+from tests.loop.conftest import TURN_ENDS, Loop
+
+SLOW = {"mode": "fixed", "text": " ".join(f"w{i}" for i in range(200)), "chunk_delay": 0.05}
+
+
+@pytest.fixture
+async def publisher(loop: Loop) -> AsyncIterator[redis.Redis]:
+    connection = bus.connect(loop.endpoints.redis_url)
+    yield connection
+    await connection.aclose()
+
+
+async def until(loop: Loop, base: str, kind: str) -> list[Event]:
+    """The session's stored events once one of type `kind` is among them."""
+    async with asyncio.timeout(60):
+        while True:
+            stored = await loop.stored(base)
+            if any(e.type == kind for e in stored):
+                return stored
+            await asyncio.sleep(0.05)
+
+
+async def sweep(loop: Loop, publisher: redis.Redis) -> int:
+    return await close_stranded(loop.db, loop.temporal, publisher, grace=timedelta(0))
+
+
+async def test_a_terminated_turn_is_closed_once_and_the_session_goes_on(
+    loop: Loop, publisher: redis.Redis
+) -> None:
+    base = await loop.chat(simulator=SLOW)
+    agent_id, session_id = base.split("/")[3], base.split("/")[5]
+    await loop.send(base, "speak slowly", wait=False)
+    await until(loop, base, "reason.started")
+    # Running: the sweep asks the workflow, which runs this very turn.
+    assert await sweep(loop, publisher) == 0
+    await loop.temporal.get_workflow_handle(f"session-{session_id}").terminate("an operator's mistake")
+    assert await sweep(loop, publisher) == 1
+    # A second sweep (another worker's) finds nothing more to close.
+    assert await sweep(loop, publisher) == 0
+
+    stored = await loop.stored(base)
+    ends = [e for e in stored if e.type in TURN_ENDS]
+    assert [(e.type, e.data["error_code"]) for e in ends] == [("turn.failed", "turn_interrupted")]
+    assert "terminated" in ends[0].data["error"]
+    assert stored[-1].type == "session.idled"
+    assert [e.sequence for e in stored] == list(range(1, len(stored) + 1))
+    session = (await loop.client.get(f"/v1/agents/{agent_id}/sessions/{session_id}")).json()
+    assert session["status"] == "idle"
+    notice = (await loop.messages(base))[-1]
+    assert notice["role"] == "agent"
+    assert "interrupted" in notice["content"][0]["text"]
+
+    # The session answers its next message as usual (a new workflow run).
+    frames = await loop.send(base, "again", timeout=60)
+    assert frames[-1]["type"] == "turn.completed"
+
+
+async def test_a_turn_busy_longer_than_the_grace_is_left_to_its_workflow(
+    loop: Loop, publisher: redis.Redis
+) -> None:
+    base = await loop.chat(simulator=SLOW)
+    await loop.send(base, "speak slowly", wait=False)
+    await until(loop, base, "reason.started")
+    assert await sweep(loop, publisher) == 0
+    stored = await until(loop, base, "turn.completed")
+    assert [e.type for e in stored if e.type in TURN_ENDS] == ["turn.completed"]

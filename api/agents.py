@@ -14,8 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import Page, PageParams, page
+from api.state import Services
 from core.errors import InvalidInput
 from core.identity import Identity
+from core.json_limits import JsonLimits
 from core.schemas.agents import Agent, AgentStatus, CreateAgent, UpdateAgent
 from core.schemas.capabilities import AgentCapabilities, SetAgentCapabilities
 from core.services import agent_io, agents
@@ -89,6 +91,7 @@ class AgentController(Controller):
         self,
         db_session: NamedDependency[AsyncSession],
         who: NamedDependency[Identity],
+        services: NamedDependency[Services],
         request: Request[Any, Any, Any],
     ) -> Agent:
         """Create an agent from a file: Markdown with YAML front matter (the body is the system
@@ -99,7 +102,9 @@ class AgentController(Controller):
             text = body.decode()
         except UnicodeDecodeError:
             raise InvalidInput("the agent file is not UTF-8 text", field="body") from None
-        data = agent_io.parse_agent(text, request.headers.get("content-type"))
+        data = agent_io.parse_agent(
+            text, request.headers.get("content-type"), JsonLimits.of(services.settings)
+        )
         return agents.to_schema(await agents.create(db_session, who, data))
 
     @get("/{agent_id:uuid}", operation_id="getAgent", responses=error_responses(404))

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api.agents import AgentController
 from api.auth import auth_routers
+from api.body import request_class, require_json_body
 from api.capabilities import CapabilityController
 from api.deps import provide_db_session, provide_identity
 from api.errors import EXCEPTION_HANDLERS
@@ -34,6 +35,7 @@ from api.sessions import SessionController
 from api.simulator import simulator_router
 from api.state import Services
 from api.turns import TurnController
+from core.json_limits import JsonLimits
 from core.logging import configure_logging
 from core.services import auth
 from core.settings import AuthMode, Settings, SettingsError, get_settings
@@ -121,6 +123,8 @@ def create_app(
         cors_config=cors,
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_request_body_bytes,
+        request_class=request_class(JsonLimits.of(settings)),
+        before_request=require_json_body,
         lifespan=[lifespan],
         debug=False,
         logging_config=None,

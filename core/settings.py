@@ -79,6 +79,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     oidc: OAuthClient | None
     cors_origins: tuple[str, ...]
     max_request_body_bytes: int
+    # How deeply a JSON (or YAML) request body may nest, and how many values its arrays and objects
+    # may hold in all: checked before decoding (core/json_limits.py).
+    json_max_depth: int = 64
+    json_max_items: int = 100_000
     simulator_enabled: bool
     startup_timeout_s: float
     embedded_postgres_port: int
@@ -352,6 +356,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cors_origins=read.parse("CORS_ORIGINS", (), _origins, "a comma-separated list of http(s) origins"),
         simulator_enabled=read.parse("EVERLOOP_SIMULATOR", False, _boolean, "true or false"),
         max_request_body_bytes=read.integer("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024, low=1024, high=2**31),
+        # At most 256: the decoders recurse per level (PyYAML's composer twice), within Python's
+        # recursion limit of 1000.
+        json_max_depth=read.integer("JSON_MAX_DEPTH", 64, low=16, high=256),
+        json_max_items=read.integer("JSON_MAX_ITEMS", 100_000, low=1_000, high=10_000_000),
         startup_timeout_s=read.parse(
             "EVERLOOP_STARTUP_TIMEOUT", 60.0, _seconds, "seconds between 0 and 3600"
         ),

@@ -12,6 +12,7 @@ import yaml
 
 from core.db.models import Agent
 from core.errors import InvalidInput, field_in
+from core.json_limits import JsonLimits, check_json, check_yaml
 from core.schemas.agents import CreateAgent
 
 FRONT_MATTER = "---\n"
@@ -51,13 +52,16 @@ def _mapping(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def parse_agent(text: str, content_type: str | None = None) -> CreateAgent:
-    """Reads an agent file; the format comes from the content type, else from the text itself."""
+def parse_agent(text: str, content_type: str | None, limits: JsonLimits) -> CreateAgent:
+    """Reads an agent file; the format comes from the content type, else from the text itself.
+    Nesting, size and (in YAML) alias expansion are checked against `limits` before it is loaded."""
     kind = (content_type or "").split(";")[0].strip().lower()
     stripped = text.lstrip("\ufeff")
+    what = "the agent file"
     try:
         if kind in ("text/markdown", "text/x-markdown") or stripped.startswith(FRONT_MATTER):
             header, body = _split_front_matter(stripped)
+            check_yaml(header, limits, what)
             fields = _mapping(yaml.safe_load(header) or {}, "the front matter")
             if "system_prompt" in fields and body.strip():
                 raise InvalidInput(
@@ -65,8 +69,10 @@ def parse_agent(text: str, content_type: str | None = None) -> CreateAgent:
                 )
             fields.setdefault("system_prompt", body)
         elif kind == "application/json" or stripped.lstrip().startswith("{"):
+            check_json(stripped.encode(), limits, what)
             fields = _mapping(msgspec.json.decode(stripped), "the JSON document")
         else:
+            check_yaml(stripped, limits, what)
             fields = _mapping(yaml.safe_load(stripped), "the YAML document")
     except (yaml.YAMLError, msgspec.DecodeError) as exc:
         raise InvalidInput(f"the agent file does not parse: {exc}", field="body") from None

@@ -23,6 +23,7 @@ def test_defaults_leave_services_embedded_and_auth_full() -> None:
     assert settings.log_format is LogFormat.JSON
     assert settings.cors_origins == ()
     assert settings.max_request_body_bytes == 10 * 1024 * 1024
+    assert (settings.json_max_depth, settings.json_max_items) == (64, 100_000)
     assert settings.secrets_encryption_key is None
 
 
@@ -38,6 +39,8 @@ def test_values_are_read_and_normalised() -> None:
             "CORS_ORIGINS": "https://app.example.com, http://localhost:3000/",
             "SECRETS_ENCRYPTION_KEY": KEY,
             "MAX_REQUEST_BODY_BYTES": "2048",
+            "JSON_MAX_DEPTH": "32",
+            "JSON_MAX_ITEMS": "5000",
         }
     )
     assert settings.database_url == "postgresql://u:p@db:5432/everloop"
@@ -48,6 +51,7 @@ def test_values_are_read_and_normalised() -> None:
     assert settings.cors_origins == ("https://app.example.com", "http://localhost:3000")
     assert settings.secrets_encryption_key == bytes(range(32))
     assert settings.max_request_body_bytes == 2048
+    assert (settings.json_max_depth, settings.json_max_items) == (32, 5000)
 
 
 @pytest.mark.parametrize(
@@ -71,6 +75,9 @@ def test_values_are_read_and_normalised() -> None:
         ("SECRETS_ENCRYPTION_KEY", base64.b64encode(b"x" * 16).decode()),
         ("SECRETS_ENCRYPTION_KEY_PREVIOUS", "%%%"),
         ("MAX_REQUEST_BODY_BYTES", "-1"),
+        ("JSON_MAX_DEPTH", "1000"),  # past what the decoders can recurse through
+        ("JSON_MAX_DEPTH", "4"),
+        ("JSON_MAX_ITEMS", "many"),
         ("EVERLOOP_STARTUP_TIMEOUT", "0"),
         ("EMBEDDED_POSTGRES_PORT", "x"),
     ],

@@ -1,7 +1,9 @@
 """The one error mapping: every error leaves as `{"error": "...", "status": N}` JSON.
 
 Validation errors add `field`; unhandled exceptions become a generic 500 carrying the request id that
-the log line also carries. Handlers raise domain errors (`core.errors`) and never build bodies.
+the log line also carries. Handlers raise domain errors (`core.errors`) and never build bodies. A
+database that is away (down, refusing, not answering within the DB_* timeouts) is a 503 with
+`Retry-After`, whichever route met it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.middleware import request_id_of
+from core.db.availability import is_unavailable
 from core.errors import EverloopError, field_in
 
 log = structlog.get_logger("everloop.api")
@@ -60,13 +63,34 @@ def _domain_error(request: Request[Any, Any, Any], exc: EverloopError) -> Respon
 _UNSTORABLE_TEXT = {"22021", "22P05"}
 
 
-def _database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
-    if getattr(exc.orig, "sqlstate", None) in _UNSTORABLE_TEXT:
+# Seconds a client is asked to wait after a 503 for the database: a restart or failover takes a few.
+DATABASE_RETRY_AFTER_S = 5
+
+
+def _database_error(request: Request[Any, Any, Any], exc: SQLAlchemyError) -> Response[dict[str, Any]]:
+    if is_unavailable(exc):
+        return _database_unavailable(request, exc)
+    if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _UNSTORABLE_TEXT:
         return error_response(400, "text may not contain the NUL character (\\u0000)")
     if isinstance(exc, IntegrityError):
         # A concurrent change won a race (two new defaults, a delete against a new use): retryable.
         return error_response(409, "the request conflicts with a concurrent change; try again")
     return _unhandled(request, exc)
+
+
+def _database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    # The cause, not str(exc): that would carry the SQL of the statement.
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    log.warning(
+        "database unavailable",
+        request_id=request_id_of(request.scope),
+        method=request.method,
+        path=request.url.path,
+        error=f"{type(cause).__name__}: {str(cause)[:300]}",
+    )
+    response = error_response(503, "the database is not available, try again shortly")
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return response
 
 
 _UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
@@ -87,7 +111,7 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: _http_exception,
     EverloopError: _domain_error,
-    DBAPIError: _database_error,
+    SQLAlchemyError: _database_error,  # DB-API errors, and the pool's wait for a connection running out
     RPCError: _temporal_error,
     Exception: _unhandled,
 }

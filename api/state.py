@@ -24,7 +24,7 @@ CHECK_TIMEOUT_S = 3.0
 class Services:
     def __init__(self, settings: Settings, database_url: str, redis_url: str, temporal_address: str) -> None:
         self.settings = settings
-        self.db = Database(database_url)
+        self.db = Database(database_url, timeouts=settings.database_timeouts)
         self.redis: redis.Redis = bus.connect(redis_url)
         self.temporal_address = temporal_address
         self._temporal: Client | None = None

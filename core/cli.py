@@ -160,7 +160,9 @@ def rotate_secrets() -> None:
         raise SettingsError("SECRETS_ENCRYPTION_KEY: not set; it is the key to re-encrypt under")
 
     async def run() -> int:
-        db = Database(_need(settings.database_url, "DATABASE_URL"), pool_size=1)
+        db = Database(
+            _need(settings.database_url, "DATABASE_URL"), pool_size=1, timeouts=settings.database_timeouts
+        )
         try:
             async with db.session() as session:
                 # Provider API keys, then MCP server headers.

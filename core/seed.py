@@ -21,7 +21,7 @@ async def seed_dev_data(database_url: str, settings: Settings) -> list[str]:
     """Adds the simulator provider, a default model on it and a demo agent, once. Returns what it
     added (nothing when a simulator provider already exists, even if the user changed it since).
     The agent belongs to AUTH_MODE=none's built-in admin, or to ADMIN_EMAIL when that is set."""
-    db = Database(database_url, pool_size=1)
+    db = Database(database_url, pool_size=1, timeouts=settings.database_timeouts)
     try:
         async with db.session() as session:
             exists = await session.execute(

@@ -50,6 +50,16 @@ class OAuthClient(msgspec.Struct, kw_only=True, frozen=True):
     name: str | None = None  # display name of the generic OIDC provider
 
 
+class DatabaseTimeouts(msgspec.Struct, kw_only=True, frozen=True):
+    """How long anything waits on PostgreSQL, in seconds (the DB_* settings): a database that is down
+    or hung costs a request a bounded wait and a 503, never a hang."""
+
+    connect_s: float = 5.0  # DB_CONNECT_TIMEOUT: a new connection, and the check of a pooled one
+    pool_s: float = 5.0  # DB_POOL_TIMEOUT: waiting for a free pooled connection
+    statement_s: float = 10.0  # DB_STATEMENT_TIMEOUT: one statement (COMMIT included)
+    idle_in_transaction_s: float = 60.0  # DB_IDLE_IN_TRANSACTION_TIMEOUT: the server ends such a session
+
+
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
     data_dir: Path
     # None means "start the embedded service" (dev and tests); set means "use this real one".
@@ -93,6 +103,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     outbound_allow_loopback: bool = False
     # Seconds the API waits for an MCP server to list its tools (on create, change and refresh).
     mcp_list_timeout_s: float = 15.0
+    database_timeouts: DatabaseTimeouts = DatabaseTimeouts()
 
     def uvicorn_options(self) -> dict[str, object]:
         """How `everloop api` serves: client address and scheme from `X-Forwarded-For`/`-Proto` only
@@ -302,6 +313,19 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _database_timeouts(read: _Reader) -> DatabaseTimeouts:
+    default = DatabaseTimeouts()
+    expected = "seconds between 0 and 3600"
+    return DatabaseTimeouts(
+        connect_s=read.parse("DB_CONNECT_TIMEOUT", default.connect_s, _seconds, expected),
+        pool_s=read.parse("DB_POOL_TIMEOUT", default.pool_s, _seconds, expected),
+        statement_s=read.parse("DB_STATEMENT_TIMEOUT", default.statement_s, _seconds, expected),
+        idle_in_transaction_s=read.parse(
+            "DB_IDLE_IN_TRANSACTION_TIMEOUT", default.idle_in_transaction_s, _seconds, expected
+        ),
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Builds settings from `env` (the process environment by default). Raises SettingsError."""
     read = _Reader(os.environ if env is None else env)
@@ -369,6 +393,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         embedded_temporal_ui_port=read.integer("EMBEDDED_TEMPORAL_UI_PORT", 8233, low=0, high=65535),
         outbound_allow_loopback=read.parse("OUTBOUND_ALLOW_LOOPBACK", False, _boolean, "true or false"),
         mcp_list_timeout_s=read.parse("MCP_LIST_TIMEOUT", 15.0, _seconds, "seconds between 0 and 3600"),
+        database_timeouts=_database_timeouts(read),
     )
 
 

@@ -57,7 +57,7 @@ def build_worker(
 
 async def run_worker(settings: Settings, database_url: str, redis_url: str, temporal_address: str) -> None:
     client = await temporal.connect(temporal_address, settings.temporal_namespace)
-    db = Database(database_url)
+    db = Database(database_url, timeouts=settings.database_timeouts)
     redis = bus.connect(redis_url)
     worker = build_worker(client, settings, db, redis)
     stop = asyncio.Event()
@@ -66,7 +66,7 @@ async def run_worker(settings: Settings, database_url: str, redis_url: str, temp
         loop.add_signal_handler(sig, stop.set)
     log.info("worker started", task_queue=settings.temporal_task_queue, temporal=temporal_address)
     async with worker:
-        sweeper = asyncio.create_task(sweep_forever(db, client, settings.temporal_task_queue))
+        sweeper = asyncio.create_task(sweep_forever(db, client, settings.temporal_task_queue, redis))
         await stop.wait()
         log.info("worker stopping")
         sweeper.cancel()

@@ -15,12 +15,20 @@ the copy whose sequence was already sent is dropped. A stored event that arrives
 predecessors (parallel writers publish out of order) first has the missing range read from Postgres:
 sequences are handed out under the session row's lock, so those events are committed already. While
 Redis is unreachable the follower polls Postgres, and it goes back to Redis once Redis answers.
+
+While Postgres is away (`core.db.availability.is_unavailable`) the stream stays open rather than
+ending: a browser's EventSource that reconnected would meet a 503, and it gives up for good on any
+answer but 200. The follower drops its subscription (nothing can be sent in order meanwhile, and
+live frames would pile up unread), says so in a comment, keeps the connection alive, and asks
+Postgres again with backoff; once it answers, it subscribes again and catches up from where it
+stopped, so the reader misses nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -35,6 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import Database
+from core.db.availability import is_unavailable
 from core.schemas import events as schemas
 from core.services import event_log
 from core.services.event_log import TypeFilter
@@ -48,14 +57,23 @@ SUBSCRIBE_TIMEOUT_S = 2.0
 QUERY_TIMEOUT_S = 30.0
 CLEANUP_TIMEOUT_S = 5.0
 BATCH = 200
+# While Postgres is away: the first wait before asking again, doubling up to the last (with jitter,
+# so the streams of a process do not all knock at once when it comes back).
+DB_RETRY_FIRST_S = 1.0
+DB_RETRY_MAX_S = 10.0
 
 KEEPALIVE = "keep-alive"
 CREDENTIAL_EXPIRED = "credential expired"
 CREDENTIAL_REVOKED = "credential revoked"
 POLLING = "redis unavailable: polling the database"
 LIVE = "redis available again: following live"
+DB_UNAVAILABLE = "database unavailable: retrying"
+DB_AVAILABLE = "database available again"
 
 T = TypeVar("T")
+
+# What a read of Postgres raises when it fails; `is_unavailable` tells an outage from the rest.
+_DATABASE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 
 
 class Connected(msgspec.Struct, kw_only=True, frozen=True):
@@ -136,30 +154,73 @@ class Follower:
             if not live:
                 log.warning("event stream polling: redis unavailable", session_id=str(self.session_id))
                 yield self._sent(Comment(text=POLLING))
-            while not self.gone and not self._expired() and await self._still_allowed():
-                async for item in self._catch_up():
-                    yield item
-                if self._pubsub is not None:
-                    async for item in self._live():
-                        yield item
-                    if self._pubsub is None and not self.gone and not self.ended:
-                        yield self._sent(Comment(text=POLLING))
-                else:
-                    await asyncio.sleep(min(self.poll_s, self._left()))
-                    if self._expired():
+            while not self.gone and not self._expired():
+                try:
+                    if not await self._still_allowed():
                         break
-                    if await self._subscribe():
-                        log.info("event stream following live again", session_id=str(self.session_id))
-                        yield self._sent(Comment(text=LIVE))
-                    elif self._keepalive_due() and await self._still_allowed():
-                        yield self._sent(Comment(text=KEEPALIVE))
+                    async for item in self._step():
+                        yield item
+                except _DATABASE_ERRORS as exc:
+                    if not is_unavailable(exc):
+                        raise
+                    async for item in self._outlast_outage(exc):
+                        yield item
             if self.ended:
                 yield Comment(text=self.ended)
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        except _DATABASE_ERRORS as exc:
             # The client reconnects with Last-Event-ID and resumes where this stream stopped.
             log.warning("event stream ended: database error", session_id=str(self.session_id), error=str(exc))
         finally:
             await self._unsubscribe()
+
+    async def _step(self) -> AsyncIterator[Item]:
+        """Catches up from Postgres, then follows Redis until it fails (or polls once without it)."""
+        async for item in self._catch_up():
+            yield item
+        if self._pubsub is not None:
+            async for item in self._live():
+                yield item
+            if self._pubsub is None and not self.gone and not self.ended:
+                yield self._sent(Comment(text=POLLING))
+        else:
+            await asyncio.sleep(min(self.poll_s, self._left()))
+            if self._expired():
+                return
+            if await self._subscribe():
+                log.info("event stream following live again", session_id=str(self.session_id))
+                yield self._sent(Comment(text=LIVE))
+            elif self._keepalive_due() and await self._still_allowed():
+                yield self._sent(Comment(text=KEEPALIVE))
+
+    async def _outlast_outage(self, exc: BaseException) -> AsyncIterator[Item]:
+        """Waits until Postgres answers again, keeping the connection alive, then subscribes again
+        (before the caller reads Postgres, as at the start). Returns early if the credential expires."""
+        log.warning("event stream waiting for the database", session_id=str(self.session_id), error=str(exc))
+        await self._unsubscribe()
+        yield self._sent(Comment(text=DB_UNAVAILABLE))
+        loop = asyncio.get_running_loop()
+        delay = DB_RETRY_FIRST_S
+        while True:
+            # Jitter only spreads the retries of many streams; nothing secret depends on it.
+            retry_at = loop.time() + delay * random.uniform(0.5, 1.0)  # noqa: S311
+            while (left := retry_at - loop.time()) > 0:
+                wake = self._quiet_since + self.keepalive_s - loop.time()
+                await asyncio.sleep(max(min(left, wake, self._left()), 0))
+                if self._expired():
+                    return
+                if self._keepalive_due():
+                    yield self._sent(Comment(text=KEEPALIVE))
+            try:
+                await self._query(lambda db: event_log.last_sequence(db, self.session_id))
+            except _DATABASE_ERRORS as again:
+                if not is_unavailable(again):
+                    raise
+                delay = min(delay * 2, DB_RETRY_MAX_S)
+                continue
+            break
+        log.info("event stream: database available again", session_id=str(self.session_id))
+        live = await self._subscribe()
+        yield self._sent(Comment(text=DB_AVAILABLE if live else POLLING))
 
     def _left(self) -> float:
         """Seconds until the credential expires (a large number when it does not)."""
@@ -176,8 +237,9 @@ class Follower:
         """Asks `allowed` at most once per keep-alive interval, busy stream or quiet."""
         now = asyncio.get_running_loop().time()
         if self.allowed is not None and self.ended is None and now - self._checked_at >= self.keepalive_s:
+            still = await self.allowed()  # if the database is away, asked again once it is back
             self._checked_at = now
-            if not await self.allowed():
+            if not still:
                 self.ended = CREDENTIAL_REVOKED
         return self.ended is None
 

@@ -17,6 +17,10 @@ from mcp.server.mcpserver.exceptions import ToolError
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
+# Runs of the `slow` tool by label, for tests that must know whether a tool ran once or again
+# (the HTTP server runs in the test's own process).
+SLOW_RUNS: dict[str, list[str]] = {}
+
 
 def build(name: str = "test-tools") -> MCPServer:
     server: MCPServer = MCPServer(name, log_level="WARNING", warn_on_duplicate_tools=False)
@@ -46,6 +50,14 @@ def build(name: str = "test-tools") -> MCPServer:
         """Never answers."""
         await asyncio.Event().wait()
         return "never"
+
+    @server.tool()
+    async def slow(label: str, seconds: float) -> str:
+        """Takes `seconds`; every run is counted under `label` in SLOW_RUNS (started, finished)."""
+        SLOW_RUNS.setdefault(label, []).append("started")
+        await asyncio.sleep(seconds)
+        SLOW_RUNS[label].append("finished")
+        return f"{label} done after {seconds:g} s"
 
     @server.tool()
     def die() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import subprocess
 import sys
@@ -103,7 +104,7 @@ def two_apis(loop: Loop, tmp_path: Path) -> Iterator[list[str]]:
             )
             bases.append(f"http://127.0.0.1:{port}")
         for base in bases:
-            wait_until(f"the API at {base}", lambda base=base: _healthy(base), timeout=60)
+            wait_until(f"the API at {base}", functools.partial(_healthy, base), timeout=60)
         yield bases
     finally:
         for process in processes:

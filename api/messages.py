@@ -16,6 +16,7 @@ from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import Page, PageParams, page
 from api.state import Services
 from core.identity import Identity
+from core.net import NetPolicy
 from core.schemas.sessions import CreateMessage, Message
 from core.services import events, sessions
 
@@ -51,8 +52,9 @@ class MessageController(Controller):
     ) -> Response[Message]:
         """Post a user message (`text` and `image` parts). It is stored with its `message.user`
         event and handed to the session's loop; the answer comes before any LLM work."""
+        network = NetPolicy(allow_loopback=services.settings.outbound_allow_loopback)
         message, event = await sessions.post_message(
-            db_session, who, agent_id, session_id, data, idempotency_key
+            db_session, who, agent_id, session_id, data, idempotency_key, network
         )
         if event is not None:
             await events.publish(services.redis, event)

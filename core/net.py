@@ -39,6 +39,10 @@ class BlockedAddress(Exception):
     """The destination is not a public internet address (or cannot be resolved)."""
 
 
+class Unresolvable(BlockedAddress):
+    """The host has no address here (now): refused too, since nothing could connect to it."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class NetPolicy:
     # Test-only (OUTBOUND_ALLOW_LOOPBACK): lets tests reach servers they run on 127.0.0.1 / ::1.
@@ -108,14 +112,14 @@ async def resolve_public(host: str, port: int, policy: NetPolicy | None = None) 
                 host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
             )
         except (socket.gaierror, UnicodeError) as exc:
-            raise BlockedAddress(f"cannot resolve {host!r}: {exc}") from None
+            raise Unresolvable(f"cannot resolve {host!r}: {exc}") from None
         addresses = []
         for _family, _type, _proto, _name, sockaddr in infos:
             ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
             if ip not in addresses:
                 addresses.append(ip)
         if not addresses:
-            raise BlockedAddress(f"cannot resolve {host!r}")
+            raise Unresolvable(f"cannot resolve {host!r}")
     for ip in addresses:
         if (kind := _refused_kind(ip, policy or NetPolicy())) is not None:
             # The address itself only for a literal: for a name it would map internal names for
@@ -146,6 +150,28 @@ async def check_public_url(
         raise InvalidInput(
             f"{field}: {exc}; only an admin may point {what} at a non-public address", field=field
         ) from None
+
+
+async def url_refusal(url: str, policy: NetPolicy | None = None, *, dns_wait_s: float) -> str | None:
+    """Why this server refuses `url` as a destination, without the leading "refused: " ("10.0.0.1
+    is a private address", "intranet.example resolves to a loopback address"), or None when its
+    host's addresses are public, or cannot be found here within `dns_wait_s` (then nothing of ours can
+    reach it either: a fetch made here fails on its own, and a provider that fetches it resolves it
+    on its network, not ours)."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a bad port or bracket
+        return "not a valid URL"
+    if parts.scheme not in ("http", "https") or not host:
+        return "not an http(s) URL"
+    try:
+        await asyncio.wait_for(resolve_public(host, port, policy), dns_wait_s)
+    except (Unresolvable, TimeoutError):
+        return None
+    except BlockedAddress as exc:
+        return str(exc).removeprefix("refused: ")
+    return None
 
 
 class PinnedTransport(httpx2.AsyncBaseTransport):

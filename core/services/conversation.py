@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Message
+from core.net import NetPolicy, url_refusal
 from core.schemas.content import (
     ContentPart,
     ImagePart,
@@ -22,6 +23,8 @@ from core.schemas.content import (
 from core.services import events
 
 INTERRUPTED = "the tool call did not complete (interrupted or cancelled); no result is available"
+# How long a turn waits for the DNS answer of an image URL's host before it lets the URL through.
+IMAGE_DNS_TIMEOUT_S = 5.0
 
 
 async def load(db: AsyncSession, session_id: uuid.UUID) -> list[Message]:
@@ -95,6 +98,29 @@ async def close_dangling(db: AsyncSession, session_id: uuid.UUID, messages: list
     if added:
         await db.flush()
     return added
+
+
+async def refused_image(messages: list[Message], network: NetPolicy) -> str | None:
+    """Why this server will not pass on an image URL of these messages (the turn's conversation),
+    or None. Checked before every LLM call although posting checked it: the provider may have this
+    server fetch the image (litellm does for some), or be a model server inside this network, and
+    a name's DNS answer may have changed since. The text is the user's to read: the URL's host and
+    the kind of address, never an address a name resolved to (core.net's rule)."""
+    seen: set[str] = set()
+    for message in messages:
+        if message.role != "user":
+            continue
+        for part in content_from_json(message.content):
+            if not isinstance(part, ImagePart) or part.url is None or part.url in seen:
+                continue
+            seen.add(part.url)
+            reason = await url_refusal(part.url, network, dns_wait_s=IMAGE_DNS_TIMEOUT_S)
+            if reason is not None:
+                return (
+                    f"an image URL in message {message.sequence} was refused by this server: {reason} "
+                    "(an image must be on a public internet address), so the model was not called"
+                )
+    return None
 
 
 def _user_content(parts: list[ContentPart]) -> str | list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db.models import Agent, Event, Message, Session
 from core.errors import Conflict, InvalidInput, NotFound
 from core.identity import Identity
+from core.net import NetPolicy, url_refusal
 from core.schemas import sessions as schemas
 from core.schemas.content import (
     ImagePart,
@@ -32,6 +33,9 @@ from core.services.llm import check_model_exists
 
 IMAGE_MAX_BYTES = 5 * 1024 * 1024
 IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+# How long posting a message waits for the DNS answer of an image URL's host: past it the message
+# is stored, and the turn checks the address again anyway.
+IMAGE_DNS_TIMEOUT_S = 2.0
 
 
 def to_schema(row: Session) -> schemas.Session:
@@ -169,6 +173,22 @@ def _check_user_content(parts: list[Any]) -> None:
                 raise InvalidInput(f"{field}.base64: the image is over 5 MB", field=f"{field}.base64")
 
 
+async def _check_image_addresses(parts: list[Any], network: NetPolicy) -> None:
+    """An image URL must be on a public internet address, as for `web_fetch`: the model provider
+    may have this server fetch it (litellm does for some providers), or be a model server inside
+    this network itself. Refused here when it plainly is not; the turn checks again (DNS changes)."""
+    for index, part in enumerate(parts):
+        if isinstance(part, ImagePart) and part.url is not None:
+            reason = await url_refusal(part.url, network, dns_wait_s=IMAGE_DNS_TIMEOUT_S)
+            if reason is not None:
+                field = f"message.content[{index}].url"
+                raise InvalidInput(
+                    f"{field}: refused by this server: {reason} (an image must be on a public internet "
+                    "address)",
+                    field=field,
+                )
+
+
 def _same_request(row: Message, data: schemas.CreateMessage) -> bool:
     return (
         row.content == content_to_json(data.message.content)
@@ -190,12 +210,14 @@ async def post_message(
     session_id: uuid.UUID,
     data: schemas.CreateMessage,
     idempotency_key: str | None,
+    network: NetPolicy | None = None,
 ) -> tuple[Message, Event | None]:
     """Stores a user message and its `message.user` event in one transaction. Returns the message
     and the new event, or (first message, None) when the idempotency key was seen before."""
     session = await get(db, who, agent_id, session_id)
     require_active(await agents.get(db, who, agent_id))
     _check_user_content(data.message.content)
+    await _check_image_addresses(data.message.content, network or NetPolicy())
     if data.controls is not None:
         await check_model_exists(db, who, data.controls.model_id, "controls.model_id")
     if idempotency_key is not None and (first := await _by_key(db, session_id, idempotency_key)):

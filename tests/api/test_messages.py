@@ -141,6 +141,45 @@ def _content(*parts: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://10.0.0.1/cat.png", "10.0.0.1 is a private address"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a cloud metadata address"),
+        ("http://[::1]:8000/cat.png", "::1 is a loopback address"),
+        (
+            "http://[::ffff:192.168.1.1]/cat.png",
+            "::ffff:c0a8:101 is a private address wrapped in IPv6 (192.168.1.1)",
+        ),
+        # A name: the kind of address it resolves to, never the address (it would map the network).
+        ("http://localhost:8000/cat.png", "localhost resolves to a loopback address"),
+        ("https://example.com:99999/cat.png", "not a valid URL"),
+    ],
+)
+async def test_an_image_url_this_server_refuses_is_a_400_when_posted(
+    client: Client, url: str, reason: str
+) -> None:
+    base = await _session(client)
+    body = _content({"type": "text", "text": "look"}, {"type": "image", "url": url})
+    response = await client.post(f"{base}/messages", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "message.content[1].url"
+    assert response.json()["error"] == (
+        f"message.content[1].url: refused by this server: {reason} (an image must be on a public "
+        "internet address)"
+    )
+    assert (await client.get(f"{base}/messages")).json()["total"] == 0
+
+
+async def test_an_image_url_that_does_not_resolve_here_is_left_to_the_turn(client: Client) -> None:
+    """No answer from DNS is not a refusal: the turn checks again, and a provider that fetches the
+    image itself resolves it on its own network."""
+    base = await _session(client)
+    for url in ("https://1.1.1.1/cat.png", "https://no-such-host.invalid/cat.png"):
+        response = await client.post(f"{base}/messages", json=_content({"type": "image", "url": url}))
+        assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
     ("body", "field"),
     [
         (_content(), "message.content"),

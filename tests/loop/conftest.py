@@ -53,12 +53,20 @@ class Loop:
         return f"/v1/agents/{created['id']}/sessions/{session['id']}"
 
     async def send(
-        self, base: str, text: str, *, wait: bool = True, timeout: float = 30
+        self,
+        base: str,
+        text: str,
+        *,
+        wait: bool = True,
+        timeout: float = 30,
+        body: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        """Posts a message; with `wait`, returns what the session's SSE stream carried from then to
-        the end of the message's turn (stored events and live frames, as JSON)."""
+        """Posts a message (`text`, or the whole request `body`); with `wait`, returns what the
+        session's SSE stream carried from then to the end of the message's turn (stored events and
+        live frames, as JSON)."""
+        body = body or factories.text_message(text)
         if not wait:
-            response = await self.client.post(f"{base}/messages", json=factories.text_message(text))
+            response = await self.client.post(f"{base}/messages", json=body)
             assert response.status_code == 201, response.text
             return []
         frames: list[dict[str, Any]] = []
@@ -71,7 +79,7 @@ class Loop:
             sse = SSE(stream)
             assert (await sse.event()).event == "connected"
             # Only what follows this message: start after the newest stored event.
-            response = await self.client.post(f"{base}/messages", json=factories.text_message(text))
+            response = await self.client.post(f"{base}/messages", json=body)
             assert response.status_code == 201, response.text
             message_id = response.json()["id"]
 

@@ -6,7 +6,9 @@ import ipaddress
 
 import pytest
 
-from core.net import BlockedAddress, NetPolicy, address_problem, resolve_public
+from core.db.models import Message
+from core.net import BlockedAddress, NetPolicy, Unresolvable, address_problem, resolve_public, url_refusal
+from core.services.conversation import refused_image
 
 REFUSED = {
     "127.0.0.1": "loopback",
@@ -61,6 +63,53 @@ async def test_names_are_checked_after_resolution() -> None:
     )
     with pytest.raises(BlockedAddress, match=r"10\.0\.0\.7 is a private address"):
         await resolve_public("10.0.0.7", 80)
-    with pytest.raises(BlockedAddress, match="cannot resolve"):
+    with pytest.raises(Unresolvable, match="cannot resolve"):  # a BlockedAddress too
         await resolve_public("no-such-host.invalid", 80)
     assert await resolve_public("8.8.8.8", 443) == [ipaddress.ip_address("8.8.8.8")]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://10.0.0.7/a.png", "10.0.0.7 is a private address"),
+        ("https://[fd00:ec2::254]/", "fd00:ec2::254 is a cloud metadata address"),
+        ("http://localhost:8080/a.png", "localhost resolves to a loopback address"),
+        ("http://[::1/a.png", "not a valid URL"),
+        ("ftp://8.8.8.8/a.png", "not an http(s) URL"),
+        ("https://8.8.8.8/a.png", None),
+        # Not found here: nothing of this server reaches it, and a provider resolves it on its own.
+        ("https://no-such-host.invalid/a.png", None),
+    ],
+)
+async def test_url_refusal_says_why_or_nothing(url: str, expected: str | None) -> None:
+    assert await url_refusal(url, dns_wait_s=5) == expected
+
+
+async def test_url_refusal_follows_the_policy() -> None:
+    allow = NetPolicy(allow_loopback=True)
+    assert await url_refusal("http://127.0.0.1:9/a.png", allow, dns_wait_s=5) is None
+    assert await url_refusal("http://10.0.0.1/a.png", allow, dns_wait_s=5) == "10.0.0.1 is a private address"
+
+
+def _message(sequence: int, role: str, *parts: dict[str, str]) -> Message:
+    return Message(sequence=sequence, role=role, content=list(parts))
+
+
+async def test_refused_image_names_the_message_and_the_reason() -> None:
+    public = {"type": "image", "url": "https://8.8.8.8/cat.png"}
+    conversation = [
+        _message(1, "user", {"type": "text", "text": "hi"}, public),
+        _message(2, "agent", {"type": "text", "text": "http://10.0.0.1/ is not an image part"}),
+        _message(3, "user", public, {"type": "image", "url": "http://10.0.0.1/cat.png"}),
+        _message(4, "user", {"type": "image", "url": "http://127.0.0.1/cat.png"}),
+    ]
+    assert await refused_image(conversation[:2], NetPolicy()) is None
+    assert await refused_image(conversation, NetPolicy()) == (
+        "an image URL in message 3 was refused by this server: 10.0.0.1 is a private address (an image "
+        "must be on a public internet address), so the model was not called"
+    )
+    found = await refused_image(conversation[3:], NetPolicy())
+    assert found is not None and "message 4" in found and "127.0.0.1 is a loopback address" in found
+    assert await refused_image(conversation[3:], NetPolicy(allow_loopback=True)) is None
+    inline = {"type": "image", "base64": "AAAA", "media_type": "image/png"}
+    assert await refused_image([_message(5, "user", inline)], NetPolicy()) is None

@@ -149,6 +149,11 @@ class ReasonActivities:
         batch = EventBatch(session_id, context)
         stored += await conversation.close_dangling(db, session_id, stored)
         history = conversation.for_turn(stored, input_message)
+        # The history's image URLs go to the provider with every call: a name's DNS answer may have
+        # changed since the message was posted (posting refused the plain cases).
+        policy = NetPolicy(allow_loopback=self.deps.settings.outbound_allow_loopback)
+        if (refusal := await conversation.refused_image(history, policy)) is not None:
+            raise _fatal("image_url_refused", None, refusal)
         if params.open_turn:
             add_opening(batch, params.turn_id, input_message)
         if params.act is not None:
@@ -586,6 +591,17 @@ _DESCRIPTIONS = {
 def _provider_error(exc: Exception, api_key: str | None) -> ApplicationError:
     """What the user and the operator may see: the status and a fixed description, never the
     provider's raw text (it can echo keys or prompts)."""
+    if isinstance(exc, litellm.exceptions.ImageFetchError):
+        # For some providers (Anthropic over http://, Ollama, Gemini) litellm downloads image URLs
+        # itself, with its own address check: a refusal or a failed download happened here, before
+        # any request to the provider, and a retry would meet it again.
+        activity.logger.warning("image fetch failed: %s", str(exc)[:500])
+        return _fatal(
+            "image_fetch_failed",
+            None,
+            "this server could not fetch an image URL of the conversation (its address was refused, "
+            "or it did not answer with an image), so the model was not called",
+        )
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) else None
     if status is None:

@@ -214,7 +214,8 @@ class SessionWorkflow:
             await workflow.execute_local_activity(
                 "finish_turn", end, start_to_close_timeout=LOCAL, retry_policy=LOCAL_RETRY
             )
-        except ActivityError:
+        except (ActivityError, ApplicationError):
+            # (A local activity's failure arrives as its ApplicationError, without the ActivityError.)
             # Workflows from before this patch failed here (and left the turn open).
             if not workflow.patched(DURABLE_TURN_END):
                 raise

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 from sqlalchemy import update
 
 from core.db.models import Message
@@ -16,12 +15,6 @@ from tests.loop.conftest import Loop
 # The turn-time half lives in activities/llm.py, which was being rewritten when this was written:
 # the change is described in issue 10's work report. Remove this mark with that change (strict: the
 # tests then pass and the mark fails them).
-pytestmark = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="needs the activities/llm.py change: conversation.refused_image before the call, "
-    "litellm.ImageFetchError mapped in _provider_error",
-)
 
 
 async def test_an_image_url_that_now_points_inside_fails_the_turn(loop: Loop) -> None:

@@ -56,14 +56,18 @@ def _first_problem(exc: ValidationException) -> tuple[str, str | None]:
 
 
 def _domain_error(request: Request[Any, Any, Any], exc: EverloopError) -> Response[dict[str, Any]]:
-    return error_response(exc.status_code, exc.message, field=exc.field)
+    response = error_response(exc.status_code, exc.message, field=exc.field)
+    if exc.status_code == 503:  # every 503 says when to come back, whatever is unavailable
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return response
 
 
 # PostgreSQL cannot store U+0000 in text or JSONB; msgspec accepts it in JSON strings.
 _UNSTORABLE_TEXT = {"22021", "22P05"}
 
 
-# Seconds a client is asked to wait after a 503 for the database: a restart or failover takes a few.
+# Seconds a client is asked to wait after a 503 (the database, Temporal, a provider's listing): a
+# restart or failover takes a few.
 DATABASE_RETRY_AFTER_S = 5
 
 
@@ -98,7 +102,9 @@ _UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
 
 def _temporal_error(request: Request[Any, Any, Any], exc: RPCError) -> Response[dict[str, Any]]:
     if exc.status in _UNAVAILABLE:
-        return error_response(503, "Temporal is not answering, try again shortly")
+        response = error_response(503, "Temporal is not answering, try again shortly")
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+        return response
     return _unhandled(request, exc)
 
 

@@ -66,6 +66,7 @@ async def test_temporal_down_is_a_503_on_loop_routes(endpoints: Endpoints, db: D
             response = await api.request(method, path)
             assert response.status_code == 503, (path, response.text)
             assert response.json()["error"] == "Temporal is not answering, try again shortly"
+            assert response.headers["retry-after"] == "5"
         # Posting still works: the message is kept, and the sweeper dispatches it later.
         posted = await api.post(f"{base}/messages", json=factories.text_message("hi"))
         assert posted.status_code == 201

@@ -41,6 +41,7 @@ litellm.suppress_debug_info = True
 FATAL_STATUSES = {400, 401, 403, 404, 413, 422}
 HEARTBEAT_EVERY_S = 1.0
 PREVIEW = 200
+LLM_CALL_LIMIT_S = 600.0
 
 
 class ReasonActivities:
@@ -72,10 +73,17 @@ class ReasonActivities:
             )
         started = time.monotonic()
         try:
-            async with _heartbeating():
+            # Heartbeats keep a slow stream alive, so this bounds a provider that drips tokens or
+            # never ends its stream (the step's own timeout also covers its waits for the database).
+            async with _heartbeating(), asyncio.timeout(LLM_CALL_LIMIT_S):
                 response = await self._stream(
                     session_id, params.message_id, params_for_llm, prepared.llm_messages, tools, api_key
                 )
+        except TimeoutError:
+            message = f"the provider did not finish within {LLM_CALL_LIMIT_S:g} s"
+            raise ApplicationError(
+                message, LlmFailure(status=None, kind="llm_error", message=message), type="llm_error"
+            ) from None
         finally:
             if pinned is not None:
                 await pinned.aclose()
@@ -116,7 +124,7 @@ class ReasonActivities:
             raise ApplicationError(
                 f"message {params.input_message_id} is gone", type=SESSION_GONE, non_retryable=True
             )
-        if params.open_turn and (earlier := await _earlier_unanswered(db, session_id, stored, input_message)):
+        if params.may_defer and (earlier := await _earlier_unanswered(db, session_id, stored, input_message)):
             # Signals can arrive out of order (two API processes, a re-dispatch): messages are
             # answered in their stored order, so the workflow takes the earlier one first.
             return ReasonResult(
@@ -145,15 +153,17 @@ class ReasonActivities:
                     f"a user's {provider.provider_type} provider may not set base_url; ask an admin",
                 )
             await self._check_public(provider.base_url)
+        # The history's image URLs go to the provider with every call: a name's DNS answer may have
+        # changed since the message was posted (posting refused the plain cases). Checked before
+        # anything is written, so no lock is held while names resolve.
+        policy = NetPolicy(allow_loopback=self.deps.settings.outbound_allow_loopback)
+        refusal = await conversation.refused_image(conversation.for_turn(stored, input_message), policy)
+        if refusal is not None:
+            raise _fatal("image_url_refused", None, refusal)
         api_key = await self._api_key(provider)
         batch = EventBatch(session_id, context)
         stored += await conversation.close_dangling(db, session_id, stored)
         history = conversation.for_turn(stored, input_message)
-        # The history's image URLs go to the provider with every call: a name's DNS answer may have
-        # changed since the message was posted (posting refused the plain cases).
-        policy = NetPolicy(allow_loopback=self.deps.settings.outbound_allow_loopback)
-        if (refusal := await conversation.refused_image(history, policy)) is not None:
-            raise _fatal("image_url_refused", None, refusal)
         if params.open_turn:
             add_opening(batch, params.turn_id, input_message)
         if params.act is not None:

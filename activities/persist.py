@@ -11,10 +11,12 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from core.db import Database
 from core.db.availability import is_unavailable
 from core.durability import STORE_BACKOFF_FIRST, STORE_BACKOFF_MAX, STORE_RETRY_WINDOW
+from core.schemas.turns import DATABASE_UNAVAILABLE, LlmFailure
 
 T = TypeVar("T")
 
@@ -63,8 +65,22 @@ async def _until_stored(db: Database, work: Callable[[AsyncSession], Awaitable[T
             async with db.session() as session:
                 result = await work(session)
         except Exception as exc:
-            if not is_unavailable(exc) or loop.time() + delay > deadline:
+            if not is_unavailable(exc):
                 raise
+            if loop.time() + delay > deadline:
+                # Not retryable: a new attempt would wait another whole window (and call the LLM or
+                # run the tool again). The turn fails; if its end cannot be stored either, the
+                # sweeper closes it once the database is back.
+                raise ApplicationError(
+                    f"the database was unavailable for {STORE_RETRY_WINDOW}; gave up storing {what}",
+                    LlmFailure(
+                        status=None,
+                        kind=DATABASE_UNAVAILABLE,
+                        message="the database was unavailable for too long",
+                    ),
+                    type=DATABASE_UNAVAILABLE,
+                    non_retryable=True,
+                ) from exc
             failures += 1
             # A line when it starts, then about one a minute, not one per attempt.
             if failures == 1 or (delay >= STORE_BACKOFF_MAX.total_seconds() and failures % 2 == 0):

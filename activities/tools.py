@@ -25,7 +25,7 @@ from core.services import events, mcp_servers
 
 HEARTBEAT_EVERY_S = 1.0
 # The largest finished result kept in the activity's heartbeat for a later attempt to store.
-KEEP_MAX_BYTES = 256 * 1024
+KEEP_MAX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,18 @@ class ToolActivities:
         key = f"{params.turn_id}:{params.tool_call_id}"
         # Both transactions wait out a database outage inside this attempt (`persist`): the tool's
         # result is stored when the database is back, not thrown away.
-        begun = await persist(self.deps.db, lambda db: self._begin(db, params), what=f"{key}:start")
+        kept = _kept_result()
+        # Every heartbeat of this attempt carries a kept result on: Temporal keeps only the latest
+        # heartbeat's details, and a later attempt needs them if this one dies too.
+        carried = (kept,) if kept is not None else ()
+        begun = await persist(
+            self.deps.db, lambda db: self._begin(db, params), what=f"{key}:start", details=carried
+        )
         if isinstance(begun, ToolOutcome):
             return begun
         await events.publish_all(self.deps.bus, begun.stored)
         call = begun.call
 
-        kept = _kept_result()
         if kept is not None:
             # An earlier attempt ran the tool and died (or timed out) while the database was away:
             # its result is stored now; the tool does not run twice.

@@ -26,10 +26,12 @@ log = structlog.get_logger("everloop.sweeper")
 GRACE = timedelta(seconds=10)  # a normal dispatch happens within the POST; give it this long
 HORIZON = timedelta(days=1)  # older messages were dealt with, or need a person
 EVERY_S = 10.0
-# A session untouched this long with an open turn is checked against Temporal (a step that is busy
-# longer is found still running there and left alone).
+# A turn open this long is checked against Temporal (one still running there is left alone).
 STRANDED_GRACE = timedelta(seconds=30)
 QUERY_TIMEOUT = timedelta(seconds=5)
+# A turn found running is not asked about again for this long.
+RUNNING_RECHECK = timedelta(minutes=5)
+CHECKS_AT_ONCE = 8
 
 _UNSTARTED = text(
     """
@@ -71,42 +73,77 @@ async def sweep_once(db: Database, client: Client, task_queue: str, grace: timed
     return len(rows)
 
 
-async def close_stranded(
-    db: Database, client: Client, bus: redis.Redis, grace: timedelta = STRANDED_GRACE
-) -> int:
-    """Closes every open turn that its session's workflow no longer runs; returns how many."""
-    async with db.session() as session:
-        candidates = await stranded.open_turns(session, grace)
-    closed = 0
-    for turn in candidates:
+class StrandedSweep:
+    """Closes every open turn that its session's workflow no longer runs. Remembers, for a while,
+    the turns it found running (a tool waiting days for approval, a step waiting for the database),
+    so that many long turns cost Temporal a few calls a minute and never hide a stranded one."""
+
+    def __init__(
+        self, db: Database, client: Client, bus: redis.Redis, grace: timedelta = STRANDED_GRACE
+    ) -> None:
+        self.db = db
+        self.client = client
+        self.bus = bus
+        self.grace = grace
+        self._running_until: dict[str, float] = {}  # turn id -> until when it is taken as running
+
+    async def run_once(self) -> int:
+        """Returns how many turns it closed."""
+        async with self.db.session() as session:
+            candidates = await stranded.open_turns(session, self.grace)
+        now = asyncio.get_running_loop().time()
+        self._running_until = {t: u for t, u in self._running_until.items() if u > now}
+        unsure = [t for t in candidates if t.turn_id not in self._running_until]
+        gate = asyncio.Semaphore(CHECKS_AT_ONCE)
+
+        async def check(turn: stranded.OpenTurn) -> bool:
+            async with gate:
+                return await self._check(turn)
+
+        closed = await asyncio.gather(*(check(t) for t in unsure))
+        return sum(closed)
+
+    async def _check(self, turn: stranded.OpenTurn) -> bool:
         try:
-            reason = await _why_stranded(client, f"session-{turn.session_id}", turn.turn_id)
+            reason = await _why_stranded(self.client, f"session-{turn.session_id}", turn.turn_id)
         except Exception as exc:  # no worker answers the query, Temporal is away: ask next time
             log.info(
                 "cannot tell whether a turn is stranded", session_id=str(turn.session_id), error=str(exc)
             )
-            continue
+            return False
         if reason is None:
-            continue
-        async with db.session() as session:
-            stored = await stranded.close_turn(session, turn, reason)
-        if stored:
-            closed += 1
-            log.warning(
-                "closed a stranded turn", session_id=str(turn.session_id), turn_id=turn.turn_id, why=reason
+            self._running_until[turn.turn_id] = (
+                asyncio.get_running_loop().time() + RUNNING_RECHECK.total_seconds()
             )
-            await events.publish_all(bus, stored)
-    return closed
+            return False
+        async with self.db.session() as session:
+            stored = await stranded.close_turn(session, turn, reason)
+        if not stored:
+            return False
+        log.warning(
+            "closed a stranded turn", session_id=str(turn.session_id), turn_id=turn.turn_id, why=reason
+        )
+        await events.publish_all(self.bus, stored)
+        return True
+
+
+async def close_stranded(
+    db: Database, client: Client, bus: redis.Redis, grace: timedelta = STRANDED_GRACE
+) -> int:
+    """One sweep with nothing remembered: closes every open turn its workflow no longer runs."""
+    return await StrandedSweep(db, client, bus, grace).run_once()
 
 
 async def _why_stranded(client: Client, workflow_id: str, turn_id: str) -> str | None:
-    """Why the turn can no longer end by itself, or None when its workflow still runs it (or
-    Temporal cannot tell us now: the next sweep asks again)."""
+    """Why the turn can no longer end by itself, or None when its workflow still runs it. Raises when
+    Temporal cannot tell now (the next sweep asks again)."""
     handle = client.get_workflow_handle(workflow_id)
     try:
         described = await handle.describe()
     except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
+        # Only the workflow's absence counts: a missing namespace (a misconfigured or reset
+        # Temporal) must not make every open turn look stranded.
+        if exc.status == RPCStatusCode.NOT_FOUND and "namespace" not in exc.message.lower():
             return "its workflow is gone"
         raise
     status = described.status
@@ -122,13 +159,24 @@ async def _why_stranded(client: Client, workflow_id: str, turn_id: str) -> str |
 
 
 async def sweep_forever(db: Database, client: Client, task_queue: str, bus: redis.Redis) -> None:
+    """Both sweeps, each in its own loop (a slow one never holds up the other)."""
+    await asyncio.gather(_redispatch_forever(db, client, task_queue), _close_forever(db, client, bus))
+
+
+async def _redispatch_forever(db: Database, client: Client, task_queue: str) -> None:
     while True:
         try:
             await sweep_once(db, client, task_queue)
         except Exception as exc:  # the next sweep tries again
             log.warning("sweep failed", error=str(exc))
+        await asyncio.sleep(EVERY_S)
+
+
+async def _close_forever(db: Database, client: Client, bus: redis.Redis) -> None:
+    sweep = StrandedSweep(db, client, bus)
+    while True:
         try:
-            await close_stranded(db, client, bus)
+            await sweep.run_once()
         except Exception as exc:
             log.warning("stranded-turn sweep failed", error=str(exc))
         await asyncio.sleep(EVERY_S)

@@ -64,6 +64,7 @@ LOCAL = timedelta(seconds=30)
 IDLE_FOR = timedelta(hours=1)
 BOOKKEEPING_IN_STEPS = "bookkeeping-in-steps"
 DURABLE_TURN_END = "durable-turn-end"
+ANSWER_IN_ORDER = "answer-in-order"
 HANDLED_KEPT = 200
 
 
@@ -196,7 +197,11 @@ class SessionWorkflow:
         finally:
             self._steps = None
         if turn.earlier is not None:
-            return turn.earlier
+            if not self._cancelled:
+                return turn.earlier
+            # Cancelled while its first step looked: the cancel is for this message's turn, which
+            # ends cancelled (its opening stored by finish_turn) instead of being put back.
+            turn.outcome = "cancelled"
         end = TurnEnd(
             session_id=session_id,
             turn_id=turn_id,
@@ -270,6 +275,7 @@ class SessionWorkflow:
                 message_id=self._new_id(),
                 open_turn=turn.books_in_steps and turn.iterations == 1,
                 act=turn.act,
+                may_defer=turn.iterations == 1 and workflow.patched(ANSWER_IN_ORDER),
             ),
             result_type=ReasonResult,
             start_to_close_timeout=timedelta(minutes=10) + STORE_WAITS,

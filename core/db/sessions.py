@@ -68,6 +68,8 @@ class Event(Base):
         UniqueConstraint("session_id", "sequence"),
         UniqueConstraint("session_id", "idempotency_key"),
         Index("ix_events_session_id_type", "session_id", "type"),
+        # The sweeper's scan for turns that started and never ended (core/services/stranded.py).
+        Index("ix_events_turn_started_ts", "ts", postgresql_where=text("type = 'turn.started'")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)

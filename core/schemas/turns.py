@@ -9,6 +9,8 @@ import msgspec
 
 # ApplicationError type of an activity whose session was deleted: nothing more to do.
 SESSION_GONE = "session_gone"
+# ApplicationError type (and turn error_code) of a step that waited its whole window for the database.
+DATABASE_UNAVAILABLE = "database_unavailable"
 # ApplicationError type with which the workflow refuses a second decision on a tool call.
 APPROVAL_DECIDED = "approval_decided"
 
@@ -60,6 +62,9 @@ class ReasonInput(msgspec.Struct, kw_only=True):
     # events (on its first step), and the completion of the act before this step.
     open_turn: bool = False
     act: ActCompleted | None = None
+    # The turn's first step may give way to an earlier unanswered message (`earlier_message_id`):
+    # only a workflow that knows what to do with that answer sends it (patch `answer-in-order`).
+    may_defer: bool = False
 
 
 class ToolCallRef(msgspec.Struct, kw_only=True):

@@ -29,32 +29,31 @@ class OpenTurn:
     input_message_id: str | None
 
 
-# Sessions marked active whose latest started turn has no end, untouched for `grace` (a turn that
-# is just starting, or whose step is busy, is left to the workflow's own check by the caller).
+# Every turn that started within the horizon, at least `grace` ago, and has no end; the caller asks
+# Temporal about each. Not only each session's latest turn: a turn stranded behind a newer one (a
+# new message restarted the session) is found too.
 _OPEN = text(
     """
-    SELECT s.id, t.context ->> 'turn_id', t.context ->> 'input_message_id'
-    FROM sessions s
-    CROSS JOIN LATERAL (
-      SELECT e.context FROM events e
-      WHERE e.session_id = s.id AND e.type = 'turn.started'
-      ORDER BY e.sequence DESC LIMIT 1
-    ) t
-    WHERE s.status = 'active'
-      AND s.updated_at < now() - make_interval(secs => :grace)
+    SELECT t.session_id, t.context ->> 'turn_id', t.context ->> 'input_message_id'
+    FROM events t
+    WHERE t.type = 'turn.started'
+      AND t.ts > now() - make_interval(secs => :horizon)
+      AND t.ts < now() - make_interval(secs => :grace)
       AND NOT EXISTS (
         SELECT 1 FROM events e
-        WHERE e.session_id = s.id AND e.type IN ('turn.completed', 'turn.failed', 'turn.cancelled')
+        WHERE e.session_id = t.session_id AND e.type IN ('turn.completed', 'turn.failed', 'turn.cancelled')
           AND e.context ->> 'turn_id' = t.context ->> 'turn_id'
       )
-    ORDER BY s.updated_at
-    LIMIT :limit
+    ORDER BY t.ts
     """
 )
+# Older open turns are left alone: a turn is closed within minutes of its workflow ending, so one
+# still open after this long predates the sweeper or needs a person.
+HORIZON = timedelta(days=7)
 
 
-async def open_turns(db: AsyncSession, grace: timedelta, limit: int = 100) -> list[OpenTurn]:
-    rows = await db.execute(_OPEN, {"grace": grace.total_seconds(), "limit": limit})
+async def open_turns(db: AsyncSession, grace: timedelta) -> list[OpenTurn]:
+    rows = await db.execute(_OPEN, {"grace": grace.total_seconds(), "horizon": HORIZON.total_seconds()})
     return [OpenTurn(session_id, turn_id, message_id) for session_id, turn_id, message_id in rows if turn_id]
 
 

@@ -12,7 +12,7 @@ import redis.asyncio as redis
 
 from core import bus
 from core.db.models import Event
-from core.sweeper import close_stranded
+from core.sweeper import close_stranded, sweep_once
 from tests.loop.conftest import TURN_ENDS, Loop
 
 SLOW = {"mode": "fixed", "text": " ".join(f"w{i}" for i in range(200)), "chunk_delay": 0.05}
@@ -79,3 +79,31 @@ async def test_a_turn_busy_longer_than_the_grace_is_left_to_its_workflow(
     assert await sweep(loop, publisher) == 0
     stored = await until(loop, base, "turn.completed")
     assert [e.type for e in stored if e.type in TURN_ENDS] == ["turn.completed"]
+
+
+async def test_a_turn_stranded_behind_a_newer_one_is_closed_without_idling_the_session(
+    loop: Loop, publisher: redis.Redis
+) -> None:
+    base = await loop.chat(simulator=SLOW)
+    session_id = base.split("/")[5]
+    await loop.send(base, "first", wait=False)
+    await until(loop, base, "reason.started")
+    await loop.send(base, "second", wait=False)  # queued behind the first turn
+    await loop.temporal.get_workflow_handle(f"session-{session_id}").terminate("lost")
+    # The second message's dispatch is swept up first: a new run starts its turn, and the first
+    # turn is no longer the session's latest.
+    assert (
+        await sweep_once(loop.db, loop.temporal, loop.settings.temporal_task_queue, grace=timedelta(0)) == 1
+    )
+    async with asyncio.timeout(60):
+        while sum(1 for e in await loop.stored(base) if e.type == "turn.started") < 2:
+            await asyncio.sleep(0.05)
+    assert await sweep(loop, publisher) == 1
+    stored = await until(loop, base, "turn.completed")
+    ends = [(e.type, e.context["input_message_id"]) for e in stored if e.type in TURN_ENDS]
+    users = [m["id"] for m in await loop.messages(base) if m["role"] == "user"]
+    assert ends == [("turn.failed", users[0]), ("turn.completed", users[1])]
+    # The close did not idle the session under the running turn: one idle, at the very end.
+    assert [e.type for e in stored].count("session.idled") == 1
+    assert stored[-1].type == "session.idled"
+    assert [e.sequence for e in stored] == list(range(1, len(stored) + 1))

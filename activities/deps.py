@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.crypto import SecretBox
 from core.db import Database
 from core.db.models import Event
-from core.services import events
 from core.settings import Settings
+from services import events
 
 
 @dataclass

@@ -30,8 +30,8 @@ from core.errors import InvalidInput, NotFound
 from core.net import NetPolicy, PinnedTransport, check_public_url
 from core.schemas.content import ToolCallPart, content_from_json
 from core.schemas.turns import SESSION_GONE, LlmFailure, ReasonInput, ReasonResult, ToolCallRef
-from core.services import conversation, events, llm, mcp_servers
-from core.services.sessions import message_to_schema
+from services import conversation, events, llm, mcp_servers
+from services.sessions import message_to_schema
 
 # litellm prints a "Provider List" banner whenever it cannot price a model (every simulator reply).
 litellm.suppress_debug_info = True

@@ -21,7 +21,7 @@ from core.db.models import Agent, Event, Message, Session
 from core.net import NetPolicy
 from core.schemas.content import ToolCallPart, ToolResultPart, content_from_json
 from core.schemas.turns import ApprovalDecision, KeptToolResult, ToolInput, ToolOutcome, ToolStatus
-from core.services import events, mcp_servers
+from services import events, mcp_servers
 
 HEARTBEAT_EVERY_S = 1.0
 # The largest finished result kept in the activity's heartbeat for a later attempt to store.

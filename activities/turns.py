@@ -18,8 +18,8 @@ from activities.deps import EventBatch, LoopDeps
 from activities.persist import persist
 from core.db.models import Agent, Event, Message, Session
 from core.schemas.turns import SESSION_GONE, ActCompleted, TurnEnd, TurnInfo, TurnStart
-from core.services import events
-from core.services.sessions import message_to_schema
+from services import events
+from services.sessions import message_to_schema
 
 
 def _context(turn_id: str, message_id: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ from core.identity import Identity
 from core.json_limits import JsonLimits
 from core.schemas.agents import Agent, AgentStatus, CreateAgent, UpdateAgent
 from core.schemas.capabilities import AgentCapabilities, SetAgentCapabilities
-from core.services import agent_io, agents
+from services import agent_io, agents
 
 
 @dataclass

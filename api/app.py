@@ -37,8 +37,8 @@ from api.state import Services
 from api.turns import TurnController
 from core.json_limits import JsonLimits
 from core.logging import configure_logging
-from core.services import auth
 from core.settings import AuthMode, Settings, SettingsError, get_settings
+from services import auth
 
 log = structlog.get_logger("everloop.api")
 

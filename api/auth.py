@@ -28,8 +28,8 @@ from api.security import ACCESS_COOKIE, credential_of
 from api.state import Services
 from core.errors import Forbidden, InvalidInput, NotFound
 from core.identity import Identity
-from core.services import auth, oauth
 from core.settings import AuthMode
+from services import auth, oauth
 
 REFRESH_COOKIE = "refresh_token"
 STATE_COOKIE = "oauth_state"

@@ -13,7 +13,7 @@ from capabilities import registry
 from core.errors import NotFound
 from core.identity import Identity
 from core.schemas.capabilities import Capability, CapabilityList
-from core.services import mcp_servers
+from services import mcp_servers
 
 
 class CapabilityController(Controller):

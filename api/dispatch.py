@@ -19,7 +19,7 @@ def workflow_id(session_id: object) -> str:
 async def dispatch_message(services: Services, session: Session, message: Message) -> None:
     """Signal-with-start of workflow `session-{id}`: starts the session's loop if it is not running,
     and queues the message either way. A message signalled twice runs once (the workflow keeps the
-    ids it has handled). If this fails, the workers' sweeper (core/sweeper.py) signals it later."""
+    ids it has handled). If this fails, the workers' sweeper (everloop/sweeper.py) signals it later."""
     client = await services.temporal()
     await client.start_workflow(
         "SessionWorkflow",

@@ -1,5 +1,5 @@
 """Events of a session: `/v1/agents/{agent_id}/sessions/{session_id}/events`, a JSON list, or with
-`Accept: text/event-stream` a live SSE stream (see `core/services/event_stream.py`)."""
+`Accept: text/event-stream` a live SSE stream (see `services/event_stream.py`)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from api.state import Services
 from core.errors import InvalidInput
 from core.identity import Identity
 from core.schemas.events import Event
-from core.services import auth, event_log, event_stream, sessions
-from core.services.events import to_schema
+from services import auth, event_log, event_stream, sessions
+from services.events import to_schema
 
 SSE = "text/event-stream"
 _VARY = {"Vary": "Accept"}  # one URL, two representations: caches must tell them apart

@@ -3,7 +3,7 @@
 GET reads a file (its bytes) or lists a directory (JSON); `?op=stat` and `?op=grep` ask about a
 path instead. PUT writes a file from the raw body, DELETE removes (a directory with entries needs
 `?recursive=true`), POST `?op=move|copy` (body `{"to", "overwrite"}`) or `?op=mkdir` changes the
-tree. The same tree the `session_file_system` tools use; rules in `core/services/files.py`.
+tree. The same tree the `session_file_system` tools use; rules in `core/file_store.py`.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from litestar.types.internal_types import PathParameterDefinition
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.openapi import AUTHENTICATED, error_responses
+from core import file_store
 from core.errors import InvalidInput
 from core.identity import Identity
 from core.schemas.files import DirectoryListing, FileEntry, FileTransfer, GrepResult
-from core.services import files
+from services import files
 
 # A file's bytes are whatever the model or a user stored: never let a browser run them as a page of
 # this origin (an HTML file would otherwise see the API's cookies).
@@ -139,17 +140,17 @@ class FileController(Controller):
             QueryParameter(description="op=grep: only files whose name (or relative path) matches"),
         ] = None,
         ignore_case: Annotated[bool, QueryParameter(description="op=grep: case-insensitive")] = False,
-        max_matches: Annotated[int, QueryParameter(ge=1, le=files.GREP_MAX_MATCHES)] = 100,
+        max_matches: Annotated[int, QueryParameter(ge=1, le=file_store.GREP_MAX_MATCHES)] = 100,
     ) -> FileEntry | DirectoryListing | GrepResult | Response[bytes]:
         """A file's content, or a directory's listing (`/fs` is the root). `?op=stat` describes the
         path; `?op=grep&pattern=...[&glob=*.md][&ignore_case=true]` searches the files under it."""
         sid = await files.owned(db_session, who, agent_id, session_id)
         if op == "stat":
-            return await files.stat(db_session, sid, path)
+            return await file_store.stat(db_session, sid, path)
         if op == "grep":
             if pattern is None:
                 raise InvalidInput("pattern: op=grep needs a pattern", field="pattern")
-            return await files.grep(
+            return await file_store.grep(
                 db_session,
                 sid,
                 pattern,
@@ -158,16 +159,16 @@ class FileController(Controller):
                 ignore_case=ignore_case,
                 max_matches=max_matches,
             )
-        if (await files.stat(db_session, sid, path)).type == "directory":
-            return await files.list_directory(db_session, sid, path)
-        entry, content = await files.read(db_session, sid, path)
+        if (await file_store.stat(db_session, sid, path)).type == "directory":
+            return await file_store.list_directory(db_session, sid, path)
+        entry, content = await file_store.read(db_session, sid, path)
         return Response(content, media_type=content_type(entry.name, content), headers=FILE_HEADERS)
 
     @put(
         "/{path:path}",
         operation_id="writeSessionFile",
         operation_class=_WriteOperation,
-        request_max_body_size=files.MAX_FILE_BYTES,
+        request_max_body_size=file_store.MAX_FILE_BYTES,
         status_code=200,
         responses=error_responses(400, 404, 409, 413),
     )
@@ -183,7 +184,7 @@ class FileController(Controller):
         """Create (201) or replace (200) a file with the raw request body; the directories above it
         are made as needed. Over 1 MB, or over the session's 50 MB, is a 413."""
         sid = await files.owned(db_session, who, agent_id, session_id, changing=True)
-        entry, created = await files.write(db_session, sid, path, body)
+        entry, created = await file_store.write(db_session, sid, path, body)
         return Response(entry, status_code=201 if created else 200)
 
     @post(
@@ -211,15 +212,15 @@ class FileController(Controller):
         directory and those above it (201, or 200 if it was there)."""
         sid = await files.owned(db_session, who, agent_id, session_id, changing=True)
         if op == "mkdir":
-            entry, created = await files.make_directory(db_session, sid, path)
+            entry, created = await file_store.make_directory(db_session, sid, path)
             return Response(entry, status_code=201 if created else 200)
         if op is None:
             raise InvalidInput("op: say what to do: move, copy or mkdir", field="op")
         if data is None:
             raise InvalidInput(f"op={op} needs a body with `to`", field="to")
         if op == "move":
-            return Response(await files.move(db_session, sid, path, data.to, overwrite=data.overwrite))
-        entry = await files.copy(db_session, sid, path, data.to, overwrite=data.overwrite)
+            return Response(await file_store.move(db_session, sid, path, data.to, overwrite=data.overwrite))
+        entry = await file_store.copy(db_session, sid, path, data.to, overwrite=data.overwrite)
         return Response(entry, status_code=201)
 
     @delete("/{path:path}", operation_id="deleteSessionFile", responses=error_responses(400, 404, 409))
@@ -239,4 +240,4 @@ class FileController(Controller):
     ) -> None:
         """Delete a file or a directory (a directory with entries only with `?recursive=true`, else 409)."""
         sid = await files.owned(db_session, who, agent_id, session_id, changing=True)
-        await files.delete_path(db_session, sid, path, recursive=recursive)
+        await file_store.delete_path(db_session, sid, path, recursive=recursive)

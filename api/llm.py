@@ -15,7 +15,7 @@ from api.pagination import Page, PageParams, page
 from api.state import Services
 from core.identity import Identity
 from core.schemas.llm import CreateModel, CreateProvider, Model, Provider, UpdateModel, UpdateProvider
-from core.services import llm
+from services import llm
 
 
 class ProviderController(Controller):

@@ -16,7 +16,7 @@ from api.state import Services
 from core.identity import Identity
 from core.net import NetPolicy
 from core.schemas.mcp import CreateMcpServer, McpServer, UpdateMcpServer
-from core.services import mcp_servers
+from services import mcp_servers
 
 
 class McpServerController(Controller):

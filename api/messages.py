@@ -18,7 +18,7 @@ from api.state import Services
 from core.identity import Identity
 from core.net import NetPolicy
 from core.schemas.sessions import CreateMessage, Message
-from core.services import events, sessions
+from services import events, sessions
 
 log = structlog.get_logger("everloop.messages")
 

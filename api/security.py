@@ -16,8 +16,8 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from api.guard import origin_of, trusted_origins
 from api.state import Services
 from core.identity import BUILTIN_ADMIN, Identity
-from core.services import auth
 from core.settings import AuthMode, Settings
+from services import auth
 
 ACCESS_COOKIE = "access_token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}

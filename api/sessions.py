@@ -17,7 +17,7 @@ from api.state import Services
 from core.identity import Identity
 from core.schemas.capabilities import SessionTodos
 from core.schemas.sessions import CreateSession, Session, UpdateSession
-from core.services import sessions, todos
+from services import sessions, todos
 
 
 class SessionController(Controller):

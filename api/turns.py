@@ -22,7 +22,7 @@ from api.state import Services
 from core.errors import Conflict, NotFound
 from core.identity import Identity
 from core.schemas.turns import APPROVAL_DECIDED, ApprovalDecision
-from core.services import approvals, sessions
+from services import approvals, sessions
 
 
 class Cancelled(msgspec.Struct, kw_only=True):

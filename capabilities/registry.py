@@ -38,7 +38,7 @@ def all_capabilities() -> list[CapabilitySpec]:
 
 
 # `extra`: capabilities beyond the built-ins that the caller resolved for one agent's owner (MCP
-# servers, `mcp:{id}`, from core.services.mcp_servers.specs_for).
+# servers, `mcp:{id}`, from services.mcp_servers.specs_for).
 Extra = Mapping[str, CapabilitySpec]
 
 

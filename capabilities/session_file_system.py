@@ -1,4 +1,4 @@
-"""Files private to one session, kept in PostgreSQL (`core/services/files.py`): the model reads,
+"""Files private to one session, kept in PostgreSQL (`core/file_store.py`): the model reads,
 writes, lists, searches, stats and deletes them; people reach the same tree over HTTP at
 `/v1/agents/{a}/sessions/{s}/fs/{path}`.
 
@@ -16,8 +16,8 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from capabilities.base import CapabilitySpec, Tool, ToolContext, ToolError
+from core import file_store as files
 from core.errors import EverloopError
-from core.services import files
 
 READ_MAX_CHARS = 200_000  # what one read_file hands the model, at most
 

@@ -1,6 +1,6 @@
 """Every setting, read once from the environment into one frozen object.
 
-Each variable is documented in the README's settings table. A bad value stops start-up with a
+Each variable is documented in docs/settings.md. A bad value stops start-up with a
 `SettingsError` that names the variable.
 """
 

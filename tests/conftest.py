@@ -32,7 +32,7 @@ from core.db.engine import async_url
 from core.db.models import Base
 from core.migrate import upgrade
 from core.settings import AuthMode, Settings, load_settings
-from core.stack import EmbeddedStack, Endpoints
+from everloop.stack import EmbeddedStack, Endpoints
 from tests.servers import running
 
 _exit_status = 0

@@ -1,7 +1,7 @@
 """Dependency outages on demand: a PostgreSQL and a Redis of a test's own, on free ports in the
 test's temporary directory, that the test stops, starts, freezes and thaws.
 
-Built on the embedded stack's own starters (`core.stack`), so the servers are the ones `everloop dev`
+Built on the embedded stack's own starters (`everloop.stack`), so the servers are the ones `everloop dev`
 runs. Every call blocks until the server is in the state asked for (accepting, refusing); from an
 async test whose event loop must keep serving meanwhile, call them through `asyncio.to_thread`.
 
@@ -29,9 +29,9 @@ from pathlib import Path
 import psutil
 
 from core.migrate import upgrade
-from core.stack.postgres import start_postgres
-from core.stack.process import ManagedProcess, free_port, port_open
-from core.stack.services import start_redis
+from everloop.stack.postgres import start_postgres
+from everloop.stack.process import ManagedProcess, free_port, port_open
+from everloop.stack.services import start_redis
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0

@@ -19,8 +19,8 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     import msgspec
 
-    from core.db.base import uuid7_at
     from core.durability import STORE_BACKOFF_MAX, STORE_RETRY_WINDOW
+    from core.ids import uuid7_at
     from core.schemas.turns import (
         APPROVAL_DECIDED,
         SESSION_GONE,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-import uuid6
 from sqlalchemy import DateTime, MetaData, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from core.ids import uuid7
 
 # Stable constraint names, so Alembic can alter and drop what it created.
 NAMING_CONVENTION = {
@@ -17,11 +18,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-def uuid7() -> uuid.UUID:
-    """A time-ordered UUID (RFC 9562 version 7): new rows land at the end of the primary-key index."""
-    return uuid.UUID(bytes=uuid6.uuid7().bytes)
 
 
 def utcnow() -> datetime:
@@ -47,12 +43,3 @@ class TimestampMixin:
 
 class TimestampedModel(TimestampMixin, Base):
     __abstract__ = True
-
-
-def uuid7_at(unix_ms: int, random_bits: int) -> uuid.UUID:
-    """A UUIDv7 from a given time and 74 random bits: for workflow code, which must get both from
-    Temporal (`workflow.now()`, `workflow.random()`) to stay deterministic on replay."""
-    rand_a = (random_bits >> 62) & 0xFFF
-    rand_b = random_bits & ((1 << 62) - 1)
-    value = (unix_ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    return uuid.UUID(int=value)

@@ -23,7 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db.base import Base, TimestampedModel, utcnow, uuid7
+from core.db.base import Base, TimestampedModel, utcnow
+from core.ids import uuid7
 
 
 class Session(TimestampedModel):
@@ -68,7 +69,7 @@ class Event(Base):
         UniqueConstraint("session_id", "sequence"),
         UniqueConstraint("session_id", "idempotency_key"),
         Index("ix_events_session_id_type", "session_id", "type"),
-        # The sweeper's scan for turns that started and never ended (core/services/stranded.py).
+        # The sweeper's scan for turns that started and never ended (services/stranded.py).
         Index("ix_events_turn_started_ts", "ts", postgresql_where=text("type = 'turn.started'")),
     )
 

@@ -18,9 +18,9 @@ from api.app import create_app
 from core import bus
 from core.db import Database
 from core.db.models import ApiKey, User
-from core.services import auth
 from core.settings import SettingsError, load_settings
-from core.stack import Endpoints
+from everloop.stack import Endpoints
+from services import auth
 from tests.conftest import make_settings
 
 EMAIL, PASSWORD = "boss@example.com", "correct horse battery"

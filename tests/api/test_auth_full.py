@@ -19,9 +19,9 @@ from api.app import create_app
 from core import bus
 from core.db import Database
 from core.db.models import ApiKey
-from core.services import event_stream
 from core.settings import Settings, SettingsError, load_settings
-from core.stack import Endpoints
+from everloop.stack import Endpoints
+from services import event_stream
 from tests.api.test_events_support import serve, store_and_publish
 from tests.conftest import make_settings
 

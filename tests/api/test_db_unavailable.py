@@ -22,9 +22,9 @@ from api.app import create_app
 from api.errors import DATABASE_RETRY_AFTER_S
 from core import bus
 from core.db import Database
-from core.services import event_stream
 from core.settings import Settings
-from core.stack import Endpoints
+from everloop.stack import Endpoints
+from services import event_stream
 from tests import factories
 from tests.api.test_events_support import Server, serve, store, store_and_publish
 from tests.conftest import make_settings

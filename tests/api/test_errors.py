@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 from api.app import create_app
 from core.db import Database
 from core.settings import Settings
-from core.stack import Endpoints
+from everloop.stack import Endpoints
 from tests.api.routes import TEST_ROUTES
 from tests.conftest import make_settings
 

@@ -13,11 +13,11 @@ import redis.asyncio as redis
 from api.app import create_app
 from core import bus
 from core.db import Database
-from core.services import event_stream, events
 from core.settings import Settings
-from core.stack import Endpoints
-from core.stack.process import ManagedProcess, free_port
-from core.stack.services import start_redis
+from everloop.stack import Endpoints
+from everloop.stack.process import ManagedProcess, free_port
+from everloop.stack.services import start_redis
+from services import event_stream, events
 from tests.api.test_events_support import new_session, serve, store, store_and_publish
 from tests.conftest import make_settings
 from tests.factories import Client

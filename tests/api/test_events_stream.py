@@ -15,9 +15,9 @@ from litestar import Litestar
 from api.app import create_app
 from core import bus
 from core.db import Database
-from core.services import event_stream, events
 from core.settings import Settings
-from core.stack import Endpoints
+from everloop.stack import Endpoints
+from services import event_stream, events
 from tests.api.test_events_support import (
     SSE,
     Server,

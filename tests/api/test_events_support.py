@@ -22,8 +22,8 @@ from litestar.types import Receive, Scope, Send
 from api.state import Services
 from core.db import Database
 from core.db.models import Event
-from core.services import events
-from core.stack.process import free_port
+from everloop.stack.process import free_port
+from services import events
 from tests import factories
 from tests.factories import Client
 

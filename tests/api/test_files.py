@@ -14,9 +14,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.app import create_app
+from core import file_store as files
 from core.db import Database
 from core.db.models import SessionFile
-from core.services import files
 from core.settings import Settings
 from tests import factories
 from tests.factories import Client

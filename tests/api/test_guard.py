@@ -13,7 +13,7 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from core.db import Database
-from core.stack import Endpoints
+from everloop.stack import Endpoints
 from tests.api.test_auth_full import full_settings, register
 from tests.conftest import make_settings
 

@@ -7,8 +7,8 @@ from litestar.testing import AsyncTestClient
 import core
 from api.app import create_app
 from core.db import Database
-from core.stack import Endpoints
-from core.stack.process import free_port
+from everloop.stack import Endpoints
+from everloop.stack.process import free_port
 from tests.conftest import make_settings
 
 

@@ -15,7 +15,7 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from core.db import Database
-from core.stack import Endpoints
+from everloop.stack import Endpoints
 from tests.api.test_auth import OPEN
 from tests.api.test_auth_full import (
     As,

@@ -10,8 +10,8 @@ from sqlalchemy import select, text
 from api.app import create_app
 from core.db import Database
 from core.db.models import LlmModel
-from core.services import llm
-from core.stack import Endpoints
+from everloop.stack import Endpoints
+from services import llm
 from tests import factories
 from tests.conftest import make_settings
 from tests.factories import Client

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from api.app import create_app
 from core.db import Database
 from core.db.models import McpServer
-from core.stack import Endpoints
+from everloop.stack import Endpoints
 from tests.api.test_auth_full import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,

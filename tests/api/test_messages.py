@@ -12,8 +12,8 @@ from sqlalchemy import select
 from core import bus
 from core.db import Database
 from core.db.models import Event
-from core.services.events import channel
-from core.stack import Endpoints
+from everloop.stack import Endpoints
+from services.events import channel
 from tests import factories
 from tests.factories import Client
 

@@ -15,7 +15,7 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from core.db import Database
-from core.stack import Endpoints
+from everloop.stack import Endpoints
 from tests.api.test_auth_full import clear_rate_limits, full_settings
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, ProviderState, create_provider_app
 from tests.servers import running

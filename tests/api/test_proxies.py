@@ -13,7 +13,7 @@ import redis.asyncio as redis
 from api.app import create_app
 from core import bus
 from core.db import Database
-from core.stack import Endpoints
+from everloop.stack import Endpoints
 from tests.api.test_auth_full import clear_rate_limits, full_settings
 from tests.servers import running
 

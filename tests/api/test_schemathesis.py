@@ -20,8 +20,8 @@ from sqlalchemy import text
 from api.app import create_app
 from core.db import Database
 from core.db.models import Base
-from core.stack import Endpoints
-from core.stack.process import free_port
+from everloop.stack import Endpoints
+from everloop.stack.process import free_port
 from tests.conftest import make_settings
 
 

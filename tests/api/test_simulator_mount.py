@@ -4,7 +4,7 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from core.db import Database
-from core.stack import Endpoints
+from everloop.stack import Endpoints
 from tests.conftest import make_settings
 from tests.factories import Client
 

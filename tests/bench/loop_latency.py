@@ -37,19 +37,19 @@ from redis.asyncio.client import PubSub
 from temporalio.client import Client
 from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMaximum, Worker
 
-import core.worker
+import everloop.worker
 from api.app import create_app
 from api.simulator import create_simulator_app
 from core import bus, temporal
 from core.db import Database
 from core.logging import configure_logging
 from core.migrate import upgrade
-from core.services.events import channel
 from core.settings import LogFormat, load_settings
-from core.stack import EmbeddedStack, Endpoints
-from core.stack import services as stack_services
-from core.stack.process import ManagedProcess, free_port
-from core.worker import build_worker
+from everloop.stack import EmbeddedStack, Endpoints
+from everloop.stack import services as stack_services
+from everloop.stack.process import ManagedProcess, free_port
+from everloop.worker import build_worker
+from services.events import channel
 from tests import factories
 from tests.bench.bare import BareTurn, Steps
 from tests.servers import running
@@ -205,7 +205,7 @@ async def subscribe(pubsub: PubSub, name: str) -> None:
 @contextmanager
 def worker_options(options: dict[str, Any]) -> Iterator[None]:
     """`build_worker` with extra `Worker` options: otherwise exactly the loop's worker."""
-    with mock.patch.object(core.worker, "Worker", functools.partial(Worker, **options)):
+    with mock.patch.object(everloop.worker, "Worker", functools.partial(Worker, **options)):
         yield
 
 
@@ -313,7 +313,7 @@ async def bench(endpoints: Endpoints, data_dir: Path, args: argparse.Namespace) 
     run = functools.partial(
         measure, iterations=args.iterations, warmup=args.warmup, same_session=args.same_session
     )
-    print(f"Temporal dynamic config {CURRENT}; the worker as core/worker.py builds it")
+    print(f"Temporal dynamic config {CURRENT}; the worker as everloop/worker.py builds it")
     with running(create_simulator_app(), "/simulator/v1/models") as simulator:
         simulator_url = f"{simulator}/simulator/v1"
         async with open_rig(endpoints, data_dir, simulator_url, {}) as rig:

@@ -20,8 +20,8 @@ from core import bus
 from core.db import Database
 from core.db.models import Event
 from core.settings import Settings
-from core.stack import Endpoints
-from core.worker import build_worker
+from everloop.stack import Endpoints
+from everloop.worker import build_worker
 from tests import factories
 from tests.api.test_events_support import SSE
 from tests.conftest import make_settings

@@ -12,7 +12,7 @@ from activities.turns import TurnActivities
 from core import bus
 from core.db.models import Message, Session
 from core.schemas.turns import ActCompleted, ToolOutcome, TurnEnd
-from core.services import events
+from services import events
 from tests.loop.conftest import Loop
 
 A = events.NewEvent("reason.started", {"n": 1}, "turn:1:reason.started")

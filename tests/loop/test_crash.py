@@ -20,9 +20,9 @@ from api.app import create_app
 from core import bus
 from core.db import Database
 from core.db.models import Event
-from core.services.events import channel
 from core.settings import Settings
-from core.stack import Endpoints
+from everloop.stack import Endpoints
+from services.events import channel
 from tests import factories
 from tests.conftest import TEST_MASTER_KEY, make_settings
 from tests.servers import running
@@ -47,7 +47,7 @@ class Workers:
     def start(self) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"worker-{len(self.started)}.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "worker"], cwd=ROOT, env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", "everloop.cli", "worker"], cwd=ROOT, env=self.env, stdout=log, stderr=log
         )
         self.started.append(process)
         return process

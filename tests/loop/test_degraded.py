@@ -19,11 +19,11 @@ from capabilities.base import CapabilitySpec, Tool, ToolContext
 from core import bus
 from core.db import Database
 from core.db.models import Event, Message
-from core.services import events
-from core.services.conversation import INTERRUPTED
-from core.stack import Endpoints
-from core.stack.process import free_port
-from core.worker import build_worker
+from everloop.stack import Endpoints
+from everloop.stack.process import free_port
+from everloop.worker import build_worker
+from services import events
+from services.conversation import INTERRUPTED
 from tests import factories
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop

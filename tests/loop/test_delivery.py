@@ -10,8 +10,8 @@ from core.identity import BUILTIN_ADMIN
 from core.schemas.content import TextPart
 from core.schemas.sessions import CreateMessage, MessageInput
 from core.schemas.turns import SessionInput
-from core.services import sessions
-from core.sweeper import sweep_once
+from everloop.sweeper import sweep_once
+from services import sessions
 from tests.loop.conftest import Loop
 
 

@@ -18,8 +18,8 @@ from core.identity import BUILTIN_ADMIN
 from core.schemas.content import TextPart
 from core.schemas.sessions import CreateMessage, MessageInput
 from core.schemas.turns import SessionInput
-from core.services import sessions
-from core.stack.process import free_port, wait_until
+from everloop.stack.process import free_port, wait_until
+from services import sessions
 from tests import factories
 from tests.conftest import TEST_MASTER_KEY
 from tests.loop.conftest import TURN_ENDS, Loop
@@ -95,7 +95,7 @@ def two_apis(loop: Loop, tmp_path: Path) -> Iterator[list[str]]:
             log = (tmp_path / f"api-{index}.log").open("wb")
             processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "core.cli", "api"],
+                    [sys.executable, "-m", "everloop.cli", "api"],
                     cwd=ROOT,
                     env={**env, "EVERLOOP_PORT": str(port)},
                     stdout=log,

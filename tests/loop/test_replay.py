@@ -12,7 +12,7 @@ from temporalio.client import WorkflowContinuedAsNewError, WorkflowHistory
 from temporalio.worker import Replayer
 
 from core.converter import data_converter
-from core.worker import WORKFLOWS
+from everloop.worker import WORKFLOWS
 from tests.loop.conftest import Loop
 
 HISTORIES = Path(__file__).resolve().parents[1] / "workflows" / "histories"

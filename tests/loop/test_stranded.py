@@ -12,7 +12,7 @@ import redis.asyncio as redis
 
 from core import bus
 from core.db.models import Event
-from core.sweeper import close_stranded, sweep_once
+from everloop.sweeper import close_stranded, sweep_once
 from tests.loop.conftest import TURN_ENDS, Loop
 
 SLOW = {"mode": "fixed", "text": " ".join(f"w{i}" for i in range(200)), "chunk_delay": 0.05}

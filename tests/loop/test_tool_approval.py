@@ -19,7 +19,7 @@ from api.app import create_app
 from core import bus
 from core.db import Database
 from core.schemas.turns import ReasonInput
-from core.stack import Endpoints
+from everloop.stack import Endpoints
 from tests import factories
 from tests.api.test_events_support import SSE
 from tests.conftest import make_settings

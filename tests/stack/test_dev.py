@@ -22,13 +22,13 @@ from sqlalchemy.pool import NullPool
 
 from core import temporal
 from core.db import Database
-from core.stack.process import free_port
+from everloop.stack.process import free_port
 
 pytestmark = pytest.mark.stack
 
 READY_WITHIN_S = 90
 ROOT = Path(__file__).resolve().parents[2]
-# What `everloop dev` listens on when nothing is set (README, Settings).
+# What `everloop dev` listens on when nothing is set (docs/settings.md).
 DEFAULT_PORTS = {
     "EVERLOOP_PORT": 8000,
     "EMBEDDED_POSTGRES_PORT": 5433,
@@ -65,7 +65,7 @@ class Dev:
         self.env = env
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "core.cli", "dev"], cwd=ROOT, env=env, stdout=out, stderr=out
+                [sys.executable, "-m", "everloop.cli", "dev"], cwd=ROOT, env=env, stdout=out, stderr=out
             )
 
     def output(self) -> str:
@@ -169,7 +169,7 @@ def test_dev_runs_everything_stops_cleanly_and_keeps_data(dev_data: Path) -> Non
 
     # A second `everloop dev` on the same data refuses instead of corrupting it.
     second = subprocess.run(
-        [sys.executable, "-m", "core.cli", "dev"],
+        [sys.executable, "-m", "everloop.cli", "dev"],
         cwd=ROOT,
         env={**dev.env, "EVERLOOP_PORT": str(free_port())},
         capture_output=True,

@@ -17,8 +17,8 @@ from core.db import Database
 from core.db.availability import is_unavailable
 from core.schemas.turns import DATABASE_UNAVAILABLE
 from core.settings import DatabaseTimeouts
-from core.stack import Endpoints
-from core.stack.process import free_port
+from everloop.stack import Endpoints
+from everloop.stack.process import free_port
 
 
 def _closed_port_url(endpoints: Endpoints) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from core.cli import main
+from everloop.cli import main
 
 COMMANDS = ["dev", "services", "api", "worker", "migrate", "check", "simulator", "rotate-secrets"]
 
@@ -42,7 +42,7 @@ def test_bad_configuration_stops_with_one_clear_line(
     command: list[str], env: dict[str, str], message: str, tmp_path: Path
 ) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "core.cli", *command],
+        [sys.executable, "-m", "everloop.cli", *command],
         env={"PATH": "/usr/bin:/bin", "EVERLOOP_DATA_DIR": str(tmp_path), **env},
         capture_output=True,
         text=True,
@@ -61,7 +61,7 @@ def test_a_taken_port_is_reported_before_anything_starts(tmp_path: Path) -> None
         sock.listen()
         port = sock.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "core.cli", "services"],
+            [sys.executable, "-m", "everloop.cli", "services"],
             env={
                 "PATH": "/usr/bin:/bin",
                 "EVERLOOP_DATA_DIR": str(tmp_path),

@@ -16,7 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from core.db import Database, TimestampMixin, uuid7
 from core.db.models import Base
 from core.migrate import alembic_config, upgrade
-from core.stack import Endpoints
+from everloop.stack import Endpoints
 
 
 def _diff(connection: Connection) -> list[object]:

@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 from core.db import Database
 from core.db.availability import is_unavailable
 from core.settings import DatabaseTimeouts, SettingsError, load_settings
-from core.stack import Endpoints
+from everloop.stack import Endpoints
 
 
 def test_defaults_and_values_from_the_environment() -> None:

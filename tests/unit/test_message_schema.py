@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime
 
 from core.db.models import Message
-from core.services.sessions import message_to_schema
+from services.sessions import message_to_schema
 
 
 def _message(role: str, content: list[dict[str, object]]) -> Message:

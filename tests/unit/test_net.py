@@ -8,7 +8,7 @@ import pytest
 
 from core.db.models import Message
 from core.net import BlockedAddress, NetPolicy, Unresolvable, address_problem, resolve_public, url_refusal
-from core.services.conversation import refused_image
+from services.conversation import refused_image
 
 REFUSED = {
     "127.0.0.1": "loopback",

@@ -10,8 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core.stack import StackError
-from core.stack.process import ManagedProcess, claim_port, free_port, wait_until
+from everloop.stack import StackError
+from everloop.stack.process import ManagedProcess, claim_port, free_port, wait_until
 
 
 def _python(code: str, tmp_path: Path, **kwargs: object) -> ManagedProcess:

@@ -14,8 +14,8 @@ from core.identity import BUILTIN_ADMIN
 from core.net import NetPolicy
 from core.schemas.llm import CreateProvider
 from core.schemas.mcp import CreateMcpServer
-from core.services import llm, mcp_servers
-from core.stack import Endpoints
+from everloop.stack import Endpoints
+from services import llm, mcp_servers
 
 
 async def test_rotate_secrets_rewraps_every_key_under_the_new_master(
@@ -41,7 +41,7 @@ async def test_rotate_secrets_rewraps_every_key_under_the_new_master(
         "SECRETS_ENCRYPTION_KEY_PREVIOUS": base64.b64encode(old).decode(),
     }
     run = subprocess.run(
-        [sys.executable, "-m", "core.cli", "rotate-secrets"],
+        [sys.executable, "-m", "everloop.cli", "rotate-secrets"],
         env=env,
         capture_output=True,
         text=True,
@@ -57,7 +57,7 @@ async def test_rotate_secrets_rewraps_every_key_under_the_new_master(
     assert keys == ["sk-a", "sk-b", None]
 
     again = subprocess.run(
-        [sys.executable, "-m", "core.cli", "rotate-secrets"],
+        [sys.executable, "-m", "everloop.cli", "rotate-secrets"],
         env=env,
         capture_output=True,
         text=True,
@@ -89,7 +89,7 @@ async def test_rotate_secrets_covers_mcp_server_headers(db: Database, endpoints:
         "SECRETS_ENCRYPTION_KEY": base64.b64encode(new).decode(),
         "SECRETS_ENCRYPTION_KEY_PREVIOUS": base64.b64encode(old).decode(),
     }
-    command = [sys.executable, "-m", "core.cli", "rotate-secrets"]
+    command = [sys.executable, "-m", "everloop.cli", "rotate-secrets"]
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert "re-encrypted 3 secret(s)" in run.stdout

@@ -5,9 +5,9 @@ from sqlalchemy import select
 from core.db import Database
 from core.db.models import Agent, LlmModel, LlmProvider, User
 from core.identity import BUILTIN_ADMIN_ID
-from core.seed import seed_dev_data
 from core.settings import Settings
-from core.stack import Endpoints
+from everloop.seed import seed_dev_data
+from everloop.stack import Endpoints
 from tests.conftest import make_settings
 
 

@@ -15,8 +15,8 @@ from core.converter import data_converter
 from core.db import Database
 from core.schemas.diagnostics import StackCheckInput, StackCheckResult
 from core.settings import Settings
-from core.stack import Endpoints
-from core.worker import WORKFLOWS, build_worker
+from everloop.stack import Endpoints
+from everloop.worker import WORKFLOWS, build_worker
 from workflows.diagnostics import StackCheckWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"

@@ -10,13 +10,13 @@ from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.crypto import SecretBox
-from core.db.base import uuid7
 from core.db.models import Agent, LlmModel, LlmProvider, Session
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from core.identity import Identity
+from core.ids import uuid7
 from core.net import check_public_url
 from core.schemas import llm as schemas
-from core.services.common import changed_fields, page_of
+from services.common import changed_fields, page_of
 
 
 def key_context(provider_id: uuid.UUID) -> str:

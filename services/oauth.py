@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import OAuthIdentity, User
 from core.errors import EverloopError, Forbidden, InvalidInput, NotFound
-from core.services import auth
 from core.settings import OAuthClient, Settings
+from services import auth
 
 STATE_TTL_S = 600
 HTTP_TIMEOUT_S = 10.0

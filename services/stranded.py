@@ -1,6 +1,6 @@
 """Turns left open by a workflow that ended without closing them (failed, terminated, or out of
 retries while the database was away): found, and closed with `turn.failed`, so every turn ends with
-exactly one end event and SSE clients stop waiting. The sweeper (core/sweeper.py) decides which
+exactly one end event and SSE clients stop waiting. The sweeper (everloop/sweeper.py) decides which
 ones Temporal no longer runs; this module only reads and writes the session's records."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import msgspec
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db.base import uuid7
 from core.db.models import Event, Message
-from core.services import events
-from core.services.sessions import message_to_schema
+from core.ids import uuid7
+from services import events
+from services.sessions import message_to_schema
 
 TURN_ENDS = ("turn.completed", "turn.failed", "turn.cancelled")
 ERROR_CODE = "turn_interrupted"

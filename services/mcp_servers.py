@@ -15,13 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from capabilities import mcp
 from capabilities.base import CapabilitySpec
 from core.crypto import SecretBox
-from core.db.base import uuid7
 from core.db.models import Agent, McpServer
 from core.errors import BadGateway, Conflict, Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from core.identity import Identity
+from core.ids import uuid7
 from core.net import NetPolicy, check_public_url
 from core.schemas import mcp as schemas
-from core.services.common import changed_fields, page_of
+from services.common import changed_fields, page_of
 
 
 def headers_context(server_id: uuid.UUID) -> str:

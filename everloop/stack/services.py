@@ -10,8 +10,8 @@ import sysconfig
 import urllib.request
 from pathlib import Path
 
-from core.stack.errors import StackError
-from core.stack.process import ManagedProcess, wait_until
+from everloop.stack.errors import StackError
+from everloop.stack.process import ManagedProcess, wait_until
 
 # Measured here: the dev server's default (20) makes every workflow task wait 35-45 ms.
 TEMPORAL_DYNAMIC_CONFIG = {"history.transferProcessorMaxPollRPS": "1000"}

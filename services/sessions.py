@@ -27,9 +27,9 @@ from core.schemas.content import (
     content_from_json,
     content_to_json,
 )
-from core.services import agents, events
-from core.services.common import changed_fields, page_of
-from core.services.llm import check_model_exists
+from services import agents, events
+from services.common import changed_fields, page_of
+from services.llm import check_model_exists
 
 IMAGE_MAX_BYTES = 5 * 1024 * 1024
 IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")

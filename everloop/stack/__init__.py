@@ -1,6 +1,6 @@
 """The embedded stack: PostgreSQL, Redis and Temporal from wheels, for `everloop dev` and the tests."""
 
-from core.stack.errors import StackError
-from core.stack.stack import EmbeddedStack, Endpoints
+from everloop.stack.errors import StackError
+from everloop.stack.stack import EmbeddedStack, Endpoints
 
 __all__ = ["EmbeddedStack", "Endpoints", "StackError"]

@@ -1,5 +1,7 @@
 """A session's file tree in PostgreSQL (table `session_files`): the capability
-`session_file_system` and the `/v1/agents/{a}/sessions/{s}/fs/{path}` routes both come here.
+`session_file_system` and the `/v1/agents/{a}/sessions/{s}/fs/{path}` routes both come here. It
+knows sessions only by id: who may reach a session's files is the caller's check
+(`services/files.py` for the routes; a tool runs inside its own session).
 
 Paths are POSIX paths inside the session's own tree, whose root is `/`: `notes/a.md`, `/notes/a.md`
 and `/notes/./x/../a.md` are the same file. An absolute path is taken inside the tree (there is
@@ -30,9 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db.files import DIRECTORY, FILE, SessionFile
 from core.db.models import Session
 from core.errors import Conflict, InvalidInput, NotFound, TooLarge
-from core.identity import Identity
 from core.schemas.files import DirectoryListing, FileEntry, GrepMatch, GrepResult
-from core.services import agents, sessions
 
 MAX_FILE_BYTES = 1024 * 1024  # one file's content
 MAX_SESSION_BYTES = 50 * 1024 * 1024  # all files of a session together
@@ -56,17 +56,6 @@ ROOT = "/"
 # The advisory-lock key space of this module (pg_advisory_xact_lock(int4, int4) has its own keys).
 _LOCK_NAMESPACE = 0x46530001
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-async def owned(
-    db: AsyncSession, who: Identity, agent_id: uuid.UUID, session_id: uuid.UUID, *, changing: bool = False
-) -> uuid.UUID:
-    """The session whose files the caller means: NotFound for anyone else's. Changing the files of
-    an archived agent's session is a Conflict (its sessions are read-only)."""
-    await sessions.get(db, who, agent_id, session_id)
-    if changing:
-        sessions.require_active(await agents.get(db, who, agent_id))
-    return session_id
 
 
 # Paths

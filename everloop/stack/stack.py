@@ -11,10 +11,10 @@ from typing import IO
 import msgspec
 
 from core.settings import Settings
-from core.stack.errors import StackError
-from core.stack.postgres import start_postgres
-from core.stack.process import ManagedProcess, claim_port
-from core.stack.services import start_redis, start_temporal
+from everloop.stack.errors import StackError
+from everloop.stack.postgres import start_postgres
+from everloop.stack.process import ManagedProcess, claim_port
+from everloop.stack.services import start_redis, start_temporal
 
 
 class Endpoints(msgspec.Struct, kw_only=True, frozen=True):

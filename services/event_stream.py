@@ -2,9 +2,9 @@
 them, with no gap and no duplicate. All state is in Postgres and Redis, so any API process can serve
 any reader.
 
-The session's channel (`core.services.events.channel`) carries two kinds of JSON frame:
+The session's channel (`services.events.channel`) carries two kinds of JSON frame:
 
-- a stored event, as `core.services.events.publish` sends it after commit: the
+- a stored event, as `services.events.publish` sends it after commit: the
   `core.schemas.events.Event` envelope, with `id` and `sequence`;
 - an ephemeral frame, never stored and never replayed, seen only by readers connected at the time:
   `{"type": "output.message.delta", "session_id": "<uuid>", "data": {"message_id": "...",
@@ -45,9 +45,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db import Database
 from core.db.availability import is_unavailable
 from core.schemas import events as schemas
-from core.services import event_log
-from core.services.event_log import TypeFilter
-from core.services.events import channel, to_schema
+from services import event_log
+from services.event_log import TypeFilter
+from services.events import channel, to_schema
 
 log = structlog.get_logger("everloop.events")
 

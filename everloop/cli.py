@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 import core
 from core.settings import Settings, SettingsError, get_settings
-from core.stack import StackError
+from everloop.stack import StackError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,7 +56,7 @@ def _need(value: str | None, name: str) -> str:
 def main() -> None:
     """Everloop: a durable agent runtime.
 
-    Every setting comes from environment variables; the README lists them all.
+    Every setting comes from environment variables; docs/settings.md lists them all.
     """
 
 
@@ -67,7 +67,7 @@ def dev() -> None:
     migrations, the API and a worker. A service whose variable is set (DATABASE_URL, REDIS_URL,
     TEMPORAL_ADDRESS) is used instead of its embedded part. Ctrl-C stops it all; data is kept in
     EVERLOOP_DATA_DIR."""
-    from core.dev import run_dev
+    from everloop.dev import run_dev
 
     run_dev(_settings())
 
@@ -81,7 +81,7 @@ def dev() -> None:
 def services(no_migrate: bool, ephemeral: bool) -> None:
     """Run only the backing services (PostgreSQL, Redis, Temporal) and print their addresses as
     `export` lines, for running the API, a worker or the tests against them."""
-    from core.dev import run_services
+    from everloop.dev import run_services
 
     run_services(_settings(), migrate=not no_migrate, durable=not ephemeral)
 
@@ -105,7 +105,7 @@ def worker() -> None:
     """Run a Temporal worker for the workflows and activities (needs DATABASE_URL, REDIS_URL and
     TEMPORAL_ADDRESS)."""
     from core.logging import configure_logging
-    from core.worker import run_worker
+    from everloop.worker import run_worker
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -152,7 +152,7 @@ def rotate_secrets() -> None:
     SECRETS_ENCRYPTION_KEY_PREVIOUS while this runs; remove it afterwards (needs DATABASE_URL)."""
     from core.crypto import secret_box
     from core.db import Database
-    from core.services import llm, mcp_servers
+    from services import llm, mcp_servers
 
     settings = _settings()
     box = secret_box(settings)

@@ -1,7 +1,7 @@
 """`everloop dev` and `everloop services`: the embedded stack, migrations, then API and worker.
 
 One supervisor process owns every child. SIGINT or SIGTERM stops them newest first; if the
-supervisor itself is killed, the kernel stops them (see `core.stack.process`).
+supervisor itself is killed, the kernel stops them (see `everloop.stack.process`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import msgspec
 
 from core.crypto import dev_jwt_secret, dev_master_key
 from core.migrate import upgrade
-from core.seed import seed_dev_data
 from core.settings import AuthMode, Settings
-from core.stack import EmbeddedStack, Endpoints, StackError
-from core.stack.process import ManagedProcess, wait_until
+from everloop.seed import seed_dev_data
+from everloop.stack import EmbeddedStack, Endpoints, StackError
+from everloop.stack.process import ManagedProcess, wait_until
 
 
 class _Stop(Exception):
@@ -139,7 +139,7 @@ def run_dev(settings: Settings) -> None:
             child_env["EVERLOOP_DATA_DIR"] = str(settings.data_dir)
             for command in ("worker", "api"):
                 child = ManagedProcess(
-                    command, [sys.executable, "-m", "core.cli", command], log_path=None, env=child_env
+                    command, [sys.executable, "-m", "everloop.cli", command], log_path=None, env=child_env
                 )
                 child.start()
                 children.append(child)

@@ -16,9 +16,9 @@ from core.errors import InvalidInput, NotFound, field_in
 from core.identity import Identity
 from core.schemas import agents as schemas
 from core.schemas.capabilities import CapabilityConfigs, CapabilityItem
-from core.services import mcp_servers
-from core.services.common import changed_fields, check_size, page_of
-from core.services.llm import check_model_exists
+from services import mcp_servers
+from services.common import changed_fields, check_size, page_of
+from services.llm import check_model_exists
 
 NAME_MAX = 2 * 1024
 DESCRIPTION_MAX = 10 * 1024

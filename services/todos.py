@@ -12,7 +12,7 @@ from capabilities.stateless_todo_list import TOOL_NAME
 from core.db.models import Message
 from core.identity import Identity
 from core.schemas.capabilities import SessionTodos, Todo
-from core.services import sessions
+from services import sessions
 
 
 async def latest(db: AsyncSession, who: Identity, agent_id: uuid.UUID, session_id: uuid.UUID) -> SessionTodos:

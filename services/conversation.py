@@ -20,7 +20,7 @@ from core.schemas.content import (
     ToolResultPart,
     content_from_json,
 )
-from core.services import events
+from services import events
 
 INTERRUPTED = "the tool call did not complete (interrupted or cancelled); no result is available"
 # How long a turn waits for the DNS answer of an image URL's host before it lets the URL through.

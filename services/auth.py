@@ -22,10 +22,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db.base import uuid7
 from core.db.models import ApiKey, AuthSession, OAuthIdentity, RefreshToken, User
 from core.errors import Conflict, NotFound
 from core.identity import BUILTIN_ADMIN_EMAIL, BUILTIN_ADMIN_ID
+from core.ids import uuid7
 
 ACCESS_TTL = timedelta(minutes=15)
 REFRESH_TTL = timedelta(days=30)

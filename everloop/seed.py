@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db import Database, uuid7
 from core.db.models import Agent, LlmModel, LlmProvider
 from core.identity import BUILTIN_ADMIN_ID
-from core.services.auth import ensure_admin, ensure_builtin_admin
 from core.settings import AuthMode, Settings
+from services.auth import ensure_admin, ensure_builtin_admin
 
 SIMULATOR_NAME = "Simulator"
 DEMO_AGENT_NAME = "Demo agent"

@@ -20,7 +20,7 @@ from core import bus, temporal
 from core.crypto import secret_box
 from core.db import Database
 from core.settings import Settings
-from core.sweeper import sweep_forever
+from everloop.sweeper import sweep_forever
 from workflows.diagnostics import StackCheckWorkflow
 from workflows.session import SessionWorkflow
 

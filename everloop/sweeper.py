@@ -19,7 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core.db import Database
 from core.schemas.turns import SessionInput
-from core.services import events, stranded
+from services import events, stranded
 
 log = structlog.get_logger("everloop.sweeper")
 

@@ -14,8 +14,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db.base import utcnow, uuid7
+from core.db.base import utcnow
 from core.db.models import Event, Session
+from core.ids import uuid7
 from core.schemas import events as schemas
 
 log = structlog.get_logger("everloop.events")

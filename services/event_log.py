@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db.models import Event, Session
 from core.errors import InvalidInput
 from core.identity import Identity
-from core.services import sessions
-from core.services.common import page_of
+from services import sessions
+from services.common import page_of
 
 _TYPE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 

@@ -11,8 +11,8 @@ import stat
 import subprocess
 from pathlib import Path
 
-from core.stack.errors import StackError
-from core.stack.process import ManagedProcess, as_user, port_open, wait_until
+from everloop.stack.errors import StackError
+from everloop.stack.process import ManagedProcess, as_user, port_open, wait_until
 
 DATABASE = "everloop"
 SUPERUSER = "postgres"

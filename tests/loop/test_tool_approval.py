@@ -177,7 +177,11 @@ async def test_a_worker_killed_while_a_call_waits_changes_nothing(
                 first.send_signal(signal.SIGKILL)
                 first.wait(timeout=10)
                 workers.start()
-                approved = await client.post(approval_path(base, call_id), json={"decision": "approve"})
+                # The update waits until a worker runs the workflow again: the new process must start
+                # and the dead one's sticky queue time out first (tens of seconds on a loaded machine).
+                approved = await client.post(
+                    approval_path(base, call_id), json={"decision": "approve"}, timeout=120
+                )
                 assert approved.status_code == 200, approved.text
                 await watch.until("turn.completed", 90)
             messages = (await client.get(f"{base}/messages")).json()["data"]

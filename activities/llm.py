@@ -29,7 +29,7 @@ from core.db.models import Agent, Event, LlmModel, LlmProvider, Message, Session
 from core.errors import InvalidInput, NotFound
 from core.net import NetPolicy, PinnedTransport, check_public_url
 from core.schemas.content import ToolCallPart, content_from_json
-from core.schemas.turns import SESSION_GONE, LlmFailure, ReasonInput, ReasonResult, ToolCallRef
+from core.schemas.turns import SESSION_GONE, LlmFailure, ReasonInput, ReasonResult, SessionLoop, ToolCallRef
 from services import conversation, events, llm, mcp_servers
 from services.sessions import message_to_schema
 
@@ -48,7 +48,7 @@ class ReasonActivities:
     def __init__(self, deps: LoopDeps) -> None:
         self.deps = deps
 
-    @activity.defn(name="reason")
+    @activity.defn(name=SessionLoop.REASON)
     async def reason(self, params: ReasonInput) -> ReasonResult:
         session_id = uuid.UUID(params.session_id)
         step = f"{params.turn_id}:{params.iteration}"

@@ -20,7 +20,14 @@ from capabilities.base import ToolContext, ToolError
 from core.db.models import Agent, Event, Message, Session
 from core.net import NetPolicy
 from core.schemas.content import ToolCallPart, ToolResultPart, content_from_json
-from core.schemas.turns import ApprovalDecision, KeptToolResult, ToolInput, ToolOutcome, ToolStatus
+from core.schemas.turns import (
+    ApprovalDecision,
+    KeptToolResult,
+    SessionLoop,
+    ToolInput,
+    ToolOutcome,
+    ToolStatus,
+)
 from services import events, mcp_servers
 
 HEARTBEAT_EVERY_S = 1.0
@@ -56,7 +63,7 @@ class ToolActivities:
     def __init__(self, deps: LoopDeps) -> None:
         self.deps = deps
 
-    @activity.defn(name="run_tool")
+    @activity.defn(name=SessionLoop.RUN_TOOL)
     async def run_tool(self, params: ToolInput) -> ToolOutcome:
         key = f"{params.turn_id}:{params.tool_call_id}"
         # Both transactions wait out a database outage inside this attempt (`persist`): the tool's

@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from activities.deps import EventBatch, LoopDeps
 from activities.persist import persist
 from core.db.models import Agent, Event, Message, Session
-from core.schemas.turns import SESSION_GONE, ActCompleted, TurnEnd, TurnInfo, TurnStart
+from core.schemas.turns import SESSION_GONE, ActCompleted, SessionLoop, TurnEnd, TurnInfo, TurnStart
 from services import events
 from services.sessions import message_to_schema
 
@@ -63,7 +63,7 @@ class TurnActivities:
             await db.commit()
         await events.publish_all(self.deps.bus, batch.stored)
 
-    @activity.defn(name="finish_turn")
+    @activity.defn(name=SessionLoop.FINISH_TURN)
     async def finish_turn(self, params: TurnEnd) -> None:
         # A local activity first (once per attempt), then, if the database stays away, a regular
         # one that waits it out (workflows/session.py): either way the turn gets its end event.

@@ -5,22 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-import structlog
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import Body, FromPath, HeaderParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.dispatch import dispatch_message
 from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import Page, PageParams, page
 from api.state import Services
 from core.identity import Identity
 from core.net import NetPolicy
 from core.schemas.sessions import CreateMessage, Message
-from services import events, sessions
-
-log = structlog.get_logger("everloop.messages")
+from services import loop, sessions
 
 IdempotencyKey = Annotated[
     str | None,
@@ -53,19 +49,19 @@ class MessageController(Controller):
         """Post a user message (`text` and `image` parts). It is stored with its `message.user`
         event and handed to the session's loop; the answer comes before any LLM work."""
         network = NetPolicy(allow_loopback=services.settings.outbound_allow_loopback)
-        message, event = await sessions.post_message(
-            db_session, who, agent_id, session_id, data, idempotency_key, network
+        message, replayed = await loop.post_message(
+            db_session,
+            who,
+            agent_id,
+            session_id,
+            data,
+            idempotency_key,
+            network,
+            bus=services.redis,
+            temporal=services.temporal,
+            task_queue=services.settings.temporal_task_queue,
         )
-        if event is not None:
-            await events.publish(services.redis, event)
-            session = await sessions.get(db_session, who, agent_id, session_id)
-            try:
-                await dispatch_message(services, session, message)
-            except Exception:
-                # The message is stored; the worker's sweeper hands it to the loop once Temporal
-                # answers again. The client's request has succeeded.
-                log.exception("message stored but not dispatched", message_id=str(message.id))
-        headers = {"idempotent-replayed": "true"} if event is None and idempotency_key else {}
+        headers = {"idempotent-replayed": "true"} if replayed and idempotency_key else {}
         return Response(sessions.message_to_schema(message), status_code=201, headers=headers)
 
     @get(operation_id="listMessages", responses=error_responses(400, 404))

@@ -16,12 +16,11 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.dispatch import workflow_id
 from api.openapi import AUTHENTICATED, error_responses
 from api.state import Services
 from core.errors import Conflict, NotFound
 from core.identity import Identity
-from core.schemas.turns import APPROVAL_DECIDED, ApprovalDecision
+from core.schemas.turns import APPROVAL_DECIDED, ApprovalDecision, SessionLoop
 from services import approvals, sessions
 
 
@@ -87,10 +86,10 @@ class TurnController(Controller):
         session goes idle. 409 when no turn runs."""
         await sessions.get(db_session, who, agent_id, session_id)
         client = await services.temporal()
-        handle = client.get_workflow_handle(workflow_id(session_id))
+        handle = client.get_workflow_handle(SessionLoop.workflow_id(session_id))
         try:
-            turn_id = await handle.query("current_turn", result_type=str | None)  # type: ignore[arg-type]
-            cancelled = await handle.execute_update("cancel_turn", result_type=bool)
+            turn_id = await handle.query(SessionLoop.CURRENT_TURN, result_type=str | None)  # type: ignore[arg-type]
+            cancelled = await handle.execute_update(SessionLoop.CANCEL_TURN, result_type=bool)
         except (WorkflowUpdateFailedError, RPCError) as exc:
             if isinstance(exc, RPCError) and exc.status not in (
                 RPCStatusCode.NOT_FOUND,
@@ -134,9 +133,9 @@ class TurnController(Controller):
             tool_call_id=tool_call_id, decision=data.decision, reason=data.reason, user_id=str(who.user_id)
         )
         client = await services.temporal()
-        handle = client.get_workflow_handle(workflow_id(session_id))
+        handle = client.get_workflow_handle(SessionLoop.workflow_id(session_id))
         try:
-            await handle.execute_update("resolve_approval", decision, result_type=ApprovalDecision)
+            await handle.execute_update(SessionLoop.RESOLVE_APPROVAL, decision, result_type=ApprovalDecision)
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type == APPROVAL_DECIDED:
@@ -163,7 +162,7 @@ class TurnController(Controller):
         pending activities with attempts and last failure, and a link to the Temporal UI."""
         await sessions.get(db_session, who, agent_id, session_id)
         client = await services.temporal()
-        wid = workflow_id(session_id)
+        wid = SessionLoop.workflow_id(session_id)
         settings = services.settings
         ui = (
             f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{settings.temporal_namespace}/workflows/{wid}"
@@ -222,7 +221,10 @@ class TurnController(Controller):
         running = description.status is not None and description.status.name == "RUNNING"
         current = None
         if running:
-            current = await client.get_workflow_handle(wid).query("current_turn", result_type=str | None)  # type: ignore[arg-type]
+            current = await client.get_workflow_handle(wid).query(
+                SessionLoop.CURRENT_TURN,
+                result_type=str | None,  # type: ignore[arg-type]
+            )
         return WorkflowInfo(
             workflow_id=wid,
             run_id=description.run_id,

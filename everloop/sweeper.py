@@ -18,8 +18,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.db import Database
-from core.schemas.turns import SessionInput
-from services import events, stranded
+from core.schemas.turns import SessionLoop
+from services import events, loop, stranded
 
 log = structlog.get_logger("everloop.sweeper")
 
@@ -60,14 +60,7 @@ async def sweep_once(db: Database, client: Client, task_queue: str, grace: timed
             )
         ).all()
     for message_id, session_id, agent_id in rows:
-        await client.start_workflow(
-            "SessionWorkflow",
-            SessionInput(session_id=str(session_id), agent_id=str(agent_id)),
-            id=f"session-{session_id}",
-            task_queue=task_queue,
-            start_signal="new_message",
-            start_signal_args=[str(message_id)],
-        )
+        await loop.hand_over(client, task_queue, session_id, agent_id, message_id)
     if rows:
         log.info("re-dispatched messages", count=len(rows))
     return len(rows)
@@ -105,7 +98,7 @@ class StrandedSweep:
 
     async def _check(self, turn: stranded.OpenTurn) -> bool:
         try:
-            reason = await _why_stranded(self.client, f"session-{turn.session_id}", turn.turn_id)
+            reason = await _why_stranded(self.client, SessionLoop.workflow_id(turn.session_id), turn.turn_id)
         except Exception as exc:  # no worker answers the query, Temporal is away: ask next time
             log.info(
                 "cannot tell whether a turn is stranded", session_id=str(turn.session_id), error=str(exc)
@@ -152,7 +145,7 @@ async def _why_stranded(client: Client, workflow_id: str, turn_id: str) -> str |
         return f"its workflow {name}" if status != WorkflowExecutionStatus.COMPLETED else "its workflow ended"
     # Running: the turn is open only if it is the one the workflow runs now. A workflow that failed
     # and was started again by a later message runs another turn (or none yet).
-    current = await handle.query("current_turn", rpc_timeout=QUERY_TIMEOUT)
+    current = await handle.query(SessionLoop.CURRENT_TURN, rpc_timeout=QUERY_TIMEOUT)
     if current == turn_id:
         return None
     return "its workflow moved on without closing it"

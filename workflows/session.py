@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         ReasonInput,
         ReasonResult,
         SessionInput,
+        SessionLoop,
         ToolCallRef,
         ToolInput,
         ToolOutcome,
@@ -68,7 +69,7 @@ ANSWER_IN_ORDER = "answer-in-order"
 HANDLED_KEPT = 200
 
 
-@workflow.defn(name="SessionWorkflow")
+@workflow.defn(name=SessionLoop.WORKFLOW)
 class SessionWorkflow:
     @workflow.init
     def __init__(self, params: SessionInput) -> None:
@@ -84,12 +85,12 @@ class SessionWorkflow:
         self._awaiting: set[str] = set()
         self._decisions: dict[str, ApprovalDecision] = {}
 
-    @workflow.signal(name="new_message")
+    @workflow.signal(name=SessionLoop.NEW_MESSAGE)
     def new_message(self, message_id: str) -> None:
         if message_id not in self._pending and message_id not in self._handled:
             self._pending.append(message_id)
 
-    @workflow.update(name="cancel_turn")
+    @workflow.update(name=SessionLoop.CANCEL_TURN)
     def cancel_turn(self) -> bool:
         """Stops the running turn; False when no turn runs."""
         if self._steps is None or self._steps.done():
@@ -98,7 +99,7 @@ class SessionWorkflow:
         self._steps.cancel()
         return True
 
-    @workflow.update(name="resolve_approval")
+    @workflow.update(name=SessionLoop.RESOLVE_APPROVAL)
     def resolve_approval(self, decision: ApprovalDecision) -> ApprovalDecision:
         """A person's answer to a tool call that waits for approval; the call then runs or is denied."""
         self._decisions[decision.tool_call_id] = decision
@@ -111,11 +112,11 @@ class SessionWorkflow:
         if decision.tool_call_id in self._decisions:
             raise ApplicationError("this tool call was already decided", type=APPROVAL_DECIDED)
 
-    @workflow.query(name="pending_approvals")
+    @workflow.query(name=SessionLoop.PENDING_APPROVALS)
     def pending_approvals(self) -> list[str]:
         return sorted(self._awaiting)
 
-    @workflow.query(name="current_turn")
+    @workflow.query(name=SessionLoop.CURRENT_TURN)
     def current_turn(self) -> str | None:
         return self._turn_id
 
@@ -217,7 +218,7 @@ class SessionWorkflow:
         )
         try:
             await workflow.execute_local_activity(
-                "finish_turn", end, start_to_close_timeout=LOCAL, retry_policy=LOCAL_RETRY
+                SessionLoop.FINISH_TURN, end, start_to_close_timeout=LOCAL, retry_policy=LOCAL_RETRY
             )
         except (ActivityError, ApplicationError):
             # (A local activity's failure arrives as its ApplicationError, without the ActivityError.)
@@ -227,7 +228,7 @@ class SessionWorkflow:
             # The database has been away longer than the quick retries: every turn ends with its
             # end event, so keep at it for as long as a step waits for the database.
             await workflow.execute_activity(
-                "finish_turn",
+                SessionLoop.FINISH_TURN,
                 end,
                 start_to_close_timeout=LOCAL + STORE_WAITS,
                 schedule_to_close_timeout=STORE_RETRY_WINDOW,
@@ -266,7 +267,7 @@ class SessionWorkflow:
 
     async def _reason(self, turn: _Turn) -> ReasonResult:
         result: ReasonResult = await workflow.execute_activity(
-            "reason",
+            SessionLoop.REASON,
             ReasonInput(
                 session_id=turn.session_id,
                 turn_id=turn.turn_id,
@@ -313,7 +314,7 @@ class SessionWorkflow:
         """One tool call: after a person's decision if it needs one, then run (or denied) as an activity."""
         approval = await self._approval(call) if call.require_approval else None
         outcome: ToolOutcome = await workflow.execute_activity(
-            "run_tool",
+            SessionLoop.RUN_TOOL,
             ToolInput(
                 session_id=session_id,
                 turn_id=turn_id,

@@ -3,9 +3,34 @@ activities read the conversation from Postgres."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgspec
+
+
+class SessionLoop:
+    """The session workflow's contract, by name: what the API, the sweeper, the worker and the
+    workflow itself must agree on. Its payloads follow below."""
+
+    WORKFLOW: Final = "SessionWorkflow"
+    # Signal: a stored user message for the session (its id).
+    NEW_MESSAGE: Final = "new_message"
+    # Updates: stop the running turn (-> bool); a person's decision on a tool call (-> the decision).
+    CANCEL_TURN: Final = "cancel_turn"
+    RESOLVE_APPROVAL: Final = "resolve_approval"
+    # Queries: the running turn's id (or None); the tool calls waiting for a person.
+    CURRENT_TURN: Final = "current_turn"
+    PENDING_APPROVALS: Final = "pending_approvals"
+    # Activities.
+    REASON: Final = "reason"
+    RUN_TOOL: Final = "run_tool"
+    FINISH_TURN: Final = "finish_turn"
+
+    @staticmethod
+    def workflow_id(session_id: object) -> str:
+        """One workflow per session, for as long as the session lives."""
+        return f"session-{session_id}"
+
 
 # ApplicationError type of an activity whose session was deleted: nothing more to do.
 SESSION_GONE = "session_gone"

@@ -37,7 +37,7 @@ def to_schema(row: Agent) -> schemas.Agent:
         capabilities=row.capabilities,
         capability_configs=row.capability_configs,
         max_iterations=row.max_iterations,
-        status=row.status,  # type: ignore[arg-type]
+        status=row.status,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

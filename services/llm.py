@@ -29,10 +29,10 @@ def provider_to_schema(row: LlmProvider, who: Identity) -> schemas.Provider:
     return schemas.Provider(
         id=row.id,
         name=row.name,
-        provider_type=row.provider_type,  # type: ignore[arg-type]
+        provider_type=row.provider_type,
         base_url=row.base_url if _may_edit(who, row) else None,
         api_key_set=row.api_key_encrypted is not None,
-        status=row.status,  # type: ignore[arg-type]
+        status=row.status,
         settings=row.settings,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -47,12 +47,12 @@ def model_to_schema(row: LlmModel) -> schemas.Model:
         display_name=row.display_name,
         capabilities=row.capabilities,
         is_default=row.is_default,
-        status=row.status,  # type: ignore[arg-type]
+        status=row.status,
         settings=row.settings,
         provider=schemas.ProviderSummary(
             id=row.provider.id,
             name=row.provider.name,
-            provider_type=row.provider.provider_type,  # type: ignore[arg-type]
+            provider_type=row.provider.provider_type,
         ),
         created_at=row.created_at,
         updated_at=row.updated_at,

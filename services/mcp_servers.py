@@ -47,7 +47,7 @@ def to_schema(row: McpServer, who: Identity) -> schemas.McpServer:
     return schemas.McpServer(
         id=row.id,
         name=row.name,
-        transport=row.transport,  # type: ignore[arg-type]
+        transport=row.transport,
         capability_id=mcp.capability_id(row.id),
         shared=row.owner_id is None,
         url=row.url if editor else None,

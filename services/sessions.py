@@ -45,7 +45,7 @@ def to_schema(row: Session) -> schemas.Session:
         title=row.title,
         tags=row.tags,
         model_id=row.model_id,
-        status=row.status,  # type: ignore[arg-type]
+        status=row.status,
         usage=schemas.Usage(
             input_tokens=row.input_tokens,
             output_tokens=row.output_tokens,
@@ -132,7 +132,7 @@ def message_to_schema(row: Message) -> schemas.Message:
         id=row.id,
         session_id=row.session_id,
         sequence=row.sequence,
-        role=row.role,  # type: ignore[arg-type]
+        role=row.role,
         content=content,
         controls=msgspec.convert(row.controls, schemas.Controls) if row.controls is not None else None,
         metadata=row.metadata_,

@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import TimestampedModel
+from core.schemas.agents import AgentStatus
 
 
 class Agent(TimestampedModel):
@@ -32,4 +33,4 @@ class Agent(TimestampedModel):
         JSONB, default=dict, server_default=text("'{}'::jsonb")
     )
     max_iterations: Mapped[int] = mapped_column(Integer, default=25, server_default="25")
-    status: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
+    status: Mapped[AgentStatus] = mapped_column(String(20), default="active", server_default="active")

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import Base, utcnow
+from core.schemas.files import EntryType
 
 FILE = "file"
 DIRECTORY = "directory"
@@ -44,7 +45,7 @@ class SessionFile(Base):
     path: Mapped[str] = mapped_column(Text(collation="C"), primary_key=True)
     # The containing directory's path ("/" for the top level): a listing is one index range.
     parent: Mapped[str] = mapped_column(Text(collation="C"))
-    kind: Mapped[str] = mapped_column(String(10))
+    kind: Mapped[EntryType] = mapped_column(String(10))
     content: Mapped[bytes | None] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(

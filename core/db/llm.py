@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db.base import TimestampedModel
+from core.schemas.llm import ProviderType, Status
 
 
 class LlmProvider(TimestampedModel):
@@ -21,11 +22,11 @@ class LlmProvider(TimestampedModel):
     owner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
 
     name: Mapped[str] = mapped_column(String(200))
-    provider_type: Mapped[str] = mapped_column(String(40))
+    provider_type: Mapped[ProviderType] = mapped_column(String(40))
     base_url: Mapped[str | None] = mapped_column(Text)
     # Envelope-encrypted (core.crypto); never returned by the API.
     api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
-    status: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
+    status: Mapped[Status] = mapped_column(String(20), default="active", server_default="active")
     settings: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
 
     models: Mapped[list[LlmModel]] = relationship(back_populates="provider", passive_deletes=True)
@@ -44,7 +45,7 @@ class LlmModel(TimestampedModel):
     display_name: Mapped[str] = mapped_column(String(200))
     capabilities: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
     is_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
-    status: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
+    status: Mapped[Status] = mapped_column(String(20), default="active", server_default="active")
     settings: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
 
     provider: Mapped[LlmProvider] = relationship(back_populates="models", lazy="joined")

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import TimestampedModel
+from core.schemas.mcp import Transport
 
 
 class McpServer(TimestampedModel):
@@ -23,7 +24,7 @@ class McpServer(TimestampedModel):
     owner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
 
     name: Mapped[str] = mapped_column(String(200))
-    transport: Mapped[str] = mapped_column(String(20))  # streamable_http | stdio
+    transport: Mapped[Transport] = mapped_column(String(20))
     url: Mapped[str | None] = mapped_column(Text)
     # {header name: value} as JSON, envelope-encrypted (core.crypto); never returned by the API.
     headers_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import Base, TimestampedModel, utcnow
 from core.ids import uuid7
+from core.schemas.sessions import MessageRole, SessionStatus
 
 
 class Session(TimestampedModel):
@@ -35,7 +36,7 @@ class Session(TimestampedModel):
     title: Mapped[str | None] = mapped_column(Text)
     tags: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
     model_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("llm_models.id", ondelete="RESTRICT"))
-    status: Mapped[str] = mapped_column(String(20), default="started", server_default="started")
+    status: Mapped[SessionStatus] = mapped_column(String(20), default="started", server_default="started")
     # Counters handed out under the session row's lock, so sequences have no gaps and no duplicates.
     last_message_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_event_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -55,7 +56,7 @@ class Message(TimestampedModel):
 
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
     sequence: Mapped[int] = mapped_column(Integer)
-    role: Mapped[str] = mapped_column(String(20))
+    role: Mapped[MessageRole] = mapped_column(String(20))
     content: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     controls: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)

@@ -124,7 +124,7 @@ class ReasonActivities:
             raise ApplicationError(
                 f"message {params.input_message_id} is gone", type=SESSION_GONE, non_retryable=True
             )
-        if params.may_defer and (earlier := await _earlier_unanswered(db, session_id, stored, input_message)):
+        if params.open_turn and (earlier := await _earlier_unanswered(db, session_id, stored, input_message)):
             # Signals can arrive out of order (two API processes, a re-dispatch): messages are
             # answered in their stored order, so the workflow takes the earlier one first.
             return ReasonResult(

@@ -1,23 +1,20 @@
 """Turn bookkeeping: session status and the turn's start, act and end events.
 
 A turn's opening events and each act's completion are stored by its `reason` steps (in their first
-transaction) and, for what no step got to store, by `finish_turn`. `begin_turn` and `complete_act`
-remain for session workflows from before the `bookkeeping-in-steps` patch."""
+transaction) and, for what no step got to store, by `finish_turn`, which also stores its end."""
 
 from __future__ import annotations
 
 import uuid
 
 import msgspec
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.deps import EventBatch, LoopDeps
 from activities.persist import persist
-from core.db.models import Agent, Event, Message, Session
-from core.schemas.turns import SESSION_GONE, ActCompleted, SessionLoop, TurnEnd, TurnInfo, TurnStart
+from core.db.models import Event, Message
+from core.schemas.turns import ActCompleted, SessionLoop, TurnEnd
 from services import events
 from services.sessions import message_to_schema
 
@@ -30,39 +27,6 @@ class TurnActivities:
     def __init__(self, deps: LoopDeps) -> None:
         self.deps = deps
 
-    @activity.defn(name="begin_turn")
-    async def begin_turn(self, params: TurnStart) -> TurnInfo:
-        session_id = uuid.UUID(params.session_id)
-        batch = EventBatch(session_id, _context(params.turn_id, params.message_id))
-        async with self.deps.db.session() as db:
-            found = (
-                await db.execute(
-                    select(Agent.id, Agent.max_iterations)
-                    .join(Session, Session.agent_id == Agent.id)
-                    .where(Session.id == session_id)
-                )
-            ).first()
-            message = await db.get(Message, uuid.UUID(params.message_id))
-            if found is None or message is None:
-                raise _gone(f"session {session_id} or message {params.message_id} is gone")
-            add_opening(batch, params.turn_id, message)
-            if not await batch.store(db, values={"status": "active"}):
-                raise _gone(f"session {session_id} is gone")
-            await db.commit()
-            info = TurnInfo(agent_id=str(found.id), max_iterations=found.max_iterations)
-        await events.publish_all(self.deps.bus, batch.stored)
-        return info
-
-    @activity.defn(name="complete_act")
-    async def complete_act(self, params: ActCompleted) -> None:
-        batch = EventBatch(uuid.UUID(params.session_id), {"turn_id": params.turn_id})
-        add_act_completed(batch, params)
-        async with self.deps.db.session() as db:
-            if not await batch.store(db):
-                return  # deleted meanwhile
-            await db.commit()
-        await events.publish_all(self.deps.bus, batch.stored)
-
     @activity.defn(name=SessionLoop.FINISH_TURN)
     async def finish_turn(self, params: TurnEnd) -> None:
         # A local activity first (once per attempt), then, if the database stays away, a regular
@@ -74,7 +38,7 @@ class TurnActivities:
         session_id = uuid.UUID(params.session_id)
         batch = EventBatch(session_id, _context(params.turn_id, params.input_message_id))
         key = params.turn_id
-        if params.open_turn and params.outcome != "completed":
+        if params.outcome != "completed":
             # Its first step may have failed or been cancelled before storing these.
             message = await db.get(Message, uuid.UUID(params.input_message_id))
             if message is not None:
@@ -144,7 +108,3 @@ def add_act_completed(batch: EventBatch, act: ActCompleted) -> None:
         {"completed": True, "success_count": ok, "error_count": len(act.outcomes) - ok},
         f"{act.turn_id}:{act.iteration}:act.completed",
     )
-
-
-def _gone(message: str) -> ApplicationError:
-    return ApplicationError(message, type=SESSION_GONE, non_retryable=True)

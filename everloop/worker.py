@@ -40,8 +40,6 @@ def build_worker(
         workflows=WORKFLOWS,
         activities=[
             DiagnosticActivities(db, redis).check_backing_services,
-            turns.begin_turn,
-            turns.complete_act,
             turns.finish_turn,
             reason.reason,
             tools.run_tool,

@@ -23,7 +23,6 @@ with workflow.unsafe.imports_passed_through():
     from core.ids import uuid7_at
     from core.schemas.turns import (
         APPROVAL_DECIDED,
-        SESSION_GONE,
         ActCompleted,
         ApprovalDecision,
         LlmFailure,
@@ -35,9 +34,7 @@ with workflow.unsafe.imports_passed_through():
         ToolInput,
         ToolOutcome,
         TurnEnd,
-        TurnInfo,
         TurnOutcome,
-        TurnStart,
     )
 
 # Temporal owns LLM retries: 429, 5xx, timeouts and dropped connections back off and try again;
@@ -63,9 +60,6 @@ STORE_WAITS = 2 * STORE_RETRY_WINDOW
 HEARTBEAT = timedelta(seconds=10)
 LOCAL = timedelta(seconds=30)
 IDLE_FOR = timedelta(hours=1)
-BOOKKEEPING_IN_STEPS = "bookkeeping-in-steps"
-DURABLE_TURN_END = "durable-turn-end"
-ANSWER_IN_ORDER = "answer-in-order"
 HANDLED_KEPT = 200
 
 
@@ -162,25 +156,9 @@ class SessionWorkflow:
         turn_id = self._turn_id = self._new_id()
         self._cancelled = False
         started = workflow.now()
-        turn = _Turn(session_id=session_id, turn_id=turn_id, message_id=message_id)
         # The turn's bookkeeping (its opening events, each act's completion) goes into the steps'
-        # own transactions: two activities fewer per one-tool turn. Histories from before this
-        # patch replay with the local activities they recorded.
-        turn.books_in_steps = workflow.patched(BOOKKEEPING_IN_STEPS)
-        if not turn.books_in_steps:
-            try:
-                info: TurnInfo = await workflow.execute_local_activity(
-                    "begin_turn",
-                    TurnStart(session_id=session_id, turn_id=turn_id, message_id=message_id),
-                    result_type=TurnInfo,
-                    start_to_close_timeout=LOCAL,
-                    retry_policy=LOCAL_RETRY,
-                )
-            except ActivityError as exc:
-                if _session_gone(exc):
-                    return None  # deleted while the message waited: nothing to answer
-                raise
-            turn.max_iterations = info.max_iterations
+        # own transactions, not activities of its own; finish_turn stores what no step got to.
+        turn = _Turn(session_id=session_id, turn_id=turn_id, message_id=message_id)
         self._steps = asyncio.create_task(self._run_steps(turn))
         try:
             await self._steps
@@ -213,7 +191,6 @@ class SessionWorkflow:
             error=turn.error,
             error_code=turn.error_code,
             notice_message_id=turn.notice,
-            open_turn=turn.books_in_steps,
             act=turn.act,
         )
         try:
@@ -222,9 +199,6 @@ class SessionWorkflow:
             )
         except (ActivityError, ApplicationError):
             # (A local activity's failure arrives as its ApplicationError, without the ActivityError.)
-            # Workflows from before this patch failed here (and left the turn open).
-            if not workflow.patched(DURABLE_TURN_END):
-                raise
             # The database has been away longer than the quick retries: every turn ends with its
             # end event, so keep at it for as long as a step waits for the database.
             await workflow.execute_activity(
@@ -258,12 +232,7 @@ class SessionWorkflow:
             act = ActCompleted(
                 session_id=turn.session_id, turn_id=turn.turn_id, iteration=turn.iterations, outcomes=outcomes
             )
-            if turn.books_in_steps:
-                turn.act = act  # stored by the next step, or by finish_turn if none comes
-            else:
-                await workflow.execute_local_activity(
-                    "complete_act", act, start_to_close_timeout=LOCAL, retry_policy=LOCAL_RETRY
-                )
+            turn.act = act  # stored by the next step, or by finish_turn if none comes
 
     async def _reason(self, turn: _Turn) -> ReasonResult:
         result: ReasonResult = await workflow.execute_activity(
@@ -274,9 +243,8 @@ class SessionWorkflow:
                 input_message_id=turn.message_id,
                 iteration=turn.iterations,
                 message_id=self._new_id(),
-                open_turn=turn.books_in_steps and turn.iterations == 1,
+                open_turn=turn.iterations == 1,
                 act=turn.act,
-                may_defer=turn.iterations == 1 and workflow.patched(ANSWER_IN_ORDER),
             ),
             result_type=ReasonResult,
             start_to_close_timeout=timedelta(minutes=10) + STORE_WAITS,
@@ -356,8 +324,7 @@ class _Turn:
     session_id: str
     turn_id: str
     message_id: str
-    books_in_steps: bool = False
-    max_iterations: int | None = None  # known from the first step on (or from begin_turn)
+    max_iterations: int | None = None  # known from the first step on
     act: ActCompleted | None = None  # completed, its completion not stored yet
     outcome: TurnOutcome = "completed"
     iterations: int = 0
@@ -365,10 +332,6 @@ class _Turn:
     error_code: str | None = None
     notice: str | None = None  # id of the agent message that tells the user what failed
     earlier: str | None = None  # an earlier message to answer first: this turn is given up
-
-
-def _session_gone(exc: ActivityError) -> bool:
-    return isinstance(exc.cause, ApplicationError) and exc.cause.type == SESSION_GONE
 
 
 def _failure(exc: ActivityError) -> tuple[str, str]:

@@ -52,17 +52,6 @@ class SessionInput(msgspec.Struct, kw_only=True):
     handled: list[str] = msgspec.field(default_factory=list)
 
 
-class TurnStart(msgspec.Struct, kw_only=True):
-    session_id: str
-    turn_id: str
-    message_id: str
-
-
-class TurnInfo(msgspec.Struct, kw_only=True):
-    agent_id: str
-    max_iterations: int
-
-
 class ToolOutcome(msgspec.Struct, kw_only=True):
     tool_call_id: str
     status: ToolStatus
@@ -82,14 +71,11 @@ class ReasonInput(msgspec.Struct, kw_only=True):
     iteration: int
     # Chosen by the workflow, so every attempt streams and stores under the same id.
     message_id: str
-    # Bookkeeping stored in the step's first transaction instead of a local activity of its own
-    # (workflows from before the `bookkeeping-in-steps` patch send neither): the turn's opening
-    # events (on its first step), and the completion of the act before this step.
+    # The turn's first step: it stores the turn's opening events, and may give way to an earlier
+    # unanswered message instead (`ReasonResult.earlier_message_id`).
     open_turn: bool = False
+    # The act before this step, whose completion this step stores in its first transaction.
     act: ActCompleted | None = None
-    # The turn's first step may give way to an earlier unanswered message (`earlier_message_id`):
-    # only a workflow that knows what to do with that answer sends it (patch `answer-in-order`).
-    may_defer: bool = False
 
 
 class ToolCallRef(msgspec.Struct, kw_only=True):
@@ -152,9 +138,8 @@ class TurnEnd(msgspec.Struct, kw_only=True):
     error_code: str | None = None
     # Set when the user should be told in the conversation what went wrong.
     notice_message_id: str | None = None
-    # A turn whose steps keep the books: its opening events, stored here if its first step did
-    # not get that far, and its last act's completion, stored here if no step came after it.
-    open_turn: bool = False
+    # The turn's last act, whose completion no step came after to store. (Its opening events are
+    # stored here too if its first step did not get that far.)
     act: ActCompleted | None = None
 
 

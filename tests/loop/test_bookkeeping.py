@@ -75,7 +75,6 @@ async def test_finish_turn_stores_what_the_turn_s_steps_did_not(loop: Loop) -> N
         outcome="cancelled",
         iterations=1,
         duration_ms=5,
-        open_turn=True,
         act=act,
     )
     redis = bus.connect(loop.endpoints.redis_url)

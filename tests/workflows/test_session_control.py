@@ -224,7 +224,6 @@ async def test_a_turn_that_keeps_calling_tools_fails_at_the_agents_step_limit(
         "exactly the limit of steps, from the first reply"
     )
     assert [r.open_turn for r in stand.reasons] == [True, False, False]
-    assert [r.may_defer for r in stand.reasons] == [True, False, False]
     assert [t.tool_call_id for t in stand.tool_inputs] == ["call_1", "call_2", "call_3"]
     assert [(t.iteration, t.message_id) for t in stand.tool_inputs] == [
         (r.iteration, r.message_id) for r in stand.reasons
@@ -243,7 +242,7 @@ async def test_a_turn_that_keeps_calling_tools_fails_at_the_agents_step_limit(
     assert {r.turn_id for r in stand.reasons} == {turn_id} and end.turn_id == turn_id
     assert (end.outcome, end.error_code, end.iterations) == ("failed", "max_iterations", 3)
     assert end.error == "the turn reached the agent's limit of 3 reasoning steps"
-    assert end.notice_message_id is None and end.open_turn
+    assert end.notice_message_id is None
     assert end.act == ActCompleted(
         session_id=end.session_id,
         turn_id=turn_id,
@@ -297,7 +296,7 @@ async def test_cancel_during_a_tool_call_stops_it_and_ends_the_turn_cancelled(
     [end] = stand.ends
     assert (end.turn_id, end.input_message_id, end.outcome, end.iterations) == (turn_id, "m1", "cancelled", 1)
     assert (end.error, end.error_code, end.notice_message_id) == (None, None, None)
-    assert end.act is None and end.open_turn
+    assert end.act is None
 
 
 async def test_cancel_with_no_turn_running_returns_false(env: WorkflowEnvironment) -> None:
@@ -470,7 +469,7 @@ async def test_a_first_step_that_fails_for_good_ends_the_turn_failed_with_its_re
     assert (end.outcome, end.error_code, end.error) == ("failed", "image_url_refused", REFUSED)
     assert (end.turn_id, end.input_message_id, end.iterations) == (step.turn_id, "m1", 1)
     # The failed step stored nothing: finish_turn opens the turn and stores the notice.
-    assert end.open_turn and end.act is None
+    assert end.act is None
     assert end.notice_message_id is not None
     assert str(uuid.UUID(end.notice_message_id)) == end.notice_message_id
     assert end.notice_message_id != step.message_id
@@ -553,7 +552,7 @@ async def test_a_step_whose_retries_run_out_fails_the_turn_with_the_last_failure
     [end] = stand.ends
     assert (end.outcome, end.error_code, end.error) == ("failed", "llm_error", RATE_LIMITED)
     assert end.iterations == 1
-    assert end.notice_message_id is not None and end.open_turn and end.act is None
+    assert end.notice_message_id is not None and end.act is None
 
 
 # --- the same message more than once --------------------------------------------------------------

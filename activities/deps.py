@@ -8,10 +8,12 @@ from typing import Any
 
 import redis.asyncio as redis
 from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.exceptions import ApplicationError
 
 from core.crypto import SecretBox
 from core.db import Database
 from core.db.models import Event
+from core.schemas.turns import SESSION_GONE
 from core.settings import Settings
 from services import events
 
@@ -52,3 +54,8 @@ class EventBatch:
         self.stored += stored
         self.pending = []
         return True
+
+
+def session_gone(what: str) -> ApplicationError:
+    """A step's session (or the message it answers) was deleted: nothing left to do, no retry."""
+    return ApplicationError(f"{what} is gone", type=SESSION_GONE, non_retryable=True)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating, in_activity
 from core.db import Database
 from core.db.availability import is_unavailable
 from core.durability import STORE_BACKOFF_FIRST, STORE_BACKOFF_MAX, STORE_RETRY_WINDOW
@@ -21,8 +22,6 @@ from core.schemas.turns import DATABASE_UNAVAILABLE, LlmFailure
 T = TypeVar("T")
 
 log = structlog.get_logger("everloop.persist")
-
-BEAT_EVERY_S = 1.0
 
 
 async def persist(
@@ -43,16 +42,11 @@ async def persist(
 
     In a local activity (which cannot heartbeat) `work` runs once: the workflow's retry policy
     for that activity does the waiting."""
-    info = _activity_info()
-    if info is not None and info.is_local:
+    if in_activity() and activity.info().is_local:
         async with db.session() as session:
             return await work(session)
-    beat = asyncio.create_task(_beat(details)) if info is not None else None
-    try:
+    async with heartbeating(*details):
         return await _until_stored(db, work, what)
-    finally:
-        if beat is not None:
-            beat.cancel()
 
 
 async def _until_stored(db: Database, work: Callable[[AsyncSession], Awaitable[T]], what: str) -> T:
@@ -91,16 +85,3 @@ async def _until_stored(db: Database, work: Callable[[AsyncSession], Awaitable[T
             return result
         await asyncio.sleep(delay)
         delay = min(delay * 2, STORE_BACKOFF_MAX.total_seconds())
-
-
-async def _beat(details: tuple[Any, ...]) -> None:
-    while True:
-        activity.heartbeat(*details)
-        await asyncio.sleep(BEAT_EVERY_S)
-
-
-def _activity_info() -> activity.Info | None:
-    try:
-        return activity.info()
-    except RuntimeError:  # not in an activity (the sweeper, a test)
-        return None

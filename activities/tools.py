@@ -14,10 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
 from activities.deps import EventBatch, LoopDeps
+from activities.heartbeat import heartbeating
 from activities.persist import persist
 from capabilities import registry
 from capabilities.base import ToolContext, ToolError
-from core.db.models import Agent, Event, Message, Session
+from core.db.models import Event, Message
 from core.net import NetPolicy
 from core.schemas.content import ToolCallPart, ToolResultPart, content_from_json
 from core.schemas.turns import (
@@ -28,9 +29,8 @@ from core.schemas.turns import (
     ToolOutcome,
     ToolStatus,
 )
-from services import events, mcp_servers
+from services import conversation, events, mcp_servers, sessions
 
-HEARTBEAT_EVERY_S = 1.0
 # The largest finished result kept in the activity's heartbeat for a later attempt to store.
 KEEP_MAX_BYTES = 64 * 1024
 
@@ -109,17 +109,14 @@ class ToolActivities:
         session_id = uuid.UUID(params.session_id)
         key = f"{params.turn_id}:{params.tool_call_id}"
         batch = EventBatch(session_id, {"turn_id": params.turn_id})
-        found = await _stored_results(db, session_id, key, params.tool_call_id)
-        if (existing := found.get(f"{key}:result")) is not None:
+        results = await _stored_results(db, session_id, key, params.tool_call_id)
+        if (existing := results.get(f"{key}:result")) is not None:
             return ToolOutcome(tool_call_id=params.tool_call_id, status=existing)
         reply = await db.get(Message, uuid.UUID(params.message_id))
-        agent = (
-            await db.execute(
-                select(Agent).join(Session, Session.agent_id == Agent.id).where(Session.id == session_id)
-            )
-        ).scalar_one_or_none()
-        if reply is None or agent is None:
+        found = await sessions.with_agent(db, session_id)
+        if reply is None or found is None:
             return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
+        _, agent = found
         call = next(
             p
             for p in content_from_json(reply.content)
@@ -173,17 +170,15 @@ class ToolActivities:
             # so the call never has two results.
             return [], ToolOutcome(tool_call_id=params.tool_call_id, status="cancelled")
         part = ToolResultPart(tool_call_id=call.id, result=result, error=error)
-        message = Message(
-            session_id=session_id,
+        await conversation.add_message(
+            db,
+            session_id,
+            "tool",
+            [msgspec.to_builtins(part)],
             sequence=sequence,
-            role="tool",
-            content=[msgspec.to_builtins(part)],
-            tags=[],
-            metadata_={"status": status, "tool_name": call.name, "input_message_id": begun.turn_input},
+            metadata={"status": status, "tool_name": call.name, "input_message_id": begun.turn_input},
             idempotency_key=f"{key}:result",
         )
-        db.add(message)
-        await db.flush()
         batch.add(
             "tool.call_completed",
             {
@@ -226,16 +221,13 @@ class ToolActivities:
         except ToolError as exc:
             return "error", None, str(exc)
         work: asyncio.Future[Any] = asyncio.ensure_future(tool.handler(arguments, ctx))
-        deadline = asyncio.get_running_loop().time() + timeout_s
         try:
-            # Heartbeat while the tool runs, so a cancel reaches us and a dead worker is noticed.
-            while not work.done():
-                activity.heartbeat()
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    work.cancel()
-                    return "timeout", None, f"the tool did not finish within {timeout_s:g} s"
-                await asyncio.wait({work}, timeout=min(HEARTBEAT_EVERY_S, remaining))
+            # Heartbeats while the tool runs, so a cancel reaches us and a dead worker is noticed.
+            async with heartbeating():
+                done, _ = await asyncio.wait({work}, timeout=timeout_s)
+            if not done:
+                work.cancel()
+                return "timeout", None, f"the tool did not finish within {timeout_s:g} s"
             return "success", work.result(), None
         except asyncio.CancelledError:
             work.cancel()

@@ -15,7 +15,7 @@ from activities.deps import EventBatch, LoopDeps
 from activities.persist import persist
 from core.db.models import Event, Message
 from core.schemas.turns import ActCompleted, SessionLoop, TurnEnd
-from services import events
+from services import conversation, events
 from services.sessions import message_to_schema
 
 
@@ -71,17 +71,14 @@ class TurnActivities:
         if existing is not None:
             return
         text = f"Sorry, I could not answer: {params.error}."
-        message = Message(
-            id=uuid.UUID(params.notice_message_id),
-            session_id=batch.session_id,
-            sequence=await events.next_sequence(db, batch.session_id, "last_message_sequence"),
-            role="agent",
-            content=[{"type": "text", "text": text}],
-            tags=[],
-            metadata_={"error_code": params.error_code, "input_message_id": params.input_message_id},
+        message = await conversation.add_message(
+            db,
+            batch.session_id,
+            "agent",
+            [{"type": "text", "text": text}],
+            message_id=uuid.UUID(params.notice_message_id),
+            metadata={"error_code": params.error_code, "input_message_id": params.input_message_id},
         )
-        db.add(message)
-        await db.flush()
         batch.add(
             "message.agent",
             {"message": msgspec.to_builtins(message_to_schema(message)), "metadata": {"error": True}},

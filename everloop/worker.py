@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities import heartbeat
 from activities.deps import LoopDeps
 from activities.diagnostics import DiagnosticActivities
 from activities.llm import ReasonActivities
@@ -46,8 +47,8 @@ def build_worker(
         ],
         # Heartbeats reach the server at least every second, so a cancel reaches a running LLM
         # call or tool within about a second (the default waits up to 80% of the timeout).
-        max_heartbeat_throttle_interval=timedelta(seconds=1),
-        default_heartbeat_throttle_interval=timedelta(seconds=1),
+        max_heartbeat_throttle_interval=timedelta(seconds=heartbeat.EVERY_S),
+        default_heartbeat_throttle_interval=timedelta(seconds=heartbeat.EVERY_S),
         # Let in-flight activities finish (they heartbeat and are retried elsewhere if we die).
         graceful_shutdown_timeout=timedelta(seconds=10),
     )

@@ -20,11 +20,49 @@ from core.schemas.content import (
     ToolResultPart,
     content_from_json,
 )
+from core.schemas.sessions import MessageRole
 from services import events
 
 INTERRUPTED = "the tool call did not complete (interrupted or cancelled); no result is available"
 # How long a turn waits for the DNS answer of an image URL's host before it lets the URL through.
 IMAGE_DNS_TIMEOUT_S = 5.0
+
+
+async def add_message(
+    db: AsyncSession,
+    session_id: uuid.UUID,
+    role: MessageRole,
+    content: list[dict[str, Any]],
+    *,
+    sequence: int | None = None,
+    message_id: uuid.UUID | None = None,
+    metadata: dict[str, Any] | None = None,
+    controls: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+    idempotency_key: str | None = None,
+    flush: bool = True,
+) -> Message:
+    """The one way a message enters a conversation, in the caller's transaction: it takes the
+    session's next message `sequence` (which locks the session row until the transaction ends)
+    unless the caller took it already, to look for an earlier attempt's message under that lock."""
+    if sequence is None:
+        sequence = await events.next_sequence(db, session_id, "last_message_sequence")
+    message = Message(
+        session_id=session_id,
+        sequence=sequence,
+        role=role,
+        content=content,
+        controls=controls,
+        metadata_=metadata,
+        tags=tags or [],
+        idempotency_key=idempotency_key,
+    )
+    if message_id is not None:
+        message.id = message_id
+    db.add(message)
+    if flush:
+        await db.flush()
+    return message
 
 
 async def load(db: AsyncSession, session_id: uuid.UUID) -> list[Message]:
@@ -84,16 +122,15 @@ async def close_dangling(db: AsyncSession, session_id: uuid.UUID, messages: list
         if isinstance(part, ToolCallPart)
     }
     for call in dangling_calls(messages):
-        message = Message(
-            session_id=session_id,
-            sequence=await events.next_sequence(db, session_id, "last_message_sequence"),
-            role="tool",
-            content=[{"type": "tool_result", "tool_call_id": call.id, "result": None, "error": INTERRUPTED}],
-            tags=[],
-            metadata_={"status": "error", "tool_name": call.name, "input_message_id": owners.get(call.id)},
+        message = await add_message(
+            db,
+            session_id,
+            "tool",
+            [{"type": "tool_result", "tool_call_id": call.id, "result": None, "error": INTERRUPTED}],
+            metadata={"status": "error", "tool_name": call.name, "input_message_id": owners.get(call.id)},
             idempotency_key=f"synthetic-result:{call.id}",
+            flush=False,
         )
-        db.add(message)
         added.append(message)
     if added:
         await db.flush()

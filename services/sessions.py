@@ -27,7 +27,7 @@ from core.schemas.content import (
     content_from_json,
     content_to_json,
 )
-from services import agents, events
+from services import agents, conversation, events
 from services.common import changed_fields, page_of
 from services.llm import check_model_exists
 
@@ -222,19 +222,17 @@ async def post_message(
         await check_model_exists(db, who, data.controls.model_id, "controls.model_id")
     if idempotency_key is not None and (first := await _by_key(db, session_id, idempotency_key)):
         return _replayed(first, data)
-    message = Message(
-        session_id=session.id,
-        sequence=await events.next_sequence(db, session.id, "last_message_sequence"),
-        role="user",
-        content=content_to_json(data.message.content),
-        controls=msgspec.to_builtins(data.controls) if data.controls else None,
-        metadata_=data.metadata,
-        tags=data.tags,
-        idempotency_key=idempotency_key,
-    )
-    db.add(message)
     try:
-        await db.flush()
+        message = await conversation.add_message(
+            db,
+            session.id,
+            "user",
+            content_to_json(data.message.content),
+            controls=msgspec.to_builtins(data.controls) if data.controls else None,
+            metadata=data.metadata,
+            tags=data.tags,
+            idempotency_key=idempotency_key,
+        )
     except IntegrityError:
         # The same key raced in from a concurrent retry, which committed first.
         await db.rollback()
@@ -267,3 +265,11 @@ async def list_messages(
     await get(db, who, agent_id, session_id)
     query = select(Message).where(Message.session_id == session_id).order_by(Message.sequence)
     return await page_of(db, query, offset, limit)
+
+
+async def with_agent(db: AsyncSession, session_id: uuid.UUID) -> tuple[Session, Agent] | None:
+    """A session and its agent, as a turn's step reads them (no owner check: the loop acts for the
+    owner); None if the session is gone."""
+    query = select(Session, Agent).join(Agent, Agent.id == Session.agent_id).where(Session.id == session_id)
+    found = (await db.execute(query)).first()
+    return None if found is None else (found[0], found[1])

@@ -13,9 +13,8 @@ import msgspec
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db.models import Event, Message
-from core.ids import uuid7
-from services import events
+from core.db.models import Event
+from services import conversation, events
 from services.sessions import message_to_schema
 
 TURN_ENDS = ("turn.completed", "turn.failed", "turn.cancelled")
@@ -83,18 +82,14 @@ async def close_turn(db: AsyncSession, turn: OpenTurn, reason: str) -> list[Even
     still_latest = latest.scalar_one_or_none() == turn.turn_id
     error = f"the turn was interrupted: {reason}"
     key = turn.turn_id
-    notice = Message(
-        id=uuid7(),
-        session_id=turn.session_id,
-        sequence=await events.next_sequence(db, turn.session_id, "last_message_sequence"),
-        role="agent",
-        content=[{"type": "text", "text": f"Sorry, I could not answer: {error}."}],
-        tags=[],
-        metadata_={"error_code": ERROR_CODE, "input_message_id": turn.input_message_id},
+    notice = await conversation.add_message(
+        db,
+        turn.session_id,
+        "agent",
+        [{"type": "text", "text": f"Sorry, I could not answer: {error}."}],
+        metadata={"error_code": ERROR_CODE, "input_message_id": turn.input_message_id},
         idempotency_key=f"{key}:notice",
     )
-    db.add(notice)
-    await db.flush()
     new = [
         events.NewEvent(
             "message.agent",

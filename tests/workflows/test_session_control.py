@@ -432,7 +432,7 @@ async def test_cancel_while_a_call_waits_for_approval(env: WorkflowEnvironment) 
 
 
 def _fatal(kind: str, message: str) -> ApplicationError:
-    """A step's failure for good, as activities/llm.py's `_fatal` raises it."""
+    """A step's failure for good, as activities/provider.py's `fatal` raises it."""
     return ApplicationError(
         message, LlmFailure(status=None, kind=kind, message=message), type=kind, non_retryable=True
     )
@@ -531,7 +531,7 @@ RATE_LIMITED = "the provider is rate limiting (HTTP 429)"
 
 
 class AlwaysRateLimited(Stand):
-    """Every attempt fails as activities/llm.py's `_provider_error` reports a 429: retryable."""
+    """Every attempt fails as activities/provider.py's `provider_error` reports a 429: retryable."""
 
     async def answer(self, params: ReasonInput) -> ReasonResult:
         raise ApplicationError(

@@ -19,14 +19,12 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
-import pytest
 from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from core.converter import data_converter
 from core.schemas.turns import (
     ActCompleted,
     ApprovalDecision,
@@ -39,22 +37,9 @@ from core.schemas.turns import (
     ToolOutcome,
     TurnEnd,
 )
-from tests.workflows.test_tool_approval_timer import _test_server
 from workflows.session import SessionWorkflow
 
 WAIT = 20.0  # seconds of real time any one expected event may take
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    # One server per test: a clock skipped by one test must not be shared with the next.
-    environment = await WorkflowEnvironment.start_time_skipping(
-        data_converter=data_converter, test_server_existing_path=_test_server()
-    )
-    try:
-        yield environment
-    finally:
-        await environment.shutdown()
 
 
 class Stand:

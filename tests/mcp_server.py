@@ -90,8 +90,8 @@ def serve_http() -> Iterator[tuple[str, Recorder]]:
     from tests.servers import running
 
     recorder = Recorder(build().streamable_http_app())
-    with running(recorder) as base:
-        yield f"{base}/mcp", recorder
+    with running(recorder) as server:
+        yield f"{server.url}/mcp", recorder
 
 
 def stdio_command() -> dict[str, Any]:

@@ -22,8 +22,9 @@ from core.db.models import ApiKey
 from core.settings import Settings, SettingsError, load_settings
 from everloop.stack import Endpoints
 from services import event_stream
-from tests.api.test_events_support import serve, store_and_publish
 from tests.conftest import make_settings
+from tests.servers import running
+from tests.sse import open_sse, store_and_publish
 
 SECRET = "f" * 48
 ADMIN_EMAIL, ADMIN_PASSWORD = "root@example.com", "root password"
@@ -319,8 +320,8 @@ async def test_the_event_stream_ends_when_its_credential_expires(
         await s.commit()
     path = f"/v1/agents/{agent['id']}/sessions/{session['id']}/events"
     async with (
-        serve(second_api(endpoints)) as server,
-        server.sse(path, headers={"Authorization": f"Bearer {key['key']}"}) as stream,
+        running(second_api(endpoints)) as server,
+        open_sse(server, path, headers={"Authorization": f"Bearer {key['key']}"}) as stream,
     ):
         frames = await stream.until_comment(event_stream.CREDENTIAL_EXPIRED, timeout=10)
         assert frames == []
@@ -335,7 +336,10 @@ async def test_the_event_stream_ends_after_logout(
     agent = (await anon.post("/v1/agents", json={"name": "a"}, headers=bearer(user))).json()
     session = (await anon.post(f"/v1/agents/{agent['id']}/sessions", json={}, headers=bearer(user))).json()
     path = f"/v1/agents/{agent['id']}/sessions/{session['id']}/events"
-    async with serve(second_api(endpoints)) as server, server.sse(path, headers=bearer(user)) as stream:
+    async with (
+        running(second_api(endpoints)) as server,
+        open_sse(server, path, headers=bearer(user)) as stream,
+    ):
         await stream.until_comment("keep-alive")  # following, credential checked
         assert (await anon.post("/api/auth/logout", headers=bearer(user))).status_code == 200
         await asyncio.wait_for(stream.until_comment(event_stream.CREDENTIAL_REVOKED), 10)
@@ -359,7 +363,7 @@ async def test_a_busy_event_stream_ends_after_its_key_is_revoked(
             await asyncio.sleep(0.02)
 
     credential = {"Authorization": f"Bearer {key['key']}"}
-    async with serve(second_api(endpoints)) as server, server.sse(path, headers=credential) as stream:
+    async with running(second_api(endpoints)) as server, open_sse(server, path, headers=credential) as stream:
         busy = asyncio.create_task(chatter())
         try:
             assert (await stream.event()).event == "test.step"

@@ -26,9 +26,10 @@ from core.settings import Settings
 from everloop.stack import Endpoints
 from services import event_stream
 from tests import factories
-from tests.api.test_events_support import Server, serve, store, store_and_publish
 from tests.conftest import make_settings
 from tests.outage import OwnPostgres, own_postgres
+from tests.servers import Server, running
+from tests.sse import open_sse, store, store_and_publish
 
 # Short limits, so that a frozen server costs each request about a second.
 CONNECT_S = POOL_S = STATEMENT_S = 1.0
@@ -73,8 +74,8 @@ async def pg_db(pg: OwnPostgres) -> AsyncIterator[Database]:
 @pytest.fixture
 async def server(endpoints: Endpoints, pg: OwnPostgres, task_queue: str) -> AsyncIterator[Server]:
     app = create_app(outage_settings(endpoints, pg, task_queue), configure_logs=False)
-    async with serve(app) as running:
-        yield running
+    async with running(app) as server:
+        yield server
 
 
 @pytest.fixture
@@ -115,7 +116,7 @@ async def test_while_postgres_is_stopped_routes_answer_503_and_work_again_withou
     session_id, path = await new_session(http)
     events = f"{path}/events"
     first = await store_and_publish(pg_db, redis_client, session_id)
-    async with server.sse(events) as stream:
+    async with open_sse(server, events) as stream:
         assert (await stream.event()).id == str(first.id)
 
         await asyncio.to_thread(pg.stop)
@@ -143,7 +144,7 @@ async def test_while_postgres_is_stopped_routes_answer_503_and_work_again_withou
         assert user_event.event == "message.user"
 
     # A client that reconnects with Last-Event-ID resumes right after it, with no gap.
-    async with server.sse(events, headers={"Last-Event-ID": str(first.id)}) as resumed:
+    async with open_sse(server, events, headers={"Last-Event-ID": str(first.id)}) as resumed:
         ids = [(await resumed.event()).id for _ in range(3)]
     assert ids == [*(str(e.id) for e in meanwhile), user_event.id]
     sequences = [e["sequence"] for e in (await http.get(events)).json()["data"]]
@@ -212,7 +213,7 @@ async def test_a_post_given_up_on_while_postgres_is_frozen_is_never_stored(
         outage_settings(endpoints, pg, task_queue, DB_STATEMENT_TIMEOUT=str(statement_s)),
         configure_logs=False,
     )
-    async with serve(app) as server, httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+    async with running(app) as server, httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         await _give_up_a_post_while_frozen(pg, server, http, temporal_client, statement_s)
 
 
@@ -287,7 +288,7 @@ async def test_a_credential_check_without_postgres_is_503_not_401(
         AUTH_JWT_SECRET="s" * 32,
     )
     app = create_app(settings, configure_logs=False)
-    async with serve(app) as running, httpx.AsyncClient(base_url=running.url, timeout=30) as http:
+    async with running(app) as server, httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         login = await http.post(
             "/api/auth/login", json={"email": "admin@example.com", "password": "correct horse battery"}
         )

@@ -9,8 +9,8 @@ import pytest
 
 from core.db import Database
 from tests import factories
-from tests.api.test_events_support import new_session, store
 from tests.factories import Client
+from tests.sse import new_session, store
 
 
 async def _types(client: Client, path: str, **params: Any) -> list[str]:

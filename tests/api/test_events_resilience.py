@@ -18,9 +18,10 @@ from everloop.stack import Endpoints
 from everloop.stack.process import ManagedProcess, free_port
 from everloop.stack.services import start_redis
 from services import event_stream, events
-from tests.api.test_events_support import new_session, serve, store, store_and_publish
 from tests.conftest import make_settings
 from tests.factories import Client
+from tests.servers import running
+from tests.sse import new_session, open_sse, store, store_and_publish
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +70,7 @@ async def test_without_redis_the_stream_polls_the_database(
     app = create_app(make_settings(endpoints, REDIS_URL=nowhere), configure_logs=False)
     session_id, path = await new_session(client)
     first = await store(db, session_id)
-    async with serve(app) as server, server.sse(path) as stream:
+    async with running(app) as server, open_sse(server, path) as stream:
         assert (await stream.next()).comment == event_stream.POLLING
         assert (await stream.next()).id == str(first.id)
         later = [await store(db, session_id) for _ in range(3)]  # stored, announced nowhere
@@ -85,7 +86,7 @@ async def test_the_stream_survives_a_redis_restart_and_follows_live_again(
     await private_redis.start()
     app = create_app(make_settings(endpoints, REDIS_URL=private_redis.url), configure_logs=False)
     session_id, path = await new_session(client)
-    async with serve(app) as server, server.sse(path) as stream:
+    async with running(app) as server, open_sse(server, path) as stream:
         before = bus.connect(private_redis.url)
         first = await store_and_publish(db, before, session_id)
         assert (await stream.next()).id == str(first.id)
@@ -118,10 +119,10 @@ async def test_two_api_processes_stream_the_same_events(
     one_app = create_app(settings, configure_logs=False)
     two_app = create_app(settings, configure_logs=False)
     async with (
-        serve(one_app) as one,
-        serve(two_app) as two,
-        one.sse(path) as first,
-        two.sse(path, headers={"Last-Event-ID": str(stored[0].id)}) as second,
+        running(one_app) as one,
+        running(two_app) as two,
+        open_sse(one, path) as first,
+        open_sse(two, path, headers={"Last-Event-ID": str(stored[0].id)}) as second,
     ):
         live = [await store_and_publish(db, redis_client, session_id) for _ in range(3)]
         await events.publish_ephemeral(redis_client, session_id, "output.message.delta", {"delta": "x"})

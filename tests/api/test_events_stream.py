@@ -11,23 +11,18 @@ import msgspec
 import pytest
 import redis.asyncio as redis
 from litestar import Litestar
+from litestar.di import Provide
 
 from api.app import create_app
+from api.state import Services
 from core import bus
 from core.db import Database
 from core.settings import Settings
 from everloop.stack import Endpoints
 from services import event_stream, events
-from tests.api.test_events_support import (
-    SSE,
-    Server,
-    new_session,
-    serve,
-    services_of,
-    store,
-    store_and_publish,
-)
 from tests.factories import Client
+from tests.servers import Server, running
+from tests.sse import SSE, new_session, open_sse, store, store_and_publish
 
 
 @pytest.fixture
@@ -37,8 +32,8 @@ def server_app(settings: Settings, db: Database) -> Litestar:
 
 @pytest.fixture
 async def server(server_app: Litestar) -> AsyncIterator[Server]:
-    async with serve(server_app) as running:
-        yield running
+    async with running(server_app) as server:
+        yield server
 
 
 @pytest.fixture
@@ -46,6 +41,14 @@ async def redis_client(endpoints: Endpoints) -> AsyncIterator[redis.Redis]:
     client = bus.connect(endpoints.redis_url)
     yield client
     await client.aclose()
+
+
+def services_of(app: Litestar) -> Services:
+    provide = app.dependencies["services"]
+    assert isinstance(provide, Provide)
+    services = provide.dependency()
+    assert isinstance(services, Services)
+    return services
 
 
 async def _sequences(stream: SSE, count: int) -> list[int]:
@@ -57,7 +60,7 @@ async def test_connected_then_the_backlog_after_last_event_id_then_live_events(
 ) -> None:
     session_id, path = await new_session(client)
     stored = [await store(db, session_id, f"step.{i}", n=i) for i in range(1, 6)]
-    async with server.sse(path, headers={"Last-Event-ID": str(stored[1].id)}) as stream:
+    async with open_sse(server, path, headers={"Last-Event-ID": str(stored[1].id)}) as stream:
         backlog = [await stream.next() for _ in range(3)]
         assert [(f.event, f.id) for f in backlog] == [(f"step.{e.sequence}", str(e.id)) for e in stored[2:]]
         assert backlog[0].json() == msgspec.json.decode(msgspec.json.encode(events.to_schema(stored[2])))
@@ -76,12 +79,12 @@ async def test_since_id_sets_the_start_and_last_event_id_wins_over_it(
 ) -> None:
     session_id, path = await new_session(client)
     stored = [await store(db, session_id) for _ in range(5)]
-    async with server.sse(path, params={"since_id": str(stored[2].id)}) as stream:
+    async with open_sse(server, path, params={"since_id": str(stored[2].id)}) as stream:
         assert await _sequences(stream, 2) == [4, 5]
     headers = {"Last-Event-ID": str(stored[0].id)}
-    async with server.sse(path, headers=headers, params={"since_id": str(stored[3].id)}) as stream:
+    async with open_sse(server, path, headers=headers, params={"since_id": str(stored[3].id)}) as stream:
         assert await _sequences(stream, 4) == [2, 3, 4, 5]
-    async with server.sse(path) as stream:
+    async with open_sse(server, path) as stream:
         assert await _sequences(stream, 5) == [1, 2, 3, 4, 5]
 
 
@@ -90,7 +93,7 @@ async def test_ephemeral_frames_are_forwarded_without_an_id(
 ) -> None:
     session_id, path = await new_session(client)
     await store(db, session_id)
-    async with server.sse(path) as stream:
+    async with open_sse(server, path) as stream:
         assert (await stream.next()).json()["sequence"] == 1  # the backlog is read: live from here
         delta = {"message_id": "m1", "delta": "Hel"}
         await events.publish_ephemeral(redis_client, session_id, "output.message.delta", delta)
@@ -112,7 +115,7 @@ async def test_an_event_stored_before_the_backlog_and_announced_after_it_arrives
 ) -> None:
     session_id, path = await new_session(client)
     early = await store(db, session_id)
-    async with server.sse(path) as stream:
+    async with open_sse(server, path) as stream:
         assert (await stream.next()).id == str(early.id)
         await events.publish(redis_client, early)  # the announcement comes late, after the backlog
         sentinel = await store_and_publish(db, redis_client, session_id)
@@ -124,7 +127,7 @@ async def test_an_event_stored_while_the_client_connects_arrives_once(
 ) -> None:
     for _ in range(5):
         session_id, path = await new_session(client)
-        async with server.sse(path) as stream:
+        async with open_sse(server, path) as stream:
             # Stored the moment `connected` arrives: the backlog read and the live copy race for it.
             racing = await store_and_publish(db, redis_client, session_id)
             sentinel = await store_and_publish(db, redis_client, session_id)
@@ -136,7 +139,7 @@ async def test_an_event_announced_ahead_of_its_predecessor_comes_after_it(
 ) -> None:
     session_id, path = await new_session(client)
     await store(db, session_id)
-    async with server.sse(path) as stream:
+    async with open_sse(server, path) as stream:
         assert (await stream.next()).json()["sequence"] == 1
         second = await store(db, session_id)
         third = await store(db, session_id)
@@ -154,7 +157,7 @@ async def test_filters_apply_to_the_backlog_live_events_and_ephemeral_frames(
     for type_ in ("turn.started", "llm.generation", "message.agent"):
         await store(db, session_id, type_)
     params = {"types": ["turn.started,message.agent", "output.message.reset"], "exclude": "turn.started"}
-    async with server.sse(path, params=params) as stream:
+    async with open_sse(server, path, params=params) as stream:
         assert (await stream.next()).event == "message.agent"
         await store_and_publish(db, redis_client, session_id, "llm.generation")
         await events.publish_ephemeral(redis_client, session_id, "output.message.delta", {"delta": "x"})
@@ -175,7 +178,7 @@ async def test_keep_alive_comments_come_at_the_interval(
     assert event_stream.KEEPALIVE_S == 15.0
     monkeypatch.setattr(event_stream, "KEEPALIVE_S", 0.2)
     _, path = await new_session(client)
-    async with server.sse(path) as stream:
+    async with open_sse(server, path) as stream:
         started = time.monotonic()
         for _ in range(2):
             frame = await stream.next(timeout=5)
@@ -195,7 +198,7 @@ async def test_concurrent_writers_and_connecting_clients_see_every_event_once_in
             await store_and_publish(db, redis_client, session_id)
 
     async def read_all() -> list[int]:
-        async with server.sse(path) as stream:
+        async with open_sse(server, path) as stream:
             sequences = [(await stream.event()).json()["sequence"]]
             while sequences[-1] < total:
                 sequences.append((await stream.event()).json()["sequence"])
@@ -216,7 +219,7 @@ async def test_a_client_leaving_releases_its_subscription_and_connections(
 ) -> None:
     session_id, path = await new_session(client)
     channel = events.channel(session_id)
-    async with server.sse(path):
+    async with open_sse(server, path):
         assert await redis_client.pubsub_numsub(channel) == [(channel.encode(), 1)]
     # Leaving the block closed the connection and waited for the server to finish the request.
     assert await redis_client.pubsub_numsub(channel) == [(channel.encode(), 0)]
@@ -229,6 +232,6 @@ async def test_the_stream_ends_when_the_session_is_deleted(
 ) -> None:
     monkeypatch.setattr(event_stream, "KEEPALIVE_S", 0.1)
     _, path = await new_session(client)
-    async with server.sse(path) as stream:
+    async with open_sse(server, path) as stream:
         assert (await client.delete(path.removesuffix("/events"))).status_code == 204
         assert await stream.ended()

@@ -27,8 +27,8 @@ from tests.servers import running
 async def served(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a real server: its requests really run at the same time (the test client's
     in-process transport would hand them to the app one by one)."""
-    with running(create_app(settings, configure_logs=False)) as base_url:
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+    with running(create_app(settings, configure_logs=False)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             yield client
 
 

@@ -24,8 +24,8 @@ from tests.servers import running
 @pytest.fixture(scope="module")
 def provider() -> Iterator[tuple[str, ProviderState]]:
     app, state = create_provider_app()
-    with running(app) as url:
-        yield url, state
+    with running(app) as server:
+        yield server.url, state
 
 
 @pytest.fixture

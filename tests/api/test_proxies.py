@@ -38,8 +38,8 @@ async def test_the_forwarded_address_counts_only_from_a_trusted_proxy(
     options: dict[str, Any] = {
         k: v for k, v in settings.uvicorn_options().items() if k not in ("host", "port")
     }
-    with running(create_app(settings, configure_logs=False), "/health", **options) as base:
-        async with httpx.AsyncClient(base_url=base) as client:
+    with running(create_app(settings, configure_logs=False), "/health", **options) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
             body = {"email": "nobody@example.com", "password": "wrong password"}
             assert (await client.post("/api/auth/login", json=body, headers=FORWARDED)).status_code == 401
     assert await _counted_ips(endpoints) == {counted}

@@ -4,15 +4,11 @@ no 5xx, and every response matches what the spec documents."""
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import allow_header_conformance, ignored_auth, positive_data_acceptance
 from sqlalchemy import text
@@ -21,30 +17,14 @@ from api.app import create_app
 from core.db import Database
 from core.db.models import Base
 from everloop.stack import Endpoints
-from everloop.stack.process import free_port
 from tests.conftest import make_settings
+from tests.servers import running
 
 
 @pytest.fixture(scope="module")
 def base_url(endpoints: Endpoints) -> Iterator[str]:
-    port = free_port()
-    app = create_app(make_settings(endpoints), configure_logs=False)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running(create_app(make_settings(endpoints), configure_logs=False)) as server:
+        yield server.url
     asyncio.run(_truncate(endpoints.database_url))
 
 

@@ -230,8 +230,8 @@ async def open_rig(
         )
         await stack.enter_async_context(loop_worker)
         await stack.enter_async_context(bare_worker)
-        base_url = stack.enter_context(running(create_app(settings, configure_logs=False)))
-        http = await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, timeout=30))
+        api = stack.enter_context(running(create_app(settings, configure_logs=False)))
+        http = await stack.enter_async_context(httpx.AsyncClient(base_url=api.url, timeout=30))
         pubsub = redis.pubsub()
         stack.push_async_callback(pubsub.aclose)
         rig = Rig(http, pubsub, client, f"{queue}-bare", steps)
@@ -315,7 +315,7 @@ async def bench(endpoints: Endpoints, data_dir: Path, args: argparse.Namespace) 
     )
     print(f"Temporal dynamic config {CURRENT}; the worker as everloop/worker.py builds it")
     with running(create_simulator_app(), "/simulator/v1/models") as simulator:
-        simulator_url = f"{simulator}/simulator/v1"
+        simulator_url = f"{simulator.url}/simulator/v1"
         async with open_rig(endpoints, data_dir, simulator_url, {}) as rig:
             baseline = await run(rig)
         report(baseline, args.iterations, args.same_session)

@@ -33,11 +33,11 @@ from core.db.models import Event, Message
 from core.settings import Settings
 from everloop.stack import Endpoints
 from tests import factories
-from tests.api.test_events_support import SSE
 from tests.conftest import TEST_MASTER_KEY, make_settings
 from tests.mcp_server import serve_http
 from tests.outage import OwnPostgres, OwnRedis, own_postgres, own_redis
 from tests.servers import running
+from tests.sse import SSE
 
 ROOT = Path(__file__).resolve().parents[2]
 TURN_ENDS = {"turn.completed", "turn.failed", "turn.cancelled"}
@@ -274,7 +274,7 @@ async def stack(
     watchers: list[Watcher] = []
     try:
         with serve_http() as (mcp_url, _), running(create_app(settings, configure_logs=False)) as api:
-            async with httpx.AsyncClient(base_url=api, timeout=30) as client:
+            async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
                 built = Stack(
                     postgres,
                     redis,

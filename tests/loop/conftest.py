@@ -23,9 +23,9 @@ from core.settings import Settings
 from everloop.stack import Endpoints
 from everloop.worker import build_worker
 from tests import factories
-from tests.api.test_events_support import SSE
 from tests.conftest import make_settings
 from tests.servers import running
+from tests.sse import SSE
 
 TURN_ENDS = {"turn.completed", "turn.failed", "turn.cancelled"}
 
@@ -116,8 +116,8 @@ async def loop(
     worker = build_worker(temporal_client, settings, db, redis)
     app = create_app(settings, configure_logs=False)
     # A real server in its own thread: requests such as cancel wait on this loop's worker.
-    with running(app) as base_url:
-        async with worker, httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+    with running(app) as server:
+        async with worker, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             yield Loop(client, db, endpoints, settings, temporal_client, simulator_url, worker)
     await redis.aclose()
 
@@ -131,7 +131,7 @@ async def loopback_loop(
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue, OUTBOUND_ALLOW_LOOPBACK="true")
     redis = bus.connect(endpoints.redis_url)
     worker = build_worker(temporal_client, settings, db, redis)
-    with running(create_app(settings, configure_logs=False)) as base_url:
-        async with worker, httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+    with running(create_app(settings, configure_logs=False)) as server:
+        async with worker, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             yield Loop(client, db, endpoints, settings, temporal_client, simulator_url, worker)
     await redis.aclose()

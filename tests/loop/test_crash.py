@@ -78,7 +78,7 @@ async def test_a_killed_worker_loses_no_turn_and_repeats_no_step(
     first = workers.start()
     words = " ".join(f"w{i}" for i in range(80))
     with running(create_app(settings, configure_logs=False)) as api:
-        async with httpx.AsyncClient(base_url=api, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
             provider = await factories.provider(client, base_url=simulator_url)
             model = await factories.model(
                 client, provider["id"], settings={"mode": "fixed", "text": words, "chunk_delay": 0.05}

@@ -55,8 +55,8 @@ async def test_the_loop_keeps_running_without_redis(
     )
     dead_redis = bus.connect(settings.redis_url or "")
     worker = build_worker(temporal_client, settings, db, dead_redis)
-    with running(create_app(settings, configure_logs=False)) as url:
-        async with worker, httpx.AsyncClient(base_url=url, timeout=30) as client:
+    with running(create_app(settings, configure_logs=False)) as server:
+        async with worker, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             provider = await factories.provider(client, base_url=simulator_url)
             model = await factories.model(
                 client, provider["id"], settings={"mode": "fixed", "text": "still here"}

@@ -71,7 +71,7 @@ async def test_a_users_provider_does_not_follow_redirects(loopback_loop: Loop) -
         return {"status": "ok"}
 
     with running(Litestar([elsewhere, health])) as redirector:
-        await _make_users(loop, base, f"{redirector}/v1")
+        await _make_users(loop, base, f"{redirector.url}/v1")
         frames = await loop.send(base, "hi")
     assert frames[-1]["type"] == "turn.failed", frames[-1]
     assert "redirects elsewhere, which is not followed (HTTP 307)" in frames[-1]["data"]["error"]

@@ -21,11 +21,11 @@ from core.db import Database
 from core.schemas.turns import ReasonInput
 from everloop.stack import Endpoints
 from tests import factories
-from tests.api.test_events_support import SSE
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.loop.test_crash import Workers, workers  # noqa: F401 - the fixture
 from tests.servers import running
+from tests.sse import SSE
 
 SCRIPT = [
     {
@@ -162,7 +162,7 @@ async def test_a_worker_killed_while_a_call_waits_changes_nothing(
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
     first = workers.start()
     with running(create_app(settings, configure_logs=False)) as api:
-        async with httpx.AsyncClient(base_url=api, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
             provider = await factories.provider(client, base_url=simulator_url)
             model = await factories.model(
                 client, provider["id"], settings={"mode": "script", "script": SCRIPT}

@@ -9,9 +9,9 @@ import httpx
 
 from api.app import create_app
 from tests import factories
-from tests.api.test_events_support import SSE
 from tests.loop.conftest import TURN_ENDS, Loop
 from tests.servers import running
+from tests.sse import SSE
 
 
 async def _follow(url: str, path: str, ready: asyncio.Event) -> list[dict[str, Any]]:
@@ -35,11 +35,11 @@ async def test_two_api_processes_stream_the_same_sequence(loop: Loop) -> None:
     script = [{"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 1}}] * 2}, "2 and 2"]
     base = await loop.chat(simulator={"mode": "script", "script": script}, capabilities=["test_math"])
     second_app = create_app(loop.settings, configure_logs=False)
-    with running(second_app) as second_url:
+    with running(second_app) as second:
         ready = [asyncio.Event(), asyncio.Event()]
         followers = [
             asyncio.create_task(_follow(str(loop.client.base_url), f"{base}/events", ready[0])),
-            asyncio.create_task(_follow(second_url, f"{base}/events", ready[1])),
+            asyncio.create_task(_follow(second.url, f"{base}/events", ready[1])),
         ]
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 10)
         response = await loop.client.post(f"{base}/messages", json=factories.text_message("go"))

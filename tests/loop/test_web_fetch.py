@@ -67,8 +67,8 @@ async def big() -> Response[bytes]:
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
-    with running(Litestar([health, page, page_head, host, hop, to_private, to_metadata, big])) as base_url:
-        yield base_url
+    with running(Litestar([health, page, page_head, host, hop, to_private, to_metadata, big])) as server:
+        yield server.url
 
 
 def fetch(**arguments: Any) -> dict[str, Any]:

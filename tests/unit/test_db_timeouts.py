@@ -1,16 +1,11 @@
-"""The DB_* settings reach every connection: PostgreSQL enforces its part, and the client's own
-limits turn a statement that is never answered into an error the API maps to a 503."""
+"""The DB_* settings: their defaults, values from the environment, and bad values. That they reach
+every connection: tests/integration/test_db_timeouts.py."""
 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
-from core.db import Database
-from core.db.availability import is_unavailable
 from core.settings import DatabaseTimeouts, SettingsError, load_settings
-from everloop.stack import Endpoints
 
 
 def test_defaults_and_values_from_the_environment() -> None:
@@ -32,21 +27,3 @@ def test_defaults_and_values_from_the_environment() -> None:
 def test_a_bad_value_names_the_variable(value: str) -> None:
     with pytest.raises(SettingsError, match="DB_STATEMENT_TIMEOUT: expected seconds"):
         load_settings({"DB_STATEMENT_TIMEOUT": value})
-
-
-async def test_postgres_enforces_the_statement_and_idle_limits(endpoints: Endpoints) -> None:
-    db = Database(endpoints.database_url, pool_size=1, timeouts=DatabaseTimeouts(statement_s=0.5))
-    try:
-        async with db.engine.connect() as conn:
-            assert (await conn.execute(text("SHOW statement_timeout"))).scalar_one() == "500ms"
-            idle = await conn.execute(text("SHOW idle_in_transaction_session_timeout"))
-            assert idle.scalar_one() == "1min"
-        with pytest.raises(DBAPIError) as raised:
-            async with db.engine.connect() as conn:
-                await conn.execute(text("SELECT pg_sleep(5)"))
-        # Cancelled by the server (57014): the database did not answer in time, a 503 for the API.
-        assert is_unavailable(raised.value)
-        async with db.engine.connect() as conn:  # the connection (or a new one) works
-            assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
-    finally:
-        await db.dispose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime
 
 from alembic.autogenerate import compare_metadata
@@ -13,7 +12,7 @@ from sqlalchemy import String, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from core.db import Database, TimestampMixin, uuid7
+from core.db import Database, TimestampMixin
 from core.db.models import Base
 from core.migrate import alembic_config, upgrade
 from everloop.stack import Endpoints
@@ -40,13 +39,6 @@ async def test_database_is_at_the_single_head(db: Database, endpoints: Endpoints
 
 async def test_upgrading_twice_is_harmless(endpoints: Endpoints) -> None:
     await asyncio.to_thread(upgrade, endpoints.database_url)
-
-
-def test_uuid7_is_version_7_and_time_ordered() -> None:
-    ids = [uuid7() for _ in range(200)]
-    assert all(isinstance(i, uuid.UUID) and i.version == 7 for i in ids)
-    assert ids == sorted(ids)
-    assert len(set(ids)) == len(ids)
 
 
 class _ProbeBase(DeclarativeBase):

@@ -1,54 +1,16 @@
+"""Which ports the embedded services may claim: one in TIME_WAIT yes, one another program holds no.
+The managed processes themselves: tests/integration/test_process.py."""
+
 from __future__ import annotations
 
-import signal
 import socket
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
 
 from everloop.stack import StackError
-from everloop.stack.process import ManagedProcess, claim_port, free_port, wait_until
-
-
-def _python(code: str, tmp_path: Path, **kwargs: object) -> ManagedProcess:
-    process = ManagedProcess("probe", [sys.executable, "-c", code], log_path=tmp_path / "probe.log", **kwargs)  # type: ignore[arg-type]
-    process.start()
-    return process
-
-
-def test_a_child_that_dies_fails_the_wait_at_once_with_its_log(tmp_path: Path) -> None:
-    process = _python("import sys; print('bad config line'); sys.exit(3)", tmp_path)
-    started = time.monotonic()
-    with pytest.raises(StackError) as info:
-        wait_until("Probe service", lambda: False, timeout=30, process=process)
-    assert time.monotonic() - started < 10  # did not sit out the timeout
-    message = str(info.value)
-    assert message.startswith("Probe service exited with code 3")
-    assert "bad config line" in message
-
-
-def test_a_wait_that_never_succeeds_names_what_was_waited_for(tmp_path: Path) -> None:
-    process = _python("import time; time.sleep(30)", tmp_path)
-    try:
-        with pytest.raises(StackError, match=r"^Probe service was not ready within 0 s"):
-            wait_until("Probe service", lambda: False, timeout=0.3, process=process)
-    finally:
-        process.stop()
-
-
-def test_stop_escalates_to_kill_when_the_signal_is_ignored(tmp_path: Path) -> None:
-    code = (
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        "print('up', flush=True); time.sleep(60)"
-    )
-    process = _python(code, tmp_path)
-    wait_until("probe", lambda: "up" in (tmp_path / "probe.log").read_text(), timeout=10)
-    process.stop(timeout=0.5)
-    assert process.exited() == -signal.SIGKILL
+from everloop.stack.process import claim_port, free_port, wait_until
 
 
 def _time_wait_on(port: int) -> bool:

@@ -12,10 +12,6 @@ seen by the watcher exactly once.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -33,46 +29,16 @@ from core.db.models import Event, Message
 from core.settings import Settings
 from everloop.stack import Endpoints
 from tests import factories
-from tests.conftest import TEST_MASTER_KEY, make_settings
+from tests.conftest import make_settings
 from tests.mcp_server import serve_http
 from tests.outage import OwnPostgres, OwnRedis, own_postgres, own_redis
 from tests.servers import running
 from tests.sse import SSE
+from tests.workers import Workers, worker_env
 
-ROOT = Path(__file__).resolve().parents[2]
 TURN_ENDS = {"turn.completed", "turn.failed", "turn.cancelled"}
 # EventSource's reconnection delay (browsers wait about 3 s; shorter keeps the tier fast).
 RECONNECT_S = 0.5
-
-
-class Workers:
-    """`everloop worker` processes on the stack."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        log = (self.log_dir / f"worker-{len(self.started)}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "everloop.cli", "worker"], cwd=ROOT, env=self.env, stdout=log, stderr=log
-        )
-        self.started.append(process)
-        return process
-
-    def kill(self, process: subprocess.Popen[bytes]) -> None:
-        process.send_signal(signal.SIGKILL)  # no chance to clean up
-        process.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
 
 
 @dataclass
@@ -237,19 +203,6 @@ class Stack:
         return stored
 
 
-def _env(settings: Settings, postgres: OwnPostgres, redis: OwnRedis, endpoints: Endpoints) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": postgres.url,
-        "REDIS_URL": redis.url,
-        "TEMPORAL_ADDRESS": endpoints.temporal_address,
-        "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
-        "SECRETS_ENCRYPTION_KEY": TEST_MASTER_KEY,
-        "LOG_LEVEL": "INFO",
-        "LOG_FORMAT": "console",
-    }
-
-
 @pytest.fixture
 def backing(tmp_path: Path) -> Iterator[tuple[OwnPostgres, OwnRedis]]:
     with own_postgres(tmp_path, durable=True) as postgres, own_redis(tmp_path) as redis:
@@ -269,7 +222,7 @@ async def stack(
     settings = make_settings(
         endpoints, DATABASE_URL=postgres.url, REDIS_URL=redis.url, TEMPORAL_TASK_QUEUE=task_queue
     )
-    workers = Workers(_env(settings, postgres, redis, endpoints), tmp_path)
+    workers = Workers(worker_env(settings, LOG_LEVEL="INFO", LOG_FORMAT="console"), tmp_path)
     db = Database(postgres.url, pool_size=2, timeouts=settings.database_timeouts)
     watchers: list[Watcher] = []
     try:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,51 +17,17 @@ from api.app import create_app
 from core import bus
 from core.db import Database
 from core.db.models import Event
-from core.settings import Settings
 from everloop.stack import Endpoints
 from services.events import channel
 from tests import factories
-from tests.conftest import TEST_MASTER_KEY, make_settings
+from tests.conftest import make_settings
 from tests.servers import running
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class Workers:
-    def __init__(self, settings: Settings, log_dir: Path) -> None:
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": settings.database_url or "",
-            "REDIS_URL": settings.redis_url or "",
-            "TEMPORAL_ADDRESS": settings.temporal_address or "",
-            "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
-            "SECRETS_ENCRYPTION_KEY": TEST_MASTER_KEY,
-            "LOG_LEVEL": "WARNING",
-        }
-        self.log_dir = log_dir
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        log = (self.log_dir / f"worker-{len(self.started)}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "everloop.cli", "worker"], cwd=ROOT, env=self.env, stdout=log, stderr=log
-        )
-        self.started.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+from tests.workers import Workers, worker_env
 
 
 @pytest.fixture
 def workers(endpoints: Endpoints, task_queue: str, tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue), tmp_path)
+    pool = Workers(worker_env(make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)), tmp_path)
     try:
         yield pool
     finally:

@@ -23,9 +23,10 @@ from everloop.stack import Endpoints
 from tests import factories
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
-from tests.loop.test_crash import Workers, workers  # noqa: F401 - the fixture
+from tests.loop.test_crash import workers  # noqa: F401 - the fixture
 from tests.servers import running
 from tests.sse import SSE
+from tests.workers import Workers
 
 SCRIPT = [
     {

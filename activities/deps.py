@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 from core.crypto import SecretBox
 from core.db import Database
 from core.db.models import Event
+from core.schemas.events import EventData
 from core.schemas.turns import SESSION_GONE
 from core.settings import Settings
 from services import events
@@ -40,8 +41,10 @@ class EventBatch:
     pending: list[events.NewEvent] = field(default_factory=list)
     stored: list[Event] = field(default_factory=list)
 
-    def add(self, type_: str, data: dict[str, Any], key: str) -> None:
-        self.pending.append(events.NewEvent(type_, data, key))
+    def add(self, data: EventData, key: str) -> None:
+        """Adds an event of the step: its payload (whose tag is its type) and its idempotency key,
+        which names the step, never the attempt."""
+        self.pending.append(events.NewEvent(data, key))
 
     async def store(self, db: AsyncSession, values: dict[str, Any] | None = None) -> bool:
         """Stores the pending events (and sets `values` on the session row); False if the session

@@ -19,6 +19,7 @@ from capabilities import registry
 from core.db.models import Agent, Event, LlmModel, LlmProvider, Message, Session
 from core.errors import NotFound
 from core.net import NetPolicy
+from core.schemas import events as ev
 from core.schemas.content import ToolCallPart, content_from_json
 from core.schemas.turns import ReasonInput, ReasonResult, SessionLoop, ToolCallRef
 from services import conversation, events, llm, mcp_servers, sessions
@@ -118,12 +119,10 @@ class ReasonActivities:
             add_opening(batch, params.turn_id, input_message)
         if params.act is not None:
             add_act_completed(batch, params.act)
-        reason_meta = {"model": model.model_id, "iteration": params.iteration}
-        batch.add(
-            "reason.started",
-            {"agent_id": str(agent.id), "metadata": reason_meta},
-            f"{step}:reason.started",
+        started = ev.ReasonStarted(
+            agent_id=str(agent.id), metadata=ev.ReasonStep(model=model.model_id, iteration=params.iteration)
         )
+        batch.add(started, f"{step}:reason.started")
         if not await batch.store(db, values={"status": "active"} if params.open_turn else None):
             raise session_gone(f"session {session_id}")
         await db.commit()
@@ -137,7 +136,7 @@ class ReasonActivities:
             agent_tools=agent_tools,
             limit=limit,
             prompt=prompt,
-            history_refs=[{"message_id": str(m.id), "role": m.role} for m in history],
+            history_refs=[ev.HistoryRef(message_id=str(m.id), role=m.role) for m in history],
             llm_messages=conversation.to_llm_messages(prompt, history),
         )
 
@@ -180,67 +179,47 @@ class ReasonActivities:
             },
             idempotency_key=f"{step}:reply",
         )
-        usage_data = {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens}
-        output = {"text": reply.text, "tool_calls": [msgspec.to_builtins(c) for c in calls]}
-        batch.add(
-            "llm.generation",
-            {
-                "messages": prepared.history_refs,
-                "system_prompt": prepared.prompt,
-                "tools": reply.tool_summaries,
-                "output": output,
-                "metadata": {
-                    "model": model.model_id,
-                    "provider": provider.provider_type,
-                    "usage": usage_data,
-                    "cost": float(reply.cost),
-                    "duration_ms": reply.duration_ms,
-                    "success": True,
-                    "error": None,
-                    "finish_reasons": [reply.finish_reason],
-                    "response_id": reply.response_id,
-                },
-            },
-            f"{step}:llm.generation",
+        usage = ev.TokenUsage(input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
+        generation = ev.LlmGeneration(
+            messages=prepared.history_refs,
+            system_prompt=prepared.prompt,
+            tools=reply.tool_summaries,
+            output=ev.LlmOutput(text=reply.text, tool_calls=calls),
+            metadata=ev.GenerationMetadata(
+                model=model.model_id,
+                provider=provider.provider_type,
+                usage=usage,
+                cost=float(reply.cost),
+                duration_ms=reply.duration_ms,
+                success=True,
+                error=None,
+                finish_reasons=[reply.finish_reason],
+                response_id=reply.response_id,
+            ),
         )
-        batch.add(
-            "message.agent",
-            {
-                "message": msgspec.to_builtins(message_to_schema(message)),
-                "metadata": message.metadata_,
-                "usage": usage_data,
-            },
-            f"{step}:message.agent",
+        batch.add(generation, f"{step}:llm.generation")
+        said = ev.MessageAgent(message=message_to_schema(message), metadata=message.metadata_, usage=usage)
+        batch.add(said, f"{step}:message.agent")
+        completed = ev.ReasonCompleted(
+            success=True,
+            text_preview=reply.text[:PREVIEW],
+            has_tool_calls=bool(calls),
+            tool_call_count=len(calls),
+            error=None,
         )
-        batch.add(
-            "reason.completed",
-            {
-                "success": True,
-                "text_preview": reply.text[:PREVIEW],
-                "has_tool_calls": bool(calls),
-                "tool_call_count": len(calls),
-                "error": None,
-            },
-            f"{step}:reason.completed",
-        )
+        batch.add(completed, f"{step}:reason.completed")
         if calls:
-            batch.add(
-                "act.started",
-                {"tool_calls": [{"id": c.id, "name": c.name} for c in calls]},
-                f"{step}:act.started",
-            )
+            names = [ev.ToolCallName(id=c.id, name=c.name) for c in calls]
+            batch.add(ev.ActStarted(tool_calls=names), f"{step}:act.started")
         for call, ref in zip(calls, refs, strict=True):
             if ref.require_approval:
-                batch.add(
-                    "tool.approval_requested",
-                    {
-                        "tool_call_id": call.id,
-                        "tool_name": call.name,
-                        "arguments": call.arguments,
-                        "approval_timeout_s": ref.approval_timeout_s,
-                    },
-                    f"{step}:tool.approval_requested:{call.id}",
+                asked = ev.ToolApprovalRequested(
+                    tool_call_id=call.id,
+                    tool_name=call.name,
+                    arguments=call.arguments,
+                    approval_timeout_s=ref.approval_timeout_s,
                 )
+                batch.add(asked, f"{step}:tool.approval_requested:{call.id}")
         await batch.store(
             db,
             values={
@@ -264,7 +243,7 @@ class _Prepared:
     agent_tools: _AgentTools
     limit: int | None
     prompt: str
-    history_refs: list[dict[str, str]]
+    history_refs: list[ev.HistoryRef]
     llm_messages: list[dict[str, Any]]
 
 
@@ -287,7 +266,7 @@ async def _earlier_unanswered(
             await db.execute(
                 select(Event.context["input_message_id"].astext).where(
                     Event.session_id == session_id,
-                    Event.type == "turn.started",
+                    Event.type == ev.type_of(ev.TurnStarted),
                     Event.context["input_message_id"].astext.in_(ids),
                 )
             )

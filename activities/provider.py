@@ -23,6 +23,7 @@ from activities.heartbeat import heartbeating
 from core.db.models import LlmModel, LlmProvider
 from core.errors import InvalidInput
 from core.net import NetPolicy, PinnedTransport, check_public_url
+from core.schemas import events as ev
 from core.schemas.content import ToolCallPart
 from core.schemas.turns import LlmFailure
 from services import events, llm
@@ -85,12 +86,8 @@ class Provider:
         pinned = self._pinned_client(provider, params)
         if activity.info().attempt > 1:
             # The failed attempt may have streamed part of a reply: clients drop it.
-            await events.publish_ephemeral(
-                self.deps.bus,
-                session_id,
-                "output.message.reset",
-                {"message_id": message_id, "attempt": activity.info().attempt},
-            )
+            reset = ev.OutputMessageReset(message_id=message_id, attempt=activity.info().attempt)
+            await events.publish_ephemeral(self.deps.bus, session_id, reset)
         started = time.monotonic()
         try:
             async with heartbeating(), asyncio.timeout(LLM_CALL_LIMIT_S):
@@ -149,12 +146,8 @@ class Provider:
                 chunks.append(chunk)
                 delta = chunk.choices[0].delta.content if chunk.choices else None
                 if delta:
-                    await events.publish_ephemeral(
-                        self.deps.bus,
-                        session_id,
-                        "output.message.delta",
-                        {"message_id": message_id, "delta": delta},
-                    )
+                    piece = ev.OutputMessageDelta(message_id=message_id, delta=delta)
+                    await events.publish_ephemeral(self.deps.bus, session_id, piece)
         except litellm.exceptions.APIError as exc:  # includes every provider error litellm maps
             raise provider_error(exc, api_key) from None
         except (litellm.exceptions.Timeout, litellm.exceptions.APIConnectionError) as exc:
@@ -178,7 +171,7 @@ class Reply:
     duration_ms: int
     finish_reason: str | None
     response_id: str | None
-    tool_summaries: list[dict[str, Any]]
+    tool_summaries: list[ev.ToolSummary]
 
     @classmethod
     def of(cls, response: Any, model: str, duration_ms: int, tools: list[dict[str, Any]]) -> Reply:
@@ -199,7 +192,8 @@ class Reply:
             finish_reason=choice.finish_reason,
             response_id=getattr(response, "id", None),
             tool_summaries=[
-                {"name": t["function"]["name"], "description": t["function"]["description"]} for t in tools
+                ev.ToolSummary(name=t["function"]["name"], description=t["function"]["description"])
+                for t in tools
             ],
         )
 

@@ -20,6 +20,7 @@ from capabilities import registry
 from capabilities.base import ToolContext, ToolError
 from core.db.models import Event, Message
 from core.net import NetPolicy
+from core.schemas import events as ev
 from core.schemas.content import ToolCallPart, ToolResultPart, content_from_json
 from core.schemas.turns import (
     ApprovalDecision,
@@ -125,16 +126,18 @@ class ToolActivities:
         capability_ids = list(agent.capabilities)
         mcp = await mcp_servers.specs_for(db, agent.owner_id, capability_ids, self.deps.secrets)
         denial = _denial(params.approval)
-        if params.approval is not None:
-            batch.add(
-                "tool.approval_resolved",
-                {**msgspec.to_builtins(params.approval), "tool_name": call.name},
-                f"{key}:tool.approval_resolved",
+        if (approval := params.approval) is not None:
+            resolved = ev.ToolApprovalResolved(
+                tool_call_id=approval.tool_call_id,
+                decision=approval.decision,
+                reason=approval.reason,
+                decided_by=approval.decided_by,
+                user_id=approval.user_id,
+                tool_name=call.name,
             )
+            batch.add(resolved, f"{key}:tool.approval_resolved")
         if denial is None:
-            batch.add(
-                "tool.call_started", {"tool_call": msgspec.to_builtins(call)}, f"{key}:tool.call_started"
-            )
+            batch.add(ev.ToolCallStarted(tool_call=call), f"{key}:tool.call_started")
         if not await batch.store(db):
             return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
         await db.commit()
@@ -179,20 +182,15 @@ class ToolActivities:
             metadata={"status": status, "tool_name": call.name, "input_message_id": begun.turn_input},
             idempotency_key=f"{key}:result",
         )
-        batch.add(
-            "tool.call_completed",
-            {
-                "tool_call_id": call.id,
-                "tool_name": call.name,
-                "success": status == "success",
-                "status": status,
-                "result": [
-                    {"type": "tool_result", "tool_call_id": call.id, "result": result, "error": error}
-                ],
-                "error": error,
-            },
-            f"{key}:tool.call_completed",
+        completed = ev.ToolCallCompleted(
+            tool_call_id=call.id,
+            tool_name=call.name,
+            success=status == "success",
+            status=status,
+            result=[part],
+            error=error,
         )
+        batch.add(completed, f"{key}:tool.call_completed")
         await batch.store(db)
         await db.commit()
         return batch.stored, ToolOutcome(tool_call_id=params.tool_call_id, status=status)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import uuid
 
-import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
 from activities.deps import EventBatch, LoopDeps
 from activities.persist import persist
 from core.db.models import Event, Message
+from core.schemas import events as ev
 from core.schemas.turns import ActCompleted, SessionLoop, TurnEnd
 from services import conversation, events
 from services.sessions import message_to_schema
@@ -50,15 +50,16 @@ class TurnActivities:
                 return []  # deleted meanwhile: nothing left to close
             await self._store_notice(db, batch, params)
         if params.outcome == "completed":
-            data = {"turn_id": key, "iterations": params.iterations, "duration_ms": params.duration_ms}
-            batch.add("turn.completed", data, f"{key}:turn.completed")
+            completed = ev.TurnCompleted(
+                turn_id=key, iterations=params.iterations, duration_ms=params.duration_ms
+            )
+            batch.add(completed, f"{key}:turn.completed")
         elif params.outcome == "failed":
-            data = {"turn_id": key, "error": params.error, "error_code": params.error_code}
-            batch.add("turn.failed", data, f"{key}:turn.failed")
+            failed = ev.TurnFailed(turn_id=key, error=params.error, error_code=params.error_code)
+            batch.add(failed, f"{key}:turn.failed")
         else:
-            batch.add("turn.cancelled", {"turn_id": key}, f"{key}:turn.cancelled")
-        idled = {"turn_id": key, "iterations": params.iterations}
-        batch.add("session.idled", idled, f"{key}:session.idled")
+            batch.add(ev.TurnCancelled(turn_id=key), f"{key}:turn.cancelled")
+        batch.add(ev.SessionIdled(turn_id=key, iterations=params.iterations), f"{key}:session.idled")
         if not await batch.store(db, values={"status": "idle"}):
             return []  # deleted meanwhile: nothing left to close
         await db.commit()
@@ -79,29 +80,24 @@ class TurnActivities:
             message_id=uuid.UUID(params.notice_message_id),
             metadata={"error_code": params.error_code, "input_message_id": params.input_message_id},
         )
-        batch.add(
-            "message.agent",
-            {"message": msgspec.to_builtins(message_to_schema(message)), "metadata": {"error": True}},
-            f"{params.turn_id}:notice:message.agent",
-        )
+        notice = ev.MessageAgent.notice(message_to_schema(message))
+        batch.add(notice, f"{params.turn_id}:notice:message.agent")
 
 
 def add_opening(batch: EventBatch, turn_id: str, message: Message) -> None:
     """A turn's opening events, for the turn that answers `message`."""
-    ids = {"turn_id": turn_id, "input_message_id": str(message.id)}
-    batch.add("session.activated", ids, f"{turn_id}:session.activated")
-    batch.add("turn.started", ids, f"{turn_id}:turn.started")
+    input_message_id = str(message.id)
     batch.add(
-        "input.received",
-        {"message": msgspec.to_builtins(message_to_schema(message))},
-        f"{turn_id}:input.received",
+        ev.SessionActivated(turn_id=turn_id, input_message_id=input_message_id),
+        f"{turn_id}:session.activated",
     )
+    batch.add(ev.TurnStarted(turn_id=turn_id, input_message_id=input_message_id), f"{turn_id}:turn.started")
+    batch.add(ev.InputReceived(message=message_to_schema(message)), f"{turn_id}:input.received")
 
 
 def add_act_completed(batch: EventBatch, act: ActCompleted) -> None:
     ok = sum(1 for o in act.outcomes if o.status == "success")
     batch.add(
-        "act.completed",
-        {"completed": True, "success_count": ok, "error_count": len(act.outcomes) - ok},
+        ev.ActCompleted(completed=True, success_count=ok, error_count=len(act.outcomes) - ok),
         f"{act.turn_id}:{act.iteration}:act.completed",
     )

@@ -4,18 +4,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import operator
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Schema
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
@@ -26,7 +28,7 @@ from api.pagination import Page, PageParams, page
 from api.state import Services
 from core.errors import InvalidInput
 from core.identity import Identity
-from core.schemas.events import Event
+from core.schemas import events as ev
 from services import auth, event_log, event_stream, sessions
 from services.events import to_schema
 
@@ -55,21 +57,88 @@ LastEventId = Annotated[
 ]
 
 
+# The OpenAPI document's view of the events, generated from the payload Structs
+# (`core.schemas.events`): per type, the payload as `data` holds it (its fields, without the tag) and
+# the envelope with `type` fixed to the payload's tag. Used for documentation only.
+def _untagged(payload: type[ev.Payload]) -> type[msgspec.Struct]:
+    doc = msgspec.defstruct(payload.__name__, [], bases=(payload,), tag=False, module=__name__)
+    doc.__doc__ = payload.__doc__
+    return doc
+
+
+def _stored(payload: type[ev.Payload]) -> type[msgspec.Struct]:
+    type_ = ev.type_of(payload)
+    fields = [
+        (f.name, _untagged(payload) if f.name == "data" else f.type)
+        for f in msgspec.structs.fields(ev.Event)
+        if f.name != "type"  # the tag
+    ]
+    name = f"{payload.__name__}Event"
+    doc = msgspec.defstruct(name, fields, kw_only=True, tag=type_, tag_field="type", module=__name__)
+    doc.__doc__ = f"A stored `{type_}` event."
+    return doc
+
+
+def _ephemeral(payload: type[ev.Payload]) -> type[msgspec.Struct]:
+    type_ = ev.type_of(payload)
+    fields = [("session_id", uuid.UUID), ("data", _untagged(payload))]
+    name = f"{payload.__name__}Frame"
+    doc = msgspec.defstruct(name, fields, kw_only=True, tag=type_, tag_field="type", module=__name__)
+    doc.__doc__ = f"A live-only `{type_}` frame: never stored, no `id`, no `sequence`."
+    return doc
+
+
+class Connected(msgspec.Struct, kw_only=True):
+    """The stream's first frame (`event: connected`): what is stored from now on will be sent."""
+
+    status: Literal["connected"]
+
+
+_CONNECTED = msgspec.json.encode(Connected(status="connected")).decode()
+_STORED: Any = functools.reduce(operator.or_, map(_stored, ev.STORED))
+_FRAME: Any = functools.reduce(operator.or_, [*map(_ephemeral, ev.EPHEMERAL), Connected], _STORED)
+_EVENT_PAGE = msgspec.defstruct(
+    "EventPage",
+    [("data", list[_STORED]), ("total", int), ("offset", int), ("limit", int)],
+    kw_only=True,
+    module=__name__,
+)
+# A status no answer has: the schema of an SSE frame's `data` is generated there (so its components
+# are registered) and moved under the 200 by `_EventsOperation`.
+_FRAME_STATUS = 299
+
+
 @dataclass
 class _EventsOperation(Operation):
     """Documents the SSE form of the 200 answer next to the JSON one."""
 
     def __post_init__(self) -> None:
-        ok = (self.responses or {}).get("200")
-        content = getattr(ok, "content", None)
-        if content is not None:
-            content[SSE] = OpenAPIMediaType(
-                schema=Schema(
-                    type=OpenAPIType.STRING,
-                    description="Frames `event: <type>`, `id: <event id>`, `data: <event JSON>`; "
-                    "ephemeral frames (`output.message.delta`) have no `id`.",
-                )
-            )
+        responses = self.responses or {}
+        frames = responses.pop(str(_FRAME_STATUS), None)
+        ok = responses.get("200")
+        if not isinstance(frames, OpenAPIResponse) or not isinstance(ok, OpenAPIResponse) or not ok.content:
+            return
+        assert frames.content is not None
+        data = Schema(
+            type=OpenAPIType.STRING,
+            description="JSON: a stored event (as in the list), a live-only frame, or `connected`.",
+            content_media_type="application/json",
+            content_schema=frames.content[SSE].schema,
+        )
+        # One server-sent event, as OpenAPI 3.2's `itemSchema` describes them.
+        frame = Schema(
+            type=OpenAPIType.OBJECT,
+            required=["event", "data"],
+            properties={
+                "event": Schema(type=OpenAPIType.STRING, description="The frame's `type`, or `connected`"),
+                "id": Schema(type=OpenAPIType.STRING, description="A stored event's id (only they have one)"),
+                "data": data,
+            },
+            description="Frames `event: <type>`, `id: <event id>`, `data: <event JSON>`; live-only "
+            "frames (`output.message.delta`, `output.message.reset`) have no `id`. Comments (`: ...`) "
+            "keep the connection alive and report outages.",
+        )
+        ok.content[SSE] = OpenAPIMediaType(schema=frame)
 
 
 def _wants_stream(request: Request[Any, Any, Any]) -> bool:
@@ -85,7 +154,7 @@ def _frame(item: event_stream.Item) -> ServerSentEventMessage:
     if isinstance(item, event_stream.Ephemeral):
         return ServerSentEventMessage(event=item.type, data=msgspec.json.encode(item.frame).decode())
     if isinstance(item, event_stream.Connected):
-        return ServerSentEventMessage(event="connected", data='{"status":"connected"}')
+        return ServerSentEventMessage(event="connected", data=_CONNECTED)
     return ServerSentEventMessage(comment=item.text, data=None)
 
 
@@ -105,8 +174,9 @@ class EventController(Controller):
         # The 200 is declared here: the annotation (a page or a stream) has no schema of its own.
         responses={
             200: ResponseSpec(
-                data_container=Page[Event], description="The events, or their stream", generate_examples=False
+                data_container=_EVENT_PAGE, description="The events, or their stream", generate_examples=False
             ),
+            _FRAME_STATUS: ResponseSpec(data_container=_FRAME, media_type=SSE, generate_examples=False),
             **error_responses(400, 404),
         },
         operation_class=_EventsOperation,
@@ -124,7 +194,7 @@ class EventController(Controller):
         types: Types = None,
         exclude: Exclude = None,
         last_event_id: LastEventId = None,
-    ) -> Response[Page[Event]] | ServerSentEvent:
+    ) -> Response[Page[ev.Event]] | ServerSentEvent:
         """The session's stored events in order of `sequence`. With `Accept: text/event-stream`: an
         SSE stream instead, `event: connected` first, then the stored events after `Last-Event-ID` /
         `since_id`, then new ones live, with keep-alive comments (`offset` and `limit` do not apply)."""

@@ -54,8 +54,7 @@ async def lock_session(db: AsyncSession, session_id: uuid.UUID) -> bool:
 async def append(
     db: AsyncSession,
     session_id: uuid.UUID,
-    type_: str,
-    data: dict[str, Any],
+    data: schemas.EventData,
     *,
     context: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
@@ -76,8 +75,8 @@ async def append(
     event = Event(
         session_id=session_id,
         sequence=await next_sequence(db, session_id, "last_event_sequence"),
-        type=type_,
-        data=data,
+        type=schemas.type_of(data),
+        data=schemas.to_data(data),
         context=context or {},
         metadata_=metadata,
         idempotency_key=idempotency_key,
@@ -90,8 +89,7 @@ async def append(
 class NewEvent(msgspec.Struct, frozen=True):
     """An event to store with `append_many`; its idempotency key names the step, never the attempt."""
 
-    type: str
-    data: dict[str, Any]
+    data: schemas.EventData
     idempotency_key: str
 
 
@@ -141,9 +139,9 @@ async def append_many(
                 id=uuid7(),
                 session_id=session_id,
                 sequence=sequence,
-                type=item.type,
+                type=schemas.type_of(item.data),
                 ts=now,
-                data=item.data,
+                data=schemas.to_data(item.data),
                 context=context,
                 tags=[],
                 idempotency_key=item.idempotency_key,
@@ -198,12 +196,10 @@ async def publish(bus: redis.Redis, event: Event) -> None:
     await _send(bus, event.session_id, msgspec.json.encode(to_schema(event)))
 
 
-async def publish_ephemeral(
-    bus: redis.Redis, session_id: uuid.UUID, type_: str, data: dict[str, Any]
-) -> None:
+async def publish_ephemeral(bus: redis.Redis, session_id: uuid.UUID, data: schemas.EphemeralData) -> None:
     """A live-only frame (token deltas, resets): published, never stored, carries no sequence.
     A lost one is harmless: the stored message has the whole text."""
-    frame = {"type": type_, "session_id": str(session_id), "data": data}
+    frame = {"type": schemas.type_of(data), "session_id": str(session_id), "data": schemas.to_data(data)}
     await _send(bus, session_id, msgspec.json.encode(frame))
 
 

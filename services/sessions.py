@@ -27,6 +27,7 @@ from core.schemas.content import (
     content_from_json,
     content_to_json,
 )
+from core.schemas.events import MessageUser
 from services import agents, conversation, events
 from services.common import changed_fields, page_of
 from services.llm import check_model_exists
@@ -244,8 +245,7 @@ async def post_message(
     event = await events.append(
         db,
         session.id,
-        "message.user",
-        {"message": msgspec.to_builtins(message_to_schema(message))},
+        MessageUser(message=message_to_schema(message)),
         context={"input_message_id": str(message.id)},
         idempotency_key=f"message.user:{message.id}",
     )

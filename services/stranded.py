@@ -9,15 +9,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-import msgspec
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Event
+from core.schemas import events as ev
 from services import conversation, events
 from services.sessions import message_to_schema
 
-TURN_ENDS = ("turn.completed", "turn.failed", "turn.cancelled")
+TURN_ENDS = tuple(ev.type_of(end) for end in (ev.TurnCompleted, ev.TurnFailed, ev.TurnCancelled))
 ERROR_CODE = "turn_interrupted"
 
 
@@ -75,7 +75,7 @@ async def close_turn(db: AsyncSession, turn: OpenTurn, reason: str) -> list[Even
         return []
     latest = await db.execute(
         select(Event.context["turn_id"].astext)
-        .where(Event.session_id == turn.session_id, Event.type == "turn.started")
+        .where(Event.session_id == turn.session_id, Event.type == ev.type_of(ev.TurnStarted))
         .order_by(Event.sequence.desc())
         .limit(1)
     )
@@ -91,19 +91,11 @@ async def close_turn(db: AsyncSession, turn: OpenTurn, reason: str) -> list[Even
         idempotency_key=f"{key}:notice",
     )
     new = [
-        events.NewEvent(
-            "message.agent",
-            {"message": msgspec.to_builtins(message_to_schema(notice)), "metadata": {"error": True}},
-            f"{key}:notice:message.agent",
-        ),
-        events.NewEvent(
-            "turn.failed", {"turn_id": key, "error": error, "error_code": ERROR_CODE}, f"{key}:turn.failed"
-        ),
+        events.NewEvent(ev.MessageAgent.notice(message_to_schema(notice)), f"{key}:notice:message.agent"),
+        events.NewEvent(ev.TurnFailed(turn_id=key, error=error, error_code=ERROR_CODE), f"{key}:turn.failed"),
     ]
     if still_latest:
-        new.append(
-            events.NewEvent("session.idled", {"turn_id": key, "iterations": 0}, f"{key}:session.idled")
-        )
+        new.append(events.NewEvent(ev.SessionIdled(turn_id=key, iterations=0), f"{key}:session.idled"))
     context = {"turn_id": key, "input_message_id": turn.input_message_id}
     stored = await events.append_many(
         db, turn.session_id, new, context=context, values={"status": "idle"} if still_latest else None

@@ -112,9 +112,12 @@ async def new_session(client: Client) -> tuple[uuid.UUID, str]:
 
 
 async def store(db: Database, session_id: uuid.UUID, type_: str = "test.step", **data: Any) -> Event:
-    """Stores and commits one event, without announcing it."""
+    """Stores and commits one event, without announcing it. Any type, any data: the log and the stream
+    carry whatever is stored (the loop's own events are the contract's, tests/loop/test_event_contract.py)."""
     async with db.session() as s:
-        event = await events.append(s, session_id, type_, data)
+        sequence = await events.next_sequence(s, session_id, "last_event_sequence")
+        event = Event(session_id=session_id, sequence=sequence, type=type_, data=data, context={})
+        s.add(event)
         await s.commit()
     return event
 

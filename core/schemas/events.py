@@ -1,10 +1,25 @@
+"""Session events: the envelope every stored event has, and the payload (`data`) of each event type.
+
+The payload Structs are the event stream's contract (the events list, SSE, and what reads the log
+later): one Struct per type, tagged by `type` as the content parts are, and `EventData` their union;
+`EphemeralData` likewise for the live-only frames. Events are built from them
+(`services.events.append`, `NewEvent`, `activities.deps.EventBatch.add`), so a misspelt type or a
+missing field is a type error. The tag is the envelope's `type` and is not repeated inside `data`:
+`to_data` drops it and `from_data` puts it back."""
+
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 import msgspec
+from msgspec import UNSET, UnsetType
+
+from core.schemas.content import ToolCallPart, ToolResultPart
+from core.schemas.llm import ProviderType
+from core.schemas.sessions import Message, MessageRole
+from core.schemas.turns import ToolStatus
 
 
 class EventContext(msgspec.Struct, kw_only=True):
@@ -14,6 +29,8 @@ class EventContext(msgspec.Struct, kw_only=True):
 
 
 class Event(msgspec.Struct, kw_only=True):
+    """A stored event as the API sends it; `data` is the payload of its `type` (`EventData`)."""
+
     id: uuid.UUID
     type: str
     ts: datetime
@@ -23,3 +40,259 @@ class Event(msgspec.Struct, kw_only=True):
     data: dict[str, Any]
     metadata: dict[str, Any] | None
     tags: list[str]
+
+
+class Payload(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
+    """What every event payload shares: its event type is its tag."""
+
+
+class _Part(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A nested part of a payload."""
+
+
+# A turn opens: session.activated, turn.started, input.received (stored by the turn's first step).
+
+
+class SessionActivated(Payload, tag="session.activated"):
+    turn_id: str
+    input_message_id: str
+
+
+class TurnStarted(Payload, tag="turn.started"):
+    turn_id: str
+    input_message_id: str
+
+
+class InputReceived(Payload, tag="input.received"):
+    """The user message the turn answers."""
+
+    message: Message
+
+
+# A step: reason.started, then llm.generation, message.agent, reason.completed once the reply is in.
+
+
+class ReasonStep(_Part):
+    model: str  # the provider's model name
+    iteration: int
+
+
+class ReasonStarted(Payload, tag="reason.started"):
+    agent_id: str
+    metadata: ReasonStep
+
+
+class HistoryRef(_Part):
+    """A message of the conversation the LLM was given."""
+
+    message_id: str
+    role: MessageRole
+
+
+class ToolSummary(_Part):
+    """A tool the LLM was offered."""
+
+    name: str
+    description: str
+
+
+class LlmOutput(_Part):
+    text: str
+    tool_calls: list[ToolCallPart]
+
+
+class TokenUsage(_Part):
+    input_tokens: int
+    output_tokens: int
+
+
+class GenerationMetadata(_Part):
+    model: str  # the model name the call went out with
+    provider: ProviderType
+    usage: TokenUsage
+    cost: float  # USD, from litellm's price table; 0 for a model it does not know
+    duration_ms: int
+    success: bool  # always true: a failed call fails the step and stores no generation
+    error: str | None
+    finish_reasons: list[str | None]
+    response_id: str | None
+
+
+class LlmGeneration(Payload, tag="llm.generation"):
+    """One LLM call: what it was given (message ids, prompt, tools) and what came back."""
+
+    messages: list[HistoryRef]
+    system_prompt: str
+    tools: list[ToolSummary]
+    output: LlmOutput
+    metadata: GenerationMetadata
+
+
+class MessageAgent(Payload, tag="message.agent"):
+    """An agent message: the LLM's reply (`metadata` the message's own, with `usage`), or the notice
+    that tells the user why a turn failed (`metadata` `{"error": true}`, no `usage`)."""
+
+    message: Message
+    metadata: dict[str, Any] | None
+    usage: TokenUsage | UnsetType = UNSET
+
+    @classmethod
+    def notice(cls, message: Message) -> MessageAgent:
+        """The event of a failure notice."""
+        return cls(message=message, metadata={"error": True})
+
+
+class ReasonCompleted(Payload, tag="reason.completed"):
+    success: bool  # always true, as for llm.generation
+    text_preview: str  # the reply's first 200 characters
+    has_tool_calls: bool
+    tool_call_count: int
+    error: str | None
+
+
+# An act: act.started, per call tool.approval_requested / tool.approval_resolved when it waits for a
+# person, tool.call_started and tool.call_completed, then act.completed (stored by the next step, or
+# by the turn's end).
+
+
+class ToolCallName(_Part):
+    id: str
+    name: str
+
+
+class ActStarted(Payload, tag="act.started"):
+    tool_calls: list[ToolCallName]
+
+
+class ToolApprovalRequested(Payload, tag="tool.approval_requested"):
+    tool_call_id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    approval_timeout_s: float | None  # null: it waits as long as it takes
+
+
+class ToolApprovalResolved(Payload, tag="tool.approval_resolved"):
+    """A person's decision (`decided_by` `user`, with their `user_id`), or the timeout's (`deny`)."""
+
+    tool_call_id: str
+    decision: Literal["approve", "deny"]
+    reason: str | None
+    decided_by: Literal["user", "timeout"]
+    user_id: str | None
+    tool_name: str
+
+
+class ToolCallStarted(Payload, tag="tool.call_started"):
+    tool_call: ToolCallPart
+
+
+class ToolCallCompleted(Payload, tag="tool.call_completed"):
+    tool_call_id: str
+    tool_name: str
+    success: bool
+    status: ToolStatus
+    result: list[ToolResultPart]  # the one part of the tool message stored with it
+    error: str | None
+
+
+class ActCompleted(Payload, tag="act.completed"):
+    completed: bool  # always true
+    success_count: int
+    error_count: int
+
+
+# A turn ends: one of turn.completed, turn.failed, turn.cancelled, then session.idled (unless a
+# later turn has started).
+
+
+class TurnCompleted(Payload, tag="turn.completed"):
+    turn_id: str
+    iterations: int
+    duration_ms: int
+
+
+class TurnFailed(Payload, tag="turn.failed"):
+    turn_id: str
+    error: str | None
+    error_code: str | None
+
+
+class TurnCancelled(Payload, tag="turn.cancelled"):
+    turn_id: str
+
+
+class SessionIdled(Payload, tag="session.idled"):
+    turn_id: str
+    iterations: int
+
+
+# Outside turns.
+
+
+class MessageUser(Payload, tag="message.user"):
+    """A user message, stored by its POST."""
+
+    message: Message
+
+
+# Live-only frames: published, never stored, no `id` or `sequence`.
+
+
+class OutputMessageDelta(Payload, tag="output.message.delta"):
+    """The next piece of the reply being streamed as message `message_id`."""
+
+    message_id: str
+    delta: str
+
+
+class OutputMessageReset(Payload, tag="output.message.reset"):
+    """A step's call is tried again: drop what was streamed for `message_id` so far."""
+
+    message_id: str
+    attempt: int
+
+
+EventData = (
+    SessionActivated
+    | TurnStarted
+    | InputReceived
+    | ReasonStarted
+    | LlmGeneration
+    | MessageAgent
+    | ReasonCompleted
+    | ActStarted
+    | ToolApprovalRequested
+    | ToolApprovalResolved
+    | ToolCallStarted
+    | ToolCallCompleted
+    | ActCompleted
+    | TurnCompleted
+    | TurnFailed
+    | TurnCancelled
+    | SessionIdled
+    | MessageUser
+)
+EphemeralData = OutputMessageDelta | OutputMessageReset
+
+STORED: tuple[type[Payload], ...] = get_args(EventData)
+EPHEMERAL: tuple[type[Payload], ...] = get_args(EphemeralData)
+
+
+def type_of(payload: Payload | type[Payload]) -> str:
+    """The event type of a payload (or a payload Struct): its tag."""
+    tag = payload.__struct_config__.tag
+    assert isinstance(tag, str), payload
+    return tag
+
+
+def to_data(payload: Payload) -> dict[str, Any]:
+    """A payload as an event's `data` holds it, stored and sent: its fields, without the tag."""
+    data: dict[str, Any] = msgspec.to_builtins(payload)
+    del data["type"]
+    return data
+
+
+def from_data(type_: str, data: dict[str, Any]) -> EventData:
+    """A stored event's payload; a ValidationError if it is not what its type carries."""
+    payload: EventData = msgspec.convert({**data, "type": type_}, EventData)
+    return payload

@@ -169,7 +169,8 @@ async def test_openapi_documents_both_forms_and_the_parameters(client: Client) -
     assert operation["tags"] == ["events"]
     content = operation["responses"]["200"]["content"]
     assert set(content) == {"application/json", "text/event-stream"}
-    assert content["application/json"]["schema"]["$ref"].endswith("Page_core.schemas.events.Event_")
+    # Each event type's payload: tests/unit/test_event_contract.py.
+    assert content["application/json"]["schema"]["$ref"].endswith("/EventPage")
     assert {"400", "404", "500"} <= set(operation["responses"])
     parameters = {p["name"]: p for p in operation["parameters"]}
     assert {"since_id", "types", "exclude", "Last-Event-ID", "offset", "limit"} <= set(parameters)

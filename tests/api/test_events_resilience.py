@@ -13,6 +13,7 @@ import redis.asyncio as redis
 from api.app import create_app
 from core import bus
 from core.db import Database
+from core.schemas import events as ev
 from core.settings import Settings
 from everloop.stack import Endpoints
 from everloop.stack.process import ManagedProcess, free_port
@@ -102,7 +103,8 @@ async def test_the_stream_survives_a_redis_restart_and_follows_live_again(
         after = bus.connect(private_redis.url)
         try:
             # Only a live subscription can carry an ephemeral frame: this proves Redis is followed again.
-            await events.publish_ephemeral(after, session_id, "output.message.delta", {"delta": "back"})
+            back = ev.OutputMessageDelta(message_id="m", delta="back")
+            await events.publish_ephemeral(after, session_id, back)
             frame = await stream.event()
             assert (frame.event, frame.id) == ("output.message.delta", None)
             last = await store_and_publish(db, after, session_id)
@@ -125,7 +127,8 @@ async def test_two_api_processes_stream_the_same_events(
         open_sse(two, path, headers={"Last-Event-ID": str(stored[0].id)}) as second,
     ):
         live = [await store_and_publish(db, redis_client, session_id) for _ in range(3)]
-        await events.publish_ephemeral(redis_client, session_id, "output.message.delta", {"delta": "x"})
+        delta = ev.OutputMessageDelta(message_id="m", delta="x")
+        await events.publish_ephemeral(redis_client, session_id, delta)
         seen_first = [(f.event, f.id) for f in [await first.event() for _ in range(7)]]
         seen_second = [(f.event, f.id) for f in [await second.event() for _ in range(6)]]
     expected = [("test.step", str(e.id)) for e in [*stored, *live]] + [("output.message.delta", None)]

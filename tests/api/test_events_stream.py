@@ -17,6 +17,7 @@ from api.app import create_app
 from api.state import Services
 from core import bus
 from core.db import Database
+from core.schemas import events as ev
 from core.settings import Settings
 from everloop.stack import Endpoints
 from services import event_stream, events
@@ -95,12 +96,15 @@ async def test_ephemeral_frames_are_forwarded_without_an_id(
     await store(db, session_id)
     async with open_sse(server, path) as stream:
         assert (await stream.next()).json()["sequence"] == 1  # the backlog is read: live from here
-        delta = {"message_id": "m1", "delta": "Hel"}
-        await events.publish_ephemeral(redis_client, session_id, "output.message.delta", delta)
-        await events.publish_ephemeral(redis_client, session_id, "output.message.reset", {"message_id": "m1"})
+        delta = ev.OutputMessageDelta(message_id="m1", delta="Hel")
+        await events.publish_ephemeral(redis_client, session_id, delta)
+        await events.publish_ephemeral(
+            redis_client, session_id, ev.OutputMessageReset(message_id="m1", attempt=2)
+        )
         frame = await stream.next()
         assert (frame.event, frame.id) == ("output.message.delta", None)
-        assert frame.json() == {"type": "output.message.delta", "session_id": str(session_id), "data": delta}
+        data = {"message_id": "m1", "delta": "Hel"}
+        assert frame.json() == {"type": "output.message.delta", "session_id": str(session_id), "data": data}
         assert (await stream.next()).event == "output.message.reset"
         # They are not stored and do not move the sequence bookkeeping.
         after = await store_and_publish(db, redis_client, session_id)
@@ -160,9 +164,13 @@ async def test_filters_apply_to_the_backlog_live_events_and_ephemeral_frames(
     async with open_sse(server, path, params=params) as stream:
         assert (await stream.next()).event == "message.agent"
         await store_and_publish(db, redis_client, session_id, "llm.generation")
-        await events.publish_ephemeral(redis_client, session_id, "output.message.delta", {"delta": "x"})
+        await events.publish_ephemeral(
+            redis_client, session_id, ev.OutputMessageDelta(message_id="m", delta="x")
+        )
         await store_and_publish(db, redis_client, session_id, "turn.started")
-        await events.publish_ephemeral(redis_client, session_id, "output.message.reset", {"message_id": "m"})
+        await events.publish_ephemeral(
+            redis_client, session_id, ev.OutputMessageReset(message_id="m", attempt=2)
+        )
         last = await store_and_publish(db, redis_client, session_id, "message.agent")
         received = [await stream.next() for _ in range(2)]
         assert [(f.event, f.id) for f in received] == [

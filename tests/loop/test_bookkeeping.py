@@ -11,13 +11,22 @@ from activities.deps import LoopDeps
 from activities.turns import TurnActivities
 from core import bus
 from core.db.models import Message, Session
+from core.schemas import events as ev
 from core.schemas.turns import ActCompleted, ToolOutcome, TurnEnd
 from services import events
 from tests.loop.conftest import Loop
 
-A = events.NewEvent("reason.started", {"n": 1}, "turn:1:reason.started")
-B = events.NewEvent("reason.completed", {"n": 2}, "turn:1:reason.completed")
-C = events.NewEvent("act.started", {"n": 3}, "turn:1:act.started")
+A = events.NewEvent(
+    ev.ReasonStarted(agent_id=str(uuid.uuid4()), metadata=ev.ReasonStep(model="m", iteration=1)),
+    "turn:1:reason.started",
+)
+B = events.NewEvent(
+    ev.ReasonCompleted(success=True, text_preview="", has_tool_calls=True, tool_call_count=1, error=None),
+    "turn:1:reason.completed",
+)
+C = events.NewEvent(
+    ev.ActStarted(tool_calls=[ev.ToolCallName(id="call_1", name="add")]), "turn:1:act.started"
+)
 
 
 async def test_a_retried_step_stores_only_what_it_had_not(loop: Loop) -> None:

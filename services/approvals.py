@@ -9,10 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Event
+from core.schemas import events as ev
 
-REQUESTED = "tool.approval_requested"
-RESOLVED = "tool.approval_resolved"
-TURN_ENDS = ("turn.completed", "turn.failed", "turn.cancelled")
+REQUESTED = ev.type_of(ev.ToolApprovalRequested)
+RESOLVED = ev.type_of(ev.ToolApprovalResolved)
 ApprovalState = Literal["unknown", "waiting", "resolved", "ended"]
 
 
@@ -36,7 +36,7 @@ async def state(db: AsyncSession, session_id: uuid.UUID, tool_call_id: str) -> A
         select(Event.id)
         .where(
             Event.session_id == session_id,
-            Event.type.in_(TURN_ENDS),
+            Event.type.in_(ev.TURN_ENDS),
             Event.context["turn_id"].astext == str(turn_id),
         )
         .limit(1)

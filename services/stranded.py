@@ -17,7 +17,6 @@ from core.schemas import events as ev
 from services import conversation, events
 from services.sessions import message_to_schema
 
-TURN_ENDS = tuple(ev.type_of(end) for end in (ev.TurnCompleted, ev.TurnFailed, ev.TurnCancelled))
 ERROR_CODE = "turn_interrupted"
 
 
@@ -67,7 +66,7 @@ async def close_turn(db: AsyncSession, turn: OpenTurn, reason: str) -> list[Even
     ended = await db.execute(
         select(Event.id).where(
             Event.session_id == turn.session_id,
-            Event.type.in_(TURN_ENDS),
+            Event.type.in_(ev.TURN_ENDS),
             Event.context["turn_id"].astext == turn.turn_id,
         )
     )

@@ -285,6 +285,10 @@ def type_of(payload: Payload | type[Payload]) -> str:
     return tag
 
 
+# The types that end a turn: each turn stores exactly one of them.
+TURN_ENDS: tuple[str, ...] = tuple(type_of(end) for end in (TurnCompleted, TurnFailed, TurnCancelled))
+
+
 def to_data(payload: Payload) -> dict[str, Any]:
     """A payload as an event's `data` holds it, stored and sent: its fields, without the tag."""
     data: dict[str, Any] = msgspec.to_builtins(payload)

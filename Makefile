@@ -32,9 +32,16 @@ dev: install ## Run everything on the embedded stack: API, worker, PostgreSQL, R
 services: install ## Run only PostgreSQL, Redis and Temporal, printing their addresses
 	$(VENV)/bin/everloop services
 
-test: lint pytest ## The CI command: lint, then every test against a real embedded stack
+# `make test` runs the tests on this many processes (pytest-xdist), each with its own embedded stack
+# on free ports; a module's tests stay together. WORKERS=0 runs them in this process.
+WORKERS ?= 2
 
-pytest: install ## Only the tests (pass ARGS="-k name" to select)
+# Schemathesis generates its tests at run time, which xdist reports as one test: it runs alone after.
+test: lint ## The CI command: lint, then every test against a real embedded stack, in parallel
+	$(VENV)/bin/pytest -n $(WORKERS) --dist loadfile --ignore=tests/api/test_schemathesis.py $(ARGS)
+	$(VENV)/bin/pytest tests/api/test_schemathesis.py
+
+pytest: install ## Only the tests, in one process (pass ARGS="-k name" to select)
 	$(VENV)/bin/pytest $(ARGS)
 
 bench: install ## Run the benchmarks (printed figures, not pass/fail)

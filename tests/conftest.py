@@ -44,6 +44,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        # An xdist worker: its last reports may still be on their way to the controller (execnet
+        # sends from a thread), so it must end normally; the controller's own exit is below.
+        return
     # The Temporal client's Rust threads can abort the interpreter while it finalizes
     # (temporalio/sdk-python#300). Everything is reported by now: leave without finalizing.
     sys.stdout.flush()

@@ -176,7 +176,7 @@ class ToolActivities:
         await conversation.add_message(
             db,
             session_id,
-            "tool",
+            "tool_result",
             [msgspec.to_builtins(part)],
             sequence=sequence,
             metadata={"status": status, "tool_name": call.name, "input_message_id": begun.turn_input},

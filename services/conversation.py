@@ -125,7 +125,7 @@ async def close_dangling(db: AsyncSession, session_id: uuid.UUID, messages: list
         message = await add_message(
             db,
             session_id,
-            "tool",
+            "tool_result",
             [{"type": "tool_result", "tool_call_id": call.id, "result": None, "error": INTERRUPTED}],
             metadata={"status": "error", "tool_name": call.name, "input_message_id": owners.get(call.id)},
             idempotency_key=f"synthetic-result:{call.id}",

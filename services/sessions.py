@@ -76,16 +76,19 @@ async def create(
     return row
 
 
-async def get(db: AsyncSession, who: Identity, agent_id: uuid.UUID, session_id: uuid.UUID) -> Session:
-    """A session of the caller's agent; anyone else's answers as if it did not exist."""
+async def get(db: AsyncSession, who: Identity, agent_id: uuid.UUID | None, session_id: uuid.UUID) -> Session:
+    """A session of the caller's agent; anyone else's answers as if it did not exist. Without an
+    agent id (the flat `/v1/sessions/{id}` routes) any of the caller's agents will do."""
     query = (
         select(Session)
         .join(Agent, Agent.id == Session.agent_id)
-        .where(Session.id == session_id, Session.agent_id == agent_id, Agent.owner_id == who.user_id)
+        .where(Session.id == session_id, Agent.owner_id == who.user_id)
     )
+    if agent_id is not None:
+        query = query.where(Session.agent_id == agent_id)
     row = (await db.execute(query)).scalar_one_or_none()
     if row is None:
-        raise NotFound(f"session {session_id} not found for agent {agent_id}")
+        raise NotFound(f"session {session_id} not found" + (f" for agent {agent_id}" if agent_id else ""))
     return row
 
 

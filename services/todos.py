@@ -21,7 +21,7 @@ async def latest(db: AsyncSession, who: Identity, agent_id: uuid.UUID, session_i
         select(Message)
         .where(
             Message.session_id == session_id,
-            Message.role == "tool",
+            Message.role == "tool_result",
             Message.metadata_["tool_name"].astext == TOOL_NAME,
             Message.metadata_["status"].astext == "success",
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -33,4 +33,15 @@ class Agent(TimestampedModel):
         JSONB, default=dict, server_default=text("'{}'::jsonb")
     )
     max_iterations: Mapped[int] = mapped_column(Integer, default=25, server_default="25")
+    display_name: Mapped[str | None] = mapped_column(Text)
+    # Client-side tools ([{name, description, parameters}]): declared to the model; a call to one
+    # waits for the client's result.
+    tools: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, default=list, server_default=text("'[]'::jsonb")
+    )
+    # Files ([{path, content, encoding, is_readonly}]) written into each new session's file tree.
+    initial_files: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, default=list, server_default=text("'[]'::jsonb")
+    )
+    parallel_tool_calls: Mapped[bool | None] = mapped_column(Boolean)
     status: Mapped[AgentStatus] = mapped_column(String(20), default="active", server_default="active")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import TimestampedModel
@@ -19,6 +20,7 @@ class User(TimestampedModel):
     password_hash: Mapped[str | None] = mapped_column(Text)  # Argon2id; None for OAuth-only users
     role: Mapped[str] = mapped_column(String(20), default="user", server_default="user")
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    avatar_url: Mapped[str | None] = mapped_column(Text)
 
 
 class ApiKey(TimestampedModel):
@@ -31,6 +33,7 @@ class ApiKey(TimestampedModel):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 hex of the whole key
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    scopes: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
 
 
 class AuthSession(TimestampedModel):

@@ -64,7 +64,7 @@ class CreateMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tags: list[str] = msgspec.field(default_factory=list)
 
 
-MessageRole = Literal["user", "agent", "tool"]
+MessageRole = Literal["user", "agent", "tool_result"]
 
 
 class Message(msgspec.Struct, kw_only=True):

@@ -191,7 +191,7 @@ class Stack:
         calls = [
             p["id"] for m in messages if m.role == "agent" for p in m.content if p["type"] == "tool_call"
         ]
-        results = [p["tool_call_id"] for m in messages if m.role == "tool" for p in m.content]
+        results = [p["tool_call_id"] for m in messages if m.role == "tool_result" for p in m.content]
         assert sorted(results) == sorted(calls), "one stored result per tool call"
         completed = [e.data["tool_call_id"] for e in stored if e.type == "tool.call_completed"]
         assert sorted(completed) == sorted(calls)

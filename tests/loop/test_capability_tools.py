@@ -13,7 +13,9 @@ async def results(loop: Loop, base: str) -> list[tuple[str, dict[str, Any], dict
     """(tool name, arguments, stored result) of every call of the session, in call order."""
     messages = await loop.messages(base)
     stored = {
-        m["tool_results"][0]["tool_call_id"]: m["tool_results"][0] for m in messages if m["role"] == "tool"
+        m["tool_results"][0]["tool_call_id"]: m["tool_results"][0]
+        for m in messages
+        if m["role"] == "tool_result"
     }
     calls = [c for m in messages if m["role"] == "agent" for c in (m.get("tool_calls") or [])]
     assert set(stored) == {c["id"] for c in calls}
@@ -110,7 +112,7 @@ async def test_todo_list_is_visible_in_the_session(loop: Loop) -> None:
     todos = (await loop.client.get(f"{base}/todos")).json()
     assert todos["todos"] == second  # the invalid third call changed nothing
     messages = await loop.messages(base)
-    assert todos["message_id"] == [m["id"] for m in messages if m["role"] == "tool"][1]
+    assert todos["message_id"] == [m["id"] for m in messages if m["role"] == "tool_result"][1]
     # Owner-checked like the session itself: another agent's path is a 404.
     other = await loop.chat(capabilities=["stateless_todo_list"])
     wrong = f"{other.rsplit('/sessions/', 1)[0]}/sessions/{base.rsplit('/', 1)[1]}/todos"

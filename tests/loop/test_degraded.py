@@ -110,7 +110,9 @@ async def test_a_tool_over_its_timeout_is_a_timeout_result(loop: Loop, slow_capa
     base = await loop.chat(simulator={"mode": "script", "script": script}, capabilities=["test_slow"])
     await loop.send(base, "sleep")
     results = {
-        m["tool_results"][0]["error"] is None: m for m in await loop.messages(base) if m["role"] == "tool"
+        m["tool_results"][0]["error"] is None: m
+        for m in await loop.messages(base)
+        if m["role"] == "tool_result"
     }
     assert results[True]["tool_results"][0]["result"] == {"slept": 0}
     assert "did not finish within 0.5 s" in results[False]["tool_results"][0]["error"]
@@ -137,17 +139,17 @@ async def test_a_call_left_open_gets_a_synthetic_result_before_the_next_reason(l
         await db.commit()
     await loop.send(base, "are you there?")
     messages = await loop.messages(base)
-    assert [m["role"] for m in messages] == ["agent", "tool", "user", "agent"] or [
+    assert [m["role"] for m in messages] == ["agent", "tool_result", "user", "agent"] or [
         m["role"] for m in messages
     ] == [
         "agent",
         "user",
-        "tool",
+        "tool_result",
         "agent",
     ]
-    [synthetic] = [m for m in messages if m["role"] == "tool"]
+    [synthetic] = [m for m in messages if m["role"] == "tool_result"]
     assert synthetic["tool_results"] == [{"tool_call_id": "call_lost", "result": None, "error": INTERRUPTED}]
     assert messages[-1]["content"][0]["text"] == "recovered"
     generation = next(e for e in await loop.stored(base) if e.type == "llm.generation")
     roles = [m["role"] for m in generation.data["messages"]]
-    assert roles.index("tool") == roles.index("agent") + 1  # the result follows its call
+    assert roles.index("tool_result") == roles.index("agent") + 1  # the result follows its call

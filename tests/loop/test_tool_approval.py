@@ -89,7 +89,9 @@ async def test_approve_runs_the_call_and_the_rest_of_the_step_does_not_wait(loop
         assert resolved["data"]["user_id"]
         await watch.until("turn.completed")
     stored = {
-        m["tool_results"][0]["tool_call_id"]: m for m in await loop.messages(base) if m["role"] == "tool"
+        m["tool_results"][0]["tool_call_id"]: m
+        for m in await loop.messages(base)
+        if m["role"] == "tool_result"
     }
     assert stored[call_id]["tool_results"][0]["result"] == {"result": 5}
     assert stored[call_id]["metadata"]["status"] == "success"
@@ -186,9 +188,11 @@ async def test_a_worker_killed_while_a_call_waits_changes_nothing(
                 assert approved.status_code == 200, approved.text
                 await watch.until("turn.completed", 90)
             messages = (await client.get(f"{base}/messages")).json()["data"]
-    assert [m["role"] for m in messages] == ["user", "agent", "tool", "tool", "agent"]
+    assert [m["role"] for m in messages] == ["user", "agent", "tool_result", "tool_result", "agent"]
     results = {
-        m["tool_results"][0]["tool_call_id"]: m["tool_results"][0] for m in messages if m["role"] == "tool"
+        m["tool_results"][0]["tool_call_id"]: m["tool_results"][0]
+        for m in messages
+        if m["role"] == "tool_result"
     }
     assert results[call_id]["result"] == {"result": 5}
 

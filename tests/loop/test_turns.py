@@ -49,7 +49,7 @@ async def test_one_tool_call(loop: Loop) -> None:
     base = await loop.chat(simulator={"mode": "script", "script": script}, capabilities=["test_math"])
     await loop.send(base, "what is 2+3?")
     messages = await loop.messages(base)
-    assert [m["role"] for m in messages] == ["user", "agent", "tool", "agent"]
+    assert [m["role"] for m in messages] == ["user", "agent", "tool_result", "agent"]
     call = messages[1]["tool_calls"][0]
     assert (call["name"], call["arguments"]) == ("add", {"a": 2, "b": 3})
     assert messages[2]["tool_results"] == [
@@ -78,7 +78,14 @@ async def test_parallel_tool_calls(loop: Loop) -> None:
     )
     await loop.send(base, "go")
     messages = await loop.messages(base)
-    assert [m["role"] for m in messages] == ["user", "agent", "tool", "tool", "tool", "agent"]
+    assert [m["role"] for m in messages] == [
+        "user",
+        "agent",
+        "tool_result",
+        "tool_result",
+        "tool_result",
+        "agent",
+    ]
     calls = {c["id"]: c["name"] for c in messages[1]["tool_calls"]}
     results = {m["tool_results"][0]["tool_call_id"]: m["tool_results"][0] for m in messages[2:5]}
     assert set(results) == set(calls)
@@ -106,7 +113,7 @@ async def test_a_tool_error_is_a_result_and_the_loop_goes_on(loop: Loop) -> None
     base = await loop.chat(simulator={"mode": "script", "script": script}, capabilities=["test_math"])
     await loop.send(base, "1/0?")
     messages = await loop.messages(base)
-    errors = sorted(m["tool_results"][0]["error"] for m in messages if m["role"] == "tool")
+    errors = sorted(m["tool_results"][0]["error"] for m in messages if m["role"] == "tool_result")
     assert len(errors) == 3
     assert "division by zero" in errors[0]
     assert any("invalid arguments for add" in e for e in errors)

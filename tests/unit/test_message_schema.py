@@ -42,7 +42,7 @@ def test_agent_messages_carry_their_tool_calls() -> None:
 def test_tool_messages_carry_their_results() -> None:
     message = message_to_schema(
         _message(
-            "tool",
+            "tool_result",
             [
                 {"type": "tool_result", "tool_call_id": "c1", "result": {"result": 3}},
                 {"type": "tool_result", "tool_call_id": "c2", "error": "division by zero"},

@@ -1,16 +1,18 @@
 """`/api/auth/...`, also served at `/v1/auth/...`: registration, login, refresh, logout, OAuth, the
-current user, API keys.
+current user, API keys; and `/v1/users`, the member list for admins.
 
 Cookies: `access_token` (HttpOnly, SameSite=Lax, path `/`) authenticates browser requests;
-`refresh_token` (HttpOnly, SameSite=Strict) is sent only to the auth routes of the prefix that set it.
+`refresh_token` (HttpOnly, SameSite=Strict) is sent only to the auth routes of the prefix that set it,
+directly or through a frontend's proxy (see `_refresh_paths`).
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -24,10 +26,25 @@ from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.openapi import AUTHENTICATED, error_responses
+from api.pagination import Page, PageParams, page
 from api.security import ACCESS_COOKIE, credential_of
 from api.state import Services
+from core.db.models import ApiKey, User
 from core.errors import Forbidden, InvalidInput, NotFound
 from core.identity import Identity
+from core.schemas.auth import (
+    ApiKeyInfo,
+    AuthConfig,
+    CreateApiKey,
+    LoggedOut,
+    Login,
+    Me,
+    NewApiKey,
+    RefreshRequest,
+    Register,
+    TokenPair,
+    UserInfo,
+)
 from core.settings import AuthMode
 from services import auth, oauth
 
@@ -47,63 +64,6 @@ LOGIN_LIMIT = Limit(per_email=10, per_ip=30, window_s=60)
 REGISTER_LIMIT = Limit(per_email=5, per_ip=20, window_s=3600)
 
 
-class AuthConfig(msgspec.Struct, kw_only=True):
-    mode: str
-    registration_open: bool
-    oauth_providers: list[str]
-
-
-class Login(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
-    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
-
-
-class Register(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
-    password: Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
-
-
-class RefreshRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    refresh_token: str | None = None  # else the `refresh_token` cookie
-
-
-class TokenPair(msgspec.Struct, kw_only=True):
-    access_token: str
-    token_type: str
-    expires_in: int
-    refresh_token: str
-
-
-class LoggedOut(msgspec.Struct, kw_only=True):
-    status: str
-
-
-class Me(msgspec.Struct, kw_only=True):
-    id: uuid.UUID
-    email: str
-    role: str
-    auth_mode: str
-    authenticated_by: str
-
-
-class CreateApiKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    expires_in_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None = None
-
-
-class ApiKeyInfo(msgspec.Struct, kw_only=True):
-    id: uuid.UUID
-    name: str
-    prefix: str
-    created_at: datetime
-    last_used_at: datetime | None
-    expires_at: datetime | None
-
-
-class NewApiKey(ApiKeyInfo, kw_only=True):
-    key: str  # shown once
-
-
 def _op(name: str) -> Any:
     """Operation ids for a route served under both prefixes."""
 
@@ -113,11 +73,13 @@ def _op(name: str) -> Any:
     return make
 
 
-def _key_info(row: Any) -> dict[str, Any]:
+def _key_info(row: ApiKey) -> dict[str, Any]:
     return {
         "id": row.id,
         "name": row.name,
         "prefix": row.prefix,
+        "key_prefix": f"{row.prefix}...",
+        "scopes": auth.scopes_of(row),
         "created_at": row.created_at,
         "last_used_at": row.last_used_at,
         "expires_at": row.expires_at,
@@ -158,6 +120,36 @@ def _prefix(request: Request[Any, Any, Any]) -> str:
     return "/v1/auth" if request.url.path.startswith("/v1/auth") else "/api/auth"
 
 
+# Everruns' web UI reaches the API through its own proxy under /api: the browser calls
+# /api/v1/auth/refresh, which the proxy hands on to /v1/auth/refresh here.
+UI_PROXY_PREFIX = "/api"
+
+
+_COOKIE_PATH = re.compile(r"^(/[A-Za-z0-9._~%-]+)*$")
+
+
+def _public_prefix(request: Request[Any, Any, Any]) -> str:
+    """The path EVERLOOP_PUBLIC_URL puts before this server's routes ("" when none). It becomes part
+    of a cookie's `Path`, so one with characters a Set-Cookie header would read otherwise (`;`) is
+    not used."""
+    public = request.app.state.services.settings.public_url or ""
+    path = urlsplit(public).path.rstrip("/")
+    return path if _COOKIE_PATH.fullmatch(path) else ""
+
+
+def _refresh_paths(request: Request[Any, Any, Any]) -> list[str]:
+    """Where the browser must send the refresh cookie: the auth routes of the prefix that set it, as
+    this server sees them and as the browser sees them through a frontend's proxy. A cookie goes to
+    the paths under its `Path`, so no one path covers both `/v1/auth` and `/api/v1/auth` but `/`,
+    which would hand the 30-day token to every request: instead the same cookie is set once for
+    each, and each copy still reaches only auth routes. The proxy's prefix is EVERLOOP_PUBLIC_URL's
+    path when it has one (the operator said where browsers reach the API), else Everruns' UI's
+    `/api` for the `/v1/auth` routes it uses. A copy is rotated and cleared with the others."""
+    route = _prefix(request)
+    proxied = _public_prefix(request) or (UI_PROXY_PREFIX if route == "/v1/auth" else "")
+    return [route, proxied + route] if proxied else [route]
+
+
 def _secure(request: Request[Any, Any, Any]) -> bool:
     """Cookies are `Secure` when the browser reaches us over https, also behind a TLS proxy."""
     public = request.app.state.services.settings.public_url or ""
@@ -176,14 +168,17 @@ def session_cookies(request: Request[Any, Any, Any], tokens: auth.Tokens) -> lis
             secure=secure,
             path="/",
         ),
-        Cookie(
-            key=REFRESH_COOKIE,
-            value=tokens.refresh_token,
-            max_age=int(auth.REFRESH_TTL.total_seconds()),
-            httponly=True,
-            samesite="strict",
-            secure=secure,
-            path=_prefix(request),
+        *(
+            Cookie(
+                key=REFRESH_COOKIE,
+                value=tokens.refresh_token,
+                max_age=int(auth.REFRESH_TTL.total_seconds()),
+                httponly=True,
+                samesite="strict",
+                secure=secure,
+                path=path,
+            )
+            for path in _refresh_paths(request)
         ),
     ]
 
@@ -191,10 +186,17 @@ def session_cookies(request: Request[Any, Any, Any], tokens: auth.Tokens) -> lis
 def _cleared_cookies(request: Request[Any, Any, Any]) -> list[Cookie]:
     return [
         Cookie(key=ACCESS_COOKIE, value="", max_age=0, path="/", httponly=True, samesite="lax"),
-        Cookie(
-            key=REFRESH_COOKIE, value="", max_age=0, path=_prefix(request), httponly=True, samesite="strict"
+        *(
+            Cookie(key=REFRESH_COOKIE, value="", max_age=0, path=path, httponly=True, samesite="strict")
+            for path in _refresh_paths(request)
         ),
     ]
+
+
+def _callback_path(request: Request[Any, Any, Any]) -> str:
+    """The path of the OAuth callback as the browser reaches it: that of the redirect URI, which is
+    built from EVERLOOP_PUBLIC_URL when set (the `oauth_state` cookie must reach it)."""
+    return f"{_public_prefix(request)}{_prefix(request)}/callback"
 
 
 def _pair(tokens: auth.Tokens) -> TokenPair:
@@ -238,13 +240,18 @@ class AuthController(Controller):
 
     @get("/config", operation_id=_op("getAuthConfig"), responses=error_responses())
     async def config(self, services: NamedDependency[Services]) -> AuthConfig:
-        """How this server authenticates: the mode, whether registration is open, OAuth providers."""
+        """How this server authenticates: the mode, whether password sign-in and sign-up are on
+        (`signup_enabled`; `registration_open` is the same, the seed's name), OAuth providers."""
         settings = services.settings
         full = settings.auth_mode is AuthMode.FULL
+        signup = full and settings.auth_registration_open
         return AuthConfig(
             mode=settings.auth_mode.value,
-            registration_open=full and settings.auth_registration_open,
+            registration_open=signup,
             oauth_providers=list(oauth.providers(settings)) if full else [],
+            # Login takes a password in admin and full mode; with none there is nothing to sign in to.
+            password_auth_enabled=settings.auth_mode is not AuthMode.NONE,
+            signup_enabled=signup,
         )
 
     @post(
@@ -260,16 +267,16 @@ class AuthController(Controller):
         db_session: NamedDependency[AsyncSession],
         data: Annotated[Register, Body()],
     ) -> Response[TokenPair]:
-        """Open an account (`AUTH_MODE=full` with registration open): email and a password of at least 8
-        characters. Signs the new user in: the same answer and cookies as login. 409 if the email has
-        an account."""
+        """Open an account (`AUTH_MODE=full` with registration open): email, a password of at least 8
+        characters and optionally a display `name`. Signs the new user in: the same answer and
+        cookies as login. 409 if the email has an account."""
         settings = services.settings
         if settings.auth_mode is not AuthMode.FULL or not settings.auth_registration_open:
             raise Forbidden("registration is closed on this server")
         await _rate_limit(
             services, "register", REGISTER_LIMIT, email=data.email.lower(), ip=_client_ip(request)
         )
-        user = await auth.register(db_session, data.email, data.password)
+        user = await auth.register(db_session, data.email, data.password, data.name)
         tokens = await auth.sign_in(db_session, user, "password", _secret(services))
         return Response(_pair(tokens), status_code=201, cookies=session_cookies(request, tokens))
 
@@ -367,7 +374,7 @@ class AuthController(Controller):
             httponly=True,
             samesite="lax",  # sent on the provider's top-level redirect back
             secure=_secure(request),
-            path=f"{_prefix(request)}/callback",
+            path=_callback_path(request),
         )
         return Redirect(url, cookies=[cookie])
 
@@ -407,17 +414,27 @@ class AuthController(Controller):
             db_session, chosen.id, profile, may_create=settings.auth_registration_open
         )
         tokens = await auth.sign_in(db_session, user, f"oauth:{chosen.id}", _secret(services))
-        gone = Cookie(key=STATE_COOKIE, value="", max_age=0, path=f"{_prefix(request)}/callback")
+        gone = Cookie(key=STATE_COOKIE, value="", max_age=0, path=_callback_path(request))
         return Redirect(settings.auth_redirect_url, cookies=[*session_cookies(request, tokens), gone])
 
     @get("/me", operation_id=_op("getMe"), responses=error_responses(401), security=AUTHENTICATED)
-    async def me(self, request: Request[Identity, Any, Any], services: NamedDependency[Services]) -> Me:
-        """The caller."""
+    async def me(
+        self,
+        request: Request[Identity, Any, Any],
+        services: NamedDependency[Services],
+        db_session: NamedDependency[AsyncSession],
+    ) -> Me:
+        """The caller: id, email, display name, role (also as `roles`, a list), avatar, and how the
+        request authenticated."""
         who = request.user
+        user = await auth.get_user(db_session, who.user_id)
         return Me(
             id=who.user_id,
             email=who.email,
+            name=auth.display_name(user) if user else who.email.split("@", 1)[0],
             role=who.role,
+            roles=[who.role],
+            avatar_url=user.avatar_url if user else None,
             auth_mode=services.settings.auth_mode.value,
             authenticated_by=who.method,
         )
@@ -442,9 +459,11 @@ class AuthController(Controller):
         db_session: NamedDependency[AsyncSession],
         data: Annotated[CreateApiKey, Body()],
     ) -> NewApiKey:
-        """A new key, `evr_` + 64 hex: send it as `Authorization: Bearer <key>`. Shown only now."""
+        """A new key, `evr_` + 64 hex: send it as `Authorization: Bearer <key>` (or the key alone, as
+        Everruns' SDK does). Shown only now. `scopes` may be left out or `["*"]`: a key acts with all
+        of its owner's access; a narrower scope is refused (400), not silently widened."""
         row, key = await auth.create_api_key(
-            db_session, request.user.user_id, data.name, data.expires_in_days
+            db_session, request.user.user_id, data.name, data.expires_in_days, data.scopes
         )
         return NewApiKey(**_key_info(row), key=key)
 
@@ -464,6 +483,44 @@ class AuthController(Controller):
         await auth.delete_api_key(db_session, request.user.user_id, key_id)
 
 
-def auth_routers() -> list[Router]:
+def _user_info(user: User, provider: str | None) -> UserInfo:
+    return UserInfo(
+        id=user.id,
+        email=user.email,
+        name=auth.display_name(user),
+        avatar_url=user.avatar_url,
+        roles=[user.role],
+        auth_provider=provider,
+        created_at=user.created_at,
+    )
+
+
+class UsersController(Controller):
+    path = "/v1/users"
+    tags = ["users"]
+    security = AUTHENTICATED
+
+    @get(operation_id="listUsers", responses=error_responses(401, 403))
+    async def list_users(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        page_params: NamedDependency[PageParams],
+        search: Annotated[str | None, QueryParameter(description="Substring of the email or name")] = None,
+    ) -> Page[UserInfo]:
+        """The accounts on this server, oldest first (Everruns' members page). Admins only: 403 for
+        a user, who has no business enumerating the others."""
+        if not who.is_admin:
+            raise Forbidden("only an admin may list the users")
+        rows, total = await auth.list_users(
+            db_session, offset=page_params.offset, limit=page_params.limit, search=search
+        )
+        return page([_user_info(user, provider) for user, provider in rows], total, page_params)
+
+
+def auth_routers() -> list[Router | type[Controller]]:
     # The seed serves /api/auth; Everruns' own clients and the other seeds use /v1/auth.
-    return [Router(path=prefix, route_handlers=[AuthController]) for prefix in ("/api/auth", "/v1/auth")]
+    routers: list[Router | type[Controller]] = [
+        Router(path=prefix, route_handlers=[AuthController]) for prefix in ("/api/auth", "/v1/auth")
+    ]
+    return [*routers, UsersController]

@@ -1,8 +1,9 @@
 """Who is calling: every request outside the open routes carries a credential.
 
-`AUTH_MODE=none` is one built-in admin (loopback only); `admin` accepts `Authorization: Bearer
-<access token or evr_ API key>` or the `access_token` cookie. A cookie-authenticated request that
-changes state must come from an allowed origin (SameSite=Lax plus this check defeat CSRF).
+`AUTH_MODE=none` is one built-in admin (loopback only); `admin` and `full` accept `Authorization:
+Bearer <access token or evr_ API key>`, an API key alone (`Authorization: evr_...` or `ApiKey
+evr_...`, as Everruns' SDK sends it), or the `access_token` cookie. A cookie-authenticated request
+that changes state must come from an allowed origin (SameSite=Lax plus this check defeat CSRF).
 """
 
 from __future__ import annotations
@@ -34,9 +35,18 @@ OPEN_PATHS = [
 
 def credential_of(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[str, str]:
     """The request's credential and where it came from (`token` header or `cookie`); "" if none."""
-    scheme, _, credential = connection.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credential.strip():
-        return credential.strip(), "token"
+    header = connection.headers.get("authorization", "").strip()
+    scheme, _, credential = header.partition(" ")
+    credential = credential.strip()
+    if scheme.lower() == "bearer" and credential:
+        return credential, "token"
+    # Everruns' SDK sends its key with no scheme word (and Everruns also takes `ApiKey <key>`). Only
+    # a string shaped exactly like one of our keys is taken that way: anything else in the header
+    # is no credential, so a token or a typo never passes for a key.
+    if auth.looks_like_api_key(header):
+        return header, "token"
+    if scheme.lower() == "apikey" and auth.looks_like_api_key(credential):
+        return credential, "token"
     return connection.cookies.get(ACCESS_COOKIE, "").strip(), "cookie"
 
 

@@ -9,6 +9,7 @@ family ends them at once, not when they expire."""
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -18,19 +19,25 @@ import jwt
 import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import ApiKey, AuthSession, OAuthIdentity, RefreshToken, User
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from core.identity import BUILTIN_ADMIN_EMAIL, BUILTIN_ADMIN_ID
 from core.ids import uuid7
 
 ACCESS_TTL = timedelta(minutes=15)
 REFRESH_TTL = timedelta(days=30)
 API_KEY_PREFIX = "evr_"
+API_KEY_SHAPE = re.compile(r"^evr_[0-9a-f]{64}$")  # what create_api_key makes, and nothing else
 LAST_USED_EVERY = timedelta(minutes=1)
+# The scopes a key may be given. A key acts with all of its owner's access ("*", Everruns' default):
+# Everloop has nothing narrower to enforce, and a key that said "read" but could write would mislead
+# whoever made it, so any other scope is refused rather than stored.
+SCOPES = frozenset({"*"})
+DEFAULT_SCOPES = ["*"]
 
 _hasher = PasswordHasher()
 
@@ -124,6 +131,11 @@ async def authenticate(db: AsyncSession, credential: str, secret: str) -> Authen
     return Authenticated(user=user, method="token", expires_at=expires_at)
 
 
+def looks_like_api_key(credential: str) -> bool:
+    """Whether a string has the exact shape of an Everloop API key (`evr_` and 64 hex digits)."""
+    return API_KEY_SHAPE.fullmatch(credential) is not None
+
+
 async def still_valid(db: AsyncSession, credential: str, secret: str) -> bool:
     """Whether a credential that authenticated a long request (an SSE stream) still would."""
     return await authenticate(db, credential, secret) is not None
@@ -215,12 +227,14 @@ async def sign_out(
 # Accounts
 
 
-async def register(db: AsyncSession, email: str, password: str) -> User:
-    """A new `user` account; Conflict when the email has one already."""
+async def register(db: AsyncSession, email: str, password: str, name: str | None = None) -> User:
+    """A new `user` account; Conflict when the email has one already. A blank name is no name."""
     email = email.strip().lower()
     if (await db.execute(select(User.id).where(User.email == email))).first() is not None:
         raise Conflict("an account with this email exists")
-    user = User(email=email, role="user", password_hash=hash_password(password))
+    user = User(
+        email=email, name=(name or "").strip() or None, role="user", password_hash=hash_password(password)
+    )
     db.add(user)
     try:
         await db.commit()
@@ -274,11 +288,29 @@ async def login(db: AsyncSession, email: str, password: str) -> User | None:
 
 
 async def create_api_key(
-    db: AsyncSession, user_id: uuid.UUID, name: str, expires_in_days: int | None
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    name: str,
+    expires_in_days: int | None,
+    scopes: list[str] | None = None,
 ) -> tuple[ApiKey, str]:
+    granted = sorted(set(scopes)) if scopes else DEFAULT_SCOPES
+    if refused := [s for s in granted if s not in SCOPES]:
+        raise InvalidInput(
+            f"unsupported API key scope {refused[0]!r}: a key acts with all of its owner's access, "
+            'so the only scope is "*" (leave scopes out for it)',
+            field="scopes",
+        )
     key = API_KEY_PREFIX + secrets.token_hex(32)
     expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
-    row = ApiKey(user_id=user_id, name=name, prefix=key[:12], key_hash=_key_hash(key), expires_at=expires)
+    row = ApiKey(
+        user_id=user_id,
+        name=name,
+        prefix=key[:12],
+        key_hash=_key_hash(key),
+        expires_at=expires,
+        scopes=list(granted),
+    )
     db.add(row)
     await db.commit()
     return row, key
@@ -295,6 +327,46 @@ async def delete_api_key(db: AsyncSession, user_id: uuid.UUID, key_id: uuid.UUID
         raise NotFound(f"API key {key_id} not found")
     await db.delete(row)
     await db.commit()
+
+
+def scopes_of(key: ApiKey) -> list[str]:
+    """A key's scopes; keys made before scopes existed have none stored and full access: ["*"]."""
+    return list(key.scopes) or list(DEFAULT_SCOPES)
+
+
+# Users
+
+
+def display_name(user: User) -> str:
+    """What to call a user: their name, else the part of their email before the @ (Everruns' clients
+    expect a name on every user)."""
+    return user.name or user.email.split("@", 1)[0]
+
+
+async def get_user(db: AsyncSession, user_id: uuid.UUID) -> User | None:
+    return await db.get(User, user_id)
+
+
+async def list_users(
+    db: AsyncSession, *, offset: int, limit: int, search: str | None = None
+) -> tuple[list[tuple[User, str | None]], int]:
+    """The accounts on this server, oldest first, each with how it signs in (an OAuth provider,
+    else "password", else None), and how many match. `search`: a substring of the email or name."""
+    query = select(User)
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        query = query.where(or_(User.email.ilike(pattern), User.name.ilike(pattern)))
+    total = (await db.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    users = list((await db.execute(query.order_by(User.id).offset(offset).limit(limit))).scalars())
+    linked = await db.execute(
+        select(OAuthIdentity.user_id, func.min(OAuthIdentity.provider))
+        .where(OAuthIdentity.user_id.in_([u.id for u in users]))
+        .group_by(OAuthIdentity.user_id)
+    )
+    providers = {user_id: provider for user_id, provider in linked.all()}
+    found = [(u, providers.get(u.id) or ("password" if u.password_hash else None)) for u in users]
+    return found, int(total)
 
 
 _DUMMY_HASH = _hasher.hash("not a password anyone has")

@@ -13,7 +13,7 @@ import hashlib
 import secrets
 import time
 from typing import Literal
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import jwt
@@ -60,6 +60,22 @@ class Profile(msgspec.Struct, kw_only=True, frozen=True):
     email: str | None
     email_verified: bool
     name: str | None
+    picture: str | None = None  # the provider's avatar URL (OIDC `picture`, GitHub `avatar_url`)
+
+
+MAX_PICTURE_URL = 2000
+
+
+def _picture(value: object) -> str | None:
+    """An avatar URL from the provider, kept only if it is a plain http(s) URL of sane length: the
+    web UI puts it in an <img src>, so a `javascript:` or `data:` value is not passed on."""
+    if not isinstance(value, str) or len(value) > MAX_PICTURE_URL:
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    return value if parts.scheme in ("https", "http") and parts.hostname else None
 
 
 def providers(settings: Settings) -> dict[str, Provider]:
@@ -197,15 +213,18 @@ async def _oidc_profile(http: httpx.AsyncClient, client: OAuthClient, code: str,
     if not secrets.compare_digest(str(claims.get("nonce", "")), pending.nonce):
         raise OAuthFailed("the ID token's nonce does not match this sign-in")
     email, verified = claims.get("email"), claims.get("email_verified")
+    picture = claims.get("picture")
     if email is None and (userinfo_url := document.get("userinfo_endpoint")) and tokens.get("access_token"):
         info = await _get_json(http, userinfo_url, tokens["access_token"])
         if str(info.get("sub")) == str(claims["sub"]):
             email, verified = info.get("email"), info.get("email_verified")
+            picture = picture or info.get("picture")
     return Profile(
         subject=str(claims["sub"]),
         email=str(email).lower() if email else None,
         email_verified=verified is True or verified == "true",
         name=claims.get("name"),
+        picture=_picture(picture),
     )
 
 
@@ -240,6 +259,7 @@ async def _github_profile(
         email=str(primary["email"]).lower() if primary else None,
         email_verified=primary is not None,
         name=str(user.get("name") or user.get("login") or "") or None,
+        picture=_picture(user.get("avatar_url")),
     )
 
 
@@ -252,6 +272,8 @@ async def user_for(db: AsyncSession, provider_id: str, profile: Profile, *, may_
         .where(OAuthIdentity.provider == provider_id, OAuthIdentity.subject == profile.subject)
     )
     if (user := found.scalar_one_or_none()) is not None:
+        if _fill_profile(user, profile):
+            await db.commit()
         return user
     if not profile.email or not profile.email_verified:
         raise InvalidInput("the sign-in provider did not confirm an email address for this account")
@@ -261,9 +283,17 @@ async def user_for(db: AsyncSession, provider_id: str, profile: Profile, *, may_
     if user is None:
         if not may_create:
             raise Forbidden("registration is closed on this server")
-        user = User(email=profile.email, name=profile.name, role="user", email_verified=True)
+        user = User(
+            email=profile.email,
+            name=profile.name[:200] if profile.name else None,
+            avatar_url=profile.picture,
+            role="user",
+            email_verified=True,
+        )
         db.add(user)
         await db.flush()
+    else:
+        _fill_profile(user, profile)
     db.add(OAuthIdentity(user_id=user.id, provider=provider_id, subject=profile.subject, email=profile.email))
     try:
         await db.commit()
@@ -271,6 +301,17 @@ async def user_for(db: AsyncSession, provider_id: str, profile: Profile, *, may_
         await db.rollback()
         return await user_for(db, provider_id, profile, may_create=False)
     return user
+
+
+def _fill_profile(user: User, profile: Profile) -> bool:
+    """Fills the name and avatar the account lacks from the provider's profile (never overwrites
+    what is there); whether anything changed."""
+    changed = False
+    if user.avatar_url is None and profile.picture:
+        user.avatar_url, changed = profile.picture, True
+    if user.name is None and profile.name:
+        user.name, changed = profile.name[:200], True
+    return changed
 
 
 async def _take_back(db: AsyncSession, user: User) -> None:

@@ -118,6 +118,7 @@ def create_provider_app() -> tuple[Litestar, ProviderState]:
             "exp": now + 300,
             "nonce": "not-the-one" if state.wrong_nonce else grant.nonce,
             "name": grant.email.split("@")[0],
+            "picture": f"https://avatars.example.com/{grant.subject}.png",
         }
         if state.email_in_id_token:
             claims |= {"email": grant.email, "email_verified": state.verified}
@@ -149,7 +150,12 @@ def create_provider_app() -> tuple[Litestar, ProviderState]:
     @get("/api/user")
     async def github_user(request: Request[Any, Any, Any]) -> dict[str, Any]:
         grant = _holder(request)
-        return {"id": int(grant.subject, 16) % 10**9, "login": grant.email.split("@")[0], "name": None}
+        return {
+            "id": int(grant.subject, 16) % 10**9,
+            "login": grant.email.split("@")[0],
+            "name": None,
+            "avatar_url": f"https://avatars.example.com/gh/{grant.subject}",
+        }
 
     @get("/api/user/emails")
     async def github_emails(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:

@@ -86,7 +86,14 @@ async def test_every_protected_route_needs_a_credential(anon: AsyncTestClient[Li
 async def test_open_routes_stay_open(anon: AsyncTestClient[Litestar]) -> None:
     assert (await anon.get("/health")).status_code == 200
     config = (await anon.get("/v1/auth/config")).json()
-    assert config == {"mode": "admin", "registration_open": False, "oauth_providers": []}
+    # Issue 12 adds Everruns' UI fields (password_auth_enabled, signup_enabled) beside the seed's.
+    assert config == {
+        "mode": "admin",
+        "registration_open": False,
+        "oauth_providers": [],
+        "password_auth_enabled": True,
+        "signup_enabled": False,
+    }
 
 
 async def test_login_then_token_cookie_and_me(anon: AsyncTestClient[Litestar]) -> None:

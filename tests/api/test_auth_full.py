@@ -103,7 +103,14 @@ async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
 
 async def test_config_says_registration_is_open(anon: AsyncTestClient[Litestar]) -> None:
     config = (await anon.get("/v1/auth/config")).json()
-    assert config == {"mode": "full", "registration_open": True, "oauth_providers": []}
+    # Issue 12 adds Everruns' UI fields (password_auth_enabled, signup_enabled) beside the seed's.
+    assert config == {
+        "mode": "full",
+        "registration_open": True,
+        "oauth_providers": [],
+        "password_auth_enabled": True,
+        "signup_enabled": True,
+    }
 
 
 async def test_register_signs_in_a_user(anon: AsyncTestClient[Litestar]) -> None:

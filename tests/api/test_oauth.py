@@ -16,6 +16,7 @@ from litestar.testing import AsyncTestClient
 from api.app import create_app
 from core.db import Database
 from everloop.stack import Endpoints
+from services import oauth
 from tests.api.test_auth_full import clear_rate_limits, full_settings
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, ProviderState, create_provider_app
 from tests.servers import running
@@ -208,3 +209,59 @@ async def test_closed_registration_lets_only_existing_accounts_in(
     ) as closed:
         refused = await closed.get(await _authorize(closed, "github", "newcomer@example.com"))
         assert refused.status_code == 403
+
+
+@pytest.mark.parametrize("provider_id", ["oidc", "github"])
+async def test_the_sign_in_fills_the_avatar_and_name_from_the_provider(
+    browser: AsyncTestClient[Litestar], provider_id: str
+) -> None:
+    me = await _sign_in(browser, provider_id, f"face-{provider_id}@example.com")
+    assert me["avatar_url"].startswith("https://avatars.example.com/")  # OIDC `picture`, GitHub `avatar_url`
+    assert me["name"] == f"face-{provider_id}" and me["roles"] == ["user"]
+
+
+async def test_a_linked_account_keeps_its_own_name_and_gains_an_avatar(
+    browser: AsyncTestClient[Litestar],
+) -> None:
+    registered = await browser.post(
+        "/v1/auth/register", json={"email": "named@example.com", "password": "a password", "name": "Own Name"}
+    )
+    assert registered.status_code == 201
+    browser.cookies.clear()
+    me = await _sign_in(browser, "oidc", "named@example.com")
+    assert me["name"] == "Own Name"  # what the account had is never overwritten
+    assert me["avatar_url"] and me["avatar_url"].startswith("https://avatars.example.com/")
+
+
+def test_only_a_web_address_is_taken_as_the_avatar() -> None:
+    _picture = oauth._picture
+    assert _picture("https://cdn.example.com/a.png") == "https://cdn.example.com/a.png"
+    for refused in ("javascript:alert(1)", "data:image/png;base64,AAAA", "/relative.png", 7, None):
+        assert _picture(refused) is None
+    assert _picture("https://example.com/" + "a" * 2000) is None
+
+
+async def test_behind_a_path_prefix_the_state_cookie_follows_the_redirect_uri(
+    endpoints: Endpoints, db: Database, provider: tuple[str, ProviderState], provider_state: ProviderState
+) -> None:
+    # A frontend serves the API under /api (Everruns' UI: /api/v1/auth/oauth/...); the operator says so.
+    env = _oauth_env(provider[0], EVERLOOP_PUBLIC_URL="http://testserver.local/api")
+    async with AsyncTestClient(app=create_app(full_settings(endpoints, **env), configure_logs=False)) as ui:
+        start = await ui.get("/v1/auth/oauth/oidc", follow_redirects=False)
+        query = {k: v[0] for k, v in parse_qs(urlsplit(start.headers["location"]).query).items()}
+        assert query["redirect_uri"] == "http://testserver.local/api/v1/auth/callback/oidc"
+        assert ui.cookies.get("oauth_state", path="/api/v1/auth/callback") == query["state"]
+        async with httpx.AsyncClient() as outside:
+            approved = await outside.get(f"{start.headers['location']}&login_as=proxied%40example.com")
+        back = urlsplit(approved.headers["location"])
+        assert back.path == "/api/v1/auth/callback/oidc"
+        # The proxy hands the callback on without its /api, with the cookies the browser sent there.
+        sent = {"Cookie": f"oauth_state={query['state']}"}
+        ui.cookies.clear()
+        callback = await ui.get(
+            f"{back.path.removeprefix('/api')}?{back.query}", headers=sent, follow_redirects=False
+        )
+        assert callback.status_code == 302, callback.text
+        set_cookies = callback.headers.get_list("set-cookie")
+        assert any(c.startswith("refresh_token=") and "Path=/api/v1/auth;" in f"{c};" for c in set_cookies)
+        assert any(c.startswith('oauth_state=""') and "Path=/api/v1/auth/callback" in c for c in set_cookies)

@@ -123,7 +123,7 @@ class ReasonActivities:
             agent_id=str(agent.id), metadata=ev.ReasonStep(model=model.model_id, iteration=params.iteration)
         )
         batch.add(started, f"{step}:reason.started")
-        if not await batch.store(db, values={"status": "active"} if params.open_turn else None):
+        if not await batch.store(db, values=sessions.turn_opened() if params.open_turn else None):
             raise session_gone(f"session {session_id}")
         await db.commit()
         agent_tools = await _AgentTools.of(db, agent)

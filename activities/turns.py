@@ -16,7 +16,7 @@ from core.db.models import Event, Message
 from core.schemas import events as ev
 from core.schemas.turns import ActCompleted, SessionLoop, TurnEnd
 from services import conversation, events
-from services.sessions import message_to_schema
+from services.sessions import message_to_schema, record_turn_end
 
 
 def _context(turn_id: str, message_id: str) -> dict[str, str]:
@@ -62,6 +62,7 @@ class TurnActivities:
         batch.add(ev.SessionIdled(turn_id=key, iterations=params.iterations), f"{key}:session.idled")
         if not await batch.store(db, values={"status": "idle"}):
             return []  # deleted meanwhile: nothing left to close
+        await record_turn_end(db, session_id, batch.stored)
         await db.commit()
         return batch.stored
 

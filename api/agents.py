@@ -41,16 +41,20 @@ class AgentController(Controller):
     tags = ["agents"]
     security = AUTHENTICATED
 
-    @post(operation_id="createAgent", responses=error_responses(400))
+    @post(operation_id="createAgent", responses=error_responses(400, 409))
     async def create_agent(
         self,
         db_session: NamedDependency[AsyncSession],
         who: NamedDependency[Identity],
         data: Annotated[CreateAgent, Body()],
-    ) -> Agent:
-        """Create an agent. `capabilities` is an ordered list of capability ids, or of
-        `{"id": ..., "config": {...}}` for a capability with a configuration (mixed is fine)."""
-        return agents.to_schema(await agents.create(db_session, who, data))
+    ) -> Response[Agent]:
+        """Create an agent (201). `capabilities` is an ordered list of capability ids, or of
+        `{"ref": ..., "config": {...}}` (or `{"id": ...}`) for a capability with a configuration
+        (mixed is fine). `tools` are client-side tools; `initial_files` go into each new session's
+        files. With an `id` (`agent_<32 hex>` or a UUID) of one of your agents, that agent is
+        replaced by this one (200), as Everruns' `apply` expects; an id someone else has is a 409."""
+        row, created = await agents.create(db_session, who, data)
+        return Response(agents.to_schema(row), status_code=201 if created else 200)
 
     @get(operation_id="listAgents", responses=error_responses(400))
     async def list_agents(
@@ -105,7 +109,8 @@ class AgentController(Controller):
         data = agent_io.parse_agent(
             text, request.headers.get("content-type"), JsonLimits.of(services.settings)
         )
-        return agents.to_schema(await agents.create(db_session, who, data))
+        row, _ = await agents.create(db_session, who, data)  # the file's `id` is dropped: always new
+        return agents.to_schema(row)
 
     @get("/{agent_id:uuid}", operation_id="getAgent", responses=error_responses(404))
     async def get_agent(

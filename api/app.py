@@ -31,6 +31,7 @@ from api.middleware import RequestContextMiddleware
 from api.openapi import docs_handlers, openapi_config
 from api.pagination import provide_page_params
 from api.security import authentication_middleware
+from api.session_routes import FlatSessionController
 from api.sessions import SessionController
 from api.simulator import simulator_router
 from api.state import Services
@@ -99,6 +100,7 @@ def create_app(
             *auth_routers(),
             AgentController,
             SessionController,
+            FlatSessionController,
             TurnController,
             MessageController,
             EventController,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.openapi import AUTHENTICATED, error_responses
@@ -27,11 +29,18 @@ class CapabilityController(Controller):
         db_session: NamedDependency[AsyncSession],
         who: NamedDependency[Identity],
         page_params: NamedDependency[PageParams],
+        search: Annotated[
+            str | None,
+            QueryParameter(description="Only capabilities whose name or description has this (any case)"),
+        ] = None,
     ) -> CapabilityList:
         """Every built-in capability, then the MCP servers the caller may use (`mcp:{id}`), with
-        their prompt additions and tool definitions."""
+        their prompt additions and tool definitions; `total` counts those that match `search`."""
         specs = registry.all_capabilities() + await mcp_servers.visible_specs(db_session, who)
-        everything = [c.public() for c in specs]
+        needle = (search or "").casefold()
+        everything = [
+            c.public() for c in specs if needle in c.name.casefold() or needle in c.description.casefold()
+        ]
         chosen = everything[page_params.offset : page_params.offset + page_params.limit]
         return CapabilityList(
             data=chosen,

@@ -1,12 +1,15 @@
 """The API's side of the session's loop beyond handing messages over (services/loop.py does that):
-stopping a deleted session's workflow."""
+cancelling the running turn, stopping a deleted session's workflow."""
 
 from __future__ import annotations
 
+import msgspec
 import structlog
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.state import Services
+from core.errors import Conflict
 from core.schemas.turns import SessionLoop
 
 log = structlog.get_logger("everloop.dispatch")
@@ -21,3 +24,29 @@ async def stop_loop(services: Services, session_id: object) -> None:
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             log.warning("could not stop the session's workflow", session_id=str(session_id), error=str(exc))
+
+
+class Cancelled(msgspec.Struct, kw_only=True):
+    cancelled: bool
+    turn_id: str | None
+
+
+async def cancel_turn(services: Services, session_id: object) -> Cancelled:
+    """Stops the session's running turn (the caller has checked the session is theirs): its LLM
+    call and tools stop, `turn.cancelled` is stored and the session goes idle. Conflict when no turn
+    runs."""
+    client = await services.temporal()
+    handle = client.get_workflow_handle(SessionLoop.workflow_id(session_id))
+    try:
+        turn_id = await handle.query(SessionLoop.CURRENT_TURN, result_type=str | None)  # type: ignore[arg-type]
+        cancelled = await handle.execute_update(SessionLoop.CANCEL_TURN, result_type=bool)
+    except (WorkflowUpdateFailedError, RPCError) as exc:
+        if isinstance(exc, RPCError) and exc.status not in (
+            RPCStatusCode.NOT_FOUND,
+            RPCStatusCode.FAILED_PRECONDITION,
+        ):
+            raise
+        raise Conflict("no turn is running in this session") from None
+    if not cancelled:
+        raise Conflict("no turn is running in this session")
+    return Cancelled(cancelled=True, turn_id=turn_id)

@@ -48,21 +48,7 @@ class MessageController(Controller):
     ) -> Response[Message]:
         """Post a user message (`text` and `image` parts). It is stored with its `message.user`
         event and handed to the session's loop; the answer comes before any LLM work."""
-        network = NetPolicy(allow_loopback=services.settings.outbound_allow_loopback)
-        message, replayed = await loop.post_message(
-            db_session,
-            who,
-            agent_id,
-            session_id,
-            data,
-            idempotency_key,
-            network,
-            bus=services.redis,
-            temporal=services.temporal,
-            task_queue=services.settings.temporal_task_queue,
-        )
-        headers = {"idempotent-replayed": "true"} if replayed and idempotency_key else {}
-        return Response(sessions.message_to_schema(message), status_code=201, headers=headers)
+        return await post_message(db_session, who, services, agent_id, session_id, data, idempotency_key)
 
     @get(operation_id="listMessages", responses=error_responses(400, 404))
     async def list_messages(
@@ -78,3 +64,32 @@ class MessageController(Controller):
             db_session, who, agent_id, session_id, page_params.offset, page_params.limit
         )
         return page([sessions.message_to_schema(r) for r in rows], total, page_params)
+
+
+async def post_message(
+    db: AsyncSession,
+    who: Identity,
+    services: Services,
+    agent_id: uuid.UUID,
+    session_id: uuid.UUID,
+    data: CreateMessage,
+    idempotency_key: str | None,
+) -> Response[Message]:
+    """Stores, publishes and hands over a message (`services/loop.post_message`); 201 with the
+    message, and `Idempotent-Replayed: true` when the key's first message comes back. For the nested
+    and the flat (`/v1/sessions/{id}/messages`) route alike."""
+    network = NetPolicy(allow_loopback=services.settings.outbound_allow_loopback)
+    message, replayed = await loop.post_message(
+        db,
+        who,
+        agent_id,
+        session_id,
+        data,
+        idempotency_key,
+        network,
+        bus=services.redis,
+        temporal=services.temporal,
+        task_queue=services.settings.temporal_task_queue,
+    )
+    headers = {"idempotent-replayed": "true"} if replayed and idempotency_key else {}
+    return Response(sessions.message_to_schema(message), status_code=201, headers=headers)

@@ -33,8 +33,10 @@ class SessionController(Controller):
         agent_id: FromPath[uuid.UUID],
         data: Annotated[CreateSession, Body()],
     ) -> Session:
-        """Open a session on an agent (409 if the agent is archived)."""
-        return sessions.to_schema(await sessions.create(db_session, who, agent_id, data))
+        """Open a session on an agent (409 if the agent is archived). Without `model_id` it takes the
+        agent's `default_model_id`; the agent's `initial_files`, then the request's, are written into
+        its files."""
+        return sessions.to_schema(await sessions.create(db_session, who, agent_id, data), who.user_id)
 
     @get(operation_id="listSessions", responses=error_responses(400, 404))
     async def list_sessions(
@@ -46,7 +48,7 @@ class SessionController(Controller):
     ) -> Page[Session]:
         """The agent's sessions, newest first."""
         rows, total = await sessions.list_(db_session, who, agent_id, page_params.offset, page_params.limit)
-        return page([sessions.to_schema(r) for r in rows], total, page_params)
+        return page([sessions.to_schema(r, who.user_id) for r in rows], total, page_params)
 
     @get("/{session_id:uuid}", operation_id="getSession", responses=error_responses(404))
     async def get_session(
@@ -57,7 +59,7 @@ class SessionController(Controller):
         session_id: FromPath[uuid.UUID],
     ) -> Session:
         """A session, with its status and usage totals."""
-        return sessions.to_schema(await sessions.get(db_session, who, agent_id, session_id))
+        return sessions.to_schema(await sessions.get(db_session, who, agent_id, session_id), who.user_id)
 
     @get("/{session_id:uuid}/todos", operation_id="getSessionTodos", responses=error_responses(404))
     async def get_session_todos(
@@ -80,8 +82,9 @@ class SessionController(Controller):
         session_id: FromPath[uuid.UUID],
         data: Annotated[UpdateSession, Body()],
     ) -> Session:
-        """Change the title, tags or model of a session."""
-        return sessions.to_schema(await sessions.update(db_session, who, agent_id, session_id, data))
+        """Change the title, tags, model, locale or `parallel_tool_calls` of a session."""
+        row = await sessions.update(db_session, who, agent_id, session_id, data)
+        return sessions.to_schema(row, who.user_id)
 
     @delete("/{session_id:uuid}", operation_id="deleteSession", responses=error_responses(404))
     async def delete_session(

@@ -16,17 +16,13 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.dispatch import Cancelled, cancel_turn
 from api.openapi import AUTHENTICATED, error_responses
 from api.state import Services
 from core.errors import Conflict, NotFound
 from core.identity import Identity
 from core.schemas.turns import APPROVAL_DECIDED, ApprovalDecision, SessionLoop
 from services import approvals, sessions
-
-
-class Cancelled(msgspec.Struct, kw_only=True):
-    cancelled: bool
-    turn_id: str | None
 
 
 class PendingActivity(msgspec.Struct, kw_only=True):
@@ -85,21 +81,7 @@ class TurnController(Controller):
         """Stop the running turn: its LLM call and tools stop, `turn.cancelled` is stored and the
         session goes idle. 409 when no turn runs."""
         await sessions.get(db_session, who, agent_id, session_id)
-        client = await services.temporal()
-        handle = client.get_workflow_handle(SessionLoop.workflow_id(session_id))
-        try:
-            turn_id = await handle.query(SessionLoop.CURRENT_TURN, result_type=str | None)  # type: ignore[arg-type]
-            cancelled = await handle.execute_update(SessionLoop.CANCEL_TURN, result_type=bool)
-        except (WorkflowUpdateFailedError, RPCError) as exc:
-            if isinstance(exc, RPCError) and exc.status not in (
-                RPCStatusCode.NOT_FOUND,
-                RPCStatusCode.FAILED_PRECONDITION,
-            ):
-                raise
-            raise Conflict("no turn is running in this session") from None
-        if not cancelled:
-            raise Conflict("no turn is running in this session")
-        return Cancelled(cancelled=True, turn_id=turn_id)
+        return await cancel_turn(services, session_id)
 
     @post(
         "/tool-approvals/{tool_call_id:str}",

@@ -19,18 +19,28 @@ FRONT_MATTER = "---\n"
 
 
 def export_markdown(agent: Agent) -> str:
-    meta: dict[str, Any] = {
-        "name": agent.name,
+    meta: dict[str, Any] = {"name": agent.name}
+    if agent.display_name is not None:
+        meta["display_name"] = agent.display_name
+    meta |= {
         "description": agent.description,
         "tags": list(agent.tags),
-        # A configured capability as {id, config}, the others as their id: what import accepts.
+        # A configured capability as {ref, config} (Everruns' agent-file form), the others as their
+        # id: what import accepts.
         "capabilities": [
-            {"id": c, "config": agent.capability_configs[c]} if agent.capability_configs.get(c) else c
+            {"ref": c, "config": agent.capability_configs[c]} if agent.capability_configs.get(c) else c
             for c in agent.capabilities
         ],
         "default_model_id": str(agent.default_model_id) if agent.default_model_id else None,
         "max_iterations": agent.max_iterations,
     }
+    # The client-side fields only when set, so an agent without them exports as before.
+    if agent.tools:
+        meta["tools"] = list(agent.tools)
+    if agent.initial_files:
+        meta["initial_files"] = list(agent.initial_files)
+    if agent.parallel_tool_calls is not None:
+        meta["parallel_tool_calls"] = agent.parallel_tool_calls
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1_000_000)
     # The body is the system prompt byte for byte, so it round-trips exactly.
     return f"{FRONT_MATTER}{header}{FRONT_MATTER}{agent.system_prompt}"

@@ -8,7 +8,8 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy import update as update_rows  # `update` is this module's PATCH
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +18,8 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.identity import Identity
 from core.net import NetPolicy, url_refusal
 from core.schemas import sessions as schemas
+from core.schemas.agents import GENERIC_HARNESS_ID, ClientTool
+from core.schemas.capabilities import AgentCapabilityConfig
 from core.schemas.content import (
     ImagePart,
     TextPart,
@@ -27,8 +30,8 @@ from core.schemas.content import (
     content_from_json,
     content_to_json,
 )
-from core.schemas.events import MessageUser
-from services import agents, conversation, events
+from core.schemas.events import TURN_ENDS, MessageUser, TurnStarted, type_of
+from services import agents, conversation, events, initial_files
 from services.common import changed_fields, page_of
 from services.llm import check_model_exists
 
@@ -39,13 +42,27 @@ IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 IMAGE_DNS_TIMEOUT_S = 2.0
 
 
-def to_schema(row: Session) -> schemas.Session:
+def organization_id(owner_id: uuid.UUID) -> str:
+    """The organization Everruns' clients expect on a session: one per account, named after its
+    owner (`org_` and the user id in hex, Everruns' id form), until organizations exist here."""
+    return f"org_{owner_id.hex}"
+
+
+def to_schema(row: Session, owner_id: uuid.UUID) -> schemas.Session:
+    """A session as clients see it; `owner_id` is its agent's owner (the caller, past the owner
+    check)."""
     return schemas.Session(
         id=row.id,
         agent_id=row.agent_id,
+        harness_id=GENERIC_HARNESS_ID,
+        organization_id=organization_id(owner_id),
         title=row.title,
         tags=row.tags,
         model_id=row.model_id,
+        locale=row.locale,
+        parallel_tool_calls=row.parallel_tool_calls,
+        tools=[msgspec.convert(t, ClientTool) for t in row.tools],
+        capabilities=[msgspec.convert(c, AgentCapabilityConfig) for c in row.capabilities],
         status=row.status,
         usage=schemas.Usage(
             input_tokens=row.input_tokens,
@@ -53,8 +70,44 @@ def to_schema(row: Session) -> schemas.Session:
             total_tokens=row.input_tokens + row.output_tokens,
             cost=float(row.cost),
         ),
+        started_at=row.started_at,
+        finished_at=row.finished_at,
         created_at=row.created_at,
         updated_at=row.updated_at,
+    )
+
+
+def turn_opened() -> dict[str, Any]:
+    """What a turn's opening sets on its session row, with its opening events (in their
+    transaction): active, started (the first turn's start is kept), not finished."""
+    return {
+        "status": "active",
+        "started_at": func.coalesce(Session.started_at, func.now()),
+        "finished_at": None,
+    }
+
+
+async def record_turn_end(db: AsyncSession, session_id: uuid.UUID, stored: list[Event]) -> None:
+    """Sets `finished_at` from a turn's stored end event (in the end's transaction), and
+    `started_at` from its opening if the end stored that too (a turn that failed before its first
+    step could) and no turn had started before. The times are the events' own, which a retried end
+    finds stored rather than making anew: so a retry changes nothing."""
+    ends = [e for e in stored if e.type in TURN_ENDS]
+    if not ends:
+        return
+    values: dict[str, Any] = {"finished_at": ends[-1].ts}
+    opened = [e.ts for e in stored if e.type == type_of(TurnStarted)]
+    if opened:
+        values["started_at"] = func.coalesce(Session.started_at, opened[0])
+    await db.execute(update_rows(Session).where(Session.id == session_id).values(values))
+
+
+def parallel_tool_calls(session: Session, agent: Agent) -> bool | None:
+    """Whether the model may ask for several tool calls in one reply: the session's setting, else
+    the agent's; None leaves it to the provider. Stored and shown; for the LLM step to pass on as
+    litellm's `parallel_tool_calls` (it does not yet: docs/api.md)."""
+    return (
+        session.parallel_tool_calls if session.parallel_tool_calls is not None else agent.parallel_tool_calls
     )
 
 
@@ -68,12 +121,52 @@ def require_active(agent: Agent) -> Agent:
 async def create(
     db: AsyncSession, who: Identity, agent_id: uuid.UUID, data: schemas.CreateSession
 ) -> Session:
-    require_active(await agents.get(db, who, agent_id))
+    """A new session on the caller's active agent, with the agent's and the request's starter files
+    in its file tree (one transaction). Without a `model_id` it takes the agent's default model."""
+    agent = require_active(await agents.get(db, who, agent_id))
+    agents.check_harness(data.harness_id, data.harness_name)
+    if data.capabilities:
+        # The loop reads an agent's capabilities (prompt, tools, configuration, approvals) from the
+        # agent alone; refused rather than stored and silently not used.
+        raise InvalidInput(
+            "capabilities: session-level capabilities are not supported here; enable them on the agent "
+            f"(PUT /v1/agents/{agent.id}/capabilities)",
+            field="capabilities",
+        )
     await check_model_exists(db, who, data.model_id, "model_id")
-    row = Session(agent_id=agent_id, title=data.title, tags=data.tags, model_id=data.model_id)
+    mcp = await agents.mcp_capabilities(db, who, agent.capabilities)
+    tools = agents.check_tools(data.tools, agent.capabilities, mcp, beside=agent.tools)
+    files = initial_files.merge(agent.initial_files, initial_files.check(data.initial_files or []))
+    row = Session(
+        agent_id=agent_id,
+        title=data.title,
+        tags=data.tags,
+        model_id=data.model_id or agent.default_model_id,
+        locale=data.locale,
+        parallel_tool_calls=data.parallel_tool_calls,
+        tools=tools,
+    )
     db.add(row)
+    await db.flush()
+    await initial_files.write(db, row.id, files)
     await db.commit()
     return row
+
+
+async def create_flat(db: AsyncSession, who: Identity, data: schemas.CreateFlatSession) -> Session:
+    """`POST /v1/sessions`: the agent named by `agent_id` or `agent_name` (exactly one)."""
+    if (data.agent_id is None) == (data.agent_name is None):
+        raise InvalidInput(
+            "agent_id: give agent_id or agent_name"
+            + (", not both" if data.agent_id is not None else " (a session runs one of your agents)"),
+            field="agent_id",
+        )
+    if data.agent_id is not None:
+        agent_id = agents.parse_id(data.agent_id, "agent_id")
+    else:
+        assert data.agent_name is not None
+        agent_id = (await agents.by_name(db, who, data.agent_name)).id
+    return await create(db, who, agent_id, data)
 
 
 async def get(db: AsyncSession, who: Identity, agent_id: uuid.UUID | None, session_id: uuid.UUID) -> Session:
@@ -100,8 +193,36 @@ async def list_(
     return await page_of(db, query, offset, limit)
 
 
+async def list_all(
+    db: AsyncSession,
+    who: Identity,
+    *,
+    agent_id: uuid.UUID | None,
+    search: str | None,
+    offset: int,
+    limit: int,
+) -> tuple[list[Session], int]:
+    """The caller's sessions of all their agents (or of `agent_id`), newest first; `search` is a
+    case-insensitive substring of the title."""
+    query = (
+        select(Session)
+        .join(Agent, Agent.id == Session.agent_id)
+        .where(Agent.owner_id == who.user_id)
+        .order_by(Session.id.desc())
+    )
+    if agent_id is not None:
+        query = query.where(Session.agent_id == agent_id)
+    if search:
+        query = query.where(Session.title.ilike(agents.search_pattern(search)))
+    return await page_of(db, query, offset, limit)
+
+
 async def update(
-    db: AsyncSession, who: Identity, agent_id: uuid.UUID, session_id: uuid.UUID, patch: schemas.UpdateSession
+    db: AsyncSession,
+    who: Identity,
+    agent_id: uuid.UUID | None,
+    session_id: uuid.UUID,
+    patch: schemas.UpdateSession,
 ) -> Session:
     row = await get(db, who, agent_id, session_id)
     values = changed_fields(patch)
@@ -113,7 +234,7 @@ async def update(
     return row
 
 
-async def delete(db: AsyncSession, who: Identity, agent_id: uuid.UUID, session_id: uuid.UUID) -> None:
+async def delete(db: AsyncSession, who: Identity, agent_id: uuid.UUID | None, session_id: uuid.UUID) -> None:
     row = await get(db, who, agent_id, session_id)
     await db.delete(row)  # messages, events and files go with it (ON DELETE CASCADE)
     await db.commit()

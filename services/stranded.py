@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db.models import Event
 from core.schemas import events as ev
 from services import conversation, events
-from services.sessions import message_to_schema
+from services.sessions import message_to_schema, record_turn_end
 
 ERROR_CODE = "turn_interrupted"
 
@@ -99,5 +99,7 @@ async def close_turn(db: AsyncSession, turn: OpenTurn, reason: str) -> list[Even
     stored = await events.append_many(
         db, turn.session_id, new, context=context, values={"status": "idle"} if still_latest else None
     )
+    if still_latest and stored:
+        await record_turn_end(db, turn.session_id, stored)
     await db.commit()
     return stored or []

@@ -39,17 +39,34 @@ class CapabilityList(msgspec.Struct, kw_only=True):
 
 
 class ConfiguredCapability(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """A capability with its per-agent configuration (see `config_schema` of the capability)."""
+    """A capability with its per-agent configuration (see `config_schema` of the capability),
+    named by `ref` (Everruns' current clients) or `id` (this API's first form): exactly one."""
 
-    id: str
-    config: dict[str, Any] = msgspec.field(default_factory=dict)
+    ref: str | None = None
+    id: str | None = None
+    config: dict[str, Any] | None = None  # null: the defaults
+
+    @property
+    def capability_id(self) -> str | None:
+        return self.ref if self.id is None else self.id if self.ref is None else None
 
 
-# An agent's capability, in requests: a bare id, or an id with a configuration.
+# An agent's capability, in requests: a bare id, or a ref (or id) with a configuration. One Struct
+# with both names, since msgspec allows a single untagged object type in a union.
 CapabilityItem = Annotated[
     str | ConfiguredCapability,
-    msgspec.Meta(description='A capability id, or {"id": ..., "config": {...}}'),
+    msgspec.Meta(description='A capability id, or {"ref": ..., "config": {...}} ({"id": ...} works too)'),
 ]
+
+
+class AgentCapabilityConfig(msgspec.Struct, kw_only=True):
+    """An agent's capability in responses, as Everruns' clients read it: `config` is null for a
+    capability enabled with its defaults."""
+
+    ref: str
+    config: dict[str, Any] | None
+
+
 # Configurations by capability id; a capability enabled without one is absent.
 CapabilityConfigs = dict[str, dict[str, Any]]
 

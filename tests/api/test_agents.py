@@ -11,7 +11,12 @@ from tests.factories import Client
 async def test_create_get_and_defaults(client: Client) -> None:
     created = await factories.agent(client, capabilities=["test_math", "current_time"], tags=["demo"])
     assert created["status"] == "active"
-    assert created["capabilities"] == ["test_math", "current_time"]
+    # Issue 12 changed this shape on purpose: Everruns' current clients read [{ref, config}] (the
+    # request may still be the seed's list of ids).
+    assert created["capabilities"] == [
+        {"ref": "test_math", "config": None},
+        {"ref": "current_time", "config": None},
+    ]
     assert created["max_iterations"] == 25
     assert uuid.UUID(created["id"]).version == 7
     fetched = (await client.get(f"/v1/agents/{created['id']}")).json()

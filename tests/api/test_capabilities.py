@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from everruns_sdk import models as sdk
+
 from tests.factories import Client
 
 
@@ -34,3 +36,30 @@ async def test_unknown_capability_is_404(client: Client) -> None:
     response = await client.get("/v1/capabilities/teleport")
     assert response.status_code == 404
     assert "teleport" in response.json()["error"]
+
+
+async def test_search_filters_by_name_or_description_in_any_case(client: Client) -> None:
+    async def ids(search: str, **params: int) -> list[str]:
+        response = await client.get("/v1/capabilities", params={"search": search, **params})
+        assert response.status_code == 200, response.text
+        page = sdk.ListResponse.model_validate(response.json())
+        return [sdk.CapabilityInfo.model_validate(c).id for c in page.data]
+
+    assert await ids("MATH") == ["test_math"]  # its name
+    assert await ids("arithmetic") == ["test_math"]  # its description
+    assert await ids("testing the agentic loop") == ["test_math", "test_weather"]
+    assert await ids("no such capability") == []
+    page = (await client.get("/v1/capabilities", params={"search": "test", "limit": 1, "offset": 1})).json()
+    assert (page["total"], [c["id"] for c in page["data"]]) == (2, ["test_weather"])
+    assert page["items"] == page["data"]
+    everything = (await client.get("/v1/capabilities", params={"search": ""})).json()
+    assert everything["total"] == len((await client.get("/v1/capabilities")).json()["data"])
+
+
+async def test_every_capability_reads_as_the_sdks_capability_info(client: Client) -> None:
+    body = (await client.get("/v1/capabilities", params={"limit": 200})).json()
+    for raw in body["data"]:
+        info = sdk.CapabilityInfo.model_validate(raw)
+        assert info.tool_definitions == raw["tool_definitions"]
+        detail = (await client.get(f"/v1/capabilities/{info.id}")).json()
+        assert sdk.CapabilityInfo.model_validate(detail) == info

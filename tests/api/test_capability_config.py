@@ -46,11 +46,13 @@ async def test_put_accepts_ids_and_configured_items_and_get_shows_them(client: C
     }
     assert put.json() == expected
     assert (await client.get(path)).json() == expected
+    # The agent itself shows them as Everruns' clients read them (issue 12 changed this on purpose).
     shown = (await client.get(f"/v1/agents/{agent['id']}")).json()
-    assert (shown["capabilities"], shown["capability_configs"]) == (
-        expected["capabilities"],
-        {"web_fetch": NORMALISED},
-    )
+    assert shown["capabilities"] == [
+        {"ref": "test_math", "config": None},
+        {"ref": "web_fetch", "config": NORMALISED},
+        {"ref": "current_time", "config": None},
+    ]
 
     # All defaults: nothing to keep. A bare id replaces the configuration (PUT replaces the set).
     defaults = await client.put(
@@ -102,16 +104,20 @@ async def test_create_and_patch_carry_configs(client: Client) -> None:
     created = await factories.agent(
         client, capabilities=[{"id": "web_fetch", "config": FETCH_CONFIG}, "test_math"]
     )
-    assert created["capabilities"] == ["web_fetch", "test_math"]
-    assert created["capability_configs"] == {"web_fetch": NORMALISED}
+    # [{ref, config}] in agent responses since issue 12 (Everruns' clients read that form).
+    assert created["capabilities"] == [
+        {"ref": "web_fetch", "config": NORMALISED},
+        {"ref": "test_math", "config": None},
+    ]
     patched = await client.patch(
         f"/v1/agents/{created['id']}",
         json={"capabilities": ["test_math", {"id": "web_fetch", "config": {"blocked_domains": ["x.org"]}}]},
     )
     assert patched.status_code == 200, patched.text
-    assert patched.json()["capability_configs"] == {"web_fetch": {"blocked_domains": ["x.org"]}}
+    configured = {"ref": "web_fetch", "config": {"blocked_domains": ["x.org"]}}
+    assert patched.json()["capabilities"][1] == configured
     untouched = await client.patch(f"/v1/agents/{created['id']}", json={"name": "Renamed"})
-    assert untouched.json()["capability_configs"] == {"web_fetch": {"blocked_domains": ["x.org"]}}
+    assert untouched.json()["capabilities"][1] == configured
     bad = await client.post(
         "/v1/agents",
         json={"name": "x", "capabilities": [{"id": "web_fetch", "config": {"allowed_domains": [1]}}]},
@@ -148,8 +154,12 @@ async def test_export_import_round_trip_keeps_configs_byte_for_byte(client: Clie
     )
     assert imported.status_code == 201, imported.text
     copy = imported.json()
-    assert copy["capabilities"] == ["test_math", "web_fetch", "current_time"]
-    assert copy["capability_configs"] == {"web_fetch": NORMALISED}
+    # [{ref, config}] in agent responses since issue 12 (Everruns' clients read that form).
+    assert copy["capabilities"] == [
+        {"ref": "test_math", "config": None},
+        {"ref": "web_fetch", "config": NORMALISED},
+        {"ref": "current_time", "config": None},
+    ]
     again = await client.get(f"/v1/agents/{copy['id']}/export")
     assert again.content == exported.content
 

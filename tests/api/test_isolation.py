@@ -35,6 +35,10 @@ BODIES: dict[tuple[str, str], Any] = {
     ("put", "/v1/agents/{agent_id}/capabilities"): {"capabilities": []},
     ("post", "/v1/agents/{agent_id}/sessions"): {},
     ("patch", "/v1/agents/{agent_id}/sessions/{session_id}"): {"title": "taken over"},
+    ("patch", "/v1/sessions/{session_id}"): {"title": "taken over"},
+    ("post", "/v1/sessions/{session_id}/messages"): {
+        "message": {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+    },
     ("post", "/v1/agents/{agent_id}/sessions/{session_id}/tool-approvals/{tool_call_id}"): {
         "decision": "approve"
     },

@@ -21,7 +21,7 @@ from api.capabilities import CapabilityController
 from api.deps import provide_db_session, provide_identity
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
-from api.files import FileController
+from api.files import FileController, FlatFileController
 from api.guard import BrowserGuardMiddleware
 from api.health import HealthController
 from api.llm import ModelController, ProviderController
@@ -105,6 +105,7 @@ def create_app(
             MessageController,
             EventController,
             FileController,
+            FlatFileController,
             ProviderController,
             ModelController,
             CapabilityController,

@@ -182,6 +182,7 @@ async def delete_file(args: DeleteFile, ctx: ToolContext) -> dict[str, Any]:
 async def stat_file(args: StatFile, ctx: ToolContext) -> dict[str, Any]:
     entry = await _with_db(ctx, lambda db: files.stat(db, ctx.session_id, args.path))
     found: dict[str, Any] = _builtins(entry)
+    found.pop("id", None)  # the HTTP API's handle for it, nothing the model can use
     return found
 
 

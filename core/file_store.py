@@ -8,10 +8,18 @@ and `/notes/./x/../a.md` are the same file. An absolute path is taken inside the
 nothing outside it to reach); `..` above the root, NUL and other control characters, backslashes,
 names over 255 bytes, paths over 1024 bytes or 32 levels are refused (InvalidInput).
 
+The top-level name `_` is reserved: nothing can be made at `/_` or under it, because the HTTP API
+keeps its actions there (`.../fs/_/stat`, `_/move`, `_/download/{path}`, ...), and a file of that
+name would make those addresses ambiguous.
+
 Directories are rows of their own, made like `mkdir -p` when a file is written below them, so they
 list and stat like a file system and stay when emptied. Every change to a session's tree takes one
 transaction-scoped advisory lock per session, so parallel tool calls queue up: no lost update, no
 unique-key race, and the quota below is checked exactly. Reads take no lock.
+
+An entry marked read-only (`is_readonly`) keeps its content: it cannot be written, deleted or moved,
+nor can a directory tree holding one be deleted or moved, until the mark is taken off
+(`set_readonly`). Nothing new can be made in a read-only directory. A copy is writable.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ GREP_LINE_CHARS = 500
 _GREP_BATCH_BYTES = 4 * 1024 * 1024
 
 ROOT = "/"
+RESERVED = "/_"  # the HTTP API's actions (see the module's docstring)
 # The advisory-lock key space of this module (pg_advisory_xact_lock(int4, int4) has its own keys).
 _LOCK_NAMESPACE = 0x46530001
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -127,6 +136,8 @@ _ENTRY_COLUMNS = (
     SessionFile.size,
     SessionFile.created_at,
     SessionFile.updated_at,
+    SessionFile.is_readonly,
+    SessionFile.id,
 )
 
 
@@ -139,6 +150,8 @@ def _entry(row: Any, entries: int | None = None) -> FileEntry:
         entries=entries if row.kind == DIRECTORY else None,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        readonly=row.is_readonly,
+        id=row.id,
     )
 
 
@@ -206,6 +219,25 @@ async def list_directory(db: AsyncSession, session_id: uuid.UUID, path: str) -> 
     return DirectoryListing(path=path, entries=[_entry(r, counts.get(r.path, 0)) for r in rows])
 
 
+async def list_entries(
+    db: AsyncSession, session_id: uuid.UUID, path: str, *, recursive: bool = False
+) -> list[FileEntry]:
+    """A directory's direct children, directories first, then by path (as Everruns lists them);
+    with `recursive`, everything under it by path. Without children counts. A file is a Conflict."""
+    path = normalize(path)
+    if path != ROOT:
+        row = await _row(db, session_id, path)
+        if row is None:
+            raise NotFound(f"no such file or directory: {path}")
+        if row.kind == FILE:
+            raise Conflict(f"{path} is a file, not a directory")
+    where = _below(path) if recursive else SessionFile.parent == path
+    # "directory" sorts before "file".
+    order = (SessionFile.path,) if recursive else (SessionFile.kind, SessionFile.path)
+    query = select(*_ENTRY_COLUMNS).where(SessionFile.session_id == session_id, where).order_by(*order)
+    return [_entry(r) for r in (await db.execute(query)).all()]
+
+
 # Changing
 
 
@@ -222,7 +254,7 @@ async def _lock(db: AsyncSession, session_id: uuid.UUID) -> None:
 
 
 async def _kinds(db: AsyncSession, session_id: uuid.UUID, paths: Sequence[str]) -> dict[str, Any]:
-    query = select(SessionFile.path, SessionFile.kind, SessionFile.size).where(
+    query = select(SessionFile.path, SessionFile.kind, SessionFile.size, SessionFile.is_readonly).where(
         SessionFile.session_id == session_id, SessionFile.path.in_(list(paths))
     )
     return {row.path: row for row in (await db.execute(query)).all()}
@@ -244,15 +276,49 @@ async def _check_room(db: AsyncSession, session_id: uuid.UUID, *, add_bytes: int
         raise TooLarge(f"a session may hold at most {MAX_ENTRIES} files and directories")
 
 
-async def _parents_for(db: AsyncSession, session_id: uuid.UUID, path: str, field: str = "path") -> list[str]:
-    """Checks that a new entry may go at `path` (under the lock) and returns the directories above
-    it that do not exist yet. Conflict if one of them is a file."""
+async def _parents_for(
+    db: AsyncSession, session_id: uuid.UUID, path: str, field: str = "path", *, adding: bool = True
+) -> list[str]:
+    """Checks that an entry may go at `path` (under the lock) and returns the directories above it
+    that do not exist yet. Conflict if one of them is a file, or (for a new entry, `adding`) if
+    the directory it goes into is read-only."""
     chain = _ancestors(path)
     found = await _kinds(db, session_id, chain)
     for ancestor in chain:
         if ancestor in found and found[ancestor].kind == FILE:
             raise Conflict(f"{field}: {ancestor} is a file, so {path} cannot be under it", field=field)
+    parent = found.get(parent_of(path))
+    if adding and parent is not None and parent.is_readonly:
+        raise Conflict(f"{field}: {parent.path} is read-only: nothing can be added to it", field=field)
     return [a for a in chain if a not in found]
+
+
+def check_not_reserved(path: str, field: str = "path") -> None:
+    if path == RESERVED or path.startswith(RESERVED + "/"):
+        raise InvalidInput(
+            f"{field}: the top-level name `_` is reserved (the HTTP API's actions live at .../fs/_/)",
+            field=field,
+        )
+
+
+def _refuse_readonly(entry: Any, doing: str, field: str = "path") -> None:
+    if entry is not None and entry.is_readonly:
+        raise Conflict(f"{field}: {entry.path} is read-only: it cannot be {doing}", field=field)
+
+
+async def _readonly_inside(db: AsyncSession, session_id: uuid.UUID, path: str) -> str | None:
+    """The first read-only entry at or under `path`, if any."""
+    query = (
+        select(SessionFile.path)
+        .where(
+            SessionFile.session_id == session_id,
+            or_(SessionFile.path == path, _below(path)),
+            SessionFile.is_readonly,
+        )
+        .order_by(SessionFile.path)
+        .limit(1)
+    )
+    return (await db.execute(query)).scalar_one_or_none()
 
 
 async def _make_directories(db: AsyncSession, session_id: uuid.UUID, paths: list[str]) -> None:
@@ -264,19 +330,33 @@ async def _make_directories(db: AsyncSession, session_id: uuid.UUID, paths: list
         await db.execute(insert(SessionFile).values(rows).on_conflict_do_nothing())
 
 
-async def write(db: AsyncSession, session_id: uuid.UUID, path: str, content: bytes) -> tuple[FileEntry, bool]:
+async def write(
+    db: AsyncSession,
+    session_id: uuid.UUID,
+    path: str,
+    content: bytes,
+    *,
+    readonly: bool | None = None,
+    exclusive: bool = False,
+) -> tuple[FileEntry, bool]:
     """Creates or replaces a file (and the directories above it); returns it and whether it is new.
-    Writing the same content again changes nothing but `updated_at`, so a retry is harmless."""
+    Writing the same content again changes nothing but `updated_at`, so a retry is harmless.
+    `readonly` marks it (None: a new file is writable, a replaced one keeps its mark; a read-only
+    file is never replaced). `exclusive`: only a new file, Conflict if anything is there."""
     path = normalize(path)
     if path == ROOT:
         raise Conflict("/ is a directory, not a file")
+    check_not_reserved(path)
     if len(content) > MAX_FILE_BYTES:
         raise TooLarge(f"{path}: {len(content)} bytes is over the limit of {MAX_FILE_BYTES} bytes a file")
     await _lock(db, session_id)
-    missing = await _parents_for(db, session_id, path)
     existing = (await _kinds(db, session_id, [path])).get(path)
+    if existing is not None and exclusive:
+        raise Conflict(f"{path} already exists")
+    missing = await _parents_for(db, session_id, path, adding=existing is None)
     if existing is not None and existing.kind == DIRECTORY:
         raise Conflict(f"{path} is a directory, not a file")
+    _refuse_readonly(existing, "changed (take its read-only mark off first)")
     await _check_room(
         db,
         session_id,
@@ -291,37 +371,68 @@ async def write(db: AsyncSession, session_id: uuid.UUID, path: str, content: byt
         "kind": FILE,
         "content": content,
         "size": len(content),
+        "is_readonly": bool(readonly),
     }
     upsert = insert(SessionFile).values(values)
+    replaced: dict[str, Any] = {
+        "content": upsert.excluded.content,
+        "size": upsert.excluded.size,
+        "updated_at": func.now(),
+    }
+    if readonly is not None:
+        replaced["is_readonly"] = upsert.excluded.is_readonly
     statement = upsert.on_conflict_do_update(
-        index_elements=[SessionFile.session_id, SessionFile.path],
-        set_={
-            "content": upsert.excluded.content,
-            "size": upsert.excluded.size,
-            "updated_at": func.now(),
-        },
+        index_elements=[SessionFile.session_id, SessionFile.path], set_=replaced
     ).returning(*_ENTRY_COLUMNS)
     row = (await db.execute(statement)).one()
     await db.commit()
     return _entry(row), existing is None
 
 
-async def make_directory(db: AsyncSession, session_id: uuid.UUID, path: str) -> tuple[FileEntry, bool]:
-    """`mkdir -p`: the directory and those above it; an existing directory is fine (not a file)."""
+async def make_directory(
+    db: AsyncSession, session_id: uuid.UUID, path: str, *, readonly: bool | None = None
+) -> tuple[FileEntry, bool]:
+    """`mkdir -p`: the directory and those above it; an existing directory is fine (not a file),
+    and stays as it is. `readonly` marks a new one."""
     path = normalize(path)
     if path == ROOT:
         return await stat(db, session_id, ROOT), False
+    check_not_reserved(path)
     await _lock(db, session_id)
-    missing = await _parents_for(db, session_id, path)
     existing = (await _kinds(db, session_id, [path])).get(path)
+    missing = await _parents_for(db, session_id, path, adding=existing is None)
     if existing is not None and existing.kind == FILE:
         raise Conflict(f"{path} is a file, not a directory")
     if existing is None:
         missing.append(path)
     await _check_room(db, session_id, add_bytes=0, add_entries=len(missing))
     await _make_directories(db, session_id, missing)
+    if existing is None and readonly:
+        await db.execute(
+            update(SessionFile)
+            .where(SessionFile.session_id == session_id, SessionFile.path == path)
+            .values(is_readonly=True)
+        )
     await db.commit()
     return await stat(db, session_id, path), existing is None
+
+
+async def set_readonly(db: AsyncSession, session_id: uuid.UUID, path: str, readonly: bool) -> FileEntry:
+    """Puts a read-only mark on a file or directory, or takes it off (the content stays)."""
+    path = normalize(path)
+    if path == ROOT:
+        raise InvalidInput("the root directory cannot be marked read-only", field="path")
+    await _lock(db, session_id)
+    found = await db.execute(
+        update(SessionFile)
+        .where(SessionFile.session_id == session_id, SessionFile.path == path)
+        .values(is_readonly=readonly, updated_at=func.now())
+        .returning(SessionFile.path)
+    )
+    if found.first() is None:
+        raise NotFound(f"no such file or directory: {path}")
+    await db.commit()
+    return await stat(db, session_id, path)
 
 
 async def delete_path(
@@ -338,10 +449,13 @@ async def delete_path(
         if missing_ok:
             return 0
         raise NotFound(f"no such file or directory: {path}")
+    _refuse_readonly(existing, "deleted (take its read-only mark off first)")
     if existing.kind == DIRECTORY and not recursive:
         inside = await _children(db, session_id, path)
         if inside:
             raise Conflict(f"{path} is a directory with {inside} entries: delete it recursively")
+    if existing.kind == DIRECTORY and (locked := await _readonly_inside(db, session_id, path)):
+        raise Conflict(f"{locked} is read-only, so {path} cannot be deleted", field="path")
     result = await db.execute(
         delete(SessionFile)
         .where(SessionFile.session_id == session_id, or_(SessionFile.path == path, _below(path)))
@@ -353,27 +467,37 @@ async def delete_path(
 
 
 async def _prepare_target(
-    db: AsyncSession, session_id: uuid.UUID, source: Any, src: str, dst: str, overwrite: bool
+    db: AsyncSession,
+    session_id: uuid.UUID,
+    source: Any,
+    src: str,
+    dst: str,
+    overwrite: bool,
+    field: str,
 ) -> tuple[list[str], Any]:
     """Checks a move's or copy's destination (under the lock): the directories to make above it and
     the file it replaces, if any."""
     if dst in (ROOT, src):
-        raise Conflict(f"to: {dst} already exists", field="to")
+        raise Conflict(f"{field}: {dst} already exists", field=field)
     if dst.startswith(src + "/"):
-        raise InvalidInput(f"to: {src} cannot go inside itself ({dst})", field="to")
-    missing = await _parents_for(db, session_id, dst, field="to")
+        raise InvalidInput(f"{field}: {src} cannot go inside itself ({dst})", field=field)
     target = (await _kinds(db, session_id, [dst])).get(dst)
+    missing = await _parents_for(db, session_id, dst, field=field, adding=target is None)
     if target is not None:
         if not overwrite:
-            raise Conflict(f"to: {dst} already exists; send overwrite: true to replace it", field="to")
+            raise Conflict(f"{field}: {dst} already exists; send overwrite: true to replace it", field=field)
         if target.kind == DIRECTORY or source.kind == DIRECTORY:
-            raise Conflict(f"to: {dst} exists, and only a file can replace a file", field="to")
+            raise Conflict(f"{field}: {dst} exists, and only a file can replace a file", field=field)
+        _refuse_readonly(target, "replaced", field)
     return missing, target
 
 
-async def _source(db: AsyncSession, session_id: uuid.UUID, src: str, dst: str) -> Any:
+async def _source(
+    db: AsyncSession, session_id: uuid.UUID, src: str, dst: str, field: str, dst_field: str
+) -> Any:
     if src == ROOT:
-        raise InvalidInput("the root directory cannot be moved or copied", field="path")
+        raise InvalidInput(f"{field}: the root directory cannot be moved or copied", field=field)
+    check_not_reserved(dst, dst_field)
     found = await _kinds(db, session_id, [src, dst])
     if src not in found:
         hint = f" ({dst} exists: an earlier attempt may already have moved it)" if dst in found else ""
@@ -382,13 +506,22 @@ async def _source(db: AsyncSession, session_id: uuid.UUID, src: str, dst: str) -
 
 
 async def move(
-    db: AsyncSession, session_id: uuid.UUID, path: str, to: str, *, overwrite: bool = False
+    db: AsyncSession,
+    session_id: uuid.UUID,
+    path: str,
+    to: str,
+    *,
+    overwrite: bool = False,
+    fields: tuple[str, str] = ("path", "to"),
 ) -> FileEntry:
-    """Renames a file or a directory with everything in it (one UPDATE). Timestamps are kept."""
-    src, dst = normalize(path), normalize(to, field="to")
+    """Renames a file or a directory with everything in it (one UPDATE). Timestamps and ids are
+    kept. `fields` name the source and destination in errors."""
+    src, dst = normalize(path, fields[0]), normalize(to, field=fields[1])
     await _lock(db, session_id)
-    source = await _source(db, session_id, src, dst)
-    missing, target = await _prepare_target(db, session_id, source, src, dst, overwrite)
+    source = await _source(db, session_id, src, dst, *fields)
+    if locked := await _readonly_inside(db, session_id, src):
+        raise Conflict(f"{fields[0]}: {locked} is read-only, so {src} cannot be moved", field=fields[0])
+    missing, target = await _prepare_target(db, session_id, source, src, dst, overwrite, fields[1])
     await _check_room(db, session_id, add_bytes=0, add_entries=len(missing) - (1 if target else 0))
     if target is not None:
         await db.execute(
@@ -413,13 +546,20 @@ async def move(
 
 
 async def copy(
-    db: AsyncSession, session_id: uuid.UUID, path: str, to: str, *, overwrite: bool = False
+    db: AsyncSession,
+    session_id: uuid.UUID,
+    path: str,
+    to: str,
+    *,
+    overwrite: bool = False,
+    fields: tuple[str, str] = ("path", "to"),
 ) -> FileEntry:
-    """Copies a file, or a directory with everything in it (one INSERT ... SELECT)."""
-    src, dst = normalize(path), normalize(to, field="to")
+    """Copies a file, or a directory with everything in it (one INSERT ... SELECT); the copies get
+    new ids and no read-only mark."""
+    src, dst = normalize(path, fields[0]), normalize(to, field=fields[1])
     await _lock(db, session_id)
-    source = await _source(db, session_id, src, dst)
-    missing, target = await _prepare_target(db, session_id, source, src, dst, overwrite)
+    source = await _source(db, session_id, src, dst, *fields)
+    missing, target = await _prepare_target(db, session_id, source, src, dst, overwrite, fields[1])
     subtree = and_(SessionFile.session_id == session_id, or_(SessionFile.path == src, _below(src)))
     size, count = (
         await db.execute(select(func.coalesce(func.sum(SessionFile.size), 0), func.count()).where(subtree))
@@ -543,11 +683,13 @@ async def grep(
     *,
     path: str = ROOT,
     glob: str | None = None,
+    path_contains: str | None = None,
     ignore_case: bool = False,
     max_matches: int = 100,
 ) -> GrepResult:
     """Lines of the files at or under `path` (a file or a directory) that match a regular expression
-    (the `regex` module's syntax), files in path order. At most GREP_TIMEOUT_S seconds in all."""
+    (the `regex` module's syntax), files in path order. At most GREP_TIMEOUT_S seconds in all.
+    `glob` and `path_contains` (a part of the absolute path) choose the files searched."""
     path = normalize(path)
     compiled = _compile(pattern, ignore_case)
     matcher = glob_matcher(glob) if glob else None
@@ -567,6 +709,8 @@ async def grep(
     wanted: list[tuple[str, int]] = []
     glob_deadline = time.monotonic() + GLOB_TIMEOUT_S
     for name, size in listed.all():
+        if path_contains is not None and path_contains not in name:
+            continue
         if matcher is not None:
             subject = name_of(name) if "/" not in (glob or "") else name[len(prefix) + 1 :]
             try:

@@ -4,6 +4,9 @@ One row per file or directory, keyed by session and normalised absolute path (`/
 root `/` has no row. Directories are explicit rows, made as needed when a file is written below
 them, so an emptied directory stays until it is deleted. Rows go with the session (ON DELETE
 CASCADE). Paths use the "C" collation, so a subtree is a byte-wise prefix range of the primary key.
+Each entry also has an `id` of its own (Everruns' clients show one; it stays with the entry when it
+is moved or replaced, a copy gets a new one) and an `is_readonly` mark (`core/file_store.py` says
+what it forbids).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -20,7 +24,9 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    Uuid,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -48,6 +54,10 @@ class SessionFile(Base):
     kind: Mapped[EntryType] = mapped_column(String(10))
     content: Mapped[bytes | None] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Made by PostgreSQL, not Python: rows are inserted in bulk (INSERT ... SELECT for a copied
+    # directory), where one Python-side default would be shared by every row.
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, server_default=text("gen_random_uuid()"), unique=True)
+    is_readonly: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, server_default=func.now()
     )

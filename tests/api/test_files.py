@@ -1,5 +1,10 @@
-"""A session's files over HTTP: `/v1/agents/{a}/sessions/{s}/fs/{path}` with every operation, the
-refused paths, limits, parallel writes and the cascade on session delete."""
+"""A session's files over HTTP through the v0.2 request forms (a raw PUT, `?op=stat|grep`, `POST
+?op=move|copy|mkdir`): every operation, the refused paths, limits, parallel writes and the cascade on
+session delete. Everruns' JSON contract is tests/api/test_files_contract.py.
+
+Issue 12 changed two answers these forms share with Everruns' clients (the clients win): a GET
+answers JSON (a file as `SessionFile`, a directory as `{data: [FileInfo]}`; the bytes are at
+`?raw=true`), and a DELETE answers 200 `{"deleted": true}` instead of 204."""
 
 from __future__ import annotations
 
@@ -32,6 +37,20 @@ async def served(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncC
             yield client
 
 
+async def _bytes(client: Client, url: str) -> bytes:
+    """A file's content, as the v0.2 GET answered it (now `?raw=true`)."""
+    response = await client.get(url, params={"raw": "true"})
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+async def _names(client: Client, url: str) -> list[str]:
+    """A directory's entries (v0.2: `entries`; now Everruns' `{data: [FileInfo]}`)."""
+    response = await client.get(url)
+    assert response.status_code == 200, response.text
+    return [e["path"] for e in response.json()["data"]]
+
+
 async def _tree(client: Client) -> str:
     agent = await factories.agent(client)
     session = await factories.session(client, agent["id"])
@@ -47,7 +66,7 @@ async def test_write_read_list_stat_and_delete(client: Client) -> None:
     replaced = await client.put(f"{fs}/notes/plan.txt", content=b"step one\n")
     assert replaced.status_code == 200 and replaced.json()["size"] == 9
 
-    read = await client.get(f"{fs}/notes/plan.txt")
+    read = await client.get(f"{fs}/notes/plan.txt", params={"raw": "true"})
     assert read.status_code == 200 and read.content == b"step one\n"
     assert read.headers["content-type"].startswith("text/plain")
     assert read.headers["x-content-type-options"] == "nosniff"
@@ -55,19 +74,23 @@ async def test_write_read_list_stat_and_delete(client: Client) -> None:
 
     await client.put(f"{fs}/data.json", content=b'{"a": 1}')
     await client.put(f"{fs}/blob", content=b"\xff\xfe\x00\x01")
-    assert (await client.get(f"{fs}/data.json")).headers["content-type"].startswith("application/json")
-    blob = await client.get(f"{fs}/blob")
+    raw = {"raw": "true"}
+    assert (
+        (await client.get(f"{fs}/data.json", params=raw))
+        .headers["content-type"]
+        .startswith("application/json")
+    )
+    blob = await client.get(f"{fs}/blob", params=raw)
     assert blob.headers["content-type"] == "application/octet-stream" and blob.content == b"\xff\xfe\x00\x01"
 
+    # The listing is Everruns' now: directories first, then by path.
     root = await client.get(fs)
     assert root.status_code == 200
-    assert root.json()["path"] == "/" and root.json()["type"] == "directory"
-    entries = {e["name"]: e for e in root.json()["entries"]}
-    assert sorted(entries) == ["blob", "data.json", "notes"]
-    assert entries["notes"]["type"] == "directory" and entries["notes"]["entries"] == 1
+    entries = {e["name"]: e for e in root.json()["data"]}
+    assert [e["name"] for e in root.json()["data"]] == ["notes", "blob", "data.json"]
+    assert entries["notes"]["is_directory"] is True and entries["blob"]["size_bytes"] == 4
     assert (await client.get(f"{fs}/")).json() == root.json()
-    listing = (await client.get(f"{fs}/notes")).json()
-    assert [e["path"] for e in listing["entries"]] == ["/notes/plan.txt"]
+    assert await _names(client, f"{fs}/notes") == ["/notes/plan.txt"]
 
     stat = (await client.get(f"{fs}/notes?op=stat")).json()
     assert stat["type"] == "directory" and stat["entries"] == 1 and stat["created_at"]
@@ -76,11 +99,12 @@ async def test_write_read_list_stat_and_delete(client: Client) -> None:
     assert stat["entries"] is None
     assert (await client.get(f"{fs}?op=stat")).json()["entries"] == 3
 
-    assert (await client.delete(f"{fs}/notes/plan.txt")).status_code == 204
+    deleted = await client.delete(f"{fs}/notes/plan.txt")
+    assert deleted.status_code == 200 and deleted.json() == {"deleted": True}
     assert (await client.get(f"{fs}/notes/plan.txt")).status_code == 404
     # The emptied directory stays, like a file system's.
     assert (await client.get(f"{fs}/notes?op=stat")).json()["entries"] == 0
-    assert (await client.delete(f"{fs}/notes")).status_code == 204
+    assert (await client.delete(f"{fs}/notes")).status_code == 200
     assert (await client.get(f"{fs}/notes")).status_code == 404
 
 
@@ -100,8 +124,8 @@ async def test_directories_and_files_do_not_mix(client: Client) -> None:
     assert mkdir.status_code == 201 and mkdir.json()["type"] == "directory"
     assert (await client.post(f"{fs}/a/deeper/still?op=mkdir")).status_code == 200
     assert (await client.post(f"{fs}/a/b.txt?op=mkdir")).status_code == 409
-    assert (await client.delete(f"{fs}/a", params={"recursive": "true"})).status_code == 204
-    assert (await client.get(fs)).json()["entries"] == []
+    assert (await client.delete(f"{fs}/a", params={"recursive": "true"})).status_code == 200
+    assert (await client.get(fs)).json()["data"] == []
     assert (await client.delete(f"{fs}/a")).status_code == 404
 
 
@@ -114,27 +138,27 @@ async def test_move_and_copy(client: Client) -> None:
     copied = await client.post(f"{fs}/src?op=copy", json={"to": "/backup/src"})
     assert copied.status_code == 201, copied.text
     assert copied.json()["path"] == "/backup/src" and copied.json()["entries"] == 2
-    assert (await client.get(f"{fs}/backup/src/sub/two.txt")).content == b"22"
+    assert await _bytes(client, f"{fs}/backup/src/sub/two.txt") == b"22"
 
     moved = await client.post(f"{fs}/src?op=move", json={"to": "/dst"})
     assert moved.status_code == 200, moved.text
     assert (await client.get(f"{fs}/src")).status_code == 404
-    assert (await client.get(f"{fs}/dst/sub/two.txt")).content == b"22"
-    assert [e["path"] for e in (await client.get(f"{fs}/dst/sub")).json()["entries"]] == ["/dst/sub/two.txt"]
+    assert await _bytes(client, f"{fs}/dst/sub/two.txt") == b"22"
+    assert await _names(client, f"{fs}/dst/sub") == ["/dst/sub/two.txt"]
     after = (await client.get(f"{fs}/dst/one.txt?op=stat")).json()
     assert after["created_at"] == before["created_at"]
 
     # A retried move: the source is gone, and the answer says where it went; nothing changes.
     again = await client.post(f"{fs}/src?op=move", json={"to": "/dst"})
     assert again.status_code == 404 and "/dst exists" in again.json()["error"]
-    assert (await client.get(f"{fs}/dst/one.txt")).content == b"1"
+    assert await _bytes(client, f"{fs}/dst/one.txt") == b"1"
 
     # Something at the destination: 409, unless overwrite and both are files.
     await client.put(f"{fs}/x.txt", content=b"x")
     await client.put(f"{fs}/y.txt", content=b"y")
     assert (await client.post(f"{fs}/x.txt?op=move", json={"to": "/y.txt"})).status_code == 409
     over = await client.post(f"{fs}/x.txt?op=move", json={"to": "/y.txt", "overwrite": True})
-    assert over.status_code == 200 and (await client.get(f"{fs}/y.txt")).content == b"x"
+    assert over.status_code == 200 and await _bytes(client, f"{fs}/y.txt") == b"x"
     assert (
         await client.post(f"{fs}/y.txt?op=copy", json={"to": "/dst", "overwrite": True})
     ).status_code == 409
@@ -222,7 +246,7 @@ async def test_bad_paths_are_400(client: Client, raw: str, reason: str) -> None:
         response = await client.request(method, f"{fs}/{raw}", content=b"x" if method == "PUT" else None)
         assert response.status_code == 400, (method, raw, response.text)
         assert reason in response.json()["error"], response.json()
-    assert (await client.get(fs)).json()["entries"] == []
+    assert (await client.get(fs)).json()["data"] == []
 
 
 async def _raw_get(client: Client, path: str) -> httpx.Response:
@@ -240,7 +264,7 @@ async def test_literal_dot_dot_cannot_leave_the_tree(client: Client) -> None:
     escape = await _raw_get(client, f"{fs}/../../etc/passwd")
     assert escape.status_code == 400 and "outside" in escape.json()["error"]
     inside = await _raw_get(client, f"{fs}/sub/../inside.txt")
-    assert inside.status_code == 200 and inside.content == b"mine"  # `..` within the tree is fine
+    assert inside.status_code == 200 and inside.json()["content"] == "mine"  # `..` within the tree is fine
 
 
 async def test_absolute_paths_stay_inside_the_tree(client: Client) -> None:
@@ -248,7 +272,7 @@ async def test_absolute_paths_stay_inside_the_tree(client: Client) -> None:
     # `/etc/passwd` is a path of the session's own tree: nothing there, and nothing of the host's.
     assert (await client.get(f"{fs}//etc/passwd")).status_code == 404
     assert (await client.put(f"{fs}//etc/passwd", content=b"fake")).status_code == 201
-    assert (await client.get(f"{fs}/etc/passwd")).content == b"fake"
+    assert await _bytes(client, f"{fs}/etc/passwd") == b"fake"
 
 
 async def test_size_limits(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,12 +300,12 @@ async def test_parallel_writes_to_one_path_lose_nothing(served: Client) -> None:
     bodies = [f"writer {i}\n".encode() * 100 for i in range(12)]
     answers = await asyncio.gather(*(client.put(f"{fs}/shared/out.txt", content=b) for b in bodies))
     assert sorted(r.status_code for r in answers) == [200] * 11 + [201]
-    final = (await client.get(f"{fs}/shared/out.txt")).content
+    final = await _bytes(client, f"{fs}/shared/out.txt")
     assert final in bodies  # one writer's whole content, not a mix
     # And parallel writes to different paths under one new directory all land.
     answers = await asyncio.gather(*(client.put(f"{fs}/many/{i}.txt", content=b"x") for i in range(12)))
     assert all(r.status_code == 201 for r in answers), [r.text for r in answers]
-    assert len((await client.get(f"{fs}/many")).json()["entries"]) == 12
+    assert len(await _names(client, f"{fs}/many")) == 12
 
 
 async def test_parallel_changes_keep_the_tree_and_the_quota(
@@ -317,13 +341,8 @@ def _widen(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
 
 
 async def _used(client: Client, fs: str) -> int:
-    total = 0
-    for entry in (await client.get(fs)).json()["entries"]:
-        if entry["type"] == "file":
-            total += entry["size"]
-        else:
-            total += sum(e["size"] for e in (await client.get(f"{fs}{entry['path']}")).json()["entries"])
-    return total
+    listing = (await client.get(fs, params={"recursive": "true"})).json()["data"]
+    return sum(e["size_bytes"] for e in listing)
 
 
 async def test_files_go_with_their_session(client: Client, db: Database) -> None:
@@ -349,6 +368,6 @@ async def test_another_agents_session_and_an_archived_agent(client: Client) -> N
     agent_id = fs.split("/")[3]
     assert (await client.delete(f"/v1/agents/{agent_id}")).status_code == 204  # archives it
     # An archived agent's sessions are read-only: their files can be read, not changed.
-    assert (await client.get(f"{fs}/kept.txt")).content == b"x"
+    assert await _bytes(client, f"{fs}/kept.txt") == b"x"
     assert (await client.put(f"{fs}/new.txt", content=b"x")).status_code == 409
     assert (await client.delete(f"{fs}/kept.txt")).status_code == 409

@@ -45,7 +45,18 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/v1/agents/{agent_id}/sessions/{session_id}/messages"): {
         "message": {"role": "user", "content": [{"type": "text", "text": "hi"}]}
     },
-    ("post", "/v1/agents/{agent_id}/sessions/{session_id}/fs/{path}"): {"to": "/taken-over.txt"},
+    ("post", "/v1/agents/{agent_id}/sessions/{session_id}/fs/{path}"): {"content": "taken over"},
+    ("post", "/v1/sessions/{session_id}/fs/{path}"): {"content": "taken over"},
+    **{
+        ("post", f"{fs}/_/{action}"): body
+        for fs in ("/v1/agents/{agent_id}/sessions/{session_id}/fs", "/v1/sessions/{session_id}/fs")
+        for action, body in (
+            ("stat", {"path": "/notes.txt"}),
+            ("move", {"src_path": "/notes.txt", "dst_path": "/taken-over.txt"}),
+            ("copy", {"src_path": "/notes.txt", "dst_path": "/taken-over.txt"}),
+            ("grep", {"pattern": "ALICE"}),
+        )
+    },
     ("patch", "/v1/llm-providers/{provider_id}"): {"name": "taken over"},
     ("post", "/v1/llm-providers/{provider_id}/models"): {"model_id": "taken-over"},
     ("patch", "/v1/llm-models/{model_id}"): {"display_name": "taken over"},
@@ -145,7 +156,7 @@ async def test_user_b_cannot_reach_anything_of_user_a(client: AsyncTestClient[Li
     assert provider["name"] == f"{MARK} provider"
     assert (await alice.get(f"/v1/mcp-servers/{ids['server_id']}")).json()["name"] == f"{MARK} mcp"
     notes = await alice.get(f"/v1/agents/{ids['agent_id']}/sessions/{ids['session_id']}/fs/notes.txt")
-    assert notes.text == MARK
+    assert notes.json()["content"] == MARK  # a file is JSON now (issue 12: Everruns' SessionFile)
     keys = (await alice.get("/api/auth/api-keys")).json()
     assert [k["id"] for k in keys] == [ids["key_id"]]
 

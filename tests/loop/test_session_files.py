@@ -70,8 +70,8 @@ async def test_the_model_writes_then_reads_its_files(loop: Loop) -> None:
     assert sum(e["status"] == "error" for e in events.values()) == 4
 
     # The same tree over HTTP.
-    page = await loop.client.get(f"{base}/fs/notes/plan.md")
-    assert page.status_code == 200 and page.text.startswith("# Plan")
+    page = await loop.client.get(f"{base}/fs/notes/plan.md")  # Everruns' SessionFile (issue 12)
+    assert page.status_code == 200 and page.json()["content"].startswith("# Plan")
     assert (await loop.client.get(f"{base}/fs/scratch.txt")).status_code == 404
 
 
@@ -104,7 +104,7 @@ async def test_a_call_run_twice_does_no_harm(loop: Loop) -> None:
     write = fs_tools.WriteFile(path="/out.txt", content="result")
     assert (await fs_tools.write_file(write, ctx))["created"] is True
     assert await fs_tools.write_file(write, ctx) == {"path": "/out.txt", "size": 6, "created": False}
-    assert (await loop.client.get(f"{base}/fs/out.txt")).text == "result"
+    assert (await loop.client.get(f"{base}/fs/out.txt", params={"raw": "true"})).text == "result"
     remove = fs_tools.DeleteFile(path="/out.txt")
     assert (await fs_tools.delete_file(remove, ctx))["deleted"] is True
     again = await fs_tools.delete_file(remove, ctx)

@@ -21,7 +21,7 @@ from capabilities.base import ToolContext, ToolError
 from core.db.models import Event, Message
 from core.net import NetPolicy
 from core.schemas import events as ev
-from core.schemas.content import ToolCallPart, ToolResultPart, content_from_json
+from core.schemas.content import ToolCallPart, content_from_json, json_value, result_json, tool_result_part
 from core.schemas.turns import (
     ApprovalDecision,
     KeptToolResult,
@@ -34,6 +34,11 @@ from services import conversation, events, mcp_servers, sessions
 
 # The largest finished result kept in the activity's heartbeat for a later attempt to store.
 KEEP_MAX_BYTES = 64 * 1024
+# The longest result (its JSON text) passed on: past what any built-in tool returns (web_fetch's
+# 2 MB body is at most 12 MB of escaped JSON text) and far past any model's context (a million
+# tokens is about 4 MB). A larger one is an error result the model can act on (ask for less)
+# instead of a next call that fails for a reason it cannot see, and no row or event grows unbounded.
+RESULT_MAX_CHARS = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -172,7 +177,7 @@ class ToolActivities:
             # Cancelled or given up on, and already answered "interrupted": keep that answer,
             # so the call never has two results.
             return [], ToolOutcome(tool_call_id=params.tool_call_id, status="cancelled")
-        part = ToolResultPart(tool_call_id=call.id, result=result, error=error)
+        part = tool_result_part(call.id, result, error)
         await conversation.add_message(
             db,
             session_id,
@@ -182,14 +187,7 @@ class ToolActivities:
             metadata={"status": status, "tool_name": call.name, "input_message_id": begun.turn_input},
             idempotency_key=f"{key}:result",
         )
-        completed = ev.ToolCallCompleted(
-            tool_call_id=call.id,
-            tool_name=call.name,
-            success=status == "success",
-            status=status,
-            result=[part],
-            error=error,
-        )
+        completed = ev.ToolCallCompleted.of(part, call.name, status)
         batch.add(completed, f"{key}:tool.call_completed")
         await batch.store(db)
         await db.commit()
@@ -226,7 +224,7 @@ class ToolActivities:
             if not done:
                 work.cancel()
                 return "timeout", None, f"the tool did not finish within {timeout_s:g} s"
-            return "success", work.result(), None
+            return _passed_on(work.result())
         except asyncio.CancelledError:
             work.cancel()
             raise
@@ -234,6 +232,24 @@ class ToolActivities:
             return "error", None, str(exc)
         except Exception as exc:  # a tool's bug is the model's information, not the loop's end
             return "error", None, f"the tool failed: {type(exc).__name__}: {exc}"
+
+
+def _passed_on(value: Any) -> tuple[ToolStatus, Any, str | None]:
+    """A tool's return value as the result stored and passed on (JSON data, `json_value`), or an
+    error result saying why it cannot be: a value JSON cannot hold, or one too large."""
+    try:
+        result = json_value(value)
+    except TypeError as exc:
+        return "error", None, f"the tool returned a value that is not JSON data: {exc}"
+    size = len(result_json(result))
+    if size > RESULT_MAX_CHARS:
+        return (
+            "error",
+            None,
+            f"the tool's result is too large to pass on: {size} characters of JSON, "
+            f"at most {RESULT_MAX_CHARS}",
+        )
+    return "success", result, None
 
 
 def _denial(approval: ApprovalDecision | None) -> str | None:

@@ -19,6 +19,9 @@ from core.schemas.content import (
     ToolCallPart,
     ToolResultPart,
     content_from_json,
+    content_to_json,
+    model_text,
+    tool_result_part,
 )
 from core.schemas.sessions import MessageRole
 from services import events
@@ -126,7 +129,7 @@ async def close_dangling(db: AsyncSession, session_id: uuid.UUID, messages: list
             db,
             session_id,
             "tool_result",
-            [{"type": "tool_result", "tool_call_id": call.id, "result": None, "error": INTERRUPTED}],
+            content_to_json([tool_result_part(call.id, None, INTERRUPTED)]),
             metadata={"status": "error", "tool_name": call.name, "input_message_id": owners.get(call.id)},
             idempotency_key=f"synthetic-result:{call.id}",
             flush=False,
@@ -200,8 +203,8 @@ def to_llm_messages(system_prompt: str, messages: list[Message]) -> list[dict[st
         else:
             for part in parts:
                 if isinstance(part, ToolResultPart):
-                    body = {"error": part.error} if part.error else part.result
+                    # The JSON text clients get in the part is what the model reads.
                     out.append(
-                        {"role": "tool", "tool_call_id": part.tool_call_id, "content": json.dumps(body)}
+                        {"role": "tool", "tool_call_id": part.tool_call_id, "content": model_text(part)}
                     )
     return out

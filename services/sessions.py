@@ -29,6 +29,7 @@ from core.schemas.content import (
     ToolResultPart,
     content_from_json,
     content_to_json,
+    result_value,
 )
 from core.schemas.events import TURN_ENDS, MessageUser, TurnStarted, type_of
 from services import agents, conversation, events, initial_files
@@ -248,8 +249,10 @@ def message_to_schema(row: Message) -> schemas.Message:
     calls = [
         ToolCall(id=p.id, name=p.name, arguments=p.arguments) for p in content if isinstance(p, ToolCallPart)
     ]
+    # `content` holds a result as Everruns sends it (its JSON as text); the convenience array, as the
+    # v0.2 clients read it, the result itself.
     results = [
-        ToolResult(tool_call_id=p.tool_call_id, result=p.result, error=p.error)
+        ToolResult(tool_call_id=p.tool_call_id, result=result_value(p), error=p.error)
         for p in content
         if isinstance(p, ToolResultPart)
     ]

@@ -12,6 +12,7 @@ from capabilities.stateless_todo_list import TOOL_NAME
 from core.db.models import Message
 from core.identity import Identity
 from core.schemas.capabilities import SessionTodos, Todo
+from core.schemas.content import ToolResultPart, content_from_json, result_value
 from services import sessions
 
 
@@ -31,6 +32,7 @@ async def latest(db: AsyncSession, who: Identity, agent_id: uuid.UUID, session_i
     row = (await db.execute(query)).scalar_one_or_none()
     if row is None:
         return SessionTodos(todos=[], updated_at=None, message_id=None)
-    result = (row.content[0] if row.content else {}).get("result") or {}
+    parts = [p for p in content_from_json(row.content) if isinstance(p, ToolResultPart)]
+    result = (result_value(parts[0]) if parts else None) or {}
     todos = msgspec.convert(result.get("todos", []), list[Todo])
     return SessionTodos(todos=todos, updated_at=row.created_at, message_id=row.id)

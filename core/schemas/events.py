@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from core.schemas.content import ToolCallPart, ToolResultPart
+from core.schemas.content import TextPart, ToolCallPart, ToolResultPart, result_parts
 from core.schemas.llm import ProviderType
 from core.schemas.sessions import Message, MessageRole
 from core.schemas.turns import ToolStatus
@@ -186,13 +186,29 @@ class ToolCallStarted(Payload, tag="tool.call_started"):
     tool_call: ToolCallPart
 
 
-class ToolCallCompleted(Payload, tag="tool.call_completed"):
+class ToolCallCompleted(Payload, tag="tool.call_completed", kw_only=True):
+    """A call's result, as Everruns sends it: `result` the text parts of the tool message's
+    `tool_result` part (one, holding the result's JSON), absent when the call failed (`error`)."""
+
     tool_call_id: str
     tool_name: str
     success: bool
     status: ToolStatus
-    result: list[ToolResultPart]  # the one part of the tool message stored with it
+    result: list[TextPart] | UnsetType = UNSET
     error: str | None
+
+    @classmethod
+    def of(cls, part: ToolResultPart, tool_name: str, status: ToolStatus) -> ToolCallCompleted:
+        """The event of the tool message whose part is `part` (`content.tool_result_part`)."""
+        parts = result_parts(part)
+        return cls(
+            tool_call_id=part.tool_call_id,
+            tool_name=tool_name,
+            success=status == "success",
+            status=status,
+            result=UNSET if parts is None else parts,
+            error=part.error,
+        )
 
 
 class ActCompleted(Payload, tag="act.completed"):

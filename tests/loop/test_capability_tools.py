@@ -3,6 +3,7 @@ the handler run by the worker, the result stored as a tool message and a `tool.c
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -108,7 +109,8 @@ async def test_todo_list_is_visible_in_the_session(loop: Loop) -> None:
     frames = await loop.send(base, "plan it")
     live = [f for f in frames if f["type"] == "tool.call_completed"]
     assert [f["data"]["status"] for f in live] == ["success", "success", "error"]
-    assert live[1]["data"]["result"][0]["result"]["todos"] == second
+    # The live result is text parts holding its JSON, as Everruns sends it (issue 12).
+    assert json.loads(live[1]["data"]["result"][0]["text"])["todos"] == second
     todos = (await loop.client.get(f"{base}/todos")).json()
     assert todos["todos"] == second  # the invalid third call changed nothing
     messages = await loop.messages(base)

@@ -149,6 +149,10 @@ async def test_a_call_left_open_gets_a_synthetic_result_before_the_next_reason(l
     ]
     [synthetic] = [m for m in messages if m["role"] == "tool_result"]
     assert synthetic["tool_results"] == [{"tool_call_id": "call_lost", "result": None, "error": INTERRUPTED}]
+    # A failed call's part as Everruns sends it: no result, the error (issue 12).
+    assert synthetic["content"] == [
+        {"type": "tool_result", "tool_call_id": "call_lost", "result": None, "error": INTERRUPTED}
+    ]
     assert messages[-1]["content"][0]["text"] == "recovered"
     generation = next(e for e in await loop.stored(base) if e.type == "llm.generation")
     roles = [m["role"] for m in generation.data["messages"]]

@@ -6,6 +6,7 @@ document, and the contract has no type the loop does not emit."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from typing import Any
@@ -81,6 +82,9 @@ async def test_turns_store_and_stream_exactly_the_contract(loop: Loop) -> None:
     approved = await loop.client.post(f"{base}/tool-approvals/{call_id}", json={"decision": "approve"})
     assert approved.status_code == 200, approved.text
     await seen.session(base, await asyncio.wait_for(sending, 30))
+    # A result is text parts holding its JSON, as Everruns sends it (issue 12).
+    done = [e.data for e in await loop.stored(base) if e.type == ev.type_of(ev.ToolCallCompleted)]
+    assert sorted(json.loads(d["result"][0]["text"])["result"] for d in done) == [5, 6]
 
     # A call retried after a 429: the client is told to drop what was streamed.
     base = await loop.chat(

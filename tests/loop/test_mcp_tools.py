@@ -65,7 +65,7 @@ async def test_http_server_tools_in_a_turn(loop: Loop) -> None:
 
     # The model read the result: it is in the conversation of the next reason step.
     second = [e for e in await loop.stored(base) if e.type == "llm.generation"][1]
-    assert [m["role"] for m in second.data["messages"]].count("tool") == 4
+    assert [m["role"] for m in second.data["messages"]].count("tool_result") == 4  # Everruns' name
 
 
 async def test_a_hanging_tool_times_out_and_the_turn_goes_on(loop: Loop) -> None:

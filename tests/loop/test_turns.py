@@ -25,6 +25,7 @@ async def test_a_plain_reply_streams_and_is_stored(loop: Loop) -> None:
         "reason.started",
         "llm.generation",
         "message.agent",
+        "output.message.completed",  # issue 12: the reply as Everruns' clients read it
         "reason.completed",
         "turn.completed",
         "session.idled",
@@ -55,6 +56,14 @@ async def test_one_tool_call(loop: Loop) -> None:
     assert messages[2]["tool_results"] == [
         {"tool_call_id": call["id"], "result": {"result": 5}, "error": None}
     ]
+    # The content as Everruns sends it (issue 12): the result's JSON as text, in the part and in
+    # `tool.call_completed`; `tool_results` above keeps the result itself.
+    text = [{"type": "text", "text": '{"result": 5}'}]
+    assert messages[2]["content"] == [
+        {"type": "tool_result", "tool_call_id": call["id"], "result": text, "error": None}
+    ]
+    completed = next(e for e in await loop.stored(base) if e.type == "tool.call_completed")
+    assert completed.data["result"] == text
     assert messages[3]["content"][0]["text"] == "2 + 3 = 5"
     types = _types(await loop.stored(base))
     assert types.count("tool.call_started") == types.count("tool.call_completed") == 1

@@ -24,7 +24,7 @@ from api.events import EventController
 from api.files import FileController, FlatFileController
 from api.guard import BrowserGuardMiddleware
 from api.health import HealthController
-from api.llm import ModelController, ProviderController
+from api.llm import FlatModelController, ModelController, ProviderController
 from api.mcp_servers import McpServerController
 from api.messages import MessageController
 from api.middleware import RequestContextMiddleware
@@ -108,6 +108,7 @@ def create_app(
             FlatFileController,
             ProviderController,
             ModelController,
+            FlatModelController,
             CapabilityController,
             McpServerController,
             *([simulator_router] if settings.simulator_enabled else []),

@@ -16,6 +16,8 @@ from core.identity import Identity
 from core.ids import uuid7
 from core.net import check_public_url
 from core.schemas import llm as schemas
+from core.schemas.llm import SIMULATOR_TYPES
+from services import model_profiles
 from services.common import changed_fields, page_of
 
 
@@ -39,7 +41,25 @@ def provider_to_schema(row: LlmProvider, who: Identity) -> schemas.Provider:
     )
 
 
+# Provider types that answer without a stored key: the simulator, and local OpenAI-compatible
+# servers (vLLM, Ollama...), which usually take none.
+KEYLESS = (*SIMULATOR_TYPES, "openai_compatible")
+
+
+def healthy(model: LlmModel) -> bool:
+    """Ready for use as far as the rows tell, without calling the provider: the model and its
+    provider are active, and a key is stored or the provider type needs none (as Everruns does). A
+    key the worker finds in its environment (OPENAI_API_KEY...) is not seen from here."""
+    provider = model.provider
+    return (
+        model.status == "active"
+        and provider.status == "active"
+        and (provider.api_key_encrypted is not None or provider.provider_type in KEYLESS)
+    )
+
+
 def model_to_schema(row: LlmModel) -> schemas.Model:
+    kind = row.provider.provider_type
     return schemas.Model(
         id=row.id,
         provider_id=row.provider_id,
@@ -52,8 +72,16 @@ def model_to_schema(row: LlmModel) -> schemas.Model:
         provider=schemas.ProviderSummary(
             id=row.provider.id,
             name=row.provider.name,
-            provider_type=row.provider.provider_type,
+            provider_type=kind,
         ),
+        provider_name=row.provider.name,
+        provider_type=kind,
+        enabled=row.status == "active",
+        healthy=healthy(row),
+        is_favorite=False,  # Everloop has no favourites
+        source="manual",  # every model is added through the API; none is discovered or built in
+        model_vendor=model_profiles.vendor(kind, row.model_id),
+        profile=model_profiles.profile(kind, row.model_id),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -78,7 +106,12 @@ def _check_edit(who: Identity, provider: LlmProvider) -> None:
 
 # The provider types whose calls go through a client the worker pins to checked addresses
 # (`core.net.PinnedTransport`): the only ones a user may give a base_url.
-PINNABLE = ("openai", "openai_compatible", "simulator")
+PINNABLE = ("openai", "openai_compatible", *SIMULATOR_TYPES)
+
+
+def same_endpoint(old: str, new: str) -> bool:
+    """Whether two provider types send calls to the same place (`llmsim` is `simulator`)."""
+    return old == new or (old in SIMULATOR_TYPES and new in SIMULATOR_TYPES)
 
 
 async def check_base_url(who: Identity, base_url: str | None, provider_type: str) -> None:
@@ -152,17 +185,23 @@ async def update_provider(
     patch: schemas.UpdateProvider,
 ) -> LlmProvider:
     row = await get_provider(db, who, provider_id, edit=True)
-    if patch.base_url is not UNSET:
-        await check_base_url(who, patch.base_url, row.provider_type)
-    moves_key = patch.base_url is not UNSET and patch.base_url != row.base_url and row.api_key_encrypted
+    kind = row.provider_type if patch.provider_type is UNSET else patch.provider_type
+    base_url = row.base_url if patch.base_url is UNSET else patch.base_url
+    if patch.base_url is not UNSET or kind != row.provider_type:
+        # A new type may not keep a base_url a user may not set for it.
+        await check_base_url(who, base_url, kind)
+    moves_key = row.api_key_encrypted and (
+        base_url != row.base_url or not same_endpoint(row.provider_type, kind)
+    )
     if moves_key and patch.api_key is UNSET:
         # Otherwise the stored key would go to a host its owner never chose for it.
+        what = "base_url" if base_url != row.base_url else "provider_type"
         raise InvalidInput(
-            "changing base_url of a provider with a stored key needs api_key in the same request "
+            f"changing {what} of a provider with a stored key needs api_key in the same request "
             "(the key again, or null to drop it)",
             field="api_key",
         )
-    for field in ("name", "base_url", "status", "settings"):
+    for field in ("name", "provider_type", "base_url", "status", "settings"):
         value = getattr(patch, field)
         if value is not UNSET:
             setattr(row, field, value)
@@ -269,13 +308,20 @@ async def create_model(
 
 
 async def list_models(
-    db: AsyncSession, who: Identity, offset: int, limit: int, provider_id: uuid.UUID | None = None
+    db: AsyncSession, who: Identity, offset: int, limit: int | None, provider_id: uuid.UUID | None = None
 ) -> tuple[list[LlmModel], int]:
+    """The models the caller can see (and their count), from `offset`; all of them without `limit`."""
     query = select(LlmModel).join(LlmProvider).where(_visible(who)).order_by(LlmModel.id)
     if provider_id is not None:
         await get_provider(db, who, provider_id)
         query = query.where(LlmModel.provider_id == provider_id)
-    return await page_of(db, query, offset, limit)
+    if limit is not None:
+        return await page_of(db, query, offset, limit)
+    rows = list((await db.execute(query.offset(offset))).scalars())
+    if rows or offset == 0:
+        return rows, offset + len(rows)  # everything from offset on: the count is known
+    total = await db.execute(select(func.count()).select_from(query.order_by(None).subquery()))
+    return rows, int(total.scalar_one())
 
 
 async def get_model(db: AsyncSession, who: Identity, model_id: uuid.UUID, *, edit: bool = False) -> LlmModel:
@@ -362,9 +408,9 @@ def completion_params(
         params["model"] = f"azure/{model.model_id}"
         if version := provider.settings.get("api_version"):
             params["api_version"] = version
-    else:  # openai, openai_compatible, simulator: the OpenAI wire format
+    else:  # openai, openai_compatible, simulator (llmsim): the OpenAI wire format
         params["model"] = f"openai/{model.model_id}"
-    if kind == "simulator":
+    if kind in SIMULATOR_TYPES:
         base = base or simulator_url
         api_key = api_key or "simulator"
         params["extra_body"] = {"simulator": model.settings}

@@ -94,11 +94,13 @@ async def test_models_crud_and_listing_with_provider(client: Client) -> None:
     await factories.model(client, other["id"], model_id="other-1")
     assert model["display_name"] == "sim-1"  # defaults to the model id
     assert model["provider"] == {"id": provider["id"], "name": "Sim", "provider_type": "simulator"}
+    # Issue 12: these two lists answer a bare array (Everruns' form; its UI crashes on the
+    # {data} envelope they had), the count in X-Total-Count.
     listed = (await client.get(f"/v1/llm-providers/{provider['id']}/models")).json()
-    assert [m["id"] for m in listed["data"]] == [model["id"]]
-    everything = (await client.get("/v1/llm-models")).json()
-    assert everything["total"] == 2
-    assert {m["provider"]["name"] for m in everything["data"]} == {"Sim", "Other"}
+    assert [m["id"] for m in listed] == [model["id"]]
+    everything = await client.get("/v1/llm-models")
+    assert len(everything.json()) == 2 and everything.headers["x-total-count"] == "2"
+    assert {m["provider"]["name"] for m in everything.json()} == {"Sim", "Other"}
     patched = await client.patch(f"/v1/llm-models/{model['id']}", json={"display_name": "Simulator One"})
     assert patched.json()["display_name"] == "Simulator One"
     assert (await client.delete(f"/v1/llm-models/{model['id']}")).status_code == 204

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +21,11 @@ from core.db.models import Agent, Event, LlmModel, LlmProvider, Message, Session
 from core.errors import NotFound
 from core.net import NetPolicy
 from core.schemas import events as ev
+from core.schemas.capabilities import ToolDefinition
 from core.schemas.content import ToolCallPart, content_from_json
 from core.schemas.turns import ReasonInput, ReasonResult, SessionLoop, ToolCallRef
-from services import conversation, events, llm, mcp_servers, sessions
+from core.settings import Settings
+from services import client_tools, conversation, events, llm, mcp_servers, sessions
 from services.sessions import message_to_schema
 
 PREVIEW = 200
@@ -44,7 +47,8 @@ class ReasonActivities:
             return prepared  # stored by an earlier attempt, or an earlier message goes first
         await events.publish_all(self.deps.bus, prepared.stored)
 
-        tools = _tools(prepared.agent_tools.capability_ids, prepared.agent_tools.mcp)
+        agent_tools = prepared.agent_tools
+        tools = _tools(agent_tools.capability_ids, agent_tools.mcp, agent_tools.client.values())
         reply = await self.provider.complete(
             session_id,
             params.message_id,
@@ -78,7 +82,7 @@ class ReasonActivities:
         if (done := by_id.get(message_id)) is not None:
             # An earlier attempt stored the reply and then died before reporting it: the LLM
             # is not called twice.
-            return _result(done, limit, await _AgentTools.of(db, agent))
+            return _result(done, limit, await _AgentTools.of(db, agent, session, self.deps.settings))
         input_message = by_id.get(uuid.UUID(params.input_message_id))
         if input_message is None:
             raise session_gone(f"message {params.input_message_id}")
@@ -126,7 +130,7 @@ class ReasonActivities:
         if not await batch.store(db, values=sessions.turn_opened() if params.open_turn else None):
             raise session_gone(f"session {session_id}")
         await db.commit()
-        agent_tools = await _AgentTools.of(db, agent)
+        agent_tools = await _AgentTools.of(db, agent, session, self.deps.settings)
         prompt = registry.system_prompt(agent_tools.capability_ids, agent.system_prompt, agent_tools.mcp)
         return _Prepared(
             stored=batch.stored,
@@ -176,6 +180,8 @@ class ReasonActivities:
                 # Which calls wait for a person, decided once with the reply: a retried step
                 # that finds the reply stored reads it here, whatever the agent's config is by then.
                 "approvals": {r.id: r.approval_timeout_s for r in refs if r.require_approval},
+                # Likewise which calls are the client's to answer, and how long the turn waits.
+                "client_tools": {r.id: r.result_timeout_s for r in refs if r.client_side},
             },
             idempotency_key=f"{step}:reply",
         )
@@ -220,12 +226,19 @@ class ReasonActivities:
                     approval_timeout_s=ref.approval_timeout_s,
                 )
                 batch.add(asked, f"{step}:tool.approval_requested:{call.id}")
+        client_calls = [call for call, ref in zip(calls, refs, strict=True) if ref.client_side]
+        if client_calls:
+            # Stored with the reply: a client that sees the reply sees what it must answer, and the
+            # session already says it waits (a result posted at once finds the turn waiting).
+            requested = ev.ToolCallRequested(tool_calls=client_calls, timeout_s=agent_tools.client_timeout_s)
+            batch.add(requested, f"{step}:tool.call_requested")
         await batch.store(
             db,
             values={
                 "input_tokens": Session.input_tokens + reply.input_tokens,
                 "output_tokens": Session.output_tokens + reply.output_tokens,
                 "cost": Session.cost + reply.cost,
+                **({"status": client_tools.WAITING} if client_calls else {}),
             },
         )
         await db.commit()
@@ -280,20 +293,34 @@ async def _earlier_unanswered(
 @dataclass(frozen=True)
 class _AgentTools:
     """The agent's capabilities, their configuration and its MCP servers' tools: what a tool call's
-    timeout and need for approval are read from."""
+    timeout and need for approval are read from. And the client-side tools (the agent's and the
+    session's `tools`), whose calls wait for the client."""
 
     capability_ids: list[str]
     configs: dict[str, Any]
     mcp: registry.Extra | None
+    client: dict[str, ToolDefinition]
+    client_timeout_s: float
 
     @classmethod
-    async def of(cls, db: AsyncSession, agent: Agent) -> _AgentTools:
+    async def of(cls, db: AsyncSession, agent: Agent, session: Session, settings: Settings) -> _AgentTools:
         ids = list(agent.capabilities)
         mcp = await mcp_servers.specs_for(db, agent.owner_id, ids)
-        return cls(ids, dict(agent.capability_configs or {}), mcp)
+        # A capability tool keeps its name: a client-side tool of the same name is not offered.
+        taken = {tool.definition().name for tool, _ in registry.tools_of(ids, mcp)}
+        client = client_tools.declared(agent.tools or [], session.tools or [], taken)
+        return cls(ids, dict(agent.capability_configs or {}), mcp, client, settings.client_tool_timeout_s)
 
     def ref(self, call: ToolCallPart) -> ToolCallRef:
         found = registry.find_tool(self.capability_ids, call.name, self.mcp)
+        if found is None and call.name in self.client:
+            return ToolCallRef(
+                id=call.id,
+                name=call.name,
+                timeout_s=60.0,
+                client_side=True,
+                result_timeout_s=self.client_timeout_s,
+            )
         if found is None:  # run_tool answers it with an error
             return ToolCallRef(id=call.id, name=call.name, timeout_s=60.0)
         tool, spec = found
@@ -312,14 +339,22 @@ class _AgentTools:
 
 
 def _stored_ref(ref: ToolCallRef, message: Message) -> ToolCallRef:
-    """The call as its reply was stored: whether it waits for approval was decided then."""
-    approvals = (message.metadata_ or {}).get("approvals")
-    if approvals is None:  # a reply stored before approvals existed
-        return ref
-    required = ref.id in approvals
-    return msgspec.structs.replace(
-        ref, require_approval=required, approval_timeout_s=approvals.get(ref.id) if required else None
-    )
+    """The call as its reply was stored: whether it waits for approval, or for the client, was
+    decided then."""
+    metadata = message.metadata_ or {}
+    approvals = metadata.get("approvals")
+    if approvals is not None:  # (a reply stored before approvals existed has none)
+        required = ref.id in approvals
+        ref = msgspec.structs.replace(
+            ref, require_approval=required, approval_timeout_s=approvals.get(ref.id) if required else None
+        )
+    client = metadata.get("client_tools")
+    if client is not None:
+        waits = ref.id in client
+        ref = msgspec.structs.replace(
+            ref, client_side=waits, result_timeout_s=client.get(ref.id) if waits else None
+        )
+    return ref
 
 
 def _result(message: Message, max_iterations: int | None, agent_tools: _AgentTools) -> ReasonResult:
@@ -334,9 +369,13 @@ def _result(message: Message, max_iterations: int | None, agent_tools: _AgentToo
     )
 
 
-def _tools(capability_ids: list[str], mcp: registry.Extra | None = None) -> list[dict[str, Any]]:
-    """The agent's tools in the chat-completions `tools` format (MCP servers' from their cache)."""
+def _tools(
+    capability_ids: list[str], mcp: registry.Extra | None = None, client: Iterable[ToolDefinition] = ()
+) -> list[dict[str, Any]]:
+    """The agent's tools in the chat-completions `tools` format (MCP servers' from their cache),
+    then the client-side ones."""
     definitions = [tool.definition() for tool, _ in registry.tools_of(capability_ids, mcp)]
+    definitions += list(client)
     return [
         {
             "type": "function",

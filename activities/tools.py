@@ -21,7 +21,7 @@ from capabilities.base import ToolContext, ToolError
 from core.db.models import Event, Message
 from core.net import NetPolicy
 from core.schemas import events as ev
-from core.schemas.content import ToolCallPart, content_from_json, json_value, result_json, tool_result_part
+from core.schemas.content import ToolCallPart, content_from_json, json_value, result_json
 from core.schemas.turns import (
     ApprovalDecision,
     KeptToolResult,
@@ -30,7 +30,7 @@ from core.schemas.turns import (
     ToolOutcome,
     ToolStatus,
 )
-from services import conversation, events, mcp_servers, sessions
+from services import client_tools, conversation, events, mcp_servers, sessions
 
 # The largest finished result kept in the activity's heartbeat for a later attempt to store.
 KEEP_MAX_BYTES = 64 * 1024
@@ -91,7 +91,10 @@ class ToolActivities:
             # its result is stored now; the tool does not run twice.
             status, result, error = kept.status, kept.result, kept.error
         elif begun.denial is not None:
-            status, result, error = "denied", None, begun.denial
+            # Not run: a person (or the approval timeout) denied it, or it is a client-side call
+            # whose result did not come in time.
+            status = "timeout" if params.client_timeout_s is not None else "denied"
+            result, error = None, begun.denial
         else:
             status, result, error = await self._execute(
                 call, begun.capability_ids, begun.capability_configs, begun.ctx, begun.mcp
@@ -131,6 +134,9 @@ class ToolActivities:
         capability_ids = list(agent.capabilities)
         mcp = await mcp_servers.specs_for(db, agent.owner_id, capability_ids, self.deps.secrets)
         denial = _denial(params.approval)
+        if params.client_timeout_s is not None:
+            # A client-side call nobody answered in time: its result says so; nothing runs here.
+            denial = client_tools.timeout_error(params.client_timeout_s)
         if (approval := params.approval) is not None:
             resolved = ev.ToolApprovalResolved(
                 tool_call_id=approval.tool_call_id,
@@ -177,19 +183,25 @@ class ToolActivities:
             # Cancelled or given up on, and already answered "interrupted": keep that answer,
             # so the call never has two results.
             return [], ToolOutcome(tool_call_id=params.tool_call_id, status="cancelled")
-        part = tool_result_part(call.id, result, error)
-        await conversation.add_message(
+        _, completed = await conversation.add_tool_result(
             db,
             session_id,
-            "tool_result",
-            [msgspec.to_builtins(part)],
+            call,
+            key=key,
+            status=status,
+            result=result,
+            error=error,
+            input_message_id=begun.turn_input,
             sequence=sequence,
-            metadata={"status": status, "tool_name": call.name, "input_message_id": begun.turn_input},
-            idempotency_key=f"{key}:result",
         )
-        completed = ev.ToolCallCompleted.of(part, call.name, status)
         batch.add(completed, f"{key}:tool.call_completed")
-        await batch.store(db)
+        values = None
+        if params.client_timeout_s is not None and not await client_tools.unanswered(
+            db, session_id, params.turn_id
+        ):
+            # The last client-side call of the reply has its answer: the turn no longer waits.
+            values = {"status": "active"}
+        await batch.store(db, values=values)
         await db.commit()
         return batch.stored, ToolOutcome(tool_call_id=params.tool_call_id, status=status)
 

@@ -35,6 +35,7 @@ from api.session_routes import FlatSessionController
 from api.sessions import SessionController
 from api.simulator import simulator_router
 from api.state import Services
+from api.tool_results import FlatToolResultController, ToolResultController
 from api.turns import TurnController
 from core.json_limits import JsonLimits
 from core.logging import configure_logging
@@ -102,6 +103,8 @@ def create_app(
             SessionController,
             FlatSessionController,
             TurnController,
+            ToolResultController,
+            FlatToolResultController,
             MessageController,
             EventController,
             FileController,

@@ -12,16 +12,13 @@ from litestar.di import NamedDependency
 from litestar.params import Body, FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.api.enums.v1 import PendingActivityState
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.dispatch import Cancelled, cancel_turn
 from api.openapi import AUTHENTICATED, error_responses
 from api.state import Services
-from core.errors import Conflict, NotFound
 from core.identity import Identity
-from core.schemas.turns import APPROVAL_DECIDED, ApprovalDecision, SessionLoop
+from core.schemas.turns import ApprovalDecision, SessionLoop
 from services import approvals, sessions
 
 
@@ -103,32 +100,10 @@ class TurnController(Controller):
         goes on at once: the tool runs, or its result says the user denied it (with the reason).
         404 for an id that never asked; 409 once it is decided (by anyone, or by the timeout) or
         its turn has ended."""
-        await sessions.get(db_session, who, agent_id, session_id)
-        status = await approvals.state(db_session, session_id, tool_call_id)
-        if status == "unknown":
-            raise NotFound(f"no tool call {tool_call_id} waits for approval in this session")
-        if status == "resolved":
-            raise Conflict(f"tool call {tool_call_id} was already decided")
-        if status == "ended":
-            raise Conflict(f"tool call {tool_call_id} no longer waits: its turn ended")
         decision = ApprovalDecision(
             tool_call_id=tool_call_id, decision=data.decision, reason=data.reason, user_id=str(who.user_id)
         )
-        client = await services.temporal()
-        handle = client.get_workflow_handle(SessionLoop.workflow_id(session_id))
-        try:
-            await handle.execute_update(SessionLoop.RESOLVE_APPROVAL, decision, result_type=ApprovalDecision)
-        except WorkflowUpdateFailedError as exc:
-            cause = exc.cause
-            if isinstance(cause, ApplicationError) and cause.type == APPROVAL_DECIDED:
-                raise Conflict(f"tool call {tool_call_id} was already decided") from None
-            raise
-        except RPCError as exc:
-            if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                raise
-            raise Conflict(
-                f"tool call {tool_call_id} no longer waits for approval (its turn ended)"
-            ) from None
+        await approvals.resolve(db_session, who, agent_id, session_id, decision, temporal=services.temporal)
         return Approval(tool_call_id=tool_call_id, decision=data.decision, reason=data.reason)
 
     @get("/workflow", operation_id="getSessionWorkflow", responses=error_responses(404, 503))

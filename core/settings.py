@@ -103,6 +103,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     outbound_allow_loopback: bool = False
     # Seconds the API waits for an MCP server to list its tools (on create, change and refresh).
     mcp_list_timeout_s: float = 15.0
+    # Seconds a turn waits for a client's result of a client-side tool call before the call gets an
+    # error result and the turn goes on (CLIENT_TOOL_TIMEOUT).
+    client_tool_timeout_s: float = 86400.0
     database_timeouts: DatabaseTimeouts = DatabaseTimeouts()
 
     def uvicorn_options(self) -> dict[str, object]:
@@ -313,6 +316,14 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _long_wait(value: str) -> float:
+    """Seconds of a durable wait in a turn: up to 30 days, as an approval's timeout."""
+    seconds = float(value)
+    if not 0 < seconds <= 30 * 86400:
+        raise ValueError(value)
+    return seconds
+
+
 def _database_timeouts(read: _Reader) -> DatabaseTimeouts:
     default = DatabaseTimeouts()
     expected = "seconds between 0 and 3600"
@@ -393,6 +404,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         embedded_temporal_ui_port=read.integer("EMBEDDED_TEMPORAL_UI_PORT", 8233, low=0, high=65535),
         outbound_allow_loopback=read.parse("OUTBOUND_ALLOW_LOOPBACK", False, _boolean, "true or false"),
         mcp_list_timeout_s=read.parse("MCP_LIST_TIMEOUT", 15.0, _seconds, "seconds between 0 and 3600"),
+        client_tool_timeout_s=read.parse(
+            "CLIENT_TOOL_TIMEOUT", 86400.0, _long_wait, "seconds between 0 and 2592000 (30 days)"
+        ),
         database_timeouts=_database_timeouts(read),
     )
 

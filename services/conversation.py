@@ -7,11 +7,13 @@ import json
 import uuid
 from typing import Any
 
+import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Message
 from core.net import NetPolicy, url_refusal
+from core.schemas import events as ev
 from core.schemas.content import (
     ContentPart,
     ImagePart,
@@ -24,6 +26,7 @@ from core.schemas.content import (
     tool_result_part,
 )
 from core.schemas.sessions import MessageRole
+from core.schemas.turns import ToolStatus
 from services import events
 
 INTERRUPTED = "the tool call did not complete (interrupted or cancelled); no result is available"
@@ -66,6 +69,43 @@ async def add_message(
     if flush:
         await db.flush()
     return message
+
+
+async def add_tool_result(
+    db: AsyncSession,
+    session_id: uuid.UUID,
+    call: ToolCallPart,
+    *,
+    key: str,
+    status: ToolStatus,
+    result: Any,
+    error: str | None,
+    input_message_id: str | None,
+    sequence: int | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[Message, ev.ToolCallCompleted]:
+    """A tool call's result as its tool message, and the `tool.call_completed` event to store with
+    it (the caller adds the event under `{key}:tool.call_completed`). One form for every result: a
+    capability's, an MCP server's, and a client's (`services/client_tools.py`). `key` names the
+    call in its turn (`{turn_id}:{tool_call_id}`): the message's idempotency key is `{key}:result`,
+    so a call never has two results, whoever stores it. `result` is JSON data (`json_value`): the
+    message and the event hold its JSON text, as Everruns sends a result."""
+    part = tool_result_part(call.id, result, error)
+    message = await add_message(
+        db,
+        session_id,
+        "tool_result",
+        [msgspec.to_builtins(part)],
+        sequence=sequence,
+        metadata={
+            "status": status,
+            "tool_name": call.name,
+            "input_message_id": input_message_id,
+            **(metadata or {}),
+        },
+        idempotency_key=f"{key}:result",
+    )
+    return message, ev.ToolCallCompleted.of(part, call.name, status)
 
 
 async def load(db: AsyncSession, session_id: uuid.UUID) -> list[Message]:

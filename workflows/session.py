@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         ToolCallRef,
         ToolInput,
         ToolOutcome,
+        ToolResultsDelivered,
         TurnEnd,
         TurnOutcome,
     )
@@ -78,6 +79,10 @@ class SessionWorkflow:
         # Tool calls of the running turn that wait for a person, and the decisions made.
         self._awaiting: set[str] = set()
         self._decisions: dict[str, ApprovalDecision] = {}
+        # Client-side tool calls of the running turn that wait for the client's result, and the
+        # results the API has stored (their statuses: the results are in PostgreSQL).
+        self._awaiting_results: set[str] = set()
+        self._results: dict[str, ToolOutcome] = {}
 
     @workflow.signal(name=SessionLoop.NEW_MESSAGE)
     def new_message(self, message_id: str) -> None:
@@ -106,9 +111,22 @@ class SessionWorkflow:
         if decision.tool_call_id in self._decisions:
             raise ApplicationError("this tool call was already decided", type=APPROVAL_DECIDED)
 
+    @workflow.update(name=SessionLoop.DELIVER_TOOL_RESULTS)
+    def deliver_tool_results(self, delivered: ToolResultsDelivered) -> int:
+        """Client-side calls whose results the API has stored: they go on without running anything.
+        A call's first delivery counts (a repeated request sends it again). As for approvals, a
+        delivery may come before the replayed workflow has reached the wait: it is kept for it."""
+        for outcome in delivered.outcomes:
+            self._results.setdefault(outcome.tool_call_id, outcome)
+        return len(delivered.outcomes)
+
     @workflow.query(name=SessionLoop.PENDING_APPROVALS)
     def pending_approvals(self) -> list[str]:
         return sorted(self._awaiting)
+
+    @workflow.query(name=SessionLoop.PENDING_TOOL_RESULTS)
+    def pending_tool_results(self) -> list[str]:
+        return sorted(self._awaiting_results)
 
     @workflow.query(name=SessionLoop.CURRENT_TURN)
     def current_turn(self) -> str | None:
@@ -279,7 +297,13 @@ class SessionWorkflow:
     async def _call(
         self, session_id: str, turn_id: str, iteration: int, message_id: str, call: ToolCallRef
     ) -> ToolOutcome:
-        """One tool call: after a person's decision if it needs one, then run (or denied) as an activity."""
+        """One tool call: after a person's decision if it needs one, then run (or denied) as an
+        activity. A client-side call waits for the client's result instead, which the API stores;
+        only a call left without one past its timeout takes an activity (to store that)."""
+        if call.client_side:
+            delivered = await self._client_result(call)
+            if delivered is not None:
+                return delivered
         approval = await self._approval(call) if call.require_approval else None
         outcome: ToolOutcome = await workflow.execute_activity(
             SessionLoop.RUN_TOOL,
@@ -290,6 +314,7 @@ class SessionWorkflow:
                 message_id=message_id,
                 tool_call_id=call.id,
                 approval=approval,
+                client_timeout_s=call.result_timeout_s if call.client_side else None,
             ),
             result_type=ToolOutcome,
             # The tool's own timeout is enforced inside; this only catches a stuck worker.
@@ -317,6 +342,20 @@ class SessionWorkflow:
         finally:
             self._awaiting.discard(call.id)
         return self._decisions[call.id]
+
+    async def _client_result(self, call: ToolCallRef) -> ToolOutcome | None:
+        """Waits durably, as for an approval (a condition and a timer in the history: no activity
+        runs meanwhile, and worker restarts change nothing), for the `deliver_tool_results` update;
+        None when the call's timeout passes first."""
+        self._awaiting_results.add(call.id)
+        limit = timedelta(seconds=call.result_timeout_s) if call.result_timeout_s else None
+        try:
+            await workflow.wait_condition(lambda: call.id in self._results, timeout=limit)
+        except TimeoutError:
+            return None
+        finally:
+            self._awaiting_results.discard(call.id)
+        return self._results[call.id]
 
 
 @dataclass

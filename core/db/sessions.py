@@ -37,7 +37,8 @@ class Session(TimestampedModel):
     title: Mapped[str | None] = mapped_column(Text)
     tags: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
     model_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("llm_models.id", ondelete="RESTRICT"))
-    status: Mapped[SessionStatus] = mapped_column(String(20), default="started", server_default="started")
+    # 32: `waitingfortoolresults` is 21 characters.
+    status: Mapped[SessionStatus] = mapped_column(String(32), default="started", server_default="started")
     # Counters handed out under the session row's lock, so sequences have no gaps and no duplicates.
     last_message_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_event_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -217,6 +217,15 @@ class ActCompleted(Payload, tag="act.completed"):
     error_count: int
 
 
+class ToolCallRequested(Payload, tag="tool.call_requested"):
+    """The reply's calls of client-side tools (the agent's or the session's `tools`), stored with
+    the reply: the client runs them and answers with `POST .../tool-results`; the turn waits (the
+    session is `waitingfortoolresults`) for up to `timeout_s`. Then each gets `tool.call_completed`."""
+
+    tool_calls: list[ToolCallPart]
+    timeout_s: float
+
+
 # A turn ends: one of turn.completed, turn.failed, turn.cancelled, then session.idled (unless a
 # later turn has started).
 
@@ -282,6 +291,7 @@ EventData = (
     | ToolCallStarted
     | ToolCallCompleted
     | ActCompleted
+    | ToolCallRequested
     | TurnCompleted
     | TurnFailed
     | TurnCancelled

@@ -11,7 +11,9 @@ from core.schemas.agents import ClientTool, InitialFile
 from core.schemas.capabilities import AgentCapabilityConfig, CapabilityItem
 from core.schemas.content import ContentPart, ToolCall, ToolResult
 
-SessionStatus = Literal["started", "active", "idle"]
+# `waitingfortoolresults`: a turn waits for the client's results of client-side tool calls (as Everruns
+# names it, one word).
+SessionStatus = Literal["started", "active", "idle", "waitingfortoolresults"]
 
 
 class Usage(msgspec.Struct, kw_only=True):

@@ -3,9 +3,10 @@ activities read the conversation from Postgres."""
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
+from msgspec import Meta
 
 
 class SessionLoop:
@@ -15,12 +16,16 @@ class SessionLoop:
     WORKFLOW: Final = "SessionWorkflow"
     # Signal: a stored user message for the session (its id).
     NEW_MESSAGE: Final = "new_message"
-    # Updates: stop the running turn (-> bool); a person's decision on a tool call (-> the decision).
+    # Updates: stop the running turn (-> bool); a person's decision on a tool call (-> the decision);
+    # client-side tool calls whose results the API has stored (-> how many).
     CANCEL_TURN: Final = "cancel_turn"
     RESOLVE_APPROVAL: Final = "resolve_approval"
-    # Queries: the running turn's id (or None); the tool calls waiting for a person.
+    DELIVER_TOOL_RESULTS: Final = "deliver_tool_results"
+    # Queries: the running turn's id (or None); the tool calls waiting for a person; the client-side
+    # tool calls waiting for the client's result.
     CURRENT_TURN: Final = "current_turn"
     PENDING_APPROVALS: Final = "pending_approvals"
+    PENDING_TOOL_RESULTS: Final = "pending_tool_results"
     # Activities.
     REASON: Final = "reason"
     RUN_TOOL: Final = "run_tool"
@@ -86,6 +91,10 @@ class ToolCallRef(msgspec.Struct, kw_only=True):
     # without one within `approval_timeout_s` (None: no limit) it is denied.
     require_approval: bool = False
     approval_timeout_s: float | None = None
+    # A client-side tool (the agent's or the session's `tools`): the call waits for the client's
+    # result (`POST .../tool-results`) for up to `result_timeout_s`, then gets an error result.
+    client_side: bool = False
+    result_timeout_s: float | None = None
 
 
 class ApprovalDecision(msgspec.Struct, kw_only=True):
@@ -116,6 +125,16 @@ class ToolInput(msgspec.Struct, kw_only=True):
     message_id: str  # the agent message that holds the call
     tool_call_id: str
     approval: ApprovalDecision | None = None  # for a call that waited for one
+    # A client-side call whose result did not come within this many seconds: the step stores its
+    # timeout result (or finds the result the API stored meanwhile) and runs nothing.
+    client_timeout_s: float | None = None
+
+
+class ToolResultsDelivered(msgspec.Struct, kw_only=True):
+    """Client-side tool calls whose results the API has stored (each with its status): the workflow
+    lets them go on. Ids and statuses only: the results themselves are in PostgreSQL."""
+
+    outcomes: list[ToolOutcome]
 
 
 class KeptToolResult(msgspec.Struct, kw_only=True):
@@ -149,3 +168,61 @@ class LlmFailure(msgspec.Struct, kw_only=True):
     status: int | None
     kind: str
     message: str
+
+
+# The HTTP side of the waits: a client's results of client-side tool calls, and a batch of approval
+# decisions, as Everruns' clients send them (`POST .../tool-results`, `POST .../tool-approvals`).
+
+# At most this many results or decisions in one request: one reply never asks for more.
+BATCH_MAX = 64
+ToolCallId = Annotated[str, Meta(min_length=1, max_length=255)]
+
+
+class ClientToolResult(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The client's answer to one client-side tool call: its `result` (any JSON), or an `error`."""
+
+    tool_call_id: ToolCallId
+    result: Any = None
+    error: Annotated[str, Meta(max_length=10_000)] | None = None
+
+
+class SubmitToolResults(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    tool_results: Annotated[list[ClientToolResult], Meta(min_length=1, max_length=BATCH_MAX)]
+
+
+class ToolResultsAccepted(msgspec.Struct, kw_only=True):
+    """As Everruns answers: how many results were accepted (a repeated identical one counts), and
+    the session's status after them (`active` once no call of the reply waits any more)."""
+
+    accepted: int
+    status: str
+
+
+# Everruns' decisions, and this server's own per-call ones. The `_always` forms (a rule for the rest
+# of the session) are refused with a 400: each call here is decided on its own.
+BatchDecision = Literal["allow", "reject", "allow_always", "reject_always", "approve", "deny"]
+
+
+class ToolApprovalAnswer(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    tool_call_id: ToolCallId
+    decision: BatchDecision
+    reason: Annotated[str, Meta(max_length=2000)] | None = None
+
+
+class SubmitToolApprovals(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Decisions on the tool calls that wait for a person. A waiting call left out is not approved
+    (denied), as on Everruns: silence never approves."""
+
+    decisions: Annotated[list[ToolApprovalAnswer], Meta(min_length=1, max_length=BATCH_MAX)]
+
+
+class ToolApprovalResolution(msgspec.Struct, kw_only=True):
+    tool_call_id: str
+    tool: str
+    # `not_approved`: a waiting call the request left out.
+    outcome: Literal["allow", "reject", "not_approved"]
+
+
+class ToolApprovalsResolved(msgspec.Struct, kw_only=True):
+    resolved: list[ToolApprovalResolution]
+    status: str  # the session's status

@@ -42,6 +42,18 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/v1/agents/{agent_id}/sessions/{session_id}/tool-approvals/{tool_call_id}"): {
         "decision": "approve"
     },
+    ("post", "/v1/agents/{agent_id}/sessions/{session_id}/tool-approvals"): {
+        "decisions": [{"tool_call_id": "call_of_alice", "decision": "allow"}]
+    },
+    ("post", "/v1/sessions/{session_id}/tool-approvals"): {
+        "decisions": [{"tool_call_id": "call_of_alice", "decision": "allow"}]
+    },
+    ("post", "/v1/agents/{agent_id}/sessions/{session_id}/tool-results"): {
+        "tool_results": [{"tool_call_id": "call_of_alice", "result": "taken over"}]
+    },
+    ("post", "/v1/sessions/{session_id}/tool-results"): {
+        "tool_results": [{"tool_call_id": "call_of_alice", "result": "taken over"}]
+    },
     ("post", "/v1/agents/{agent_id}/sessions/{session_id}/messages"): {
         "message": {"role": "user", "content": [{"type": "text", "text": "hi"}]}
     },

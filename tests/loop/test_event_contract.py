@@ -16,6 +16,7 @@ from jsonschema_rs import Draft202012Validator
 
 from core.schemas import events as ev
 from tests.loop.conftest import Loop
+from tests.loop.test_client_tools import client_chat
 
 SCRIPT = [
     {
@@ -72,6 +73,16 @@ async def _waiting_call(loop: Loop, base: str, timeout: float = 30) -> str:
     raise AssertionError("no tool call waits for approval")
 
 
+async def _requested_call(loop: Loop, base: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in await loop.stored(base):
+            if event.type == ev.type_of(ev.ToolCallRequested):
+                return str(event.data["tool_calls"][0]["id"])
+        await asyncio.sleep(0.05)
+    raise AssertionError("no client-side tool call was requested")
+
+
 async def test_turns_store_and_stream_exactly_the_contract(loop: Loop) -> None:
     seen = Seen(loop, (await loop.client.get("/api-doc/openapi.json")).json())
 
@@ -85,6 +96,14 @@ async def test_turns_store_and_stream_exactly_the_contract(loop: Loop) -> None:
     # A result is text parts holding its JSON, as Everruns sends it (issue 12).
     done = [e.data for e in await loop.stored(base) if e.type == ev.type_of(ev.ToolCallCompleted)]
     assert sorted(json.loads(d["result"][0]["text"])["result"] for d in done) == [5, 6]
+
+    # A client-side tool call, answered by the client (issue 12).
+    base = await client_chat(loop)
+    sending = asyncio.create_task(loop.send(base, "where?"))
+    call_id = await _requested_call(loop, base)
+    answer = {"tool_results": [{"tool_call_id": call_id, "result": {"city": "Kyiv"}}]}
+    assert (await loop.client.post(f"{base}/tool-results", json=answer)).status_code == 200
+    await seen.session(base, await asyncio.wait_for(sending, 30))
 
     # A call retried after a 429: the client is told to drop what was streamed.
     base = await loop.chat(

@@ -48,7 +48,7 @@ def test_every_payload_struct_is_in_one_union_and_every_type_is_one_struct() -> 
     assert _payload_structs(ev.Payload) == {*ev.STORED, *ev.EPHEMERAL}
     assert not set(ev.STORED) & set(ev.EPHEMERAL)
     tags = [ev.type_of(p) for p in (*ev.STORED, *ev.EPHEMERAL)]
-    assert len(tags) == len(set(tags)) == 20
+    assert len(tags) == len(set(tags)) == 21  # issue 12: tool.call_requested
     assert {ev.type_of(p) for p in ev.EPHEMERAL} == {"output.message.delta", "output.message.reset"}
 
 

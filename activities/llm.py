@@ -57,6 +57,7 @@ class ReasonActivities:
             prepared.api_key,
             prepared.llm_messages,
             tools,
+            context=ev.EventContext(turn_id=params.turn_id, input_message_id=params.input_message_id),
         )
         stored, result = await persist(
             self.deps.db, lambda db: self._store_reply(db, params, prepared, reply), what=f"{step}:reply"
@@ -206,6 +207,8 @@ class ReasonActivities:
         batch.add(generation, f"{step}:llm.generation")
         said = ev.MessageAgent(message=message_to_schema(message), metadata=message.metadata_, usage=usage)
         batch.add(said, f"{step}:message.agent")
+        # The same reply under the type Everruns' clients read; stored with it, once per step.
+        batch.add(ev.OutputMessageCompleted.of(said), f"{step}:output.message.completed")
         completed = ev.ReasonCompleted(
             success=True,
             text_preview=reply.text[:PREVIEW],

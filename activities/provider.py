@@ -80,18 +80,22 @@ class Provider:
         api_key: str | None,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
+        context: ev.EventContext | None = None,
     ) -> Reply:
-        """One streamed call: deltas go out live as `output.message.delta`, the whole reply comes back."""
+        """One streamed call: deltas go out live as `output.message.delta` (with the turn's
+        `context`), the whole reply comes back."""
         params = llm.completion_params(provider, model, api_key, self.deps.simulator_url)
         pinned = self._pinned_client(provider, params)
         if activity.info().attempt > 1:
             # The failed attempt may have streamed part of a reply: clients drop it.
             reset = ev.OutputMessageReset(message_id=message_id, attempt=activity.info().attempt)
-            await events.publish_ephemeral(self.deps.bus, session_id, reset)
+            await events.publish_ephemeral(self.deps.bus, session_id, reset, context)
         started = time.monotonic()
         try:
             async with heartbeating(), asyncio.timeout(LLM_CALL_LIMIT_S):
-                response = await self._stream(session_id, message_id, params, messages, tools, api_key)
+                response = await self._stream(
+                    session_id, message_id, params, messages, tools, api_key, context
+                )
         except TimeoutError:
             text = f"the provider did not finish within {LLM_CALL_LIMIT_S:g} s"
             raise ApplicationError(
@@ -130,6 +134,7 @@ class Provider:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
         api_key: str | None,
+        context: ev.EventContext | None,
     ) -> Any:
         chunks = []
         try:
@@ -147,7 +152,7 @@ class Provider:
                 delta = chunk.choices[0].delta.content if chunk.choices else None
                 if delta:
                     piece = ev.OutputMessageDelta(message_id=message_id, delta=delta)
-                    await events.publish_ephemeral(self.deps.bus, session_id, piece)
+                    await events.publish_ephemeral(self.deps.bus, session_id, piece, context)
         except litellm.exceptions.APIError as exc:  # includes every provider error litellm maps
             raise provider_error(exc, api_key) from None
         except (litellm.exceptions.Timeout, litellm.exceptions.APIConnectionError) as exc:

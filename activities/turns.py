@@ -83,6 +83,8 @@ class TurnActivities:
         )
         notice = ev.MessageAgent.notice(message_to_schema(message))
         batch.add(notice, f"{params.turn_id}:notice:message.agent")
+        # As Everruns does: its clients show a turn's messages from output.message.completed.
+        batch.add(ev.OutputMessageCompleted.of(notice), f"{params.turn_id}:notice:output.message.completed")
 
 
 def add_opening(batch: EventBatch, turn_id: str, message: Message) -> None:

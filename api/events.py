@@ -1,5 +1,7 @@
 """Events of a session: `/v1/agents/{agent_id}/sessions/{session_id}/events`, a JSON list, or with
-`Accept: text/event-stream` a live SSE stream (see `services/event_stream.py`)."""
+`Accept: text/event-stream` a live SSE stream (see `services/event_stream.py`); `.../sse` the stream
+whatever the `Accept` (where Everruns' UI and SDK read it). `/v1/sessions/{session_id}/events` and
+`/sse` are the same for a session of any of the caller's agents (Everruns' flat routes)."""
 
 from __future__ import annotations
 
@@ -26,18 +28,48 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import Page, PageParams, page
 from api.state import Services
-from core.errors import InvalidInput
 from core.identity import Identity
 from core.schemas import events as ev
-from services import auth, event_log, event_stream, sessions
+from services import auth, event_log, event_stream
 from services.events import to_schema
 
 SSE = "text/event-stream"
 _VARY = {"Vary": "Accept"}  # one URL, two representations: caches must tell them apart
 
+MAX_SEQUENCE = 2**31 - 1  # sequences are PostgreSQL integers
+
 SinceId = Annotated[
     uuid.UUID | None,
-    QueryParameter(description="Only events after this one (by `sequence`); unknown ids are a 400."),
+    QueryParameter(
+        description="Only events after this one (by `sequence`): a stored event's id, or a live frame's "
+        "(the events after the last stored one sent before it); unknown ids are a 400."
+    ),
+]
+AfterSequence = Annotated[
+    int | None,
+    QueryParameter(
+        ge=0,
+        le=MAX_SEQUENCE,
+        description="Only events with a greater `sequence` (0: from the first); not with `since_id`.",
+    ),
+]
+StreamAfterSequence = Annotated[
+    int | None,
+    QueryParameter(
+        ge=0,
+        le=MAX_SEQUENCE,
+        description="Start after this `sequence` (0, the default: the whole session); `Last-Event-ID` "
+        "and `since_id` win over it. Past the session's last event it is a 400.",
+    ),
+]
+BeforeSequence = Annotated[
+    int | None,
+    QueryParameter(
+        ge=0,
+        le=MAX_SEQUENCE,
+        description="Only events with a smaller `sequence`; the page is then the newest `limit` of them "
+        "(after `offset` newer ones), still oldest first.",
+    ),
 ]
 Types = Annotated[
     list[str] | None,
@@ -52,7 +84,7 @@ LastEventId = Annotated[
     HeaderParameter(
         name="Last-Event-ID",
         required=False,
-        description="SSE only: resume after this event id; it wins over `since_id`.",
+        description="SSE only: resume after this event id; it wins over `since_id` and `after_sequence`.",
     ),
 ]
 
@@ -66,25 +98,31 @@ def _untagged(payload: type[ev.Payload]) -> type[msgspec.Struct]:
     return doc
 
 
-def _stored(payload: type[ev.Payload]) -> type[msgspec.Struct]:
+def _envelope(payload: type[ev.Payload], envelope: type[msgspec.Struct], suffix: str) -> type[msgspec.Struct]:
     type_ = ev.type_of(payload)
     fields = [
-        (f.name, _untagged(payload) if f.name == "data" else f.type)
-        for f in msgspec.structs.fields(ev.Event)
+        (f.name, _untagged(payload) if f.name == "data" else f.type)  # all required: always sent
+        for f in msgspec.structs.fields(envelope)
         if f.name != "type"  # the tag
     ]
-    name = f"{payload.__name__}Event"
-    doc = msgspec.defstruct(name, fields, kw_only=True, tag=type_, tag_field="type", module=__name__)
-    doc.__doc__ = f"A stored `{type_}` event."
+    doc = msgspec.defstruct(
+        f"{payload.__name__}{suffix}", fields, kw_only=True, tag=type_, tag_field="type", module=__name__
+    )
+    return doc
+
+
+def _stored(payload: type[ev.Payload]) -> type[msgspec.Struct]:
+    doc = _envelope(payload, ev.Event, "Event")
+    doc.__doc__ = f"A stored `{ev.type_of(payload)}` event."
     return doc
 
 
 def _ephemeral(payload: type[ev.Payload]) -> type[msgspec.Struct]:
-    type_ = ev.type_of(payload)
-    fields = [("session_id", uuid.UUID), ("data", _untagged(payload))]
-    name = f"{payload.__name__}Frame"
-    doc = msgspec.defstruct(name, fields, kw_only=True, tag=type_, tag_field="type", module=__name__)
-    doc.__doc__ = f"A live-only `{type_}` frame: never stored, no `id`, no `sequence`."
+    doc = _envelope(payload, ev.LiveEvent, "Frame")
+    doc.__doc__ = (
+        f"A live-only `{ev.type_of(payload)}` frame: never stored, `sequence` null; its `id` resumes "
+        "a stream after the last stored event sent before it."
+    )
     return doc
 
 
@@ -106,16 +144,30 @@ _EVENT_PAGE = msgspec.defstruct(
 # A status no answer has: the schema of an SSE frame's `data` is generated there (so its components
 # are registered) and moved under the 200 by `_EventsOperation`.
 _FRAME_STATUS = 299
+_LIST_RESPONSES = {
+    # The 200 is declared here: the annotation (a page or a stream) has no schema of its own.
+    200: ResponseSpec(
+        data_container=_EVENT_PAGE, description="The events, or their stream", generate_examples=False
+    ),
+    _FRAME_STATUS: ResponseSpec(data_container=_FRAME, media_type=SSE, generate_examples=False),
+    **error_responses(400, 404),
+}
+_STREAM_RESPONSES = {
+    200: ResponseSpec(
+        data_container=_FRAME, media_type=SSE, description="The stream", generate_examples=False
+    ),
+    **error_responses(400, 404),
+}
 
 
 @dataclass
 class _EventsOperation(Operation):
-    """Documents the SSE form of the 200 answer next to the JSON one."""
+    """Documents the SSE form of the 200 answer (next to the JSON one on `/events`): one frame."""
 
     def __post_init__(self) -> None:
         responses = self.responses or {}
-        frames = responses.pop(str(_FRAME_STATUS), None)
         ok = responses.get("200")
+        frames = responses.pop(str(_FRAME_STATUS), None) or ok
         if not isinstance(frames, OpenAPIResponse) or not isinstance(ok, OpenAPIResponse) or not ok.content:
             return
         assert frames.content is not None
@@ -135,8 +187,9 @@ class _EventsOperation(Operation):
                 "data": data,
             },
             description="Frames `event: <type>`, `id: <event id>`, `data: <event JSON>`; live-only "
-            "frames (`output.message.delta`, `output.message.reset`) have no `id`. Comments (`: ...`) "
-            "keep the connection alive and report outages.",
+            "frames (`output.message.delta`, `output.message.reset`) have no `id:` line (their JSON "
+            "has an `id`, which resumes too). Comments (`: ...`) keep the connection alive and "
+            "report outages.",
         )
         ok.content[SSE] = OpenAPIMediaType(schema=frame)
 
@@ -152,7 +205,10 @@ def _frame(item: event_stream.Item) -> ServerSentEventMessage:
             event=event.type, id=str(event.id), data=msgspec.json.encode(event).decode()
         )
     if isinstance(item, event_stream.Ephemeral):
-        return ServerSentEventMessage(event=item.type, data=msgspec.json.encode(item.frame).decode())
+        # No `id:` line (as Everruns sends them): a browser's Last-Event-ID stays on the last stored
+        # event. Its JSON `id`, which Everruns' SDK resumes from, leads to the same place.
+        live = item.event
+        return ServerSentEventMessage(event=live.type, data=msgspec.json.encode(live).decode())
     if isinstance(item, event_stream.Connected):
         return ServerSentEventMessage(event="connected", data=_CONNECTED)
     return ServerSentEventMessage(comment=item.text, data=None)
@@ -164,26 +220,78 @@ async def _frames(follower: event_stream.Follower) -> AsyncIterator[ServerSentEv
             yield _frame(item)
 
 
+@dataclass(frozen=True)
+class _Query:
+    """What a request to one of the four routes asks for, whichever it is."""
+
+    agent_id: uuid.UUID | None
+    session_id: uuid.UUID
+    since_id: uuid.UUID | None
+    after_sequence: int | None
+    types: list[str] | None
+    exclude: list[str] | None
+    last_event_id: str | None
+    before_sequence: int | None = None
+
+
+async def _listed(
+    db: AsyncSession, who: Identity, page_params: PageParams, query: _Query
+) -> Response[Page[ev.Event]]:
+    window = event_log.Window(
+        since_id=query.since_id,
+        after_sequence=query.after_sequence,
+        before_sequence=query.before_sequence,
+        offset=page_params.offset,
+        limit=page_params.limit,
+    )
+    filter_ = event_log.type_filter(query.types, query.exclude)
+    rows, total = await event_log.list_(db, who, query.agent_id, query.session_id, window, filter_)
+    return Response(page([to_schema(r) for r in rows], total, page_params), headers=_VARY)
+
+
+async def _streamed(
+    request: Request[Identity, Any, Any], db: AsyncSession, services: Services, query: _Query
+) -> ServerSentEvent:
+    filter_ = event_log.type_filter(query.types, query.exclude)
+    after = await event_log.stream_start(
+        db,
+        request.user,
+        query.agent_id,
+        query.session_id,
+        last_event_id=query.last_event_id,
+        since_id=query.since_id,
+        after_sequence=query.after_sequence,
+    )
+    until, allowed = _credential_limits(request, services)
+    follower = event_stream.Follower(
+        services.db, services.redis, query.session_id, after, filter_, until=until, allowed=allowed
+    )
+    return ServerSentEvent(_frames(follower), headers=_VARY)
+
+
+_LIST_DOC = """The session's stored events in order of `sequence`: after `since_id` or `after_sequence`,
+before `before_sequence` (then the newest `limit` of them), in pages of `offset` and `limit`. With
+`Accept: text/event-stream`: the SSE stream instead (as `.../sse`)."""
+_STREAM_DOC = """The session's events as an SSE stream: `event: connected` first, then the stored events
+after `Last-Event-ID` / `since_id` / `after_sequence` (the whole session without one), then new ones
+live with the live-only frames, and keep-alive comments."""
+
+
 class EventController(Controller):
-    path = "/v1/agents/{agent_id:uuid}/sessions/{session_id:uuid}/events"
+    path = "/v1"
     tags = ["events"]
     security = AUTHENTICATED
 
     @get(
+        "/agents/{agent_id:uuid}/sessions/{session_id:uuid}/events",
         operation_id="listSessionEvents",
-        # The 200 is declared here: the annotation (a page or a stream) has no schema of its own.
-        responses={
-            200: ResponseSpec(
-                data_container=_EVENT_PAGE, description="The events, or their stream", generate_examples=False
-            ),
-            _FRAME_STATUS: ResponseSpec(data_container=_FRAME, media_type=SSE, generate_examples=False),
-            **error_responses(400, 404),
-        },
+        responses=_LIST_RESPONSES,
         operation_class=_EventsOperation,
+        description=_LIST_DOC,
     )
     async def list_events(
         self,
-        request: Request[Any, Any, Any],
+        request: Request[Identity, Any, Any],
         db_session: NamedDependency[AsyncSession],
         who: NamedDependency[Identity],
         services: NamedDependency[Services],
@@ -191,32 +299,93 @@ class EventController(Controller):
         agent_id: FromPath[uuid.UUID],
         session_id: FromPath[uuid.UUID],
         since_id: SinceId = None,
+        after_sequence: AfterSequence = None,
+        before_sequence: BeforeSequence = None,
         types: Types = None,
         exclude: Exclude = None,
         last_event_id: LastEventId = None,
     ) -> Response[Page[ev.Event]] | ServerSentEvent:
-        """The session's stored events in order of `sequence`. With `Accept: text/event-stream`: an
-        SSE stream instead, `event: connected` first, then the stored events after `Last-Event-ID` /
-        `since_id`, then new ones live, with keep-alive comments (`offset` and `limit` do not apply)."""
-        filter_ = event_log.type_filter(types, exclude)
-        if not _wants_stream(request):
-            rows, total = await event_log.list_(
-                db_session,
-                who,
-                agent_id,
-                session_id,
-                since_id,
-                filter_,
-                page_params.offset,
-                page_params.limit,
-            )
-            return Response(page([to_schema(r) for r in rows], total, page_params), headers=_VARY)
-        after = await _position(db_session, who, agent_id, session_id, since_id, last_event_id)
-        until, allowed = _credential_limits(request, services)
-        follower = event_stream.Follower(
-            services.db, services.redis, session_id, after, filter_, until=until, allowed=allowed
+        query = _Query(
+            agent_id, session_id, since_id, after_sequence, types, exclude, last_event_id, before_sequence
         )
-        return ServerSentEvent(_frames(follower), headers=_VARY)
+        if _wants_stream(request):
+            return await _streamed(request, db_session, services, query)
+        return await _listed(db_session, who, page_params, query)
+
+    @get(
+        "/agents/{agent_id:uuid}/sessions/{session_id:uuid}/sse",
+        operation_id="streamSessionEvents",
+        responses=_STREAM_RESPONSES,
+        operation_class=_EventsOperation,
+        description=_STREAM_DOC,
+    )
+    async def stream_events(
+        self,
+        request: Request[Identity, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        services: NamedDependency[Services],
+        agent_id: FromPath[uuid.UUID],
+        session_id: FromPath[uuid.UUID],
+        since_id: SinceId = None,
+        after_sequence: StreamAfterSequence = None,
+        types: Types = None,
+        exclude: Exclude = None,
+        last_event_id: LastEventId = None,
+    ) -> ServerSentEvent:
+        query = _Query(agent_id, session_id, since_id, after_sequence, types, exclude, last_event_id)
+        return await _streamed(request, db_session, services, query)
+
+    @get(
+        "/sessions/{session_id:uuid}/events",
+        operation_id="listSessionEventsFlat",
+        responses=_LIST_RESPONSES,
+        operation_class=_EventsOperation,
+        description=_LIST_DOC + " The same as under `/v1/agents/{agent_id}`.",
+    )
+    async def list_events_flat(
+        self,
+        request: Request[Identity, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        services: NamedDependency[Services],
+        page_params: NamedDependency[PageParams],
+        session_id: FromPath[uuid.UUID],
+        since_id: SinceId = None,
+        after_sequence: AfterSequence = None,
+        before_sequence: BeforeSequence = None,
+        types: Types = None,
+        exclude: Exclude = None,
+        last_event_id: LastEventId = None,
+    ) -> Response[Page[ev.Event]] | ServerSentEvent:
+        # No agent id: `sessions.get` finds the session among all of the caller's agents.
+        query = _Query(
+            None, session_id, since_id, after_sequence, types, exclude, last_event_id, before_sequence
+        )
+        if _wants_stream(request):
+            return await _streamed(request, db_session, services, query)
+        return await _listed(db_session, who, page_params, query)
+
+    @get(
+        "/sessions/{session_id:uuid}/sse",
+        operation_id="streamSessionEventsFlat",
+        responses=_STREAM_RESPONSES,
+        operation_class=_EventsOperation,
+        description=_STREAM_DOC + " The same as under `/v1/agents/{agent_id}`.",
+    )
+    async def stream_events_flat(
+        self,
+        request: Request[Identity, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        services: NamedDependency[Services],
+        session_id: FromPath[uuid.UUID],
+        since_id: SinceId = None,
+        after_sequence: StreamAfterSequence = None,
+        types: Types = None,
+        exclude: Exclude = None,
+        last_event_id: LastEventId = None,
+    ) -> ServerSentEvent:
+        query = _Query(None, session_id, since_id, after_sequence, types, exclude, last_event_id)
+        return await _streamed(request, db_session, services, query)
 
 
 def _credential_limits(
@@ -236,24 +405,3 @@ def _credential_limits(
             return await auth.still_valid(db, credential, secret)
 
     return until, allowed
-
-
-async def _position(
-    db: AsyncSession,
-    who: Identity,
-    agent_id: uuid.UUID,
-    session_id: uuid.UUID,
-    since_id: uuid.UUID | None,
-    last_event_id: str | None,
-) -> int:
-    """The sequence the stream starts after: the header's event, else `since_id`'s, else 0."""
-    await sessions.get(db, who, agent_id, session_id)
-    if last_event_id is not None and last_event_id.strip():
-        try:
-            resume = uuid.UUID(last_event_id.strip())
-        except ValueError:
-            raise InvalidInput("Last-Event-ID: not an event id", field="Last-Event-ID") from None
-        return await event_log.position(db, session_id, resume, "Last-Event-ID")
-    if since_id is not None:
-        return await event_log.position(db, session_id, since_id, "since_id")
-    return 0

@@ -7,8 +7,11 @@ The session's channel (`services.events.channel`) carries two kinds of JSON fram
 - a stored event, as `services.events.publish` sends it after commit: the
   `core.schemas.events.Event` envelope, with `id` and `sequence`;
 - an ephemeral frame, never stored and never replayed, seen only by readers connected at the time:
-  `{"type": "output.message.delta", "session_id": "<uuid>", "data": {"message_id": "...",
-  "delta": "..."}}` (likewise `output.message.reset`). It has no `id` and no `sequence`.
+  `{"type": "output.message.delta", "session_id": "<uuid>", "ts": "...", "sequence": null,
+  "context": {...}, "data": {"message_id": "...", "delta": "..."}}` (likewise
+  `output.message.reset`; `services.events.LiveFrame`). It has no `id` on the channel: each
+  reader's follower gives it one as it sends it (`event_log.live_id`), naming the last stored
+  event that reader was sent, so a client resuming from it gets exactly what follows.
 
 The follower subscribes before it reads Postgres; an event committed in between comes from both, and
 the copy whose sequence was already sent is dropped. A stored event that arrives ahead of its
@@ -32,7 +35,7 @@ import random
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 import msgspec
@@ -44,10 +47,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import Database
 from core.db.availability import is_unavailable
+from core.db.base import utcnow
 from core.schemas import events as schemas
 from services import event_log
 from services.event_log import TypeFilter
-from services.events import channel, to_schema
+from services.events import LiveFrame, channel, to_schema
 
 log = structlog.get_logger("everloop.events")
 
@@ -85,8 +89,7 @@ class Stored(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class Ephemeral(msgspec.Struct, kw_only=True, frozen=True):
-    type: str
-    frame: dict[str, Any]
+    event: schemas.LiveEvent
 
 
 class Comment(msgspec.Struct, kw_only=True, frozen=True):
@@ -101,16 +104,15 @@ class _Probe(msgspec.Struct, kw_only=True):
     sequence: int | None = None
 
 
-def parse_frame(raw: bytes | str) -> schemas.Event | Ephemeral | None:
+def parse_frame(raw: bytes | str) -> schemas.Event | LiveFrame | None:
     """A channel message as a stored event or an ephemeral frame; None if it is neither."""
     try:
         probe = msgspec.json.decode(raw, type=_Probe)
         if probe.sequence is not None:
             return msgspec.json.decode(raw, type=schemas.Event)
-        frame = msgspec.json.decode(raw, type=dict[str, Any])
+        return msgspec.json.decode(raw, type=LiveFrame)
     except msgspec.DecodeError:  # ValidationError is one too
         return None
-    return Ephemeral(type=probe.type, frame=frame)
 
 
 class Follower:
@@ -276,15 +278,27 @@ class Follower:
         frame = parse_frame(raw)
         if frame is None:
             log.warning("unreadable frame on the event channel", session_id=str(self.session_id))
-        elif isinstance(frame, Ephemeral):
+        elif isinstance(frame, LiveFrame):
             if self.types.allows(frame.type):
-                yield self._sent(frame)
+                yield self._sent(Ephemeral(event=self._stamped(frame)))
         elif frame.sequence > self.last:
             async for item in self._read_range(frame.sequence - 1):
                 yield item
             self.last = frame.sequence
             if self.types.allows(frame.type):
                 yield self._sent(Stored(event=frame))
+
+    def _stamped(self, frame: LiveFrame) -> schemas.LiveEvent:
+        """The frame as this reader gets it. Its id names `last`: every stored event up to it has
+        been sent (or filtered out) and none after it, as the frames go out one at a time in order."""
+        return schemas.LiveEvent(
+            id=event_log.live_id(self.last),
+            type=frame.type,
+            ts=frame.ts or utcnow(),
+            session_id=frame.session_id,
+            context=frame.context,
+            data=frame.data,
+        )
 
     async def _catch_up(self) -> AsyncIterator[Item]:
         upto = await self._query(lambda db: event_log.last_sequence(db, self.session_id))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 import weakref
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -196,10 +197,34 @@ async def publish(bus: redis.Redis, event: Event) -> None:
     await _send(bus, event.session_id, msgspec.json.encode(to_schema(event)))
 
 
-async def publish_ephemeral(bus: redis.Redis, session_id: uuid.UUID, data: schemas.EphemeralData) -> None:
+class LiveFrame(msgspec.Struct, kw_only=True):
+    """A live-only frame as it travels on the session's channel: the envelope of
+    `schemas.LiveEvent` without its `id`, which each reader's stream gives it
+    (`services.event_stream`). `ts` and `context` may be missing from a frame an older worker sent."""
+
+    type: str
+    session_id: uuid.UUID
+    ts: datetime | None = None
+    sequence: None = None
+    context: schemas.EventContext = msgspec.field(default_factory=schemas.EventContext)
+    data: dict[str, Any]
+
+
+async def publish_ephemeral(
+    bus: redis.Redis,
+    session_id: uuid.UUID,
+    data: schemas.EphemeralData,
+    context: schemas.EventContext | None = None,
+) -> None:
     """A live-only frame (token deltas, resets): published, never stored, carries no sequence.
     A lost one is harmless: the stored message has the whole text."""
-    frame = {"type": schemas.type_of(data), "session_id": str(session_id), "data": schemas.to_data(data)}
+    frame = LiveFrame(
+        type=schemas.type_of(data),
+        session_id=session_id,
+        ts=utcnow(),
+        context=context or schemas.EventContext(),
+        data=schemas.to_data(data),
+    )
     await _send(bus, session_id, msgspec.json.encode(frame))
 
 

@@ -89,8 +89,11 @@ async def close_turn(db: AsyncSession, turn: OpenTurn, reason: str) -> list[Even
         metadata={"error_code": ERROR_CODE, "input_message_id": turn.input_message_id},
         idempotency_key=f"{key}:notice",
     )
+    said = ev.MessageAgent.notice(message_to_schema(notice))
     new = [
-        events.NewEvent(ev.MessageAgent.notice(message_to_schema(notice)), f"{key}:notice:message.agent"),
+        events.NewEvent(said, f"{key}:notice:message.agent"),
+        # As Everruns does: its clients show a turn's messages from output.message.completed.
+        events.NewEvent(ev.OutputMessageCompleted.of(said), f"{key}:notice:output.message.completed"),
         events.NewEvent(ev.TurnFailed(turn_id=key, error=error, error_code=ERROR_CODE), f"{key}:turn.failed"),
     ]
     if still_latest:

@@ -42,6 +42,24 @@ class Event(msgspec.Struct, kw_only=True):
     tags: list[str]
 
 
+class LiveEvent(msgspec.Struct, kw_only=True):
+    """A live-only frame as the stream sends it (`EphemeralData` in `data`): the stored envelope's
+    fields, so clients parse every frame alike (Everruns' SDK requires `id`, `session_id`, `ts`,
+    `type` and `data` on each). `sequence` is null: it is never stored. `id` is given per reader by
+    the stream (`services.event_log.live_id`): it names the last stored event that reader was sent,
+    so resuming from it (`since_id`, `Last-Event-ID`) misses nothing and repeats nothing."""
+
+    id: uuid.UUID
+    type: str
+    ts: datetime
+    session_id: uuid.UUID
+    sequence: None = None
+    context: EventContext
+    data: dict[str, Any]
+    metadata: None = None
+    tags: list[str] = msgspec.field(default_factory=list)
+
+
 class Payload(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
     """What every event payload shares: its event type is its tag."""
 
@@ -69,7 +87,8 @@ class InputReceived(Payload, tag="input.received"):
     message: Message
 
 
-# A step: reason.started, then llm.generation, message.agent, reason.completed once the reply is in.
+# A step: reason.started, then llm.generation, message.agent, output.message.completed,
+# reason.completed once the reply is in.
 
 
 class ReasonStep(_Part):
@@ -140,6 +159,20 @@ class MessageAgent(Payload, tag="message.agent"):
     def notice(cls, message: Message) -> MessageAgent:
         """The event of a failure notice."""
         return cls(message=message, metadata={"error": True})
+
+
+class OutputMessageCompleted(Payload, tag="output.message.completed"):
+    """The agent message of a reply, complete: the same `message`, `metadata` and `usage` as the
+    step's `message.agent`, under the type Everruns' clients read a reply from (its SDK's
+    `AgentClient.run()` returns this message's text; its UI shows it)."""
+
+    message: Message
+    metadata: dict[str, Any] | None
+    usage: TokenUsage | UnsetType = UNSET
+
+    @classmethod
+    def of(cls, said: MessageAgent) -> OutputMessageCompleted:
+        return cls(message=said.message, metadata=said.metadata, usage=said.usage)
 
 
 class ReasonCompleted(Payload, tag="reason.completed"):
@@ -260,7 +293,7 @@ class MessageUser(Payload, tag="message.user"):
     message: Message
 
 
-# Live-only frames: published, never stored, no `id` or `sequence`.
+# Live-only frames: published, never stored, no `sequence`; sent in a `LiveEvent` envelope.
 
 
 class OutputMessageDelta(Payload, tag="output.message.delta"):
@@ -284,6 +317,7 @@ EventData = (
     | ReasonStarted
     | LlmGeneration
     | MessageAgent
+    | OutputMessageCompleted
     | ReasonCompleted
     | ActStarted
     | ToolApprovalRequested

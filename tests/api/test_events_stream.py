@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -20,7 +21,7 @@ from core.db import Database
 from core.schemas import events as ev
 from core.settings import Settings
 from everloop.stack import Endpoints
-from services import event_stream, events
+from services import event_log, event_stream, events
 from tests.factories import Client
 from tests.servers import Server, running
 from tests.sse import SSE, new_session, open_sse, store, store_and_publish
@@ -89,23 +90,40 @@ async def test_since_id_sets_the_start_and_last_event_id_wins_over_it(
         assert await _sequences(stream, 5) == [1, 2, 3, 4, 5]
 
 
-async def test_ephemeral_frames_are_forwarded_without_an_id(
+async def test_ephemeral_frames_are_forwarded_without_an_id_line(
     client: Client, db: Database, redis_client: redis.Redis, server: Server
 ) -> None:
     session_id, path = await new_session(client)
-    await store(db, session_id)
+    first = await store(db, session_id)
     async with open_sse(server, path) as stream:
         assert (await stream.next()).json()["sequence"] == 1  # the backlog is read: live from here
         delta = ev.OutputMessageDelta(message_id="m1", delta="Hel")
-        await events.publish_ephemeral(redis_client, session_id, delta)
+        context = ev.EventContext(turn_id="t1", input_message_id="m0")
+        await events.publish_ephemeral(redis_client, session_id, delta, context)
         await events.publish_ephemeral(
             redis_client, session_id, ev.OutputMessageReset(message_id="m1", attempt=2)
         )
         frame = await stream.next()
+        # No `id:` line: a browser's Last-Event-ID stays on the last stored event.
         assert (frame.event, frame.id) == ("output.message.delta", None)
-        data = {"message_id": "m1", "delta": "Hel"}
-        assert frame.json() == {"type": "output.message.delta", "session_id": str(session_id), "data": data}
-        assert (await stream.next()).event == "output.message.reset"
+        body = frame.json()
+        # Issue 12: the stored envelope's fields (Everruns' SDK requires `id` and `ts`), `sequence`
+        # null; the id names the last stored event this reader was sent.
+        assert body == {
+            "id": body["id"],
+            "type": "output.message.delta",
+            "ts": body["ts"],
+            "session_id": str(session_id),
+            "sequence": None,
+            "context": {"turn_id": "t1", "input_message_id": "m0", "exec_id": None},
+            "data": {"message_id": "m1", "delta": "Hel"},
+            "metadata": None,
+            "tags": [],
+        }
+        assert event_log.live_position(uuid.UUID(body["id"])) == first.sequence
+        reset = await stream.next()
+        assert reset.event == "output.message.reset"
+        assert reset.json()["id"] != body["id"]  # each frame its own id
         # They are not stored and do not move the sequence bookkeeping.
         after = await store_and_publish(db, redis_client, session_id)
         frame = await stream.next()

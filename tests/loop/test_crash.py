@@ -87,7 +87,7 @@ async def test_a_killed_worker_loses_no_turn_and_repeats_no_step(
             .all()
         )
     types = [e.type for e in stored]
-    assert types.count("message.agent") == 1
+    assert types.count("message.agent") == types.count("output.message.completed") == 1
     assert types.count("llm.generation") == 1
     assert types.count("turn.completed") == 1
     assert [e.sequence for e in stored] == list(range(1, len(stored) + 1))

@@ -1,7 +1,8 @@
 """What real turns store and stream is the events contract (core/schemas/events.py), exactly: every
 stored event's `data` is its type's payload Struct without the tag (same keys, null where null,
-absent where absent), every live-only frame is an `EphemeralData`, everything matches the OpenAPI
-document, and the contract has no type the loop does not emit."""
+absent where absent), every live-only frame is an `EphemeralData` in the `LiveEvent` envelope,
+everything matches the OpenAPI document and parses as Everruns' SDK `Event`, and the contract has no
+type the loop does not emit."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ import uuid
 from typing import Any
 
 import msgspec
+from everruns_sdk.models import Event as SdkEvent
 from jsonschema_rs import Draft202012Validator
 
 from core.schemas import events as ev
+from services import event_log
 from tests.loop.conftest import Loop
 from tests.loop.test_client_tools import client_chat
+
+EVENTS = "/v1/agents/{agent_id}/sessions/{session_id}/events"
+STREAMS = ("/v1/agents/{agent_id}/sessions/{session_id}/sse", "/v1/sessions/{session_id}/sse")
 
 SCRIPT = [
     {
@@ -48,18 +54,25 @@ class Seen:
             self.types.add(row.type)
         listed = (await self.loop.client.get(f"{base}/events", params={"limit": 200})).json()
         self.validator({"$ref": "#/components/schemas/EventPage"}).validate(listed)
-        operation = self.spec["paths"]["/v1/agents/{agent_id}/sessions/{session_id}/events"]["get"]
-        sse = operation["responses"]["200"]["content"]["text/event-stream"]["schema"]
-        frame_schema = self.validator(sse["properties"]["data"]["contentSchema"])
+        for path in (EVENTS, *STREAMS):  # the same frame schema on `/events` and both `/sse`
+            operation = self.spec["paths"][path]["get"]
+            sse = operation["responses"]["200"]["content"]["text/event-stream"]["schema"]
+            frame_schema = self.validator(sse["properties"]["data"]["contentSchema"])
+            for frame in frames:
+                frame_schema.validate(frame)
         for frame in frames:
-            frame_schema.validate(frame)
-            if "sequence" in frame:  # a stored event, as the stream sends it
+            # Everruns' SDK parses every frame into its Event model (a refused one ends its stream).
+            SdkEvent(**frame)
+            if frame["sequence"] is not None:  # a stored event, as the stream sends it
                 event = msgspec.convert(frame, ev.Event)
                 assert ev.to_data(ev.from_data(event.type, event.data)) == event.data, event.type
             else:
+                # Issue 12: a live frame has the stored envelope (with an id and ts, sequence null).
+                envelope = msgspec.convert(frame, ev.LiveEvent)
+                assert event_log.live_position(envelope.id) is not None
                 live = msgspec.convert({**frame["data"], "type": frame["type"]}, ev.EphemeralData)
                 assert ev.to_data(live) == frame["data"], frame["type"]
-                assert set(frame) == {"type", "session_id", "data"}
+                assert set(frame) == set(ev.LiveEvent.__struct_fields__)
             self.types.add(frame["type"])
 
 

@@ -18,6 +18,8 @@ from everloop.stack import Endpoints
 from tests.conftest import make_settings
 
 EVENTS_PATH = "/v1/agents/{agent_id}/sessions/{session_id}/events"
+FLAT_EVENTS_PATH = "/v1/sessions/{session_id}/events"
+STREAM_PATHS = ("/v1/agents/{agent_id}/sessions/{session_id}/sse", "/v1/sessions/{session_id}/sse")
 
 
 def _payload_structs(cls: type[ev.Payload]) -> set[type[ev.Payload]]:
@@ -48,7 +50,8 @@ def test_every_payload_struct_is_in_one_union_and_every_type_is_one_struct() -> 
     assert _payload_structs(ev.Payload) == {*ev.STORED, *ev.EPHEMERAL}
     assert not set(ev.STORED) & set(ev.EPHEMERAL)
     tags = [ev.type_of(p) for p in (*ev.STORED, *ev.EPHEMERAL)]
-    assert len(tags) == len(set(tags)) == 21  # issue 12: tool.call_requested
+    # issue 12: tool.call_requested, output.message.completed (the reply as Everruns' clients read it)
+    assert len(tags) == len(set(tags)) == 22
     assert {ev.type_of(p) for p in ev.EPHEMERAL} == {"output.message.delta", "output.message.reset"}
 
 
@@ -65,6 +68,12 @@ def test_data_is_the_payload_without_its_tag() -> None:
     reply = ev.to_data(ev.MessageAgent(message=message, metadata=None, usage=usage))
     assert reply["usage"] == {"input_tokens": 3, "output_tokens": 4}
     assert ev.from_data("message.agent", notice) == ev.MessageAgent.notice(message)
+    # output.message.completed carries the same data as the step's message.agent.
+    said = ev.MessageAgent(message=message, metadata={"model": "m"}, usage=usage)
+    completed = ev.OutputMessageCompleted.of(said)
+    assert ev.type_of(completed) == "output.message.completed"
+    assert ev.to_data(completed) == ev.to_data(said)
+    assert ev.to_data(ev.OutputMessageCompleted.of(ev.MessageAgent.notice(message))) == notice
 
 
 @pytest.mark.parametrize(
@@ -108,6 +117,10 @@ def test_openapi_documents_every_payload() -> None:
         assert set(data["properties"]) == {f.encode_name for f in fields}
         assert set(data["required"]) == {f.encode_name for f in fields if f.required}
     assert set(schemas["TurnStartedEvent"]["properties"]) == set(ev.Event.__struct_fields__)
+    # A live frame has the stored envelope's fields too (Everruns' SDK parses every frame alike).
+    assert set(schemas["OutputMessageDeltaFrame"]["properties"]) == set(ev.LiveEvent.__struct_fields__)
+    assert set(ev.LiveEvent.__struct_fields__) == set(ev.Event.__struct_fields__)
+    assert schemas["OutputMessageDeltaFrame"]["properties"]["sequence"] == {"type": "null"}
 
     ok = spec["paths"][EVENTS_PATH]["get"]["responses"]["200"]["content"]
     assert ok["application/json"]["schema"] == _ref("EventPage")
@@ -119,3 +132,16 @@ def test_openapi_documents_every_payload() -> None:
     live = [_ref(f"{p.__name__}Frame") for p in ev.EPHEMERAL]
     assert frame["properties"]["data"]["contentSchema"] == {"oneOf": [*listed, *live, _ref("Connected")]}
     assert set(spec["paths"][EVENTS_PATH]["get"]["responses"]) == {"200", "400", "404", "500"}
+    # The flat list, and both streams (issue 12): the same frames; the streams answer nothing else.
+    assert spec["paths"][FLAT_EVENTS_PATH]["get"]["responses"]["200"] == ok_response(spec, EVENTS_PATH)
+    for path in STREAM_PATHS:
+        operation = spec["paths"][path]["get"]
+        assert operation["responses"]["200"]["content"] == {"text/event-stream": {"schema": frame}}
+        assert set(operation["responses"]) == {"200", "400", "404", "500"}
+        parameters = {p["name"] for p in operation["parameters"]}
+        assert {"since_id", "after_sequence", "types", "exclude", "Last-Event-ID"} <= parameters
+        assert not {"offset", "limit", "before_sequence"} & parameters
+
+
+def ok_response(spec: dict[str, Any], path: str) -> Any:
+    return spec["paths"][path]["get"]["responses"]["200"]

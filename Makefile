@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_SYSTEM_CERTS ?= true
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install dev services test pytest bench lint fmt lock clean
+.PHONY: help install browser dev services test pytest bench lint fmt lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -26,6 +26,14 @@ $(UV): tools/bootstrap-requirements.txt
 install: $(UV) ## Install the exact locked dependencies into .venv (uv.lock, hash-checked)
 	$(UV) sync --locked --python $(PYTHON) --quiet
 
+# The browser tests (tests/clients) drive Debian's chromium through Playwright: installed from the
+# distribution when missing, never with `playwright install` (which downloads at run time).
+browser: ## Install Debian's chromium for the browser tests, if it is missing
+	@command -v chromium >/dev/null || { \
+		echo "installing chromium (apt) for the browser tests"; \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq chromium >/dev/null; }
+
 dev: install ## Run everything on the embedded stack: API, worker, PostgreSQL, Redis, Temporal + UI
 	$(VENV)/bin/everloop dev
 
@@ -37,11 +45,11 @@ services: install ## Run only PostgreSQL, Redis and Temporal, printing their add
 WORKERS ?= 2
 
 # Schemathesis generates its tests at run time, which xdist reports as one test: it runs alone after.
-test: lint ## The CI command: lint, then every test against a real embedded stack, in parallel
+test: lint browser ## The CI command: lint, then every test against a real embedded stack, in parallel
 	$(VENV)/bin/pytest -n $(WORKERS) --dist loadfile --ignore=tests/api/test_schemathesis.py $(ARGS)
 	$(VENV)/bin/pytest tests/api/test_schemathesis.py
 
-pytest: install ## Only the tests, in one process (pass ARGS="-k name" to select)
+pytest: install browser ## Only the tests, in one process (pass ARGS="-k name" to select)
 	$(VENV)/bin/pytest $(ARGS)
 
 bench: install ## Run the benchmarks (printed figures, not pass/fail)

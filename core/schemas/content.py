@@ -139,7 +139,7 @@ def model_text(part: ToolResultPart) -> str:
         return json.dumps({"error": part.error})
     parts = result_parts(part)
     if parts is None:
-        # Migration 0017 rewrote every stored result as text; a worker of the previous release may
+        # Migration 0012 rewrote every stored result as text; a worker of the previous release may
         # still write the old form (the result itself) while an upgrade rolls out: read it as it
         # was read then.
         return result_json(part.result)

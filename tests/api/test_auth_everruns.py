@@ -12,8 +12,8 @@ from http.cookiejar import CookieJar
 
 import httpx
 import pytest
-from everruns_sdk import Everruns  # type: ignore[import-untyped, unused-ignore]
-from everruns_sdk.errors import AuthenticationError  # type: ignore[import-untyped, unused-ignore]
+from everruns_sdk import Everruns
+from everruns_sdk.errors import AuthenticationError
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select

@@ -68,7 +68,7 @@ async def test_every_file_method_of_the_sdk(sdk_session: tuple[Everruns, str, ht
     read = await files.read(tree, "/notes/plan.md")
     assert read.content == "# Plan\n- [ ] TODO write\n" and read.id == made.id
     updated = await files.update(tree, "/notes/plan.md", "# Plan\n- [x] TODO write\n", encoding="text")
-    assert updated.content.startswith("# Plan\n- [x]") and updated.id == made.id  # type: ignore[union-attr]
+    assert updated.content.startswith("# Plan\n- [x]") and updated.id == made.id
 
     root = await files.list(tree)
     assert [(f.name, f.is_directory) for f in root] == [("empty", True), ("img", True), ("notes", True)]

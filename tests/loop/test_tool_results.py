@@ -32,7 +32,7 @@ from tests import factories
 from tests.loop.conftest import Loop
 from tests.servers import running
 
-MIGRATION = Path(__file__).parents[2] / "core/migrations/versions/20261129_0017_tool_results_as_text.py"
+MIGRATION = Path(__file__).parents[2] / "core/migrations/versions/20261129_0012_tool_results_as_text.py"
 ODD = {"raw": b"\xff\x00ok", "ratio": float("nan"), "decoded": "caf\udce9", "nul": "a\x00b"}
 
 
@@ -194,7 +194,7 @@ async def test_a_result_reaches_clients_as_text_and_the_model_reads_it(
 
 
 def _migration() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("migration_0017", MIGRATION)
+    spec = importlib.util.spec_from_file_location("migration_0012", MIGRATION)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -101,7 +101,7 @@ def test_the_model_reads_the_text_clients_get() -> None:
 
 
 def test_a_tool_message_in_the_old_form_reads_as_it_did() -> None:
-    """A row a worker of the previous release writes while an upgrade rolls out (migration 0017
+    """A row a worker of the previous release writes while an upgrade rolls out (migration 0012
     rewrote the stored ones): the result itself in the part."""
     old: list[dict[str, Any]] = [
         {"type": "tool_result", "tool_call_id": "c1", "result": {"result": 3}, "error": None},

@@ -4,7 +4,7 @@ Everruns' clients show each file's `id` and `is_readonly`. Existing rows get an 
 default is evaluated per row) and are writable.
 
 Revision ID: 0013
-Revises: 0017
+Revises: 0012
 Create Date: 2026-11-29 14:00:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0017"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

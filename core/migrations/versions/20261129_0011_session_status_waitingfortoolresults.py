@@ -3,7 +3,7 @@
 A turn that waits for a client's results of client-side tool calls shows the session as
 `waitingfortoolresults`, Everruns' name for it: 21 characters, one more than the column held.
 
-Revision ID: 0016
+Revision ID: 0011
 Revises: 0010
 Create Date: 2026-11-29 16:00:00
 """
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = '0016'
+revision: str = '0011'
 down_revision: str | None = '0010'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

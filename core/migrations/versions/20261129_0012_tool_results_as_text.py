@@ -9,8 +9,8 @@ cannot tell an old result that happens to be a list of `{type: text, text}` obje
 The text is json.dumps of the stored result: what the model has always read for it, so a session's
 conversation reads the same to its model after the upgrade.
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-11-29 18:00:00
 """
 
@@ -24,8 +24,8 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 
-revision: str = '0017'
-down_revision: str | None = '0016'
+revision: str = '0012'
+down_revision: str | None = '0011'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -58,6 +58,7 @@ class ReasonActivities:
             prepared.llm_messages,
             tools,
             context=ev.EventContext(turn_id=params.turn_id, input_message_id=params.input_message_id),
+            parallel_tool_calls=prepared.parallel_tool_calls,
         )
         stored, result = await persist(
             self.deps.db, lambda db: self._store_reply(db, params, prepared, reply), what=f"{step}:reply"
@@ -143,6 +144,7 @@ class ReasonActivities:
             prompt=prompt,
             history_refs=[ev.HistoryRef(message_id=str(m.id), role=m.role) for m in history],
             llm_messages=conversation.to_llm_messages(prompt, history),
+            parallel_tool_calls=sessions.parallel_tool_calls(session, agent),
         )
 
     async def _store_reply(
@@ -261,6 +263,7 @@ class _Prepared:
     prompt: str
     history_refs: list[ev.HistoryRef]
     llm_messages: list[dict[str, Any]]
+    parallel_tool_calls: bool | None  # the session's, else the agent's; None: the provider's default
 
 
 async def _earlier_unanswered(

@@ -81,6 +81,7 @@ class Provider:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
         context: ev.EventContext | None = None,
+        parallel_tool_calls: bool | None = None,
     ) -> Reply:
         """One streamed call: deltas go out live as `output.message.delta` (with the turn's
         `context`), the whole reply comes back."""
@@ -94,7 +95,7 @@ class Provider:
         try:
             async with heartbeating(), asyncio.timeout(LLM_CALL_LIMIT_S):
                 response = await self._stream(
-                    session_id, message_id, params, messages, tools, api_key, context
+                    session_id, message_id, params, messages, tools, api_key, context, parallel_tool_calls
                 )
         except TimeoutError:
             text = f"the provider did not finish within {LLM_CALL_LIMIT_S:g} s"
@@ -135,8 +136,13 @@ class Provider:
         tools: list[dict[str, Any]],
         api_key: str | None,
         context: ev.EventContext | None,
+        parallel_tool_calls: bool | None = None,
     ) -> Any:
         chunks = []
+        # Only with tools, and only when the agent or session chose: providers refuse the parameter
+        # without tools, and leaving it out keeps each provider's own default.
+        if tools and parallel_tool_calls is not None:
+            params = {**params, "parallel_tool_calls": parallel_tool_calls}
         try:
             stream = await litellm.acompletion(
                 **params,

@@ -105,8 +105,8 @@ async def record_turn_end(db: AsyncSession, session_id: uuid.UUID, stored: list[
 
 def parallel_tool_calls(session: Session, agent: Agent) -> bool | None:
     """Whether the model may ask for several tool calls in one reply: the session's setting, else
-    the agent's; None leaves it to the provider. Stored and shown; for the LLM step to pass on as
-    litellm's `parallel_tool_calls` (it does not yet: docs/api.md)."""
+    the agent's; None leaves it to the provider. The reason step passes it on as litellm's
+    `parallel_tool_calls` whenever tools are offered."""
     return (
         session.parallel_tool_calls if session.parallel_tool_calls is not None else agent.parallel_tool_calls
     )

@@ -62,6 +62,8 @@ def plan_reply(request: ChatCompletionRequest, config: SimulatorConfig, conversa
         )
         for position, call in enumerate(step.tool_calls)
     ]
+    if request.parallel_tool_calls is False:
+        calls = calls[:1]  # a model told not to call tools in parallel asks for one at a time
     completion_tokens = estimate_tokens(step.text or "") + sum(_call_tokens(call) for call in calls)
     prompt_tokens = sum(_message_tokens(message) for message in request.messages)
     usage = ChatCompletionUsage(

@@ -70,6 +70,8 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     stream_options: ChatCompletionStreamOptions | None = None
     tools: list[ChatCompletionTool] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    # As OpenAI's models do: false means at most one tool call per reply.
+    parallel_tool_calls: bool | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     temperature: float | None = None

@@ -310,12 +310,12 @@ class _AgentTools:
 
     @classmethod
     async def of(cls, db: AsyncSession, agent: Agent, session: Session, settings: Settings) -> _AgentTools:
-        ids = list(agent.capabilities)
+        ids, configs = sessions.capabilities_of(session, agent)  # the agent's, then the session's own
         mcp = await mcp_servers.specs_for(db, agent.owner_id, ids)
         # A capability tool keeps its name: a client-side tool of the same name is not offered.
         taken = {tool.definition().name for tool, _ in registry.tools_of(ids, mcp)}
         client = client_tools.declared(agent.tools or [], session.tools or [], taken)
-        return cls(ids, dict(agent.capability_configs or {}), mcp, client, settings.client_tool_timeout_s)
+        return cls(ids, configs, mcp, client, settings.client_tool_timeout_s)
 
     def ref(self, call: ToolCallPart) -> ToolCallRef:
         found = registry.find_tool(self.capability_ids, call.name, self.mcp)

@@ -125,13 +125,13 @@ class ToolActivities:
         found = await sessions.with_agent(db, session_id)
         if reply is None or found is None:
             return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
-        _, agent = found
+        session, agent = found
         call = next(
             p
             for p in content_from_json(reply.content)
             if isinstance(p, ToolCallPart) and p.id == params.tool_call_id
         )
-        capability_ids = list(agent.capabilities)
+        capability_ids, capability_configs = sessions.capabilities_of(session, agent)
         mcp = await mcp_servers.specs_for(db, agent.owner_id, capability_ids, self.deps.secrets)
         denial = _denial(params.approval)
         if params.client_timeout_s is not None:
@@ -156,7 +156,7 @@ class ToolActivities:
             stored=batch.stored,
             call=call,
             capability_ids=capability_ids,
-            capability_configs=dict(agent.capability_configs or {}),
+            capability_configs=capability_configs,
             mcp=mcp,
             denial=denial,
             turn_input=(reply.metadata_ or {}).get("input_message_id"),

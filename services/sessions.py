@@ -13,13 +13,14 @@ from sqlalchemy import update as update_rows  # `update` is this module's PATCH
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from capabilities import registry
 from core.db.models import Agent, Event, Message, Session
 from core.errors import Conflict, InvalidInput, NotFound
 from core.identity import Identity
 from core.net import NetPolicy, url_refusal
 from core.schemas import sessions as schemas
 from core.schemas.agents import GENERIC_HARNESS_ID, ClientTool
-from core.schemas.capabilities import AgentCapabilityConfig
+from core.schemas.capabilities import AgentCapabilityConfig, CapabilityItem
 from core.schemas.content import (
     ImagePart,
     TextPart,
@@ -119,6 +120,41 @@ def require_active(agent: Agent) -> Agent:
     return agent
 
 
+async def _session_capabilities(
+    db: AsyncSession, who: Identity, agent: Agent, items: list[CapabilityItem]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """A session's own capabilities (on top of its agent's), checked as an agent's are, in their
+    stored form `[{ref, config}]`; and every capability id the session's turns then use."""
+    if not items:
+        return [], list(agent.capabilities)
+    given = [item if isinstance(item, str) else (item.capability_id or "") for item in items]
+    extra = await agents.mcp_capabilities(db, who, [*agent.capabilities, *given])
+    ids, configs = agents.check_capabilities(items, extra=extra)
+    union = [*agent.capabilities, *(i for i in ids if i not in agent.capabilities)]
+    if conflicts := registry.tool_conflicts(union, extra):
+        raise InvalidInput(
+            "capabilities: a tool of these has the name of another of the agent's or the session's: "
+            + "; ".join(conflicts),
+            field="capabilities",
+        )
+    return [{"ref": i, "config": configs.get(i)} for i in ids], union
+
+
+def capabilities_of(session: Session, agent: Agent) -> tuple[list[str], dict[str, Any]]:
+    """The capabilities a session's turns use: the agent's, in order, then the session's own; and
+    their configurations, where a session's configuration of a capability replaces the agent's
+    (Everruns: session capabilities are additive to the agent's)."""
+    ids = list(agent.capabilities)
+    configs: dict[str, Any] = dict(agent.capability_configs or {})
+    for item in session.capabilities or []:
+        ref = item["ref"]
+        if ref not in ids:
+            ids.append(ref)
+        if item.get("config") is not None:
+            configs[ref] = item["config"]
+    return ids, configs
+
+
 async def create(
     db: AsyncSession, who: Identity, agent_id: uuid.UUID, data: schemas.CreateSession
 ) -> Session:
@@ -126,17 +162,10 @@ async def create(
     in its file tree (one transaction). Without a `model_id` it takes the agent's default model."""
     agent = require_active(await agents.get(db, who, agent_id))
     agents.check_harness(data.harness_id, data.harness_name)
-    if data.capabilities:
-        # The loop reads an agent's capabilities (prompt, tools, configuration, approvals) from the
-        # agent alone; refused rather than stored and silently not used.
-        raise InvalidInput(
-            "capabilities: session-level capabilities are not supported here; enable them on the agent "
-            f"(PUT /v1/agents/{agent.id}/capabilities)",
-            field="capabilities",
-        )
+    capabilities, ids = await _session_capabilities(db, who, agent, data.capabilities)
     await check_model_exists(db, who, data.model_id, "model_id")
-    mcp = await agents.mcp_capabilities(db, who, agent.capabilities)
-    tools = agents.check_tools(data.tools, agent.capabilities, mcp, beside=agent.tools)
+    mcp = await agents.mcp_capabilities(db, who, ids)
+    tools = agents.check_tools(data.tools, ids, mcp, beside=agent.tools)
     files = initial_files.merge(agent.initial_files, initial_files.check(data.initial_files or []))
     row = Session(
         agent_id=agent_id,
@@ -146,6 +175,7 @@ async def create(
         locale=data.locale,
         parallel_tool_calls=data.parallel_tool_calls,
         tools=tools,
+        capabilities=capabilities,
     )
     db.add(row)
     await db.flush()

@@ -56,7 +56,7 @@ class CreateSession(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tools: list[ClientTool] = msgspec.field(default_factory=list)
     # Written into the session's files after the agent's own (a path in both: this one wins).
     initial_files: list[InitialFile] | None = None
-    capabilities: list[CapabilityItem] = msgspec.field(default_factory=list)  # must be empty (see docs)
+    capabilities: list[CapabilityItem] = msgspec.field(default_factory=list)  # on top of the agent's
     harness_id: str | None = None  # only the generic harness exists
     harness_name: str | None = None
 

@@ -251,12 +251,25 @@ async def test_sessions_as_the_sdk_creates_and_reads_them(client: Client) -> Non
     assert (patched.json()["locale"], patched.json()["parallel_tool_calls"]) == ("en", None)
 
 
-async def test_session_capabilities_are_refused_until_the_loop_reads_them(client: Client) -> None:
-    agent = await factories.agent(client)
+async def test_session_capabilities_are_checked_and_returned(client: Client) -> None:
+    agent = await factories.agent(client, capabilities=["current_time"])
     path = f"/v1/agents/{agent['id']}/sessions"
-    error = await _refused(client, path, {"capabilities": [{"ref": "current_time"}]}, "capabilities")
-    assert "agent" in error
-    assert (await client.post(path, json={"capabilities": []})).status_code == 201
+    made = await client.post(
+        path, json={"capabilities": ["test_math", {"ref": "current_time", "config": {}}]}
+    )
+    assert made.status_code == 201, made.text
+    session = sdk.Session.model_validate(made.json())
+    assert [(c.ref, c.config) for c in session.capabilities or []] == [
+        ("test_math", None),
+        ("current_time", None),
+    ]
+    assert "unknown capability" in await _refused(client, path, {"capabilities": ["no_such"]}, "capabilities")
+    twice = {"capabilities": ["test_math", {"ref": "test_math"}]}
+    assert "twice" in await _refused(client, path, twice, "capabilities")
+    bad_config = {"capabilities": [{"ref": "test_math", "config": {"require_approval": ["fly"]}}]}
+    assert "require_approval" in await _refused(
+        client, path, bad_config, "capabilities[0].config.require_approval"
+    )
 
 
 async def _tree(db: Database, session_id: str) -> dict[str, tuple[str, bytes | None, bool]]:

@@ -223,6 +223,7 @@ async def submit(
     stored = await _results(db, session_id, requested.values())
     new: list[ClientToolResult] = []
     outcomes: list[ToolOutcome] = []
+    turn_of: dict[str, str] = {}  # each answered call's turn, which the delivery names
     for result in results:
         existing = stored.get(result.tool_call_id)
         if existing is None:
@@ -237,6 +238,7 @@ async def submit(
         outcomes.append(
             ToolOutcome(tool_call_id=result.tool_call_id, status=metadata.get("status", "success"))
         )
+        turn_of[result.tool_call_id] = requested[result.tool_call_id].turn_id
     written: list[Event] = []
     if new:
         turns = {requested[r.tool_call_id].turn_id for r in new}
@@ -262,6 +264,7 @@ async def submit(
                 events.NewEvent(completed, f"{call.key}:tool.call_completed")
             )
             outcomes.append(ToolOutcome(tool_call_id=call.call.id, status=_status(result)))
+            turn_of[call.call.id] = call.turn_id
         for turn_id, pending in by_turn.items():
             if not await unanswered(db, session_id, turn_id):
                 status = "active"  # the last call the turn waited for: it goes on
@@ -271,20 +274,23 @@ async def submit(
             written += done or []
         await db.commit()
         await events.publish_all(bus, written)
-    await _deliver(await temporal(), session_id, outcomes, stored_now=bool(new))
+    client = await temporal()
+    for turn_id in dict.fromkeys(turn_of.values()):
+        mine = [o for o in outcomes if turn_of[o.tool_call_id] == turn_id]
+        await deliver(client, session_id, turn_id, mine, stored_now=bool(new))
     return ToolResultsAccepted(accepted=len(results), status=status)
 
 
-async def _deliver(
-    client: Client, session_id: uuid.UUID, outcomes: list[ToolOutcome], *, stored_now: bool
+async def deliver(
+    client: Client, session_id: uuid.UUID, turn_id: str, outcomes: list[ToolOutcome], *, stored_now: bool
 ) -> None:
-    """Tells the session's workflow which calls have their results (sent again for a repeated
-    request: the workflow takes each call's first and ignores the rest)."""
+    """Tells the session's workflow which calls of turn `turn_id` have their results (sent again
+    for a repeated request: the workflow takes each call's first and ignores the rest, and ignores
+    a delivery for a turn it no longer runs)."""
     handle = client.get_workflow_handle(SessionLoop.workflow_id(session_id))
+    delivered = ToolResultsDelivered(outcomes=outcomes, turn_id=turn_id)
     try:
-        await handle.execute_update(
-            SessionLoop.DELIVER_TOOL_RESULTS, ToolResultsDelivered(outcomes=outcomes), result_type=int
-        )
+        await handle.execute_update(SessionLoop.DELIVER_TOOL_RESULTS, delivered, result_type=int)
     except RPCError as exc:
         if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
             raise

@@ -115,7 +115,10 @@ class SessionWorkflow:
     def deliver_tool_results(self, delivered: ToolResultsDelivered) -> int:
         """Client-side calls whose results the API has stored: they go on without running anything.
         A call's first delivery counts (a repeated request sends it again). As for approvals, a
-        delivery may come before the replayed workflow has reached the wait: it is kept for it."""
+        delivery may come before the replayed workflow has reached the wait: it is kept for it.
+        One for another turn than the running one is ignored (0): it cannot answer this turn's calls."""
+        if delivered.turn_id is not None and delivered.turn_id != self._turn_id:
+            return 0
         for outcome in delivered.outcomes:
             self._results.setdefault(outcome.tool_call_id, outcome)
         return len(delivered.outcomes)

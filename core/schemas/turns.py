@@ -135,6 +135,10 @@ class ToolResultsDelivered(msgspec.Struct, kw_only=True):
     lets them go on. Ids and statuses only: the results themselves are in PostgreSQL."""
 
     outcomes: list[ToolOutcome]
+    # The turn that asked for them: a run busy with another turn (or none) takes nothing, since a
+    # provider may give a later turn's call an earlier call's id, and a client repeating its request
+    # for the earlier call must not answer the later one. None (updates from before it): any turn.
+    turn_id: str | None = None
 
 
 class KeptToolResult(msgspec.Struct, kw_only=True):

@@ -2,7 +2,8 @@
 with stand-in activities (tests/workflows/test_session_control.py's): no activity runs while it
 waits, a day of waiting changes nothing, the result (delivered by the API as the
 `deliver_tool_results` update) lets the turn go on, the timeout gives the call its error result
-through `run_tool`, an early or repeated delivery is harmless, and a cancel ends the wait."""
+through `run_tool`, an early or repeated delivery is harmless (one for an earlier turn answers
+nothing of a later turn's), and a cancel ends the wait."""
 
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ class ClientAndPlainCall(Stand):
         return await super().tool(params)
 
 
-def _delivered(status: str = "success") -> ToolResultsDelivered:
-    return ToolResultsDelivered(outcomes=[ToolOutcome(tool_call_id="call_c", status=status)])  # type: ignore[arg-type]
+def _delivered(status: str = "success", turn_id: str | None = None) -> ToolResultsDelivered:
+    outcomes = [ToolOutcome(tool_call_id="call_c", status=status)]  # type: ignore[arg-type]
+    return ToolResultsDelivered(outcomes=outcomes, turn_id=turn_id)
 
 
 async def test_a_day_of_waiting_then_the_result_goes_on_without_running_anything(
@@ -108,6 +110,35 @@ async def test_a_delivery_before_the_wait_counts_and_a_repeated_one_changes_noth
     act = stand.reasons[1].act
     assert act is not None
     assert ToolOutcome(tool_call_id="call_c", status="error") in act.outcomes, "the first delivery counts"
+
+
+async def test_a_delivery_for_an_earlier_turn_does_not_answer_a_later_turns_call(
+    env: WorkflowEnvironment,
+) -> None:
+    # A provider may give a later turn's call the id of an earlier one's (`call_c` in every turn
+    # here); a client repeating its request for the earlier call (the API accepts it again and
+    # delivers it again, naming that call's turn) must not answer the later turn's call.
+    stand = ClientAndPlainCall()
+    async with session_loop(env, stand, ["m1"]) as handle:
+        await _eventually(lambda: handle.query("pending_tool_results"), ["call_c"])
+        first_turn = stand.reasons[0].turn_id
+        await handle.execute_update("deliver_tool_results", _delivered(turn_id=first_turn), result_type=int)
+        await stand.until(lambda: len(stand.ends) == 1, "the first turn's end")
+        await _eventually(lambda: handle.query("current_turn"), None)
+        # The repeat reaches the idle run, then during the next turn's first step.
+        repeat = _delivered(turn_id=first_turn)
+        assert await handle.execute_update("deliver_tool_results", repeat, result_type=int) == 0
+        stand.release_reason.clear()
+        await handle.signal("new_message", "m2")
+        await stand.until(lambda: len(stand.reasons) == 3, "the second turn's first step")
+        assert await handle.execute_update("deliver_tool_results", repeat, result_type=int) == 0
+        stand.release_reason.set()
+        await _eventually(lambda: handle.query("pending_tool_results"), ["call_c"])
+        assert len(stand.ends) == 1, "the second turn waits for its own call's result"
+        second_turn = stand.reasons[2].turn_id
+        assert second_turn != first_turn
+        await handle.execute_update("deliver_tool_results", _delivered(turn_id=second_turn), result_type=int)
+        await stand.until(lambda: len(stand.ends) == 2, "the second turn's end")
 
 
 async def test_cancel_while_a_call_waits_for_the_client(env: WorkflowEnvironment) -> None:

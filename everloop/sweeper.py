@@ -1,7 +1,9 @@
-"""Two sweeps, run in every worker (overlapping sweeps are harmless):
+"""Three sweeps, run in every worker (overlapping sweeps are harmless):
 
 - hands the loop any user message whose dispatch was lost (the API stored it, then could not reach
   Temporal, or died before signalling); the workflow ignores a message it already has;
+- hands the loop any client-side tool result whose delivery was lost (the same, for
+  `POST .../tool-results`); the workflow ignores a result it already has;
 - closes a turn whose workflow ended without closing it (failed, terminated, or out of retries
   while the database was away), with `turn.failed`, so no session stays `active` forever.
 """
@@ -19,7 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core.db import Database
 from core.schemas.turns import SessionLoop
-from services import events, loop, stranded
+from services import client_tools, events, loop, stranded
 
 log = structlog.get_logger("everloop.sweeper")
 
@@ -64,6 +66,46 @@ async def sweep_once(db: Database, client: Client, task_queue: str, grace: timed
     if rows:
         log.info("re-dispatched messages", count=len(rows))
     return len(rows)
+
+
+class ResultSweep:
+    """Hands on the client-side tool results stored in open turns that their workflow still waits
+    for. A turn whose stored results the workflow was found to have already is not asked about
+    again for a while (unless another result is stored), so a turn that waits a day for one call
+    while it has another's costs Temporal a query every few minutes, not every sweep."""
+
+    def __init__(self, db: Database, client: Client, grace: timedelta = GRACE) -> None:
+        self.db = db
+        self.client = client
+        self.grace = grace
+        # (turn id, its stored call ids) -> until when they are taken as delivered
+        self._delivered_until: dict[tuple[str, frozenset[str]], float] = {}
+
+    async def run_once(self) -> int:
+        """Returns how many results it handed on."""
+        async with self.db.session() as session:
+            found = await client_tools.stored_in_open_turns(session, self.grace)
+        now = asyncio.get_running_loop().time()
+        self._delivered_until = {k: u for k, u in self._delivered_until.items() if u > now}
+        handed = 0
+        for stored in found:
+            seen = (stored.turn_id, frozenset(o.tool_call_id for o in stored.outcomes))
+            if seen in self._delivered_until:
+                continue
+            try:
+                handed += await client_tools.hand_on(self.client, stored)
+            except Exception as exc:  # no worker answers the query, Temporal is away: next time
+                log.info(
+                    "cannot hand on client tool results", session_id=str(stored.session_id), error=str(exc)
+                )
+                continue
+            self._delivered_until[seen] = now + RUNNING_RECHECK.total_seconds()
+        return handed
+
+
+async def hand_on_results(db: Database, client: Client, grace: timedelta = GRACE) -> int:
+    """One sweep with nothing remembered: hands on every stored result a workflow still waits for."""
+    return await ResultSweep(db, client, grace).run_once()
 
 
 class StrandedSweep:
@@ -152,8 +194,12 @@ async def _why_stranded(client: Client, workflow_id: str, turn_id: str) -> str |
 
 
 async def sweep_forever(db: Database, client: Client, task_queue: str, bus: redis.Redis) -> None:
-    """Both sweeps, each in its own loop (a slow one never holds up the other)."""
-    await asyncio.gather(_redispatch_forever(db, client, task_queue), _close_forever(db, client, bus))
+    """The three sweeps, each in its own loop (a slow one never holds up the others)."""
+    await asyncio.gather(
+        _redispatch_forever(db, client, task_queue),
+        _hand_on_forever(db, client),
+        _close_forever(db, client, bus),
+    )
 
 
 async def _redispatch_forever(db: Database, client: Client, task_queue: str) -> None:
@@ -162,6 +208,16 @@ async def _redispatch_forever(db: Database, client: Client, task_queue: str) -> 
             await sweep_once(db, client, task_queue)
         except Exception as exc:  # the next sweep tries again
             log.warning("sweep failed", error=str(exc))
+        await asyncio.sleep(EVERY_S)
+
+
+async def _hand_on_forever(db: Database, client: Client) -> None:
+    sweep = ResultSweep(db, client)
+    while True:
+        try:
+            await sweep.run_once()
+        except Exception as exc:
+            log.warning("client tool result sweep failed", error=str(exc))
         await asyncio.sleep(EVERY_S)
 
 

@@ -10,12 +10,14 @@ import hashlib
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import msgspec
 import redis.asyncio as redis
 import structlog
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -300,3 +302,84 @@ async def deliver(
             log.warning(
                 "client tool results stored, but the session's workflow has ended", session_id=str(session_id)
             )
+
+
+# Results the API stored, in turns still open: `submit` stores a result, commits, then tells the
+# workflow; an API killed in between (or a Temporal call that failed there) leaves the turn waiting
+# for a result it has, until CLIENT_TOOL_TIMEOUT (a day by default) gives it "no result". Everruns'
+# SDK does not retry such a request, so the workers' sweeper hands these on (`hand_on`).
+_STORED_IN_OPEN_TURNS = text(
+    """
+    SELECT t.session_id, t.context ->> 'turn_id', m.idempotency_key, m.metadata ->> 'status'
+    FROM events t
+    JOIN messages m ON m.session_id = t.session_id
+    WHERE t.type = 'turn.started'
+      AND t.ts > now() - make_interval(secs => :horizon)
+      AND m.role = 'tool_result'
+      AND m.metadata ->> 'client_digest' IS NOT NULL
+      AND m.created_at < now() - make_interval(secs => :grace)
+      AND starts_with(m.idempotency_key, (t.context ->> 'turn_id') || ':')
+      AND NOT EXISTS (
+        SELECT 1 FROM events e
+        WHERE e.session_id = t.session_id AND e.type IN ('turn.completed', 'turn.failed', 'turn.cancelled')
+          AND e.context ->> 'turn_id' = t.context ->> 'turn_id'
+      )
+    ORDER BY t.ts
+    LIMIT 500
+    """
+)
+# CLIENT_TOOL_TIMEOUT's largest value: no turn waits for a client longer.
+STORED_HORIZON = timedelta(days=30)
+_QUERY_TIMEOUT = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class StoredResults:
+    """The client's results stored in one open turn (ids and statuses)."""
+
+    session_id: uuid.UUID
+    turn_id: str
+    outcomes: tuple[ToolOutcome, ...]
+
+
+async def stored_in_open_turns(db: AsyncSession, grace: timedelta) -> list[StoredResults]:
+    """The client's results stored at least `grace` ago in turns that have not ended, by turn."""
+    rows = await db.execute(
+        _STORED_IN_OPEN_TURNS,
+        {"grace": grace.total_seconds(), "horizon": STORED_HORIZON.total_seconds()},
+    )
+    found: dict[tuple[uuid.UUID, str], list[ToolOutcome]] = {}
+    for session_id, turn_id, key, status in rows:
+        # The key is `{turn}:{call}:result` (the call's `_Requested.key`): a turn id has no colon.
+        call_id = str(key)[len(turn_id) + 1 : -len(":result")]
+        found.setdefault((session_id, turn_id), []).append(
+            ToolOutcome(tool_call_id=call_id, status=status or "success")
+        )
+    return [StoredResults(s, t, tuple(o)) for (s, t), o in found.items()]
+
+
+async def hand_on(client: Client, stored: StoredResults) -> int:
+    """Delivers the stored results the turn's workflow still waits for (asked first, so a result
+    it has is not sent again: each delivery is an update in the workflow's history); how many."""
+    handle = client.get_workflow_handle(SessionLoop.workflow_id(stored.session_id))
+    try:
+        current = await handle.query(SessionLoop.CURRENT_TURN, rpc_timeout=_QUERY_TIMEOUT)
+        if current != stored.turn_id:
+            return 0  # the workflow is gone or has moved on: the stranded-turn sweep closes the turn
+        pending = await handle.query(
+            SessionLoop.PENDING_TOOL_RESULTS, result_type=list[str], rpc_timeout=_QUERY_TIMEOUT
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return 0
+        raise
+    due = [o for o in stored.outcomes if o.tool_call_id in set(pending)]
+    if due:
+        await deliver(client, stored.session_id, stored.turn_id, due, stored_now=False)
+        log.warning(
+            "handed on client tool results the workflow had not been told of",
+            session_id=str(stored.session_id),
+            turn_id=stored.turn_id,
+            count=len(due),
+        )
+    return len(due)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from everruns_sdk import AgentClient, Everruns
 from everruns_sdk.models import ContentPart
 from temporalio.client import Client
@@ -24,8 +26,12 @@ from core import bus
 from core.converter import data_converter
 from core.db import Database
 from core.db.models import Agent, Session
+from core.identity import BUILTIN_ADMIN
+from core.schemas.turns import ClientToolResult
 from everloop.stack import Endpoints
+from everloop.sweeper import hand_on_results
 from everloop.worker import WORKFLOWS, build_worker
+from services import client_tools
 from services.approvals import LEFT_OUT
 from tests import factories
 from tests.conftest import make_settings
@@ -213,6 +219,42 @@ async def test_malformed_bodies_and_unknown_calls_are_refused(loop: Loop) -> Non
         json={"tool_results": [{"tool_call_id": "c", "result": 1}]},
     )
     assert elsewhere.status_code == 404
+
+
+async def test_a_result_stored_by_an_api_that_died_before_telling_the_workflow_is_handed_on(
+    loop: Loop,
+) -> None:
+    base = await client_chat(loop)
+    session_id = ids(base)[1]
+    publisher = bus.connect(loop.endpoints.redis_url)
+
+    async def died() -> Client:
+        raise ConnectionResetError("the API process is killed here, after its commit")
+
+    try:
+        async with watching(loop.client, base) as watch:
+            await loop.send(base, "where?", wait=False)
+            call = (await watch.until("tool.call_requested"))["data"]["tool_calls"][0]
+            answer = [ClientToolResult(tool_call_id=call["id"], result={"city": "Kyiv"})]
+            async with loop.db.session() as db:
+                with pytest.raises(ConnectionResetError):
+                    await client_tools.submit(
+                        db, BUILTIN_ADMIN, None, session_id, answer, bus=publisher, temporal=died
+                    )
+            # Stored (its event went out), and the workflow knows nothing of it.
+            while (await watch.until("tool.call_completed"))["data"]["tool_call_id"] != call["id"]:
+                continue
+            assert await loop.temporal.get_workflow_handle(f"session-{session_id}").query(
+                "pending_tool_results"
+            ) == [call["id"]]
+            assert await hand_on_results(loop.db, loop.temporal, grace=timedelta(0)) == 1
+            await watch.until("turn.completed")
+        # Handed on once: the turn it was stored in has ended.
+        assert await hand_on_results(loop.db, loop.temporal, grace=timedelta(0)) == 0
+    finally:
+        await publisher.aclose()
+    messages = await loop.messages(base)
+    assert [m["role"] for m in messages] == ["user", "agent", "tool_result", "tool_result", "agent"]
 
 
 async def test_cancel_ends_the_wait_and_a_late_answer_is_not_waited_for(loop: Loop) -> None:

@@ -55,6 +55,8 @@ def check(files: list[InitialFile], field: str = "initial_files") -> list[dict[s
         path = file_store.normalize(file.path, field=f"{where}.path")
         if path == file_store.ROOT:
             raise InvalidInput(f"{where}.path: a file needs a name, not /", field=f"{where}.path")
+        # These rows skip file_store.write, which keeps `/_` free for the files API's actions.
+        file_store.check_not_reserved(path, field=f"{where}.path")
         if path in kept:
             raise InvalidInput(f"{where}.path: {path} is given twice", field=f"{where}.path")
         size = len(_decoded(file, where))

@@ -330,6 +330,9 @@ async def test_initial_files_are_written_into_each_new_session(client: Client, d
     [
         ([{"path": "../x", "content": ""}], "initial_files[0].path"),
         ([{"path": "/", "content": ""}], "initial_files[0].path"),
+        # `_` is the files API's actions (.../fs/_/stat): a file there could never be read back.
+        ([{"path": "/_/a", "content": "x"}], "initial_files[0].path"),
+        ([{"path": "_", "content": "x"}], "initial_files[0].path"),
         ([{"path": "a", "content": "x"}, {"path": "/a", "content": "y"}], "initial_files[1].path"),
         ([{"path": "a", "content": "x"}, {"path": "a/b", "content": "y"}], "initial_files"),
         ([{"path": "a", "content": "%%%", "encoding": "base64"}], "initial_files[0].content"),

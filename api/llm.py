@@ -19,10 +19,11 @@ from core.identity import Identity
 from core.schemas.llm import CreateModel, CreateProvider, Model, Provider, UpdateModel, UpdateProvider
 from services import llm
 
-# The two model lists Everruns' UI reads answer a bare JSON array, as Everruns' server does (its
-# pages crash on the `{data: [...]}` envelope): docs/api.md#pagination. `offset`/`limit` still page
-# them; without `limit` the array has every model, and X-Total-Count has what `total` said.
-ArrayOffset = Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET, description="How many models to skip.")]
+# The provider list and the two model lists Everruns' UI reads answer a bare JSON array, as
+# Everruns' server does (its pages crash on the `{data: [...]}` envelope): docs/api.md#pagination.
+# `offset`/`limit` still page them; without `limit` the array has every row, and X-Total-Count has
+# what `total` said.
+ArrayOffset = Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET, description="How many to skip.")]
 ArrayLimit = Annotated[
     int | None,
     QueryParameter(ge=1, le=MAX_LIMIT, description=f"At most this many (up to {MAX_LIMIT}); all without it."),
@@ -31,7 +32,7 @@ TOTAL_HEADER = [
     # documentation_only: the handler sets it; `value` only gives the header its (string) schema.
     ResponseHeader(
         name="X-Total-Count",
-        description="How many models there are in all",
+        description="How many there are in all",
         documentation_only=True,
         value="0",
     )
@@ -59,16 +60,17 @@ class ProviderController(Controller):
         (`api_key_set` tells whether one is stored). `base_url` replaces the default endpoint."""
         return llm.provider_to_schema(await llm.create_provider(db_session, who, services.secrets, data), who)
 
-    @get(operation_id="listLlmProviders", responses=error_responses(400))
+    @get(operation_id="listLlmProviders", responses=error_responses(400), response_headers=TOTAL_HEADER)
     async def list_providers(
         self,
         db_session: NamedDependency[AsyncSession],
         who: NamedDependency[Identity],
-        page_params: NamedDependency[PageParams],
-    ) -> Page[Provider]:
-        """Every provider."""
-        rows, total = await llm.list_providers(db_session, who, page_params.offset, page_params.limit)
-        return page([llm.provider_to_schema(r, who) for r in rows], total, page_params)
+        offset: ArrayOffset = 0,
+        limit: ArrayLimit = None,
+    ) -> Response[list[Provider]]:
+        """The providers, as a bare array (Everruns' form, not the list envelope)."""
+        rows, total = await llm.list_providers(db_session, who, offset, limit)
+        return Response([llm.provider_to_schema(r, who) for r in rows], headers={"X-Total-Count": str(total)})
 
     @get("/{provider_id:uuid}", operation_id="getLlmProvider", responses=error_responses(404))
     async def get_provider(

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from msgspec import UNSET
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.crypto import SecretBox
@@ -159,10 +159,11 @@ def _require(box: SecretBox | None) -> SecretBox:
 
 
 async def list_providers(
-    db: AsyncSession, who: Identity, offset: int, limit: int
+    db: AsyncSession, who: Identity, offset: int, limit: int | None
 ) -> tuple[list[LlmProvider], int]:
+    """The providers the caller can see (and their count), from `offset`; all of them without `limit`."""
     query = select(LlmProvider).where(_visible(who)).order_by(LlmProvider.id)
-    return await page_of(db, query, offset, limit)
+    return await _rows(db, query, offset, limit)
 
 
 async def get_provider(
@@ -315,6 +316,13 @@ async def list_models(
     if provider_id is not None:
         await get_provider(db, who, provider_id)
         query = query.where(LlmModel.provider_id == provider_id)
+    return await _rows(db, query, offset, limit)
+
+
+async def _rows(
+    db: AsyncSession, query: Select[Any], offset: int, limit: int | None
+) -> tuple[list[Any], int]:
+    """A page of `query` and the count of all it selects; without `limit`, everything from `offset`."""
     if limit is not None:
         return await page_of(db, query, offset, limit)
     rows = list((await db.execute(query.offset(offset))).scalars())

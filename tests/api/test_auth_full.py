@@ -227,7 +227,7 @@ async def test_roles_shared_providers_are_read_only_for_users(anon: AsyncTestCli
     assert (await user.post(own_models, {"model_id": "x", "is_default": True})).status_code == 403
     assert (await admin.get(f"/v1/llm-providers/{own['id']}")).status_code == 404
     listed = (await admin.get("/v1/llm-providers")).json()
-    assert [p["id"] for p in listed["data"]] == [shared["id"]]
+    assert [p["id"] for p in listed] == [shared["id"]]
 
     # Agents may use the shared model; another user's private model does not exist for them.
     used = await user.post("/v1/agents", {"name": "users-secret-agent", "default_model_id": model["id"]})
@@ -249,12 +249,12 @@ async def test_users_do_not_see_the_base_url_of_shared_providers(anon: AsyncTest
     shared = (await admin.post("/v1/llm-providers", body)).json()
     assert shared["base_url"] == inside  # whoever may change it sees it
     assert (await admin.get(f"/v1/llm-providers/{shared['id']}")).json()["base_url"] == inside
-    assert [p["base_url"] for p in (await admin.get("/v1/llm-providers")).json()["data"]] == [inside]
+    assert [p["base_url"] for p in (await admin.get("/v1/llm-providers")).json()] == [inside]
 
     user = As(anon, await register(anon))
     seen = await user.get(f"/v1/llm-providers/{shared['id']}")
     assert seen.status_code == 200 and seen.json()["base_url"] is None
-    listed = (await user.get("/v1/llm-providers")).json()["data"]
+    listed = (await user.get("/v1/llm-providers")).json()
     assert [(p["id"], p["base_url"]) for p in listed] == [(shared["id"], None)]
     assert "10.20.30.40" not in seen.text + str(listed)
     # A user's own provider shows its own base_url to them.

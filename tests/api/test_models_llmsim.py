@@ -73,7 +73,7 @@ async def test_a_malformed_provider_type_is_a_400_naming_it(client: Client, bad:
     created = await factories.provider(client, provider_type="llmsim")
     patched = await client.patch(f"/v1/llm-providers/{created['id']}", json={"provider_type": bad})
     assert patched.status_code == 400 and patched.json()["field"] == "provider_type", patched.text
-    assert (await client.get("/v1/llm-providers")).json()["total"] == 1
+    assert len((await client.get("/v1/llm-providers")).json()) == 1
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from core.db.files import SessionFile
 from core.db.llm import LlmModel, LlmProvider
 from core.db.mcp import McpServer
 from core.db.sessions import Event, Message, Session
+from core.db.traces import Project, ProjectKey, Span, SpanEvent, SpanMetric, Trace
 
 __all__ = [
     "Agent",
@@ -19,8 +20,14 @@ __all__ = [
     "McpServer",
     "Message",
     "OAuthIdentity",
+    "Project",
+    "ProjectKey",
     "RefreshToken",
     "Session",
     "SessionFile",
+    "Span",
+    "SpanEvent",
+    "SpanMetric",
+    "Trace",
     "User",
 ]

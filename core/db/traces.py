@@ -1,0 +1,172 @@
+"""The trace store: projects and their keys, traces, spans, span events and span metrics. One store
+for every shape the specifications ask for (001's traces and spans, Opswald's steps, Opper's `/v2`
+spans, OTLP): an agent's turn is a trace written by the loop, an outside app's trace is ingested.
+
+Trace and span ids are the caller's strings (001 and OTLP send their own: "trace-001", 32 hex), so
+each row has an internal UUID key and the caller's id is unique within the owner (traces) or the
+trace (spans)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db.base import TimestampedModel
+
+EMPTY_OBJECT = text("'{}'::jsonb")
+EMPTY_LIST = text("'[]'::jsonb")
+
+
+class Project(TimestampedModel):
+    """Groups an account's traces (001). Each account has one default project, which holds its
+    agents' turns."""
+
+    __tablename__ = "projects"
+    __table_args__ = (
+        Index("ix_projects_owner_id", "owner_id"),
+        # One default project per account.
+        Index("uq_projects_default_owner", "owner_id", unique=True, postgresql_where=text("is_default")),
+    )
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+
+
+class ProjectKey(TimestampedModel):
+    """A project key (`vgl_` + 64 hex, stored as SHA-256 like API keys): ingests and reads its
+    project's traces and nothing else. Rotating deactivates the project's earlier keys."""
+
+    __tablename__ = "project_keys"
+    __table_args__ = (Index("ix_project_keys_project_id", "project_id"),)
+
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    prefix: Mapped[str] = mapped_column(String(20))  # shown: "vgl_" + 8 hex
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Trace(TimestampedModel):
+    """A trace, with the aggregates the list filters read kept current as its spans arrive."""
+
+    __tablename__ = "traces"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "trace_id"),
+        Index("ix_traces_owner_started", "owner_id", "started_at"),
+        Index("ix_traces_project_started", "project_id", "started_at"),
+        Index("ix_traces_owner_status", "owner_id", "status"),
+        Index("ix_traces_owner_cost", "owner_id", "total_cost"),
+        Index("ix_traces_owner_user", "owner_id", "user_id"),
+        Index("ix_traces_session_id", "session_id"),
+        Index("ix_traces_models_used", "models_used", postgresql_using="gin"),
+    )
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    trace_id: Mapped[str] = mapped_column(String(255))  # the caller's id (an agent turn: its turn id)
+    name: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="unset", server_default="unset")
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, default=dict, server_default=EMPTY_OBJECT
+    )
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    # An agent turn's session and agent; an outside app's session id (Opswald events) is kept as text.
+    session_id: Mapped[str | None] = mapped_column(String(255))
+    agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    user_id: Mapped[str | None] = mapped_column(String(255))  # the owner's id, or an outside app's user
+    # Aggregates over the spans.
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    total_cost: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0), server_default="0")
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    models_used: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=EMPTY_LIST)
+    span_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    step_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Span(TimestampedModel):
+    """A span with the fields of all three specs. An agent turn's span may reference the stored
+    event or message that holds its input/output instead of copying it (`source_*`); every API
+    answers with the content."""
+
+    __tablename__ = "spans"
+    __table_args__ = (
+        UniqueConstraint("trace_pk", "span_id"),
+        Index("ix_spans_trace_start", "trace_pk", "start_time"),
+        Index("ix_spans_owner_kind", "owner_id", "kind"),
+        Index("ix_spans_owner_status", "owner_id", "status"),
+    )
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    trace_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"))
+    span_id: Mapped[str] = mapped_column(String(255))
+    parent_span_id: Mapped[str | None] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(Text)
+    # llm, tool, agent, chain, retrieval, user_input, or a custom kind kept as given.
+    kind: Mapped[str] = mapped_column(String(60), default="custom", server_default="custom")
+    status: Mapped[str] = mapped_column(String(20), default="unset", server_default="unset")
+    input: Mapped[Any | None] = mapped_column(JSONB)
+    output: Mapped[Any | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, default=dict, server_default=EMPTY_OBJECT
+    )
+    start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # LLM spans.
+    model: Mapped[str | None] = mapped_column(String(255))
+    provider: Mapped[str | None] = mapped_column(String(255))
+    input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cost: Mapped[Decimal | None] = mapped_column(Numeric(18, 8))
+    # An agent turn's span: the stored event / message its content lives in.
+    source_event_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))
+    source_message_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL")
+    )
+
+
+class SpanEvent(TimestampedModel):
+    __tablename__ = "span_events"
+    __table_args__ = (Index("ix_span_events_span_pk", "span_pk"),)
+
+    span_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("spans.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=EMPTY_OBJECT)
+
+
+class SpanMetric(TimestampedModel):
+    """Opper's span metrics (`/v2/spans/{id}/metrics`), and its feedback (a `score` metric)."""
+
+    __tablename__ = "span_metrics"
+    __table_args__ = (Index("ix_span_metrics_span_pk", "span_pk"),)
+
+    span_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("spans.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    value: Mapped[float] = mapped_column(Float)
+    comment: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,42 @@
+"""What every writer of the trace store hands it: one span, whoever made it (an agent turn, 001's
+batch ingestion, Opswald's events, Opper's `/v2/spans`, OTLP)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+
+# The kinds the specs name; any other is kept as given (a custom kind), never refused.
+KNOWN_KINDS = ("llm", "tool", "agent", "chain", "retrieval", "user_input", "embedding", "custom")
+# Containers: a trace's `steps` (Opswald) count every span but these.
+CONTAINER_KINDS = ("agent", "chain")
+SpanStatus = Literal["unset", "ok", "error"]
+
+
+class SpanWrite(msgspec.Struct, kw_only=True):
+    """One span to insert, or to update when the trace already has a span of that id (a retried
+    batch, or a span sent again with its output)."""
+
+    span_id: str
+    name: str
+    parent_span_id: str | None = None
+    kind: str = "custom"
+    status: SpanStatus = "unset"
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    model: str | None = None
+    provider: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost: Decimal | None = None
+    # An agent turn's span: the stored event / message that holds its content (not copied).
+    source_event_id: uuid.UUID | None = None
+    source_message_id: uuid.UUID | None = None

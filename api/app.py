@@ -28,6 +28,7 @@ from api.llm import FlatModelController, ModelController, ProviderController
 from api.mcp_servers import McpServerController
 from api.messages import MessageController
 from api.middleware import RequestContextMiddleware
+from api.otlp import OtlpController
 from api.openapi import docs_handlers, openapi_config
 from api.pagination import provide_page_params
 from api.security import authentication_middleware
@@ -114,6 +115,7 @@ def create_app(
             FlatModelController,
             CapabilityController,
             McpServerController,
+            OtlpController,
             *([simulator_router] if settings.simulator_enabled else []),
             *docs_handlers(),
             *extra_handlers,

@@ -44,6 +44,12 @@ class TooLarge(EverloopError):
     status_code = 413
 
 
+class UnsupportedMediaType(EverloopError):
+    """A body in an encoding the route does not read (OTLP: neither protobuf nor JSON)."""
+
+    status_code = 415
+
+
 class ServiceUnavailable(EverloopError):
     status_code = 503
 

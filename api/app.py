@@ -28,15 +28,17 @@ from api.llm import FlatModelController, ModelController, ProviderController
 from api.mcp_servers import McpServerController
 from api.messages import MessageController
 from api.middleware import RequestContextMiddleware
-from api.otlp import OtlpController
 from api.openapi import docs_handlers, openapi_config
+from api.otlp import OtlpController
 from api.pagination import provide_page_params
+from api.projects import ProjectController
 from api.security import authentication_middleware
 from api.session_routes import FlatSessionController
 from api.sessions import SessionController
 from api.simulator import simulator_router
 from api.state import Services
 from api.tool_results import FlatToolResultController, ToolResultController
+from api.traces import SpanController, TraceController
 from api.turns import TurnController
 from core.json_limits import JsonLimits
 from core.logging import configure_logging
@@ -116,6 +118,9 @@ def create_app(
             CapabilityController,
             McpServerController,
             OtlpController,
+            ProjectController,
+            TraceController,
+            SpanController,
             *([simulator_router] if settings.simulator_enabled else []),
             *docs_handlers(),
             *extra_handlers,

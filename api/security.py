@@ -8,6 +8,7 @@ that changes state must come from an allowed origin (SameSite=Lax plus this chec
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -18,7 +19,7 @@ from api.guard import origin_of, trusted_origins
 from api.state import Services
 from core.identity import BUILTIN_ADMIN, Identity
 from core.settings import AuthMode, Settings
-from services import auth
+from services import auth, projects
 
 ACCESS_COOKIE = "access_token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -31,6 +32,10 @@ OPEN_PATHS = [
     r"^/simulator/",
     r"^/(api|v1)/auth/(config|login|logout|register|refresh|oauth|callback)(/|$)",
 ]
+# What a project key (`vgl_`) may do: ingest and read its project's traces, nothing else (the trace
+# services keep it to its project). Any other route, or changing a trace, is a 403 with it.
+PROJECT_KEY_ROUTES = re.compile(r"^/v1/(traces|spans)(/|$)")
+PROJECT_KEY_METHODS = {"GET", "HEAD", "POST"}
 
 
 def credential_of(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[str, str]:
@@ -63,6 +68,8 @@ class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException("a credential is required", headers={"WWW-Authenticate": "Bearer"})
         if source == "cookie" and connection.scope.get("method", "GET") not in SAFE_METHODS:
             _check_origin(connection, settings)
+        if credential.startswith(projects.PROJECT_KEY_PREFIX):
+            return await _project_key(connection, services, credential)
         assert settings.auth_jwt_secret is not None
         async with services.db.session() as db:
             found = await auth.authenticate(db, credential, settings.auth_jwt_secret)
@@ -78,6 +85,31 @@ class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
             expires_at=found.expires_at,
         )
         return AuthenticationResult(user=who, auth=credential)
+
+
+async def _project_key(
+    connection: ASGIConnection[Any, Any, Any, Any], services: Services, credential: str
+) -> AuthenticationResult:
+    found = None
+    if projects.looks_like_project_key(credential):
+        async with services.db.session() as db:
+            found = await projects.authenticate_key(db, credential)
+    if found is None:
+        raise NotAuthorizedException(
+            "the credential is invalid or expired", headers={"WWW-Authenticate": "Bearer"}
+        )
+    method = connection.scope.get("method", "GET")
+    if not PROJECT_KEY_ROUTES.match(connection.scope["path"]) or method not in PROJECT_KEY_METHODS:
+        raise PermissionDeniedException("a project key may only ingest and read its project's traces")
+    # Never an admin's powers through a project key, whoever owns the project.
+    who = Identity(
+        user_id=found.user.id,
+        email=found.user.email,
+        role="user",
+        method="project_key",
+        project_id=found.project_id,
+    )
+    return AuthenticationResult(user=who, auth=credential)
 
 
 def _check_origin(connection: ASGIConnection[Any, Any, Any, Any], settings: Settings) -> None:

@@ -18,8 +18,10 @@ class Identity(msgspec.Struct, kw_only=True, frozen=True):
     user_id: uuid.UUID
     email: str
     role: str  # admin | user
-    method: str  # none | token | cookie | api_key
+    method: str  # none | token | cookie | api_key | project_key
     expires_at: datetime | None = None
+    # A project key (`vgl_`) proves only this: its project's trace routes (api/security.py).
+    project_id: uuid.UUID | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 
@@ -93,6 +93,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # may hold in all: checked before decoding (core/json_limits.py).
     json_max_depth: int = 64
     json_max_items: int = 100_000
+    # Trace ingestion (POST /v1/traces): spans per batch, and bytes of one span's input, output,
+    # metadata or error (as JSON).
+    trace_max_spans: int = 1000
+    trace_max_field_bytes: int = 1024 * 1024
     simulator_enabled: bool
     startup_timeout_s: float
     embedded_postgres_port: int
@@ -107,6 +111,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # error result and the turn goes on (CLIENT_TOOL_TIMEOUT).
     client_tool_timeout_s: float = 86400.0
     database_timeouts: DatabaseTimeouts = DatabaseTimeouts()
+    # OTLP out: where the worker exports each finished turn's spans (None: no export), the headers
+    # it sends (OTEL_EXPORTER_OTLP_HEADERS: `k=v,k2=v2`) and the `service.name` it reports.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_headers: dict[str, str] = msgspec.field(default_factory=dict)
+    otel_service_name: str = "everloop"
 
     def uvicorn_options(self) -> dict[str, object]:
         """How `everloop api` serves: client address and scheme from `X-Forwarded-For`/`-Proto` only
@@ -395,6 +404,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         # recursion limit of 1000.
         json_max_depth=read.integer("JSON_MAX_DEPTH", 64, low=16, high=256),
         json_max_items=read.integer("JSON_MAX_ITEMS", 100_000, low=1_000, high=10_000_000),
+        trace_max_spans=read.integer("TRACE_MAX_SPANS", 1000, low=1, high=100_000),
+        trace_max_field_bytes=read.integer("TRACE_MAX_FIELD_BYTES", 1024 * 1024, low=1024, high=2**31),
         startup_timeout_s=read.parse(
             "EVERLOOP_STARTUP_TIMEOUT", 60.0, _seconds, "seconds between 0 and 3600"
         ),
@@ -408,7 +419,23 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "CLIENT_TOOL_TIMEOUT", 86400.0, _long_wait, "seconds between 0 and 2592000 (30 days)"
         ),
         database_timeouts=_database_timeouts(read),
+        otel_exporter_otlp_endpoint=read.url("OTEL_EXPORTER_OTLP_ENDPOINT", ("http", "https")),
+        otel_exporter_otlp_headers=read.parse(
+            "OTEL_EXPORTER_OTLP_HEADERS", {}, _otlp_headers, "comma-separated key=value pairs"
+        ),
+        otel_service_name=read.text("OTEL_SERVICE_NAME", "everloop"),
     )
+
+
+def _otlp_headers(value: str) -> dict[str, str]:
+    # The OpenTelemetry form: `key=value` pairs, comma-separated, values URL-encoded.
+    headers = {}
+    for pair in filter(None, (p.strip() for p in value.split(","))):
+        key, sep, given = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(pair)
+        headers[key.strip()] = unquote(given.strip())
+    return headers
 
 
 @functools.cache

@@ -73,6 +73,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/v1/llm-providers/{provider_id}/models"): {"model_id": "taken-over"},
     ("patch", "/v1/llm-models/{model_id}"): {"display_name": "taken over"},
     ("patch", "/v1/mcp-servers/{server_id}"): {"name": "taken over"},
+    ("patch", "/v1/traces/{trace_id}"): {"status": "error", "metadata": {"taken": "over"}},
+    ("post", "/v1/traces/{trace_id}/events/{span_id}"): {"name": "taken over"},
 }
 
 
@@ -107,7 +109,19 @@ async def _alices_world(alice: As) -> dict[str, str]:
         "/v1/mcp-servers",
         {"name": f"{MARK} mcp", "transport": "streamable_http", "url": "http://127.0.0.1:9/mcp"},
     )
+    project = await made("/v1/projects", {"name": f"{MARK} project"})
+    ingested = await made(
+        "/v1/traces",
+        {
+            "project_id": project["id"],
+            "trace_name": f"{MARK} trace",
+            "spans": [{"trace_id": "trace-of-alice", "span_id": "span-of-alice", "name": f"{MARK} span"}],
+        },
+    )
     return {
+        "project_id": project["id"],
+        "trace_id": ingested["trace_id"],
+        "span_id": "span-of-alice",
         "agent_id": agent["id"],
         "session_id": session["id"],
         "provider_id": provider["id"],
@@ -171,6 +185,11 @@ async def test_user_b_cannot_reach_anything_of_user_a(client: AsyncTestClient[Li
     assert notes.json()["content"] == MARK  # a file is JSON now (issue 12: Everruns' SessionFile)
     keys = (await alice.get("/api/auth/api-keys")).json()
     assert [k["id"] for k in keys] == [ids["key_id"]]
+    trace = (await alice.get(f"/v1/traces/{ids['trace_id']}")).json()
+    assert (trace["name"], trace["status"], trace["metadata"]) == (f"{MARK} trace", "unset", {})
+    assert trace["spans"][0]["events"] == []
+    project = (await alice.get(f"/v1/projects/{ids['project_id']}")).json()
+    assert [k["active"] for k in project["keys"]] == [True]
 
 
 async def test_an_admin_does_not_see_users_agents(client: AsyncTestClient[Litestar]) -> None:

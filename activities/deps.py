@@ -17,6 +17,7 @@ from core.schemas.events import EventData
 from core.schemas.turns import SESSION_GONE
 from core.settings import Settings
 from services import events
+from services.otlp_export import TurnExporter
 
 
 @dataclass
@@ -25,6 +26,8 @@ class LoopDeps:
     bus: redis.Redis
     settings: Settings
     secrets: SecretBox | None
+    # OTLP out (OTEL_EXPORTER_OTLP_ENDPOINT): each finished turn's spans, exported in the background.
+    exporter: TurnExporter | None = None
 
     @property
     def simulator_url(self) -> str:

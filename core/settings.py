@@ -421,7 +421,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         database_timeouts=_database_timeouts(read),
         otel_exporter_otlp_endpoint=read.url("OTEL_EXPORTER_OTLP_ENDPOINT", ("http", "https")),
         otel_exporter_otlp_headers=read.parse(
-            "OTEL_EXPORTER_OTLP_HEADERS", {}, _otlp_headers, "comma-separated key=value pairs"
+            "OTEL_EXPORTER_OTLP_HEADERS", {}, _otlp_headers, "comma-separated key=value pairs", secret=True
         ),
         otel_service_name=read.text("OTEL_SERVICE_NAME", "everloop"),
     )

@@ -22,6 +22,7 @@ from core.crypto import secret_box
 from core.db import Database
 from core.settings import Settings
 from everloop.sweeper import sweep_forever
+from services.otlp_export import TurnExporter
 from workflows.diagnostics import StackCheckWorkflow
 from workflows.session import SessionWorkflow
 
@@ -31,9 +32,17 @@ WORKFLOWS = [StackCheckWorkflow, SessionWorkflow]
 
 
 def build_worker(
-    client: Client, settings: Settings, db: Database, redis: Redis, *, task_queue: str | None = None
+    client: Client,
+    settings: Settings,
+    db: Database,
+    redis: Redis,
+    *,
+    task_queue: str | None = None,
+    exporter: TurnExporter | None = None,
 ) -> Worker:
-    deps = LoopDeps(db=db, bus=redis, settings=settings, secrets=secret_box(settings))
+    """`exporter`: where finished turns' spans go (default: OTEL_EXPORTER_OTLP_ENDPOINT's, if set)."""
+    exporter = exporter or TurnExporter.from_settings(settings)
+    deps = LoopDeps(db=db, bus=redis, settings=settings, secrets=secret_box(settings), exporter=exporter)
     turns, reason, tools = TurnActivities(deps), ReasonActivities(deps), ToolActivities(deps)
     return Worker(
         client,
@@ -58,7 +67,8 @@ async def run_worker(settings: Settings, database_url: str, redis_url: str, temp
     client = await temporal.connect(temporal_address, settings.temporal_namespace)
     db = Database(database_url, timeouts=settings.database_timeouts)
     redis = bus.connect(redis_url)
-    worker = build_worker(client, settings, db, redis)
+    exporter = TurnExporter.from_settings(settings)
+    worker = build_worker(client, settings, db, redis, exporter=exporter)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -69,5 +79,7 @@ async def run_worker(settings: Settings, database_url: str, redis_url: str, temp
         await stop.wait()
         log.info("worker stopping")
         sweeper.cancel()
+    if exporter is not None:
+        await exporter.shutdown()  # sends what is queued (bounded by the exporter's timeout)
     await db.dispose()
     await redis.aclose()

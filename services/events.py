@@ -19,6 +19,7 @@ from core.db.base import utcnow
 from core.db.models import Event, Session
 from core.ids import uuid7
 from core.schemas import events as schemas
+from services import turn_traces
 
 log = structlog.get_logger("everloop.events")
 
@@ -150,6 +151,9 @@ async def append_many(
             db.add(event)
         out.append(event)
     await db.flush()
+    # The turn's spans, in this transaction: every path that stores a step's events writes them
+    # (a retried step's stored events map onto the same spans, written once).
+    await turn_traces.project(db, session_id, out)
     return out
 
 

@@ -8,13 +8,14 @@ import uuid
 from typing import Any
 
 import msgspec
+from sqlalchemy import delete as delete_rows
 from sqlalchemy import func, select
 from sqlalchemy import update as update_rows  # `update` is this module's PATCH
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from capabilities import registry
-from core.db.models import Agent, Event, Message, Session
+from core.db.models import Agent, Event, Message, Session, Trace
 from core.errors import Conflict, InvalidInput, NotFound
 from core.identity import Identity
 from core.net import NetPolicy, url_refusal
@@ -267,6 +268,12 @@ async def update(
 
 async def delete(db: AsyncSession, who: Identity, agent_id: uuid.UUID | None, session_id: uuid.UUID) -> None:
     row = await get(db, who, agent_id, session_id)
+    # Its turns' traces go too: their spans point at its events. The session row is locked first,
+    # as a step that writes spans locks it (`events.append_many`), so the two never deadlock.
+    await events.lock_session(db, row.id)
+    await db.execute(
+        delete_rows(Trace).where(Trace.agent_id == row.agent_id, Trace.session_id == str(row.id))
+    )
     await db.delete(row)  # messages, events and files go with it (ON DELETE CASCADE)
     await db.commit()
 

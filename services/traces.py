@@ -9,10 +9,11 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy import func, select, text
+from sqlalchemy import case, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.db.models import Event, Message
 from core.db.traces import Project, Span, Trace
 from core.schemas.traces import CONTAINER_KINDS, SpanWrite
 
@@ -57,10 +58,20 @@ async def ensure_trace(
 
 
 async def upsert_spans(
-    db: AsyncSession, owner_id: uuid.UUID, trace_pk: uuid.UUID, spans: list[SpanWrite]
+    db: AsyncSession,
+    owner_id: uuid.UUID,
+    trace_pk: uuid.UUID,
+    spans: list[SpanWrite],
+    *,
+    merge: bool = False,
 ) -> None:
     """Inserts the spans, or updates those the trace already has (same `span_id`): a retried write
-    changes nothing twice. Then the trace's aggregates follow. The caller commits."""
+    changes nothing twice. Then the trace's aggregates follow. The caller commits.
+
+    With `merge`, a write adds to the span instead of replacing it: a field left unset (None, status
+    `unset`) keeps the stored value, metadata keys are merged, and `start_time` keeps the earliest
+    start reported. For a writer that sends a span in pieces (an agent turn's step stores its start
+    and its end in two transactions)."""
     if not spans:
         return
     rows = []
@@ -74,6 +85,17 @@ async def upsert_spans(
         "metadata" if c == "metadata_" else c for c in rows[0] if c not in ("owner_id", "trace_pk", "span_id")
     ]
     replaced: dict[str, Any] = {c: statement.excluded[c] for c in columns}
+    if merge:
+        stored = Span.__table__.c
+        for c in columns:
+            if c == "metadata":
+                replaced[c] = stored[c].op("||")(statement.excluded[c])
+            elif c == "status":
+                replaced[c] = case((statement.excluded[c] == "unset", stored[c]), else_=statement.excluded[c])
+            elif c == "start_time":  # LEAST skips NULLs: the earliest start anyone reported
+                replaced[c] = func.least(stored[c], statement.excluded[c])
+            else:
+                replaced[c] = func.coalesce(statement.excluded[c], stored[c])
     await db.execute(
         statement.on_conflict_do_update(
             index_elements=["trace_pk", "span_id"], set_={**replaced, "updated_at": func.now()}
@@ -121,3 +143,85 @@ async def refresh(db: AsyncSession, trace_pk: uuid.UUID) -> None:
     but containers: Opswald's step list). The trace's `status` is its writer's to set (an agent
     turn's end, a PATCH), so it is left alone here."""
     await db.execute(REFRESH, {"trace_pk": trace_pk, "containers": list(CONTAINER_KINDS)})
+
+
+async def span_contents(db: AsyncSession, spans: list[Span]) -> dict[uuid.UUID, tuple[Any, Any]]:
+    """Each span's (input, output), by the span's row key: a span's own when it holds them, else
+    read from the stored event or message an agent turn's span references (docs/traces.md, "Agent
+    turns as traces"). Two statements however many spans: every API answers with the content."""
+    event_ids: set[uuid.UUID] = set()
+    message_ids: set[uuid.UUID] = set()
+    for span in spans:
+        if span.source_event_id is not None:
+            event_ids.add(span.source_event_id)
+        if span.source_message_id is not None:
+            message_ids.add(span.source_message_id)
+        if (input_event_id := _input_event_id(span)) is not None:
+            event_ids.add(input_event_id)
+    found_events: dict[uuid.UUID, Event] = {}
+    found_messages: dict[uuid.UUID, Message] = {}
+    if event_ids:
+        found_events = {
+            e.id: e for e in (await db.execute(select(Event).where(Event.id.in_(event_ids)))).scalars()
+        }
+    if message_ids:
+        rows = await db.execute(select(Message).where(Message.id.in_(message_ids)))
+        found_messages = {m.id: m for m in rows.scalars()}
+    out: dict[uuid.UUID, tuple[Any, Any]] = {}
+    for span in spans:
+        source = found_events.get(span.source_event_id) if span.source_event_id else None
+        message = found_messages.get(span.source_message_id) if span.source_message_id else None
+        input_event_id = _input_event_id(span)
+        started_event = found_events.get(input_event_id) if input_event_id else None
+        out[span.id] = _content(span, source, message, started_event)
+    return out
+
+
+async def span_content(db: AsyncSession, span: Span) -> tuple[Any, Any]:
+    """One span's (input, output): `span_contents` for one."""
+    return (await span_contents(db, [span]))[span.id]
+
+
+def _input_event_id(span: Span) -> uuid.UUID | None:
+    value = (span.metadata_ or {}).get("input_event_id")
+    try:
+        return uuid.UUID(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _content(
+    span: Span, source: Event | None, message: Message | None, started: Event | None
+) -> tuple[Any, Any]:
+    """What a referenced event or message says, as the span's input and output; a span's own
+    input/output win (a writer that copied them, an outside app's span)."""
+    given_input, given_output = span.input, span.output
+    found_input: Any = None
+    found_output: Any = None
+    if span.kind == "llm":
+        if source is not None:  # llm.generation: the prompt, the history's messages, the tools, the reply
+            data = source.data
+            found_input = {k: data.get(k) for k in ("system_prompt", "messages", "tools")}
+            found_output = data.get("output")
+        elif message is not None:
+            found_output = {"content": message.content}
+    elif span.kind == "tool":
+        if started is not None:  # tool.call_started: the call with its arguments
+            call = started.data.get("tool_call", {})
+            found_input = {"name": call.get("name"), "arguments": call.get("arguments")}
+        if source is not None:  # tool.call_completed: the result or the error
+            data = source.data
+            found_output = {
+                "status": data.get("status"),
+                "result": data.get("result"),
+                "error": data.get("error"),
+            }
+    else:  # the turn's root: the user's message; its end event
+        if message is not None:
+            found_input = {"content": message.content}
+        if source is not None:
+            found_output = {"type": source.type, **source.data}
+    return (
+        given_input if given_input is not None else found_input,
+        given_output if given_output is not None else found_output,
+    )

@@ -330,8 +330,6 @@ async def list_spans(
             query.order_by(Span.start_time.desc().nulls_last(), Span.id.desc()).offset(offset).limit(limit)
         )
     ).all()
-    found = await db.execute(
-        select(Trace.id, Trace.trace_id).where(Trace.id.in_({s.trace_pk for s in rows}))
-    )
+    found = await db.execute(select(Trace.id, Trace.trace_id).where(Trace.id.in_({s.trace_pk for s in rows})))
     names = {key: name for key, name in found}
     return schema.SpanList(spans=await _span_outs(db, rows, names), total=total, offset=offset, limit=limit)

@@ -44,7 +44,7 @@ def llm(span_id: str, trace_id: str, day: int, model: str, cost: float, status: 
 async def _world(alice: As) -> None:
     """Four traces: t1 (day 1, gpt-4o, 0.01), t2 (day 2, claude, 0.50, failed), t3 (day 3, both
     models, 1.20), t4 (day 4, no LLM, unset)."""
-    batches = [
+    batches: list[dict[str, Any]] = [
         {"spans": [llm("a", "t1", 1, "gpt-4o", 0.01)]},
         {"spans": [llm("a", "t2", 2, "claude-3", 0.5, status="error")]},
         {

@@ -22,6 +22,7 @@ from core.errors import InvalidInput, NotFound
 from core.identity import Identity
 from core.schemas import trace_api as schema
 from core.schemas.traces import CONTAINER_KINDS
+from services.traces import span_contents
 
 # 001's status words and Opswald's, for the same three states (docs/traces.md).
 OPSWALD_STATUS = {"ok": "completed", "error": "failed", "unset": "running"}
@@ -185,14 +186,6 @@ def _duration_ms(span: Span) -> int | None:
     return int((span.end_time - span.start_time).total_seconds() * 1000)
 
 
-def _content(span: Span) -> tuple[Any, Any]:
-    """A span's input and output. TODO(issue 13, agent-turn spans): a span of an agent turn may
-    reference its stored event or message (`source_event_id`, `source_message_id`) instead of
-    copying the content; once the loop's span writer lands its read helper, answer with that
-    content here (the one place every `/v1` answer reads span content through)."""
-    return span.input, span.output
-
-
 async def _span_outs(
     db: AsyncSession, spans: Sequence[Span], trace_ids: dict[uuid.UUID, str]
 ) -> list[schema.SpanOut]:
@@ -207,9 +200,12 @@ async def _span_outs(
             events.setdefault(e.span_pk, []).append(
                 schema.SpanEventOut(name=e.name, timestamp=e.timestamp, attributes=e.attributes)
             )
+    # An agent turn's span may reference its stored event or message instead of copying it: every
+    # answer here reads the content through this one call.
+    contents = await span_contents(db, list(spans))
     outs = []
     for s in spans:
-        given, made = _content(s)
+        given, made = contents.get(s.id, (s.input, s.output))
         outs.append(
             schema.SpanOut(
                 span_id=s.span_id,

@@ -40,6 +40,7 @@ from api.state import Services
 from api.tool_results import FlatToolResultController, ToolResultController
 from api.traces import SpanController, TraceController
 from api.turns import TurnController
+from api.v2_traces import V2SpanController, V2TraceController
 from core.json_limits import JsonLimits
 from core.logging import configure_logging
 from core.settings import AuthMode, Settings, SettingsError, get_settings
@@ -118,6 +119,8 @@ def create_app(
             CapabilityController,
             McpServerController,
             OtlpController,
+            V2SpanController,
+            V2TraceController,
             ProjectController,
             TraceController,
             SpanController,

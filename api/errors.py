@@ -1,4 +1,5 @@
-"""The one error mapping: every error leaves as `{"error": "...", "status": N}` JSON.
+"""The one error mapping: every error leaves as `{"error": "...", "status": N}` JSON (under `/v2`:
+Opper's `{"detail": "..."}`, 422 for validation).
 
 Validation errors add `field`; unhandled exceptions become a generic 500 carrying the request id that
 the log line also carries. Handlers raise domain errors (`core.errors`) and never build bodies. A
@@ -8,6 +9,7 @@ database that is away (down, refusing, not answering within the DB_* timeouts) i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -114,10 +116,38 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[dict
     return error_response(500, "Internal server error", request_id=request_id)
 
 
+Handler = Callable[[Request[Any, Any, Any], Any], Response[dict[str, Any]]]
+
+
+def _is_v2(request: Request[Any, Any, Any]) -> bool:
+    path = request.url.path
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def _in_form_of_path(handler: Handler) -> Handler:
+    """Under `/v2` an error is Opper's `{"detail": "..."}`, and a body that fails validation a 422
+    (seed 000's "Common Response Patterns"); elsewhere the Everruns form above. One place for both:
+    every handler's answer passes through here."""
+
+    def handle(request: Request[Any, Any, Any], exc: Any) -> Response[dict[str, Any]]:
+        response = handler(request, exc)
+        if not _is_v2(request):
+            return response
+        body = response.content if isinstance(response.content, dict) else {}
+        detail = str(body.get("error", "error"))
+        status = 422 if isinstance(exc, ValidationException) else response.status_code
+        return Response(
+            {"detail": detail}, status_code=status, media_type=MediaType.JSON, headers=dict(response.headers)
+        )
+
+    return handle
+
+
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
-    HTTPException: _http_exception,
-    EverloopError: _domain_error,
-    SQLAlchemyError: _database_error,  # DB-API errors, and the pool's wait for a connection running out
-    RPCError: _temporal_error,
-    Exception: _unhandled,
+    HTTPException: _in_form_of_path(_http_exception),
+    EverloopError: _in_form_of_path(_domain_error),
+    # DB-API errors, and the pool's wait for a connection running out
+    SQLAlchemyError: _in_form_of_path(_database_error),
+    RPCError: _in_form_of_path(_temporal_error),
+    Exception: _in_form_of_path(_unhandled),
 }

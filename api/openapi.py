@@ -27,6 +27,12 @@ class ErrorBody(msgspec.Struct, kw_only=True):
     request_id: str | None = None
 
 
+class DetailBody(msgspec.Struct, kw_only=True):
+    """Opper's error form, under `/v2`."""
+
+    detail: str
+
+
 _DESCRIPTIONS = {
     400: "Invalid input; `field` names the value that failed",
     401: "Missing or invalid credentials",
@@ -49,6 +55,17 @@ def error_responses(*codes: int) -> dict[int, ResponseSpec]:
     return {
         code: ResponseSpec(data_container=ErrorBody, description=_DESCRIPTIONS[code], generate_examples=False)
         for code in sorted({*codes, 400, 500})
+    }
+
+
+def v2_error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """`error_responses` for the `/v2` routes, whose errors are Opper's `{"detail": "..."}` (422 for
+    a body that fails validation; 400 for other bad input)."""
+    return {
+        code: ResponseSpec(
+            data_container=DetailBody, description=_DESCRIPTIONS[code], generate_examples=False
+        )
+        for code in sorted({*codes, 400, 422, 500})
     }
 
 

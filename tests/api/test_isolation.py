@@ -75,6 +75,10 @@ BODIES: dict[tuple[str, str], Any] = {
     ("patch", "/v1/mcp-servers/{server_id}"): {"name": "taken over"},
     ("patch", "/v1/traces/{trace_id}"): {"status": "error", "metadata": {"taken": "over"}},
     ("post", "/v1/traces/{trace_id}/events/{span_id}"): {"name": "taken over"},
+    ("patch", "/v2/spans/{span_id}"): {"output": "taken over"},
+    ("post", "/v2/spans/{span_id}/feedback"): {"score": 0.5},
+    ("post", "/v2/spans/{span_id}/metrics"): {"name": "taken over", "value": 1},
+    ("patch", "/v2/spans/{span_id}/metrics/{metric_id}"): {"value": 0},
 }
 
 
@@ -118,7 +122,9 @@ async def _alices_world(alice: As) -> dict[str, str]:
             "spans": [{"trace_id": "trace-of-alice", "span_id": "span-of-alice", "name": f"{MARK} span"}],
         },
     )
+    metric = await made("/v2/spans/span-of-alice/metrics", {"name": f"{MARK} metric", "value": 1})
     return {
+        "metric_id": metric["id"],
         "project_id": project["id"],
         "trace_id": ingested["trace_id"],
         "span_id": "span-of-alice",

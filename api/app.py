@@ -38,6 +38,7 @@ from api.sessions import SessionController
 from api.simulator import simulator_router
 from api.state import Services
 from api.tool_results import FlatToolResultController, ToolResultController
+from api.trace_events import TraceEventController
 from api.traces import SpanController, TraceController
 from api.turns import TurnController
 from api.v2_traces import V2SpanController, V2TraceController
@@ -124,6 +125,7 @@ def create_app(
             ProjectController,
             TraceController,
             SpanController,
+            TraceEventController,
             *([simulator_router] if settings.simulator_enabled else []),
             *docs_handlers(),
             *extra_handlers,

@@ -7,7 +7,7 @@ from core.db.files import SessionFile
 from core.db.llm import LlmModel, LlmProvider
 from core.db.mcp import McpServer
 from core.db.sessions import Event, Message, Session
-from core.db.traces import Project, ProjectKey, Span, SpanEvent, SpanMetric, Trace
+from core.db.traces import ExternalSession, Project, ProjectKey, Span, SpanEvent, SpanMetric, Trace
 
 __all__ = [
     "Agent",
@@ -15,6 +15,7 @@ __all__ = [
     "AuthSession",
     "Base",
     "Event",
+    "ExternalSession",
     "LlmModel",
     "LlmProvider",
     "McpServer",

@@ -57,6 +57,8 @@ class Session(TimestampedModel):
     # When the first turn started, and when the last one ended (None while a turn runs).
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Ended (Opswald's `POST /v1/sessions/{id}/end`): its turn was stopped and it takes no new message.
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Message(TimestampedModel):

@@ -119,6 +119,8 @@ class Span(TimestampedModel):
         Index("ix_spans_trace_start", "trace_pk", "start_time"),
         Index("ix_spans_owner_kind", "owner_id", "kind"),
         Index("ix_spans_owner_status", "owner_id", "status"),
+        # GET /v1/events/{id}: an Opswald event is a span found by its id among the owner's.
+        Index("ix_spans_owner_span_id", "owner_id", "span_id"),
     )
 
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
@@ -170,3 +172,16 @@ class SpanMetric(TimestampedModel):
     name: Mapped[str] = mapped_column(String(255))
     value: Mapped[float] = mapped_column(Float)
     comment: Mapped[str | None] = mapped_column(Text)
+
+
+class ExternalSession(TimestampedModel):
+    """An outside app's session (a `traces.session_id` that is no agent session, e.g. Opswald's
+    events) that was ended (`POST /v1/sessions/{id}/end`). Its traces make the session; this row
+    only says it ended."""
+
+    __tablename__ = "external_sessions"
+    __table_args__ = (UniqueConstraint("owner_id", "session_id"),)
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    session_id: Mapped[str] = mapped_column(String(255))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

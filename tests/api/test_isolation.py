@@ -123,8 +123,13 @@ async def _alices_world(alice: As) -> dict[str, str]:
         },
     )
     metric = await made("/v2/spans/span-of-alice/metrics", {"name": f"{MARK} metric", "value": 1})
+    event = await made(
+        "/v1/events",
+        {"event_type": "llm_call", "session_id": f"{MARK}-session", "data": {"input": MARK}},
+    )
     return {
         "metric_id": metric["id"],
+        "event_id": event["event_id"],
         "project_id": project["id"],
         "trace_id": ingested["trace_id"],
         "span_id": "span-of-alice",

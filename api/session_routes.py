@@ -20,9 +20,11 @@ from api.messages import IdempotencyKey, post_message
 from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import Page, PageParams, page
 from api.state import Services
+from core.errors import Conflict
 from core.identity import Identity
+from core.schemas.opswald import ExternalSessionDetail, SessionEnded, SessionListing
 from core.schemas.sessions import CreateFlatSession, CreateMessage, Message, Session, UpdateSession
-from services import agents, sessions
+from services import agents, sessions, trace_sessions
 
 
 class FlatSessionController(Controller):
@@ -54,27 +56,104 @@ class FlatSessionController(Controller):
         search: Annotated[
             str | None, QueryParameter(description="Case-insensitive substring of the title")
         ] = None,
-    ) -> Page[Session]:
-        """Your sessions of all your agents, newest first."""
+        user_id: Annotated[
+            str | None,
+            QueryParameter(description="Opswald: the session's user (an agent session's is its owner's id)"),
+        ] = None,
+        active: Annotated[
+            bool | None, QueryParameter(description="Opswald: not ended (true) or ended")
+        ] = None,
+    ) -> SessionListing:
+        """Your sessions of all your agents, newest first (`data`: Everruns' shape), and Opswald's
+        `sessions` across agents: the agent sessions and the external ones (a `session_id` your
+        traces carry, e.g. from `POST /v1/events`), most recently active first. The filters hold
+        for both lists; `offset`/`limit` page each."""
+        parsed_agent = agents.parse_id(agent_id, "agent_id") if agent_id else None
         rows, total = await sessions.list_all(
             db_session,
             who,
-            agent_id=agents.parse_id(agent_id, "agent_id") if agent_id else None,
+            agent_id=parsed_agent,
             search=search,
             offset=page_params.offset,
             limit=page_params.limit,
+            user_id=user_id,
+            active=active,
         )
-        return page([sessions.to_schema(r, who.user_id) for r in rows], total, page_params)
+        found, found_total = await trace_sessions.list_opswald(
+            db_session,
+            who,
+            agent_id=parsed_agent,
+            search=search,
+            user_id=user_id,
+            active=active,
+            offset=page_params.offset,
+            limit=page_params.limit,
+        )
+        return SessionListing(
+            data=[sessions.to_schema(r, who.user_id) for r in rows],
+            total=total,
+            offset=page_params.offset,
+            limit=page_params.limit,
+            sessions=found,
+            sessions_total=found_total,
+        )
 
-    @get("/{session_id:uuid}", operation_id="getSessionFlat", responses=error_responses(404))
+    @get("/{session_id:str}", operation_id="getSessionFlat", responses=error_responses(404))
     async def get_session(
         self,
         db_session: NamedDependency[AsyncSession],
         who: NamedDependency[Identity],
-        session_id: FromPath[uuid.UUID],
-    ) -> Session:
-        """A session, with its status, usage totals, `started_at` and `finished_at`."""
-        return sessions.to_schema(await sessions.get(db_session, who, None, session_id), who.user_id)
+        session_id: FromPath[str],
+    ) -> Session | ExternalSessionDetail:
+        """An agent session (a UUID: Everruns' shape, with its status, usage totals, `started_at`,
+        `finished_at` and `ended_at`), or an external session (Opswald's shape with its
+        `trace_ids`): a `session_id` your traces carry that is no agent session."""
+        row = await trace_sessions.find_agent_session(db_session, who, session_id)
+        if row is not None:
+            return sessions.to_schema(row, who.user_id)
+        return await trace_sessions.external(db_session, who, session_id)
+
+    @post(
+        "/{session_id:str}/end",
+        operation_id="endSessionFlat",
+        status_code=200,
+        responses=error_responses(404, 503),
+    )
+    async def end_session(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        services: NamedDependency[Services],
+        session_id: FromPath[str],
+    ) -> SessionEnded:
+        """End a session (Opswald). An agent session: closed to new messages (a message is then a
+        409) and its running turn stopped, as cancel does. An external session: marked ended.
+        Ending an ended session changes nothing."""
+        row = await trace_sessions.find_agent_session(db_session, who, session_id)
+        if row is None:
+            ended = await trace_sessions.end_external(db_session, who, session_id)
+            return SessionEnded(
+                session_id=session_id,
+                kind="external",
+                status="completed",
+                ended_at=ended,
+                turn_cancelled=False,
+            )
+        row = await sessions.end(db_session, who, row.id)
+        assert row.ended_at is not None
+        # Closed first (committed), then the turn stopped: a message that raced in either landed
+        # before the end (its turn is stopped here) or is refused.
+        try:
+            stopped = (await cancel_turn(services, row.id)).cancelled
+        except Conflict:  # no turn was running
+            stopped = False
+        return SessionEnded(
+            session_id=str(row.id),
+            kind="agent",
+            status="completed",
+            ended_at=row.ended_at,
+            turn_cancelled=stopped,
+        )
 
     @patch("/{session_id:uuid}", operation_id="updateSessionFlat", responses=error_responses(400, 404))
     async def update_session(

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import delete as delete_rows
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select
 from sqlalchemy import update as update_rows  # `update` is this module's PATCH
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -75,6 +75,7 @@ def to_schema(row: Session, owner_id: uuid.UUID) -> schemas.Session:
         ),
         started_at=row.started_at,
         finished_at=row.finished_at,
+        ended_at=row.ended_at,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -233,15 +234,22 @@ async def list_all(
     search: str | None,
     offset: int,
     limit: int,
+    user_id: str | None = None,
+    active: bool | None = None,
 ) -> tuple[list[Session], int]:
     """The caller's sessions of all their agents (or of `agent_id`), newest first; `search` is a
-    case-insensitive substring of the title."""
+    case-insensitive substring of the title. Opswald's filters: `user_id` (an agent session's user
+    is its owner) and `active` (not ended)."""
     query = (
         select(Session)
         .join(Agent, Agent.id == Session.agent_id)
         .where(Agent.owner_id == who.user_id)
         .order_by(Session.id.desc())
     )
+    if user_id is not None and user_id != str(who.user_id):
+        query = query.where(false())
+    if active is not None:
+        query = query.where(Session.ended_at.is_(None) if active else Session.ended_at.is_not(None))
     if agent_id is not None:
         query = query.where(Session.agent_id == agent_id)
     if search:
@@ -406,6 +414,11 @@ async def post_message(
         if first is None:
             raise
         return _replayed(first, data)
+    # Checked here, under the session row's lock `add_message` took: an end that committed first is
+    # seen, and an end that comes later waits for this message (and then stops its turn).
+    if await db.scalar(select(Session.ended_at).where(Session.id == session.id)) is not None:
+        await db.rollback()
+        raise Conflict(f"session {session_id} has ended: it takes no new messages")
     event = await events.append(
         db,
         session.id,
@@ -415,6 +428,20 @@ async def post_message(
     )
     await db.commit()
     return message, event
+
+
+async def end(db: AsyncSession, who: Identity, session_id: uuid.UUID) -> Session:
+    """Closes the caller's session to new messages (Opswald's end; ending again keeps the first
+    time). The caller stops a running turn after this commits."""
+    row = await get(db, who, None, session_id)
+    await db.execute(
+        update_rows(Session)
+        .where(Session.id == row.id)
+        .values(ended_at=func.coalesce(Session.ended_at, func.now()))
+    )
+    await db.commit()
+    await db.refresh(row)
+    return row
 
 
 def _replayed(first: Message, data: schemas.CreateMessage) -> tuple[Message, None]:

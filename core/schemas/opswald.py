@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from core.schemas.sessions import Session
+
 # ------------------------------------------------------------------------------------------ events
 
 
@@ -143,3 +145,15 @@ class V2UsageRow(msgspec.Struct, kw_only=True):
 class V2Usage(msgspec.Struct, kw_only=True):
     data: list[V2UsageRow]
     meta: dict[str, Any]
+
+
+class SessionListing(msgspec.Struct, kw_only=True):
+    """`GET /v1/sessions`: Everruns' page of agent sessions (`data`, `total`, `offset`, `limit`) and
+    Opswald's `sessions` (agent and external sessions, in its shape) in one answer."""
+
+    data: list[Session]
+    total: int
+    offset: int
+    limit: int
+    sessions: list[OpswaldSession]
+    sessions_total: int

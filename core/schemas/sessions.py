@@ -43,6 +43,8 @@ class Session(msgspec.Struct, kw_only=True):
     usage: Usage
     started_at: datetime | None  # when its first turn started
     finished_at: datetime | None  # when its last turn ended; null while one runs
+    # When it was ended (`POST /v1/sessions/{id}/end`): it takes no new messages since.
+    ended_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -15,6 +15,7 @@ from litestar.types import ControllerRouterHandler
 from sqlalchemy.exc import DBAPIError
 
 from api.agents import AgentController
+from api.analytics import AnalyticsController, V2AnalyticsController
 from api.auth import auth_routers
 from api.body import request_class, require_json_body
 from api.capabilities import CapabilityController
@@ -126,6 +127,8 @@ def create_app(
             TraceController,
             SpanController,
             TraceEventController,
+            AnalyticsController,
+            V2AnalyticsController,
             *([simulator_router] if settings.simulator_enabled else []),
             *docs_handlers(),
             *extra_handlers,

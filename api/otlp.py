@@ -34,7 +34,8 @@ class OtlpController(Controller):
         who: NamedDependency[Identity],
         services: NamedDependency[Services],
     ) -> Response[bytes]:
-        """OpenTelemetry traces (the standard OTLP/HTTP encoding) into the caller's default project.
+        """OpenTelemetry traces (the standard OTLP/HTTP encoding) into the caller's default project
+        (a project key: its project).
         The GenAI semantic conventions (`gen_ai.*`) fill the spans' kind, model, provider, tokens,
         input and output; every attribute is kept in `metadata`. Answers an
         `ExportTraceServiceResponse` in the request's encoding; spans with malformed ids are counted
@@ -49,6 +50,7 @@ class OtlpController(Controller):
             services.settings.max_request_body_bytes,
             JsonLimits.of(services.settings),
         )
-        answer = await otlp_ingest.ingest(db_session, who.user_id, export)
+        # A project key (`vgl_`) writes into its own project; any other credential, the default one.
+        answer = await otlp_ingest.ingest(db_session, who.user_id, export, project_id=who.project_id)
         body, media_type = otlp_ingest.encode_response(answer, content_type)
         return Response(body, status_code=200, media_type=media_type)

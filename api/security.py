@@ -33,9 +33,9 @@ OPEN_PATHS = [
     r"^/(api|v1)/auth/(config|login|logout|register|refresh|oauth|callback)(/|$)",
 ]
 # What a project key (`vgl_`) may do: ingest and read its project's traces, nothing else (the trace
-# services keep it to its project): 001's traces and spans, Opswald's events. Any other route, or
-# changing a trace, is a 403 with it.
-PROJECT_KEY_ROUTES = re.compile(r"^/v1/(traces|spans|events)(/|$)")
+# services keep it to its project): 001's traces and spans, Opswald's events, OTLP export. Any
+# other route, or changing a trace, is a 403 with it.
+PROJECT_KEY_ROUTES = re.compile(r"^/v1/(traces|spans|events|otlp)(/|$)")
 PROJECT_KEY_METHODS = {"GET", "HEAD", "POST"}
 
 

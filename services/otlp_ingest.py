@@ -31,7 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
-from sqlalchemy import func, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.traces import Trace
@@ -414,15 +414,22 @@ def _rejection(span: OtlpSpan) -> str | None:
     return None
 
 
+OTHER_PROJECT = "trace_id belongs to another project of the account"
+
 # --- storing ------------------------------------------------------------------------------------
 
 
 async def ingest(
-    db: AsyncSession, owner_id: uuid.UUID, request: ExportTraceServiceRequest
+    db: AsyncSession,
+    owner_id: uuid.UUID,
+    request: ExportTraceServiceRequest,
+    project_id: uuid.UUID | None = None,
 ) -> ExportTraceServiceResponse:
-    """Stores the request's spans in the caller's default project, all in one transaction (a batch is
-    all-or-nothing; spans with malformed ids are rejected and counted, as OTLP's partial success
-    says). A span sent again replaces what it said: exporters retry."""
+    """Stores the request's spans in `project_id` (a project key's project) or else the caller's
+    default project, all in one transaction (a batch is all-or-nothing; spans with malformed ids are
+    rejected and counted, as OTLP's partial success says). A span sent again replaces what it said:
+    exporters retry. With `project_id`, a trace the owner has in another project is not added to:
+    its spans are rejected and counted too."""
     by_trace: dict[str, dict[str, SpanWrite]] = {}
     trace_fields: dict[str, dict[str, Any]] = {}
     rejected = 0
@@ -450,8 +457,23 @@ async def ingest(
                 if written.parent_span_id is None:
                     fields["name"] = written.name
                     fields["status"] = written.status
+    if by_trace and project_id is not None:
+        # A project key writes into its project only: never into a trace of another project.
+        elsewhere = (
+            await db.scalars(
+                select(Trace.trace_id).where(
+                    Trace.owner_id == owner_id,
+                    Trace.trace_id.in_(list(by_trace)),
+                    Trace.project_id != project_id,
+                )
+            )
+        ).all()
+        for trace_id in elsewhere:
+            rejected += len(by_trace.pop(trace_id))
+            if OTHER_PROJECT not in reasons:
+                reasons.append(OTHER_PROJECT)
     if by_trace:
-        project_id = await default_project(db, owner_id)
+        project_id = project_id or await default_project(db, owner_id)
         for trace_id, spans in by_trace.items():
             fields = trace_fields[trace_id]
             trace_pk = await ensure_trace(db, owner_id, project_id, trace_id, **fields)

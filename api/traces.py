@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import Body, FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import PageParams
+from api.params import rfc3339_only
 from api.state import Services
 from core.identity import Identity
 from core.schemas import trace_api as schema
@@ -49,6 +50,7 @@ class TraceController(Controller):
     @get(operation_id="listTraces", responses=error_responses(403))
     async def list_traces(
         self,
+        request: Request[Any, Any, Any],
         db_session: NamedDependency[AsyncSession],
         who: NamedDependency[Identity],
         page_params: NamedDependency[PageParams],
@@ -81,6 +83,7 @@ class TraceController(Controller):
     ) -> schema.TraceList:
         """Traces, newest first, with 001's and Opswald's filters and fields. Page by offset/limit,
         or by `cursor` (keyset: stable while traces arrive; offset is then ignored)."""
+        rfc3339_only(request, "start_date", "end_date", "start_time", "end_time")
         filters = trace_queries.TraceFilters(
             status=status,
             # Both specs' names for the same bounds: where both are given, the narrower one holds.

@@ -127,6 +127,10 @@ async def test_every_filter(client: AsyncTestClient[Litestar]) -> None:
     bad = await alice.get("/v1/traces?status=great")
     assert bad.status_code == 400 and bad.json()["field"] == "status"
     assert (await alice.get("/v1/traces?min_cost=-1")).status_code == 400
+    # Times are RFC 3339 text: a bare number is not read as a Unix timestamp.
+    for name in ("start_date", "end_date", "start_time", "end_time"):
+        number = await alice.get(f"/v1/traces?{name}=0.5")
+        assert number.status_code == 400 and number.json()["field"] == name, number.text
 
 
 async def test_one_response_carries_both_shapes_and_pages(client: AsyncTestClient[Litestar]) -> None:

@@ -97,6 +97,12 @@ class ReasonActivities:
                 text_preview="",
                 earlier_message_id=str(earlier.id),
             )
+        if await _ended(db, session, params.open_turn):
+            # The session was ended (Opswald's end) and no cancel reached this turn: it stops here,
+            # before the model is called (finish_turn stores what it has not: its opening, its end).
+            return ReasonResult(
+                message_id=params.message_id, tool_calls=[], text_preview="", session_ended=True
+            )
         controls = input_message.controls or {}
         try:
             model = await llm.resolve_model(
@@ -361,6 +367,16 @@ def _stored_ref(ref: ToolCallRef, message: Message) -> ToolCallRef:
             ref, client_side=waits, result_timeout_s=client.get(ref.id) if waits else None
         )
     return ref
+
+
+async def _ended(db: AsyncSession, session: Session, open_turn: bool) -> bool:
+    """Whether the session has ended. A turn's opening step reads it under the session row's lock,
+    which the end's update also takes: either the end came first and this turn stops, or the opening
+    commits first and the end sees the session active and cancels the turn."""
+    if not open_turn:
+        return session.ended_at is not None
+    locked = select(Session.ended_at).where(Session.id == session.id).with_for_update()
+    return await db.scalar(locked) is not None
 
 
 def _result(message: Message, max_iterations: int | None, agent_tools: _AgentTools) -> ReasonResult:

@@ -3,6 +3,8 @@ cancelling the running turn, stopping a deleted session's workflow."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import msgspec
 import structlog
 from temporalio.client import WorkflowUpdateFailedError
@@ -13,6 +15,7 @@ from core.errors import Conflict
 from core.schemas.turns import SessionLoop
 
 log = structlog.get_logger("everloop.dispatch")
+QUERY_TIMEOUT = timedelta(seconds=10)
 
 
 async def stop_loop(services: Services, session_id: object) -> None:
@@ -38,7 +41,12 @@ async def cancel_turn(services: Services, session_id: object) -> Cancelled:
     client = await services.temporal()
     handle = client.get_workflow_handle(SessionLoop.workflow_id(session_id))
     try:
-        turn_id = await handle.query(SessionLoop.CURRENT_TURN, result_type=str | None)  # type: ignore[arg-type]
+        # Bounded: with no worker polling, a query waits for one (a 503 says Temporal did not answer).
+        turn_id = await handle.query(
+            SessionLoop.CURRENT_TURN,
+            result_type=str | None,  # type: ignore[arg-type]
+            rpc_timeout=QUERY_TIMEOUT,
+        )
         cancelled = await handle.execute_update(SessionLoop.CANCEL_TURN, result_type=bool)
     except (WorkflowUpdateFailedError, RPCError) as exc:
         if isinstance(exc, RPCError) and exc.status not in (

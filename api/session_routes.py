@@ -10,10 +10,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
+import structlog
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import Body, FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.service import RPCError
 
 from api.dispatch import Cancelled, cancel_turn, stop_loop
 from api.messages import IdempotencyKey, post_message
@@ -22,9 +24,11 @@ from api.pagination import Page, PageParams, page
 from api.state import Services
 from core.errors import Conflict
 from core.identity import Identity
-from core.schemas.opswald import ExternalSessionDetail, SessionEnded, SessionListing
+from core.schemas.opswald import AgentSessionDetail, ExternalSessionDetail, SessionEnded, SessionListing
 from core.schemas.sessions import CreateFlatSession, CreateMessage, Message, Session, UpdateSession
 from services import agents, sessions, trace_sessions
+
+log = structlog.get_logger("everloop.api.sessions")
 
 
 class FlatSessionController(Controller):
@@ -104,13 +108,14 @@ class FlatSessionController(Controller):
         db_session: NamedDependency[AsyncSession],
         who: NamedDependency[Identity],
         session_id: FromPath[str],
-    ) -> Session | ExternalSessionDetail:
+    ) -> AgentSessionDetail | ExternalSessionDetail:
         """An agent session (a UUID: Everruns' shape, with its status, usage totals, `started_at`,
-        `finished_at` and `ended_at`), or an external session (Opswald's shape with its
-        `trace_ids`): a `session_id` your traces carry that is no agent session."""
+        `finished_at` and `ended_at`, and Opswald's summary fields beside them), or an external
+        session (Opswald's shape with its `trace_ids`): a `session_id` your traces carry that is no
+        agent session."""
         row = await trace_sessions.find_agent_session(db_session, who, session_id)
         if row is not None:
-            return sessions.to_schema(row, who.user_id)
+            return await trace_sessions.agent_detail(db_session, who, row)
         return await trace_sessions.external(db_session, who, session_id)
 
     @post(
@@ -139,14 +144,21 @@ class FlatSessionController(Controller):
                 ended_at=ended,
                 turn_cancelled=False,
             )
-        row = await sessions.end(db_session, who, row.id)
+        row, running = await sessions.end(db_session, who, row.id)
         assert row.ended_at is not None
-        # Closed first (committed), then the turn stopped: a message that raced in either landed
-        # before the end (its turn is stopped here) or is refused.
-        try:
-            stopped = (await cancel_turn(services, row.id)).cancelled
-        except Conflict:  # no turn was running
-            stopped = False
+        # Closed first (committed), then a running turn stopped. A message that raced in either
+        # landed before the end or is refused; a landed one whose turn had not opened yet is
+        # stopped by that turn's first step, which reads `ended_at` (so no worker is asked here).
+        stopped = False
+        if running:
+            try:
+                stopped = (await cancel_turn(services, row.id)).cancelled
+            except Conflict:  # it ended meanwhile
+                stopped = False
+            except RPCError as exc:
+                # No worker answered: the session is ended all the same, and the turn stops at
+                # its next step, which reads `ended_at`.
+                log.warning("could not reach the turn to stop it", session_id=str(row.id), error=str(exc))
         return SessionEnded(
             session_id=str(row.id),
             kind="agent",

@@ -430,18 +430,21 @@ async def post_message(
     return message, event
 
 
-async def end(db: AsyncSession, who: Identity, session_id: uuid.UUID) -> Session:
+async def end(db: AsyncSession, who: Identity, session_id: uuid.UUID) -> tuple[Session, bool]:
     """Closes the caller's session to new messages (Opswald's end; ending again keeps the first
-    time). The caller stops a running turn after this commits."""
+    time). Returns the session and whether a turn was running as it ended, which the caller then
+    stops. The update takes the session row's lock, as a turn's opening step does to read
+    `ended_at`: a turn that opened first shows here as running; one that opens later stops itself."""
     row = await get(db, who, None, session_id)
-    await db.execute(
+    status = await db.scalar(
         update_rows(Session)
         .where(Session.id == row.id)
         .values(ended_at=func.coalesce(Session.ended_at, func.now()))
+        .returning(Session.status)
     )
     await db.commit()
     await db.refresh(row)
-    return row
+    return row, status in ("active", "waitingfortoolresults")
 
 
 def _replayed(first: Message, data: schemas.CreateMessage) -> tuple[Message, None]:

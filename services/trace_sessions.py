@@ -17,6 +17,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.db.sessions import Session
 from core.db.traces import ExternalSession, Trace
 from core.errors import NotFound
 from core.identity import Identity
@@ -156,7 +157,10 @@ async def find_agent_session(db: AsyncSession, who: Identity, session_id: str) -
         return None
 
 
-async def external(db: AsyncSession, who: Identity, session_id: str) -> schema.ExternalSessionDetail:
+async def _summary(
+    db: AsyncSession, who: Identity, session_id: str, kind: str
+) -> tuple[schema.OpswaldSession, list[str]]:
+    """One session's Opswald summary (the list's own statement) and its newest 100 trace ids."""
     found, _ = await list_opswald(
         db,
         who,
@@ -168,19 +172,41 @@ async def external(db: AsyncSession, who: Identity, session_id: str) -> schema.E
         limit=1,
         session_id=session_id,
     )
-    if not found or found[0].kind != "external":
+    if not found or found[0].kind != kind:
         raise NotFound(f"session {session_id} not found")
+    of_kind = Trace.agent_id.is_(None) if kind == "external" else Trace.agent_id.is_not(None)
     trace_ids = (
         await db.scalars(
             select(Trace.trace_id)
-            .where(Trace.owner_id == who.user_id, Trace.session_id == session_id, Trace.agent_id.is_(None))
+            .where(Trace.owner_id == who.user_id, Trace.session_id == session_id, of_kind)
             .order_by(Trace.started_at.desc().nulls_last(), Trace.id.desc())
             .limit(100)
         )
     ).all()
-    summary = found[0]
+    return found[0], list(trace_ids)
+
+
+async def external(db: AsyncSession, who: Identity, session_id: str) -> schema.ExternalSessionDetail:
+    summary, trace_ids = await _summary(db, who, session_id, "external")
     return schema.ExternalSessionDetail(
-        **{f: getattr(summary, f) for f in summary.__struct_fields__}, trace_ids=list(trace_ids)
+        **{f: getattr(summary, f) for f in summary.__struct_fields__}, trace_ids=trace_ids
+    )
+
+
+async def agent_detail(db: AsyncSession, who: Identity, row: Session) -> schema.AgentSessionDetail:
+    """The caller's agent session in Everruns' shape, with Opswald's summary fields beside it."""
+    summary, trace_ids = await _summary(db, who, str(row.id), "agent")
+    everruns = sessions.to_schema(row, who.user_id)
+    return schema.AgentSessionDetail(
+        **{f: getattr(everruns, f) for f in everruns.__struct_fields__},
+        session_id=summary.session_id,
+        user_id=str(who.user_id),
+        last_activity=summary.last_activity,
+        active=summary.active,
+        trace_count=summary.trace_count,
+        total_cost=summary.total_cost,
+        total_tokens=summary.total_tokens,
+        trace_ids=trace_ids,
     )
 
 

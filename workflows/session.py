@@ -244,6 +244,9 @@ class SessionWorkflow:
             if reply.earlier_message_id is not None:  # nothing stored: the turn is given up
                 turn.earlier = reply.earlier_message_id
                 return
+            if reply.session_ended:  # nothing stored: the turn ends cancelled, as the end asked
+                turn.outcome = "cancelled"
+                return
             turn.act = None  # stored by that step
             if reply.max_iterations is not None:
                 turn.max_iterations = reply.max_iterations

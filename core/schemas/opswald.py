@@ -78,6 +78,22 @@ class ExternalSessionDetail(OpswaldSession, kw_only=True):
     trace_ids: list[str]
 
 
+class AgentSessionDetail(Session, kw_only=True):
+    """`GET /v1/sessions/{id}` for an agent session: Everruns' session, and Opswald's fields beside
+    it. `status` stays Everruns' (`idle`, `running`, ...: its clients read it); Opswald's
+    `active`/`completed` is `active` and `ended_at` (docs/traces.md, "Opswald's sessions")."""
+
+    session_id: str
+    kind: Literal["agent"] = "agent"
+    user_id: str
+    last_activity: datetime | None
+    active: bool
+    trace_count: int
+    total_cost: float
+    total_tokens: int
+    trace_ids: list[str]  # its turns' traces, newest first (at most 100)
+
+
 class SessionEnded(msgspec.Struct, kw_only=True):
     session_id: str
     kind: Literal["agent", "external"]

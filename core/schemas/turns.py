@@ -116,6 +116,9 @@ class ReasonResult(msgspec.Struct, kw_only=True):
     # Set instead of a reply when a user message stored before this turn's has not been answered:
     # the workflow answers that one first (messages are handled in their stored order).
     earlier_message_id: str | None = None
+    # Set instead of a reply when the session ended (Opswald's end) before this turn's first step:
+    # the message was posted before the end, whose cancel found no turn running yet.
+    session_ended: bool = False
 
 
 class ToolInput(msgspec.Struct, kw_only=True):

@@ -108,6 +108,14 @@ async def test_each_kind_of_session_reads_and_ends(client: AsyncTestClient[Lites
     assert set(external["trace_ids"]) == {session_trace_id("ext-1"), "ext-1-run-2"}
     agent = (await alice.get(f"/v1/sessions/{session_id}")).json()
     assert agent["id"] == session_id and agent["title"] == "support chat" and agent["ended_at"] is None
+    # Opswald's summary beside Everruns' fields; `status` stays Everruns' (its clients read it).
+    assert (agent["session_id"], agent["kind"], agent["active"], agent["trace_count"]) == (
+        session_id,
+        "agent",
+        True,
+        0,
+    )
+    assert agent["trace_ids"] == [] and agent["status"] == "started" and agent["user_id"]
     assert (await alice.get("/v1/sessions/no-such-session")).status_code == 404
 
     ended = await alice.post("/v1/sessions/ext-1/end", {})
@@ -127,7 +135,8 @@ async def test_each_kind_of_session_reads_and_ends(client: AsyncTestClient[Lites
     assert refused.status_code == 409 and "ended" in refused.json()["error"]
     nested = await alice.post(f"/v1/agents/{world['agent']['id']}/sessions/{session_id}/messages", HI)
     assert nested.status_code == 409
-    assert (await alice.get(f"/v1/sessions/{session_id}")).json()["ended_at"] is not None
+    closed_detail = (await alice.get(f"/v1/sessions/{session_id}")).json()
+    assert closed_detail["ended_at"] is not None and closed_detail["active"] is False
 
     ended_only = (await alice.get("/v1/sessions?active=false")).json()
     assert {s["session_id"] for s in ended_only["sessions"]} == {"ext-1", session_id}

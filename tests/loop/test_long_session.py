@@ -1,4 +1,10 @@
-"""Claim-check: a long session with big messages keeps every workflow history small."""
+"""Claim-check: a long session with big messages keeps every workflow history small.
+
+Each turn is a run of its own (continue-as-new after every turn) and the messages travel by id, so
+what is to prove is that no run's history holds a message (each is smaller than one message) and that
+runs do not grow with the session. Twenty turns show both; the session's stored conversation grows
+to 1 MB, which every turn reads back (200 turns made this the suite's slowest test for no more
+proof)."""
 
 from __future__ import annotations
 
@@ -8,12 +14,11 @@ from temporalio.client import WorkflowHistory
 
 from tests.loop.conftest import Loop
 
-TURNS = 200
+TURNS = 20
 MESSAGE_BYTES = 50 * 1024
-HISTORY_LIMIT = 1024 * 1024
 
 
-async def test_200_turns_of_50_kb_keep_every_history_under_1_mb(loop: Loop) -> None:
+async def test_turns_of_50_kb_keep_every_history_smaller_than_one_message(loop: Loop) -> None:
     base = await loop.chat(simulator={"mode": "fixed", "text": "ok"})
     started = time.monotonic()
     for turn in range(TURNS):
@@ -35,6 +40,9 @@ async def test_200_turns_of_50_kb_keep_every_history_under_1_mb(loop: Loop) -> N
         )
     print(f"\n{TURNS} turns in {elapsed:.1f} s; {len(sizes)} runs; largest history {max(sizes)} bytes")
     assert len(sizes) >= TURNS  # one run per turn (plus the waiting one, once it has started)
-    assert max(sizes) < HISTORY_LIMIT
+    assert max(sizes) < MESSAGE_BYTES  # no message is in any history
+    turn_runs = [size for size in sizes if size > min(sizes)]  # not the waiting run
+    # The last turn's run is no bigger than the first's (give or take ids and timestamps).
+    assert turn_runs[0] < turn_runs[-1] + 1024, sizes
     messages = (await loop.client.get(f"{base}/messages", params={"limit": 1})).json()
     assert messages["total"] == 2 * TURNS

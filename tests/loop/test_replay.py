@@ -3,11 +3,11 @@ determinism fails CI (tests/workflows/test_stack_check.py replays every saved hi
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import pytest
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowContinuedAsNewError, WorkflowHistory
 from temporalio.worker import Replayer
 
@@ -19,18 +19,20 @@ HISTORIES = Path(__file__).resolve().parents[1] / "workflows" / "histories"
 
 
 async def _turn_history(loop: Loop, base: str) -> WorkflowHistory:
-    """The whole history of the run that did the turn (the one that then continued as new)."""
+    """The whole history of the run that did the turn. A session's workflow starts with its first
+    message, so its first run does the turn and then continues as new: wait for that run to close
+    (bounded, so a stuck run fails with its state instead of hanging until the suite's timeout)."""
     workflow_id = f"session-{base.rsplit('/', 1)[1]}"
-    run_id = (await loop.temporal.get_workflow_handle(workflow_id).describe()).run_id
-    run = loop.temporal.get_workflow_handle(workflow_id, run_id=run_id)
-    history = await run.fetch_history()
-    if not any(e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED for e in history.events):
-        # Already the next run, which only waits for a message: take the one it continued from.
-        previous = history.events[0].workflow_execution_started_event_attributes.continued_execution_run_id
-        run = loop.temporal.get_workflow_handle(workflow_id, run_id=previous)
-    else:
-        with pytest.raises(WorkflowContinuedAsNewError):
-            await run.result(follow_runs=False)
+    described = await loop.temporal.get_workflow_handle(workflow_id).describe()
+    first = described.raw_description.workflow_execution_info.first_run_id
+    run = loop.temporal.get_workflow_handle(workflow_id, run_id=first)
+    try:
+        async with asyncio.timeout(60):
+            with pytest.raises(WorkflowContinuedAsNewError):
+                await run.result(follow_runs=False)
+    except TimeoutError:
+        stuck = await run.describe()
+        pytest.fail(f"the turn's run did not continue as new within 60 s: {stuck.raw_description}")
     return await run.fetch_history()
 
 

@@ -33,11 +33,13 @@ class TurnActivities:
         # one that waits it out (workflows/session.py): either way the turn gets its end event.
         stored = await persist(self.deps.db, lambda db: self._close(db, params), what=f"{params.turn_id}:end")
         await events.publish_all(self.deps.bus, stored)
-        if self.deps.exporter is not None and stored:
+        if self.deps.exporter is not None:
             # After the end is stored (the turn's spans with it), and without waiting: a backend
-            # that is slow or away never holds up or fails a turn. A retried finish (nothing new
-            # stored) exports nothing twice.
-            self.deps.exporter.export_turn_later(self.deps.db, params.turn_id)
+            # that is slow or away never holds up or fails a turn. Also when this attempt stored
+            # nothing new: an earlier one may have stored the end and died before the export. A
+            # turn already exported (`exported_at`) is not sent again; one never sent is the
+            # sweeper's (services/otlp_export.py).
+            self.deps.exporter.export_turn_later(self.deps.db, params.turn_id, params.session_id)
 
     async def _close(self, db: AsyncSession, params: TurnEnd) -> list[Event]:
         session_id = uuid.UUID(params.session_id)

@@ -116,6 +116,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     otel_exporter_otlp_endpoint: str | None = None
     otel_exporter_otlp_headers: dict[str, str] = msgspec.field(default_factory=dict)
     otel_service_name: str = "everloop"
+    # OTLP out, at least once: seconds after a turn's end from which the sweep re-exports a turn its
+    # worker did not get exported (OTLP_EXPORT_RETRY_AFTER).
+    otlp_export_retry_after_s: float = 60.0
 
     def uvicorn_options(self) -> dict[str, object]:
         """How `everloop api` serves: client address and scheme from `X-Forwarded-For`/`-Proto` only
@@ -424,6 +427,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "OTEL_EXPORTER_OTLP_HEADERS", {}, _otlp_headers, "comma-separated key=value pairs", secret=True
         ),
         otel_service_name=read.text("OTEL_SERVICE_NAME", "everloop"),
+        otlp_export_retry_after_s=read.parse(
+            "OTLP_EXPORT_RETRY_AFTER", 60.0, _seconds, "seconds between 0 and 3600"
+        ),
     )
 
 

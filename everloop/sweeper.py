@@ -1,11 +1,13 @@
-"""Three sweeps, run in every worker (overlapping sweeps are harmless):
+"""Four sweeps, run in every worker (overlapping sweeps are harmless):
 
 - hands the loop any user message whose dispatch was lost (the API stored it, then could not reach
   Temporal, or died before signalling); the workflow ignores a message it already has;
 - hands the loop any client-side tool result whose delivery was lost (the same, for
   `POST .../tool-results`); the workflow ignores a result it already has;
 - closes a turn whose workflow ended without closing it (failed, terminated, or out of retries
-  while the database was away), with `turn.failed`, so no session stays `active` forever.
+  while the database was away), with `turn.failed`, so no session stays `active` forever;
+- with OTLP export on, sends the finished turns that were not exported (their worker died, the
+  backend was away) to the OTLP backend: one worker at a time, backing off while it fails.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from core.db import Database
 from core.schemas.turns import SessionLoop
 from services import client_tools, events, loop, stranded
+from services.otlp_export import TurnExporter, sole_sweeper
 
 log = structlog.get_logger("everloop.sweeper")
 
@@ -193,12 +196,31 @@ async def _why_stranded(client: Client, workflow_id: str, turn_id: str) -> str |
     return "its workflow moved on without closing it"
 
 
-async def sweep_forever(db: Database, client: Client, task_queue: str, bus: redis.Redis) -> None:
-    """The three sweeps, each in its own loop (a slow one never holds up the others)."""
+class ExportSweep:
+    """Sends the finished turns still owed to the OTLP backend (`TurnExporter.export_due`). Only
+    one worker's sweep runs at a time (`sole_sweeper`): with several, each owed turn would go out
+    once per worker."""
+
+    def __init__(self, db: Database, exporter: TurnExporter) -> None:
+        self.db = db
+        self.exporter = exporter
+
+    async def run_once(self) -> int:
+        """Returns how many turns it sent (0 when another worker's sweep runs)."""
+        async with sole_sweeper(self.db) as mine:
+            return await self.exporter.export_due(self.db) if mine else 0
+
+
+async def sweep_forever(
+    db: Database, client: Client, task_queue: str, bus: redis.Redis, exporter: TurnExporter | None = None
+) -> None:
+    """The sweeps, each in its own loop (a slow one never holds up the others); the export sweep
+    only with an exporter (OTEL_EXPORTER_OTLP_ENDPOINT)."""
     await asyncio.gather(
         _redispatch_forever(db, client, task_queue),
         _hand_on_forever(db, client),
         _close_forever(db, client, bus),
+        *([_export_forever(db, exporter)] if exporter is not None else []),
     )
 
 
@@ -228,4 +250,16 @@ async def _close_forever(db: Database, client: Client, bus: redis.Redis) -> None
             await sweep.run_once()
         except Exception as exc:
             log.warning("stranded-turn sweep failed", error=str(exc))
+        await asyncio.sleep(EVERY_S)
+
+
+async def _export_forever(db: Database, exporter: TurnExporter) -> None:
+    sweep = ExportSweep(db, exporter)
+    while True:
+        # A failed send pauses the exporter (10 s, doubling up to 5 min): no run meanwhile.
+        if not exporter.paused():
+            try:
+                await sweep.run_once()
+            except Exception as exc:
+                log.warning("OTLP export sweep failed", error=str(exc))
         await asyncio.sleep(EVERY_S)

@@ -75,11 +75,13 @@ async def run_worker(settings: Settings, database_url: str, redis_url: str, temp
         loop.add_signal_handler(sig, stop.set)
     log.info("worker started", task_queue=settings.temporal_task_queue, temporal=temporal_address)
     async with worker:
-        sweeper = asyncio.create_task(sweep_forever(db, client, settings.temporal_task_queue, redis))
+        sweeper = asyncio.create_task(
+            sweep_forever(db, client, settings.temporal_task_queue, redis, exporter=exporter)
+        )
         await stop.wait()
         log.info("worker stopping")
         sweeper.cancel()
     if exporter is not None:
-        await exporter.shutdown()  # sends what is queued (bounded by the exporter's timeout)
+        await exporter.shutdown()  # gives the turns handed over a moment; the rest is the sweep's
     await db.dispose()
     await redis.aclose()

@@ -2,41 +2,48 @@
 OpenTelemetry SDK with the GenAI semantic conventions (`OTEL_EXPORTER_OTLP_ENDPOINT`), so the turns
 show up in Jaeger, Langfuse, Phoenix or any OTLP backend.
 
-The export never holds up nor fails a turn: the worker hands the turn over once its end is stored
-(`TurnExporter.export_turn_later`), a background task reads its spans, and the SDK's batch processor
-sends them from its own thread, dropping (and logging) what a backend that is away does not take.
+At least once, and never holding up nor failing a turn: the worker hands the turn over once its end
+is stored (`TurnExporter.export_turn_later`, also when a retried end stored nothing new), a
+background task sends it through the SDK's exporter and, on the backend's success, sets the trace's
+`exported_at`. What was not sent (the worker died first, the backend was away, export was off while
+the turn ended) the sweeper sends later (`TurnExporter.export_due`, everloop/sweeper.py): the
+agent turns that ended `OTLP_EXPORT_RETRY_AFTER` seconds ago or more without `exported_at`, with
+backoff while the backend keeps failing.
 
 Ids: a turn's trace id is its turn id (a UUID: its 16 bytes are the OTel trace id); a span id that is
 not 16 hex characters (the loop's `{turn}:llm:{n}`) becomes the first 8 bytes of its SHA-256, so a
-span keeps its OTel id however often it is exported, and its parent is found by the same rule. The
-store's own ids travel as `everloop.trace_id` / `everloop.span_id`.
+span keeps its OTel id however often it is exported (a backend keyed on span ids takes a re-export as
+the same spans), and its parent is found by the same rule. The store's own ids travel as
+`everloop.trace_id` / `everloop.span_id`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import time
 import uuid
-from collections.abc import Iterable, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 import structlog
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event as OtelEvent
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import core
 from core.db import Database
 from core.db.models import Event, Message
-from core.db.traces import Span, Trace
+from core.db.traces import EXPORT_DUE, Span, Trace
 from core.settings import Settings
 
 log = structlog.get_logger("everloop.otlp_export")
@@ -294,29 +301,99 @@ def readable_span(span: Span, trace: Trace, sources: _Sources, resource: Resourc
 async def turn_spans(db: AsyncSession, turn_id: str, resource: Resource) -> list[ReadableSpan]:
     """The turn's spans as the SDK's spans, ready for any exporter (root first)."""
     traces = (await db.scalars(select(Trace).where(Trace.trace_id == turn_id))).all()
-    out: list[ReadableSpan] = []
+    return _readable(await _load(db, traces), resource)
+
+
+Loaded = list[tuple[Trace, Sequence[Span], _Sources]]
+
+
+async def _load(db: AsyncSession, traces: Sequence[Trace]) -> Loaded:
+    out: Loaded = []
     for trace in traces:
         spans = (
             await db.scalars(
                 select(Span).where(Span.trace_pk == trace.id).order_by(Span.start_time, Span.span_id)
             )
         ).all()
-        sources = await _Sources.load(db, spans)
-        out += [readable_span(s, trace, sources, resource) for s in spans]
+        out.append((trace, spans, await _Sources.load(db, spans)))
     return out
 
 
+def _readable(loaded: Loaded, resource: Resource) -> list[ReadableSpan]:
+    return [readable_span(s, trace, sources, resource) for trace, spans, sources in loaded for s in spans]
+
+
+# One request holds at most this many spans and, roughly, this many bytes of attributes: a turn of a
+# long conversation (each LLM span carries the history it was given) goes in several requests, each
+# within what collectors take (4 MiB is the OTel Collector's gRPC default; the SDK refuses 64 MiB).
+REQUEST_SPANS = 512
+REQUEST_BYTES = 4 * 1024 * 1024
+# After a failed send, fresh turns are not sent and the sweep waits: 10 s, doubling up to 5 min.
+BACKOFF_FIRST_S = 10.0
+BACKOFF_MAX_S = 300.0
+# The sweep's batch (turns per query), and how far back it looks: a turn that ended longer ago is
+# left unexported (the horizon of stranded turns too: services/stranded.py).
+SWEEP_BATCH = 50
+HORIZON = timedelta(days=7)
+# Fresh turns waiting for their export beyond this many are left to the sweep (a bound on tasks).
+PENDING_MAX = 1000
+# pg_try_advisory_lock(bigint): one worker's sweep at a time, so N workers do not send each owed
+# turn N times. (The two-int4 keys of core/file_store.py are another key space.)
+SWEEP_LOCK = 0x4F544C5045585054  # "OTLPEXPT"
+
+_DUE = text(
+    f"""
+    SELECT id FROM traces
+    WHERE {EXPORT_DUE}
+      AND ended_at < now() - make_interval(secs => :after)
+      AND ended_at > now() - make_interval(secs => :horizon)
+      AND id <> ALL(:held)
+    ORDER BY ended_at
+    LIMIT :batch
+    """  # noqa: S608 - EXPORT_DUE is a constant
+)
+
+Outcome = Literal["sent", "failed", "broken", "none", "skipped"]
+
+
+def _requests(spans: list[ReadableSpan]) -> Iterator[list[ReadableSpan]]:
+    """The spans in requests of at most REQUEST_SPANS spans and about REQUEST_BYTES (a bigger span
+    goes alone)."""
+    batch: list[ReadableSpan] = []
+    size = 0
+    for span in spans:
+        weight = 256 + sum(len(v) if isinstance(v, str) else 16 for v in (span.attributes or {}).values())
+        if batch and (len(batch) == REQUEST_SPANS or size + weight > REQUEST_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(span)
+        size += weight
+    if batch:
+        yield batch
+
+
 class TurnExporter:
-    """The worker's OTLP export. `export_turn_later` returns at once; `shutdown` sends what is queued."""
+    """The worker's OTLP export, at least once. `export_turn_later` sends a finished turn at once, in
+    the background; `export_due` (the sweeper's) sends the finished turns still without
+    `exported_at` (their worker died, the send failed, export was off). A send goes through the SDK's
+    exporter directly, in a thread (it blocks), one at a time per worker; only a success marks the
+    turn `exported_at`. Ids are stable, so a turn sent twice is the same spans twice."""
 
     def __init__(
-        self, exporter: SpanExporter, service_name: str = "everloop", *, delay_ms: int = 1000
+        self, exporter: SpanExporter, service_name: str = "everloop", *, retry_after_s: float = 60.0
     ) -> None:
+        self.exporter = exporter
         self.resource = Resource.create({"service.name": service_name, "service.version": core.__version__})
-        # Its own thread, a bounded queue (what overflows is dropped and logged), retries with backoff
-        # inside the exporter: a slow or absent backend costs the worker nothing else.
-        self.processor = BatchSpanProcessor(exporter, schedule_delay_millis=delay_ms)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.retry_after_s = retry_after_s
+        self.failures = 0  # failed sends in a row
+        self._paused_until = 0.0  # time.monotonic()
+        # One send at a time: the exporter's HTTP session is not shared between threads, and a
+        # backend that is away holds one thread, not one per finished turn.
+        self._slot = asyncio.Semaphore(1)
+        self._tasks: set[asyncio.Task[Outcome]] = set()
+        # The sweep's turns that failed, by trace key: (failures, not before) — a turn that cannot
+        # be sent (too big, unreadable) waits its own backoff instead of stopping every run.
+        self._held: dict[uuid.UUID, tuple[int, float]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TurnExporter | None:
@@ -326,34 +403,143 @@ class TurnExporter:
         exporter = OTLPSpanExporter(
             endpoint=f"{endpoint.rstrip('/')}/v1/traces", headers=dict(settings.otel_exporter_otlp_headers)
         )
-        return cls(exporter, settings.otel_service_name)
+        return cls(exporter, settings.otel_service_name, retry_after_s=settings.otlp_export_retry_after_s)
 
-    def export_turn_later(self, db: Database, turn_id: str) -> None:
-        task = asyncio.create_task(self._export(db, turn_id))
+    def paused(self) -> bool:
+        """After a failed send, for the backoff's time: fresh turns are left to the sweep, which waits."""
+        return time.monotonic() < self._paused_until
+
+    def export_turn_later(self, db: Database, turn_id: str, session_id: str | None = None) -> None:
+        """Sends the turn's spans in the background unless it was sent already (a retried end), the
+        backend is failing (paused) or too many turns wait: the sweep sends those later."""
+        if self.paused() or len(self._tasks) >= PENDING_MAX:
+            return
+        where = [Trace.trace_id == turn_id]
+        if session_id is not None:
+            where.append(Trace.session_id == session_id)  # ix_traces_session_id
+        task = asyncio.create_task(self._export_quietly(db, where, turn_id))
         self._tasks.add(task)  # held, or the loop may collect it before it runs
         task.add_done_callback(self._tasks.discard)
 
-    async def _export(self, db: Database, turn_id: str) -> None:
+    async def _export_quietly(self, db: Database, where: list[ColumnElement[bool]], turn_id: str) -> Outcome:
         try:
-            async with db.session() as session:
-                spans = await turn_spans(session, turn_id, self.resource)
-            self.submit(spans)
-        except Exception as exc:  # an export is a copy: never worth more than a log line
+            return await self._export(db, where, live=True)
+        except Exception as exc:  # the sweep sends it later; never worth more than a log line here
             log.warning("turn export failed", turn_id=turn_id, error=f"{type(exc).__name__}: {exc}")
+            return "failed"
 
-    def submit(self, spans: Iterable[ReadableSpan]) -> None:
-        for span in spans:
-            self.processor.on_end(span)
+    async def export_due(
+        self, db: Database, *, horizon: timedelta = HORIZON, batch: int = SWEEP_BATCH
+    ) -> int:
+        """One run of the retry sweep: every agent turn that ended between `horizon` and
+        `retry_after_s` ago without `exported_at`, oldest first, a batch per query, until none is
+        left or a send fails (the backend is away: the run stops). Returns how many it sent.
+        Raises what the database raises."""
+        sent = 0
+        while True:
+            now = time.monotonic()
+            held = [pk for pk, (_, until) in self._held.items() if until > now]
+            async with db.session() as session:
+                params = {
+                    "after": self.retry_after_s,
+                    "horizon": horizon.total_seconds(),
+                    "held": held,
+                    "batch": batch,
+                }
+                due = list((await session.scalars(_DUE, params)).all())
+            for pk in due:
+                outcome = await self._export(db, [Trace.id == pk])
+                if outcome in ("failed", "broken"):
+                    failed = self._held.get(pk, (0, 0.0))[0] + 1
+                    self._held[pk] = (failed, time.monotonic() + _backoff(failed))
+                    if outcome == "failed":
+                        return sent
+                    continue
+                self._held.pop(pk, None)
+                sent += outcome == "sent"
+            if len(self._held) > 10 * PENDING_MAX:  # deleted traces never come back: forget the oldest
+                self._held = dict(sorted(self._held.items(), key=lambda i: i[1][1])[-PENDING_MAX:])
+            if len(due) < batch:
+                if sent:
+                    log.info("exported owed turns", count=sent)
+                return sent
+
+    async def _export(
+        self, db: Database, where: Sequence[ColumnElement[bool]], *, live: bool = False
+    ) -> Outcome:
+        """Sends the traces matching `where` that are owed (EXPORT_DUE), and marks them. A `live`
+        one (a fresh turn) is skipped when a send failed while it waited: it is the sweep's."""
+        async with self._slot:
+            if live and self.paused():
+                return "skipped"
+            # Read under the slot: a turn sent meanwhile (the live path, an earlier attempt) is
+            # not owed any more, and waiting turns hold no spans in memory.
+            async with db.session() as session:
+                traces = (await session.scalars(select(Trace).where(text(EXPORT_DUE), *where))).all()
+                if not traces:
+                    return "none"
+                loaded = await _load(session, traces)
+            try:
+                spans = _readable(loaded, self.resource)
+            except Exception as exc:  # stored data the mapping cannot read: a bug, not an outage
+                log.error(
+                    "cannot map a turn's spans for export",
+                    trace_ids=[t.trace_id for t in traces],
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                return "broken"
+            for request in _requests(spans):
+                result = await asyncio.to_thread(self.exporter.export, request)
+                if result is not SpanExportResult.SUCCESS:
+                    self.failures += 1
+                    self._paused_until = time.monotonic() + _backoff(self.failures)
+                    log.warning(
+                        "OTLP backend did not take a turn's spans",
+                        trace_ids=[t.trace_id for t in traces],
+                        failures=self.failures,
+                    )
+                    return "failed"
+            self.failures, self._paused_until = 0, 0.0
+            async with db.session() as session:
+                keys = [t.id for t in traces]
+                await session.execute(update(Trace).where(Trace.id.in_(keys)).values(exported_at=func.now()))
+                await session.commit()
+            return "sent"
 
     async def drain(self) -> None:
-        """Waits for the turns handed over so far to be read and queued."""
+        """Waits for the turns handed over so far to be sent (or to fail)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def flush(self, timeout_ms: int = 10_000) -> bool:
-        await self.drain()
-        return await asyncio.to_thread(self.processor.force_flush, timeout_ms)
+    async def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Gives the turns handed over `timeout_s` to be sent, then stops the exporter (what was not
+        sent is the sweep's: no `exported_at`)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await asyncio.to_thread(self.exporter.shutdown)
 
-    async def shutdown(self) -> None:
-        await self.drain()
-        await asyncio.to_thread(self.processor.shutdown)
+
+def _backoff(failures: int) -> float:
+    return float(min(BACKOFF_FIRST_S * 2 ** min(failures - 1, 16), BACKOFF_MAX_S))
+
+
+@contextlib.asynccontextmanager
+async def sole_sweeper(db: Database) -> AsyncIterator[bool]:
+    """Whether this worker is the one to run the export sweep now (a session-level advisory lock,
+    held on a connection of its own for the run and released with it; a worker that dies releases
+    it with its connection)."""
+    async with db.engine.connect() as conn:
+        held = bool(await conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": SWEEP_LOCK}))
+        await conn.commit()  # not idle in a transaction while the sweep runs
+        try:
+            yield held
+        finally:
+            if held:
+                try:
+                    await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SWEEP_LOCK})
+                    await conn.commit()
+                except Exception:
+                    await conn.invalidate()  # closing the connection releases the lock

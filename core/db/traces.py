@@ -34,6 +34,10 @@ from core.db.base import TimestampedModel
 
 EMPTY_OBJECT = text("'{}'::jsonb")
 EMPTY_LIST = text("'[]'::jsonb")
+# An agent turn's trace (only the loop sets `agent_id`) that has ended (its status is set by the
+# turn's end) and is not exported yet: what OTLP out still owes its backend. Literal SQL, so the
+# partial index `ix_traces_export_due` matches the queries that repeat it.
+EXPORT_DUE = "exported_at IS NULL AND agent_id IS NOT NULL AND status <> 'unset'"
 
 
 class Project(TimestampedModel):
@@ -80,6 +84,8 @@ class Trace(TimestampedModel):
         Index("ix_traces_owner_user", "owner_id", "user_id"),
         Index("ix_traces_session_id", "session_id"),
         Index("ix_traces_models_used", "models_used", postgresql_using="gin"),
+        # OTLP out's retry sweep: the agent turns that ended and were not exported yet, by end time.
+        Index("ix_traces_export_due", "ended_at", postgresql_where=text(EXPORT_DUE)),
     )
 
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
@@ -106,6 +112,9 @@ class Trace(TimestampedModel):
     span_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     step_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # OTLP out: when an agent turn's spans were last taken by the OTLP backend (NULL: not yet; for a
+    # trace that is no agent turn it stays NULL, such traces are never exported).
+    exported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Span(TimestampedModel):

@@ -3,9 +3,11 @@
 from core.db.agents import Agent
 from core.db.auth import ApiKey, AuthSession, OAuthIdentity, RefreshToken, User
 from core.db.base import Base
+from core.db.drift import DriftAlert
 from core.db.files import SessionFile
 from core.db.llm import LlmModel, LlmProvider
 from core.db.mcp import McpServer
+from core.db.replays import Replay
 from core.db.sessions import Event, Message, Session
 from core.db.traces import ExternalSession, Project, ProjectKey, Span, SpanEvent, SpanMetric, Trace
 
@@ -14,6 +16,7 @@ __all__ = [
     "ApiKey",
     "AuthSession",
     "Base",
+    "DriftAlert",
     "Event",
     "ExternalSession",
     "LlmModel",
@@ -24,6 +27,7 @@ __all__ = [
     "Project",
     "ProjectKey",
     "RefreshToken",
+    "Replay",
     "Session",
     "SessionFile",
     "Span",

@@ -119,6 +119,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # OTLP out, at least once: seconds after a turn's end from which the sweep re-exports a turn its
     # worker did not get exported (OTLP_EXPORT_RETRY_AFTER).
     otlp_export_retry_after_s: float = 60.0
+    # Drift detection (docs/drift.md): the recent window and the baseline window before it, the
+    # p-value below which a change is significant, the fewest samples a window needs for a test, how
+    # often the schedule runs, and how many traces of each window one account's run reads at most.
+    drift_window_s: float = 86400.0
+    drift_baseline_s: float = 7 * 86400.0
+    drift_p_value: float = 0.01
+    drift_min_samples: int = 30
+    drift_interval_s: float = 3600.0
+    drift_max_traces: int = 20_000
 
     def uvicorn_options(self) -> dict[str, object]:
         """How `everloop api` serves: client address and scheme from `X-Forwarded-For`/`-Proto` only
@@ -336,6 +345,26 @@ def _long_wait(value: str) -> float:
     return seconds
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_EXPECTED = "seconds, or a number with s, m, h or d (1m to 366d)"
+
+
+def _duration(value: str) -> float:
+    """Seconds, or a number with a unit: `90s`, `30m`, `1h`, `7d`. At least a minute, at most a year."""
+    unit = value[-1].lower()
+    seconds = float(value[:-1]) * _DURATION_UNITS[unit] if unit in _DURATION_UNITS else float(value)
+    if not 60 <= seconds <= 366 * 86400:
+        raise ValueError(value)
+    return seconds
+
+
+def _probability(value: str) -> float:
+    p = float(value)
+    if not 0 < p < 1:
+        raise ValueError(value)
+    return p
+
+
 def _database_timeouts(read: _Reader) -> DatabaseTimeouts:
     default = DatabaseTimeouts()
     expected = "seconds between 0 and 3600"
@@ -430,6 +459,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         otlp_export_retry_after_s=read.parse(
             "OTLP_EXPORT_RETRY_AFTER", 60.0, _seconds, "seconds between 0 and 3600"
         ),
+        drift_window_s=read.parse("DRIFT_WINDOW", 86400.0, _duration, _DURATION_EXPECTED),
+        drift_baseline_s=read.parse("DRIFT_BASELINE", 7 * 86400.0, _duration, _DURATION_EXPECTED),
+        drift_p_value=read.parse("DRIFT_P_VALUE", 0.01, _probability, "a number between 0 and 1"),
+        drift_min_samples=read.integer("DRIFT_MIN_SAMPLES", 30, low=5, high=1_000_000),
+        drift_interval_s=read.parse("DRIFT_INTERVAL", 3600.0, _duration, _DURATION_EXPECTED),
+        drift_max_traces=read.integer("DRIFT_MAX_TRACES", 20_000, low=100, high=10_000_000),
     )
 
 

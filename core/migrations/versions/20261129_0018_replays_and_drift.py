@@ -78,6 +78,7 @@ def upgrade() -> None:
         sa.Column('window_start', sa.DateTime(timezone=True), nullable=False),
         sa.Column('window_end', sa.DateTime(timezone=True), nullable=False),
         sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('details', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False),
         *_stamps(),
         sa.ForeignKeyConstraint(['owner_id'], ['users.id'], name=op.f('fk_drift_alerts_owner_id_users'), ondelete='CASCADE'),
         sa.ForeignKeyConstraint(['project_id'], ['projects.id'], name=op.f('fk_drift_alerts_project_id_projects'), ondelete='CASCADE'),

@@ -1,0 +1,139 @@
+"""The replay workflow's side effects (docs/replay.md): plan (the run starts), re-execute one
+mutated LLM span through the caller's provider, finish (the result trace and the outcome). The
+domain logic is services/replays.py; this module calls the model and keeps each step's promise:
+an answer is stored under its replay and span as soon as it is back, and an attempt that finds it
+stored does not call the model again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import litellm
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.deps import LoopDeps
+from activities.heartbeat import heartbeating
+from activities.persist import persist
+from activities.provider import LLM_CALL_LIMIT_S, Provider, Reply, provider_error
+from core.errors import InvalidInput
+from core.schemas import replays as schema
+from core.schemas.replays import ReplayLoop
+from services import llm, replays
+
+# ApplicationError types: the replay's row is gone; a span that can no longer be re-executed.
+REPLAY_GONE = "replay_gone"
+SPAN_REFUSED = "replay_span_refused"
+
+
+class ReplayActivities:
+    def __init__(self, deps: LoopDeps) -> None:
+        self.deps = deps
+        self.provider = Provider(deps)
+
+    @activity.defn(name=ReplayLoop.PLAN)
+    async def plan(self, params: schema.ReplayInput) -> schema.ReplayPlan:
+        replay_id = uuid.UUID(params.replay_id)
+        try:
+            return await persist(
+                self.deps.db, lambda db: replays.plan(db, replay_id), what=f"replay {replay_id}"
+            )
+        except replays.ReplayGone as exc:
+            raise ApplicationError(f"{exc} is gone", type=REPLAY_GONE, non_retryable=True) from None
+
+    @activity.defn(name=ReplayLoop.RUN_SPAN)
+    async def run_span(self, params: schema.ReplaySpanInput) -> schema.ReplaySpanResult:
+        replay_id, span_id = uuid.UUID(params.replay_id), params.span_id
+        step = f"replay {replay_id} span {span_id}"
+        try:
+            call = await persist(
+                self.deps.db, lambda db: replays.prepare_call(db, replay_id, span_id), what=f"{step}:prepare"
+            )
+        except replays.ReplayGone as exc:
+            raise ApplicationError(f"{exc} is gone", type=REPLAY_GONE, non_retryable=True) from None
+        except InvalidInput as exc:
+            raise ApplicationError(exc.message, type=SPAN_REFUSED, non_retryable=True) from None
+        if call is None:
+            # An earlier attempt stored the answer and died before reporting it: not called twice.
+            return schema.ReplaySpanResult(span_id=span_id, found_stored=True)
+        await self.provider.check_address(call.provider)
+        api_key = await self.provider.api_key(call.provider)
+        output = await self._complete(call, api_key)
+        await persist(
+            self.deps.db,
+            lambda db: replays.store_output(db, replay_id, span_id, output),
+            what=f"{step}:store",
+        )
+        return schema.ReplaySpanResult(span_id=span_id)
+
+    @activity.defn(name=ReplayLoop.FINISH)
+    async def finish(self, params: schema.ReplayFinishInput) -> schema.ReplayOutcome:
+        replay_id = uuid.UUID(params.replay_id)
+        try:
+            return await persist(
+                self.deps.db,
+                lambda db: replays.finish(db, replay_id, params.failures),
+                what=f"replay {replay_id}:finish",
+            )
+        except replays.ReplayGone as exc:
+            raise ApplicationError(f"{exc} is gone", type=REPLAY_GONE, non_retryable=True) from None
+
+    async def _complete(self, call: replays.Call, api_key: str | None) -> dict[str, Any]:
+        """One streamed call, as a turn's `reason` makes it (the same litellm route, pinned client for
+        a user's provider, time limit and error mapping), without publishing deltas: a replay has no
+        session whose stream would carry them. Heartbeats every second, so a dead worker is noticed
+        within the heartbeat timeout and another worker calls again."""
+        params = llm.completion_params(call.provider, call.model, api_key, self.deps.simulator_url)
+        # The loop's own pinned client for users' providers (connects only to checked addresses).
+        pinned = self.provider._pinned_client(call.provider, params)
+        started = time.monotonic()
+        try:
+            async with heartbeating(), asyncio.timeout(LLM_CALL_LIMIT_S):
+                response = await self._stream(params, call, api_key)
+        except TimeoutError:
+            text = f"the provider did not finish within {LLM_CALL_LIMIT_S:g} s"
+            raise ApplicationError(text, type="llm_error") from None
+        finally:
+            if pinned is not None:
+                await pinned.aclose()
+        reply = Reply.of(response, params["model"], int((time.monotonic() - started) * 1000), [])
+        return replays.output_record(
+            call,
+            text_out=reply.text,
+            tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.calls],
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            cost=reply.cost,
+            duration_ms=reply.duration_ms,
+            finish_reason=reply.finish_reason,
+        )
+
+    async def _stream(self, params: dict[str, Any], call: replays.Call, api_key: str | None) -> Any:
+        chunks = []
+        try:
+            stream = await litellm.acompletion(
+                **params,
+                **call.params,
+                messages=call.messages,
+                tools=call.tools or None,
+                stream=True,
+                stream_options={"include_usage": True},
+                num_retries=0,
+                timeout=300,
+            )
+            async for chunk in stream:
+                chunks.append(chunk)
+        except (
+            litellm.exceptions.APIError,
+            litellm.exceptions.Timeout,
+            litellm.exceptions.APIConnectionError,
+        ) as exc:
+            raise provider_error(exc, api_key) from None
+        except Exception as exc:
+            if isinstance(getattr(exc, "status_code", None), int):
+                raise provider_error(exc, api_key) from None
+            raise
+        return litellm.stream_chunk_builder(chunks, messages=call.messages)

@@ -1,0 +1,150 @@
+"""Replays of recorded traces with per-span mutations (seed 001's replay, issue 14): the workflow's
+contract and payloads (ids only: the activities read the replay's row), and the HTTP shapes of
+`POST /v1/traces/{trace_id}/replay` and its two GETs (docs/replay.md)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Final, Literal
+
+import msgspec
+
+
+class ReplayLoop:
+    """The replay workflow's contract, by name: what the API, the worker and the workflow agree on."""
+
+    WORKFLOW: Final = "ReplayWorkflow"
+    # Activities: mark the run started and list the spans to re-execute; re-execute one span (its
+    # output stored under the replay and span, once); write the result trace and the outcome.
+    PLAN: Final = "replay_plan"
+    RUN_SPAN: Final = "replay_run_span"
+    FINISH: Final = "replay_finish"
+
+    @staticmethod
+    def workflow_id(replay_id: object) -> str:
+        """One workflow per replay run: starting it twice runs it once."""
+        return f"replay-{replay_id}"
+
+    @staticmethod
+    def result_trace_id(replay_id: object) -> str:
+        """The trace the re-run is stored as, in the original's project."""
+        return f"replay-{replay_id}"
+
+
+# The keys a span's mutation may set (docs/replay.md): the model (one of the caller's models, by
+# name or id), the call's parameters, and what the model reads.
+MUTATION_KEYS: Final = (
+    "model",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "messages",
+    "system_prompt",
+)
+# The parameters passed to the model as they are (litellm's names).
+CALL_PARAMS: Final = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+)
+
+ReplayStatus = Literal["pending", "running", "completed", "failed"]
+
+
+# --------------------------------------------------------------------------------- workflow payloads
+
+
+class ReplayInput(msgspec.Struct, kw_only=True):
+    replay_id: str
+
+
+class ReplayPlan(msgspec.Struct, kw_only=True):
+    # The mutated spans to re-execute, in the trace's order (the others are diffed on input only).
+    span_ids: list[str] = msgspec.field(default_factory=list)
+
+
+class ReplaySpanInput(msgspec.Struct, kw_only=True):
+    replay_id: str
+    span_id: str
+
+
+class ReplaySpanResult(msgspec.Struct, kw_only=True):
+    span_id: str
+    # Whether an earlier attempt had stored the output already (the model was not called again).
+    found_stored: bool = False
+
+
+class ReplayFinishInput(msgspec.Struct, kw_only=True):
+    replay_id: str
+    # Spans whose re-execution failed for good: span id -> what failed (no provider text).
+    failures: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class ReplayOutcome(msgspec.Struct, kw_only=True):
+    status: str
+    result_trace_id: str | None = None
+
+
+# ------------------------------------------------------------------------------------------ HTTP
+
+
+class ReplayRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`mutations`: span id -> the changes for that span. Checked key by key by the service, so a
+    400 names `mutations.<span id>.<key>`."""
+
+    mutations: dict[str, Any]
+
+
+class SpanDiff(msgspec.Struct, kw_only=True):
+    span_id: str
+    span_name: str
+    original_input: Any
+    mutated_input: Any
+    original_output: Any
+    # The re-executed call's answer (an assistant message); null when the span was not re-executed
+    # (yet: while the replay runs; or ever: `reason` says why).
+    mutated_output: Any = None
+    reexecuted: bool = False
+    reason: str | None = None
+
+
+class ReplayStarted(msgspec.Struct, kw_only=True):
+    """The POST's answer: 001's fields, plus the run's status and its result trace."""
+
+    original_trace_id: str
+    mutations: dict[str, Any]
+    diffs: list[SpanDiff]
+    replay_run_id: uuid.UUID
+    status: str
+    result_trace_id: str | None
+    error: str | None = None
+
+
+class ReplayRun(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    original_trace_id: str
+    kind: str
+    status: str
+    created_by: str | None
+    config: dict[str, Any]
+    result_trace_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    error: str | None
+
+
+class ReplayDiff(msgspec.Struct, kw_only=True):
+    original_trace_id: str
+    mutations: dict[str, Any]
+    diffs: list[SpanDiff]
+    status: str

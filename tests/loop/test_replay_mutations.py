@@ -1,0 +1,302 @@
+"""Replays with per-span mutations (seed 001, issue 14; docs/replay.md): the mutated LLM spans are
+re-executed through the caller's models (the simulator, over HTTP), the re-run is a new trace linked
+to the original, tool spans are reused, and a worker killed mid-call loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
+
+from activities.deps import LoopDeps
+from activities.replay import ReplayActivities
+from api.app import create_app
+from core import bus
+from core.db import Database
+from core.db.models import Event
+from core.db.replays import Replay
+from core.schemas.replays import ReplayLoop, ReplaySpanInput
+from everloop.stack import Endpoints
+from services.replays import HISTORY_GONE, NO_MESSAGES
+from services.turn_traces import llm_span_id, tool_span_id
+from tests import factories
+from tests.conftest import make_settings
+from tests.loop.conftest import Loop
+from tests.servers import running
+from tests.workers import Workers, worker_env
+
+
+async def _replay(client: httpx.AsyncClient, trace_id: str, mutations: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(f"/v1/traces/{trace_id}/replay", json={"mutations": mutations})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _model(loop: Loop, provider_id: str, name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    return await factories.model(loop.client, provider_id, model_id=name, settings=settings)
+
+
+async def test_a_recorded_turn_replayed_with_another_model_shows_both_answers(loop: Loop) -> None:
+    script = [{"tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 3}}]}, "2 + 3 = 5"]
+    provider = await factories.provider(loop.client, base_url=loop.simulator_url)
+    recorded = await _model(loop, provider["id"], "sim-script", {"mode": "script", "script": script})
+    await _model(loop, provider["id"], "sim-other", {"mode": "fixed", "text": "Five, says the other model."})
+    echo = await _model(loop, provider["id"], "sim-echo", {})
+    agent = await factories.agent(loop.client, default_model_id=recorded["id"], capabilities=["test_math"])
+    session = await factories.session(loop.client, agent["id"])
+    base = f"/v1/agents/{agent['id']}/sessions/{session['id']}"
+    await loop.send(base, "what is 2+3?")
+    stored = await loop.stored(base)
+    turn_id = next(e for e in stored if e.type == "turn.started").data["turn_id"]
+    call_id = next(e for e in stored if e.type == "tool.call_started").data["tool_call"]["id"]
+    answer, first, tool = llm_span_id(turn_id, 2), llm_span_id(turn_id, 1), tool_span_id(turn_id, call_id)
+    original = (await loop.client.get(f"/v1/traces/{turn_id}")).json()
+
+    mutations = {
+        answer: {"model": "sim-other", "temperature": 0.3},
+        # The model by its id, and what it reads: the echo model answers the mutated message.
+        first: {"model": echo["id"], "messages": [{"role": "user", "content": "ping"}]},
+        tool: {"temperature": 0.1},
+    }
+    body = await _replay(loop.client, turn_id, mutations)
+    assert body["status"] == "completed", body
+    assert body["original_trace_id"] == turn_id and body["mutations"] == mutations
+    replay_id = body["replay_run_id"]
+    assert body["result_trace_id"] == f"replay-{replay_id}"
+    diffs = {d["span_id"]: d for d in body["diffs"]}
+    assert [d["span_id"] for d in body["diffs"]] == [first, tool, answer]  # the trace's order
+
+    d = diffs[answer]
+    assert d["original_output"]["text"] == "2 + 3 = 5"
+    assert d["mutated_output"] == {"role": "assistant", "content": "Five, says the other model."}
+    assert (d["reexecuted"], d["reason"], d["span_name"]) == (True, None, "reason")
+    assert d["mutated_input"]["model"] == "sim-other" and d["mutated_input"]["temperature"] == 0.3
+    assert d["original_input"]["messages"] == d["mutated_input"]["messages"]  # the recorded history
+    assert diffs[first]["mutated_output"]["content"] == "Echo: ping"
+    assert diffs[first]["original_output"]["tool_calls"][0]["name"] == "add"
+    d = diffs[tool]
+    assert (d["reexecuted"], d["mutated_output"]) == (False, None)
+    assert d["reason"].startswith("a tool span is not re-executed")
+    assert d["mutated_input"] == {**d["original_input"], "temperature": 0.1}
+
+    # The re-run is a new trace in the same project, linked to the original.
+    result = (await loop.client.get(f"/v1/traces/replay-{replay_id}")).json()
+    assert result["metadata"]["replay_of"] == turn_id and result["metadata"]["replay_id"] == replay_id
+    assert result["project_id"] == original["project_id"]
+    spans = {s["span_id"]: s for s in result["spans"]}
+    assert set(spans) == {s["span_id"] for s in original["spans"]}
+    assert spans[answer]["output"] == {"role": "assistant", "content": "Five, says the other model."}
+    assert spans[answer]["model"] == "sim-other" and spans[answer]["output_tokens"] > 0
+    assert spans[first]["model"] == "sim-echo"
+    originals = {s["span_id"]: s for s in original["spans"]}
+    # Tool and unmutated spans keep what was recorded; the tool did not run again.
+    assert spans[tool]["output"] == originals[tool]["output"] and spans[tool]["output"]["status"] == "success"
+    assert spans[turn_id]["output"] == originals[turn_id]["output"]
+    assert [e.type for e in await loop.stored(base)] == [e.type for e in stored]
+    # The original is untouched.
+    again = (await loop.client.get(f"/v1/traces/{turn_id}")).json()
+    assert again["spans"] == original["spans"]
+
+    run = (await loop.client.get(f"/v1/traces/{turn_id}/replay/{replay_id}")).json()
+    assert (run["id"], run["status"], run["kind"]) == (replay_id, "completed", "mutations")
+    assert run["result_trace_id"] == f"replay-{replay_id}" and run["config"] == {"mutations": mutations}
+    assert run["completed_at"] is not None and run["error"] is None and run["created_by"]
+    diff = (await loop.client.get(f"/v1/traces/{turn_id}/replay/{replay_id}/diff")).json()
+    assert diff["diffs"] == body["diffs"] and diff["mutations"] == mutations
+
+
+async def _ingest(client: httpx.AsyncClient, trace_id: str, spans: list[dict[str, Any]]) -> None:
+    batch = [
+        {
+            "trace_id": trace_id,
+            "status": "ok",
+            "start_time": f"2026-11-29T12:00:0{i}Z",
+            "end_time": f"2026-11-29T12:00:0{i + 1}Z",
+            **span,
+        }
+        for i, span in enumerate(spans)
+    ]
+    response = await client.post("/v1/traces", json={"trace_name": "pipeline", "spans": batch})
+    assert response.status_code == 201, response.text
+
+
+async def test_an_ingested_trace_is_re_executed_where_it_can_be_and_diffed_on_input_elsewhere(
+    loop: Loop,
+) -> None:
+    provider = await factories.provider(loop.client, base_url=loop.simulator_url)
+    await _model(loop, provider["id"], "sim-echo", {})
+    hello = {"messages": [{"role": "user", "content": "hello there"}]}
+    await _ingest(
+        loop.client,
+        "t-ingested",
+        [
+            {
+                "span_id": "chat",
+                "name": "llm-call",
+                "kind": "llm",
+                "model": "sim-echo",
+                "input": hello,
+                "output": {"content": "Hi!"},
+            },
+            {
+                "span_id": "prompt-only",
+                "name": "complete",
+                "kind": "llm",
+                "model": "sim-echo",
+                "input": {"prompt": "hello"},
+                "output": "Hi",
+            },
+            {"span_id": "elsewhere", "name": "llm-call", "kind": "llm", "model": "gpt-4o", "input": hello},
+            {"span_id": "search", "name": "search", "kind": "tool", "input": {"q": "x"}, "output": [1]},
+        ],
+    )
+    mutations = {
+        "chat": {"temperature": 0.5, "system_prompt": "Be terse."},
+        "prompt-only": {"temperature": 0.5},
+        "elsewhere": {"max_tokens": 10},
+        "search": {"model": "gpt-4-turbo"},
+    }
+    body = await _replay(loop.client, "t-ingested", mutations)
+    diffs = {d["span_id"]: d for d in body["diffs"]}
+    chat = diffs["chat"]
+    # The recorded model, by its name among the caller's models; the echo model says what it read.
+    assert chat["reexecuted"] and chat["mutated_output"]["content"] == "Echo: hello there"
+    assert chat["original_output"] == {"content": "Hi!"}
+    assert chat["mutated_input"] == {**hello, "temperature": 0.5, "system_prompt": "Be terse."}
+    assert (diffs["prompt-only"]["reexecuted"], diffs["prompt-only"]["reason"]) == (False, NO_MESSAGES)
+    assert diffs["prompt-only"]["mutated_input"] == {"prompt": "hello", "temperature": 0.5}
+    assert "'gpt-4o' is none of the models you may use" in diffs["elsewhere"]["reason"]
+    assert diffs["search"]["reason"].startswith("a tool span is not re-executed")
+    assert all(d["mutated_output"] is None for k, d in diffs.items() if k != "chat")
+    assert body["status"] == "completed"
+
+    result = (await loop.client.get(f"/v1/traces/{body['result_trace_id']}")).json()
+    spans = {s["span_id"]: s for s in result["spans"]}
+    assert spans["chat"]["output"]["content"] == "Echo: hello there"
+    assert spans["prompt-only"]["output"] == "Hi" and spans["search"]["output"] == [1]
+    assert result["metadata"]["replay_of"] == "t-ingested"
+
+    # A retried step that finds its answer stored does not call the model again.
+    redis = bus.connect(loop.endpoints.redis_url)
+    try:
+        activities = ReplayActivities(LoopDeps(db=loop.db, bus=redis, settings=loop.settings, secrets=None))
+        params = ReplaySpanInput(replay_id=body["replay_run_id"], span_id="chat")
+        again = await ActivityEnvironment().run(activities.run_span, params)
+    finally:
+        await redis.aclose()
+    assert again.found_stored
+
+
+async def test_a_mutated_model_the_caller_does_not_have_is_an_input_only_diff(loop: Loop) -> None:
+    await _ingest(
+        loop.client,
+        "t-no-model",
+        [
+            {
+                "span_id": "chat",
+                "name": "llm-call",
+                "kind": "llm",
+                "model": "gpt-4o",
+                "input": [{"role": "user", "content": "hi"}],
+            }
+        ],
+    )
+    body = await _replay(loop.client, "t-no-model", {"chat": {"model": "gpt-4-turbo"}})
+    (diff,) = body["diffs"]
+    assert not diff["reexecuted"] and "'gpt-4-turbo'" in diff["reason"]
+    assert diff["mutated_input"] == {"messages": [{"role": "user", "content": "hi"}], "model": "gpt-4-turbo"}
+    assert body["status"] == "completed"
+    assert HISTORY_GONE not in diff["reason"]
+
+
+@pytest.fixture
+def workers(endpoints: Endpoints, task_queue: str, tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(worker_env(make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)), tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+async def test_a_worker_killed_during_the_model_call_loses_nothing(
+    endpoints: Endpoints,
+    db: Database,
+    simulator_url: str,
+    task_queue: str,
+    temporal_client: Client,
+    workers: Workers,
+) -> None:
+    # Two workers from the start (booting one takes seconds): the one running the call is killed,
+    # the other takes the retry.
+    started = {w.pid: w for w in (workers.start(), workers.start())}
+    words = " ".join(f"w{i}" for i in range(60))
+    # The POST answers at once (`running`); the run goes on in the workers.
+    settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue, REPLAY_WAIT_S="0")
+    with running(create_app(settings, configure_logs=False)) as api:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+            provider = await factories.provider(client, base_url=simulator_url)
+            slow = {"mode": "fixed", "text": words, "chunk_delay": 0.05}
+            await factories.model(client, provider["id"], model_id="sim-slow", settings=slow)
+            await _ingest(
+                client,
+                "t-slow",
+                [
+                    {
+                        "span_id": "chat",
+                        "name": "llm-call",
+                        "kind": "llm",
+                        "model": "sim-slow",
+                        "input": {"messages": [{"role": "user", "content": "speak"}]},
+                    }
+                ],
+            )
+            body = await _replay(client, "t-slow", {"chat": {"temperature": 0.9}})
+            assert body["status"] in ("pending", "running")
+            assert body["diffs"][0]["mutated_output"] is None and body["diffs"][0]["reason"] is None
+            replay_id = body["replay_run_id"]
+            handle = temporal_client.get_workflow_handle(ReplayLoop.workflow_id(replay_id))
+
+            async def call_in_flight() -> int:
+                """The pid of the worker whose attempt is calling the model (its identity: pid@host)."""
+                while True:
+                    pending = (await handle.describe()).raw_description.pending_activities
+                    for a in pending:
+                        if (
+                            a.activity_type.name == ReplayLoop.RUN_SPAN
+                            and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                        ):
+                            return int(a.last_worker_identity.split("@")[0])
+                    await asyncio.sleep(0.1)
+
+            calling = await asyncio.wait_for(call_in_flight(), 150)  # workers take seconds to boot
+            workers.kill(started[calling])  # mid-stream, no chance to clean up
+            # The heartbeat timeout tells Temporal the attempt is dead; another worker calls again.
+            outcome = await asyncio.wait_for(handle.result(), 90)
+            assert outcome["status"] == "completed"
+            diff = (await client.get(f"/v1/traces/t-slow/replay/{replay_id}/diff")).json()
+            run = (await client.get(f"/v1/traces/t-slow/replay/{replay_id}")).json()
+    assert diff["status"] == run["status"] == "completed"
+    assert diff["diffs"][0]["mutated_output"]["content"] == words and diff["diffs"][0]["reexecuted"]
+    history = await handle.fetch_history()
+    attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    ]
+    assert max(attempts) == 2  # the killed attempt and the one that completed
+    async with db.session() as s:
+        replay = await s.get(Replay, uuid.UUID(replay_id))
+        assert replay is not None and replay.current_step == 1  # the answer was stored once
+        assert list(replay.result["outputs"]) == ["chat"]
+        events = await s.scalar(select(func.count()).select_from(Event))
+    assert events == 0  # a replay writes no session events

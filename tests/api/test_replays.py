@@ -1,0 +1,143 @@
+"""`POST /v1/traces/{trace_id}/replay` and its GETs at the HTTP edge (docs/replay.md): a bad request
+is a 400 naming the field and stores nothing, another account's trace or replay is a 404, a project
+key reads its project's replays and may not start one. The runs themselves (re-execution, the
+result trace, a killed worker): tests/loop/test_replay_mutations.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import func, select
+from temporalio.client import Client
+
+from api.app import create_app
+from core.db import Database
+from core.db.replays import Replay
+from core.schemas.replays import ReplayLoop
+from everloop.stack import Endpoints
+from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
+
+SPANS: list[dict[str, Any]] = [
+    {
+        "span_id": "s1",
+        "trace_id": "t1",
+        "name": "llm-call",
+        "kind": "llm",
+        "model": "gpt-4o",
+        "input": {"messages": [{"role": "user", "content": "hi"}]},
+        "output": {"content": "Hello"},
+    },
+    {"span_id": "s2", "trace_id": "t1", "name": "search", "kind": "tool"},
+]
+
+
+async def _ingest(client: Any, headers: dict[str, str] | None = None) -> None:
+    response = await client.post("/v1/traces", json={"spans": SPANS}, headers=headers or {})
+    assert response.status_code == 201, response.text
+
+
+async def _replays(db: Database) -> int:
+    async with db.session() as s:
+        return int(await s.scalar(select(func.count()).select_from(Replay)) or 0)
+
+
+BAD: list[tuple[Any, str]] = [
+    ({"mutations": {}}, "mutations"),
+    ({"mutations": {"nope": {"temperature": 0.5}}}, "mutations.nope"),
+    ({"mutations": {"s1": {"colour": "red"}}}, "mutations.s1.colour"),
+    ({"mutations": {"s1": {"temperature": "hot"}}}, "mutations.s1.temperature"),
+    ({"mutations": {"s1": {"temperature": 3}}}, "mutations.s1.temperature"),
+    ({"mutations": {"s1": {"top_p": True}}}, "mutations.s1.top_p"),
+    ({"mutations": {"s1": {"max_tokens": 1.5}}}, "mutations.s1.max_tokens"),
+    ({"mutations": {"s1": {"stop": [1]}}}, "mutations.s1.stop"),
+    ({"mutations": {"s1": {"model": ""}}}, "mutations.s1.model"),
+    ({"mutations": {"s1": {"system_prompt": 7}}}, "mutations.s1.system_prompt"),
+    ({"mutations": {"s1": {"messages": []}}}, "mutations.s1.messages"),
+    ({"mutations": {"s1": {"messages": [{"content": "x"}]}}}, "mutations.s1.messages[0].role"),
+    ({"mutations": {"s1": {"messages": ["hi"]}}}, "mutations.s1.messages[0]"),
+    ({"mutations": {"s1": {}}}, "mutations.s1"),
+    ({"mutations": {"s1": "faster"}}, "mutations.s1"),
+    ({"mutations": ["s1"]}, "mutations"),
+    ({}, "mutations"),
+    ({"mutations": {"s1": {"temperature": 0.5}}, "fork_from_step": 2}, "fork_from_step"),
+]
+
+
+async def test_a_bad_request_is_a_400_naming_the_field(
+    client: AsyncTestClient[Litestar], db: Database
+) -> None:
+    await _ingest(client)
+    for body, field in BAD:
+        response = await client.post("/v1/traces/t1/replay", json=body)
+        assert response.status_code == 400, (body, response.text)
+        assert response.json()["field"] == field, (body, response.json())
+        assert field in response.json()["error"]
+    assert await _replays(db) == 0  # nothing stored, nothing started
+
+
+async def test_an_unknown_trace_or_replay_is_a_404(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.post("/v1/traces/nope/replay", json={"mutations": {"s1": {"temperature": 0}}})
+    assert response.status_code == 404 and response.json()["error"] == "trace not found"
+    await _ingest(client)
+    unknown = "01a22800-0000-7000-8000-000000000000"
+    for path in (f"/v1/traces/t1/replay/{unknown}", f"/v1/traces/t1/replay/{unknown}/diff"):
+        response = await client.get(path)
+        assert response.status_code == 404 and response.json()["error"] == "replay not found"
+
+
+@pytest.fixture
+async def full(
+    endpoints: Endpoints, db: Database, task_queue: str
+) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    await clear_rate_limits(endpoints)
+    # No worker here: the POST answers at once (REPLAY_WAIT_S=0) with the run `pending`.
+    settings = full_settings(endpoints, REPLAY_WAIT_S="0", TEMPORAL_TASK_QUEUE=task_queue)
+    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as test_client:
+        yield test_client
+
+
+async def test_another_account_s_trace_and_replays_are_404_and_a_project_key_only_reads(
+    full: AsyncTestClient[Litestar], temporal_client: Client
+) -> None:
+    alice = As(full, await register(full))
+    await _ingest(full, alice.headers)
+    mutations = {"s1": {"temperature": 0.2}, "s2": {"temperature": 0.2}}
+    started = await alice.post("/v1/traces/t1/replay", {"mutations": mutations})
+    assert started.status_code == 200, started.text
+    body = started.json()
+    replay_id = body["replay_run_id"]
+    try:
+        assert body["status"] == "pending" and body["result_trace_id"] is None
+        # The diffs are planned at once: the span without a model Alice has says why.
+        s1, s2 = body["diffs"]
+        assert s1["original_output"] == {"content": "Hello"} and s1["mutated_output"] is None
+        assert "'gpt-4o' is none of the models you may use" in s1["reason"]
+        assert s1["mutated_input"] == {**SPANS[0]["input"], "temperature": 0.2}
+        assert s2["reason"].startswith("a tool span is not re-executed")
+        run = (await alice.get(f"/v1/traces/t1/replay/{replay_id}")).json()
+        assert run["created_by"] and run["config"] == {"mutations": mutations} and run["status"] == "pending"
+
+        bob = As(full, await register(full))
+        await _ingest(full, bob.headers)  # a trace of the same id, his own
+        assert (
+            await bob.post("/v1/traces/t1/replay", {"mutations": {"nope": {"top_p": 1}}})
+        ).status_code == 400
+        for path in (f"/v1/traces/t1/replay/{replay_id}", f"/v1/traces/t1/replay/{replay_id}/diff"):
+            response = await bob.get(path)
+            assert response.status_code == 404 and "s1" not in response.text
+
+        # A project key reaches only its project's replays, and starts none (a replay spends the
+        # account's models).
+        project = (await alice.post("/v1/projects", {"name": "keyed"})).json()
+        key = {"Authorization": f"Bearer {project['api_key']}"}
+        assert (await full.get(f"/v1/traces/t1/replay/{replay_id}", headers=key)).status_code == 404
+        refused = await full.post("/v1/traces/t1/replay", json={"mutations": mutations}, headers=key)
+        assert refused.status_code == 403
+        diff = (await alice.get(f"/v1/traces/t1/replay/{replay_id}/diff")).json()
+        assert diff["diffs"] == body["diffs"] and diff["original_trace_id"] == "t1"
+    finally:
+        await temporal_client.get_workflow_handle(ReplayLoop.workflow_id(replay_id)).terminate("test over")

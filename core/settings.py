@@ -119,6 +119,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # OTLP out, at least once: seconds after a turn's end from which the sweep re-exports a turn its
     # worker did not get exported (OTLP_EXPORT_RETRY_AFTER).
     otlp_export_retry_after_s: float = 60.0
+    # Seconds `POST /v1/traces/{id}/replay` waits for its replay to finish before it answers
+    # `running` (REPLAY_WAIT_S; 0: answer at once).
+    replay_wait_s: float = 30.0
     # Drift detection (docs/drift.md): the recent window and the baseline window before it, the
     # p-value below which a change is significant, the fewest samples a window needs for a test, how
     # often the schedule runs, and how many traces of each window one account's run reads at most.
@@ -337,6 +340,13 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _replay_wait(value: str) -> float:
+    seconds = float(value)
+    if not 0 <= seconds <= 300:  # an HTTP request's wait: a longer run is read later
+        raise ValueError(value)
+    return seconds
+
+
 def _long_wait(value: str) -> float:
     """Seconds of a durable wait in a turn: up to 30 days, as an approval's timeout."""
     seconds = float(value)
@@ -459,6 +469,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         otlp_export_retry_after_s=read.parse(
             "OTLP_EXPORT_RETRY_AFTER", 60.0, _seconds, "seconds between 0 and 3600"
         ),
+        replay_wait_s=read.parse("REPLAY_WAIT_S", 30.0, _replay_wait, "seconds from 0 to 300"),
         drift_window_s=read.parse("DRIFT_WINDOW", 86400.0, _duration, _DURATION_EXPECTED),
         drift_baseline_s=read.parse("DRIFT_BASELINE", 7 * 86400.0, _duration, _DURATION_EXPECTED),
         drift_p_value=read.parse("DRIFT_P_VALUE", 0.01, _probability, "a number between 0 and 1"),

@@ -33,6 +33,7 @@ from api.openapi import docs_handlers, openapi_config
 from api.otlp import OtlpController
 from api.pagination import provide_page_params
 from api.projects import ProjectController
+from api.replays import ReplayController
 from api.security import authentication_middleware
 from api.session_routes import FlatSessionController
 from api.sessions import SessionController
@@ -125,6 +126,7 @@ def create_app(
             V2TraceController,
             ProjectController,
             TraceController,
+            ReplayController,
             SpanController,
             TraceEventController,
             AnalyticsController,

@@ -15,6 +15,7 @@ from activities import heartbeat
 from activities.deps import LoopDeps
 from activities.diagnostics import DiagnosticActivities
 from activities.llm import ReasonActivities
+from activities.replay import ReplayActivities
 from activities.tools import ToolActivities
 from activities.turns import TurnActivities
 from core import bus, temporal
@@ -24,11 +25,12 @@ from core.settings import Settings
 from everloop.sweeper import sweep_forever
 from services.otlp_export import TurnExporter
 from workflows.diagnostics import StackCheckWorkflow
+from workflows.replay import ReplayWorkflow
 from workflows.session import SessionWorkflow
 
 log = structlog.get_logger("everloop.worker")
 
-WORKFLOWS = [StackCheckWorkflow, SessionWorkflow]
+WORKFLOWS = [StackCheckWorkflow, SessionWorkflow, ReplayWorkflow]
 
 
 def build_worker(
@@ -44,6 +46,7 @@ def build_worker(
     exporter = exporter or TurnExporter.from_settings(settings)
     deps = LoopDeps(db=db, bus=redis, settings=settings, secrets=secret_box(settings), exporter=exporter)
     turns, reason, tools = TurnActivities(deps), ReasonActivities(deps), ToolActivities(deps)
+    replay = ReplayActivities(deps)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
@@ -53,6 +56,9 @@ def build_worker(
             turns.finish_turn,
             reason.reason,
             tools.run_tool,
+            replay.plan,
+            replay.run_span,
+            replay.finish,
         ],
         # Heartbeats reach the server at least every second, so a cancel reaches a running LLM
         # call or tool within about a second (the default waits up to 80% of the timeout).

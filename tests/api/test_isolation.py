@@ -75,6 +75,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("patch", "/v1/mcp-servers/{server_id}"): {"name": "taken over"},
     ("patch", "/v1/traces/{trace_id}"): {"status": "error", "metadata": {"taken": "over"}},
     ("post", "/v1/traces/{trace_id}/events/{span_id}"): {"name": "taken over"},
+    ("post", "/v1/traces/{trace_id}/replay"): {"mutations": {"span-of-alice": {"temperature": 0.5}}},
     ("patch", "/v2/spans/{span_id}"): {"output": "taken over"},
     ("post", "/v2/spans/{span_id}/feedback"): {"score": 0.5},
     ("post", "/v2/spans/{span_id}/metrics"): {"name": "taken over", "value": 1},
@@ -85,7 +86,10 @@ BODIES: dict[tuple[str, str], Any] = {
 @pytest.fixture
 async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
-    settings = full_settings(endpoints, MCP_LIST_TIMEOUT="5", OUTBOUND_ALLOW_LOOPBACK="true")
+    # REPLAY_WAIT_S=0: A's replay answers at once (no worker runs here).
+    settings = full_settings(
+        endpoints, MCP_LIST_TIMEOUT="5", OUTBOUND_ALLOW_LOOPBACK="true", REPLAY_WAIT_S="0"
+    )
     async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as test_client:
         yield test_client
 
@@ -127,7 +131,12 @@ async def _alices_world(alice: As) -> dict[str, str]:
         "/v1/events",
         {"event_type": "llm_call", "session_id": f"{MARK}-session", "data": {"input": MARK}},
     )
+    replay = await alice.post(
+        "/v1/traces/trace-of-alice/replay", {"mutations": {"span-of-alice": {"temperature": 0.5}}}
+    )
+    assert replay.status_code == 200, replay.text
     return {
+        "replay_id": replay.json()["replay_run_id"],
         "metric_id": metric["id"],
         "event_id": event["event_id"],
         "project_id": project["id"],
@@ -199,6 +208,8 @@ async def test_user_b_cannot_reach_anything_of_user_a(client: AsyncTestClient[Li
     trace = (await alice.get(f"/v1/traces/{ids['trace_id']}")).json()
     assert (trace["name"], trace["status"], trace["metadata"]) == (f"{MARK} trace", "unset", {})
     assert trace["spans"][0]["events"] == []
+    replay = (await alice.get(f"/v1/traces/{ids['trace_id']}/replay/{ids['replay_id']}")).json()
+    assert replay["config"] == {"mutations": {"span-of-alice": {"temperature": 0.5}}}
     project = (await alice.get(f"/v1/projects/{ids['project_id']}")).json()
     assert [k["active"] for k in project["keys"]] == [True]
 

@@ -20,6 +20,7 @@ from api.auth import auth_routers
 from api.body import request_class, require_json_body
 from api.capabilities import CapabilityController
 from api.deps import provide_db_session, provide_identity
+from api.drift import DriftController
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.files import FileController, FlatFileController
@@ -131,6 +132,7 @@ def create_app(
             TraceEventController,
             AnalyticsController,
             V2AnalyticsController,
+            DriftController,
             *([simulator_router] if settings.simulator_enabled else []),
             *docs_handlers(),
             *extra_handlers,

@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from activities import heartbeat
 from activities.deps import LoopDeps
 from activities.diagnostics import DiagnosticActivities
+from activities.drift import DriftActivities
 from activities.llm import ReasonActivities
 from activities.replay import ReplayActivities
 from activities.tools import ToolActivities
@@ -23,14 +24,16 @@ from core.crypto import secret_box
 from core.db import Database
 from core.settings import Settings
 from everloop.sweeper import sweep_forever
+from services import drift
 from services.otlp_export import TurnExporter
 from workflows.diagnostics import StackCheckWorkflow
+from workflows.drift import DriftWorkflow
 from workflows.replay import ReplayWorkflow
 from workflows.session import SessionWorkflow
 
 log = structlog.get_logger("everloop.worker")
 
-WORKFLOWS = [StackCheckWorkflow, SessionWorkflow, ReplayWorkflow]
+WORKFLOWS = [StackCheckWorkflow, SessionWorkflow, DriftWorkflow, ReplayWorkflow]
 
 
 def build_worker(
@@ -46,6 +49,7 @@ def build_worker(
     exporter = exporter or TurnExporter.from_settings(settings)
     deps = LoopDeps(db=db, bus=redis, settings=settings, secrets=secret_box(settings), exporter=exporter)
     turns, reason, tools = TurnActivities(deps), ReasonActivities(deps), ToolActivities(deps)
+    drift_activities = DriftActivities(db, settings)
     replay = ReplayActivities(deps)
     return Worker(
         client,
@@ -56,6 +60,8 @@ def build_worker(
             turns.finish_turn,
             reason.reason,
             tools.run_tool,
+            drift_activities.list_drift_owners,
+            drift_activities.detect_drift,
             replay.plan,
             replay.run_span,
             replay.finish,
@@ -79,6 +85,8 @@ async def run_worker(settings: Settings, database_url: str, redis_url: str, temp
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # Drift detection runs on a Temporal schedule; each worker makes sure it exists as configured.
+    await drift.ensure_schedule(client, settings, settings.temporal_task_queue)
     log.info("worker started", task_queue=settings.temporal_task_queue, temporal=temporal_address)
     async with worker:
         sweeper = asyncio.create_task(

@@ -23,6 +23,7 @@ from tests.api.test_auth_full import (
     full_settings,
     register,
 )
+from tests.api.test_drift import alert_of
 
 MARK = "ALICE-PRIVATE-7f3c"  # in every name A gives; it must never reach B
 # Routes whose path parameter names no one's resource: the public capability catalogue.
@@ -164,9 +165,13 @@ def _operations(spec: dict[str, Any]) -> list[tuple[str, str]]:
     return sorted(found, key=lambda op: op[0] == "delete")
 
 
-async def test_user_b_cannot_reach_anything_of_user_a(client: AsyncTestClient[Litestar]) -> None:
+async def test_user_b_cannot_reach_anything_of_user_a(
+    client: AsyncTestClient[Litestar], db: Database
+) -> None:
     alice = As(client, await register(client))
     ids = await _alices_world(alice)
+    # A drift alert of A's (stored: a real one needs days of traffic; tests/api/test_drift.py makes those).
+    ids["alert_id"] = await alert_of(db, ids["project_id"], f"{MARK} trace")
     bob = As(client, await register(client))
     spec = (await client.get("/api-doc/openapi.json")).json()
 
@@ -212,6 +217,7 @@ async def test_user_b_cannot_reach_anything_of_user_a(client: AsyncTestClient[Li
     assert replay["config"] == {"mutations": {"span-of-alice": {"temperature": 0.5}}}
     project = (await alice.get(f"/v1/projects/{ids['project_id']}")).json()
     assert [k["active"] for k in project["keys"]] == [True]
+    assert [a["resolved_at"] for a in (await alice.get("/v1/drift/alerts")).json()] == [None]
 
 
 async def test_an_admin_does_not_see_users_agents(client: AsyncTestClient[Litestar]) -> None:

@@ -1,0 +1,173 @@
+"""Drift detection through the API on the real stack (full auth): synthetic traffic ingested with
+`POST /v1/traces` whose cost doubles makes one cost alert (high, both values, both windows), the same
+traffic unchanged makes none; a repeated run adds nothing; resolving moves the alert out of the
+default list and into the summary's counts; another account sees none of it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import select
+
+from api.app import create_app
+from core.db import Database
+from core.db.drift import DriftAlert
+from core.db.traces import Project
+from everloop.stack import Endpoints
+from tests import drift_traffic
+from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
+
+WINDOW_END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    await clear_rate_limits(endpoints)
+    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as test_client:
+        yield test_client
+
+
+async def _run(who: As, window_end: datetime = WINDOW_END) -> dict[str, object]:
+    ran = await who.post("/v1/drift/run", {"window_end": window_end.isoformat()})
+    assert ran.status_code == 200, ran.text
+    result: dict[str, object] = ran.json()
+    return result
+
+
+async def test_a_doubled_cost_is_one_high_cost_alert(client: AsyncTestClient[Litestar]) -> None:
+    alice = As(client, await register(client))
+    await drift_traffic.baseline_and_recent(alice, WINDOW_END, baseline_cost=0.01, recent_cost=0.02)
+
+    result = await _run(alice)
+    assert result["groups_tested"] == 2  # the model's calls, and the trace name's tool mix
+    assert result["alerts_created"] == 1
+    assert result["window_end"] == "2026-11-20T12:00:00Z"
+    assert result["window_start"] == "2026-11-19T12:00:00Z"
+    assert result["baseline_start"] == "2026-11-12T12:00:00Z"
+
+    alerts = (await alice.get("/v1/drift/alerts")).json()
+    assert isinstance(alerts, list) and len(alerts) == 1  # a bare array, as 001 answers
+    alert = alerts[0]
+    assert (alert["metric"], alert["severity"], alert["test"]) == ("cost", "high", "mann_whitney_u")
+    assert (alert["scope_kind"], alert["scope"], alert["model"]) == (
+        "trace_name",
+        "pipeline-drift",
+        "gpt-drift",
+    )
+    assert alert["baseline_value"] == pytest.approx(0.01, rel=0.03)
+    assert alert["current_value"] == pytest.approx(0.02, rel=0.03)
+    assert alert["change"] == pytest.approx(1.0, rel=0.05)
+    assert alert["p_value"] < 1e-6
+    assert alert["windows"] == {
+        "baseline": {"start": "2026-11-12T12:00:00Z", "end": "2026-11-19T12:00:00Z", "count": 40},
+        "current": {"start": "2026-11-19T12:00:00Z", "end": "2026-11-20T12:00:00Z", "count": 40},
+    }
+    assert alert["resolved_at"] is None and alert["created_at"]
+    assert result["alerts"] == alerts
+
+    # The same windows again (a retried or second run): the alert is found, not made twice.
+    again = await _run(alice)
+    assert again["alerts_created"] == 0 and again["alerts"] == alerts
+    assert len((await alice.get("/v1/drift/alerts")).json()) == 1
+
+    # An hour later the drift is still there: while its alert is open, no second one.
+    later = await _run(alice, WINDOW_END + timedelta(hours=1))
+    assert later["alerts_created"] == 0
+
+    # Another account sees nothing, and cannot resolve it.
+    bob = As(client, await register(client))
+    assert (await bob.get("/v1/drift/alerts?include_resolved=true")).json() == []
+    assert (await bob.get("/v1/drift/summary")).json()["total_alerts"] == 0
+    assert (await bob.post(f"/v1/drift/alerts/{alert['id']}/resolve", {})).status_code == 404
+
+    resolved = await alice.post(f"/v1/drift/alerts/{alert['id']}/resolve", {})
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json()["resolved_at"] is not None
+    # Resolving again keeps the first time.
+    twice = await alice.post(f"/v1/drift/alerts/{alert['id']}/resolve", {})
+    assert twice.json()["resolved_at"] == resolved.json()["resolved_at"]
+
+    assert (await alice.get("/v1/drift/alerts")).json() == []
+    everything = (await alice.get("/v1/drift/alerts?include_resolved=true")).json()
+    assert [a["id"] for a in everything] == [alert["id"]] and everything[0]["resolved_at"]
+    summary = (await alice.get("/v1/drift/summary")).json()
+    assert (summary["total_alerts"], summary["unresolved"]) == (1, 0)
+    assert summary["by_severity"] == {"low": 0, "medium": 0, "high": 0}
+    assert [a["id"] for a in summary["recent_alerts"]] == [alert["id"]]
+
+    # Resolved while the drift goes on: the next run alerts again.
+    after = await _run(alice, WINDOW_END + timedelta(hours=2))
+    assert after["alerts_created"] == 1
+    summary = (await alice.get("/v1/drift/summary")).json()
+    assert (summary["total_alerts"], summary["unresolved"], summary["by_severity"]["high"]) == (2, 1, 1)
+
+
+async def test_traffic_that_does_not_change_makes_no_alert(client: AsyncTestClient[Litestar]) -> None:
+    alice = As(client, await register(client))
+    await drift_traffic.baseline_and_recent(alice, WINDOW_END, baseline_cost=0.01, recent_cost=0.01)
+    result = await _run(alice)
+    assert result["groups_tested"] == 2  # tested, and found nothing
+    assert (result["alerts_created"], result["alerts"]) == (0, [])
+    assert (await alice.get("/v1/drift/alerts?include_resolved=true")).json() == []
+    summary = (await alice.get("/v1/drift/summary")).json()
+    assert summary == {
+        "total_alerts": 0,
+        "unresolved": 0,
+        "by_severity": {"low": 0, "medium": 0, "high": 0},
+        "recent_alerts": [],
+    }
+
+
+async def test_too_few_samples_are_not_tested(client: AsyncTestClient[Litestar]) -> None:
+    alice = As(client, await register(client))
+    await drift_traffic.baseline_and_recent(alice, WINDOW_END, baseline_cost=0.01, recent_cost=0.05, count=10)
+    result = await _run(alice)
+    assert (result["groups_tested"], result["alerts_created"]) == (2, 0)  # 10 < DRIFT_MIN_SAMPLES
+
+
+async def test_bad_requests(client: AsyncTestClient[Litestar]) -> None:
+    alice = As(client, await register(client))
+    assert (await alice.post(f"/v1/drift/alerts/{uuid.uuid4()}/resolve", {})).status_code == 404
+    assert (await alice.post("/v1/drift/run", {"window_end": "yesterday"})).status_code == 400
+    assert (await alice.post("/v1/drift/run", {"unknown": 1})).status_code == 400
+    assert (await alice.get("/v1/drift/alerts?limit=0")).status_code == 400
+    # Without a body: a run for now, over no traffic.
+    bare = await client.post("/v1/drift/run", headers=alice.headers)
+    assert bare.status_code == 200 and bare.json()["groups_tested"] == 0
+
+
+async def alert_of(db: Database, project_id: str, scope: str) -> str:
+    """An alert stored for the owner of `project_id` (the isolation walk's resource)."""
+    async with db.session() as session:
+        project = await session.scalar(select(Project).where(Project.id == uuid.UUID(project_id)))
+        assert project is not None
+        start = WINDOW_END - timedelta(days=1)
+        alert = DriftAlert(
+            owner_id=project.owner_id,
+            project_id=project.id,
+            scope_kind="trace_name",
+            scope=scope,
+            model="",
+            metric="cost",
+            severity="high",
+            baseline_value=1.0,
+            current_value=2.0,
+            test="mann_whitney_u",
+            statistic=0.0,
+            p_value=1e-9,
+            baseline_count=40,
+            window_count=40,
+            baseline_start=start - timedelta(days=7),
+            baseline_end=start,
+            window_start=start,
+            window_end=WINDOW_END,
+            details={"note": scope},
+        )
+        session.add(alert)
+        await session.commit()
+        return str(alert.id)

@@ -1,0 +1,139 @@
+"""Drift detection as the worker runs it, on the real stack's Temporal: `DriftWorkflow` with an
+explicit window end, and the `drift-detection` schedule (made idempotently, triggered now) whose run
+tests the windows ending at its scheduled time. Both find the doubled cost that synthetic traffic
+sent through `POST /v1/traces` carries; the run's history replays."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from temporalio.client import Client, ScheduleIntervalSpec
+from temporalio.worker import Replayer
+
+from api.app import create_app
+from core import bus
+from core.converter import data_converter
+from core.db import Database
+from core.schemas.drift import DriftScheduleInput
+from core.settings import Settings
+from everloop.stack import Endpoints
+from everloop.worker import WORKFLOWS, build_worker
+from services import drift
+from tests import drift_traffic
+from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
+from workflows.drift import SCHEDULED_START, DriftWorkflow
+
+
+@pytest.fixture
+async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    await clear_rate_limits(endpoints)
+    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as test_client:
+        yield test_client
+
+
+async def test_the_workflow_alerts_on_a_doubled_cost_once(
+    client: AsyncTestClient[Litestar],
+    temporal_client: Client,
+    task_queue: str,
+    db: Database,
+    endpoints: Endpoints,
+    settings: Settings,
+) -> None:
+    window_end = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    alice = As(client, await register(client))
+    await drift_traffic.baseline_and_recent(alice, window_end, baseline_cost=0.01, recent_cost=0.02)
+    quiet = As(client, await register(client))  # traffic that does not change: no alert for them
+    await drift_traffic.baseline_and_recent(quiet, window_end, baseline_cost=0.01, recent_cost=0.01)
+
+    redis = bus.connect(endpoints.redis_url)
+    workflow_id = f"drift-{uuid.uuid4().hex}"
+    try:
+        async with build_worker(temporal_client, settings, db, redis, task_queue=task_queue):
+            result = await temporal_client.execute_workflow(
+                DriftWorkflow.run,
+                DriftScheduleInput(window_end=window_end),
+                id=workflow_id,
+                task_queue=task_queue,
+            )
+            # A second run of the same windows (a retried schedule run) finds what the first wrote.
+            again = await temporal_client.execute_workflow(
+                DriftWorkflow.run,
+                DriftScheduleInput(window_end=window_end),
+                id=f"{workflow_id}-again",
+                task_queue=task_queue,
+            )
+    finally:
+        await redis.aclose()
+    assert (result.window_end, result.owners, result.groups_tested) == (window_end, 2, 4)
+    assert result.alerts_created == 1
+    assert (again.owners, again.alerts_created) == (2, 0)
+
+    alerts = (await alice.get("/v1/drift/alerts")).json()
+    assert [(a["metric"], a["severity"], a["scope"], a["model"]) for a in alerts] == [
+        ("cost", "high", "pipeline-drift", "gpt-drift")
+    ]
+    assert alerts[0]["windows"]["current"]["end"] == "2026-11-20T12:00:00Z"
+    assert (await quiet.get("/v1/drift/alerts?include_resolved=true")).json() == []
+
+    history = await temporal_client.get_workflow_handle(workflow_id).fetch_history()
+    await Replayer(workflows=WORKFLOWS, data_converter=data_converter).replay_workflow(history)
+
+
+async def test_the_schedule_is_made_once_and_its_run_tests_the_scheduled_windows(
+    client: AsyncTestClient[Litestar],
+    temporal_client: Client,
+    task_queue: str,
+    db: Database,
+    endpoints: Endpoints,
+    settings: Settings,
+) -> None:
+    now = datetime.now(UTC)
+    alice = As(client, await register(client))
+    await drift_traffic.baseline_and_recent(alice, now, baseline_cost=0.01, recent_cost=0.02)
+
+    schedule_id = f"drift-detection-{uuid.uuid4().hex}"
+    handle = temporal_client.get_schedule_handle(schedule_id)
+    redis = bus.connect(endpoints.redis_url)
+    try:
+        # Made, then made again by a worker with another interval: updated, not duplicated or failed.
+        await drift.ensure_schedule(temporal_client, settings, task_queue, schedule_id=schedule_id)
+        changed = msgspec.structs.replace(settings, drift_interval_s=600.0)
+        await drift.ensure_schedule(temporal_client, changed, task_queue, schedule_id=schedule_id)
+        described = await handle.describe()
+        assert described.schedule.spec.intervals == [ScheduleIntervalSpec(every=timedelta(minutes=10))]
+
+        async with build_worker(temporal_client, settings, db, redis, task_queue=task_queue):
+            await handle.trigger()
+            run_id = await _first_action(temporal_client, schedule_id)
+            run = temporal_client.get_workflow_handle_for(DriftWorkflow.run, run_id)
+            result = await run.result()
+    finally:
+        await handle.delete()
+        await redis.aclose()
+    # The windows end at the time the schedule started the run, as its search attribute says.
+    scheduled = (await run.describe()).typed_search_attributes.get(SCHEDULED_START)
+    assert scheduled is not None
+    assert result.window_end == scheduled.replace(microsecond=0)
+    assert abs(result.window_end - now) < timedelta(minutes=5)
+    assert result.alerts_created == 1
+    alerts = (await alice.get("/v1/drift/alerts")).json()
+    assert [(a["metric"], a["severity"]) for a in alerts] == [("cost", "high")]
+
+
+async def _first_action(temporal_client: Client, schedule_id: str) -> str:
+    """The workflow id of the schedule's first run, once the schedule has started it."""
+    handle = temporal_client.get_schedule_handle(schedule_id)
+    for _ in range(400):  # at most ~20 s
+        actions = (await handle.describe()).info.recent_actions
+        if actions:
+            started = actions[0].action
+            return str(started.workflow_id)  # type: ignore[attr-defined]
+        await asyncio.sleep(0.05)  # the schedule starts the run asynchronously; nothing to await
+    raise AssertionError("the schedule never started its run")

@@ -1,0 +1,64 @@
+"""`DriftWorkflow`: one run of drift detection, started by the `drift-detection` schedule every
+`DRIFT_INTERVAL` (services/drift.py makes the schedule; docs/drift.md).
+
+The windows end at the time the run was scheduled for (the schedule's `TemporalScheduledStartTime`),
+or at the input's `window_end` (a test, an operator), never at the time an activity happens to run:
+so a retried activity, or the run replayed on another worker, tests the same windows and finds the
+alerts it already wrote. The accounts with traffic are listed once, then tested in batches, one
+activity per batch (a batch retried re-tests only its accounts; the alerts are idempotent)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+
+with workflow.unsafe.imports_passed_through():
+    from core.schemas.drift import (
+        DriftBatchInput,
+        DriftBatchResult,
+        DriftOwners,
+        DriftOwnersInput,
+        DriftScheduleInput,
+        DriftScheduleResult,
+    )
+
+# Accounts per activity: small enough that a retried batch repeats little, large enough that the
+# history stays short (10,000 accounts: 200 activities).
+BATCH = 50
+SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), backoff_coefficient=2.0, maximum_attempts=5)
+
+
+@workflow.defn(name="DriftDetection")
+class DriftWorkflow:
+    @workflow.run
+    async def run(self, params: DriftScheduleInput) -> DriftScheduleResult:
+        window_end = (params.window_end or _scheduled_for() or workflow.now()).replace(microsecond=0)
+        owners: DriftOwners = await workflow.execute_activity(
+            "list_drift_owners",
+            DriftOwnersInput(window_end=window_end),
+            result_type=DriftOwners,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=RETRY,
+        )
+        tested = created = 0
+        for first in range(0, len(owners.owner_ids), BATCH):
+            batch: DriftBatchResult = await workflow.execute_activity(
+                "detect_drift",
+                DriftBatchInput(owner_ids=owners.owner_ids[first : first + BATCH], window_end=window_end),
+                result_type=DriftBatchResult,
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(minutes=2),  # one account's statements at most
+                retry_policy=RETRY,
+            )
+            tested += batch.groups_tested
+            created += batch.alerts_created
+        return DriftScheduleResult(
+            window_end=window_end, owners=len(owners.owner_ids), groups_tested=tested, alerts_created=created
+        )
+
+
+def _scheduled_for() -> datetime | None:
+    return workflow.info().typed_search_attributes.get(SCHEDULED_START)

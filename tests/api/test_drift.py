@@ -136,6 +136,11 @@ async def test_bad_requests(client: AsyncTestClient[Litestar]) -> None:
     assert (await alice.post("/v1/drift/run", {"window_end": "yesterday"})).status_code == 400
     assert (await alice.post("/v1/drift/run", {"unknown": 1})).status_code == 400
     assert (await alice.get("/v1/drift/alerts?limit=0")).status_code == 400
+    # A project key reads and writes traces only: drift is the account's (403).
+    project = await alice.post("/v1/projects", {"name": "keyed"})
+    key = {"Authorization": f"Bearer {project.json()['api_key']}"}
+    assert (await client.get("/v1/drift/alerts", headers=key)).status_code == 403
+    assert (await client.post("/v1/drift/run", headers=key)).status_code == 403
     # Without a body: a run for now, over no traffic.
     bare = await client.post("/v1/drift/run", headers=alice.headers)
     assert bare.status_code == 200 and bare.json()["groups_tested"] == 0

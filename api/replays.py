@@ -48,15 +48,14 @@ class ReplayController(Controller):
         settings = services.settings
         try:
             client = await services.temporal()
-            await replays.start_and_wait(
-                client, settings.temporal_task_queue, replay.id, settings.replay_wait_s
-            )
+            handle = await replays.start(client, settings.temporal_task_queue, replay.id)
         except Exception:
             log.exception("replay not started", replay_id=str(replay.id))
             await replays.mark_unstarted(
                 db_session, replay.id, "the replay's workflow could not be started; send the request again"
             )
             raise
+        await replays.wait(handle, settings.replay_wait_s)
         return replays.started(await replays.get_replay(db_session, who, trace_id, replay.id))
 
     @get(

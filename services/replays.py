@@ -25,7 +25,8 @@ from typing import Any
 import msgspec
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.service import RPCError
 
 from capabilities import registry
 from core.db.models import LlmModel, LlmProvider, Message
@@ -623,16 +624,20 @@ def _copied(
 # ------------------------------------------------------------------------------ starting the run
 
 
-async def start_and_wait(client: Client, task_queue: str, replay_id: uuid.UUID, wait_s: float) -> None:
-    """Starts the run's workflow and waits for it up to `wait_s` (REPLAY_WAIT_S): a run still going
-    then is answered as `running`, and GET .../diff gives the rest later. A failed run is answered
-    from its row as well (its status and error say what failed)."""
-    handle = await client.start_workflow(
+async def start(client: Client, task_queue: str, replay_id: uuid.UUID) -> WorkflowHandle[Any, Any]:
+    """Starts the run's workflow (`replay-{id}`: one per run)."""
+    return await client.start_workflow(
         ReplayLoop.WORKFLOW,
         schema.ReplayInput(replay_id=str(replay_id)),
         id=ReplayLoop.workflow_id(replay_id),
         task_queue=task_queue,
     )
+
+
+async def wait(handle: WorkflowHandle[Any, Any], wait_s: float) -> None:
+    """Waits for the run up to `wait_s` (REPLAY_WAIT_S). A run still going then is answered as
+    `running` (GET .../diff gives the rest later); a failed one, or a wait Temporal cut short, is
+    answered from the run's row all the same: its status and error say where it is."""
     if wait_s > 0:
-        with contextlib.suppress(TimeoutError, WorkflowFailureError):
+        with contextlib.suppress(TimeoutError, WorkflowFailureError, RPCError):
             await asyncio.wait_for(handle.result(), wait_s)

@@ -5,6 +5,7 @@ to the original, tool spans are reused, and a worker killed mid-call loses nothi
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,16 +17,19 @@ from sqlalchemy import func, select
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
+from temporalio.worker import Replayer
 
 from activities.deps import LoopDeps
 from activities.replay import ReplayActivities
 from api.app import create_app
 from core import bus
+from core.converter import data_converter
 from core.db import Database
 from core.db.models import Event
 from core.db.replays import Replay
 from core.schemas.replays import ReplayLoop, ReplaySpanInput
 from everloop.stack import Endpoints
+from everloop.worker import WORKFLOWS
 from services.replays import HISTORY_GONE, NO_MESSAGES
 from services.turn_traces import llm_span_id, tool_span_id
 from tests import factories
@@ -33,6 +37,8 @@ from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.servers import running
 from tests.workers import Workers, worker_env
+
+HISTORIES = Path(__file__).resolve().parents[1] / "workflows" / "histories"
 
 
 async def _replay(client: httpx.AsyncClient, trace_id: str, mutations: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +119,16 @@ async def test_a_recorded_turn_replayed_with_another_model_shows_both_answers(lo
     assert run["completed_at"] is not None and run["error"] is None and run["created_by"]
     diff = (await loop.client.get(f"/v1/traces/{turn_id}/replay/{replay_id}/diff")).json()
     assert diff["diffs"] == body["diffs"] and diff["mutations"] == mutations
+
+    # The run's history replays with today's code; saved, it keeps doing so in CI
+    # (tests/workflows/test_stack_check.py replays every saved history).
+    history = await loop.temporal.get_workflow_handle(ReplayLoop.workflow_id(replay_id)).fetch_history()
+    replayed = await Replayer(workflows=WORKFLOWS, data_converter=data_converter).replay_workflow(
+        history, raise_on_replay_failure=True
+    )
+    assert replayed.replay_failure is None
+    if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
+        (HISTORIES / "replay_mutations.json").write_text(history.to_json())
 
 
 async def _ingest(client: httpx.AsyncClient, trace_id: str, spans: list[dict[str, Any]]) -> None:

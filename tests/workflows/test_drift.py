@@ -6,6 +6,7 @@ sent through `POST /v1/traces` carries; the run's history replays."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from everloop.worker import WORKFLOWS, build_worker
 from services import drift
 from tests import drift_traffic
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
+from tests.workflows.test_stack_check import HISTORIES
 from workflows.drift import SCHEDULED_START, DriftWorkflow
 
 
@@ -84,6 +86,8 @@ async def test_the_workflow_alerts_on_a_doubled_cost_once(
 
     history = await temporal_client.get_workflow_handle(workflow_id).fetch_history()
     await Replayer(workflows=WORKFLOWS, data_converter=data_converter).replay_workflow(history)
+    if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
+        (HISTORIES / "drift_detection.json").write_text(history.to_json())
 
 
 async def test_the_schedule_is_made_once_and_its_run_tests_the_scheduled_windows(

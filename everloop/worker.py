@@ -9,6 +9,7 @@ from datetime import timedelta
 import structlog
 from redis.asyncio import Redis
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities import heartbeat
@@ -86,7 +87,12 @@ async def run_worker(settings: Settings, database_url: str, redis_url: str, temp
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     # Drift detection runs on a Temporal schedule; each worker makes sure it exists as configured.
-    await drift.ensure_schedule(client, settings, settings.temporal_task_queue)
+    # The turns matter more: a worker that cannot make it (a server without schedules, a namespace
+    # it may not write to) still starts, and says why.
+    try:
+        await drift.ensure_schedule(client, settings, settings.temporal_task_queue)
+    except RPCError as exc:
+        log.error("drift schedule not made", error=str(exc))
     log.info("worker started", task_queue=settings.temporal_task_queue, temporal=temporal_address)
     async with worker:
         sweeper = asyncio.create_task(

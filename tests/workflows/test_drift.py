@@ -22,7 +22,7 @@ from api.app import create_app
 from core import bus
 from core.converter import data_converter
 from core.db import Database
-from core.schemas.drift import DriftScheduleInput
+from core.schemas.drift import DriftScheduleInput, DriftScheduleResult
 from core.settings import Settings
 from everloop.stack import Endpoints
 from everloop.worker import WORKFLOWS, build_worker
@@ -116,7 +116,7 @@ async def test_the_schedule_is_made_once_and_its_run_tests_the_scheduled_windows
         async with build_worker(temporal_client, settings, db, redis, task_queue=task_queue):
             await handle.trigger()
             run_id = await _first_action(temporal_client, schedule_id)
-            run = temporal_client.get_workflow_handle_for(DriftWorkflow.run, run_id)
+            run = temporal_client.get_workflow_handle(run_id, result_type=DriftScheduleResult)
             result = await run.result()
     finally:
         await handle.delete()

@@ -18,11 +18,13 @@ from temporalio.exceptions import ApplicationError
 from activities.deps import LoopDeps
 from activities.heartbeat import heartbeating
 from activities.persist import persist
-from activities.provider import LLM_CALL_LIMIT_S, Provider, Reply, provider_error
+from activities.provider import LLM_CALL_LIMIT_S, Provider, Reply, fatal, provider_error
 from core.errors import InvalidInput
+from core.net import NetPolicy, url_refusal
 from core.schemas import replays as schema
 from core.schemas.replays import ReplayLoop
 from services import llm, replays
+from services.conversation import IMAGE_DNS_TIMEOUT_S
 
 # ApplicationError types: the replay's row is gone; a span that can no longer be re-executed.
 REPLAY_GONE = "replay_gone"
@@ -60,6 +62,7 @@ class ReplayActivities:
             # An earlier attempt stored the answer and died before reporting it: not called twice.
             return schema.ReplaySpanResult(span_id=span_id, found_stored=True)
         await self.provider.check_address(call.provider)
+        await self._check_images(call)
         api_key = await self.provider.api_key(call.provider)
         output = await self._complete(call, api_key)
         await persist(
@@ -80,6 +83,20 @@ class ReplayActivities:
             )
         except replays.ReplayGone as exc:
             raise ApplicationError(f"{exc} is gone", type=REPLAY_GONE, non_retryable=True) from None
+
+    async def _check_images(self, call: replays.Call) -> None:
+        """The messages' image URLs must be on public addresses, as a turn's are (its `reason` step
+        checks the stored conversation): the provider may have this server fetch them."""
+        policy = NetPolicy(allow_loopback=self.deps.settings.outbound_allow_loopback)
+        for url in replays.image_urls(call.messages):
+            reason = await url_refusal(url, policy, dns_wait_s=IMAGE_DNS_TIMEOUT_S)
+            if reason is not None:
+                raise fatal(
+                    "image_url_refused",
+                    None,
+                    f"an image URL of the messages was refused by this server: {reason} (an image must "
+                    "be on a public internet address), so the model was not called",
+                )
 
     async def _complete(self, call: replays.Call, api_key: str | None) -> dict[str, Any]:
         """One streamed call, as a turn's `reason` makes it (the same litellm route, pinned client for

@@ -255,6 +255,22 @@ async def _call(
     return Call(model=model, provider=model.provider, messages=messages, tools=tools, params=params)
 
 
+def image_urls(messages: list[dict[str, Any]]) -> list[str]:
+    """The image URLs a call's messages would send (not inline `data:` images), each once: checked
+    before the call as a turn's are, since a provider may have this server fetch them."""
+    found: list[str] = []
+    for message in messages:
+        content = message.get("content")
+        for part in content if isinstance(content, list) else []:
+            if not isinstance(part, dict) or part.get("type") != "image_url":
+                continue
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str) and not url.startswith("data:") and url not in found:
+                found.append(url)
+    return found
+
+
 def _mutated_input(original: Any, mutation: dict[str, Any]) -> dict[str, Any]:
     if isinstance(original, dict):
         base = original

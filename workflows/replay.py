@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from core.durability import STORE_BACKOFF_MAX, STORE_RETRY_WINDOW
@@ -72,7 +72,8 @@ class ReplayWorkflow:
                 )
             except ActivityError as exc:
                 # The span's diff says why; the other spans go on.
-                failures[span_id] = str(exc.cause or exc)
+                cause = exc.cause
+                failures[span_id] = cause.message if isinstance(cause, FailureError) else exc.message
 
         await asyncio.gather(*(run_span(s) for s in plan.span_ids))
         outcome: ReplayOutcome = await workflow.execute_activity(

@@ -235,6 +235,35 @@ async def test_a_mutated_model_the_caller_does_not_have_is_an_input_only_diff(lo
     assert HISTORY_GONE not in diff["reason"]
 
 
+async def test_an_image_url_on_an_inside_address_is_not_sent(loop: Loop) -> None:
+    provider = await factories.provider(loop.client, base_url=loop.simulator_url)
+    await _model(loop, provider["id"], "sim-echo", {})
+    await _ingest(
+        loop.client,
+        "t-image",
+        [
+            {
+                "span_id": "chat",
+                "name": "llm-call",
+                "kind": "llm",
+                "model": "sim-echo",
+                "input": [{"role": "user", "content": "hi"}],
+            }
+        ],
+    )
+    inside = [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/secret.png"}},
+    ]
+    body = await _replay(
+        loop.client, "t-image", {"chat": {"messages": [{"role": "user", "content": inside}]}}
+    )
+    (diff,) = body["diffs"]
+    assert body["status"] == "failed" and "span chat: an image URL" in body["error"]
+    assert not diff["reexecuted"] and diff["mutated_output"] is None
+    assert "loopback" in diff["reason"] and diff["reason"].startswith("the re-executed call failed: ")
+
+
 @pytest.fixture
 def workers(endpoints: Endpoints, task_queue: str, tmp_path: Path) -> Iterator[Workers]:
     pool = Workers(worker_env(make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)), tmp_path)

@@ -68,7 +68,7 @@ bench: bench-loop bench-traces ## Both benchmarks (printed figures, not pass/fai
 bench-loop: install ## Loop latency: a one-tool turn vs bare Temporal (ARGS="--iterations 30", "--sweep")
 	$(VENV)/bin/python -m tests.bench.loop_latency $(LOOP_ARGS)
 
-bench-traces: install ## Trace store: fill 1M spans over HTTP, then query p95s (ARGS="--spans 20000 --traces 2000")
+bench-traces: install ## Trace store: 1M spans (10k traces via HTTP), then query p95s (ARGS="--spans 20000 --traces 2000")
 	$(VENV)/bin/python -m tests.bench.trace_store $(TRACE_ARGS)
 
 lint: install ## ruff (lint and format check) and mypy

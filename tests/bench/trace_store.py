@@ -1,7 +1,7 @@
 """Trace store: ingestion through HTTP, then the query and analytics routes over the filled store.
 
     .venv/bin/python -m tests.bench.trace_store [--spans 1000000] [--traces 100000] [--requests 50]
-        [--clients 8] [--api-processes 1] [--http-traces N] [--wide-batches 200] [--durable]
+        [--clients 8] [--api-processes 1] [--http-traces 10000] [--wide-batches 200] [--durable]
         [--data-dir DIR] [--explain-ms N]
 
 One embedded stack (PostgreSQL without fsync, as the tests run it; `--durable` for fsync on), the API
@@ -63,6 +63,9 @@ from tests.bench.loop_latency import pct
 TARGET_LIST_MS = 50.0
 TARGET_ANALYTICS_MS = 200.0
 TARGET_INGEST_SPANS_S = 10_000.0
+# Through HTTP by default: 100,000 spans. All 100,000 traces took ~3 hours at the 10 requests a
+# second measured on 2026-11-29 (docs/benchmarks.md); `--http-traces 100000` sends them all.
+HTTP_TRACES = 10_000
 WARMUP = 3
 DAYS = 30
 USERS = 40
@@ -614,7 +617,7 @@ async def bench(endpoints: Endpoints, data_dir: Path, args: argparse.Namespace) 
             async with httpx.AsyncClient(base_url=urls[0], timeout=60) as http:
                 filled = await account(http, "filled")
                 other = await account(http, "wide")
-            via_http = min(args.traces, args.http_traces if args.http_traces is not None else args.traces)
+            via_http = min(args.traces, args.http_traces)
             print(
                 f"\nfill: {args.traces:,} traces of {spans_each} spans ({args.traces * spans_each:,} spans),"
                 f" {via_http:,} of them through POST /v1/traces with the project key,"
@@ -670,8 +673,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--http-traces",
         type=int,
-        default=None,
-        help="send only this many traces through HTTP, the rest in-process",
+        default=HTTP_TRACES,
+        help=f"traces sent through HTTP (default {HTTP_TRACES:,}); the rest are written by SQL",
     )
     parser.add_argument(
         "--wide-batches", type=int, default=200, help="then this many 100-span batches (default 200; 0: none)"

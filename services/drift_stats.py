@@ -24,8 +24,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scipy import stats
-
 from core.schemas.drift import Severity
 
 # Relative change of the mean (continuous metrics): at least 10 % to alert; low below 25 %, medium
@@ -77,6 +75,14 @@ def grade(effect: float, steps: tuple[float, float, float]) -> Severity | None:
     return None
 
 
+def _stats() -> Any:
+    # scipy.stats takes seconds to import (1-6 s seen here): imported on the first test, not by every
+    # API and worker process at start (the API imports this module for its routes).
+    from scipy import stats
+
+    return stats
+
+
 def _p(value: Any) -> float | None:
     p = float(value)
     return None if math.isnan(p) else p
@@ -100,7 +106,7 @@ def compare_values(
     severity = zero_base if change is None else grade(change, RELATIVE_STEPS)
     if severity is None:
         return None
-    result = stats.mannwhitneyu(current, baseline, alternative="two-sided")
+    result = _stats().mannwhitneyu(current, baseline, alternative="two-sided")
     p = _p(result.pvalue)  # NaN when every value of both samples is the same
     if p is None or p >= p_threshold:
         return None
@@ -142,7 +148,7 @@ def compare_rates(
         [current_events, current_total - current_events],
         [baseline_events, baseline_total - baseline_events],
     ]
-    statistic, p_value = stats.fisher_exact(table, alternative="two-sided")
+    statistic, p_value = _stats().fisher_exact(table, alternative="two-sided")
     p = _p(p_value)
     if p is None or p >= p_threshold:
         return None
@@ -182,7 +188,7 @@ def compare_mix(
     if severity is None:
         return None
     table = [[current.get(n, 0) for n in names], [baseline.get(n, 0) for n in names]]
-    result = stats.chi2_contingency(table)
+    result = _stats().chi2_contingency(table)
     p = _p(result.pvalue)
     if p is None or p >= p_threshold:
         return None

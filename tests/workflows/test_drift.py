@@ -10,12 +10,14 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from temporalio.client import Client, ScheduleIntervalSpec
+from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleIntervalSpec
+from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from api.app import create_app
@@ -29,6 +31,8 @@ from everloop.worker import WORKFLOWS, build_worker
 from services import drift
 from tests import drift_traffic
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
+from tests.conftest import make_settings
+from tests.workers import Workers, worker_env
 from tests.workflows.test_stack_check import HISTORIES
 from workflows.drift import SCHEDULED_START, DriftWorkflow
 
@@ -141,3 +145,32 @@ async def _first_action(temporal_client: Client, schedule_id: str) -> str:
             return str(started.workflow_id)  # type: ignore[attr-defined]
         await asyncio.sleep(0.05)  # the schedule starts the run asynchronously; nothing to await
     raise AssertionError("the schedule never started its run")
+
+
+async def test_a_starting_worker_makes_the_schedule_with_its_settings(
+    temporal_client: Client, task_queue: str, endpoints: Endpoints, tmp_path: Path
+) -> None:
+    """`everloop worker` makes `drift-detection` at start: on its task queue, every DRIFT_INTERVAL."""
+    handle = temporal_client.get_schedule_handle(drift.SCHEDULE_ID)
+    env = worker_env(make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue), DRIFT_INTERVAL="15m")
+    pool = Workers(env, tmp_path)
+    process = pool.start()
+    try:
+        for _ in range(600):  # at most ~30 s for the process to start and make it
+            try:
+                described = await handle.describe()
+            except RPCError:  # not there yet
+                await asyncio.sleep(0.05)
+                continue
+            action = described.schedule.action
+            assert isinstance(action, ScheduleActionStartWorkflow)
+            if action.task_queue == task_queue:  # made by this worker, not an earlier test's
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the worker did not make the drift schedule")
+        assert described.schedule.spec.intervals == [ScheduleIntervalSpec(every=timedelta(minutes=15))]
+        assert action.workflow == "DriftDetection"
+    finally:
+        pool.kill(process)  # nothing of it to keep: no need to wait for a graceful stop
+        await handle.delete()

@@ -4,15 +4,17 @@ and a run now (docs/drift.md)."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, get, post
+import msgspec
+from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import Body, FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.openapi import AUTHENTICATED, error_responses
 from api.state import Services
+from core.errors import InvalidInput
 from core.identity import Identity
 from core.schemas import drift as schema
 from services import drift
@@ -66,9 +68,13 @@ class DriftController(Controller):
         db_session: NamedDependency[AsyncSession],
         who: NamedDependency[Identity],
         services: NamedDependency[Services],
-        data: Annotated[schema.DriftRunRequest | None, Body()] = None,
+        request: Request[Any, Any, Any],
+        data: Annotated[schema.DriftRunRequest, Body()],
     ) -> schema.DriftRunResult:
-        """Runs the scheduled detection for the caller's traces now, or for the windows ending at
-        `window_end`; answers the alerts of those windows (a repeated run adds none)."""
-        window_end = data.window_end if data else None
-        return await drift.run_now(db_session, services.settings, who, window_end)
+        """Runs the scheduled detection for the caller's traces now (`{}`), or for the windows ending
+        at `window_end`; answers the alerts of those windows (a repeated run adds none)."""
+        # Litestar converts leniently (a number would be read as a Unix time); the spec says text.
+        sent = msgspec.json.decode(await request.body())
+        if isinstance(sent, dict) and not isinstance(sent.get("window_end", ""), (str, type(None))):
+            raise InvalidInput("window_end: an RFC 3339 date-time", field="window_end")
+        return await drift.run_now(db_session, services.settings, who, data.window_end)

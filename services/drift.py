@@ -35,7 +35,7 @@ from temporalio.client import (
 )
 
 from core.db import models
-from core.errors import NotFound
+from core.errors import InvalidInput, NotFound
 from core.identity import Identity
 from core.ids import uuid7
 from core.schemas import drift as schema
@@ -375,7 +375,10 @@ async def run_now(
     """The scheduled detection, for the caller only, now (or for the windows ending at `window_end`).
     Answers every alert of those windows, those an earlier run made too."""
     end = window_end or datetime.now(UTC)
-    w = windows(settings, end)
+    try:
+        w = windows(settings, end)
+    except OverflowError:  # a window_end in year 1: its baseline would start before any date
+        raise InvalidInput("window_end: too early for the drift windows", field="window_end") from None
     tested, made = await detect_owner(db, settings, who.user_id, w.window_end)
     rows = (await db.scalars(_newest(who).where(models.DriftAlert.window_end == w.window_end))).all()
     return schema.DriftRunResult(

@@ -135,15 +135,17 @@ async def test_bad_requests(client: AsyncTestClient[Litestar]) -> None:
     assert (await alice.post(f"/v1/drift/alerts/{uuid.uuid4()}/resolve", {})).status_code == 404
     assert (await alice.post("/v1/drift/run", {"window_end": "yesterday"})).status_code == 400
     assert (await alice.post("/v1/drift/run", {"unknown": 1})).status_code == 400
+    assert (await alice.post("/v1/drift/run", {"window_end": 1764417600})).status_code == 400
     assert (await alice.get("/v1/drift/alerts?limit=0")).status_code == 400
     # A project key reads and writes traces only: drift is the account's (403).
     project = await alice.post("/v1/projects", {"name": "keyed"})
     key = {"Authorization": f"Bearer {project.json()['api_key']}"}
     assert (await client.get("/v1/drift/alerts", headers=key)).status_code == 403
-    assert (await client.post("/v1/drift/run", headers=key)).status_code == 403
-    # Without a body: a run for now, over no traffic.
-    bare = await client.post("/v1/drift/run", headers=alice.headers)
-    assert bare.status_code == 200 and bare.json()["groups_tested"] == 0
+    assert (await client.post("/v1/drift/run", json={}, headers=key)).status_code == 403
+    assert (await alice.post("/v1/drift/run", {"window_end": "0001-01-02T00:00:00Z"})).status_code == 400
+    # An empty body: a run for now, over no traffic.
+    now = await alice.post("/v1/drift/run", {})
+    assert now.status_code == 200 and now.json()["groups_tested"] == 0
 
 
 async def alert_of(db: Database, project_id: str, scope: str) -> str:

@@ -218,3 +218,13 @@ async def test_spans_list(client: AsyncTestClient[Litestar]) -> None:
     assert (await spans("trace_id=t3&kind=tool"))["spans"][0]["output"] == {"text": "data"}
     paged = await spans("limit=3&offset=6")
     assert len(paged["spans"]) == 2 and paged["total"] == 8
+
+    # A project key reads its project's spans only (the one filter that needs the join to traces);
+    # the account's key still reads them all.
+    key = {"Authorization": f"Bearer {(await alice.post('/v1/projects', {'name': 'p'})).json()['api_key']}"}
+    sent = await client.post("/v1/traces", json={"spans": [llm("a", "t5", 5, "gpt-4o", 0.1)]}, headers=key)
+    assert sent.status_code == 201, sent.text
+    keyed = (await client.get("/v1/spans", headers=key)).json()
+    assert ([s["trace_id"] for s in keyed["spans"]], keyed["total"]) == (["t5"], 1)
+    assert (await client.get("/v1/spans?kind=llm", headers=key)).json()["total"] == 1
+    assert (await spans(""))["total"] == 9

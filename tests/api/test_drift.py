@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from api.app import create_app
 from core.db import Database
@@ -178,3 +178,92 @@ async def alert_of(db: Database, project_id: str, scope: str) -> str:
         session.add(alert)
         await session.commit()
         return str(alert.id)
+
+
+# An agent's turns (only the loop sets `agent_id`, so they are written here as the loop writes
+# them: a trace per turn, an `llm` span and a `tool` span): `n` turns from `first`, 10 minutes apart.
+AGENT_TURNS = """
+WITH t AS (
+    INSERT INTO traces (id, owner_id, project_id, trace_id, name, agent_id, status, started_at)
+    SELECT gen_random_uuid(), :owner, :project, :prefix || g, 'Helper', :agent, 'ok',
+           CAST(:first AS timestamptz) + g * interval '10 minutes'
+    FROM generate_series(1, :n) g
+    RETURNING id, started_at, CAST(split_part(trace_id, '-', 2) AS int) AS g
+)
+INSERT INTO spans (id, owner_id, trace_pk, span_id, name, kind, status, start_time, end_time, model,
+                   input_tokens, output_tokens, cost)
+SELECT gen_random_uuid(), :owner, t.id, s.kind, s.name, s.kind,
+       CASE WHEN s.kind = 'llm' AND t.g % 3 = 0 AND :failing THEN 'error' ELSE 'ok' END,
+       t.started_at, t.started_at + (:latency_ms + (t.g % 7) * 10) * interval '1 millisecond',
+       CASE WHEN s.kind = 'llm' THEN 'gpt-agent' END, 100, 20, CASE WHEN s.kind = 'llm' THEN 0.01 END
+FROM t, LATERAL (VALUES ('llm', 'reason'),
+                        ('tool', CASE WHEN :browsing AND t.g % 2 = 0 THEN 'browse' ELSE 'search' END)
+                ) AS s(kind, name)
+"""
+
+
+async def test_an_agents_slower_failing_turns_with_another_tool_mix(
+    client: AsyncTestClient[Litestar], db: Database
+) -> None:
+    """Scoped by the agent: latency doubles, a third of the calls fail, half the tool calls move to
+    another tool; cost, tokens and output length stay: three alerts, those three."""
+    alice = As(client, await register(client))
+    agent = await alice.post("/v1/agents", {"name": "Helper", "system_prompt": "Be brief."})
+    assert agent.status_code == 201, agent.text
+    agent_id = agent.json()["id"]
+    projects = (await alice.get("/v1/projects")).json()["projects"]
+    async with db.session() as session:
+        owner = await session.scalar(
+            select(Project.owner_id).where(Project.id == uuid.UUID(projects[0]["id"]))
+        )
+        common = {
+            "owner": owner,
+            "project": uuid.UUID(projects[0]["id"]),
+            "agent": uuid.UUID(agent_id),
+            "n": 60,
+        }
+        await session.execute(
+            text(AGENT_TURNS),
+            {
+                **common,
+                "prefix": "base-",
+                "first": WINDOW_END - timedelta(days=3),
+                "latency_ms": 500,
+                "failing": False,
+                "browsing": False,
+            },
+        )
+        await session.execute(
+            text(AGENT_TURNS),
+            {
+                **common,
+                "prefix": "recent-",
+                "first": WINDOW_END - timedelta(hours=11),
+                "latency_ms": 1000,
+                "failing": True,
+                "browsing": True,
+            },
+        )
+        await session.commit()
+
+    result = await _run(alice)
+    assert result["groups_tested"] == 2 and result["alerts_created"] == 3
+    found = {a["metric"]: a for a in (await alice.get("/v1/drift/alerts")).json()}
+    assert sorted(found) == ["error_rate", "latency_ms", "tool_mix"]
+    for alert in found.values():
+        assert (alert["scope_kind"], alert["scope"], alert["severity"]) == ("agent", agent_id, "high")
+    latency = found["latency_ms"]
+    assert (latency["model"], latency["test"]) == ("gpt-agent", "mann_whitney_u")
+    assert latency["baseline_value"] == pytest.approx(530, abs=5)
+    assert latency["current_value"] == pytest.approx(1030, abs=5)
+    errors = found["error_rate"]
+    assert (errors["test"], errors["baseline_value"], errors["current_value"]) == (
+        "fisher_exact",
+        0.0,
+        pytest.approx(1 / 3),
+    )
+    assert errors["details"] == {"baseline_events": 0, "current_events": 20}
+    mix = found["tool_mix"]
+    assert (mix["model"], mix["test"], mix["details"]["tool"]) == ("", "chi_square", "search")
+    assert (mix["baseline_value"], mix["current_value"]) == (1.0, 0.5)
+    assert mix["windows"]["current"]["count"] == 60

@@ -49,15 +49,18 @@ RECENT_ALERTS = 10
 CONTINUOUS = ("latency_ms", "cost", "tokens", "output_length")
 
 # The newest traces of each window (bounded), named by scope: the agent for an agent's turns, else
-# the trace's name (traces with neither have no scope to compare and are left out).
+# the trace's name (traces with neither have no scope to compare and are left out). A replay's
+# re-run (`metadata.replay_of`, services/replays.py) is not traffic: its copied spans would count twice.
 _SCOPED = """
     t AS (
         (SELECT id, project_id, agent_id, name, 'baseline' AS w FROM traces
          WHERE owner_id = :owner AND started_at >= :baseline_start AND started_at < :window_start
+           AND metadata -> 'replay_of' IS NULL
          ORDER BY started_at DESC LIMIT :cap)
         UNION ALL
         (SELECT id, project_id, agent_id, name, 'current' AS w FROM traces
          WHERE owner_id = :owner AND started_at >= :window_start AND started_at < :window_end
+           AND metadata -> 'replay_of' IS NULL
          ORDER BY started_at DESC LIMIT :cap)
     ),
     scoped AS (

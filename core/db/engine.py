@@ -96,7 +96,9 @@ def _bound_waits(engine: Engine, limits: DatabaseTimeouts) -> None:
         if record.info.pop(_FRESH, False):
             return
         try:
-            dbapi_connection.run_async(lambda conn: conn.execute(";", timeout=limits.connect_s))
+            # A real statement: asyncpg fails on an empty one (";"), which discarded every pooled
+            # connection at checkout and made each transaction connect anew.
+            dbapi_connection.run_async(lambda conn: conn.execute("SELECT 1", timeout=limits.connect_s))
         except TimeoutError as exc:
             # A hung server: a new connection would not be answered either, so no retry here.
             dbapi_connection.driver_connection.terminate()

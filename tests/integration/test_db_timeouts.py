@@ -29,3 +29,13 @@ async def test_postgres_enforces_the_statement_and_idle_limits(endpoints: Endpoi
             assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
     finally:
         await db.dispose()
+
+
+async def test_a_pooled_connection_is_pinged_and_reused(db: Database) -> None:
+    """The checkout ping keeps a live connection: five transactions in a row run on one backend.
+    (A ping asyncpg refused once discarded every connection, so each transaction connected anew.)"""
+    backends = []
+    for _ in range(5):
+        async with db.session() as session:
+            backends.append(await session.scalar(text("SELECT pg_backend_pid()")))
+    assert len(set(backends)) == 1, backends

@@ -97,12 +97,6 @@ class ReasonActivities:
                 text_preview="",
                 earlier_message_id=str(earlier.id),
             )
-        if await _ended(db, session, params.open_turn):
-            # The session was ended (Opswald's end) and no cancel reached this turn: it stops here,
-            # before the model is called (finish_turn stores what it has not: its opening, its end).
-            return ReasonResult(
-                message_id=params.message_id, tool_calls=[], text_preview="", session_ended=True
-            )
         controls = input_message.controls or {}
         try:
             model = await llm.resolve_model(
@@ -124,6 +118,13 @@ class ReasonActivities:
         if refusal is not None:
             raise fatal("image_url_refused", None, refusal)
         api_key = await self.provider.api_key(provider)
+        # After the names above resolved (no row lock is held while they do), before anything is
+        # stored: the session was ended (Opswald's end) and no cancel reached this turn, so it stops
+        # here, before the model is called (finish_turn stores its opening and its end).
+        if await _ended(db, session, params.open_turn):
+            return ReasonResult(
+                message_id=params.message_id, tool_calls=[], text_preview="", session_ended=True
+            )
         batch = EventBatch(session_id, context)
         stored += await conversation.close_dangling(db, session_id, stored)
         history = conversation.for_turn(stored, input_message)

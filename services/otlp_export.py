@@ -356,6 +356,15 @@ _DUE = text(
 Outcome = Literal["sent", "failed", "broken", "none", "skipped"]
 
 
+def _broken(traces: Sequence[Trace], exc: Exception) -> Outcome:
+    log.error(
+        "cannot map a turn's spans for export",
+        trace_ids=[t.trace_id for t in traces],
+        error=f"{type(exc).__name__}: {exc}",
+    )
+    return "broken"
+
+
 def _requests(spans: list[ReadableSpan]) -> Iterator[list[ReadableSpan]]:
     """The spans in requests of at most REQUEST_SPANS spans and about REQUEST_BYTES (a bigger span
     goes alone)."""
@@ -478,16 +487,16 @@ class TurnExporter:
                 traces = (await session.scalars(select(Trace).where(text(EXPORT_DUE), *where))).all()
                 if not traces:
                     return "none"
-                loaded = await _load(session, traces)
+                try:
+                    loaded = await _load(session, traces)
+                except (ValueError, KeyError, TypeError) as exc:
+                    # A reference the loader cannot read (not an outage, which propagates): held
+                    # back like a send that failed, so the turns behind it go on.
+                    return _broken(traces, exc)
             try:
                 spans = _readable(loaded, self.resource)
             except Exception as exc:  # stored data the mapping cannot read: a bug, not an outage
-                log.error(
-                    "cannot map a turn's spans for export",
-                    trace_ids=[t.trace_id for t in traces],
-                    error=f"{type(exc).__name__}: {exc}",
-                )
-                return "broken"
+                return _broken(traces, exc)
             for request in _requests(spans):
                 result = await asyncio.to_thread(self.exporter.export, request)
                 if result is not SpanExportResult.SUCCESS:

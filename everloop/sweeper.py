@@ -6,6 +6,8 @@
   `POST .../tool-results`); the workflow ignores a result it already has;
 - closes a turn whose workflow ended without closing it (failed, terminated, or out of retries
   while the database was away), with `turn.failed`, so no session stays `active` forever;
+- starts the workflow of a replay run left `pending` (the API stored it, then died or lost
+  Temporal's answer before starting it); a run's workflow that exists already is left alone;
 - with OTLP export on, sends the finished turns that were not exported (their worker died, the
   backend was away) to the OTLP backend: one worker at a time, backing off while it fails.
 """
@@ -23,7 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core.db import Database
 from core.schemas.turns import SessionLoop
-from services import client_tools, events, loop, stranded
+from services import client_tools, events, loop, replays, stranded
 from services.otlp_export import TurnExporter, sole_sweeper
 
 log = structlog.get_logger("everloop.sweeper")
@@ -220,6 +222,7 @@ async def sweep_forever(
         _redispatch_forever(db, client, task_queue),
         _hand_on_forever(db, client),
         _close_forever(db, client, bus),
+        _replays_forever(db, client, task_queue),
         *([_export_forever(db, exporter)] if exporter is not None else []),
     )
 
@@ -250,6 +253,26 @@ async def _close_forever(db: Database, client: Client, bus: redis.Redis) -> None
             await sweep.run_once()
         except Exception as exc:
             log.warning("stranded-turn sweep failed", error=str(exc))
+        await asyncio.sleep(EVERY_S)
+
+
+async def start_pending_replays(
+    db: Database, client: Client, task_queue: str, grace: timedelta = GRACE
+) -> int:
+    """One sweep: starts every replay run still `pending` after `grace`; returns how many."""
+    async with db.session() as session:
+        started = await replays.start_pending(session, client, task_queue, grace, HORIZON)
+    if started:
+        log.info("started pending replays", count=started)
+    return started
+
+
+async def _replays_forever(db: Database, client: Client, task_queue: str) -> None:
+    while True:
+        try:
+            await start_pending_replays(db, client, task_queue)
+        except Exception as exc:
+            log.warning("pending replay sweep failed", error=str(exc))
         await asyncio.sleep(EVERY_S)
 
 

@@ -26,7 +26,8 @@ import msgspec
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.service import RPCError
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from capabilities import registry
 from core.db.models import Agent, Event, LlmModel, LlmProvider, Message, Session
@@ -44,6 +45,7 @@ NOT_AN_LLM_SPAN = (
     "a {kind} span is not re-executed: its recorded output is reused (a replay never repeats a side effect)"
 )
 NO_MESSAGES = "the span's input has no messages to send to a model"
+UNSTARTED = "the replay's workflow could not be started; send the request again"
 HISTORY_GONE = "the span's conversation is no longer stored (its session or messages were deleted)"
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -368,14 +370,76 @@ async def create(db: AsyncSession, who: Identity, trace_id: str, data: schema.Re
     return replay
 
 
-async def mark_unstarted(db: AsyncSession, replay_id: uuid.UUID, error: str) -> None:
-    """A run whose workflow could not be started: failed, saying why (a new POST tries again)."""
-    await db.execute(
+async def mark_unstarted(db: AsyncSession, replay_id: uuid.UUID, error: str) -> bool:
+    """A run whose workflow could not be started: failed, saying why (a new POST tries again).
+    Only while it is `pending`: a workflow that started after all has made it `running` first,
+    and a workflow that finds it `failed` plans nothing (`plan`), so the two never both happen.
+    True when this marked it."""
+    marked = await db.execute(
         update(Replay)
         .where(Replay.id == replay_id, Replay.status == "pending")
         .values(status="failed", error=error, completed_at=func.now())
     )
     await db.commit()
+    return bool(getattr(marked, "rowcount", 0))
+
+
+async def workflow_exists(client: Client, replay_id: uuid.UUID) -> bool:
+    """Whether Temporal has the run's workflow. Raises when Temporal cannot tell."""
+    try:
+        await client.get_workflow_handle(ReplayLoop.workflow_id(replay_id)).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND and "namespace" not in exc.message.lower():
+            return False
+        raise
+    return True
+
+
+async def settle_unstarted(db: AsyncSession, client: Client | None, replay_id: uuid.UUID) -> bool:
+    """After a start that failed: a start whose answer was lost (a timeout after Temporal took it)
+    left the workflow running, so it is asked first and, if it exists, left alone (failing the row
+    would have the client send again and pay twice). Else the run is failed. True when failed."""
+    if client is not None:
+        with contextlib.suppress(Exception):  # Temporal cannot tell either: failed (see mark_unstarted)
+            if await workflow_exists(client, replay_id):
+                return False
+    return await mark_unstarted(db, replay_id, UNSTARTED)
+
+
+_PENDING = text(
+    """
+    SELECT id FROM replays
+    WHERE kind = :kind AND status = 'pending'
+      AND created_at < now() - make_interval(secs => :grace)
+      AND created_at > now() - make_interval(secs => :horizon)
+    ORDER BY created_at
+    LIMIT 500
+    """
+)
+
+
+async def start_pending(
+    db: AsyncSession, client: Client, task_queue: str, grace: timedelta, horizon: timedelta
+) -> int:
+    """The sweeper's part (everloop/sweeper.py): starts the workflow of every run still `pending`
+    after `grace` (the API stored it and died before starting it, or its start failed in a way it
+    could not tell). A run whose workflow exists already is left to it (one workflow id per run).
+    Returns how many it started."""
+    rows = (
+        await db.execute(
+            _PENDING, {"kind": KIND, "grace": grace.total_seconds(), "horizon": horizon.total_seconds()}
+        )
+    ).scalars()
+    ids = list(rows)
+    await db.commit()
+    started_now = 0
+    for replay_id in ids:
+        try:
+            await start(client, task_queue, replay_id)
+        except WorkflowAlreadyStartedError:
+            continue
+        started_now += 1
+    return started_now
 
 
 # ------------------------------------------------------------------------------------ the reads
@@ -475,11 +539,18 @@ async def _replay(db: AsyncSession, replay_id: uuid.UUID) -> Replay:
 async def plan(db: AsyncSession, replay_id: uuid.UUID) -> schema.ReplayPlan:
     """The run starts: `running`, and the spans still to re-execute (those without a stored
     answer), in the trace's order."""
+    # One statement: the API's `mark_unstarted` moves it from `pending` too, and only one wins.
+    await db.execute(
+        update(Replay)
+        .where(Replay.id == replay_id, Replay.status == "pending")
+        .values(status="running", started_at=func.now())
+    )
+    await db.commit()
     replay = await _replay(db, replay_id)
-    if replay.status == "pending":
-        replay.status = "running"
-        replay.started_at = datetime.now(UTC)
-        await db.commit()
+    if replay.status != "running":
+        # Failed before it started (the API could not tell that its start went through, and the
+        # client was told to send again): nothing is called; `finish` leaves the row as it is.
+        return schema.ReplayPlan(span_ids=[])
     result = replay.result or {}
     planned: dict[str, Any] = result.get("plan") or {}
     outputs: dict[str, Any] = result.get("outputs") or {}

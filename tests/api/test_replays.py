@@ -21,6 +21,7 @@ from core.db.models import Agent, Message, Session, User
 from core.db.replays import Replay
 from core.schemas.replays import ReplayLoop
 from everloop.stack import Endpoints
+from services import replays
 from services.replays import NO_MESSAGES
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
 
@@ -222,3 +223,43 @@ async def test_an_ingested_span_naming_a_malformed_message_id_is_an_input_only_d
     diff, result = await _replay_references(full, db, temporal_client, "abc")
     assert (diff["reexecuted"], diff["reason"]) == (False, NO_MESSAGES)
     assert result["plan"] == {}
+
+
+async def test_a_start_whose_answer_was_lost_leaves_the_run_to_its_workflow(
+    full: AsyncTestClient[Litestar], db: Database, temporal_client: Client
+) -> None:
+    """start_workflow timed out after Temporal took the workflow: the run is not failed (the client
+    would send again and pay twice); one whose workflow Temporal does not have is."""
+    alice = As(full, await register(full))
+    await _ingest(full, alice.headers)
+    started = await alice.post("/v1/traces/t1/replay", {"mutations": {"s1": {"temperature": 0.2}}})
+    assert started.status_code == 200, started.text
+    replay_id = uuid.UUID(started.json()["replay_run_id"])
+    handle = temporal_client.get_workflow_handle(ReplayLoop.workflow_id(replay_id))
+    try:
+        # No worker on this task queue: the workflow exists and the run is `pending`, as after a
+        # start whose answer was lost.
+        async with db.session() as s:
+            assert not await replays.settle_unstarted(s, temporal_client, replay_id)
+            row = await s.get(Replay, replay_id, populate_existing=True)
+            assert row is not None and (row.status, row.error) == ("pending", None)
+    finally:
+        await handle.terminate("test over")
+    # A run whose workflow Temporal never had: failed, saying so.
+    async with db.session() as s:
+        row = await s.get(Replay, replay_id)
+        assert row is not None
+        twin = Replay(
+            owner_id=row.owner_id,
+            project_id=row.project_id,
+            trace_row_id=row.trace_row_id,
+            original_trace_id=row.original_trace_id,
+            kind=row.kind,
+            config=row.config,
+            result=row.result,
+        )
+        s.add(twin)
+        await s.commit()
+        assert await replays.settle_unstarted(s, temporal_client, twin.id)
+        await s.refresh(twin)
+        assert twin.status == "failed" and twin.error == replays.UNSTARTED

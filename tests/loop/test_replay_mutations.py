@@ -8,6 +8,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,12 @@ from core.converter import data_converter
 from core.db import Database
 from core.db.models import Event
 from core.db.replays import Replay
-from core.schemas.replays import ReplayLoop, ReplaySpanInput
+from core.identity import BUILTIN_ADMIN
+from core.schemas.replays import ReplayLoop, ReplayRequest, ReplaySpanInput
+from everloop import sweeper
 from everloop.stack import Endpoints
 from everloop.worker import WORKFLOWS
+from services import replays
 from services.replays import HISTORY_GONE, NO_MESSAGES
 from services.turn_traces import llm_span_id, tool_span_id
 from tests import factories
@@ -345,3 +349,57 @@ async def test_a_worker_killed_during_the_model_call_loses_nothing(
         assert list(replay.result["outputs"]) == ["chat"]
         events = await s.scalar(select(func.count()).select_from(Event))
     assert events == 0  # a replay writes no session events
+
+
+async def _pending(loop: Loop, trace_id: str, mutations: dict[str, Any]) -> uuid.UUID:
+    """A run stored as the POST stores it, whose workflow was never started (the API died)."""
+    async with loop.db.session() as s:
+        replay = await replays.create(s, BUILTIN_ADMIN, trace_id, ReplayRequest(mutations=mutations))
+        return replay.id
+
+
+async def _echo_trace(loop: Loop, trace_id: str, spans: int = 1) -> None:
+    provider = await factories.provider(loop.client, base_url=loop.simulator_url)
+    await _model(loop, provider["id"], "sim-echo", {})
+    chat = {"name": "llm-call", "kind": "llm", "model": "sim-echo"}
+    await _ingest(
+        loop.client,
+        trace_id,
+        [
+            {**chat, "span_id": f"chat{i}", "input": [{"role": "user", "content": f"hi {i}"}]}
+            for i in range(spans)
+        ],
+    )
+
+
+async def test_a_run_left_pending_is_started_by_the_sweeper(loop: Loop) -> None:
+    await _echo_trace(loop, "t-pending")
+    replay_id = await _pending(loop, "t-pending", {"chat0": {"temperature": 0.5}})
+    queue = loop.settings.temporal_task_queue
+    assert await sweeper.start_pending_replays(loop.db, loop.temporal, queue, grace=timedelta(0)) == 1
+    # A second sweep finds its workflow there (or the run taken): nothing starts twice.
+    assert await sweeper.start_pending_replays(loop.db, loop.temporal, queue, grace=timedelta(0)) == 0
+    handle = loop.temporal.get_workflow_handle(ReplayLoop.workflow_id(replay_id))
+    outcome = await asyncio.wait_for(handle.result(), 30)
+    assert outcome["status"] == "completed"
+    diff = (await loop.client.get(f"/v1/traces/t-pending/replay/{replay_id}/diff")).json()
+    assert diff["diffs"][0]["mutated_output"]["content"] == "Echo: hi 0"
+    # A recent run is left to its POST (the grace).
+    await _pending(loop, "t-pending", {"chat0": {"temperature": 0.7}})
+    assert await sweeper.start_pending_replays(loop.db, loop.temporal, queue) == 0
+
+
+async def test_a_run_failed_as_unstarted_spends_nothing_if_its_workflow_started_after_all(loop: Loop) -> None:
+    """The API failed the run (Temporal could not say whether the start went through) and told the
+    client to send again; the workflow Temporal had taken then plans nothing: no call, no trace."""
+    await _echo_trace(loop, "t-unstarted")
+    replay_id = await _pending(loop, "t-unstarted", {"chat0": {"temperature": 0.5}})
+    async with loop.db.session() as s:
+        assert await replays.settle_unstarted(s, None, replay_id)
+    handle = await replays.start(loop.temporal, loop.settings.temporal_task_queue, replay_id)
+    outcome = await asyncio.wait_for(handle.result(), 30)
+    assert outcome == {"status": "failed", "result_trace_id": None}
+    async with loop.db.session() as s:
+        replay = await s.get(Replay, replay_id)
+        assert replay is not None and replay.status == "failed" and replay.error == replays.UNSTARTED
+        assert replay.result["outputs"] == {} and replay.current_step == 0

@@ -36,7 +36,7 @@ from core.db.traces import Span, Trace
 from core.errors import Forbidden, InvalidInput, NotFound
 from core.identity import Identity
 from core.schemas import replays as schema
-from core.schemas.replays import CALL_PARAMS, MUTATION_KEYS, ReplayLoop
+from core.schemas.replays import CALL_PARAMS, MAX_MUTATIONS, MUTATION_KEYS, ReplayLoop
 from core.schemas.traces import SpanWrite
 from services import conversation, llm, trace_queries, traces
 
@@ -57,6 +57,9 @@ def check_mutations(raw: Any) -> dict[str, dict[str, Any]]:
     """The mutations, each key and type checked: a 400 names `mutations.<span id>[.<key>]`."""
     if not isinstance(raw, dict) or not raw:
         raise InvalidInput("mutations: at least one span's mutation is required", field="mutations")
+    if len(raw) > MAX_MUTATIONS:
+        # Each mutated span may be one model call: a bound on what one request spends.
+        raise InvalidInput(f"mutations: at most {MAX_MUTATIONS} spans per replay", field="mutations")
     out: dict[str, dict[str, Any]] = {}
     for span_id, changes in raw.items():
         where = f"mutations.{span_id}"
@@ -562,23 +565,36 @@ async def prepare_call(db: AsyncSession, replay_id: uuid.UUID, span_id: str) -> 
     """What re-executing the span sends, read again from the store (payloads carry ids only); None
     when its answer is stored already (an earlier attempt got it: the model is not called twice).
     InvalidInput when the span cannot be re-executed any more (its trace, messages or model gone)."""
-    replay = await _replay(db, replay_id)
-    result = replay.result or {}
-    if (result.get("outputs") or {}).get(span_id) is not None:
+    # Only this span's keys of the run's JSON, not the whole of it (every diff, every answer) once
+    # per span.
+    row = (
+        await db.execute(
+            select(
+                Replay.owner_id,
+                Replay.trace_row_id,
+                Replay.result["outputs"][span_id].is_not(None),
+                Replay.result["plan"][span_id],
+                Replay.config["mutations"][span_id],
+            ).where(Replay.id == replay_id)
+        )
+    ).first()
+    if row is None:
+        raise ReplayGone(f"replay {replay_id}")
+    owner_id, trace_row_id, answered, planned, mutated = row
+    if answered:
         return None
-    planned = (result.get("plan") or {}).get(span_id)
-    if planned is None:
+    if not isinstance(planned, dict):
         raise InvalidInput(f"span {span_id!r} is not planned for re-execution")
-    if replay.trace_row_id is None:
+    if trace_row_id is None:
         raise InvalidInput("the original trace was deleted")
-    span = await db.scalar(select(Span).where(Span.trace_pk == replay.trace_row_id, Span.span_id == span_id))
+    span = await db.scalar(select(Span).where(Span.trace_pk == trace_row_id, Span.span_id == span_id))
     if span is None:
         raise InvalidInput(f"the original trace no longer has span {span_id!r}")
     content, _ = await traces.span_content(db, span)
-    mutation = dict(mutations_of(replay).get(span_id) or {})
+    mutation = dict(mutated) if isinstance(mutated, dict) else {}
     # The model chosen when the run was planned, whatever its name resolves to by now.
     mutation["model"] = planned["model_pk"]
-    call = await _call(db, replay.owner_id, span, content, mutation)
+    call = await _call(db, owner_id, span, content, mutation)
     if isinstance(call, str):
         raise InvalidInput(call)
     return call

@@ -1,9 +1,9 @@
 """`ReplayWorkflow`: one replay run with per-span mutations (`replay-{id}`, docs/replay.md).
 
-plan -> the mutated LLM spans re-executed, in parallel, each its own activity -> finish (the result
-trace and the outcome). The input is the replay's id; activities read the rest from PostgreSQL. A
-worker killed mid-replay changes nothing: Temporal retries the step on another worker, and a step
-whose answer was stored already does not call the model again.
+plan -> the mutated LLM spans re-executed, SPANS_AT_ONCE at a time, each its own activity -> finish
+(the result trace and the outcome). The input is the replay's id; activities read the rest from
+PostgreSQL. A worker killed mid-replay changes nothing: Temporal retries the step on another worker,
+and a step whose answer was stored already does not call the model again.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, FailureError
 with workflow.unsafe.imports_passed_through():
     from core.durability import STORE_BACKOFF_MAX, STORE_RETRY_WINDOW
     from core.schemas.replays import (
+        SPANS_AT_ONCE,
         ReplayFinishInput,
         ReplayInput,
         ReplayLoop,
@@ -59,8 +60,15 @@ class ReplayWorkflow:
             retry_policy=STORE_RETRY,
         )
         failures: dict[str, str] = {}
+        # A bounded number of calls at once (a provider's rate limit); deterministic: the
+        # workflow's own event loop hands the semaphore on in a replayable order.
+        gate = asyncio.Semaphore(SPANS_AT_ONCE)
 
         async def run_span(span_id: str) -> None:
+            async with gate:
+                await call_span(span_id)
+
+        async def call_span(span_id: str) -> None:
             try:
                 await workflow.execute_activity(
                     ReplayLoop.RUN_SPAN,

@@ -46,6 +46,11 @@ MUTATION_KEYS: Final = (
     "messages",
     "system_prompt",
 )
+# At most this many spans per replay (a 400 names `mutations`): each may be one model call.
+MAX_MUTATIONS: Final = 50
+# At most this many spans' calls at once per replay (the workflow's gate): fifty calls at once to
+# one provider would meet its rate limit, and every retry with them.
+SPANS_AT_ONCE: Final = 4
 # The parameters passed to the model as they are (litellm's names).
 CALL_PARAMS: Final = (
     "temperature",

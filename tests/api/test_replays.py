@@ -19,7 +19,7 @@ from api.app import create_app
 from core.db import Database
 from core.db.models import Agent, Message, Session, User
 from core.db.replays import Replay
-from core.schemas.replays import ReplayLoop
+from core.schemas.replays import MAX_MUTATIONS, ReplayLoop
 from everloop.stack import Endpoints
 from services import replays
 from services.replays import NO_MESSAGES
@@ -63,6 +63,8 @@ BAD: list[tuple[Any, str]] = [
     ({"mutations": {"s1": {"messages": []}}}, "mutations.s1.messages"),
     ({"mutations": {"s1": {"messages": [{"content": "x"}]}}}, "mutations.s1.messages[0].role"),
     ({"mutations": {"s1": {"messages": ["hi"]}}}, "mutations.s1.messages[0]"),
+    # One model call per mutated span at most: a request is bounded.
+    ({"mutations": {f"s{i}": {"temperature": 0.5} for i in range(MAX_MUTATIONS + 1)}}, "mutations"),
     ({"mutations": {"s1": {}}}, "mutations.s1"),
     ({"mutations": {"s1": "faster"}}, "mutations.s1"),
     ({"mutations": ["s1"]}, "mutations"),

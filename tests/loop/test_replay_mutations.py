@@ -29,7 +29,7 @@ from core.db import Database
 from core.db.models import Event
 from core.db.replays import Replay
 from core.identity import BUILTIN_ADMIN
-from core.schemas.replays import ReplayLoop, ReplayRequest, ReplaySpanInput
+from core.schemas.replays import SPANS_AT_ONCE, ReplayLoop, ReplayRequest, ReplaySpanInput
 from everloop import sweeper
 from everloop.stack import Endpoints
 from everloop.worker import WORKFLOWS
@@ -403,3 +403,23 @@ async def test_a_run_failed_as_unstarted_spends_nothing_if_its_workflow_started_
         replay = await s.get(Replay, replay_id)
         assert replay is not None and replay.status == "failed" and replay.error == replays.UNSTARTED
         assert replay.result["outputs"] == {} and replay.current_step == 0
+
+
+async def test_spans_are_re_executed_a_few_at_a_time(loop: Loop) -> None:
+    spans = SPANS_AT_ONCE + 3
+    await _echo_trace(loop, "t-many", spans)
+    body = await _replay(loop.client, "t-many", {f"chat{i}": {"temperature": 0.1} for i in range(spans)})
+    assert body["status"] == "completed" and all(d["reexecuted"] for d in body["diffs"])
+    history = await loop.temporal.get_workflow_handle(
+        ReplayLoop.workflow_id(body["replay_run_id"])
+    ).fetch_history()
+    in_flight: set[int] = set()  # the span calls scheduled and not yet done, by their event id
+    most = 0
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            if event.activity_task_scheduled_event_attributes.activity_type.name == ReplayLoop.RUN_SPAN:
+                in_flight.add(event.event_id)
+                most = max(most, len(in_flight))
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            in_flight.discard(event.activity_task_completed_event_attributes.scheduled_event_id)
+    assert most == SPANS_AT_ONCE

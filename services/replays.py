@@ -48,6 +48,12 @@ NO_MESSAGES = "the span's input has no messages to send to a model"
 UNSTARTED = "the replay's workflow could not be started; send the request again"
 HISTORY_GONE = "the span's conversation is no longer stored (its session or messages were deleted)"
 ROLES = ("system", "developer", "user", "assistant", "tool")
+# What a re-executed call's messages may carry. Parts: text and images only, whose URLs are checked
+# before the call (activities/replay.py); a `file`, `input_audio`, `video_url` or `document` part
+# can hold a URL some providers fetch, so a mutation with one is refused and a recorded one dropped.
+CONTENT_PARTS = ("text", "image_url")
+# A message's keys sent on (any other, recorded or mutated, is dropped: it could carry a URL too).
+MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
 
 
 # ------------------------------------------------------------------------------------ the request
@@ -108,6 +114,28 @@ def _check_value(field: str, key: str, value: Any) -> None:
             if message.get("role") not in ROLES:
                 where = f"{field}[{i}].role"
                 raise InvalidInput(f"{where}: one of {', '.join(ROLES)}", field=where)
+            if not _content_allowed(message.get("content")):
+                where = f"{field}[{i}].content"
+                raise InvalidInput(
+                    f"{where}: a string, or a list of parts of type {' or '.join(CONTENT_PARTS)} "
+                    '(an image as {"url": ...})',
+                    field=where,
+                )
+
+
+def _part_allowed(part: Any) -> bool:
+    if not isinstance(part, dict) or part.get("type") not in CONTENT_PARTS:
+        return False
+    if part["type"] == "text":
+        return isinstance(part.get("text"), str)
+    image = part.get("image_url")
+    return isinstance(image.get("url") if isinstance(image, dict) else image, str)
+
+
+def _content_allowed(content: Any) -> bool:
+    if content is None or isinstance(content, str):
+        return True
+    return isinstance(content, list) and all(_part_allowed(p) for p in content)
 
 
 # ------------------------------------------------------------------------------------- the call
@@ -159,14 +187,18 @@ async def _recorded_model(db: AsyncSession, owner_id: uuid.UUID, span: Span) -> 
 
 
 def _chat_message(given: dict[str, Any]) -> dict[str, Any]:
-    """A recorded message as the chat-completions API takes it: as is when it has `content`; an
-    OpenTelemetry GenAI message (`parts`) with its text parts joined."""
-    if "content" in given or "parts" not in given:
-        return given
-    parts: list[Any] = given["parts"] if isinstance(given.get("parts"), list) else []
-    text_of = [p.get("content") for p in parts if isinstance(p, dict) and p.get("type") == "text"]
-    message = {k: v for k, v in given.items() if k != "parts"}
-    message["content"] = "".join(t for t in text_of if isinstance(t, str))
+    """A recorded or mutated message as the chat-completions API takes it, with only what may be
+    sent (MESSAGE_KEYS; content parts of CONTENT_PARTS, others dropped); an OpenTelemetry GenAI
+    message (`parts`) with its text parts joined."""
+    message = {k: v for k, v in given.items() if k in MESSAGE_KEYS}
+    if "content" not in given and "parts" in given:
+        parts: list[Any] = given["parts"] if isinstance(given.get("parts"), list) else []
+        text_of = [p.get("content") for p in parts if isinstance(p, dict) and p.get("type") == "text"]
+        message["content"] = "".join(t for t in text_of if isinstance(t, str))
+    elif isinstance(message.get("content"), list):
+        message["content"] = [p for p in message["content"] if _part_allowed(p)]
+    elif not _content_allowed(message.get("content")):
+        message["content"] = None
     return message
 
 

@@ -49,6 +49,7 @@ async def _replays(db: Database) -> int:
         return int(await s.scalar(select(func.count()).select_from(Replay)) or 0)
 
 
+FILE = {"type": "file", "file": {"file_data": "http://169.254.169.254/latest/meta-data/"}}
 BAD: list[tuple[Any, str]] = [
     ({"mutations": {}}, "mutations"),
     ({"mutations": {"nope": {"temperature": 0.5}}}, "mutations.nope"),
@@ -63,6 +64,27 @@ BAD: list[tuple[Any, str]] = [
     ({"mutations": {"s1": {"messages": []}}}, "mutations.s1.messages"),
     ({"mutations": {"s1": {"messages": [{"content": "x"}]}}}, "mutations.s1.messages[0].role"),
     ({"mutations": {"s1": {"messages": ["hi"]}}}, "mutations.s1.messages[0]"),
+    # Parts that may carry a URL a provider fetches (only text and checked image URLs are sent).
+    (
+        {
+            "mutations": {
+                "s1": {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, FILE]}]}
+            }
+        },
+        "mutations.s1.messages[0].content",
+    ),
+    (
+        {"mutations": {"s1": {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}}},
+        "mutations.s1.messages[0].content",
+    ),
+    (
+        {"mutations": {"s1": {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}}},
+        "mutations.s1.messages[0].content",
+    ),
+    (
+        {"mutations": {"s1": {"messages": [{"role": "user", "content": {"a": 1}}]}}},
+        "mutations.s1.messages[0].content",
+    ),
     # One model call per mutated span at most: a request is bounded.
     ({"mutations": {f"s{i}": {"temperature": 0.5} for i in range(MAX_MUTATIONS + 1)}}, "mutations"),
     ({"mutations": {"s1": {}}}, "mutations.s1"),

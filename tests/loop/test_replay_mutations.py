@@ -423,3 +423,28 @@ async def test_spans_are_re_executed_a_few_at_a_time(loop: Loop) -> None:
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             in_flight.discard(event.activity_task_completed_event_attributes.scheduled_event_id)
     assert most == SPANS_AT_ONCE
+
+
+async def test_recorded_parts_that_are_not_text_or_images_are_not_sent(loop: Loop) -> None:
+    provider = await factories.provider(loop.client, base_url=loop.simulator_url)
+    await _model(loop, provider["id"], "sim-echo", {})
+    recorded = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "hello"},
+            {"type": "file", "file": {"file_data": "http://169.254.169.254/latest/meta-data/"}},
+            {"type": "input_audio", "input_audio": {"data": "aGk=", "format": "wav"}},
+            {"type": "document", "source": {"type": "url", "url": "http://10.0.0.1/x.pdf"}},
+        ],
+        "audio": {"url": "http://10.0.0.1/a.wav"},
+    }
+    await _ingest(
+        loop.client,
+        "t-parts",
+        [{"span_id": "chat", "name": "llm-call", "kind": "llm", "model": "sim-echo", "input": [recorded]}],
+    )
+    replay_id = await _pending(loop, "t-parts", {"chat": {"temperature": 0.5}})
+    async with loop.db.session() as s:
+        call = await replays.prepare_call(s, replay_id, "chat")
+    assert call is not None
+    assert call.messages == [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]

@@ -31,11 +31,14 @@ STEP = {
 }
 
 # The caller's traces started in the window, and the LLM calls (spans with a model) among their spans.
+# A replay's re-run (`metadata.replay_of`, services/replays.py) is not usage: its spans are copies
+# of the original's (only its re-executed calls are new, and a replay's own, not the app's).
 _WINDOW = """
     t AS (
         SELECT id, started_at, total_cost, input_tokens + output_tokens AS tokens, user_id
         FROM traces
         WHERE owner_id = :owner AND started_at >= :start AND started_at < :end {project}
+          AND metadata -> 'replay_of' IS NULL
     ),
     calls AS (
         SELECT s.model, s.cost, coalesce(s.input_tokens, 0) AS input_tokens,

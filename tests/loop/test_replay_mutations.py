@@ -8,13 +8,13 @@ import asyncio
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
@@ -28,12 +28,12 @@ from core.converter import data_converter
 from core.db import Database
 from core.db.models import Event
 from core.db.replays import Replay
-from core.identity import BUILTIN_ADMIN
+from core.identity import BUILTIN_ADMIN, BUILTIN_ADMIN_ID
 from core.schemas.replays import SPANS_AT_ONCE, ReplayLoop, ReplayRequest, ReplaySpanInput
 from everloop import sweeper
 from everloop.stack import Endpoints
 from everloop.worker import WORKFLOWS
-from services import replays
+from services import drift, replays
 from services.replays import HISTORY_GONE, NO_MESSAGES
 from services.turn_traces import llm_span_id, tool_span_id
 from tests import factories
@@ -205,6 +205,26 @@ async def test_an_ingested_trace_is_re_executed_where_it_can_be_and_diffed_on_in
     assert spans["chat"]["output"]["content"] == "Echo: hello there"
     assert spans["prompt-only"]["output"] == "Hi" and spans["search"]["output"] == [1]
     assert result["metadata"]["replay_of"] == "t-ingested"
+
+    # The re-run is not traffic: analytics and drift count the original's trace and calls once.
+    usage = (await loop.client.get("/v1/analytics/usage", params={"period": "1d"})).json()
+    assert usage["total_traces"] == 1, usage
+    assert {m["model"]: m["calls"] for m in usage["top_models"]} == {"sim-echo": 2, "gpt-4o": 1}
+    day = datetime.fromisoformat("2026-11-29T12:00:00+00:00")
+    async with loop.db.session() as s:
+        rows = (
+            await s.execute(
+                text(drift.CALLS),
+                {
+                    "owner": BUILTIN_ADMIN_ID,
+                    "baseline_start": day - timedelta(days=1),
+                    "window_start": day,
+                    "window_end": day + timedelta(hours=1),
+                    "cap": 100,
+                },
+            )
+        ).all()
+    assert sum(r.calls for r in rows) == 3, rows
 
     # A retried step that finds its answer stored does not call the model again.
     redis = bus.connect(loop.endpoints.redis_url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from temporalio import activity
@@ -26,11 +27,18 @@ class DriftActivities:
     @activity.defn(name="detect_drift")
     async def detect_drift(self, params: DriftBatchInput) -> DriftBatchResult:
         tested = created = 0
+        loop = asyncio.get_running_loop()
         for owner in params.owner_ids:
+
+            def beat(group: int, owner: str = owner) -> None:
+                # Called from the thread the tests run in: activity.heartbeat must run on the loop
+                # (it schedules the send there); the thread's context is the activity's.
+                loop.call_soon_threadsafe(activity.heartbeat, owner, group)
+
             # Each account in its own transaction: a retry re-tests the batch, finding what it wrote.
             async with self.db.session() as session:
                 groups, made = await drift.detect_owner(
-                    session, self.settings, uuid.UUID(owner), params.window_end
+                    session, self.settings, uuid.UUID(owner), params.window_end, on_group=beat
                 )
             tested += groups
             created += len(made)

@@ -11,9 +11,11 @@ as arrays), so the rows read and sent are bounded whatever the store holds."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -189,14 +191,18 @@ def _findings(
     settings: Settings,
     groups: dict[GroupKey, _Group],
     tools: dict[GroupKey, dict[str, dict[str, int]]],
+    on_group: Callable[[int], None] | None = None,
 ) -> tuple[int, list[tuple[GroupKey, Finding]]]:
-    """(the groups with samples in both windows, the findings), every metric of every group tested."""
+    """(the groups with samples in both windows, the findings), every metric of every group tested;
+    `on_group(n)` as it starts the n-th group (from the thread this runs in)."""
     p, least = settings.drift_p_value, settings.drift_min_samples
     tested, found = 0, []
     for key, group in groups.items():
         if "baseline" not in group.calls or "current" not in group.calls:
             continue
         tested += 1
+        if on_group is not None:
+            on_group(tested)
         base, cur = group.values["baseline"], group.values["current"]
         for metric in CONTINUOUS:
             finding = drift_stats.compare_values(
@@ -219,6 +225,8 @@ def _findings(
         if "baseline" not in per_window or "current" not in per_window:
             continue
         tested += 1
+        if on_group is not None:
+            on_group(tested)
         mix = drift_stats.compare_mix(
             "tool_mix", per_window["baseline"], per_window["current"], p_threshold=p, min_samples=least
         )
@@ -232,13 +240,23 @@ def _finite(value: float) -> float | None:
 
 
 async def detect_owner(
-    db: AsyncSession, settings: Settings, owner_id: uuid.UUID, window_end: datetime
+    db: AsyncSession,
+    settings: Settings,
+    owner_id: uuid.UUID,
+    window_end: datetime,
+    *,
+    on_group: Callable[[int], None] | None = None,
 ) -> tuple[int, list[uuid.UUID]]:
     """Tests every group of one account for the windows ending at `window_end` and stores the
-    alerts (committed). Returns the groups tested and the ids of the alerts this call made."""
+    alerts (committed). Returns the groups tested and the ids of the alerts this call made.
+    `on_group(n)` is called, from a worker thread, as each group's tests start."""
     w = windows(settings, window_end)
     groups, tools = await _samples(db, owner_id, w, settings.drift_max_traces)
-    tested, found = _findings(settings, groups, tools)
+    # The tests are CPU work (a large account's 4 x 200k values took over a second): in a thread,
+    # so the event loop they share with the turns' and replays' activities (whose heartbeats time
+    # out after 10 s) or with the API's requests keeps running. scipy releases the GIL in its
+    # sorting and ranking, and the thread's switch interval bounds the rest.
+    tested, found = await asyncio.to_thread(_findings, settings, groups, tools, on_group)
     made = []
     for (project_id, scope_kind, scope, model), finding in found:
         row = (

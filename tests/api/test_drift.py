@@ -5,9 +5,11 @@ default list and into the summary's counts; another account sees none of it."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from litestar import Litestar
@@ -19,6 +21,7 @@ from core.db import Database
 from core.db.drift import DriftAlert
 from core.db.traces import Project
 from everloop.stack import Endpoints
+from services import drift_stats
 from tests import drift_traffic
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
 
@@ -267,3 +270,27 @@ async def test_an_agents_slower_failing_turns_with_another_tool_mix(
     assert (mix["model"], mix["test"], mix["details"]["tool"]) == ("", "chi_square", "search")
     assert (mix["baseline_value"], mix["current_value"]) == (1.0, 0.5)
     assert mix["windows"]["current"]["count"] == 60
+
+
+async def test_the_statistics_run_off_the_event_loop(
+    client: AsyncTestClient[Litestar], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /v1/drift/run's tests (CPU seconds for a large account) run in a thread: the API's event
+    loop keeps answering meanwhile (review item 3)."""
+    alice = As(client, await register(client))
+    await drift_traffic.baseline_and_recent(alice, WINDOW_END, baseline_cost=0.01, recent_cost=0.02)
+    on_loop: list[bool] = []
+    compare = drift_stats.compare_values
+
+    def watched(metric: str, baseline: Sequence[float], current: Sequence[float], **kw: Any) -> object:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # no loop in this thread: a worker thread
+            on_loop.append(False)
+        return compare(metric, baseline, current, **kw)
+
+    monkeypatch.setattr(drift_stats, "compare_values", watched)
+    result = await _run(alice)
+    assert result["alerts_created"] == 1
+    assert on_loop and not any(on_loop)

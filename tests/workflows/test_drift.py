@@ -18,13 +18,20 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleIntervalSpec
 from temporalio.service import RPCError
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer
 
+from activities.drift import DriftActivities
 from api.app import create_app
 from core import bus
 from core.converter import data_converter
 from core.db import Database
-from core.schemas.drift import DriftScheduleInput, DriftScheduleResult
+from core.schemas.drift import (
+    DriftBatchInput,
+    DriftOwnersInput,
+    DriftScheduleInput,
+    DriftScheduleResult,
+)
 from core.settings import Settings
 from everloop.stack import Endpoints
 from everloop.worker import WORKFLOWS, build_worker
@@ -174,3 +181,23 @@ async def test_a_starting_worker_makes_the_schedule_with_its_settings(
     finally:
         pool.kill(process)  # nothing of it to keep: no need to wait for a graceful stop
         await handle.delete()
+
+
+async def test_the_batch_activity_heartbeats_per_group(
+    client: AsyncTestClient[Litestar], db: Database, settings: Settings
+) -> None:
+    """The tests run in a thread (review item 3); each group's start is a heartbeat, sent from the
+    activity's loop, naming the account and the group: a batch of large accounts is never taken
+    for a dead worker."""
+    window_end = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    alice = As(client, await register(client))
+    await drift_traffic.baseline_and_recent(alice, window_end, baseline_cost=0.01, recent_cost=0.02)
+    activities = DriftActivities(db, settings)
+    env = ActivityEnvironment()
+    beats: list[tuple[object, ...]] = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    owners = await env.run(activities.list_drift_owners, DriftOwnersInput(window_end=window_end))
+    [owner] = owners.owner_ids
+    result = await env.run(activities.detect_drift, DriftBatchInput(owner_ids=[owner], window_end=window_end))
+    assert (result.groups_tested, result.alerts_created) == (2, 1)
+    assert (owner, 1) in beats and (owner, 2) in beats

@@ -114,8 +114,13 @@ WHERE EXISTS (SELECT 1 FROM traces t
 ORDER BY u.id
 """
 
-# Idempotent: the same window's alert is found (the unique constraint), and while an alert of the
-# same scope, model and metric is unresolved, a later window adds none (one open alert per drift).
+# One open alert per drift, kept current: while an alert of the same scope, model and metric is
+# unresolved, a run (of a later window) updates its values, severity and windows instead of adding
+# one, so a drift that grows from low to high shows high. The partial unique index
+# uq_drift_alerts_open is what makes this hold between concurrent runs (the schedule's and a
+# POST /v1/drift/run with another window_end): under READ COMMITTED a NOT EXISTS check would let
+# both insert. An older window than the open alert's changes nothing, nor does a window no later
+# than a resolved alert's of the same drift (a retried or repeated run after a resolve).
 INSERT_ALERT = """
 INSERT INTO drift_alerts (
     id, owner_id, project_id, scope_kind, scope, model, metric, severity, baseline_value,
@@ -128,11 +133,19 @@ SELECT CAST(:id AS uuid), CAST(:owner AS uuid), CAST(:project AS uuid), CAST(:sc
        CAST(:details AS jsonb)
 WHERE NOT EXISTS (
     SELECT 1 FROM drift_alerts
-    WHERE owner_id = :owner AND resolved_at IS NULL AND project_id = :project
+    WHERE owner_id = :owner AND resolved_at IS NOT NULL AND project_id = :project
       AND scope_kind = :scope_kind AND scope = :scope AND model = :model AND metric = :metric
-      AND window_end <> :window_end)
-ON CONFLICT ON CONSTRAINT uq_drift_alerts_scope_metric_window DO NOTHING
-RETURNING id
+      AND window_end >= :window_end)
+ON CONFLICT (owner_id, project_id, scope_kind, scope, model, metric) WHERE resolved_at IS NULL
+DO UPDATE SET
+    severity = EXCLUDED.severity, baseline_value = EXCLUDED.baseline_value,
+    current_value = EXCLUDED.current_value, test = EXCLUDED.test, statistic = EXCLUDED.statistic,
+    p_value = EXCLUDED.p_value, baseline_count = EXCLUDED.baseline_count,
+    window_count = EXCLUDED.window_count, baseline_start = EXCLUDED.baseline_start,
+    baseline_end = EXCLUDED.baseline_end, window_start = EXCLUDED.window_start,
+    window_end = EXCLUDED.window_end, details = EXCLUDED.details, updated_at = now()
+WHERE drift_alerts.window_end <= EXCLUDED.window_end
+RETURNING id, xmax = 0 AS made
 """
 
 
@@ -257,6 +270,16 @@ async def detect_owner(
     # out after 10 s) or with the API's requests keeps running. scipy releases the GIL in its
     # sorting and ranking, and the thread's switch interval bounds the rest.
     tested, found = await asyncio.to_thread(_findings, settings, groups, tools, on_group)
+    made = await store_alerts(db, owner_id, w, found)
+    await db.commit()
+    return tested, made
+
+
+async def store_alerts(
+    db: AsyncSession, owner_id: uuid.UUID, w: Windows, found: list[tuple[GroupKey, Finding]]
+) -> list[uuid.UUID]:
+    """Stores the findings of the windows `w` (not committed): a new alert, or the open alert of the
+    same drift brought up to date. Returns the ids of the alerts made (not those updated)."""
     made = []
     for (project_id, scope_kind, scope, model), finding in found:
         row = (
@@ -286,10 +309,9 @@ async def detect_owner(
                 },
             )
         ).first()
-        if row is not None:
+        if row is not None and row.made:
             made.append(row.id)
-    await db.commit()
-    return tested, made
+    return made
 
 
 async def owners_with_traffic(db: AsyncSession, settings: Settings, window_end: datetime) -> list[uuid.UUID]:

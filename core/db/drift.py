@@ -30,6 +30,19 @@ class DriftAlert(TimestampedModel):
             "window_end",
             name="uq_drift_alerts_scope_metric_window",  # the convention's name is over 63 bytes
         ),
+        # One open alert per drift: two runs at once (the schedule's and POST /v1/drift/run, with
+        # different windows) cannot both open one; the second updates the first (services/drift.py).
+        Index(
+            "uq_drift_alerts_open",
+            "owner_id",
+            "project_id",
+            "scope_kind",
+            "scope",
+            "model",
+            "metric",
+            unique=True,
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
         Index("ix_drift_alerts_owner_created", "owner_id", "created_at"),
         Index("ix_drift_alerts_unresolved", "owner_id", postgresql_where=text("resolved_at IS NULL")),
     )

@@ -20,8 +20,11 @@ from api.app import create_app
 from core.db import Database
 from core.db.drift import DriftAlert
 from core.db.traces import Project
+from core.schemas.drift import Severity
+from core.settings import Settings
 from everloop.stack import Endpoints
-from services import drift_stats
+from services import drift, drift_stats
+from services.drift_stats import Finding
 from tests import drift_traffic
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
 
@@ -294,3 +297,79 @@ async def test_the_statistics_run_off_the_event_loop(
     result = await _run(alice)
     assert result["alerts_created"] == 1
     assert on_loop and not any(on_loop)
+
+
+def _cost(severity: Severity, current: float) -> Finding:
+    return Finding(
+        metric="cost",
+        test="mann_whitney_u",
+        statistic=1.0,
+        p_value=1e-9,
+        baseline_value=0.01,
+        current_value=current,
+        baseline_count=40,
+        current_count=40,
+        severity=severity,
+    )
+
+
+async def _open_alerts(db: Database, owner: uuid.UUID) -> list[tuple[str, float, datetime]]:
+    async with db.session() as session:
+        rows = (
+            await session.execute(
+                select(DriftAlert.severity, DriftAlert.current_value, DriftAlert.window_end).where(
+                    DriftAlert.owner_id == owner, DriftAlert.resolved_at.is_(None)
+                )
+            )
+        ).all()
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+async def test_two_runs_at_once_open_one_alert_which_the_later_window_keeps_current(
+    client: AsyncTestClient[Litestar], db: Database, settings: Settings
+) -> None:
+    """The schedule's run and a POST /v1/drift/run with another window_end, at once (READ COMMITTED):
+    one open alert for the drift, not two; it shows the later window's values and severity, so a
+    drift grown from low to high reads high (review item 10)."""
+    alice = As(client, await register(client))
+    project_id = uuid.UUID((await alice.get("/v1/projects")).json()["projects"][0]["id"])
+    async with db.session() as session:
+        owner = await session.scalar(select(Project.owner_id).where(Project.id == project_id))
+    assert owner is not None
+    key = (project_id, "trace_name", "pipeline", "gpt")
+    early, later = (
+        drift.windows(settings, WINDOW_END),
+        drift.windows(settings, WINDOW_END + timedelta(hours=1)),
+    )
+
+    async with db.session() as first, db.session() as second:
+        made_first = await drift.store_alerts(first, owner, early, [(key, _cost("low", 0.012))])
+
+        async def other_run() -> list[uuid.UUID]:
+            made = await drift.store_alerts(second, owner, later, [(key, _cost("high", 0.02))])
+            await second.commit()
+            return made
+
+        racing = asyncio.create_task(other_run())
+        # The other run's insert waits for the first's uncommitted one (the open alerts' unique
+        # index); without the index it would not wait, and would insert a second open alert.
+        async with db.session() as watcher:
+            for _ in range(400):  # at most ~4 s
+                if racing.done():
+                    break
+                waiting = await watcher.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted"))
+                await watcher.rollback()
+                if waiting:
+                    break
+                await asyncio.sleep(0.01)  # nothing to await: a lock wait is seen only by polling
+        await first.commit()
+        made_later = await racing
+
+    assert len(made_first) == 1 and made_later == []  # the later run updated the open alert
+    assert await _open_alerts(db, owner) == [("high", 0.02, later.window_end)]
+
+    # An older window than the open alert's changes nothing.
+    async with db.session() as session:
+        assert await drift.store_alerts(session, owner, early, [(key, _cost("medium", 0.014))]) == []
+        await session.commit()
+    assert await _open_alerts(db, owner) == [("high", 0.02, later.window_end)]

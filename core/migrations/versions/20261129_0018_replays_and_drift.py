@@ -88,6 +88,11 @@ def upgrade() -> None:
             name='uq_drift_alerts_scope_metric_window',
         ),
     )
+    op.create_index(
+        'uq_drift_alerts_open', 'drift_alerts',
+        ['owner_id', 'project_id', 'scope_kind', 'scope', 'model', 'metric'], unique=True,
+        postgresql_where=sa.text('resolved_at IS NULL'),
+    )
     op.create_index('ix_drift_alerts_owner_created', 'drift_alerts', ['owner_id', 'created_at'], unique=False)
     op.create_index(
         'ix_drift_alerts_unresolved', 'drift_alerts', ['owner_id'], unique=False,
@@ -98,6 +103,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index('ix_drift_alerts_unresolved', table_name='drift_alerts', postgresql_where=sa.text('resolved_at IS NULL'))
     op.drop_index('ix_drift_alerts_owner_created', table_name='drift_alerts')
+    op.drop_index('uq_drift_alerts_open', table_name='drift_alerts', postgresql_where=sa.text('resolved_at IS NULL'))
     op.drop_table('drift_alerts')
     op.drop_index('ix_replays_trace_row_id', table_name='replays')
     op.drop_index('ix_replays_owner_created', table_name='replays')

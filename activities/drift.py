@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 
 from temporalio import activity
 
+from activities.persist import persist
 from core.db import Database
 from core.schemas.drift import DriftBatchInput, DriftBatchResult, DriftOwners, DriftOwnersInput
 from core.settings import Settings
@@ -20,27 +22,39 @@ class DriftActivities:
 
     @activity.defn(name="list_drift_owners")
     async def list_drift_owners(self, params: DriftOwnersInput) -> DriftOwners:
-        async with self.db.session() as session:
-            owners = await drift.owners_with_traffic(session, self.settings, params.window_end)
+        # A database outage is waited out here (as every store step does), not spent on retries.
+        owners = await persist(
+            self.db,
+            lambda session: drift.owners_with_traffic(session, self.settings, params.window_end),
+            what="drift:owners",
+        )
         return DriftOwners(owner_ids=[str(owner) for owner in owners])
 
     @activity.defn(name="detect_drift")
     async def detect_drift(self, params: DriftBatchInput) -> DriftBatchResult:
         tested = created = 0
-        loop = asyncio.get_running_loop()
         for owner in params.owner_ids:
-
-            def beat(group: int, owner: str = owner) -> None:
-                # Called from the thread the tests run in: activity.heartbeat must run on the loop
-                # (it schedules the send there); the thread's context is the activity's.
-                loop.call_soon_threadsafe(activity.heartbeat, owner, group)
-
-            # Each account in its own transaction: a retry re-tests the batch, finding what it wrote.
-            async with self.db.session() as session:
-                groups, made = await drift.detect_owner(
-                    session, self.settings, uuid.UUID(owner), params.window_end, on_group=beat
-                )
+            groups, made = await self._detect(owner, params.window_end)
             tested += groups
             created += len(made)
             activity.heartbeat(owner)
         return DriftBatchResult(groups_tested=tested, alerts_created=created)
+
+    async def _detect(self, owner: str, window_end: datetime) -> tuple[int, list[uuid.UUID]]:
+        loop = asyncio.get_running_loop()
+
+        def beat(group: int) -> None:
+            # Called from the thread the tests run in: activity.heartbeat must run on the loop (it
+            # schedules the send there); the thread's context is the activity's.
+            loop.call_soon_threadsafe(activity.heartbeat, owner, group)
+
+        # The account in its own transaction (a retry re-tests the batch, finding what it wrote),
+        # which waits out a database outage rather than failing the batch.
+        return await persist(
+            self.db,
+            lambda session: drift.detect_owner(
+                session, self.settings, uuid.UUID(owner), window_end, on_group=beat
+            ),
+            what=f"drift:{owner}",
+            details=(owner,),
+        )

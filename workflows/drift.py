@@ -15,6 +15,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
+    from core.durability import STORE_BACKOFF_MAX, STORE_RETRY_WINDOW
     from core.schemas.drift import (
         DriftBatchInput,
         DriftBatchResult,
@@ -28,7 +29,14 @@ with workflow.unsafe.imports_passed_through():
 # history stays short (10,000 accounts: 200 activities).
 BATCH = 50
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), backoff_coefficient=2.0, maximum_attempts=5)
+# Each step waits out a database outage inside its attempt (activities/persist.py, as the turns'
+# and replays' store steps do), heartbeating meanwhile; these retries cover a worker that dies, and
+# the heartbeat timeout, not the step's limit, is what notices one.
+STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=STORE_BACKOFF_MAX
+)
+STEP_LIMIT = 2 * STORE_RETRY_WINDOW + timedelta(minutes=30)
+HEARTBEAT = timedelta(minutes=1)
 
 
 @workflow.defn(name="DriftDetection")
@@ -40,8 +48,9 @@ class DriftWorkflow:
             "list_drift_owners",
             DriftOwnersInput(window_end=window_end),
             result_type=DriftOwners,
-            start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=RETRY,
+            start_to_close_timeout=STEP_LIMIT,
+            heartbeat_timeout=HEARTBEAT,
+            retry_policy=STORE_RETRY,
         )
         tested = created = 0
         for first in range(0, len(owners.owner_ids), BATCH):
@@ -49,9 +58,9 @@ class DriftWorkflow:
                 "detect_drift",
                 DriftBatchInput(owner_ids=owners.owner_ids[first : first + BATCH], window_end=window_end),
                 result_type=DriftBatchResult,
-                start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(minutes=2),  # one account's statements at most
-                retry_policy=RETRY,
+                start_to_close_timeout=STEP_LIMIT,
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=STORE_RETRY,
             )
             tested += batch.groups_tested
             created += batch.alerts_created

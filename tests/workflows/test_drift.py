@@ -26,6 +26,7 @@ from api.app import create_app
 from core import bus
 from core.converter import data_converter
 from core.db import Database
+from core.durability import STORE_RETRY_WINDOW
 from core.schemas.drift import (
     DriftBatchInput,
     DriftOwnersInput,
@@ -96,6 +97,18 @@ async def test_the_workflow_alerts_on_a_doubled_cost_once(
     assert (await quiet.get("/v1/drift/alerts?include_resolved=true")).json() == []
 
     history = await temporal_client.get_workflow_handle(workflow_id).fetch_history()
+    # Every step waits out a database outage (activities/persist.py) rather than spending a few
+    # attempts on it: no attempt limit, a step limit past the store's retry window (review item 12).
+    scheduled = [
+        e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled
+    for step in scheduled:
+        assert step.retry_policy.maximum_attempts == 0, step.activity_type.name
+        assert step.start_to_close_timeout.ToTimedelta() > STORE_RETRY_WINDOW
+        assert step.heartbeat_timeout.ToTimedelta() > timedelta(0)
     await Replayer(workflows=WORKFLOWS, data_converter=data_converter).replay_workflow(history)
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "drift_detection.json").write_text(history.to_json())

@@ -73,7 +73,7 @@ class Provider:
 
     async def complete(
         self,
-        session_id: uuid.UUID,
+        session_id: uuid.UUID | None,
         message_id: str,
         provider: LlmProvider,
         model: LlmModel,
@@ -82,12 +82,18 @@ class Provider:
         tools: list[dict[str, Any]],
         context: ev.EventContext | None = None,
         parallel_tool_calls: bool | None = None,
+        *,
+        call_params: dict[str, Any] | None = None,
     ) -> Reply:
         """One streamed call: deltas go out live as `output.message.delta` (with the turn's
-        `context`), the whole reply comes back."""
-        params = llm.completion_params(provider, model, api_key, self.deps.simulator_url)
+        `context`), the whole reply comes back. Without a session (a replay's call) nothing is
+        published; `call_params` (temperature...) are passed to the model as they are."""
+        params = {
+            **llm.completion_params(provider, model, api_key, self.deps.simulator_url),
+            **(call_params or {}),
+        }
         pinned = self._pinned_client(provider, params)
-        if activity.info().attempt > 1:
+        if session_id is not None and activity.info().attempt > 1:
             # The failed attempt may have streamed part of a reply: clients drop it.
             reset = ev.OutputMessageReset(message_id=message_id, attempt=activity.info().attempt)
             await events.publish_ephemeral(self.deps.bus, session_id, reset, context)
@@ -129,7 +135,7 @@ class Provider:
 
     async def _stream(
         self,
-        session_id: uuid.UUID,
+        session_id: uuid.UUID | None,
         message_id: str,
         params: dict[str, Any],
         messages: list[dict[str, Any]],
@@ -156,7 +162,7 @@ class Provider:
             async for chunk in stream:
                 chunks.append(chunk)
                 delta = chunk.choices[0].delta.content if chunk.choices else None
-                if delta:
+                if delta and session_id is not None:
                     piece = ev.OutputMessageDelta(message_id=message_id, delta=delta)
                     await events.publish_ephemeral(self.deps.bus, session_id, piece, context)
         except litellm.exceptions.APIError as exc:  # includes every provider error litellm maps
@@ -203,7 +209,8 @@ class Reply:
             finish_reason=choice.finish_reason,
             response_id=getattr(response, "id", None),
             tool_summaries=[
-                ev.ToolSummary(name=t["function"]["name"], description=t["function"]["description"])
+                # An ingested span's tools (a replay) may have no description.
+                ev.ToolSummary(name=t["function"]["name"], description=t["function"].get("description") or "")
                 for t in tools
             ],
         )

@@ -6,24 +6,20 @@ stored does not call the model again."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from typing import Any
 
-import litellm
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import LoopDeps
-from activities.heartbeat import heartbeating
 from activities.persist import persist
-from activities.provider import LLM_CALL_LIMIT_S, Provider, Reply, fatal, provider_error
+from activities.provider import Provider, fatal
 from core.errors import InvalidInput
 from core.net import NetPolicy, url_refusal
 from core.schemas import replays as schema
 from core.schemas.replays import ReplayLoop
-from services import llm, replays
+from services import replays
 from services.conversation import IMAGE_DNS_TIMEOUT_S
 
 # ApplicationError types: the replay's row is gone; a span that can no longer be re-executed.
@@ -99,24 +95,12 @@ class ReplayActivities:
                 )
 
     async def _complete(self, call: replays.Call, api_key: str | None) -> dict[str, Any]:
-        """One streamed call, as a turn's `reason` makes it (the same litellm route, pinned client for
-        a user's provider, time limit and error mapping), without publishing deltas: a replay has no
-        session whose stream would carry them. Heartbeats every second, so a dead worker is noticed
-        within the heartbeat timeout and another worker calls again."""
-        params = llm.completion_params(call.provider, call.model, api_key, self.deps.simulator_url)
-        # The loop's own pinned client for users' providers (connects only to checked addresses).
-        pinned = self.provider._pinned_client(call.provider, params)
-        started = time.monotonic()
-        try:
-            async with heartbeating(), asyncio.timeout(LLM_CALL_LIMIT_S):
-                response = await self._stream(params, call, api_key)
-        except TimeoutError:
-            text = f"the provider did not finish within {LLM_CALL_LIMIT_S:g} s"
-            raise ApplicationError(text, type="llm_error") from None
-        finally:
-            if pinned is not None:
-                await pinned.aclose()
-        reply = Reply.of(response, params["model"], int((time.monotonic() - started) * 1000), [])
+        """One streamed call, as a turn's `reason` makes it (Provider.complete: the same litellm
+        route, pinned client for a user's provider, time limit, heartbeats and error mapping),
+        without a session: a replay has no stream whose deltas it would publish."""
+        reply = await self.provider.complete(
+            None, "", call.provider, call.model, api_key, call.messages, call.tools, call_params=call.params
+        )
         return replays.output_record(
             call,
             text_out=reply.text,
@@ -127,30 +111,3 @@ class ReplayActivities:
             duration_ms=reply.duration_ms,
             finish_reason=reply.finish_reason,
         )
-
-    async def _stream(self, params: dict[str, Any], call: replays.Call, api_key: str | None) -> Any:
-        chunks = []
-        try:
-            stream = await litellm.acompletion(
-                **params,
-                **call.params,
-                messages=call.messages,
-                tools=call.tools or None,
-                stream=True,
-                stream_options={"include_usage": True},
-                num_retries=0,
-                timeout=300,
-            )
-            async for chunk in stream:
-                chunks.append(chunk)
-        except (
-            litellm.exceptions.APIError,
-            litellm.exceptions.Timeout,
-            litellm.exceptions.APIConnectionError,
-        ) as exc:
-            raise provider_error(exc, api_key) from None
-        except Exception as exc:
-            if isinstance(getattr(exc, "status_code", None), int):
-                raise provider_error(exc, api_key) from None
-            raise
-        return litellm.stream_chunk_builder(chunks, messages=call.messages)

@@ -25,7 +25,13 @@ class DriftActivities:
         # A database outage is waited out here (as every store step does), not spent on retries.
         owners = await persist(
             self.db,
-            lambda session: drift.owners_with_traffic(session, self.settings, params.window_end),
+            lambda session: drift.owners_with_traffic(
+                session,
+                self.settings,
+                params.window_end,
+                after=uuid.UUID(params.after) if params.after else None,
+                limit=params.limit,
+            ),
             what="drift:owners",
         )
         return DriftOwners(owner_ids=[str(owner) for owner in owners])

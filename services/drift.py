@@ -105,14 +105,17 @@ GROUP BY 1, 2, 3, 4, 5
 """
 )
 
-# The accounts with traces in the recent window: one index probe per account
-# (ix_traces_owner_started), never a scan of the traces.
+# The accounts with traces in the recent window, a page after a cursor (the last id of the page
+# before): one index probe per account (ix_traces_owner_started), never a scan of the traces.
 OWNERS = """
 SELECT u.id FROM users u
-WHERE EXISTS (SELECT 1 FROM traces t
+WHERE u.id > :after
+  AND EXISTS (SELECT 1 FROM traces t
               WHERE t.owner_id = u.id AND t.started_at >= :window_start AND t.started_at < :window_end)
 ORDER BY u.id
+LIMIT :limit
 """
+NO_OWNER = uuid.UUID(int=0)  # before every account id
 
 # One open alert per drift, kept current: while an alert of the same scope, model and metric is
 # unresolved, a run (of a later window) updates its values, severity and windows instead of adding
@@ -314,9 +317,18 @@ async def store_alerts(
     return made
 
 
-async def owners_with_traffic(db: AsyncSession, settings: Settings, window_end: datetime) -> list[uuid.UUID]:
+async def owners_with_traffic(
+    db: AsyncSession, settings: Settings, window_end: datetime, *, after: uuid.UUID | None, limit: int
+) -> list[uuid.UUID]:
+    """Up to `limit` accounts with traces in the recent window, in id order, after `after`: a page,
+    so no list of every account has to fit one activity result (Temporal's ~2 MB payload limit)."""
     w = windows(settings, window_end)
-    params = {"window_start": w.window_start, "window_end": w.window_end}
+    params = {
+        "window_start": w.window_start,
+        "window_end": w.window_end,
+        "after": after or NO_OWNER,
+        "limit": limit,
+    }
     return [row.id for row in (await db.execute(text(OWNERS), params)).all()]
 
 

@@ -75,10 +75,15 @@ class DriftScheduleInput(msgspec.Struct, kw_only=True, frozen=True):
     # Set by a test or an operator; a scheduled run leaves it out and uses the time it was scheduled
     # for, so a retried run tests the same windows.
     window_end: datetime | None = None
+    # Accounts per page and per detection activity: small enough that a retried batch repeats
+    # little, large enough that the history stays short (10,000 accounts: 200 pages).
+    batch_size: int = 50
 
 
 class DriftOwnersInput(msgspec.Struct, kw_only=True, frozen=True):
     window_end: datetime
+    after: str | None = None  # the last account of the page before (None: from the first)
+    limit: int = 50
 
 
 class DriftOwners(msgspec.Struct, kw_only=True, frozen=True):

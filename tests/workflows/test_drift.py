@@ -76,10 +76,11 @@ async def test_the_workflow_alerts_on_a_doubled_cost_once(
                 id=workflow_id,
                 task_queue=task_queue,
             )
-            # A second run of the same windows (a retried schedule run) finds what the first wrote.
+            # A second run of the same windows (a retried schedule run) finds what the first wrote;
+            # one account a page, it lists the accounts in three pages (the last empty).
             again = await temporal_client.execute_workflow(
                 DriftWorkflow.run,
-                DriftScheduleInput(window_end=window_end),
+                DriftScheduleInput(window_end=window_end, batch_size=1),
                 id=f"{workflow_id}-again",
                 task_queue=task_queue,
             )
@@ -88,6 +89,13 @@ async def test_the_workflow_alerts_on_a_doubled_cost_once(
     assert (result.window_end, result.owners, result.groups_tested) == (window_end, 2, 4)
     assert result.alerts_created == 1
     assert (again.owners, again.alerts_created) == (2, 0)
+    paged = await temporal_client.get_workflow_handle(f"{workflow_id}-again").fetch_history()
+    steps = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in paged.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert steps == ["list_drift_owners", "detect_drift"] * 2 + ["list_drift_owners"]
 
     alerts = (await alice.get("/v1/drift/alerts")).json()
     assert [(a["metric"], a["severity"], a["scope"], a["model"]) for a in alerts] == [

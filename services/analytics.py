@@ -1,6 +1,6 @@
 """Usage and cost analytics from the trace store's rows (`traces` and their `spans`): Opswald's
 `/v1/analytics/usage` and `/v1/analytics/cost`, Opper's `/v2/analytics/usage`. Each answer is one
-SQL statement: the caller's traces in the window through `ix_traces_owner_started` (owner, start
+SQL statement: the caller's traces in the window through `ix_traces_owner_started_id` (owner, start
 time), their spans through `ix_spans_trace_start`, aggregated in the database."""
 
 from __future__ import annotations

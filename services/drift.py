@@ -16,7 +16,7 @@ import math
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -470,13 +470,14 @@ async def ensure_schedule(
     client: Client, settings: Settings, task_queue: str, *, schedule_id: str = SCHEDULE_ID
 ) -> None:
     """Creates the `drift-detection` schedule, or brings an existing one to these settings (every
-    worker calls this at start; any number of them may race: the loser updates)."""
+    worker calls this at start; any number of them may race: the loser updates). An existing
+    schedule keeps its state: an operator's pause (and its note) outlives the workers' restarts."""
     wanted = schedule(settings, task_queue)
     try:
         await client.create_schedule(schedule_id, wanted)
     except ScheduleAlreadyRunningError:
 
-        def updated(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=wanted)
+        def updated(current: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=replace(wanted, state=current.description.schedule.state))
 
         await client.get_schedule_handle(schedule_id).update(updated)

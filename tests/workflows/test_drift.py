@@ -138,12 +138,17 @@ async def test_the_schedule_is_made_once_and_its_run_tests_the_scheduled_windows
     handle = temporal_client.get_schedule_handle(schedule_id)
     redis = bus.connect(endpoints.redis_url)
     try:
-        # Made, then made again by a worker with another interval: updated, not duplicated or failed.
+        # Made, then made again by a worker with another interval: updated, not duplicated or failed;
+        # an operator's pause in between stays (a worker's restart does not undo it).
         await drift.ensure_schedule(temporal_client, settings, task_queue, schedule_id=schedule_id)
+        await handle.pause(note="paused by the operator")
         changed = msgspec.structs.replace(settings, drift_interval_s=600.0)
         await drift.ensure_schedule(temporal_client, changed, task_queue, schedule_id=schedule_id)
         described = await handle.describe()
         assert described.schedule.spec.intervals == [ScheduleIntervalSpec(every=timedelta(minutes=10))]
+        assert described.schedule.state.paused
+        assert described.schedule.state.note == "paused by the operator"
+        await handle.unpause()
 
         async with build_worker(temporal_client, settings, db, redis, task_queue=task_queue):
             await handle.trigger()

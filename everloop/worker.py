@@ -9,7 +9,6 @@ from datetime import timedelta
 import structlog
 from redis.asyncio import Redis
 from temporalio.client import Client
-from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities import heartbeat
@@ -88,11 +87,12 @@ async def run_worker(settings: Settings, database_url: str, redis_url: str, temp
         loop.add_signal_handler(sig, stop.set)
     # Drift detection runs on a Temporal schedule; each worker makes sure it exists as configured.
     # The turns matter more: a worker that cannot make it (a server without schedules, a namespace
-    # it may not write to) still starts, and says why.
+    # it may not write to, a timeout, a lost update race) still
+    # starts, and says why: whatever the error, the schedule is not worth a dead worker.
     try:
         await drift.ensure_schedule(client, settings, settings.temporal_task_queue)
-    except RPCError as exc:
-        log.error("drift schedule not made", error=str(exc))
+    except Exception as exc:
+        log.error("drift schedule not made", error=str(exc) or type(exc).__name__, exc_info=True)
     log.info("worker started", task_queue=settings.temporal_task_queue, temporal=temporal_address)
     async with worker:
         sweeper = asyncio.create_task(

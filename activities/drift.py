@@ -10,7 +10,13 @@ from temporalio import activity
 
 from activities.persist import persist
 from core.db import Database
-from core.schemas.drift import DriftBatchInput, DriftBatchResult, DriftOwners, DriftOwnersInput
+from core.schemas.drift import (
+    DriftBatchInput,
+    DriftBatchResult,
+    DriftLoop,
+    DriftOwners,
+    DriftOwnersInput,
+)
 from core.settings import Settings
 from services import drift
 
@@ -20,7 +26,7 @@ class DriftActivities:
         self.db = db
         self.settings = settings
 
-    @activity.defn(name="list_drift_owners")
+    @activity.defn(name=DriftLoop.LIST_OWNERS)
     async def list_drift_owners(self, params: DriftOwnersInput) -> DriftOwners:
         # A database outage is waited out here (as every store step does), not spent on retries.
         owners = await persist(
@@ -36,7 +42,7 @@ class DriftActivities:
         )
         return DriftOwners(owner_ids=[str(owner) for owner in owners])
 
-    @activity.defn(name="detect_drift")
+    @activity.defn(name=DriftLoop.DETECT)
     async def detect_drift(self, params: DriftBatchInput) -> DriftBatchResult:
         tested = created = 0
         for owner in params.owner_ids:

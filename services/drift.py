@@ -46,7 +46,7 @@ from services import drift_stats
 from services.drift_stats import Finding
 from workflows.drift import DriftWorkflow
 
-SCHEDULE_ID = "drift-detection"
+SCHEDULE_ID = schema.DriftLoop.SCHEDULE_ID
 RECENT_ALERTS = 10
 CONTINUOUS = ("latency_ms", "cost", "tokens", "output_length")
 

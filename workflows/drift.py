@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from core.schemas.drift import (
         DriftBatchInput,
         DriftBatchResult,
+        DriftLoop,
         DriftOwners,
         DriftOwnersInput,
         DriftScheduleInput,
@@ -37,7 +38,7 @@ STEP_LIMIT = 2 * STORE_RETRY_WINDOW + timedelta(minutes=30)
 HEARTBEAT = timedelta(minutes=1)
 
 
-@workflow.defn(name="DriftDetection")
+@workflow.defn(name=DriftLoop.WORKFLOW)
 class DriftWorkflow:
     @workflow.run
     async def run(self, params: DriftScheduleInput) -> DriftScheduleResult:
@@ -49,7 +50,7 @@ class DriftWorkflow:
         # one activity: no activity result holds every account (Temporal's payload limit).
         while True:
             page: DriftOwners = await workflow.execute_activity(
-                "list_drift_owners",
+                DriftLoop.LIST_OWNERS,
                 DriftOwnersInput(window_end=window_end, after=after, limit=size),
                 result_type=DriftOwners,
                 start_to_close_timeout=STEP_LIMIT,
@@ -58,7 +59,7 @@ class DriftWorkflow:
             )
             if page.owner_ids:
                 batch: DriftBatchResult = await workflow.execute_activity(
-                    "detect_drift",
+                    DriftLoop.DETECT,
                     DriftBatchInput(owner_ids=page.owner_ids, window_end=window_end),
                     result_type=DriftBatchResult,
                     start_to_close_timeout=STEP_LIMIT,

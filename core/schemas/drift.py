@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -69,6 +69,17 @@ class DriftRunResult(msgspec.Struct, kw_only=True):
 
 
 # ------------------------------------------------------------------------------ workflow payloads
+
+
+class DriftLoop:
+    """The drift schedule's contract, by name: what the worker, the schedule (services/drift.py),
+    the workflow and its activities agree on. Its payloads follow below."""
+
+    SCHEDULE_ID: Final = "drift-detection"
+    WORKFLOW: Final = "DriftDetection"
+    # Activities: a page of the accounts with traffic in the recent window; test a page's accounts.
+    LIST_OWNERS: Final = "list_drift_owners"
+    DETECT: Final = "detect_drift"
 
 
 class DriftScheduleInput(msgspec.Struct, kw_only=True, frozen=True):

@@ -29,6 +29,7 @@ from core.db import Database
 from core.durability import STORE_RETRY_WINDOW
 from core.schemas.drift import (
     DriftBatchInput,
+    DriftLoop,
     DriftOwnersInput,
     DriftScheduleInput,
     DriftScheduleResult,
@@ -95,7 +96,7 @@ async def test_the_workflow_alerts_on_a_doubled_cost_once(
         for e in paged.events
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
-    assert steps == ["list_drift_owners", "detect_drift"] * 2 + ["list_drift_owners"]
+    assert steps == [DriftLoop.LIST_OWNERS, DriftLoop.DETECT] * 2 + [DriftLoop.LIST_OWNERS]
 
     alerts = (await alice.get("/v1/drift/alerts")).json()
     assert [(a["metric"], a["severity"], a["scope"], a["model"]) for a in alerts] == [
@@ -203,7 +204,7 @@ async def test_a_starting_worker_makes_the_schedule_with_its_settings(
         else:
             raise AssertionError("the worker did not make the drift schedule")
         assert described.schedule.spec.intervals == [ScheduleIntervalSpec(every=timedelta(minutes=15))]
-        assert action.workflow == "DriftDetection"
+        assert action.workflow == DriftLoop.WORKFLOW
     finally:
         pool.kill(process)  # nothing of it to keep: no need to wait for a graceful stop
         await handle.delete()

@@ -69,12 +69,16 @@ class DriftController(Controller):
         who: NamedDependency[Identity],
         services: NamedDependency[Services],
         request: Request[Any, Any, Any],
-        data: Annotated[schema.DriftRunRequest, Body()],
+        data: Annotated[schema.DriftRunRequest | None, Body()] = None,
     ) -> schema.DriftRunResult:
-        """Runs the scheduled detection for the caller's traces now (`{}`), or for the windows ending
-        at `window_end`; answers the alerts of those windows (a repeated run adds none)."""
+        """Runs the scheduled detection for the caller's traces now (no body, or `{}`), or for the
+        windows ending at `window_end`; answers the alerts of those windows (a repeated run adds
+        none)."""
         # Litestar converts leniently (a number would be read as a Unix time); the spec says text.
-        sent = msgspec.json.decode(await request.body())
+        # No body at all is a run for now, as `{}` is.
+        raw = await request.body()
+        sent = msgspec.json.decode(raw) if raw.strip() else None
         if isinstance(sent, dict) and not isinstance(sent.get("window_end", ""), (str, type(None))):
             raise InvalidInput("window_end: an RFC 3339 date-time", field="window_end")
-        return await drift.run_now(db_session, services.settings, who, data.window_end)
+        window_end = data.window_end if data is not None else None
+        return await drift.run_now(db_session, services.settings, who, window_end)

@@ -152,6 +152,10 @@ async def test_bad_requests(client: AsyncTestClient[Litestar]) -> None:
     # An empty body: a run for now, over no traffic.
     now = await alice.post("/v1/drift/run", {})
     assert now.status_code == 200 and now.json()["groups_tested"] == 0
+    # No body at all (curl -X POST without -d): the same.
+    bare = await client.post("/v1/drift/run", headers=alice.headers)
+    assert bare.status_code == 200, bare.text
+    assert bare.json()["groups_tested"] == 0 and bare.json()["window_end"]
 
 
 async def alert_of(db: Database, project_id: str, scope: str) -> str:

@@ -741,26 +741,7 @@ def _copied(
 ) -> SpanWrite:
     """An original span in the result trace: as recorded (content referenced, not copied), or, once
     re-executed, with the mutated input and the new answer, tokens and cost."""
-    copy = SpanWrite(
-        span_id=span.span_id,
-        name=span.name,
-        parent_span_id=span.parent_span_id,
-        kind=span.kind,
-        status="ok" if span.status == "ok" else "error" if span.status == "error" else "unset",
-        input=span.input,
-        output=span.output,
-        error=span.error,
-        metadata=dict(span.metadata_ or {}),
-        start_time=span.start_time,
-        end_time=span.end_time,
-        model=span.model,
-        provider=span.provider,
-        input_tokens=span.input_tokens,
-        output_tokens=span.output_tokens,
-        cost=span.cost,
-        source_event_id=span.source_event_id,
-        source_message_id=span.source_message_id,
-    )
+    copy = traces.as_write(span)
     if failure is not None:
         return msgspec.structs.replace(copy, metadata={**copy.metadata, "replay_error": failure})
     if output is None or diff is None:

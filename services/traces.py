@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Agent, Event, Message, Session
 from core.db.traces import Project, Span, Trace
-from core.schemas.traces import CONTAINER_KINDS, SpanWrite
+from core.schemas.traces import CONTAINER_KINDS, SpanStatus, SpanWrite
 
 DEFAULT_PROJECT_NAME = "Default"
 _T = TypeVar("_T")
@@ -144,6 +144,32 @@ async def refresh(db: AsyncSession, trace_pk: uuid.UUID) -> None:
     but containers: Opswald's step list). The trace's `status` is its writer's to set (an agent
     turn's end, a PATCH), so it is left alone here."""
     await db.execute(REFRESH, {"trace_pk": trace_pk, "containers": list(CONTAINER_KINDS)})
+
+
+def as_write(span: Span) -> SpanWrite:
+    """A stored span as the write that would store it again (content references kept, not read):
+    the start of an update of some of its fields, or of a copy into another trace."""
+    status: SpanStatus = "ok" if span.status == "ok" else "error" if span.status == "error" else "unset"
+    return SpanWrite(
+        span_id=span.span_id,
+        name=span.name,
+        parent_span_id=span.parent_span_id,
+        kind=span.kind,
+        status=status,
+        input=span.input,
+        output=span.output,
+        error=span.error,
+        metadata=dict(span.metadata_ or {}),
+        start_time=span.start_time,
+        end_time=span.end_time,
+        model=span.model,
+        provider=span.provider,
+        input_tokens=span.input_tokens,
+        output_tokens=span.output_tokens,
+        cost=span.cost,
+        source_event_id=span.source_event_id,
+        source_message_id=span.source_message_id,
+    )
 
 
 async def span_contents(db: AsyncSession, spans: list[Span]) -> dict[uuid.UUID, tuple[Any, Any]]:

@@ -100,26 +100,7 @@ async def update_span(
     db: AsyncSession, who: Identity, span_id: str, data: schema.UpdateSpan
 ) -> schema.V2Span:
     span, trace = await _span(db, who, span_id)
-    current = SpanWrite(
-        span_id=span.span_id,
-        parent_span_id=span.parent_span_id,
-        name=span.name,
-        kind=span.kind,
-        status=span.status,  # type: ignore[arg-type]  # the column holds a SpanStatus
-        input=span.input,
-        output=span.output,
-        error=span.error,
-        metadata=span.metadata_,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        model=span.model,
-        provider=span.provider,
-        input_tokens=span.input_tokens,
-        output_tokens=span.output_tokens,
-        cost=span.cost,
-        source_event_id=span.source_event_id,
-        source_message_id=span.source_message_id,
-    )
+    current = traces.as_write(span)
     changes: dict[str, Any] = {}
     for field, column in (
         ("name", "name"),

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from temporalio.common import RetryPolicy
+
 # Longer than any outage an operator would sit through (a failover, a restore, a night). A step
 # that still cannot reach the database then fails, and the sweeper closes its turn once it can.
 STORE_RETRY_WINDOW = timedelta(hours=24)
 # Backoff between attempts to reach the database: doubles from the first to the cap.
 STORE_BACKOFF_FIRST = timedelta(seconds=0.5)
 STORE_BACKOFF_MAX = timedelta(seconds=30)
+# The retries of a workflow's store step (the turn's end, a replay's plan and finish, drift's
+# steps): each waits out an outage inside its attempt (activities/persist.py), so these only cover a
+# worker that died; they leave no trace in the history, however many there are.
+STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=STORE_BACKOFF_MAX
+)

@@ -13,10 +13,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
-    from core.durability import STORE_BACKOFF_MAX, STORE_RETRY_WINDOW
+    from core.durability import STORE_RETRY, STORE_RETRY_WINDOW
     from core.schemas.drift import (
         DriftBatchInput,
         DriftBatchResult,
@@ -31,9 +31,6 @@ SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 # Each step waits out a database outage inside its attempt (activities/persist.py, as the turns'
 # and replays' store steps do), heartbeating meanwhile; these retries cover a worker that dies, and
 # the heartbeat timeout, not the step's limit, is what notices one.
-STORE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=STORE_BACKOFF_MAX
-)
 STEP_LIMIT = 2 * STORE_RETRY_WINDOW + timedelta(minutes=30)
 HEARTBEAT = timedelta(minutes=1)
 

@@ -16,7 +16,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from core.durability import STORE_BACKOFF_MAX, STORE_RETRY_WINDOW
+    from core.durability import STORE_RETRY, STORE_RETRY_WINDOW
     from core.schemas.replays import (
         SPANS_AT_ONCE,
         ReplayFinishInput,
@@ -35,11 +35,6 @@ LLM_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=6,
-)
-# Plan and finish only read and write the store, which they wait for inside the attempt; these
-# retries cover a worker that dies.
-STORE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=STORE_BACKOFF_MAX
 )
 # Each step waits out a database outage inside its attempt; the heartbeat timeout, not this, is
 # what notices a dead worker.

@@ -19,7 +19,7 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     import msgspec
 
-    from core.durability import STORE_BACKOFF_MAX, STORE_RETRY_WINDOW
+    from core.durability import STORE_RETRY, STORE_RETRY_WINDOW
     from core.ids import uuid7_at
     from core.schemas.turns import (
         APPROVAL_DECIDED,
@@ -50,11 +50,8 @@ LLM_RETRY = RetryPolicy(
 TOOL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 # Bookkeeping writes: a few quick retries as a local activity (the fast path) ...
 LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
-# ... then, for a turn's end only, as a regular activity for as long as the database may be away:
-# its retries leave no trace in the history, however many there are.
-STORE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=STORE_BACKOFF_MAX
-)
+# ... then, for a turn's end only, as a regular activity for as long as the database may be away
+# (core.durability.STORE_RETRY).
 # A step waits out a database outage inside its attempt (activities/persist.py), before and after
 # its real work; the heartbeat timeout, not this, is what notices a dead worker.
 STORE_WAITS = 2 * STORE_RETRY_WINDOW

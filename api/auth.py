@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -20,12 +19,11 @@ from litestar import Controller, Request, Response, Router, delete, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
-from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.openapi import AUTHENTICATED, error_responses
+from api.openapi import AUTHENTICATED, OptionalBody, error_responses
 from api.pagination import Page, PageParams, page
 from api.security import ACCESS_COOKIE, credential_of
 from api.state import Services
@@ -226,15 +224,6 @@ def _secret(services: Services) -> str:
     return services.settings.auth_jwt_secret
 
 
-@dataclass
-class _OptionalBody(Operation):
-    """For routes whose JSON body may be left out (the token then comes from a cookie)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.request_body, RequestBody):
-            self.request_body.required = False
-
-
 class AuthController(Controller):
     tags = ["auth"]
 
@@ -303,7 +292,7 @@ class AuthController(Controller):
         operation_id=_op("refreshToken"),
         status_code=200,
         responses=error_responses(400, 401),
-        operation_class=_OptionalBody,
+        operation_class=OptionalBody,
     )
     async def refresh(
         self,
@@ -330,7 +319,7 @@ class AuthController(Controller):
         operation_id=_op("logout"),
         status_code=200,
         responses=error_responses(400),
-        operation_class=_OptionalBody,
+        operation_class=OptionalBody,
     )
     async def logout(
         self,

@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import Body, FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.openapi import AUTHENTICATED, error_responses
+from api.openapi import AUTHENTICATED, OptionalBody, error_responses
 from api.state import Services
 from core.errors import InvalidInput
 from core.identity import Identity
@@ -62,7 +62,13 @@ class DriftController(Controller):
         it again changes nothing."""
         return await drift.resolve(db_session, who, alert_id)
 
-    @post("/run", operation_id="runDriftDetection", status_code=200, responses=error_responses(400, 403))
+    @post(
+        "/run",
+        operation_id="runDriftDetection",
+        status_code=200,
+        responses=error_responses(400, 403),
+        operation_class=OptionalBody,
+    )
     async def run(
         self,
         db_session: NamedDependency[AsyncSession],

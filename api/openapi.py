@@ -4,13 +4,14 @@ swagger-ui-py wheel so the page works without reaching a CDN."""
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 from litestar import MediaType, get
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme, Tag
+from litestar.openapi.spec import Components, Operation, RequestBody, SecurityRequirement, SecurityScheme, Tag
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
@@ -18,6 +19,16 @@ import core
 
 SWAGGER_PATH = "/swagger-ui"
 SCHEMA_PATH = "/api-doc/openapi.json"
+
+
+@dataclass
+class OptionalBody(Operation):
+    """For routes whose JSON body may be left out (a token that comes from a cookie, a run with the
+    defaults): the document says so, or a client and schemathesis take the body as required."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
 
 
 class ErrorBody(msgspec.Struct, kw_only=True):

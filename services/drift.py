@@ -5,7 +5,7 @@ an alert becomes a `drift_alerts` row. The `drift-detection` Temporal schedule r
 account (workflows/drift.py, activities/drift.py); `POST /v1/drift/run` runs it for the caller.
 
 Samples are read with one aggregating statement per account and kind (LLM calls, tool calls): the
-newest `DRIFT_MAX_TRACES` traces of each window through `ix_traces_owner_started`, their spans
+newest `DRIFT_MAX_TRACES` traces of each window through `ix_traces_owner_started_id`, their spans
 through `ix_spans_trace_start`, grouped in PostgreSQL into one row per group and window (the values
 as arrays), so the rows read and sent are bounded whatever the store holds."""
 
@@ -106,7 +106,7 @@ GROUP BY 1, 2, 3, 4, 5
 )
 
 # The accounts with traces in the recent window, a page after a cursor (the last id of the page
-# before): one index probe per account (ix_traces_owner_started), never a scan of the traces.
+# before): one index probe per account (ix_traces_owner_started_id), never a scan of the traces.
 OWNERS = """
 SELECT u.id FROM users u
 WHERE u.id > :after

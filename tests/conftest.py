@@ -15,6 +15,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
@@ -34,6 +35,9 @@ from core.migrate import upgrade
 from core.settings import AuthMode, Settings, load_settings
 from everloop.stack import EmbeddedStack, Endpoints
 from tests.servers import running
+
+if TYPE_CHECKING:
+    from tests.workers import Workers
 
 _exit_status = 0
 
@@ -185,6 +189,19 @@ async def temporal_client(endpoints: Endpoints) -> Client:
 @pytest.fixture
 def task_queue() -> str:
     return f"test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def workers(endpoints: Endpoints, task_queue: str, tmp_path: Path) -> Iterator[Workers]:
+    """`everloop worker` processes on the test's task queue, for tests that kill one mid-turn; all
+    stopped at the end."""
+    from tests.workers import Workers, worker_env  # imported here: tests.workers reads this module
+
+    pool = Workers(worker_env(make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)), tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -28,7 +27,7 @@ from tests.loop import conftest as loop_setup
 from tests.loop.conftest import Loop
 from tests.servers import running
 from tests.sse import SSE
-from tests.workers import Workers, worker_env
+from tests.workers import Workers
 
 TURN_ENDS = {"turn.completed", "turn.failed", "turn.cancelled"}
 loop = loop_setup.loop  # the loop tier's fixture here too: an in-process worker, the simulator over HTTP
@@ -151,15 +150,6 @@ async def test_a_turn_through_llmsim_runs_as_through_the_simulator_once_per_key(
     async with loop.db.session() as s:
         generation = (await s.execute(select(Event).where(Event.type == "llm.generation"))).scalar_one()
     assert generation.data["metadata"]["provider"] == "llmsim"
-
-
-@pytest.fixture
-def workers(endpoints: Endpoints, task_queue: str, tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(worker_env(make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)), tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
 
 
 async def test_a_killed_worker_loses_no_llmsim_turn(

@@ -36,7 +36,6 @@ from services.approvals import LEFT_OUT
 from tests import factories
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
-from tests.loop.test_crash import workers  # noqa: F401 - the fixture
 from tests.loop.test_replay import HISTORIES, _turn_history
 from tests.loop.test_tool_approval import watching
 from tests.servers import running
@@ -326,7 +325,7 @@ async def test_a_worker_killed_while_a_call_waits_changes_nothing(
     db: Database,
     simulator_url: str,
     task_queue: str,
-    workers: Workers,  # noqa: F811
+    workers: Workers,
 ) -> None:
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
     first = workers.start()

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import msgspec
-import pytest
 from sqlalchemy import select
 
 from api.app import create_app
@@ -22,16 +19,7 @@ from services.events import channel
 from tests import factories
 from tests.conftest import make_settings
 from tests.servers import running
-from tests.workers import Workers, worker_env
-
-
-@pytest.fixture
-def workers(endpoints: Endpoints, task_queue: str, tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(worker_env(make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)), tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
+from tests.workers import Workers
 
 
 async def test_a_killed_worker_loses_no_turn_and_repeats_no_step(

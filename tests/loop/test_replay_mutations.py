@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import func, select, text
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
@@ -40,7 +38,7 @@ from tests import factories
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.servers import running
-from tests.workers import Workers, worker_env
+from tests.workers import Workers
 
 HISTORIES = Path(__file__).resolve().parents[1] / "workflows" / "histories"
 
@@ -286,15 +284,6 @@ async def test_an_image_url_on_an_inside_address_is_not_sent(loop: Loop) -> None
     assert body["status"] == "failed" and "span chat: an image URL" in body["error"]
     assert not diff["reexecuted"] and diff["mutated_output"] is None
     assert "loopback" in diff["reason"] and diff["reason"].startswith("the re-executed call failed: ")
-
-
-@pytest.fixture
-def workers(endpoints: Endpoints, task_queue: str, tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(worker_env(make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)), tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
 
 
 async def test_a_worker_killed_during_the_model_call_loses_nothing(

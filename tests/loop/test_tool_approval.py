@@ -23,7 +23,6 @@ from everloop.stack import Endpoints
 from tests import factories
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
-from tests.loop.test_crash import workers  # noqa: F401 - the fixture
 from tests.servers import running
 from tests.sse import SSE
 from tests.workers import Workers
@@ -160,7 +159,7 @@ async def test_a_worker_killed_while_a_call_waits_changes_nothing(
     db: Database,
     simulator_url: str,
     task_queue: str,
-    workers: Workers,  # noqa: F811
+    workers: Workers,
 ) -> None:
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
     first = workers.start()

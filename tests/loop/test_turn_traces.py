@@ -7,13 +7,11 @@ import asyncio
 import importlib.util
 import signal
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy import Connection, delete, select
@@ -28,7 +26,7 @@ from tests import factories
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.servers import running
-from tests.workers import Workers, worker_env
+from tests.workers import Workers
 
 
 async def _trace(db: Database, session_id: uuid.UUID) -> tuple[Trace, list[Span]]:
@@ -150,15 +148,6 @@ async def test_a_cancelled_turn_ends_its_trace(loop: Loop) -> None:
     root = next(s for s in spans if s.kind == "agent")
     assert (root.status, root.metadata_["outcome"]) == ("error", "cancelled")
     assert all(s.end_time is not None for s in spans)
-
-
-@pytest.fixture
-def workers(endpoints: Endpoints, task_queue: str, tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(worker_env(make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)), tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
 
 
 async def test_a_worker_killed_mid_turn_still_leaves_one_span_per_step(

@@ -5,6 +5,7 @@ from core.db.auth import ApiKey, AuthSession, OAuthIdentity, RefreshToken, User
 from core.db.base import Base
 from core.db.drift import DriftAlert
 from core.db.files import SessionFile
+from core.db.golden import GoldenResult, GoldenRun, GoldenTest
 from core.db.llm import LlmModel, LlmProvider
 from core.db.mcp import McpServer
 from core.db.replays import Replay
@@ -19,6 +20,9 @@ __all__ = [
     "DriftAlert",
     "Event",
     "ExternalSession",
+    "GoldenResult",
+    "GoldenRun",
+    "GoldenTest",
     "LlmModel",
     "LlmProvider",
     "McpServer",

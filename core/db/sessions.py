@@ -59,6 +59,11 @@ class Session(TimestampedModel):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Ended (Opswald's `POST /v1/sessions/{id}/end`): its turn was stopped and it takes no new message.
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The Opswald replay this session was forked for (docs/replay.md, "Forks"): its reasoning steps
+    # use the replay's modifications. `use_alter`: replays and sessions refer to each other.
+    replay_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("replays.id", ondelete="SET NULL", use_alter=True)
+    )
 
 
 class Message(TimestampedModel):

@@ -19,6 +19,10 @@ class SessionLoop:
     # Updates: stop the running turn (-> bool); a person's decision on a tool call (-> the decision);
     # client-side tool calls whose results the API has stored (-> how many).
     CANCEL_TURN: Final = "cancel_turn"
+    # Update of a forked session's workflow (an Opswald replay): play, pause, step, jump, stop
+    # (-> the replay's state); query: its state.
+    REPLAY_CONTROL: Final = "replay_control"
+    REPLAY_STATE: Final = "replay_state"
     RESOLVE_APPROVAL: Final = "resolve_approval"
     DELIVER_TOOL_RESULTS: Final = "deliver_tool_results"
     # Queries: the running turn's id (or None); the tool calls waiting for a person; the client-side
@@ -43,9 +47,26 @@ SESSION_GONE = "session_gone"
 DATABASE_UNAVAILABLE = "database_unavailable"
 # ApplicationError type with which the workflow refuses a second decision on a tool call.
 APPROVAL_DECIDED = "approval_decided"
+# ApplicationError type with which a forked session's workflow refuses a replay control (a jump
+# back, a control for a replay that has finished, a session that is not a replay's).
+CONTROL_REFUSED = "replay_control_refused"
 
 ToolStatus = Literal["success", "error", "timeout", "cancelled", "denied"]
 TurnOutcome = Literal["completed", "failed", "cancelled"]
+
+
+class ForkStart(msgspec.Struct, kw_only=True):
+    """A forked session's turn (an Opswald replay, docs/replay.md "Forks"): the session holds a copy
+    of the original's conversation up to the fork step, and its workflow answers `message_id` from
+    reasoning step `iteration` on (the earlier steps' messages are copies, never re-run), gated step
+    by step when `interactive`. Steps are numbered as the original trace's are (`step` is the fork
+    step's number): each reasoning step one, each tool call one, in the reply's order."""
+
+    replay_id: str
+    message_id: str
+    iteration: int
+    step: int
+    interactive: bool = False
 
 
 class SessionInput(msgspec.Struct, kw_only=True):
@@ -55,6 +76,34 @@ class SessionInput(msgspec.Struct, kw_only=True):
     # (so a message signalled twice runs once).
     pending: list[str] = msgspec.field(default_factory=list)
     handled: list[str] = msgspec.field(default_factory=list)
+    # Set for a forked session's first run: the turn it forks. The run ends after that turn when no
+    # message waits (a golden test run waits for it as a child workflow); a later message starts
+    # the session's workflow again, as after an idle hour.
+    fork: ForkStart | None = None
+
+
+ReplayAction = Literal["play", "pause", "step", "jump", "stop"]
+
+
+class ReplayControl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Opswald's `POST /v1/replays/{id}/control`: `play` runs on; `pause` holds before `step` (or
+    before the next step); `step` runs one more step and holds; `jump` runs on to `step` and holds
+    before it; `stop` ends the replay (its turn is cancelled)."""
+
+    action: ReplayAction
+    step: Annotated[int, Meta(ge=1)] | None = None
+
+
+class ReplayState(msgspec.Struct, kw_only=True):
+    """Where a fork's turn is: `current_step` is the last step let through (the steps before the
+    fork count as done); `holding_at` the step it waits before (None: running, or done); `run_to`
+    the last step it may run without another control (None: no limit)."""
+
+    current_step: int
+    holding_at: int | None = None
+    run_to: int | None = None
+    stopped: bool = False
+    finished: bool = False
 
 
 class ToolOutcome(msgspec.Struct, kw_only=True):

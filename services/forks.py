@@ -51,3 +51,8 @@ async def create(
     the conversation and stores the replay row and the forked session; not committed (the caller
     commits). The trace must be an agent turn's (else InvalidInput naming `{field}trace_id`)."""
     raise NotImplementedError
+
+
+async def load(db: AsyncSession, replay_id: uuid.UUID) -> Fork:
+    """A stored fork, as `create` returned it (for an activity retried after it committed one)."""
+    raise NotImplementedError

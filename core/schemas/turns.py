@@ -22,6 +22,9 @@ class SessionLoop:
     # Update of a forked session's workflow (an Opswald replay): play, pause, step, jump, stop
     # (-> the replay's state); query: its state.
     REPLAY_CONTROL: Final = "replay_control"
+    # Signal (no arguments): stop a fork's turn, as `stop` does (for a workflow, which cannot send
+    # an update: a golden test run whose time limit passed).
+    STOP_REPLAY: Final = "stop_replay"
     REPLAY_STATE: Final = "replay_state"
     RESOLVE_APPROVAL: Final = "resolve_approval"
     DELIVER_TOOL_RESULTS: Final = "deliver_tool_results"

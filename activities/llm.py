@@ -25,7 +25,7 @@ from core.schemas.capabilities import ToolDefinition
 from core.schemas.content import ToolCallPart, content_from_json
 from core.schemas.turns import ReasonInput, ReasonResult, SessionLoop, ToolCallRef
 from core.settings import Settings
-from services import client_tools, conversation, events, llm, mcp_servers, sessions
+from services import client_tools, conversation, events, forks, llm, mcp_servers, sessions
 from services.sessions import message_to_schema
 
 PREVIEW = 200
@@ -59,6 +59,7 @@ class ReasonActivities:
             tools,
             context=ev.EventContext(turn_id=params.turn_id, input_message_id=params.input_message_id),
             parallel_tool_calls=prepared.parallel_tool_calls,
+            call_params=prepared.call_params,
         )
         stored, result = await persist(
             self.deps.db, lambda db: self._store_reply(db, params, prepared, reply), what=f"{step}:reply"
@@ -140,7 +141,12 @@ class ReasonActivities:
             raise session_gone(f"session {session_id}")
         await db.commit()
         agent_tools = await _AgentTools.of(db, agent, session, self.deps.settings)
-        prompt = registry.system_prompt(agent_tools.capability_ids, agent.system_prompt, agent_tools.mcp)
+        # A forked session (an Opswald replay) reasons with the replay's modifications.
+        changes = await forks.overrides(db, session)
+        own_prompt = agent.system_prompt
+        if changes is not None and changes.system_prompt is not None:
+            own_prompt = changes.system_prompt
+        prompt = registry.system_prompt(agent_tools.capability_ids, own_prompt, agent_tools.mcp)
         return _Prepared(
             stored=batch.stored,
             provider=provider,
@@ -152,6 +158,7 @@ class ReasonActivities:
             history_refs=[ev.HistoryRef(message_id=str(m.id), role=m.role) for m in history],
             llm_messages=conversation.to_llm_messages(prompt, history),
             parallel_tool_calls=sessions.parallel_tool_calls(session, agent),
+            call_params=changes.call_params if changes is not None else None,
         )
 
     async def _store_reply(
@@ -271,6 +278,7 @@ class _Prepared:
     history_refs: list[ev.HistoryRef]
     llm_messages: list[dict[str, Any]]
     parallel_tool_calls: bool | None  # the session's, else the agent's; None: the provider's default
+    call_params: dict[str, Any] | None = None  # a fork's modified parameters (temperature...)
 
 
 async def _earlier_unanswered(
@@ -282,7 +290,11 @@ async def _earlier_unanswered(
     candidates = [
         m
         for m in stored
-        if m.role == "user" and m.sequence < input_message.sequence and str(m.id) not in answered
+        if m.role == "user"
+        and m.sequence < input_message.sequence
+        and str(m.id) not in answered
+        # A fork's copied history is never answered again (services/forks.py).
+        and not (m.metadata_ or {}).get("copied_from")
     ]
     if not candidates:  # the usual case: every earlier message has the turn's messages to show for it
         return None

@@ -15,7 +15,7 @@ from activities.persist import persist
 from core.db.models import Event, Message
 from core.schemas import events as ev
 from core.schemas.turns import ActCompleted, SessionLoop, TurnEnd
-from services import conversation, events
+from services import conversation, events, forks
 from services.sessions import message_to_schema, record_turn_end
 
 
@@ -70,6 +70,17 @@ class TurnActivities:
         if not await batch.store(db, values={"status": "idle"}):
             return []  # deleted meanwhile: nothing left to close
         await record_turn_end(db, session_id, batch.stored)
+        if params.fork:
+            # With the turn's end: a fork's replay is finished exactly when its turn is.
+            await forks.record_end(
+                db,
+                session_id,
+                params.turn_id,
+                params.input_message_id,
+                params.outcome,
+                params.duration_ms,
+                params.error,
+            )
         await db.commit()
         return batch.stored
 

@@ -24,6 +24,7 @@ from api.drift import DriftController
 from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.files import FileController, FlatFileController
+from api.forks import ForkController
 from api.guard import BrowserGuardMiddleware
 from api.health import HealthController
 from api.llm import FlatModelController, ModelController, ProviderController
@@ -128,6 +129,7 @@ def create_app(
             ProjectController,
             TraceController,
             ReplayController,
+            ForkController,
             SpanController,
             TraceEventController,
             AnalyticsController,

@@ -25,7 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core.db import Database
 from core.schemas.turns import SessionLoop
-from services import client_tools, events, loop, replays, stranded
+from services import client_tools, events, forks, loop, replays, stranded
 from services.otlp_export import TurnExporter, sole_sweeper
 
 log = structlog.get_logger("everloop.sweeper")
@@ -52,6 +52,8 @@ _UNSTARTED = text(
         WHERE e.session_id = m.session_id AND e.type = 'turn.started'
           AND e.context ->> 'input_message_id' = m.id::text
       )
+      -- A fork's copied history is never answered again; its own turn's start is the fork sweep's.
+      AND NOT coalesce(m.metadata ? 'copied_from', false)
     ORDER BY m.created_at
     LIMIT 500
     """
@@ -262,6 +264,7 @@ async def start_pending_replays(
     """One sweep: starts every replay run still `pending` after `grace`; returns how many."""
     async with db.session() as session:
         started = await replays.start_pending(session, client, task_queue, grace, HORIZON)
+        started += await forks.start_pending(session, client, task_queue, grace, HORIZON)
     if started:
         log.info("started pending replays", count=started)
     return started

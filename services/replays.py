@@ -72,7 +72,7 @@ def check_mutations(raw: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(changes, dict) or not changes:
             raise InvalidInput(f"{where}: an object of at least one change is required", field=where)
         for key, value in changes.items():
-            _check_value(f"{where}.{key}", key, value)
+            check_value(f"{where}.{key}", key, value)
         out[span_id] = dict(changes)
     return out
 
@@ -81,7 +81,7 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_value(field: str, key: str, value: Any) -> None:
+def check_value(field: str, key: str, value: Any) -> None:
     def bad(what: str) -> InvalidInput:
         return InvalidInput(f"{field}: {what}", field=field)
 

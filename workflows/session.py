@@ -23,11 +23,15 @@ with workflow.unsafe.imports_passed_through():
     from core.ids import uuid7_at
     from core.schemas.turns import (
         APPROVAL_DECIDED,
+        CONTROL_REFUSED,
         ActCompleted,
         ApprovalDecision,
+        ForkStart,
         LlmFailure,
         ReasonInput,
         ReasonResult,
+        ReplayControl,
+        ReplayState,
         SessionInput,
         SessionLoop,
         ToolCallRef,
@@ -80,6 +84,9 @@ class SessionWorkflow:
         # results the API has stored (their statuses: the results are in PostgreSQL).
         self._awaiting_results: set[str] = set()
         self._results: dict[str, ToolOutcome] = {}
+        # A forked session's first run (an Opswald replay): the turn it forks, and its step gate.
+        self._fork: ForkStart | None = params.fork
+        self._gate = _Gate.of(params.fork) if params.fork is not None else None
 
     @workflow.signal(name=SessionLoop.NEW_MESSAGE)
     def new_message(self, message_id: str) -> None:
@@ -94,6 +101,64 @@ class SessionWorkflow:
         self._cancelled = True
         self._steps.cancel()
         return True
+
+    @workflow.update(name=SessionLoop.REPLAY_CONTROL)
+    def replay_control(self, control: ReplayControl) -> ReplayState:
+        """A fork's controls (docs/replay.md, "Controls"): the gate before each of its steps moves;
+        `stop` cancels its turn. Checked by the validator first, so a refused control changes
+        nothing and is not in the history."""
+        gate = self._gate
+        assert gate is not None
+        if control.action == "play":
+            gate.run_to = None
+        elif control.action == "pause":
+            # Before the given step, or before the next one (the steps let through run on).
+            gate.run_to = control.step - 1 if control.step is not None else gate.current_step
+        elif control.action == "step":
+            gate.run_to = gate.current_step + 1
+        elif control.action == "jump":
+            assert control.step is not None
+            gate.run_to = control.step - 1
+        else:
+            self._stop_replay()
+        return gate.state()
+
+    @replay_control.validator
+    def _check_control(self, control: ReplayControl) -> None:
+        gate = self._gate
+        if gate is None or gate.finished:
+            raise ApplicationError("the replay's turn has finished", type=CONTROL_REFUSED)
+        if gate.stopped:
+            raise ApplicationError("the replay has been stopped", type=CONTROL_REFUSED)
+        if control.action == "jump" and control.step is None:
+            raise ApplicationError("jump needs the step to go to", type=CONTROL_REFUSED)
+        if (
+            control.action in ("jump", "pause")
+            and control.step is not None
+            and control.step <= gate.current_step
+        ):
+            # A step that has run cannot be run again here: a new replay forks from it.
+            raise ApplicationError(
+                f"step {control.step} has already run (the replay is at step {gate.current_step}); "
+                "start a new replay with fork_from_step to run it again",
+                type=CONTROL_REFUSED,
+            )
+
+    @workflow.signal(name=SessionLoop.STOP_REPLAY)
+    def stop_replay(self) -> None:
+        if self._gate is not None and not self._gate.finished:
+            self._stop_replay()
+
+    def _stop_replay(self) -> None:
+        assert self._gate is not None
+        self._gate.stopped = True
+        self._cancelled = True
+        if self._steps is not None and not self._steps.done():
+            self._steps.cancel()
+
+    @workflow.query(name=SessionLoop.REPLAY_STATE)
+    def replay_state(self) -> ReplayState | None:
+        return self._gate.state() if self._gate is not None else None
 
     @workflow.update(name=SessionLoop.RESOLVE_APPROVAL)
     def resolve_approval(self, decision: ApprovalDecision) -> ApprovalDecision:
@@ -141,6 +206,7 @@ class SessionWorkflow:
         self._handled = [*self._handled, message_id][-HANDLED_KEPT:]
         earlier = await self._run_turn(params.session_id, message_id)
         self._turn_id = None
+        forked = self._fork is not None and self._fork.message_id == message_id
         if earlier is not None:
             # An earlier message's signal has not arrived (or was lost): it goes first, this one
             # right after. Nothing of the abandoned turn was stored.
@@ -148,6 +214,10 @@ class SessionWorkflow:
             self._handled = [m for m in self._handled if m not in taken]
             self._pending = [*taken, *(m for m in self._pending if m not in taken)]
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if forked and earlier is None and not self._pending:
+            # A fork's run ends with its turn (a golden test run awaits it as a child workflow);
+            # a later message starts the session's workflow again, as after an idle hour.
+            return
         workflow.continue_as_new(
             SessionInput(
                 session_id=params.session_id,
@@ -172,11 +242,17 @@ class SessionWorkflow:
         """Runs the turn that answers `message_id`; returns instead the id of an earlier message that
         must be answered first, when the turn's first step finds one."""
         turn_id = self._turn_id = self._new_id()
-        self._cancelled = False
+        gate = self._gate if self._fork is not None and self._fork.message_id == message_id else None
+        # A fork stopped before its turn began still runs the turn's bookkeeping, cancelled at once.
+        self._cancelled = gate is not None and gate.stopped
         started = workflow.now()
         # The turn's bookkeeping (its opening events, each act's completion) goes into the steps'
         # own transactions, not activities of its own; finish_turn stores what no step got to.
-        turn = _Turn(session_id=session_id, turn_id=turn_id, message_id=message_id)
+        turn = _Turn(session_id=session_id, turn_id=turn_id, message_id=message_id, gate=gate)
+        if gate is not None and self._fork is not None:
+            # The fork's earlier steps are the copied messages: its first step is the fork step's.
+            turn.first_iteration = self._fork.iteration
+            turn.iterations = self._fork.iteration - 1
         self._steps = asyncio.create_task(self._run_steps(turn))
         try:
             await self._steps
@@ -193,6 +269,8 @@ class SessionWorkflow:
                 turn.notice = self._new_id()
         finally:
             self._steps = None
+            if gate is not None:
+                gate.finished = True
         if turn.earlier is not None:
             if not self._cancelled:
                 return turn.earlier
@@ -210,6 +288,7 @@ class SessionWorkflow:
             error_code=turn.error_code,
             notice_message_id=turn.notice,
             act=turn.act,
+            fork=gate is not None,
         )
         try:
             await workflow.execute_local_activity(
@@ -237,6 +316,8 @@ class SessionWorkflow:
                 turn.error = f"the turn reached the agent's limit of {turn.max_iterations} reasoning steps"
                 return
             turn.iterations += 1
+            if turn.gate is not None:
+                await self._pass(turn.gate, turn.gate.take(1)[0])
             reply = await self._reason(turn)
             if reply.earlier_message_id is not None:  # nothing stored: the turn is given up
                 turn.earlier = reply.earlier_message_id
@@ -249,7 +330,7 @@ class SessionWorkflow:
                 turn.max_iterations = reply.max_iterations
             if not reply.tool_calls:
                 return
-            outcomes = await self._act(turn.session_id, turn.turn_id, turn.iterations, reply)
+            outcomes = await self._act(turn, reply)
             act = ActCompleted(
                 session_id=turn.session_id, turn_id=turn.turn_id, iteration=turn.iterations, outcomes=outcomes
             )
@@ -264,7 +345,7 @@ class SessionWorkflow:
                 input_message_id=turn.message_id,
                 iteration=turn.iterations,
                 message_id=self._new_id(),
-                open_turn=turn.iterations == 1,
+                open_turn=turn.iterations == turn.first_iteration,
                 act=turn.act,
             ),
             result_type=ReasonResult,
@@ -276,11 +357,20 @@ class SessionWorkflow:
         )
         return result
 
-    async def _act(
-        self, session_id: str, turn_id: str, iteration: int, reply: ReasonResult
-    ) -> list[ToolOutcome]:
+    async def _act(self, turn: _Turn, reply: ReasonResult) -> list[ToolOutcome]:
+        # A fork's tool calls are steps of their own, numbered in the reply's order.
+        steps = turn.gate.take(len(reply.tool_calls)) if turn.gate is not None else None
         calls = [
-            self._call(session_id, turn_id, iteration, reply.message_id, call) for call in reply.tool_calls
+            self._call(
+                turn.session_id,
+                turn.turn_id,
+                turn.iterations,
+                reply.message_id,
+                call,
+                step=steps[i] if steps is not None else None,
+                gate=turn.gate,
+            )
+            for i, call in enumerate(reply.tool_calls)
         ]
         results = await asyncio.gather(*calls, return_exceptions=True)
         if self._cancelled:
@@ -298,11 +388,22 @@ class SessionWorkflow:
         return outcomes
 
     async def _call(
-        self, session_id: str, turn_id: str, iteration: int, message_id: str, call: ToolCallRef
+        self,
+        session_id: str,
+        turn_id: str,
+        iteration: int,
+        message_id: str,
+        call: ToolCallRef,
+        *,
+        step: int | None = None,
+        gate: _Gate | None = None,
     ) -> ToolOutcome:
         """One tool call: after a person's decision if it needs one, then run (or denied) as an
         activity. A client-side call waits for the client's result instead, which the API stores;
-        only a call left without one past its timeout takes an activity (to store that)."""
+        only a call left without one past its timeout takes an activity (to store that). A fork's
+        call first waits at its step's gate."""
+        if gate is not None and step is not None:
+            await self._pass(gate, step)
         if call.client_side:
             delivered = await self._client_result(call)
             if delivered is not None:
@@ -327,6 +428,18 @@ class SessionWorkflow:
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
         return outcome
+
+    async def _pass(self, gate: _Gate, step: int) -> None:
+        """A fork's step waits here until the controls let it through (a condition: nothing runs
+        meanwhile, and a worker restart replays to the same wait)."""
+        gate.waiting.add(step)
+        try:
+            await workflow.wait_condition(lambda: gate.stopped or gate.allows(step))
+        finally:
+            gate.waiting.discard(step)
+        if gate.stopped:
+            raise asyncio.CancelledError
+        gate.current_step = max(gate.current_step, step)
 
     async def _approval(self, call: ToolCallRef) -> ApprovalDecision:
         """Waits durably (a timer in the history: restarts and days change nothing) for the
@@ -362,10 +475,48 @@ class SessionWorkflow:
 
 
 @dataclass
+class _Gate:
+    """A fork's steps: which have been let through, which wait, and how far they may go."""
+
+    current_step: int  # the last step let through (the steps before the fork count as run)
+    next_step: int  # the number the next step takes
+    run_to: int | None  # the last step that may run without another control (None: any)
+    waiting: set[int]
+    stopped: bool = False
+    finished: bool = False
+
+    @classmethod
+    def of(cls, fork: ForkStart) -> _Gate:
+        # Interactive: it holds before its first step until a control moves it.
+        run_to = fork.step - 1 if fork.interactive else None
+        return cls(current_step=fork.step - 1, next_step=fork.step, run_to=run_to, waiting=set())
+
+    def take(self, count: int) -> list[int]:
+        taken = list(range(self.next_step, self.next_step + count))
+        self.next_step += count
+        return taken
+
+    def allows(self, step: int) -> bool:
+        return self.run_to is None or step <= self.run_to
+
+    def state(self) -> ReplayState:
+        held = [s for s in self.waiting if not self.allows(s)]
+        return ReplayState(
+            current_step=self.current_step,
+            holding_at=min(held) if held and not self.stopped else None,
+            run_to=self.run_to,
+            stopped=self.stopped,
+            finished=self.finished,
+        )
+
+
+@dataclass
 class _Turn:
     session_id: str
     turn_id: str
     message_id: str
+    gate: _Gate | None = None  # a fork's turn: its steps' gate
+    first_iteration: int = 1  # a fork's turn starts at its fork step
     max_iterations: int | None = None  # known from the first step on
     act: ActCompleted | None = None  # completed, its completion not stored yet
     outcome: TurnOutcome = "completed"

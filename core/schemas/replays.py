@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
+from msgspec import Meta
 
 
 class ReplayLoop:
@@ -153,3 +154,75 @@ class ReplayDiff(msgspec.Struct, kw_only=True):
     mutations: dict[str, Any]
     diffs: list[SpanDiff]
     status: str
+
+
+# ------------------------------------------------------------------------- Opswald's replays (forks)
+
+
+class StartReplay(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`POST /v1/replays`: fork an agent turn's trace at `fork_from_step` (a reasoning step; default
+    1, the whole turn) and run it again with `modifications` (docs/replay.md, "Forks")."""
+
+    trace_id: str
+    mode: str = "auto"
+    modifications: dict[str, Any] | None = None
+    fork_from_step: Annotated[int, Meta(ge=1)] | None = None
+
+
+class ReplayStartedView(msgspec.Struct, kw_only=True):
+    """Opswald's answer to the start, and the fork's session (its events stream like any session's)."""
+
+    replay_id: uuid.UUID
+    trace_id: str
+    mode: str
+    status: str
+    url: str
+    started_at: datetime | None
+    session_id: uuid.UUID | None
+    fork_from_step: int
+
+
+class Change(msgspec.Struct, kw_only=True):
+    step: int
+    field: str
+    original: Any
+    modified: Any
+
+
+class ReplayResult(msgspec.Struct, kw_only=True):
+    final_output: str | None
+    total_cost: float
+    duration_ms: int
+    changes_from_original: list[Change]
+    # The forked turn's outcome: completed, failed, cancelled (stopped).
+    outcome: str | None = None
+
+
+class ReplayView(msgspec.Struct, kw_only=True):
+    """`GET /v1/replays/{id}`: Opswald's fields, then this server's (the fork's session, the step it
+    holds before, its result trace)."""
+
+    replay_id: uuid.UUID
+    trace_id: str
+    status: str
+    current_step: int
+    total_steps: int
+    started_at: datetime | None
+    completed_at: datetime | None
+    result: ReplayResult | None
+    kind: str
+    mode: str
+    fork_from_step: int | None
+    modifications: dict[str, Any]
+    holding_at: int | None
+    session_id: uuid.UUID | None
+    result_trace_id: str | None
+    url: str
+    created_at: datetime
+    error: str | None
+
+
+class ReplayList(msgspec.Struct, kw_only=True):
+    replays: list[ReplayView]
+    total: int
+    has_more: bool

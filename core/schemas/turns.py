@@ -219,6 +219,8 @@ class TurnEnd(msgspec.Struct, kw_only=True):
     # The turn's last act, whose completion no step came after to store. (Its opening events are
     # stored here too if its first step did not get that far.)
     act: ActCompleted | None = None
+    # A forked session's turn (an Opswald replay): its end also stores the replay's result.
+    fork: bool = False
 
 
 class LlmFailure(msgspec.Struct, kw_only=True):

@@ -1,4 +1,4 @@
-"""`POST /chat/completions` and `GET /models` under `/simulator/v1`.
+"""`POST /chat/completions`, `POST /embeddings` and `GET /models` under `/simulator/v1`.
 
 Every error here leaves as an OpenAI error body (`{"error": {"message", "type", "param", "code"}}`)
 because litellm reads that shape; the router's own exception handlers keep the app's
@@ -26,12 +26,16 @@ from litestar.response import Stream
 from litestar.types import ExceptionHandlersMap
 
 from api.middleware import request_id_of
-from api.simulator import engine, faults, render
+from api.simulator import embeddings, engine, faults, render
 from api.simulator.config import SimulatorConfig
 from api.simulator.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    Embedding,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
     OpenAIError,
     SimulatorModel,
     SimulatorModelList,
@@ -118,6 +122,36 @@ async def create_chat_completion(
     return Response(render.completion(reply, response_id=completion_id, created=created, model=data.model))
 
 
+@post(
+    "/embeddings",
+    operation_id="simulatorCreateEmbeddings",
+    summary="Simulated embeddings",
+    status_code=200,
+    responses=_error_specs(400, 500),
+    sync_to_thread=False,
+)
+def create_embeddings(data: JSONBody[EmbeddingRequest]) -> EmbeddingList:
+    """OpenAI-compatible embeddings from a deterministic fake model: each text's hashed bag of
+    lowercase words, normalised, so texts that share words are similar. Any model name is accepted;
+    `dimensions` (1 to 4096) sets the length, 256 by default."""
+    texts = [data.input] if isinstance(data.input, str) else data.input
+    dimensions = embeddings.DIMENSIONS if data.dimensions is None else data.dimensions
+    if not 1 <= dimensions <= 4096:
+        raise ValidationException(
+            "dimensions: from 1 to 4096", extra=[{"key": "dimensions", "message": "from 1 to 4096"}]
+        )
+    vectors = [embeddings.embed(t, dimensions) for t in texts]
+    tokens = sum(engine.estimate_tokens(t) for t in texts)
+    return EmbeddingList(
+        data=[
+            Embedding(index=i, embedding=embeddings.as_base64(v) if data.encoding_format == "base64" else v)
+            for i, v in enumerate(vectors)
+        ],
+        model=data.model,
+        usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
+    )
+
+
 @get(
     "/models",
     operation_id="simulatorListModels",
@@ -181,7 +215,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {HTTPException: _http_error, Exceptio
 
 simulator_router = Router(
     path="/simulator/v1",
-    route_handlers=[create_chat_completion, list_models],
+    route_handlers=[create_chat_completion, create_embeddings, list_models],
     tags=["simulator"],
     exception_handlers=EXCEPTION_HANDLERS,
     # Long conversations are the point of some tests: a real provider's limit is its context window.

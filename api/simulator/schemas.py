@@ -153,6 +153,33 @@ class SimulatorModelList(msgspec.Struct, kw_only=True):
     data: list[SimulatorModel]
 
 
+class EmbeddingRequest(msgspec.Struct, kw_only=True):
+    """OpenAI's embeddings body: one text or a list of texts (token arrays are not read)."""
+
+    model: str
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+
+
+class Embedding(msgspec.Struct, kw_only=True):
+    index: int
+    embedding: list[float] | str
+    object: Literal["embedding"] = "embedding"
+
+
+class EmbeddingUsage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(msgspec.Struct, kw_only=True):
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+    object: Literal["list"] = "list"
+
+
 class OpenAIErrorDetail(msgspec.Struct, kw_only=True):
     message: str
     type: str

@@ -20,6 +20,8 @@ from starlette.responses import PlainTextResponse
 # Runs of the `slow` tool by label, for tests that must know whether a tool ran once or again
 # (the HTTP server runs in the test's own process).
 SLOW_RUNS: dict[str, list[str]] = {}
+# Runs of the `count` tool by label: a fork must never run an earlier step's tool again.
+COUNTS: dict[str, int] = {}
 
 
 def build(name: str = "test-tools") -> MCPServer:
@@ -29,6 +31,12 @@ def build(name: str = "test-tools") -> MCPServer:
     def add(a: int, b: int) -> int:
         """Adds two integers."""
         return a + b
+
+    @server.tool()
+    def count(label: str) -> int:
+        """Counts its runs under `label`; returns the count so far."""
+        COUNTS[label] = COUNTS.get(label, 0) + 1
+        return COUNTS[label]
 
     @server.tool()
     def shout(text: str) -> str:

@@ -25,6 +25,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.events import EventController
 from api.files import FileController, FlatFileController
 from api.forks import ForkController
+from api.golden import GoldenTestController
 from api.guard import BrowserGuardMiddleware
 from api.health import HealthController
 from api.llm import FlatModelController, ModelController, ProviderController
@@ -135,6 +136,7 @@ def create_app(
             AnalyticsController,
             V2AnalyticsController,
             DriftController,
+            GoldenTestController,
             *([simulator_router] if settings.simulator_enabled else []),
             *docs_handlers(),
             *extra_handlers,

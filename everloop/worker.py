@@ -15,6 +15,7 @@ from activities import heartbeat
 from activities.deps import LoopDeps
 from activities.diagnostics import DiagnosticActivities
 from activities.drift import DriftActivities
+from activities.golden import GoldenActivities
 from activities.llm import ReasonActivities
 from activities.replay import ReplayActivities
 from activities.tools import ToolActivities
@@ -28,12 +29,13 @@ from services import drift
 from services.otlp_export import TurnExporter
 from workflows.diagnostics import StackCheckWorkflow
 from workflows.drift import DriftWorkflow
+from workflows.golden import GoldenRunWorkflow
 from workflows.replay import ReplayWorkflow
 from workflows.session import SessionWorkflow
 
 log = structlog.get_logger("everloop.worker")
 
-WORKFLOWS = [StackCheckWorkflow, SessionWorkflow, DriftWorkflow, ReplayWorkflow]
+WORKFLOWS = [StackCheckWorkflow, SessionWorkflow, DriftWorkflow, ReplayWorkflow, GoldenRunWorkflow]
 
 
 def build_worker(
@@ -51,6 +53,7 @@ def build_worker(
     turns, reason, tools = TurnActivities(deps), ReasonActivities(deps), ToolActivities(deps)
     drift_activities = DriftActivities(db, settings)
     replay = ReplayActivities(deps)
+    golden = GoldenActivities(deps)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
@@ -65,6 +68,10 @@ def build_worker(
             replay.plan,
             replay.run_span,
             replay.finish,
+            golden.plan,
+            golden.fork,
+            golden.judge,
+            golden.finish,
         ],
         # Heartbeats reach the server at least every second, so a cancel reaches a running LLM
         # call or tool within about a second (the default waits up to 80% of the timeout).

@@ -1,0 +1,216 @@
+"""Golden tests end to end (docs/golden_tests.md): real agent turns pinned, then runs that fork each
+through the real session workflow with the run's modifications and judge the outcome. The
+simulator is every model: the agent's (a fixed reply), another model whose reply differs, an
+embeddings model, LLM judges with a fixed verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+from tests import factories
+from tests.loop.conftest import Loop
+
+ANSWER = "Issue resolved successfully"
+OTHER = "Sorry, I could not help with that"
+JSON_ANSWER = json.dumps({"ticket": {"id": 7, "state": "closed", "notes": ["refund", "apology"]}, "ok": True})
+
+
+def fixed(text: str, **more: Any) -> dict[str, Any]:
+    return {"mode": "fixed", "text": text, **more}
+
+
+class World:
+    """A user's models and recorded turns: `turn` answers ANSWER, `json_turn` JSON_ANSWER."""
+
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self.provider: dict[str, Any] = {}
+        self.turn = ""
+        self.json_turn = ""
+
+    async def model(self, model_id: str, settings: dict[str, Any]) -> dict[str, Any]:
+        return await factories.model(
+            self.loop.client, self.provider["id"], model_id=model_id, settings=settings
+        )
+
+    async def record(self, reply: str, text: str) -> str:
+        model = await self.model(f"agent-{uuid.uuid4().hex[:8]}", fixed(reply))
+        agent = await factories.agent(self.loop.client, default_model_id=model["id"])
+        session = await factories.session(self.loop.client, agent["id"])
+        frames = await self.loop.send(f"/v1/agents/{agent['id']}/sessions/{session['id']}", text)
+        assert frames[-1]["type"] == "turn.completed", frames[-1]
+        turn_id: str = frames[-1]["context"]["turn_id"]
+        return turn_id
+
+    @classmethod
+    async def make(cls, loop: Loop) -> World:
+        world = cls(loop)
+        world.provider = await factories.provider(loop.client, base_url=loop.simulator_url)
+        await world.model("sim-other", fixed(OTHER))
+        await world.model("sim-embed", {})
+        await world.model("judge-yes", fixed(json.dumps({"pass": True, "reason": "it resolves the issue"})))
+        await world.model("judge-no", fixed(json.dumps({"pass": False, "reason": "it never says how"})))
+        world.turn = await world.record(ANSWER, "my invoice is wrong")
+        world.json_turn = await world.record(JSON_ANSWER, "give me the ticket as JSON")
+        return world
+
+    async def pin(self, name: str, expected: dict[str, Any], trace_id: str | None = None) -> str:
+        response = await self.loop.client.post(
+            "/v1/golden-tests",
+            json={
+                "trace_id": trace_id or self.turn,
+                "name": name,
+                "tags": ["e2e"],
+                "expected_outcome": expected,
+            },
+        )
+        assert response.status_code == 201, response.text
+        test_id: str = response.json()["id"]
+        return test_id
+
+    async def run(self, test_ids: list[str], modifications: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"test_ids": test_ids}
+        if modifications is not None:
+            body["modifications"] = modifications
+        response = await self.loop.client.post("/v1/golden-tests/run", json=body)
+        assert response.status_code == 201, response.text
+        started = response.json()
+        assert started["total_tests"] == len(test_ids)
+        assert started["url"].endswith(f"/v1/golden-tests/runs/{started['run_id']}")
+        # The run's workflow returns once every test is judged and the run is closed.
+        handle = self.loop.temporal.get_workflow_handle(f"golden-run-{started['run_id']}")
+        await asyncio.wait_for(handle.result(), 120)
+        run: dict[str, Any] = (
+            await self.loop.client.get(f"/v1/golden-tests/runs/{started['run_id']}")
+        ).json()
+        assert run["status"] == "completed", run
+        return run
+
+
+def by_name(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in run["results"]}
+
+
+def check(result: dict[str, Any], name: str) -> dict[str, Any]:
+    [found] = [c for c in result["checks"] if c["check"] == name]
+    assert isinstance(found, dict)
+    return found
+
+
+async def test_a_run_without_modifications_passes_and_each_match_passes_and_fails_with_reasons(
+    loop: Loop,
+) -> None:
+    world = await World.make(loop)
+    semantic = {"final_message": "the issue is resolved", "embedding_model": "sim-embed"}
+    tests: dict[str, dict[str, Any]] = {
+        "exact": {"status": "completed", "final_message": ANSWER},
+        "contains": {
+            "final_message": "resolved",
+            "match": "contains",
+            "max_cost": 1,
+            "max_duration_ms": 60_000,
+        },
+        "regex": {"final_message": r"^Issue \w+ successfully$", "match": "regex"},
+        "semantic": {**semantic, "match": "semantic", "threshold": 0.5},
+        "judge-pass": {"judge": {"rubric": "Says the issue is resolved.", "model": "judge-yes"}},
+        "contains-fails": {"final_message": "refund", "match": "contains"},
+        "regex-fails": {"final_message": r"^\d+$", "match": "regex"},
+        "semantic-fails": {**semantic, "match": "semantic", "threshold": 0.95},
+        "judge-fails": {"judge": {"rubric": "Explains how.", "model": "judge-no"}},
+        "status-fails": {"status": "failed"},
+    }
+    ids = [await world.pin(name, expected) for name, expected in tests.items()]
+    json_tests: dict[str, dict[str, Any]] = {
+        "json-subset": {"final_message": {"ticket": {"state": "closed", "notes": ["apology"]}}},
+        "json-subset-fails": {"final_message": '{"ticket": {"state": "open"}}'},
+    }
+    for name, expected in json_tests.items():
+        ids.append(await world.pin(name, {**expected, "match": "json_subset"}, world.json_turn))
+
+    run = await world.run(ids)
+    results = by_name(run)
+    assert [r["name"] for r in run["results"]] == [*tests, *json_tests]  # the run's order
+    passing = ["exact", "contains", "regex", "semantic", "judge-pass", "json-subset"]
+    assert {n: r["status"] for n, r in results.items() if r["status"] == "passed"} == dict.fromkeys(
+        passing, "passed"
+    ), {n: (r["status"], r["checks"], r["error"]) for n, r in results.items()}
+    assert (run["passed"], run["failed"], run["total_tests"]) == (6, 6, 12)
+    exact = results["exact"]
+    assert exact["final_output"] == ANSWER and exact["error"] is None
+    assert exact["replay_id"] and exact["session_id"] and exact["duration_ms"] is not None
+    assert exact["cost"] is not None and exact["diff"] == []  # nothing was modified
+    assert [c["check"] for c in exact["checks"]] == ["status", "final_message.exact"]
+    assert all(c["passed"] and c["reason"] is None for c in exact["checks"])
+    assert check(results["semantic"], "final_message.semantic")["actual"]["similarity"] >= 0.5
+
+    # Each failure says which check failed and why.
+    reasons = {n: [c["reason"] for c in r["checks"] if not c["passed"]] for n, r in results.items()}
+    assert reasons["contains-fails"] == ["the final message does not contain the expected text"]
+    assert reasons["regex-fails"] == ["the final message does not match the pattern '^\\\\d+$'"]
+    assert (
+        reasons["semantic-fails"][0].startswith("similarity 0.")
+        and "below the threshold 0.95" in (reasons["semantic-fails"][0])
+    )
+    assert reasons["judge-fails"] == ["the judge failed it: it never says how"]
+    assert reasons["status-fails"] == ["the forked turn ended completed, not failed"]
+    assert reasons["json-subset-fails"] == ['$.ticket.state: expected "open", got "closed"']
+
+    # The pinned turns' sessions are untouched: each fork ran in a session of its own.
+    forks = {r["session_id"] for r in run["results"]}
+    assert len(forks) == 12
+
+
+async def test_a_modified_model_fails_the_exact_test_with_the_diff(loop: Loop) -> None:
+    world = await World.make(loop)
+    test_id = await world.pin("support flow", {"status": "completed", "final_message": ANSWER})
+    run = await world.run([test_id], {"model": "sim-other", "timeout": 60})
+    [result] = run["results"]
+    assert result["status"] == "failed" and (run["passed"], run["failed"]) == (0, 1)
+    assert result["final_output"] == OTHER
+    status, message = result["checks"]
+    assert status == {
+        "check": "status",
+        "passed": True,
+        "expected": "completed",
+        "actual": "completed",
+        "reason": None,
+    }
+    assert message["check"] == "final_message.exact" and not message["passed"]
+    assert message["expected"] == ANSWER and message["actual"] == OTHER
+    assert message["reason"] == "the final message is not the expected one"
+    # The diff against the recording names the model change.
+    assert any(change["field"] == "model" for change in result["diff"]), result["diff"]
+    listed = (await loop.client.get("/v1/golden-tests/runs")).json()
+    assert run["run_id"] in [r["run_id"] for r in listed["runs"]]
+
+
+async def test_a_test_whose_trace_was_deleted_is_an_error_and_the_others_still_run(loop: Loop) -> None:
+    world = await World.make(loop)
+    gone = await world.pin("gone", {"final_message": JSON_ANSWER}, world.json_turn)
+    kept = await world.pin("kept", {"final_message": ANSWER})
+    deleted = await loop.client.delete(f"/v1/traces/{world.json_turn}")
+    assert deleted.status_code == 200, deleted.text
+    run = await world.run([gone, kept])
+    results = by_name(run)
+    assert results["gone"]["status"] == "error" and results["gone"]["checks"] == []
+    assert results["gone"]["error"] == f"the pinned trace {world.json_turn!r} was deleted"
+    assert results["gone"]["replay_id"] is None
+    assert results["kept"]["status"] == "passed"
+    assert (run["passed"], run["failed"]) == (1, 1)
+
+
+async def test_a_turn_over_the_time_limit_is_stopped_and_fails_its_status(loop: Loop) -> None:
+    world = await World.make(loop)
+    await world.model("sim-slow", fixed("late", first_token_delay=30))
+    test_id = await world.pin("quick", {"status": "completed"})
+    run = await asyncio.wait_for(world.run([test_id], {"model": "sim-slow", "timeout": 1}), 25)
+    [result] = run["results"]
+    assert result["status"] == "failed"
+    [status] = result["checks"]
+    assert status["actual"] == "cancelled"
+    assert status["reason"] == (
+        "the forked turn ended cancelled, not completed (it was stopped: the run's time limit of 1 s passed)"
+    )

@@ -24,6 +24,7 @@ from tests.api.test_auth_full import (
     register,
 )
 from tests.api.test_drift import alert_of
+from tests.api.test_golden import turn_trace_of
 
 MARK = "ALICE-PRIVATE-7f3c"  # in every name A gives; it must never reach B
 # Routes whose path parameter names no one's resource: the public capability catalogue.
@@ -77,6 +78,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("patch", "/v1/traces/{trace_id}"): {"status": "error", "metadata": {"taken": "over"}},
     ("post", "/v1/traces/{trace_id}/events/{span_id}"): {"name": "taken over"},
     ("post", "/v1/traces/{trace_id}/replay"): {"mutations": {"span-of-alice": {"temperature": 0.5}}},
+    ("post", "/v1/replays/{replay_id}/control"): {"action": "stop"},
     ("patch", "/v2/spans/{span_id}"): {"output": "taken over"},
     ("post", "/v2/spans/{span_id}/feedback"): {"score": 0.5},
     ("post", "/v2/spans/{span_id}/metrics"): {"name": "taken over", "value": 1},
@@ -95,7 +97,7 @@ async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestC
         yield test_client
 
 
-async def _alices_world(alice: As) -> dict[str, str]:
+async def _alices_world(alice: As, db: Database) -> dict[str, str]:
     async def made(path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = await alice.post(path, body)
         assert response.status_code == 201, response.text
@@ -136,7 +138,17 @@ async def _alices_world(alice: As) -> dict[str, str]:
         "/v1/traces/trace-of-alice/replay", {"mutations": {"span-of-alice": {"temperature": 0.5}}}
     )
     assert replay.status_code == 200, replay.text
+    # A golden test of one of A's agent turns (stored: no worker runs here) and a run of it (its
+    # workflow stays pending).
+    turn = await turn_trace_of(db, agent["id"], "turn-of-alice")
+    test = await made(
+        "/v1/golden-tests",
+        {"trace_id": turn, "name": f"{MARK} golden", "expected_outcome": {"final_message": MARK}},
+    )
+    run = await made("/v1/golden-tests/run", {"test_ids": [test["id"]]})
     return {
+        "test_id": test["id"],
+        "run_id": run["run_id"],
         "replay_id": replay.json()["replay_run_id"],
         "metric_id": metric["id"],
         "event_id": event["event_id"],
@@ -169,7 +181,7 @@ async def test_user_b_cannot_reach_anything_of_user_a(
     client: AsyncTestClient[Litestar], db: Database
 ) -> None:
     alice = As(client, await register(client))
-    ids = await _alices_world(alice)
+    ids = await _alices_world(alice, db)
     # A drift alert of A's (stored: a real one needs days of traffic; tests/api/test_drift.py makes those).
     ids["alert_id"] = await alert_of(db, ids["project_id"], f"{MARK} trace")
     bob = As(client, await register(client))
@@ -198,6 +210,16 @@ async def test_user_b_cannot_reach_anything_of_user_a(
             assert response.status_code == (403 if template in ADMIN_ONLY else 200), (template, response.text)
             assert MARK not in response.text, (template, response.text)
 
+    # Routes that name A's resources in the body, not the path: B's run of A's golden test, B's
+    # golden test of A's turn.
+    run_of_a = await bob.post("/v1/golden-tests/run", {"test_ids": [ids["test_id"]]})
+    assert run_of_a.status_code == 404 and MARK not in run_of_a.text
+    pin = await bob.post(
+        "/v1/golden-tests",
+        {"trace_id": "turn-of-alice", "name": "taken", "expected_outcome": {"status": "completed"}},
+    )
+    assert pin.status_code == 404 and MARK not in pin.text
+
     # A's world is as A left it.
     agent = (await alice.get(f"/v1/agents/{ids['agent_id']}")).json()
     assert agent["name"] == f"{MARK} agent" and agent["status"] == "active"
@@ -218,11 +240,15 @@ async def test_user_b_cannot_reach_anything_of_user_a(
     project = (await alice.get(f"/v1/projects/{ids['project_id']}")).json()
     assert [k["active"] for k in project["keys"]] == [True]
     assert [a["resolved_at"] for a in (await alice.get("/v1/drift/alerts")).json()] == [None]
+    golden = (await alice.get(f"/v1/golden-tests/{ids['test_id']}")).json()
+    assert golden["name"] == f"{MARK} golden"
+    run = (await alice.get(f"/v1/golden-tests/runs/{ids['run_id']}")).json()
+    assert [r["status"] for r in run["results"]] == ["pending"]
 
 
-async def test_an_admin_does_not_see_users_agents(client: AsyncTestClient[Litestar]) -> None:
+async def test_an_admin_does_not_see_users_agents(client: AsyncTestClient[Litestar], db: Database) -> None:
     alice = As(client, await register(client))
-    ids = await _alices_world(alice)
+    ids = await _alices_world(alice, db)
     login = await client.post(
         "/api/auth/login", json={"email": "root@example.com", "password": "root password"}
     )

@@ -50,6 +50,8 @@ LONGEST_FIRST = (
     "tests/chaos/test_processes.py",
     "tests/api/test_models_llmsim.py",
     "tests/loop/test_replay_mutations.py",
+    "tests/loop/test_fork_worker_killed.py",
+    "tests/loop/test_forks.py",
     "tests/stack/test_dev.py",
     "tests/loop/test_client_tools.py",
     "tests/loop/test_tool_approval.py",

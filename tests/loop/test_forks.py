@@ -5,18 +5,24 @@ steps ran again: never one before the fork."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from temporalio.worker import Replayer
 
+from core.converter import data_converter
 from core.db.models import Message
+from everloop.worker import WORKFLOWS
 from tests import factories
 from tests.loop.conftest import Loop
 from tests.mcp_server import COUNTS, serve_http
 
+HISTORIES = Path(__file__).resolve().parents[1] / "workflows" / "histories"
 ANSWER = "Counted twice."
 FORKED = "Forked: counted."
 
@@ -197,6 +203,17 @@ async def test_an_interactive_fork_steps_jumps_and_stops(loop: Loop) -> None:
     # The fork's turn ended cancelled: its session says so, and the last reasoning step never ran.
     stored = [e.type for e in await loop.stored(f"/x/{started['session_id']}")]
     assert stored.count("turn.cancelled") == 1 and stored.count("llm.generation") == 2
+
+    # The run's history (gate waits, controls, the stop) replays with today's code; saved, it keeps
+    # doing so in CI (tests/workflows/test_stack_check.py replays every saved history).
+    handle = loop.temporal.get_workflow_handle(f"session-{started['session_id']}")
+    history = await handle.fetch_history()
+    replayed = await Replayer(workflows=WORKFLOWS, data_converter=data_converter).replay_workflow(
+        history, raise_on_replay_failure=True
+    )
+    assert replayed.replay_failure is None
+    if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
+        (HISTORIES / "session_interactive_fork.json").write_text(history.to_json())
 
 
 async def test_pause_at_a_step_then_play_to_the_end(loop: Loop) -> None:

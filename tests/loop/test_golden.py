@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
+from pathlib import Path
 from typing import Any
 
+from temporalio.worker import Replayer
+
+from core.converter import data_converter
+from everloop.worker import WORKFLOWS
 from tests import factories
 from tests.loop.conftest import Loop
 
+HISTORIES = Path(__file__).resolve().parents[1] / "workflows" / "histories"
 ANSWER = "Issue resolved successfully"
 OTHER = "Sorry, I could not help with that"
 JSON_ANSWER = json.dumps({"ticket": {"id": 7, "state": "closed", "notes": ["refund", "apology"]}, "ok": True})
@@ -121,6 +128,7 @@ async def test_a_run_without_modifications_passes_and_each_match_passes_and_fail
         "semantic-fails": {**semantic, "match": "semantic", "threshold": 0.95},
         "judge-fails": {"judge": {"rubric": "Explains how.", "model": "judge-no"}},
         "status-fails": {"status": "failed"},
+        "tools-fails": {"tools": ["current_time"], "max_cost": 0},
     }
     ids = [await world.pin(name, expected) for name, expected in tests.items()]
     json_tests: dict[str, dict[str, Any]] = {
@@ -137,7 +145,7 @@ async def test_a_run_without_modifications_passes_and_each_match_passes_and_fail
     assert {n: r["status"] for n, r in results.items() if r["status"] == "passed"} == dict.fromkeys(
         passing, "passed"
     ), {n: (r["status"], r["checks"], r["error"]) for n, r in results.items()}
-    assert (run["passed"], run["failed"], run["total_tests"]) == (6, 6, 12)
+    assert (run["passed"], run["failed"], run["total_tests"]) == (6, 7, 13)
     exact = results["exact"]
     assert exact["final_output"] == ANSWER and exact["error"] is None
     assert exact["replay_id"] and exact["session_id"] and exact["duration_ms"] is not None
@@ -157,10 +165,12 @@ async def test_a_run_without_modifications_passes_and_each_match_passes_and_fail
     assert reasons["judge-fails"] == ["the judge failed it: it never says how"]
     assert reasons["status-fails"] == ["the forked turn ended completed, not failed"]
     assert reasons["json-subset-fails"] == ['$.ticket.state: expected "open", got "closed"']
+    # A turn that called no tool; a simulator model's price is 0, so max_cost 0 passes.
+    assert reasons["tools-fails"] == ["the forked turn did not call current_time"]
 
     # The pinned turns' sessions are untouched: each fork ran in a session of its own.
     forks = {r["session_id"] for r in run["results"]}
-    assert len(forks) == 12
+    assert len(forks) == 13
 
 
 async def test_a_modified_model_fails_the_exact_test_with_the_diff(loop: Loop) -> None:
@@ -214,3 +224,12 @@ async def test_a_turn_over_the_time_limit_is_stopped_and_fails_its_status(loop: 
     assert status["reason"] == (
         "the forked turn ended cancelled, not completed (it was stopped: the run's time limit of 1 s passed)"
     )
+    # The run's history (fork, child workflow, timer, stop signal, judge, finish) replays with today's
+    # code; saved, it keeps doing so in CI (tests/workflows/test_stack_check.py replays every one).
+    handle = loop.temporal.get_workflow_handle(f"golden-run-{run['run_id']}")
+    history = await handle.fetch_history()
+    await Replayer(workflows=WORKFLOWS, data_converter=data_converter).replay_workflow(
+        history, raise_on_replay_failure=True
+    )
+    if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
+        (HISTORIES / "golden_run_timeout.json").write_text(history.to_json())

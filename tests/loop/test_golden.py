@@ -12,10 +12,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
 from temporalio.worker import Replayer
 
 from core.converter import data_converter
+from core.db.models import Replay
+from core.identity import BUILTIN_ADMIN
+from core.schemas.golden import GoldenCheck, GoldenRunRequest
+from core.schemas.turns import SessionLoop
 from everloop.worker import WORKFLOWS
+from services import golden
 from tests import factories
 from tests.loop.conftest import Loop
 
@@ -43,9 +49,10 @@ class World:
             self.loop.client, self.provider["id"], model_id=model_id, settings=settings
         )
 
-    async def record(self, reply: str, text: str) -> str:
-        model = await self.model(f"agent-{uuid.uuid4().hex[:8]}", fixed(reply))
-        agent = await factories.agent(self.loop.client, default_model_id=model["id"])
+    async def record(self, reply: str | dict[str, Any], text: str, **agent_fields: Any) -> str:
+        settings = reply if isinstance(reply, dict) else fixed(reply)
+        model = await self.model(f"agent-{uuid.uuid4().hex[:8]}", settings)
+        agent = await factories.agent(self.loop.client, default_model_id=model["id"], **agent_fields)
         session = await factories.session(self.loop.client, agent["id"])
         frames = await self.loop.send(f"/v1/agents/{agent['id']}/sessions/{session['id']}", text)
         assert frames[-1]["type"] == "turn.completed", frames[-1]
@@ -233,3 +240,66 @@ async def test_a_turn_over_the_time_limit_is_stopped_and_fails_its_status(loop: 
     )
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "golden_run_timeout.json").write_text(history.to_json())
+
+
+async def test_a_turn_that_calls_its_tools_passes_the_tools_check(loop: Loop) -> None:
+    world = await World.make(loop)
+    call = {"tool_calls": [{"name": "get_current_time", "arguments": {"timezone": "UTC"}}]}
+    turn = await world.record(
+        {"mode": "script", "script": [call, "It is noon."]}, "what time is it", capabilities=["current_time"]
+    )
+    test_id = await world.pin(
+        "clock", {"tools": ["get_current_time"], "final_message": "noon", "match": "contains"}, turn
+    )
+    run = await world.run([test_id])
+    [result] = run["results"]
+    assert result["status"] == "passed", result
+    assert check(result, "tools")["actual"] == ["get_current_time"]
+
+
+async def test_a_retried_fork_step_finds_its_fork_and_a_retried_judge_keeps_its_verdict(loop: Loop) -> None:
+    """The steps as a worker killed after each one's commit would have them run again."""
+    world = await World.make(loop)
+    test_id = await world.pin("once", {"final_message": ANSWER})
+    async with loop.db.session() as s:
+        run = await golden.create_run(s, BUILTIN_ADMIN, GoldenRunRequest(test_ids=[test_id]))
+        [result_id] = (await golden.plan(s, run.id)).result_ids
+    forks = []
+    for _ in range(2):
+        async with loop.db.session() as s:
+            fork = await golden.fork_test(s, run.id, uuid.UUID(result_id))
+            assert fork is not None
+            forks.append((fork.replay.id, fork.session_id, fork.workflow_input()))
+    assert forks[0] == forks[1]
+    replay_id, session_id, session_input = forks[0]
+    async with loop.db.session() as s:
+        made = select(func.count()).select_from(Replay).where(Replay.original_trace_id == world.turn)
+        assert await s.scalar(made) == 1
+    # The fork's turn, as the run's child workflow runs it.
+    await loop.temporal.execute_workflow(
+        SessionLoop.WORKFLOW,
+        session_input,
+        id=SessionLoop.workflow_id(session_id),
+        task_queue=loop.settings.temporal_task_queue,
+    )
+    result = uuid.UUID(result_id)
+    async with loop.db.session() as s:
+        work = await golden.judge_work(s, run.id, result, None)
+        assert work is not None and (work.final_output, work.outcome) == (ANSWER, "completed")
+        assert await golden.store_verdict(s, run.id, result, work, [GoldenCheck(check="x", passed=True)]) == (
+            "passed"
+        )
+    async with loop.db.session() as s:
+        # A judge retried after it stored (or racing it): the first verdict is kept.
+        failing = [GoldenCheck(check="x", passed=False)]
+        assert await golden.store_verdict(s, run.id, result, work, failing) == "passed"
+        assert await golden.judge_work(s, run.id, result, None) is None  # nothing left to judge
+    async with loop.db.session() as s:
+        finished = await golden.finish(s, run.id)
+        assert (finished.status, finished.passed, finished.failed) == ("completed", 1, 0)
+        assert (await golden.finish(s, run.id)) == finished
+    stored = (await loop.client.get(f"/v1/golden-tests/runs/{run.id}")).json()
+    assert stored["results"][0]["replay_id"] == str(replay_id)
+    assert stored["results"][0]["checks"] == [
+        {"check": "x", "passed": True, "expected": None, "actual": None, "reason": None}
+    ]

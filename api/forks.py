@@ -15,11 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import PageParams
 from api.state import Services
+from core.db.models import Replay
 from core.errors import ServiceUnavailable
 from core.identity import Identity
 from core.schemas import replays as schema
 from core.schemas.turns import ReplayControl
-from services import forks
+from services import forks, replays
 
 log = structlog.get_logger("everloop.forks")
 
@@ -47,6 +48,8 @@ class ForkController(Controller):
         events stream like any session's). The steps before the fork are the recording's and never
         run again. `mode: interactive` holds before the first forked step until a control."""
         fork = await forks.start_replay(db_session, who, data)
+        if not isinstance(fork, forks.Fork):
+            return await self._start_span_replay(request, db_session, who, services, fork)
         try:
             await forks.start(await services.temporal(), services.settings.temporal_task_queue, fork)
         except Exception:
@@ -68,6 +71,36 @@ class ForkController(Controller):
             started_at=replay.started_at,
             session_id=replay.session_id,
             fork_from_step=fork.start.step,
+        )
+
+    async def _start_span_replay(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        who: Identity,
+        services: Services,
+        replay: Replay,
+    ) -> schema.ReplayStartedView:
+        """An app's trace: its span replay's workflow, started as POST /v1/traces/{id}/replay starts
+        one (a start whose answer was lost is asked about; a run never started is failed, 503)."""
+        client = None
+        try:
+            client = await services.temporal()
+            await replays.start(client, services.settings.temporal_task_queue, replay.id)
+        except Exception:
+            log.exception("span replay not started", replay_id=str(replay.id))
+            if await replays.settle_unstarted(db_session, client, replay.id):
+                raise
+        replay = await forks.get_fork(db_session, who, replay.id)
+        return schema.ReplayStartedView(
+            replay_id=replay.id,
+            trace_id=replay.original_trace_id,
+            mode=replay.mode,
+            status="running" if replay.status == "pending" else replay.status,
+            url=f"{_base(request, services)}/v1/replays/{replay.id}",
+            started_at=replay.started_at or replay.created_at,
+            session_id=None,
+            fork_from_step=int(replay.config.get("fork_from_step") or 1),
         )
 
     @get("/", operation_id="listReplays", responses=error_responses(403))

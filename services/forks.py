@@ -31,7 +31,7 @@ from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.identity import Identity
 from core.ids import uuid7
 from core.schemas import replays as schema
-from core.schemas.replays import CALL_PARAMS, MUTATION_KEYS
+from core.schemas.replays import CALL_PARAMS, MAX_MUTATIONS, MUTATION_KEYS
 from core.schemas.traces import CONTAINER_KINDS
 from core.schemas.turns import (
     CONTROL_REFUSED,
@@ -370,16 +370,61 @@ async def load(db: AsyncSession, replay_id: uuid.UUID) -> Fork:
 # ------------------------------------------------------------------------------------ the HTTP side
 
 
+async def _app_replay(
+    db: AsyncSession, trace: Trace, data: schema.StartReplay, created_by: str | None
+) -> Replay:
+    """An app's trace from a step on: its code is the app's, so what this server can run again is
+    its LLM calls. Each LLM step from the fork step on is re-executed with the modifications (a span
+    replay, docs/replay.md); the other steps keep their recordings."""
+    modifications = check_modifications(data.modifications)
+    if data.mode != "auto":
+        raise InvalidInput(
+            "mode: an app's trace replays in auto mode only (its LLM steps are re-executed one by one, "
+            "not by a loop that could hold between them); interactive controls need an agent's turn",
+            field="mode",
+        )
+    steps = await _steps(db, trace.id)
+    number = data.fork_from_step or 1
+    if number > len(steps):
+        raise InvalidInput(f"fork_from_step: the trace has {len(steps)} steps", field="fork_from_step")
+    llm = [(n, span) for n, span in enumerate(steps, start=1) if n >= number and span.kind == "llm"]
+    if not llm:
+        raise InvalidInput(
+            f"fork_from_step: the trace has no LLM step from step {number} on: nothing to re-execute",
+            field="fork_from_step",
+        )
+    if len(llm) > MAX_MUTATIONS:
+        raise InvalidInput(
+            f"fork_from_step: {len(llm)} LLM steps from step {number} on; at most {MAX_MUTATIONS} per replay",
+            field="fork_from_step",
+        )
+    return await replays.store_run(
+        db,
+        trace,
+        {span.span_id: dict(modifications) for _, span in llm},
+        created_by,
+        extra={
+            "modifications": modifications,
+            "fork_from_step": number,
+            "steps": {span.span_id: {"step": n, "model": span.model} for n, span in llm},
+        },
+    )
+
+
 def may_run(who: Identity) -> None:
     if who.project_id is not None:
         # A fork calls the account's models: a project key ingests and reads, it does not spend.
         raise Forbidden("a project key may not run or control a replay: it calls the account's models")
 
 
-async def start_replay(db: AsyncSession, who: Identity, data: schema.StartReplay) -> Fork:
-    """`POST /v1/replays`: the caller's trace forked; committed, its workflow not started yet."""
+async def start_replay(db: AsyncSession, who: Identity, data: schema.StartReplay) -> Fork | Replay:
+    """`POST /v1/replays`: the caller's trace forked; committed, its workflow not started yet. An
+    agent's turn gives a Fork; an app's trace a span replay (a Replay of kind `mutations`) of its
+    LLM steps from the fork step on."""
     may_run(who)
     trace = await trace_queries.get_trace(db, who, data.trace_id)
+    if trace.agent_id is None:
+        return await _app_replay(db, trace, data, who.email)
     fork = await create(
         db,
         owner_id=trace.owner_id,
@@ -493,7 +538,6 @@ async def record_control(db: AsyncSession, replay_id: uuid.UUID, state: ReplaySt
 
 def view(replay: Replay, base_url: str, live: ReplayState | None) -> schema.ReplayView:
     """Opswald's replay, with this server's additions (the fork's session and its result trace)."""
-    result = replay.result or {}
     status, current = replay.status, replay.current_step
     if live is not None and replay.status in ("pending", "running", "paused"):
         current = live.current_step
@@ -517,16 +561,62 @@ def view(replay: Replay, base_url: str, live: ReplayState | None) -> schema.Repl
         started_at=replay.started_at,
         completed_at=replay.completed_at,
         error=replay.error,
-        result=schema.ReplayResult(
+        result=_result(replay) if done else None,
+    )
+
+
+def _result(replay: Replay) -> schema.ReplayResult | None:
+    if replay.kind == KIND:
+        result = replay.result or {}
+        return schema.ReplayResult(
             final_output=result.get("final_output"),
             total_cost=float(result.get("total_cost") or 0),
             duration_ms=int(result.get("duration_ms") or 0),
             changes_from_original=[schema.Change(**c) for c in result.get("changes_from_original", [])],
             outcome=result.get("outcome"),
         )
-        if done and replay.kind == KIND
-        else None,
+    steps: dict[str, dict[str, Any]] = replay.config.get("steps") or {}
+    if not steps:
+        return None  # a 001 span replay: its diffs are its result (GET /v1/traces/{id}/replay/{id}/diff)
+    return _span_replay_result(replay, steps)
+
+
+def _span_replay_result(replay: Replay, steps: dict[str, dict[str, Any]]) -> schema.ReplayResult:
+    """An app trace's replay in Opswald's terms: the re-executed LLM steps' answers and costs, and
+    per step the modifications and the answer that changed."""
+    outputs: dict[str, Any] = (replay.result or {}).get("outputs") or {}
+    changes: list[schema.Change] = []
+    final: str | None = None
+    cost = Decimal(0)
+    for diff in sorted(replays.diffs_of(replay), key=lambda d: int(steps.get(d.span_id, {}).get("step", 0))):
+        step = steps.get(diff.span_id, {})
+        number = int(step.get("step", 0))
+        for key, value in (replay.config.get("modifications") or {}).items():
+            before = step.get("model") if key == "model" else _recorded(diff.original_input, key)
+            changes.append(schema.Change(step=number, field=key, original=before, modified=value))
+        if not diff.reexecuted:
+            continue
+        stored = outputs.get(diff.span_id) or {}
+        cost += Decimal(str(stored.get("cost") or 0))
+        answer = diff.mutated_output.get("content") if isinstance(diff.mutated_output, dict) else None
+        final = answer if isinstance(answer, str) else final
+        before_text = _text(diff.original_output)
+        if before_text != answer:
+            changes.append(schema.Change(step=number, field="output", original=before_text, modified=answer))
+    duration = 0
+    if replay.started_at is not None and replay.completed_at is not None:
+        duration = int((replay.completed_at - replay.started_at).total_seconds() * 1000)
+    return schema.ReplayResult(
+        final_output=final,
+        total_cost=float(cost),
+        duration_ms=duration,
+        changes_from_original=changes,
+        outcome="completed" if replay.status == "completed" else "failed",
     )
+
+
+def _recorded(given: Any, key: str) -> Any:
+    return given.get(key) if isinstance(given, dict) else None
 
 
 # ------------------------------------------------------------------------------------ the loop side
@@ -616,8 +706,12 @@ async def _final_output(db: AsyncSession, session_id: uuid.UUID, input_message_i
 
 
 def _text(output: Any) -> Any:
+    """The text of a recorded answer: an agent turn's `{text, tool_calls}`, a chat message's
+    `content`, or the output as it is."""
     if isinstance(output, dict) and "text" in output:
         return output.get("text")
+    if isinstance(output, dict) and isinstance(output.get("content"), str):
+        return output["content"]
     return output
 
 

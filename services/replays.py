@@ -363,6 +363,19 @@ async def create(db: AsyncSession, who: Identity, trace_id: str, data: schema.Re
         raise Forbidden("a project key may not run a replay: it calls the account's models")
     mutations = check_mutations(data.mutations)
     trace = await trace_queries.get_trace(db, who, trace_id)
+    return await store_run(db, trace, mutations, who.email)
+
+
+async def store_run(
+    db: AsyncSession,
+    trace: Trace,
+    mutations: dict[str, dict[str, Any]],
+    created_by: str | None,
+    extra: dict[str, Any] | None = None,
+) -> Replay:
+    """Plans a run of `trace` with checked `mutations` (a span's may be empty: re-executed as
+    recorded) and stores it, committed. `extra` joins its config (a fork of an app's trace keeps its
+    `modifications` and `fork_from_step` there)."""
     spans = await _spans(db, trace.id)
     by_id = {s.span_id: s for s in spans}
     for span_id in mutations:
@@ -395,8 +408,8 @@ async def create(db: AsyncSession, who: Identity, trace_id: str, data: schema.Re
         original_trace_id=trace.trace_id,
         kind=KIND,
         status="pending",
-        config={"mutations": mutations},
-        created_by=who.email,
+        config={"mutations": mutations, **(extra or {})},
+        created_by=created_by,
         total_steps=len(plan),
         result={"diffs": diffs, "plan": plan, "outputs": {}},
     )

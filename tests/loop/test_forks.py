@@ -260,11 +260,75 @@ async def test_bad_forks_are_refused_naming_the_field(loop: Loop) -> None:
         await refused({"trace_id": "no-such-trace"}, "not found", 404)
         ingested = await loop.client.post(
             "/v1/traces",
-            json={"spans": [{"span_id": "s1", "trace_id": "app-trace", "name": "x", "kind": "llm"}]},
+            json={"spans": [{"span_id": "s1", "trace_id": "app-trace", "name": "x", "kind": "tool"}]},
         )
         assert ingested.status_code in (200, 201), ingested.text
-        await refused({"trace_id": "app-trace"}, "trace_id")
+        await refused({"trace_id": "app-trace"}, "fork_from_step")  # an app's trace without an LLM step
     assert COUNTS[label] == 2
     async with loop.db.session() as s:
         copies = (await s.execute(select(Message).where(Message.metadata_["copied_from"].is_not(None)))).all()
     assert copies == []  # nothing refused left a fork behind
+
+
+async def test_an_apps_trace_forked_re_executes_its_llm_steps_from_there(loop: Loop) -> None:
+    """An app's trace (here 001's): its code is the app's, so a fork re-executes its LLM steps from
+    the fork step on with the modifications, and keeps every other step as recorded."""
+    provider = await factories.provider(loop.client, base_url=loop.simulator_url)
+    await factories.model(loop.client, provider["id"], model_id="sim-recorded", settings={})
+    await factories.model(
+        loop.client, provider["id"], model_id="sim-other", settings={"mode": "fixed", "text": "Other answer."}
+    )
+    ask = {"messages": [{"role": "user", "content": "plan the trip"}]}
+    spans = [
+        {
+            "span_id": "plan",
+            "name": "llm-call",
+            "kind": "llm",
+            "model": "sim-recorded",
+            "input": ask,
+            "output": {"content": "First plan."},
+        },
+        {"span_id": "search", "name": "search", "kind": "tool", "input": {"q": "trains"}, "output": ["t1"]},
+        {
+            "span_id": "answer",
+            "name": "llm-call",
+            "kind": "llm",
+            "model": "sim-recorded",
+            "input": ask,
+            "output": {"content": "Take the train."},
+        },
+    ]
+    batch = [
+        {
+            "trace_id": "app-trip",
+            "status": "ok",
+            "start_time": f"2026-11-29T12:00:0{i}Z",
+            "end_time": f"2026-11-29T12:00:0{i + 1}Z",
+            **span,
+        }
+        for i, span in enumerate(spans)
+    ]
+    ingested = await loop.client.post("/v1/traces", json={"trace_name": "trip", "spans": batch})
+    assert ingested.status_code == 201, ingested.text
+
+    refused = await loop.client.post("/v1/replays", json={"trace_id": "app-trip", "mode": "interactive"})
+    assert refused.status_code == 400 and "mode" in refused.text
+    started = await start(
+        loop, {"trace_id": "app-trip", "modifications": {"model": "sim-other"}, "fork_from_step": 2}
+    )
+    assert started["session_id"] is None and started["fork_from_step"] == 2
+    handle = loop.temporal.get_workflow_handle(f"replay-{started['replay_id']}")
+    await asyncio.wait_for(handle.result(), 60)
+    replay = (await loop.client.get(f"/v1/replays/{started['replay_id']}")).json()
+    assert replay["status"] == "completed" and replay["kind"] == "mutations"
+    result = replay["result"]
+    assert result["final_output"] == "Other answer."
+    # Only step 3 (the LLM step at or after the fork) was re-executed; step 1 kept its recording.
+    assert [(c["step"], c["field"]) for c in result["changes_from_original"]] == [(3, "model"), (3, "output")]
+    model_change, output_change = result["changes_from_original"]
+    assert (model_change["original"], model_change["modified"]) == ("sim-recorded", "sim-other")
+    assert (output_change["original"], output_change["modified"]) == ("Take the train.", "Other answer.")
+    diff = (await loop.client.get(f"/v1/traces/app-trip/replay/{started['replay_id']}/diff")).json()
+    assert [d["span_id"] for d in diff["diffs"]] == ["answer"]
+    control_refused = await control(loop, started["replay_id"], "pause")
+    assert control_refused.status_code == 409

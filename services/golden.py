@@ -16,6 +16,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -513,6 +514,11 @@ async def fork_test(db: AsyncSession, run_id: uuid.UUID, result_id: uuid.UUID) -
         await db.rollback()
         await _fail(db, result_id, exc.message)
         return None
+    # The run's workflow starts the fork's session workflow (as its child), so the fork is taken:
+    # `running`, as the API marks a fork it started. The sweeper starts only `pending` forks (a
+    # POST that died before starting its own), and must not start this one outside the run.
+    fork.replay.status = "running"
+    fork.replay.started_at = datetime.now(UTC)
     await db.flush()
     result.replay_id = fork.replay.id
     result.status = "running"

@@ -275,6 +275,8 @@ async def test_a_retried_fork_step_finds_its_fork_and_a_retried_judge_keeps_its_
     async with loop.db.session() as s:
         made = select(func.count()).select_from(Replay).where(Replay.original_trace_id == world.turn)
         assert await s.scalar(made) == 1
+        # Taken by the run (whose workflow starts it): the sweeper starts only `pending` forks.
+        assert await s.scalar(select(Replay.status).where(Replay.id == replay_id)) == "running"
     # The fork's turn, as the run's child workflow runs it.
     await loop.temporal.execute_workflow(
         SessionLoop.WORKFLOW,

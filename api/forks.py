@@ -7,11 +7,13 @@ import uuid
 from typing import Annotated, Any
 
 import structlog
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import Body, FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from api.messages import IdempotencyKey
 from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import PageParams
 from api.state import Services
@@ -42,16 +44,24 @@ class ForkController(Controller):
         who: NamedDependency[Identity],
         services: NamedDependency[Services],
         data: Annotated[schema.StartReplay, Body()],
-    ) -> schema.ReplayStartedView:
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[schema.ReplayStartedView]:
         """Fork an agent turn's trace at `fork_from_step` (a reasoning step; default 1) and run it
         again with `modifications`, by the real agent loop in a new session (`session_id`: its
         events stream like any session's). The steps before the fork are the recording's and never
         run again. `mode: interactive` holds before the first forked step until a control."""
-        fork = await forks.start_replay(db_session, who, data)
+        fork, replayed = await forks.start_replay(db_session, who, data, idempotency_key)
+        # A repeated key answers the first replay (its workflow started again only if it never was:
+        # one workflow id per replay, so that start is harmless).
+        headers = {"idempotent-replayed": "true"} if replayed else {}
         if not isinstance(fork, forks.Fork):
-            return await self._start_span_replay(request, db_session, who, services, fork)
+            started = await self._start_span_replay(request, db_session, who, services, fork)
+            return Response(started, status_code=201, headers=headers)
         try:
-            await forks.start(await services.temporal(), services.settings.temporal_task_queue, fork)
+            if not replayed or fork.replay.status == "pending":
+                await forks.start(await services.temporal(), services.settings.temporal_task_queue, fork)
+        except WorkflowAlreadyStartedError:
+            pass
         except Exception:
             # Stored and `pending`: the worker's sweeper starts it (the workflow id makes a second
             # start harmless), so the client need not send again.
@@ -62,7 +72,7 @@ class ForkController(Controller):
             ) from None
         await forks.mark_started(db_session, fork.replay.id, paused=fork.start.interactive)
         replay = await forks.get_fork(db_session, who, fork.replay.id)
-        return schema.ReplayStartedView(
+        view = schema.ReplayStartedView(
             replay_id=replay.id,
             trace_id=replay.original_trace_id,
             mode=replay.mode,
@@ -72,6 +82,7 @@ class ForkController(Controller):
             session_id=replay.session_id,
             fork_from_step=fork.start.step,
         )
+        return Response(view, status_code=201, headers=headers)
 
     async def _start_span_replay(
         self,
@@ -86,7 +97,10 @@ class ForkController(Controller):
         client = None
         try:
             client = await services.temporal()
-            await replays.start(client, services.settings.temporal_task_queue, replay.id)
+            if replay.status == "pending":
+                await replays.start(client, services.settings.temporal_task_queue, replay.id)
+        except WorkflowAlreadyStartedError:
+            pass
         except Exception:
             log.exception("span replay not started", replay_id=str(replay.id))
             if await replays.settle_unstarted(db_session, client, replay.id):

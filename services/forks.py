@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
@@ -371,7 +371,7 @@ async def load(db: AsyncSession, replay_id: uuid.UUID) -> Fork:
 
 
 async def _app_replay(
-    db: AsyncSession, trace: Trace, data: schema.StartReplay, created_by: str | None
+    db: AsyncSession, trace: Trace, data: schema.StartReplay, created_by: str | None, keyed: dict[str, Any]
 ) -> Replay:
     """An app's trace from a step on: its code is the app's, so what this server can run again is
     its LLM calls. Each LLM step from the fork step on is re-executed with the modifications (a span
@@ -407,6 +407,7 @@ async def _app_replay(
             "modifications": modifications,
             "fork_from_step": number,
             "steps": {span.span_id: {"step": n, "model": span.model} for n, span in llm},
+            **keyed,
         },
     )
 
@@ -417,14 +418,34 @@ def may_run(who: Identity) -> None:
         raise Forbidden("a project key may not run or control a replay: it calls the account's models")
 
 
-async def start_replay(db: AsyncSession, who: Identity, data: schema.StartReplay) -> Fork | Replay:
+async def start_replay(
+    db: AsyncSession, who: Identity, data: schema.StartReplay, idempotency_key: str | None = None
+) -> tuple[Fork | Replay, bool]:
     """`POST /v1/replays`: the caller's trace forked; committed, its workflow not started yet. An
     agent's turn gives a Fork; an app's trace a span replay (a Replay of kind `mutations`) of its
-    LLM steps from the fork step on."""
+    LLM steps from the fork step on. With an `Idempotency-Key` seen before (for this account): the
+    first request's replay, and True (nothing new is stored or run)."""
     may_run(who)
     trace = await trace_queries.get_trace(db, who, data.trace_id)
+    if idempotency_key is not None:
+        # One replay per key and account, exactly, under concurrency: the key's lock is held until
+        # this transaction commits the new replay (which carries the key), so a racing request
+        # waits and then finds it.
+        await db.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+            {"k": f"replay:{who.user_id}:{idempotency_key}"},
+        )
+        first = await db.scalar(
+            select(Replay).where(
+                Replay.owner_id == who.user_id, Replay.config["idempotency_key"].astext == idempotency_key
+            )
+        )
+        if first is not None:
+            await db.commit()
+            return (await load(db, first.id) if first.kind == KIND else first), True
+    keyed = {"idempotency_key": idempotency_key} if idempotency_key is not None else {}
     if trace.agent_id is None:
-        return await _app_replay(db, trace, data, who.email)
+        return await _app_replay(db, trace, data, who.email, keyed), False
     fork = await create(
         db,
         owner_id=trace.owner_id,
@@ -434,8 +455,9 @@ async def start_replay(db: AsyncSession, who: Identity, data: schema.StartReplay
         mode=data.mode,
         created_by=who.email,
     )
+    fork.replay.config = {**fork.replay.config, **keyed}
     await db.commit()
-    return fork
+    return fork, False
 
 
 async def start(client: Client, task_queue: str, fork: Fork) -> None:

@@ -332,3 +332,27 @@ async def test_an_apps_trace_forked_re_executes_its_llm_steps_from_there(loop: L
     assert [d["span_id"] for d in diff["diffs"]] == ["answer"]
     control_refused = await control(loop, started["replay_id"], "pause")
     assert control_refused.status_code == 409
+
+
+async def test_a_repeated_idempotency_key_answers_the_first_fork(loop: Loop) -> None:
+    label = f"twice-{uuid.uuid4()}"
+    with counting_server() as url:
+        turn = await record(loop, url, label)
+        body = {"trace_id": turn.trace_id, "fork_from_step": 3}
+        headers = {"Idempotency-Key": f"fork-{label}"}
+        # Sent twice at once (a client's retry racing its first try): one fork, run once.
+        first, second = await asyncio.gather(
+            loop.client.post("/v1/replays", json=body, headers=headers),
+            loop.client.post("/v1/replays", json=body, headers=headers),
+        )
+        assert first.status_code == second.status_code == 201, (first.text, second.text)
+        assert first.json()["replay_id"] == second.json()["replay_id"]
+        assert sorted(r.headers.get("idempotent-replayed", "no") for r in (first, second)) == ["no", "true"]
+        await finished(loop, first.json())
+        assert COUNTS[label] == 3  # the keyed fork's step-4 tool ran once
+        other = await start(loop, body)  # no key: another fork
+        await finished(loop, other)
+    assert COUNTS[label] == 4
+    assert other["replay_id"] != first.json()["replay_id"]
+    listed = (await loop.client.get("/v1/replays", params={"trace_id": turn.trace_id})).json()
+    assert listed["total"] == 2

@@ -16,13 +16,14 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.db.models import GoldenResult, GoldenRun, GoldenTest, LlmModel, Replay, Span, Trace
@@ -345,6 +346,37 @@ async def settle_unstarted(db: AsyncSession, client: Client | None, run_id: uuid
     )
     await db.commit()
     return bool(getattr(marked, "rowcount", 0))
+
+
+async def start_pending(
+    db: AsyncSession, client: Client, task_queue: str, grace: timedelta, horizon: timedelta
+) -> int:
+    """For the sweeper (as services.replays.start_pending): starts the workflow of every run still
+    `pending` after `grace` (the API stored it and died before starting it). A run whose workflow
+    exists already is left to it (one workflow id per run). Returns how many it started."""
+    ids = list(
+        (
+            await db.execute(
+                select(GoldenRun.id)
+                .where(
+                    GoldenRun.status == "pending",
+                    GoldenRun.created_at < func.now() - grace,
+                    GoldenRun.created_at > func.now() - horizon,
+                )
+                .order_by(GoldenRun.created_at)
+                .limit(500)
+            )
+        ).scalars()
+    )
+    await db.commit()
+    started_now = 0
+    for run_id in ids:
+        try:
+            await start(client, task_queue, run_id)
+        except WorkflowAlreadyStartedError:
+            continue
+        started_now += 1
+    return started_now
 
 
 def _runs(who: Identity) -> Any:

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +306,26 @@ async def test_a_retried_fork_step_finds_its_fork_and_a_retried_judge_keeps_its_
     assert stored["results"][0]["checks"] == [
         {"check": "x", "passed": True, "expected": None, "actual": None, "reason": None}
     ]
+
+
+async def test_a_run_stored_and_never_started_is_started_by_start_pending(loop: Loop) -> None:
+    """The API died between storing the run and starting it: `golden.start_pending` (the sweeper's
+    part) starts it, once."""
+    world = await World.make(loop)
+    test_id = await world.pin("stranded", {"final_message": ANSWER})
+    async with loop.db.session() as s:
+        run = await golden.create_run(s, BUILTIN_ADMIN, GoldenRunRequest(test_ids=[test_id]))
+    queue, day = loop.settings.temporal_task_queue, timedelta(days=1)
+    handle = loop.temporal.get_workflow_handle(f"golden-run-{run.id}")
+    async with loop.db.session() as s:
+        # Not before its grace; then started (another test's stranded runs may be too: at least one).
+        await golden.start_pending(s, loop.temporal, queue, timedelta(hours=1), day)
+        assert not await golden.workflow_exists(loop.temporal, run.id)
+        assert await golden.start_pending(s, loop.temporal, queue, timedelta(0), day) >= 1
+    await asyncio.wait_for(handle.result(), 60)
+    first = (await handle.describe()).run_id
+    async with loop.db.session() as s:
+        await golden.start_pending(s, loop.temporal, queue, timedelta(0), day)
+    assert (await handle.describe()).run_id == first  # no longer pending: not started again
+    stored = (await loop.client.get(f"/v1/golden-tests/runs/{run.id}")).json()
+    assert (stored["status"], stored["passed"]) == ("completed", 1)

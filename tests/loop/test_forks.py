@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,11 @@ from temporalio.worker import Replayer
 
 from core.converter import data_converter
 from core.db.models import Message
+from core.identity import BUILTIN_ADMIN
+from core.schemas.replays import StartReplay
+from everloop import sweeper
 from everloop.worker import WORKFLOWS
+from services import forks
 from tests import factories
 from tests.loop.conftest import Loop
 from tests.mcp_server import COUNTS, serve_http
@@ -356,3 +361,25 @@ async def test_a_repeated_idempotency_key_answers_the_first_fork(loop: Loop) -> 
     assert other["replay_id"] != first.json()["replay_id"]
     listed = (await loop.client.get("/v1/replays", params={"trace_id": turn.trace_id})).json()
     assert listed["total"] == 2
+
+
+async def test_a_fork_the_api_stored_but_never_started_is_started_by_the_sweeper(loop: Loop) -> None:
+    label = f"stranded-{uuid.uuid4()}"
+    with counting_server() as url:
+        turn = await record(loop, url, label)
+        # Stored as the POST stores it; the API "died" before starting its workflow.
+        async with loop.db.session() as s:
+            fork, _ = await forks.start_replay(
+                s, BUILTIN_ADMIN, StartReplay(trace_id=turn.trace_id, fork_from_step=3)
+            )
+        assert isinstance(fork, forks.Fork)
+        queue = loop.settings.temporal_task_queue
+        # A recent one is left to its POST (the grace); an older one is started, once.
+        assert await sweeper.start_pending_replays(loop.db, loop.temporal, queue) == 0
+        assert await sweeper.start_pending_replays(loop.db, loop.temporal, queue, grace=timedelta(0)) == 1
+        assert await sweeper.start_pending_replays(loop.db, loop.temporal, queue, grace=timedelta(0)) == 0
+        # The copied user messages are never handed to a workflow by the message sweep.
+        assert await sweeper.sweep_once(loop.db, loop.temporal, queue, grace=timedelta(0)) == 0
+        replay = await finished(loop, {"replay_id": str(fork.replay.id), "session_id": str(fork.session_id)})
+    assert replay["status"] == "completed" and replay["result"]["final_output"] == ANSWER
+    assert COUNTS[label] == 3

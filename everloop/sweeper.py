@@ -25,7 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core.db import Database
 from core.schemas.turns import SessionLoop
-from services import client_tools, events, forks, loop, replays, stranded
+from services import client_tools, events, forks, golden, loop, replays, stranded
 from services.otlp_export import TurnExporter, sole_sweeper
 
 log = structlog.get_logger("everloop.sweeper")
@@ -261,10 +261,12 @@ async def _close_forever(db: Database, client: Client, bus: redis.Redis) -> None
 async def start_pending_replays(
     db: Database, client: Client, task_queue: str, grace: timedelta = GRACE
 ) -> int:
-    """One sweep: starts every replay run still `pending` after `grace`; returns how many."""
+    """One sweep: starts every replay, fork and golden test run still `pending` after `grace`;
+    returns how many."""
     async with db.session() as session:
         started = await replays.start_pending(session, client, task_queue, grace, HORIZON)
         started += await forks.start_pending(session, client, task_queue, grace, HORIZON)
+        started += await golden.start_pending(session, client, task_queue, grace, HORIZON)
     if started:
         log.info("started pending replays", count=started)
     return started

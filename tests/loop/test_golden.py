@@ -11,20 +11,29 @@ import os
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import httpx
 from sqlalchemy import func, select
-from temporalio.worker import Replayer
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.client import Client
+from temporalio.worker import Replayer, Worker
 
+from api.app import create_app
 from core.converter import data_converter
+from core.db import Database
 from core.db.models import Replay
 from core.identity import BUILTIN_ADMIN
-from core.schemas.golden import GoldenCheck, GoldenRunRequest
+from core.schemas.golden import GoldenCheck, GoldenLoop, GoldenRunRequest
 from core.schemas.turns import SessionLoop
+from everloop.stack import Endpoints
 from everloop.worker import WORKFLOWS
 from services import golden
 from tests import factories
+from tests.conftest import make_settings
 from tests.loop.conftest import Loop
+from tests.servers import running
+from tests.workers import Workers
 
 HISTORIES = Path(__file__).resolve().parents[1] / "workflows" / "histories"
 ANSWER = "Issue resolved successfully"
@@ -329,3 +338,72 @@ async def test_a_run_stored_and_never_started_is_started_by_start_pending(loop: 
     assert (await handle.describe()).run_id == first  # no longer pending: not started again
     stored = (await loop.client.get(f"/v1/golden-tests/runs/{run.id}")).json()
     assert (stored["status"], stored["passed"]) == ("completed", 1)
+
+
+async def test_a_worker_killed_while_judging_loses_nothing(
+    endpoints: Endpoints,
+    db: Database,
+    simulator_url: str,
+    task_queue: str,
+    temporal_client: Client,
+    workers: Workers,
+) -> None:
+    """Worker processes: the one running the LLM judge's call is killed mid-stream; the other takes
+    the retry, the run completes, and the verdict is stored once."""
+    started = {w.pid: w for w in (workers.start(), workers.start())}
+    reason = " ".join(f"w{i}" for i in range(60))
+    slow_judge = fixed(json.dumps({"pass": True, "reason": reason}), chunk_delay=0.05)
+    settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
+    with running(create_app(settings, configure_logs=False)) as api:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+            provider = await factories.provider(client, base_url=simulator_url)
+            model = await factories.model(
+                client, provider["id"], model_id="sim-agent", settings=fixed(ANSWER)
+            )
+            await factories.model(client, provider["id"], model_id="judge-slow", settings=slow_judge)
+            agent = await factories.agent(client, default_model_id=model["id"])
+            session = await factories.session(client, agent["id"])
+            # Only the client is used: the turn runs in the worker processes.
+            loop = Loop(client, db, endpoints, settings, temporal_client, simulator_url, cast(Worker, None))
+            frames = await loop.send(f"/v1/agents/{agent['id']}/sessions/{session['id']}", "hi", timeout=150)
+            turn = frames[-1]["context"]["turn_id"]
+            expected = {"final_message": ANSWER, "judge": {"rubric": "Resolves it.", "model": "judge-slow"}}
+            test = await client.post(
+                "/v1/golden-tests", json={"trace_id": turn, "name": "killed", "expected_outcome": expected}
+            )
+            assert test.status_code == 201, test.text
+            run = await client.post("/v1/golden-tests/run", json={"test_ids": [test.json()["id"]]})
+            assert run.status_code == 201, run.text
+            run_id = run.json()["run_id"]
+            handle = temporal_client.get_workflow_handle(f"golden-run-{run_id}")
+
+            async def judging() -> int:
+                """The pid of the worker whose attempt is judging (its identity: pid@host)."""
+                while True:
+                    for a in (await handle.describe()).raw_description.pending_activities:
+                        if (
+                            a.activity_type.name == GoldenLoop.JUDGE
+                            and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                        ):
+                            return int(a.last_worker_identity.split("@")[0])
+                    await asyncio.sleep(0.1)
+
+            workers.kill(started[await asyncio.wait_for(judging(), 60)])  # mid-stream
+            # The heartbeat timeout tells Temporal the attempt is dead; the other worker judges again.
+            await asyncio.wait_for(handle.result(), 90)
+            stored = (await client.get(f"/v1/golden-tests/runs/{run_id}")).json()
+    assert (stored["status"], stored["passed"], stored["failed"]) == ("completed", 1, 0)
+    [result] = stored["results"]
+    assert [c["check"] for c in result["checks"]] == ["final_message.exact", "judge"]
+    assert check(result, "judge")["actual"] == {"pass": True, "reason": reason}
+    history = await handle.fetch_history()
+    judge_attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and e.activity_task_started_event_attributes.attempt > 1
+    ]
+    assert judge_attempts == [2]  # the killed attempt and the one that judged
+    async with db.session() as s:
+        forked = select(func.count()).select_from(Replay).where(Replay.original_trace_id == turn)
+        assert await s.scalar(forked) == 1  # forked once

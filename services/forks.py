@@ -147,28 +147,30 @@ def _result_of(m: Message) -> str | None:
 
 
 def _copied(stored: list[Message], input_message: Message, turn_id: str, iteration: int) -> list[Message]:
-    """The messages a fork at reasoning step `iteration` starts from: every earlier turn's, the
-    turn's user message, its replies to steps before `iteration` and their tool results."""
+    """The messages a fork at reasoning step `iteration` starts from, as `conversation.for_turn`
+    reads them for that step: every earlier turn's user message and what it produced (wherever it
+    was stored: a message queued behind a turn is stored before that turn's replies), the turn's
+    user message, its replies to steps before `iteration` and their tool results. Later turns'
+    messages are left out."""
     turn_key = str(input_message.id)
+    earlier = {str(m.id) for m in stored if m.role == "user" and m.sequence < input_message.sequence}
     kept_calls: set[str] = set()
     out: list[Message] = []
     for m in stored:
-        if m.sequence < input_message.sequence and _turn_of(m) != turn_key:
-            if m.role == "user" or _turn_of(m) is not None:
+        owner = _turn_of(m)
+        if m.role == "user":
+            if str(m.id) in earlier or m.id == input_message.id:
                 out.append(m)
-            continue
-        if m.id == input_message.id:
-            out.append(m)
-        elif _turn_of(m) == turn_key:
+        elif owner in earlier or (owner is None and m.sequence < input_message.sequence):
+            out.append(m)  # an earlier turn's (or one from before turns were recorded on messages)
+        elif owner == turn_key:
             step = _reply_iteration(m, turn_id)
             if step is not None and step < iteration:
                 kept_calls |= _call_ids(m)
                 out.append(m)
             elif m.role == "tool_result" and _result_of(m) in kept_calls:
                 out.append(m)
-    # Earlier turns' own messages: only those whose user message is kept (a turn is whole or absent).
-    kept_users = {str(m.id) for m in out if m.role == "user"}
-    return [m for m in out if m.role == "user" or _turn_of(m) in kept_users or m.id == input_message.id]
+    return out
 
 
 async def _turn_trace(

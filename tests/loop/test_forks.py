@@ -383,3 +383,30 @@ async def test_a_fork_the_api_stored_but_never_started_is_started_by_the_sweeper
         replay = await finished(loop, {"replay_id": str(fork.replay.id), "session_id": str(fork.session_id)})
     assert replay["status"] == "completed" and replay["result"]["final_output"] == ANSWER
     assert COUNTS[label] == 3
+
+
+async def test_a_forks_first_step_reads_what_the_original_step_read(loop: Loop) -> None:
+    """A second turn forked at its step 3: the fork's model call gets the same conversation as the
+    original's step 3 did (the first turn whole, the second's user message, reply and result)."""
+    label = f"history-{uuid.uuid4()}"
+    with counting_server() as url:
+        turn = await record(loop, url, label)
+        frames = await loop.send(turn.base, "count twice again")
+        assert frames[-1]["type"] == "turn.completed"
+        second = frames[-1]["context"]["turn_id"]
+        started = await start(loop, {"trace_id": second, "fork_from_step": 3})
+        await finished(loop, started)
+
+    def reads(events: list[Any], turn_id: str) -> list[list[str]]:
+        """What each of the turn's reasoning steps sent the model (the roles, in order)."""
+        return [
+            [m["role"] for m in e.data["messages"]]
+            for e in events
+            if e.type == "llm.generation" and e.context["turn_id"] == turn_id
+        ]
+
+    original = reads(await loop.stored(turn.base), second)[1]  # its step 3: the second reasoning step
+    fork_events = await loop.stored(f"/x/{started['session_id']}")
+    fork_turn = next(e.context["turn_id"] for e in fork_events if e.type == "turn.started")
+    assert reads(fork_events, fork_turn)[0] == original
+    assert original.count("user") == 2 and len(original) == 9

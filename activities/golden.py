@@ -5,6 +5,9 @@ services/golden.py and services/golden_judges.py."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 import uuid
 from typing import Any
 
@@ -26,6 +29,42 @@ from services import golden_judges as judges
 RUN_GONE = "golden_run_gone"
 # One embeddings call's limit, as a chat call's (activities/provider.py).
 EMBED_TIMEOUT_S = 300
+
+
+# A test's regex is the owner's own, run on a model's output: Python's `re` can backtrack for
+# hours on a bad pattern, holding the interpreter (no thread or timeout stops it), so it is searched
+# in a process of its own, killed after this long.
+REGEX_LIMIT_S = 2.0
+_SEARCH = (
+    "import json, re, sys\n"
+    "given = json.load(sys.stdin)\n"
+    "sys.stdout.write('1' if re.search(given['pattern'], given['text']) else '0')\n"
+)
+
+
+async def search(pattern: str, text: str) -> bool | None:
+    """Whether `pattern` is found in `text`; None when the search did not finish in time."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-I",  # isolated: no site-packages, environment or working directory on its path
+        "-S",
+        "-c",
+        _SEARCH,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    given = json.dumps({"pattern": pattern, "text": text}).encode()
+    try:
+        async with asyncio.timeout(REGEX_LIMIT_S):
+            out, _ = await process.communicate(given)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return None
+    if process.returncode != 0:
+        raise ApplicationError(f"the regex search failed (exit {process.returncode})")
+    return out == b"1"
 
 
 def _gone(exc: golden.RunGone) -> ApplicationError:
@@ -123,6 +162,10 @@ class GoldenActivities:
             match = expected.get("match", "exact")
             if match == "semantic":
                 checks.append(await self._semantic(work))
+            elif match == "regex":
+                pattern: str = expected["final_message"]
+                found = await search(pattern, work.final_output) if work.final_output is not None else False
+                checks.append(judges.regex(pattern, work.final_output, found, REGEX_LIMIT_S))
             else:
                 checks.append(judges.final_message(expected["final_message"], match, work.final_output))
         if isinstance(expected.get("judge"), dict):

@@ -42,7 +42,7 @@ def status(expected: str, outcome: str | None, *, timed_out: bool, timeout_s: fl
 
 
 def final_message(expected: Any, match: str, actual: str | None) -> GoldenCheck:
-    """The `exact`, `contains`, `regex` and `json_subset` matches (`semantic`: `semantic`)."""
+    """The `exact`, `contains` and `json_subset` matches (`regex`: `regex`, `semantic`: `semantic`)."""
     check = f"final_message.{match}"
     if actual is None:
         return GoldenCheck(
@@ -56,15 +56,31 @@ def final_message(expected: Any, match: str, actual: str | None) -> GoldenCheck:
     elif match == "contains":
         passed = str(expected) in actual
         reason = None if passed else "the final message does not contain the expected text"
-    elif match == "regex":
-        # Compiled when the test was created (a bad pattern is a 400 then); bounded in length.
-        passed = re.search(str(expected), actual) is not None
-        reason = None if passed else f"the final message does not match the pattern {expected!r}"
     elif match == "json_subset":
         passed, reason = json_subset(expected, actual)
     else:
         raise ValueError(f"not a text match: {match}")
     return GoldenCheck(check=check, passed=passed, expected=expected, actual=_short(actual), reason=reason)
+
+
+def regex(pattern: str, actual: str | None, found: bool | None, limit_s: float) -> GoldenCheck:
+    """The `regex` match, from the search's result: `found` None when it did not finish in time."""
+    check = "final_message.regex"
+    if actual is None:
+        return GoldenCheck(
+            check=check, passed=False, expected=pattern, reason="the forked turn gave no final message"
+        )
+    reason: str | None
+    if found is None:
+        reason = (
+            f"the pattern did not finish within {limit_s:g} s on the final message (it backtracks "
+            "too much: simplify it)"
+        )
+    else:
+        reason = None if found else f"the final message does not match the pattern {pattern!r}"
+    return GoldenCheck(
+        check=check, passed=bool(found), expected=pattern, actual=_short(actual), reason=reason
+    )
 
 
 def json_subset(expected: Any, actual_text: str) -> tuple[bool, str | None]:

@@ -6,6 +6,7 @@ the runs themselves are tests/loop/test_golden.py."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 from temporalio.client import Client
 
+from activities.golden import REGEX_LIMIT_S, search
 from api.app import create_app
 from core.db import Database
 from core.db.models import Agent, GoldenResult, GoldenRun, GoldenTest, Project, Trace
@@ -347,3 +349,15 @@ def test_json_subset_is_recursive_and_says_where_it_differs() -> None:
     assert judges.json_subset({"a": 1}, "no json") == (False, "the final message is not JSON")
     assert judges.parse_verdict('```json\n{"pass": true, "reason": "fine"}\n```') == (True, "fine")
     assert judges.parse_verdict('{"pass": "yes"}') is None
+
+
+async def test_a_regex_is_searched_in_a_process_of_its_own_with_a_time_limit() -> None:
+    assert await search(r"^Issue \w+", "Issue resolved") is True
+    assert await search(r"\d", "no digits") is False
+    assert await search("ü+", "Grüüße") is True
+    # Catastrophic backtracking: Python's re would hold the worker for hours; the search is killed.
+    started = asyncio.get_running_loop().time()
+    assert await search(r"^(a+)+$", "a" * 64 + "b") is None
+    assert asyncio.get_running_loop().time() - started < REGEX_LIMIT_S + 3
+    check = judges.regex(r"^(a+)+$", "a" * 64 + "b", None, REGEX_LIMIT_S)
+    assert not check.passed and check.reason and "did not finish within 2 s" in check.reason

@@ -37,6 +37,10 @@ OPEN_PATHS = [
 # other route, or changing a trace, is a 403 with it.
 PROJECT_KEY_ROUTES = re.compile(r"^/v1/(traces|spans|events|otlp)(/|$)")
 PROJECT_KEY_METHODS = {"GET", "HEAD", "POST"}
+# ... and read its project's replays and golden tests (starting or controlling one spends the
+# account's models: the services refuse that too).
+PROJECT_KEY_READ_ROUTES = re.compile(r"^/v1/(replays|golden-tests)(/|$)")
+PROJECT_KEY_READ_METHODS = {"GET", "HEAD"}
 
 
 def credential_of(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[str, str]:
@@ -100,8 +104,15 @@ async def _project_key(
             "the credential is invalid or expired", headers={"WWW-Authenticate": "Bearer"}
         )
     method = connection.scope.get("method", "GET")
-    if not PROJECT_KEY_ROUTES.match(connection.scope["path"]) or method not in PROJECT_KEY_METHODS:
-        raise PermissionDeniedException("a project key may only ingest and read its project's traces")
+    path = connection.scope["path"]
+    allowed = (PROJECT_KEY_ROUTES.match(path) and method in PROJECT_KEY_METHODS) or (
+        PROJECT_KEY_READ_ROUTES.match(path) and method in PROJECT_KEY_READ_METHODS
+    )
+    if not allowed:
+        raise PermissionDeniedException(
+            "a project key may only ingest and read its project's traces, and read its replays "
+            "and golden tests"
+        )
     # Never an admin's powers through a project key, whoever owns the project.
     who = Identity(
         user_id=found.user.id,

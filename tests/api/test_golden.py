@@ -269,11 +269,14 @@ async def test_another_account_s_tests_and_runs_are_404_and_a_project_key_only_r
         )
         assert his.status_code == 201 and his.json()["project_id"] != pinned.json()["project_id"]
 
-        # A project key reaches only trace routes (api/security.py): golden tests are refused
-        # outright, and a run would be in any case (it spends the account's models).
+        # A project key reads its own project's golden tests and runs only (api/security.py lets
+        # it GET them; another project's test is 404), and starts no run (it spends the account's
+        # models).
         project = (await alice.post("/v1/projects", {"name": "keyed"})).json()
         key = {"Authorization": f"Bearer {project['api_key']}"}
-        assert (await full.get(f"/v1/golden-tests/{test_id}", headers=key)).status_code == 403
+        assert (await full.get(f"/v1/golden-tests/{test_id}", headers=key)).status_code == 404
+        listed = await full.get("/v1/golden-tests", headers=key)
+        assert listed.status_code == 200 and listed.json()["total"] == 0
         refused = await full.post("/v1/golden-tests/run", json={"test_ids": [test_id]}, headers=key)
         assert refused.status_code == 403
         # Behind that, the service reads a project key's project only: a run of the default

@@ -230,7 +230,7 @@ class GoldenActivities:
         api_key = await self.provider.api_key(provider)
         params: dict[str, Any] = llm.completion_params(provider, model, api_key, self.deps.simulator_url)
         params.pop("extra_body", None)  # the simulator's chat settings: an embeddings call has none
-        pinned = self.provider._pinned_client(provider, params)
+        pinned = self.provider.pinned_client(provider, params)
         try:
             async with heartbeating():
                 response = await litellm.aembedding(

@@ -92,7 +92,7 @@ class Provider:
             **llm.completion_params(provider, model, api_key, self.deps.simulator_url),
             **(call_params or {}),
         }
-        pinned = self._pinned_client(provider, params)
+        pinned = self.pinned_client(provider, params)
         if session_id is not None and activity.info().attempt > 1:
             # The failed attempt may have streamed part of a reply: clients drop it.
             reset = ev.OutputMessageReset(message_id=message_id, attempt=activity.info().attempt)
@@ -113,7 +113,7 @@ class Provider:
                 await pinned.aclose()
         return Reply.of(response, params["model"], int((time.monotonic() - started) * 1000), tools)
 
-    def _pinned_client(self, provider: LlmProvider, params: dict[str, Any]) -> httpx2.AsyncClient | None:
+    def pinned_client(self, provider: LlmProvider, params: dict[str, Any]) -> httpx2.AsyncClient | None:
         """A user's provider is called through a client that connects only to addresses it has just
         checked and follows no redirect (else a public base_url could redirect or rebind inside)."""
         if provider.owner_id is None or not provider.base_url or provider.provider_type not in llm.PINNABLE:

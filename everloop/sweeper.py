@@ -267,6 +267,9 @@ async def start_pending_replays(
         started = await replays.start_pending(session, client, task_queue, grace, HORIZON)
         started += await forks.start_pending(session, client, task_queue, grace, HORIZON)
         started += await golden.start_pending(session, client, task_queue, grace, HORIZON)
+        stranded_forks = await forks.settle_stranded(session, client)
+    if stranded_forks:
+        log.info("failed forks whose workflow had ended", count=stranded_forks)
     if started:
         log.info("started pending replays", count=started)
     return started

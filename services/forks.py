@@ -20,14 +20,21 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import structlog
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.db.models import Agent, Message, Replay, Session, Span, Trace
-from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from core.identity import Identity
 from core.ids import uuid7
 from core.schemas import replays as schema
@@ -44,6 +51,8 @@ from core.schemas.turns import (
 )
 from services import conversation, replays, trace_queries, traces
 from services.turn_traces import LLM_NAME, llm_span_id
+
+log = structlog.get_logger("everloop.forks")
 
 KIND = "fork"
 MODES = ("auto", "interactive")
@@ -469,6 +478,9 @@ async def start(client: Client, task_queue: str, fork: Fork) -> None:
         fork.workflow_input(),
         id=SessionLoop.workflow_id(fork.session_id),
         task_queue=task_queue,
+        # A fork's start is always its session's first run: a start racing one that has already
+        # run the fork to its end must not run it again (later messages use signal-with-start).
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
     )
 
 
@@ -495,12 +507,73 @@ async def start_pending(
     )
     started_now = 0
     for replay_id in ids:
-        fork = await load(db, replay_id)
-        with contextlib.suppress(WorkflowAlreadyStartedError):
-            await start(client, task_queue, fork)
-            started_now += 1
-        await mark_started(db, replay_id, paused=fork.start.interactive)
+        try:
+            fork = await load(db, replay_id)
+            with contextlib.suppress(WorkflowAlreadyStartedError):
+                await start(client, task_queue, fork)
+                started_now += 1
+            await mark_started(db, replay_id, paused=fork.start.interactive)
+        except NotFound:
+            # Its session was deleted before it started: nothing to run.
+            await _fail(db, replay_id, "the fork's session was deleted before it started")
+        except Exception as exc:  # one bad row must not stop the sweep (the next one retries it)
+            await db.rollback()
+            log.warning("fork not started", replay_id=str(replay_id), error=str(exc))
     return started_now
+
+
+async def _fail(db: AsyncSession, replay_id: uuid.UUID, error: str) -> None:
+    await db.execute(
+        update(Replay)
+        .where(Replay.id == replay_id, Replay.status.in_(("pending", "running", "paused")))
+        .values(status="failed", error=error, completed_at=func.now())
+    )
+    await db.commit()
+
+
+# A running fork is asked about (is its workflow still there?) at most this often.
+STALE_RECHECK = timedelta(minutes=5)
+
+
+async def settle_stranded(db: AsyncSession, client: Client, idle: timedelta = STALE_RECHECK) -> int:
+    """The sweeper's part: a fork `running` or `paused` whose workflow has ended without its turn's
+    end (terminated; its session deleted; a golden run's parent terminated with it) is `failed`,
+    saying so, instead of holding forever. A fork is asked about once it has been `idle` without a
+    change, and one found running is not asked about again for as long (`updated_at` marks the
+    asking). Returns how many it failed."""
+    rows = (
+        await db.execute(
+            select(Replay.id, Replay.session_id)
+            .where(
+                Replay.kind == KIND,
+                Replay.status.in_(("running", "paused")),
+                Replay.updated_at < func.now() - idle,
+            )
+            .order_by(Replay.updated_at)
+            .limit(100)
+        )
+    ).all()
+    await db.commit()
+    failed = 0
+    for replay_id, session_id in rows:
+        if session_id is None:
+            await _fail(db, replay_id, "the fork's session was deleted")
+            failed += 1
+            continue
+        try:
+            described = await client.get_workflow_handle(SessionLoop.workflow_id(session_id)).describe()
+            running = described.status == WorkflowExecutionStatus.RUNNING
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                continue  # Temporal cannot tell: asked again next sweep
+            running = False
+        if running:
+            await db.execute(update(Replay).where(Replay.id == replay_id).values(updated_at=func.now()))
+            await db.commit()
+            continue
+        await _fail(db, replay_id, "the fork's workflow ended before its turn did (it was terminated)")
+        failed += 1
+    return failed
 
 
 async def mark_started(db: AsyncSession, replay_id: uuid.UUID, paused: bool) -> None:
@@ -541,6 +614,8 @@ async def list_replays(
 def check_control(replay: Replay) -> None:
     if replay.kind != KIND:
         raise Conflict("only a fork (POST /v1/replays) has controls: a span replay runs to its end")
+    if replay.status == "pending":
+        raise Conflict("the replay has not started yet (it starts within a minute): send the control then")
     if replay.status in FINISHED:
         raise Conflict(f"the replay has {replay.status if replay.status != 'stopped' else 'been stopped'}")
 
@@ -565,7 +640,7 @@ def view(replay: Replay, base_url: str, live: ReplayState | None) -> schema.Repl
     status, current = replay.status, replay.current_step
     if live is not None and replay.status in ("pending", "running", "paused"):
         current = live.current_step
-        status = "paused" if live.holding_at is not None else "running"
+        status = "stopped" if live.stopped else "paused" if live.holding_at is not None else "running"
     done = replay.status in FINISHED
     return schema.ReplayView(
         replay_id=replay.id,
@@ -685,7 +760,7 @@ async def record_end(
     first = int(replay.config["fork_from_step"])
     contents = await traces.span_contents(db, [*original_steps, *new_steps])
     changes = _changes(replay, original_steps, new_steps, first, contents)
-    final = await _final_output(db, session_id, input_message_id)
+    final = await _final_output(db, session_id, turn_id)
     cost = sum((s.cost or Decimal(0) for s in new_steps), Decimal(0))
     replay.status = STATUS_OF[outcome]
     replay.current_step = first - 1 + len(new_steps)
@@ -711,13 +786,15 @@ async def record_end(
         }
 
 
-async def _final_output(db: AsyncSession, session_id: uuid.UUID, input_message_id: str) -> str | None:
+async def _final_output(db: AsyncSession, session_id: uuid.UUID, turn_id: str) -> str | None:
+    """The fork turn's last reply's text: its own replies only (`{turn}:{n}:reply`), not the copies
+    of the original's before the fork step, nor a failure notice."""
     rows = await db.scalars(
         select(Message)
         .where(
             Message.session_id == session_id,
             Message.role == "agent",
-            Message.metadata_["input_message_id"].astext == input_message_id,
+            Message.idempotency_key.like(f"{turn_id}:%:reply"),
         )
         .order_by(Message.sequence.desc())
         .limit(1)
@@ -806,6 +883,11 @@ async def live_state(client: Client, replay: Replay) -> ReplayState | None:
         return None
     handle = client.get_workflow_handle(SessionLoop.workflow_id(replay.session_id))
     try:
+        # A closed workflow still answers queries (from its history): a fork whose workflow ended
+        # without its turn's end (terminated) must not look as if it still held.
+        described = await handle.describe(rpc_timeout=STATE_TIMEOUT)
+        if described.status != WorkflowExecutionStatus.RUNNING:
+            return None
         state: ReplayState | None = await handle.query(
             SessionLoop.REPLAY_STATE,
             result_type=ReplayState | None,  # type: ignore[arg-type]
@@ -832,6 +914,12 @@ async def control(client: Client, replay: Replay, given: ReplayControl) -> Repla
         if isinstance(cause, ApplicationError) and cause.type == CONTROL_REFUSED:
             raise Conflict(cause.message) from None
         raise
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        # No worker took it in time (one was just killed, say). Temporal keeps the update, so it
+        # may still apply when a worker comes: the client is told so, not that it failed.
+        raise ServiceUnavailable(
+            "no worker answered the control in time; it may still apply when one does: GET the replay"
+        ) from None
     except RPCError as exc:
         if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
             raise Conflict("the replay's workflow is not running (it has finished)") from None

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from capabilities import registry
-from core.db.models import Agent, Event, Message, Session, Trace
+from core.db.models import Agent, Event, Message, Replay, Session, Trace
 from core.errors import Conflict, InvalidInput, NotFound
 from core.identity import Identity
 from core.net import NetPolicy, url_refusal
@@ -376,6 +376,11 @@ async def _by_key(db: AsyncSession, session_id: uuid.UUID, key: str) -> Message 
     return (await db.execute(query)).scalar_one_or_none()
 
 
+async def _fork_unstarted(db: AsyncSession, replay_id: uuid.UUID) -> bool:
+    status = await db.scalar(select(Replay.status).where(Replay.id == replay_id))
+    return status == "pending"
+
+
 async def post_message(
     db: AsyncSession,
     who: Identity,
@@ -395,6 +400,13 @@ async def post_message(
         await check_model_exists(db, who, data.controls.model_id, "controls.model_id")
     if idempotency_key is not None and (first := await _by_key(db, session_id, idempotency_key)):
         return _replayed(first, data)
+    if session.replay_id is not None and await _fork_unstarted(db, session.replay_id):
+        # A fork's session whose replay has not started: a message now would start an ordinary run
+        # of its workflow, and the fork's own start (the one that answers the copied message from
+        # the fork step) would find it taken.
+        raise Conflict(
+            "this session is a fork whose replay has not started yet; send the message once it has"
+        )
     try:
         message = await conversation.add_message(
             db,

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Event
 from core.schemas import events as ev
-from services import conversation, events
+from services import conversation, events, forks
 from services.sessions import message_to_schema, record_turn_end
 
 ERROR_CODE = "turn_interrupted"
@@ -104,5 +104,8 @@ async def close_turn(db: AsyncSession, turn: OpenTurn, reason: str) -> list[Even
     )
     if still_latest and stored:
         await record_turn_end(db, turn.session_id, stored)
+    # A fork's turn: its replay ends failed with it (nothing for any other turn).
+    if turn.input_message_id is not None:
+        await forks.record_end(db, turn.session_id, turn.turn_id, turn.input_message_id, "failed", 0, error)
     await db.commit()
     return stored or []

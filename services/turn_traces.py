@@ -31,7 +31,7 @@ import msgspec
 from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db.models import Agent, Event, Project, Session, Span, Trace
+from core.db.models import Agent, Event, Project, Replay, Session, Span, Trace
 from core.schemas.traces import SpanStatus, SpanWrite
 from services import traces
 
@@ -80,9 +80,18 @@ async def _project_turn(db: AsyncSession, session_id: uuid.UUID, turn_id: str, e
     # One statement: the owner, the agent, and the trace's key when the turn has one already.
     found = (
         await db.execute(
-            select(Agent.owner_id, Agent.id, Agent.name, Project.id, Trace.id)
+            select(
+                Agent.owner_id,
+                Agent.id,
+                Agent.name,
+                Project.id,
+                Trace.id,
+                Replay.id,
+                Replay.original_trace_id,
+            )
             .select_from(Session)
             .join(Agent, Agent.id == Session.agent_id)
+            .outerjoin(Replay, Replay.id == Session.replay_id)
             .outerjoin(Project, and_(Project.owner_id == Agent.owner_id, Project.is_default))
             .outerjoin(Trace, and_(Trace.owner_id == Agent.owner_id, Trace.trace_id == turn_id))
             .where(Session.id == session_id)
@@ -90,10 +99,13 @@ async def _project_turn(db: AsyncSession, session_id: uuid.UUID, turn_id: str, e
     ).first()
     if found is None:
         return  # the session is gone: its events were not stored either
-    owner_id, agent_id, agent_name, project_id, trace_pk = found
+    owner_id, agent_id, agent_name, project_id, trace_pk, replay_id, replay_of = found
     if trace_pk is None:
         if project_id is None:
             project_id = await traces.default_project(db, owner_id)
+        # A forked session's turn (an Opswald replay) links to the original from the start, so
+        # analytics and drift leave it out while it runs, as after (services/forks.py).
+        linked = {"replay_of": replay_of, "replay_id": str(replay_id)} if replay_id is not None else {}
         trace_pk = await traces.ensure_trace(
             db,
             owner_id,
@@ -103,6 +115,7 @@ async def _project_turn(db: AsyncSession, session_id: uuid.UUID, turn_id: str, e
             session_id=str(session_id),
             agent_id=agent_id,
             user_id=str(owner_id),
+            **({"metadata_": linked} if linked else {}),
         )
     spans = spans_of(turn_id, agent_name, events)
     end = next((e for e in events if e.type in ENDS), None)

@@ -112,8 +112,10 @@ class SessionWorkflow:
         if control.action == "play":
             gate.run_to = None
         elif control.action == "pause":
-            # Before the given step, or before the next one (the steps let through run on).
-            gate.run_to = control.step - 1 if control.step is not None else gate.current_step
+            # Before the given step, or before the next one (the steps let through run on). A pause
+            # never lets a held step through: it only brings the limit nearer.
+            target = control.step - 1 if control.step is not None else gate.current_step
+            gate.run_to = target if gate.run_to is None else min(gate.run_to, target)
         elif control.action == "step":
             gate.run_to = gate.current_step + 1
         elif control.action == "jump":

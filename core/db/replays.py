@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -22,6 +22,8 @@ class Replay(TimestampedModel):
     __table_args__ = (
         Index("ix_replays_owner_created", "owner_id", "created_at"),
         Index("ix_replays_trace_row_id", "trace_row_id"),
+        # A fork's session: deleting a session sets this NULL (migration 0021).
+        Index("ix_replays_session_id", "session_id", postgresql_where=text("session_id IS NOT NULL")),
     )
 
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

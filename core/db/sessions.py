@@ -31,7 +31,11 @@ from core.schemas.sessions import MessageRole, SessionStatus
 
 class Session(TimestampedModel):
     __tablename__ = "sessions"
-    __table_args__ = (Index("ix_sessions_agent_id", "agent_id"),)
+    __table_args__ = (
+        Index("ix_sessions_agent_id", "agent_id"),
+        # Forked sessions (migration 0021): deleting a replay sets this NULL.
+        Index("ix_sessions_replay_id", "replay_id", postgresql_where=text("replay_id IS NOT NULL")),
+    )
 
     agent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
     title: Mapped[str | None] = mapped_column(Text)

@@ -78,19 +78,19 @@ async def test_a_worker_killed_while_a_fork_holds_changes_nothing(
             )
             assert started.status_code == 201, started.text
             replay_id = started.json()["replay_id"]
+            fork_session = started.json()["session_id"]
             await _until(client, replay_id, 3)
+            # Step 3 (a reasoning step) runs; the fork then holds before step 4 (the tool).
+            stepped = await client.post(f"/v1/replays/{replay_id}/control", json={"action": "step"})
+            assert stepped.status_code == 200, stepped.text
+            await _until(client, replay_id, 4)
 
             workers.kill(first)
             workers.start()
-            # The new worker rebuilds the workflow from its history: the same hold, nothing run.
-            held = await _until(client, replay_id, 3)
-            assert held["status"] == "paused" and held["current_step"] == 2 and COUNTS[label] == 2
+            # The new worker rebuilds the workflow from its history: the same hold, nothing re-run.
+            held = await _until(client, replay_id, 4)
+            assert held["status"] == "paused" and held["current_step"] == 3 and COUNTS[label] == 2
 
-            assert (
-                await client.post(f"/v1/replays/{replay_id}/control", json={"action": "step"})
-            ).status_code == 200
-            await _until(client, replay_id, 4)
-            assert COUNTS[label] == 2  # step 3 was the reasoning step; the tool (step 4) waits
             played = await client.post(f"/v1/replays/{replay_id}/control", json={"action": "play"})
             assert played.status_code == 200, played.text
 
@@ -102,5 +102,11 @@ async def test_a_worker_killed_while_a_fork_holds_changes_nothing(
                     await asyncio.sleep(0.2)
 
             replay = await asyncio.wait_for(done(), 90)
+            listed = await client.get(f"/v1/sessions/{fork_session}/events", params={"limit": 100})
+            assert listed.status_code == 200, listed.text
+            events = listed.json()
     assert replay["status"] == "completed" and replay["result"]["final_output"] == ANSWER
     assert COUNTS[label] == 3  # step 4's tool ran once; step 2's never again
+    # Step 3's model call happened once, before the kill; step 5's once, after it.
+    types = [e["type"] for e in events["data"]]
+    assert types.count("llm.generation") == 2 and types.count("turn.completed") == 1

@@ -144,9 +144,10 @@ async def test_a_fork_from_step_3_reruns_from_there_with_the_modified_model(loop
     assert changes[(3, "model")]["original"] == "sim-1" and changes[(3, "model")]["modified"] == "sim-2"
     assert changes[(3, "temperature")]["modified"] == 0.0
     assert changes[(5, "output")]["original"] == ANSWER and changes[(5, "output")]["modified"] == FORKED
-    assert (4, "output") not in changes or changes[(4, "output")]["original"] != changes[(4, "output")][
-        "modified"
-    ]
+    # Step 4's tool ran again (the counter's third run); step 2 is before the fork: not compared.
+    assert '"result": 2' in str(changes[(4, "output")]["original"])
+    assert '"result": 3' in str(changes[(4, "output")]["modified"])
+    assert all(step >= 3 for step, _ in changes)
 
     # The original session is untouched; the fork holds its history up to step 3, then its own.
     assert await loop.messages(turn.base) == before
@@ -203,6 +204,7 @@ async def test_an_interactive_fork_steps_jumps_and_stops(loop: Loop) -> None:
         assert stopped.status_code == 200, stopped.text
         replay = await finished(loop, started)
     assert replay["status"] == "stopped" and replay["result"]["outcome"] == "cancelled"
+    assert replay["result"]["final_output"] is None  # its replies so far were tool calls, no text
     assert replay["current_step"] == 4 and COUNTS[label] == 4
     assert (await control(loop, replay_id, "play")).status_code == 409
     # The fork's turn ended cancelled: its session says so, and the last reasoning step never ran.
@@ -373,6 +375,13 @@ async def test_a_fork_the_api_stored_but_never_started_is_started_by_the_sweeper
                 s, BUILTIN_ADMIN, StartReplay(trace_id=turn.trace_id, fork_from_step=3)
             )
         assert isinstance(fork, forks.Fork)
+        # A message to the fork's session before its replay starts would take its workflow: 409.
+        early = await loop.client.post(
+            f"/v1/sessions/{fork.session_id}/messages", json=factories.text_message("me first")
+        )
+        assert early.status_code == 409, early.text
+        control_early = await control(loop, str(fork.replay.id), "play")
+        assert control_early.status_code == 409 and "not started" in control_early.json()["error"]
         queue = loop.settings.temporal_task_queue
         # A recent one is left to its POST (the grace); an older one is started, once.
         assert await sweeper.start_pending_replays(loop.db, loop.temporal, queue) == 0
@@ -410,3 +419,22 @@ async def test_a_forks_first_step_reads_what_the_original_step_read(loop: Loop) 
     fork_turn = next(e.context["turn_id"] for e in fork_events if e.type == "turn.started")
     assert reads(fork_events, fork_turn)[0] == original
     assert original.count("user") == 2 and len(original) == 9
+
+
+async def test_a_fork_whose_workflow_was_terminated_while_held_is_failed_by_the_sweeper(loop: Loop) -> None:
+    label = f"terminated-{uuid.uuid4()}"
+    with counting_server() as url:
+        turn = await record(loop, url, label)
+        started = await start(loop, {"trace_id": turn.trace_id, "mode": "interactive", "fork_from_step": 3})
+        await until(loop, started["replay_id"], lambda r: r["holding_at"] == 3)
+        handle = loop.temporal.get_workflow_handle(f"session-{started['session_id']}")
+        await handle.terminate("an operator's mistake")
+    # The closed workflow still answers queries from its history: the stored status stands.
+    held = (await loop.client.get(f"/v1/replays/{started['replay_id']}")).json()
+    assert held["status"] == "paused" and held["holding_at"] is None
+    async with loop.db.session() as s:
+        assert await forks.settle_stranded(s, loop.temporal, idle=timedelta(0)) >= 1
+    replay = (await loop.client.get(f"/v1/replays/{started['replay_id']}")).json()
+    assert replay["status"] == "failed" and "terminated" in replay["error"]
+    assert (await control(loop, started["replay_id"], "play")).status_code == 409
+    assert COUNTS[label] == 2

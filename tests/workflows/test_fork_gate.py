@@ -6,6 +6,7 @@ same through real services."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +27,7 @@ from core.schemas.turns import (
     SessionInput,
     SessionLoop,
 )
-from tests.workflows.test_session_control import Stand, _call, _worker
+from tests.workflows.test_session_control import WAIT, Stand, _call, _worker
 from workflows.session import SessionWorkflow
 
 
@@ -105,10 +106,34 @@ async def test_interactive_steps_pass_one_at_a_time_and_a_refused_control_change
         assert (await _state(handle)).run_to == 4
         await _control(handle, "jump", 6)  # runs call_b (step 5), holds before step 6
         await stand.until(lambda: len(stand.tool_inputs) == 2, "the second call")
+        await _until_held(handle, 6)
         assert len(stand.reasons) == 1
         await _control(handle, "play")
         await handle.result()
     assert len(stand.reasons) == 2 and stand.ends[0].outcome == "completed"
+
+
+async def _until_held(handle: WorkflowHandle[Any, Any], step: int) -> None:
+    """Until the fork holds before `step` (its state, by query; bounded)."""
+    async with asyncio.timeout(WAIT):
+        while (await _state(handle)).holding_at != step:
+            await asyncio.sleep(0.05)
+
+
+async def test_a_pause_never_lets_a_held_step_through(env: WorkflowEnvironment) -> None:
+    stand = TwoCallsThenText()
+    async with fork_loop(env, stand, interactive=True) as handle:
+        await _until_held(handle, 3)
+        state = await _control(handle, "pause", 5)  # further than the hold: the hold stays
+        assert state.run_to == 2 and state.holding_at == 3
+        await _control(handle, "step")  # step 3 only
+        await stand.until(lambda: len(stand.reasons) == 1, "the fork's first step")
+        await _until_held(handle, 4)
+        state = await _control(handle, "pause")  # before the next step: where it holds already
+        assert state.run_to == 3 and stand.tool_inputs == []
+        await _control(handle, "play")
+        await handle.result()
+    assert len(stand.reasons) == 2 and len(stand.tool_inputs) == 2
 
 
 async def test_the_stop_signal_ends_a_held_fork_cancelled(env: WorkflowEnvironment) -> None:

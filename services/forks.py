@@ -857,11 +857,25 @@ def _changes(
                 _text(contents.get(a.id, (None, None))[1]),
                 _text(contents.get(b.id, (None, None))[1]),
             ),
+            (
+                "tool_calls",
+                _calls(contents.get(a.id, (None, None))[1]),
+                _calls(contents.get(b.id, (None, None))[1]),
+            ),
             ("status", a.status, b.status),
         ):
             if before != after:
                 out.append({"step": number, "field": name, "original": before, "modified": after})
     return out
+
+
+def _calls(output: Any) -> Any:
+    """A reasoning step's tool calls without their ids (a provider names each run's calls anew):
+    what was called, with what."""
+    calls = output.get("tool_calls") if isinstance(output, dict) else None
+    if not isinstance(calls, list):
+        return None
+    return [{"name": c.get("name"), "arguments": c.get("arguments")} for c in calls if isinstance(c, dict)]
 
 
 def _describe(span: Span | None) -> dict[str, Any] | None:

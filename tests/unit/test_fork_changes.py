@@ -55,7 +55,7 @@ def test_the_same_run_again_has_no_changes() -> None:
     replay = Replay(config={"modifications": {}, "fork_from_step": 1})
     spans = [_span("llm", "reason", "m")]
     again = [_span("llm", "reason", "m")]
-    contents = {
+    contents: dict[uuid.UUID, tuple[Any, Any]] = {
         spans[0].id: ({}, _reply("hi", ("add", {"a": 1}))),
         again[0].id: ({}, _reply("hi", ("add", {"a": 1}))),
     }

@@ -219,6 +219,11 @@ async def test_user_b_cannot_reach_anything_of_user_a(
         {"trace_id": "turn-of-alice", "name": "taken", "expected_outcome": {"status": "completed"}},
     )
     assert pin.status_code == 404 and MARK not in pin.text
+    # B's replay (a fork) of A's turn and of A's trace: 404, and nothing stored.
+    for trace_id in ("turn-of-alice", ids["trace_id"]):
+        fork = await bob.post("/v1/replays", {"trace_id": trace_id, "fork_from_step": 1})
+        assert fork.status_code == 404 and MARK not in fork.text
+    assert (await bob.get("/v1/replays")).json()["total"] == 0
 
     # A's world is as A left it.
     agent = (await alice.get(f"/v1/agents/{ids['agent_id']}")).json()

@@ -1,8 +1,8 @@
 """How long the loop waits out its own infrastructure (PostgreSQL) before a turn gives up.
 
 Shared by the workflow (activity timeouts) and the activities (their retry loops), so the two agree.
-A provider's or a tool's failure is the work's own and has its own small budget (workflows/session.py);
-a database that is away spends none of it.
+A provider's or a tool's failure is the work's own and has its own small budget (`LLM_RETRY` below,
+`TOOL_RETRY` in workflows/session.py); a database that is away spends none of it.
 """
 
 from __future__ import annotations
@@ -22,4 +22,14 @@ STORE_BACKOFF_MAX = timedelta(seconds=30)
 # worker that died; they leave no trace in the history, however many there are.
 STORE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=STORE_BACKOFF_MAX
+)
+
+# The retries of a model call (a turn's `reason`, a span replay's call, a golden judge's embeddings
+# or LLM judge): 429, 5xx, timeouts and dropped connections back off and try again; the activity
+# marks what no retry can fix (400/401/403/404) non-retryable.
+LLM_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
 )

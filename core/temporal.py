@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from core.converter import data_converter
 
@@ -11,3 +12,15 @@ async def connect(address: str, namespace: str, *, lazy: bool = False) -> Client
     """`lazy=True` defers the connection to the first call, so a server that is down at start-up
     shows as not ready instead of stopping the process."""
     return await Client.connect(address, namespace=namespace, data_converter=data_converter, lazy=lazy)
+
+
+async def workflow_exists(client: Client, workflow_id: str) -> bool:
+    """Whether Temporal has a workflow of this id (running or closed). Raises when Temporal cannot
+    tell (an unknown namespace is not an unknown workflow)."""
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND and "namespace" not in exc.message.lower():
+            return False
+        raise
+    return True

@@ -24,8 +24,8 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
+from core import temporal
 from core.db.models import GoldenResult, GoldenRun, GoldenTest, LlmModel, Replay, Span, Trace
 from core.errors import Forbidden, InvalidInput, NotFound
 from core.identity import Identity
@@ -323,13 +323,7 @@ async def start(client: Client, task_queue: str, run_id: uuid.UUID) -> WorkflowH
 
 async def workflow_exists(client: Client, run_id: uuid.UUID) -> bool:
     """Whether Temporal has the run's workflow. Raises when Temporal cannot tell."""
-    try:
-        await client.get_workflow_handle(GoldenLoop.workflow_id(run_id)).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND and "namespace" not in exc.message.lower():
-            return False
-        raise
-    return True
+    return await temporal.workflow_exists(client, GoldenLoop.workflow_id(run_id))
 
 
 async def settle_unstarted(db: AsyncSession, client: Client | None, run_id: uuid.UUID) -> bool:

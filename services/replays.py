@@ -27,9 +27,10 @@ from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from capabilities import registry
+from core import temporal
 from core.db.models import Agent, Event, LlmModel, LlmProvider, Message, Session
 from core.db.replays import Replay
 from core.db.traces import Span, Trace
@@ -434,13 +435,7 @@ async def mark_unstarted(db: AsyncSession, replay_id: uuid.UUID, error: str) -> 
 
 async def workflow_exists(client: Client, replay_id: uuid.UUID) -> bool:
     """Whether Temporal has the run's workflow. Raises when Temporal cannot tell."""
-    try:
-        await client.get_workflow_handle(ReplayLoop.workflow_id(replay_id)).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND and "namespace" not in exc.message.lower():
-            return False
-        raise
-    return True
+    return await temporal.workflow_exists(client, ReplayLoop.workflow_id(replay_id))
 
 
 async def settle_unstarted(db: AsyncSession, client: Client | None, replay_id: uuid.UUID) -> bool:

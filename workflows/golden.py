@@ -15,7 +15,6 @@ import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ChildWorkflowError,
@@ -24,7 +23,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from core.durability import STORE_RETRY, STORE_RETRY_WINDOW
+    from core.durability import LLM_RETRY, STORE_RETRY, STORE_RETRY_WINDOW
     from core.schemas.golden import (
         TESTS_AT_ONCE,
         GoldenFinished,
@@ -38,14 +37,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from core.schemas.turns import SessionLoop
 
-# The judge calls models (embeddings, the LLM judge): retried as a turn's LLM call is
-# (workflows/session.py); what no retry can fix fails the check, not the step.
-JUDGE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=6,
-)
 # Each step waits out a database outage inside its attempt; the heartbeat timeout, not this, is
 # what notices a dead worker.
 STEP_LIMIT = 2 * STORE_RETRY_WINDOW + timedelta(minutes=10)
@@ -134,7 +125,8 @@ class GoldenRunWorkflow:
                 result_type=GoldenVerdict,
                 start_to_close_timeout=STEP_LIMIT,
                 heartbeat_timeout=HEARTBEAT,
-                retry_policy=JUDGE_RETRY,
+                # The judge calls models (embeddings, the LLM judge): what no retry fixes fails the check.
+                retry_policy=LLM_RETRY,
             )
         except ActivityError as exc:
             # Judging failed for good (a model that kept failing): the result is `error`, saying why;

@@ -12,11 +12,10 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from core.durability import STORE_RETRY, STORE_RETRY_WINDOW
+    from core.durability import LLM_RETRY, STORE_RETRY, STORE_RETRY_WINDOW
     from core.schemas.replays import (
         SPANS_AT_ONCE,
         ReplayFinishInput,
@@ -28,14 +27,6 @@ with workflow.unsafe.imports_passed_through():
         ReplaySpanResult,
     )
 
-# A re-executed call is retried as a turn's LLM call is (workflows/session.py): 429, 5xx, timeouts
-# and dropped connections back off; the activity marks what no retry can fix non-retryable.
-LLM_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=6,
-)
 # Each step waits out a database outage inside its attempt; the heartbeat timeout, not this, is
 # what notices a dead worker.
 STEP_LIMIT = 2 * STORE_RETRY_WINDOW + timedelta(minutes=10)

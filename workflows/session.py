@@ -19,7 +19,7 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     import msgspec
 
-    from core.durability import STORE_RETRY, STORE_RETRY_WINDOW
+    from core.durability import LLM_RETRY, STORE_RETRY, STORE_RETRY_WINDOW
     from core.ids import uuid7_at
     from core.schemas.turns import (
         APPROVAL_DECIDED,
@@ -42,14 +42,6 @@ with workflow.unsafe.imports_passed_through():
         TurnOutcome,
     )
 
-# Temporal owns LLM retries: 429, 5xx, timeouts and dropped connections back off and try again;
-# the activity marks 400/401/403/404 non-retryable.
-LLM_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=6,
-)
 # A tool's own failure is a tool result, not an exception; these retries cover the worker dying.
 TOOL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 # Bookkeeping writes: a few quick retries as a local activity (the fast path) ...

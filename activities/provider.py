@@ -19,7 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import LoopDeps
-from activities.heartbeat import heartbeating
+from activities.heartbeat import cancel_requested, heartbeating
 from core.db.models import LlmModel, LlmProvider
 from core.errors import InvalidInput
 from core.net import NetPolicy, PinnedTransport, check_public_url
@@ -160,11 +160,14 @@ class Provider:
                 timeout=300,
             )
             async for chunk in stream:
+                _stop_if_cancelled()
                 chunks.append(chunk)
                 delta = chunk.choices[0].delta.content if chunk.choices else None
                 if delta and session_id is not None:
                     piece = ev.OutputMessageDelta(message_id=message_id, delta=delta)
                     await events.publish_ephemeral(self.deps.bus, session_id, piece, context)
+                    # A cancel that lands in the publish can be lost there (heartbeat.cancel_requested).
+                    _stop_if_cancelled()
         except litellm.exceptions.APIError as exc:  # includes every provider error litellm maps
             raise provider_error(exc, api_key) from None
         except (litellm.exceptions.Timeout, litellm.exceptions.APIConnectionError) as exc:
@@ -174,6 +177,12 @@ class Provider:
                 raise provider_error(exc, api_key) from None
             raise
         return litellm.stream_chunk_builder(chunks, messages=messages)
+
+
+def _stop_if_cancelled() -> None:
+    """Stops the stream when the activity was cancelled, even if its CancelledError went missing."""
+    if cancel_requested():
+        raise asyncio.CancelledError
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.session import HEARTBEAT, LLM_RETRY, LOCAL, LOCAL_RETRY, TOOL_RETRY
+    from core.durability import LLM_RETRY
+    from workflows.session import HEARTBEAT, LOCAL, LOCAL_RETRY, TOOL_RETRY
 
 TOOL_TIMEOUT = timedelta(seconds=60 + 30)  # test_math's timeout, plus the worker's margin
 

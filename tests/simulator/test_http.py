@@ -182,8 +182,10 @@ async def test_models_list(simulator_url: str) -> None:
 
 async def test_unknown_paths_answer_in_openai_shape_when_standalone(simulator_url: str) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
-        response = await http.get(f"{simulator_url}/embeddings")
+        response = await http.get(f"{simulator_url}/audio/speech")
+        wrong_method = await http.get(f"{simulator_url}/embeddings")
     _openai_error(response, 404)
+    _openai_error(wrong_method, 405)  # embeddings are POSTed
 
 
 async def test_mounted_in_an_app_errors_keep_the_openai_shape() -> None:

@@ -18,10 +18,12 @@ from temporalio.worker import Worker
 from api.app import create_app
 from core import bus
 from core.db import Database
-from core.db.models import Event
+from core.db.models import Event, Message
+from core.schemas.turns import ReasonInput
 from core.settings import Settings
 from everloop.stack import Endpoints
 from everloop.worker import build_worker
+from services import events
 from tests import factories
 from tests.conftest import make_settings
 from tests.servers import running
@@ -99,6 +101,31 @@ class Loop:
         async with self.db.session() as s:
             query = select(Event).where(Event.session_id == session_id).order_by(Event.sequence)
             return list((await s.execute(query)).scalars())
+
+    async def unstarted_turn(self, simulator: dict[str, Any]) -> tuple[str, ReasonInput]:
+        """A session holding a user message whose turn no workflow runs, and its first step's input:
+        the step is run by hand (under ActivityEnvironment)."""
+        base = await self.chat(simulator=simulator)
+        session_id = uuid.UUID(base.rsplit("/", 1)[1])
+        async with self.db.session() as db:
+            message = Message(
+                session_id=session_id,
+                sequence=await events.next_sequence(db, session_id, "last_message_sequence"),
+                role="user",
+                content=[{"type": "text", "text": "hi"}],
+                tags=[],
+            )
+            db.add(message)
+            await db.commit()
+        step = ReasonInput(
+            session_id=str(session_id),
+            turn_id=str(uuid.uuid4()),
+            input_message_id=str(message.id),
+            iteration=1,
+            message_id=str(uuid.uuid4()),
+            open_turn=True,
+        )
+        return base, step
 
     async def messages(self, base: str) -> list[dict[str, Any]]:
         body = (await self.client.get(f"{base}/messages", params={"limit": 200})).json()

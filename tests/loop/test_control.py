@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,9 +13,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.deps import LoopDeps
 from activities.llm import ReasonActivities
 from core import bus
-from core.db.models import Message
 from core.schemas.turns import ReasonInput, ReasonResult
-from services import events
 from tests import factories
 from tests.loop.conftest import TURN_ENDS, Loop
 from tests.sse import SSE
@@ -91,7 +88,7 @@ async def test_a_step_stops_on_a_cancel_whose_cancelled_error_was_lost(loop: Loo
     instant, and redis-py publishes each delta through one. The CI flake of the test above: the
     cancel answered 200, the step streamed its whole reply and the turn completed. Here the error
     is lost every time; the step must stop on the cancel's state (`activity.is_cancelled()`)."""
-    base, step = await _unstarted_turn(loop, SLOW)
+    base, step = await loop.unstarted_turn(SLOW)
     redis = bus.connect(loop.endpoints.redis_url)
     reason = ReasonActivities(LoopDeps(db=loop.db, bus=redis, settings=loop.settings, secrets=None))
 
@@ -121,31 +118,6 @@ async def test_a_step_stops_on_a_cancel_whose_cancelled_error_was_lost(loop: Loo
     assert stepping.done(), "the step streamed on after its cancel"
     assert stepping.cancelled(), stepping.result()
     assert "message.agent" not in [e.type for e in await loop.stored(base)]
-
-
-async def _unstarted_turn(loop: Loop, simulator: dict[str, Any]) -> tuple[str, ReasonInput]:
-    """A session holding a user message whose turn no workflow runs: its step is run by hand."""
-    base = await loop.chat(simulator=simulator)
-    session_id = uuid.UUID(base.rsplit("/", 1)[1])
-    async with loop.db.session() as db:
-        message = Message(
-            session_id=session_id,
-            sequence=await events.next_sequence(db, session_id, "last_message_sequence"),
-            role="user",
-            content=[{"type": "text", "text": "hi"}],
-            tags=[],
-        )
-        db.add(message)
-        await db.commit()
-    step = ReasonInput(
-        session_id=str(session_id),
-        turn_id=str(uuid.uuid4()),
-        input_message_id=str(message.id),
-        iteration=1,
-        message_id=str(uuid.uuid4()),
-        open_turn=True,
-    )
-    return base, step
 
 
 async def test_cancel_with_no_turn_is_409(loop: Loop) -> None:

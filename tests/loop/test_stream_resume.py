@@ -24,11 +24,9 @@ from activities.llm import ReasonActivities
 from api.app import create_app
 from core import bus
 from core.db import Database
-from core.db.models import Message
-from core.schemas.turns import ReasonInput
 from everloop.stack import Endpoints
 from everloop.worker import build_worker
-from services import event_log, events
+from services import event_log
 from tests import factories
 from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings
 from tests.loop.conftest import TURN_ENDS, Loop
@@ -138,31 +136,6 @@ async def test_a_reply_is_output_message_completed_once_per_step(loop: Loop) -> 
     assert notice[0].data == next(e for e in stored if e.type == "message.agent").data
 
 
-async def _unstarted_turn(loop: Loop, simulator: dict[str, Any]) -> tuple[str, ReasonInput]:
-    """A session holding a user message whose turn no workflow runs: its steps are run by hand."""
-    base = await loop.chat(simulator=simulator)
-    session_id = uuid.UUID(base.rsplit("/", 1)[1])
-    async with loop.db.session() as db:
-        message = Message(
-            session_id=session_id,
-            sequence=await events.next_sequence(db, session_id, "last_message_sequence"),
-            role="user",
-            content=[{"type": "text", "text": "hi"}],
-            tags=[],
-        )
-        db.add(message)
-        await db.commit()
-    step = ReasonInput(
-        session_id=str(session_id),
-        turn_id=str(uuid.uuid4()),
-        input_message_id=str(message.id),
-        iteration=1,
-        message_id=str(uuid.uuid4()),
-        open_turn=True,
-    )
-    return base, step
-
-
 @pytest.fixture
 async def reason(loop: Loop) -> AsyncIterator[ReasonActivities]:
     redis = bus.connect(loop.endpoints.redis_url)
@@ -179,14 +152,14 @@ def _attempt(number: int) -> ActivityEnvironment:
 async def test_a_reason_step_run_again_stores_its_reply_once(loop: Loop, reason: ReasonActivities) -> None:
     """The step's attempt stored the reply, then died before Temporal heard of it: the next attempt
     finds the reply and stores nothing again; two attempts racing store it once as well."""
-    base, step = await _unstarted_turn(loop, {"mode": "fixed", "text": "once"})
+    base, step = await loop.unstarted_turn({"mode": "fixed", "text": "once"})
     first = await _attempt(1).run(reason.reason, step)
     again = await _attempt(2).run(reason.reason, step)
     assert first == again
     stored = [e.type for e in await loop.stored(base)]
     assert stored.count("output.message.completed") == stored.count("message.agent") == 1
 
-    base, step = await _unstarted_turn(loop, {"mode": "fixed", "text": "racing", "chunk_delay": 0.01})
+    base, step = await loop.unstarted_turn({"mode": "fixed", "text": "racing", "chunk_delay": 0.01})
     results = await asyncio.gather(_attempt(1).run(reason.reason, step), _attempt(2).run(reason.reason, step))
     assert results[0].message_id == results[1].message_id == step.message_id
     stored_events = await loop.stored(base)

@@ -90,11 +90,11 @@ def services(no_migrate: bool, ephemeral: bool) -> None:
 @_friendly_errors
 def api() -> None:
     """Run the HTTP API (needs DATABASE_URL, REDIS_URL and TEMPORAL_ADDRESS)."""
+    settings = _settings()  # before the imports, which take seconds: a bad setting fails at once
     import uvicorn
 
     from api.app import create_app
 
-    settings = _settings()
     app = create_app(settings)
     uvicorn.run(app, **settings.uvicorn_options())  # type: ignore[arg-type]
 
@@ -104,19 +104,16 @@ def api() -> None:
 def worker() -> None:
     """Run a Temporal worker for the workflows and activities (needs DATABASE_URL, REDIS_URL and
     TEMPORAL_ADDRESS)."""
+    settings = _settings()
+    # Checked before the imports (litellm alone takes seconds), so a missing setting fails at once.
+    database_url = _need(settings.database_url, "DATABASE_URL")
+    redis_url = _need(settings.redis_url, "REDIS_URL")
+    temporal_address = _need(settings.temporal_address, "TEMPORAL_ADDRESS")
     from core.logging import configure_logging
     from everloop.worker import run_worker
 
-    settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(
-        run_worker(
-            settings,
-            _need(settings.database_url, "DATABASE_URL"),
-            _need(settings.redis_url, "REDIS_URL"),
-            _need(settings.temporal_address, "TEMPORAL_ADDRESS"),
-        )
-    )
+    asyncio.run(run_worker(settings, database_url, redis_url, temporal_address))
 
 
 @main.command()

@@ -1,19 +1,18 @@
 """`everloop worker` processes for tests that kill them: a real process per worker, on the test's
-task queue, its output in the test's directory."""
+task queue, its output in the test's directory (forked ready-imported: tests/processes.py)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from core.settings import Settings
+from tests import processes
 from tests.conftest import TEST_MASTER_KEY
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.processes import CliProcess
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -36,17 +35,14 @@ class Workers:
     def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
         self.env = dict(env)
         self.log_dir = log_dir
-        self.started: list[subprocess.Popen[bytes]] = []
+        self.started: list[CliProcess] = []
 
-    def start(self) -> subprocess.Popen[bytes]:
-        log = (self.log_dir / f"worker-{len(self.started)}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "everloop.cli", "worker"], cwd=ROOT, env=self.env, stdout=log, stderr=log
-        )
+    def start(self) -> CliProcess:
+        process = processes.start(["worker"], self.env, self.log_dir / f"worker-{len(self.started)}.log")
         self.started.append(process)
         return process
 
-    def kill(self, process: subprocess.Popen[bytes]) -> None:
+    def kill(self, process: CliProcess) -> None:
         process.send_signal(signal.SIGKILL)  # no chance to clean up
         process.wait(timeout=10)
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +19,9 @@ from core.schemas.turns import SessionInput
 from everloop.stack.process import free_port, wait_until
 from services import sessions
 from tests import factories
+from tests import processes as cli_processes
 from tests.conftest import TEST_MASTER_KEY
 from tests.loop.conftest import TURN_ENDS, Loop
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _answered_in_order(loop: Loop, base: str, count: int) -> None:
@@ -92,14 +89,9 @@ def two_apis(loop: Loop, tmp_path: Path) -> Iterator[list[str]]:
     try:
         for index in range(2):
             port = free_port()
-            log = (tmp_path / f"api-{index}.log").open("wb")
             processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "everloop.cli", "api"],
-                    cwd=ROOT,
-                    env={**env, "EVERLOOP_PORT": str(port)},
-                    stdout=log,
-                    stderr=log,
+                cli_processes.start(
+                    ["api"], {**env, "EVERLOOP_PORT": str(port)}, tmp_path / f"api-{index}.log"
                 )
             )
             bases.append(f"http://127.0.0.1:{port}")

@@ -22,7 +22,8 @@ from everloop.sweeper import close_stranded
 from tests import factories
 from tests.loop.conftest import TURN_ENDS, Loop
 
-SLOW = {"mode": "fixed", "text": " ".join(f"w{i}" for i in range(200)), "chunk_delay": 0.05}
+# Slow enough (~4 s a turn) to look at the session while its turn runs.
+SLOW = {"mode": "fixed", "text": " ".join(f"w{i}" for i in range(80)), "chunk_delay": 0.05}
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import asyncio
 import json
 import sys
 import uuid
-from typing import Any
 
 import litellm
 from temporalio import activity
@@ -18,11 +17,11 @@ from temporalio.exceptions import ApplicationError
 from activities.deps import LoopDeps
 from activities.heartbeat import heartbeating
 from activities.persist import persist
-from activities.provider import Provider, provider_error
+from activities.provider import Provider, as_application_error
 from core.db.models import LlmModel
 from core.schemas import golden as schema
 from core.schemas.golden import GoldenCheck, GoldenLoop
-from services import golden, llm
+from services import golden, model_calls
 from services import golden_judges as judges
 
 # ApplicationError type: the run's row is gone (its account was deleted).
@@ -225,30 +224,20 @@ class GoldenActivities:
     async def _embed(self, model: LlmModel, texts: list[str]) -> list[list[float]]:
         """The texts' embeddings through litellm, with the model's provider as a turn's call reaches
         it (the address check, the decrypted key, the pinned client for a user's provider)."""
-        provider = model.provider
-        await self.provider.check_address(provider)
-        api_key = await self.provider.api_key(provider)
-        params: dict[str, Any] = llm.completion_params(provider, model, api_key, self.deps.simulator_url)
-        params.pop("extra_body", None)  # the simulator's chat settings: an embeddings call has none
-        pinned = self.provider.pinned_client(provider, params)
         try:
-            async with heartbeating():
-                response = await litellm.aembedding(
-                    **params, input=texts, timeout=EMBED_TIMEOUT_S, num_retries=0
-                )
-        except (
-            litellm.exceptions.APIError,
-            litellm.exceptions.Timeout,
-            litellm.exceptions.APIConnectionError,
-        ) as exc:
-            raise provider_error(exc, api_key) from None
-        except Exception as exc:
-            if isinstance(getattr(exc, "status_code", None), int):
-                raise provider_error(exc, api_key) from None
-            raise
-        finally:
-            if pinned is not None:
-                await pinned.aclose()
+            async with self.provider.access.reaching(model.provider, model) as (params, api_key):
+                params.pop("extra_body", None)  # the simulator's chat settings: an embeddings call has none
+                try:
+                    async with heartbeating():
+                        response = await litellm.aembedding(
+                            **params, input=texts, timeout=EMBED_TIMEOUT_S, num_retries=0
+                        )
+                except Exception as exc:
+                    if model_calls.is_provider_error(exc):
+                        raise model_calls.failure(exc, api_key) from None
+                    raise
+        except model_calls.ModelCallFailed as exc:
+            raise as_application_error(exc) from None
         vectors = [item["embedding"] if isinstance(item, dict) else item.embedding for item in response.data]
         if len(vectors) != len(texts):
             raise ApplicationError(

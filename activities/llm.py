@@ -14,7 +14,7 @@ from temporalio import activity
 
 from activities.deps import EventBatch, LoopDeps, session_gone
 from activities.persist import persist
-from activities.provider import Provider, Reply, fatal
+from activities.provider import Provider, fatal
 from activities.turns import add_act_completed, add_opening
 from capabilities import registry
 from core.db.models import Agent, Event, LlmModel, LlmProvider, Message, Session
@@ -26,6 +26,7 @@ from core.schemas.content import ToolCallPart, content_from_json
 from core.schemas.turns import ReasonInput, ReasonResult, SessionLoop, ToolCallRef
 from core.settings import Settings
 from services import client_tools, conversation, events, forks, llm, mcp_servers, sessions
+from services.model_calls import Reply
 from services.sessions import message_to_schema
 
 PREVIEW = 200

@@ -49,7 +49,7 @@ from core.schemas.turns import (
     SessionLoop,
     TurnOutcome,
 )
-from services import conversation, replays, trace_queries, traces
+from services import conversation, model_names, replays, trace_queries, traces
 from services.turn_traces import LLM_NAME, llm_span_id
 
 log = structlog.get_logger("everloop.forks")
@@ -252,7 +252,7 @@ async def create(
         )
     model_pk: uuid.UUID | None = None
     if "model" in modifications:
-        model = await replays.find_model(db, owner_id, modifications["model"])
+        model = await model_names.find_model(db, owner_id, modifications["model"])
         if model is None:
             raise InvalidInput(
                 f"{field}modifications.model: no model you may use is named {modifications['model']!r} "

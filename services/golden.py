@@ -43,7 +43,7 @@ from core.schemas.golden import (
     GoldenCheck,
     GoldenLoop,
 )
-from services import forks, llm, replays, trace_queries
+from services import forks, llm, model_names, trace_queries
 
 UNSTARTED = "the run's workflow could not be started; send the request again"
 TEST_GONE = "the golden test was deleted before the run reached it"
@@ -67,7 +67,7 @@ def _timeout(run: GoldenRun) -> float | None:
 async def _model_named(db: AsyncSession, owner_id: uuid.UUID, value: Any, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(f"{field}: the name (model_id) or id of one of your LLM models", field=field)
-    if await replays.find_model(db, owner_id, value) is None:
+    if await model_names.find_model(db, owner_id, value) is None:
         raise InvalidInput(f"{field}: no model you may use is named {value!r}", field=field)
     return value
 
@@ -605,9 +605,9 @@ async def judge_work(
         )
     embedding = judge = None
     if expected.get("match") == "semantic":
-        embedding = await replays.find_model(db, run.owner_id, str(expected.get("embedding_model")))
+        embedding = await model_names.find_model(db, run.owner_id, str(expected.get("embedding_model")))
     if isinstance(expected.get("judge"), dict):
-        judge = await replays.find_model(db, run.owner_id, str(expected["judge"].get("model")))
+        judge = await model_names.find_model(db, run.owner_id, str(expected["judge"].get("model")))
     final = outcome.get("final_output")
     return JudgeWork(
         expected=expected,

@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -39,7 +39,7 @@ from core.identity import Identity
 from core.schemas import replays as schema
 from core.schemas.replays import CALL_PARAMS, MAX_MUTATIONS, MUTATION_KEYS, ReplayLoop
 from core.schemas.traces import SpanWrite
-from services import conversation, llm, trace_queries, traces
+from services import conversation, llm, model_names, trace_queries, traces
 
 KIND = "mutations"
 NOT_AN_LLM_SPAN = (
@@ -154,37 +154,18 @@ class Call:
     params: dict[str, Any]
 
 
-def _visible(owner_id: uuid.UUID) -> Any:
-    return or_(LlmProvider.owner_id.is_(None), LlmProvider.owner_id == owner_id)
-
-
-async def find_model(db: AsyncSession, owner_id: uuid.UUID, name: str) -> LlmModel | None:
-    """One of the models `owner_id` may use, by its id (a UUID) or its name (`model_id`). Several of
-    one name: the owner's own provider's first, then an active one, then the oldest."""
-    try:
-        model_pk = uuid.UUID(name)
-    except ValueError:
-        model_pk = None
-    query = (
-        select(LlmModel).join(LlmProvider, LlmProvider.id == LlmModel.provider_id).where(_visible(owner_id))
-    )
-    if model_pk is not None:
-        return (await db.execute(query.where(LlmModel.id == model_pk))).scalars().first()
-    ranked = query.where(LlmModel.model_id == name).order_by(
-        LlmProvider.owner_id.is_(None), LlmModel.status != "active", LlmModel.created_at, LlmModel.id
-    )
-    return (await db.execute(ranked.limit(1))).scalars().first()
-
-
 async def _recorded_model(db: AsyncSession, owner_id: uuid.UUID, span: Span) -> LlmModel | None:
     """The model a span was recorded with: an agent turn's exact model row (its reply's metadata),
     else the span's model name among the owner's models."""
     if span.source_message_id is not None:
         message = await db.get(Message, span.source_message_id)
         recorded = (message.metadata_ or {}).get("model_id") if message is not None else None
-        if isinstance(recorded, str) and (found := await find_model(db, owner_id, recorded)) is not None:
+        if (
+            isinstance(recorded, str)
+            and (found := await model_names.find_model(db, owner_id, recorded)) is not None
+        ):
             return found
-    return await find_model(db, owner_id, span.model) if span.model else None
+    return await model_names.find_model(db, owner_id, span.model) if span.model else None
 
 
 def _chat_message(given: dict[str, Any]) -> dict[str, Any]:
@@ -304,7 +285,7 @@ async def _call(
     if span.kind != "llm":
         return NOT_AN_LLM_SPAN.format(kind=span.kind)
     if "model" in mutation:
-        model = await find_model(db, owner_id, mutation["model"])
+        model = await model_names.find_model(db, owner_id, mutation["model"])
         if model is None:
             return f"no model you may use is named {mutation['model']!r} (a model's model_id or its id)"
     else:

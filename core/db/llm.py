@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, LargeBinary, String, Text, text
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, LargeBinary, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -38,6 +38,8 @@ class LlmModel(TimestampedModel):
         # At most one default model: the flag moves, it is never on two rows.
         Index("uq_llm_models_single_default", "is_default", unique=True, postgresql_where=text("is_default")),
         Index("ix_llm_models_provider_id", "provider_id"),
+        Index("ix_llm_models_alias", "alias", postgresql_where=text("alias IS NOT NULL")),
+        CheckConstraint("kind IN ('chat', 'embedding')", name="kind"),
     )
 
     provider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("llm_providers.id", ondelete="CASCADE"))
@@ -47,5 +49,9 @@ class LlmModel(TimestampedModel):
     is_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     status: Mapped[Status] = mapped_column(String(20), default="active", server_default="active")
     settings: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    # What it does: "chat" or "embedding" (the /v2 embeddings and knowledge bases take the latter).
+    kind: Mapped[str] = mapped_column(String(20), default="chat", server_default="chat")
+    # A /v2 custom model's name (`/v2/models/custom`), unique among its owner's models (services).
+    alias: Mapped[str | None] = mapped_column(String(200))
 
     provider: Mapped[LlmProvider] = relationship(back_populates="models", lazy="joined")

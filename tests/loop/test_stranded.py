@@ -39,6 +39,15 @@ async def sweep(loop: Loop, publisher: redis.Redis) -> int:
     return await close_stranded(loop.db, loop.temporal, publisher, grace=timedelta(0))
 
 
+async def answer_quickly(loop: Loop, base: str) -> None:
+    """The session's model answers at once from now on: only the first turn needs to be slow."""
+    agent = (await loop.client.get(base.rsplit("/sessions/", 1)[0])).json()
+    patched = await loop.client.patch(
+        f"/v1/llm-models/{agent['default_model_id']}", json={"settings": {"mode": "echo"}}
+    )
+    assert patched.status_code == 200, patched.text
+
+
 async def test_a_terminated_turn_is_closed_once_and_the_session_goes_on(
     loop: Loop, publisher: redis.Redis
 ) -> None:
@@ -66,6 +75,7 @@ async def test_a_terminated_turn_is_closed_once_and_the_session_goes_on(
     assert "interrupted" in notice["content"][0]["text"]
 
     # The session answers its next message as usual (a new workflow run).
+    await answer_quickly(loop, base)
     frames = await loop.send(base, "again", timeout=60)
     assert frames[-1]["type"] == "turn.completed"
 
@@ -73,7 +83,8 @@ async def test_a_terminated_turn_is_closed_once_and_the_session_goes_on(
 async def test_a_turn_busy_longer_than_the_grace_is_left_to_its_workflow(
     loop: Loop, publisher: redis.Redis
 ) -> None:
-    base = await loop.chat(simulator=SLOW)
+    # Slow enough (~4 s) that the sweep meets the turn running.
+    base = await loop.chat(simulator={**SLOW, "text": " ".join(f"w{i}" for i in range(80))})
     await loop.send(base, "speak slowly", wait=False)
     await until(loop, base, "reason.started")
     assert await sweep(loop, publisher) == 0
@@ -90,6 +101,7 @@ async def test_a_turn_stranded_behind_a_newer_one_is_closed_without_idling_the_s
     await until(loop, base, "reason.started")
     await loop.send(base, "second", wait=False)  # queued behind the first turn
     await loop.temporal.get_workflow_handle(f"session-{session_id}").terminate("lost")
+    await answer_quickly(loop, base)
     # The second message's dispatch is swept up first: a new run starts its turn, and the first
     # turn is no longer the session's latest.
     assert (

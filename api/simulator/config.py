@@ -47,12 +47,16 @@ class SimulatorError(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class SimulatorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """`echo` answers "Echo: <last user message>"; `fixed` answers `text`; `script` answers step N,
-    where N is the number of assistant messages after the last user message."""
+    """`echo` answers "Echo: <last user message>" (for a `json_schema` response format: a JSON value
+    valid against the schema, its strings that text); `fixed` answers `text`; `script` answers step
+    N, where N is the number of assistant messages after the last user message, or with
+    `count_from: "start"` in the whole conversation (a `/v2/call` repair asks again in a new user
+    message, so a script of an invalid answer then a valid one counts from the start)."""
 
     mode: Literal["echo", "fixed", "script"] = "echo"
     text: str | None = None
     script: list[str | SimulatorStep] = msgspec.field(default_factory=list)
+    count_from: Literal["last_user", "start"] = "last_user"
     # Past the end of the script: this text, or else the last step again.
     final_text: str | None = None
     error: SimulatorError | None = None
@@ -68,8 +72,10 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("`text` is only for mode `fixed`")
         if self.mode == "script" and not self.script:
             raise ValueError("mode `script` needs a non-empty `script`")
-        if self.mode != "script" and (self.script or self.final_text is not None):
-            raise ValueError("`script` and `final_text` are only for mode `script`")
+        if self.mode != "script" and (
+            self.script or self.final_text is not None or self.count_from != "last_user"
+        ):
+            raise ValueError("`script`, `final_text` and `count_from` are only for mode `script`")
 
     def steps(self) -> list[SimulatorStep]:
         return [SimulatorStep(text=step) if isinstance(step, str) else step for step in self.script]

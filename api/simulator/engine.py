@@ -4,10 +4,11 @@ and messages) gets the same answer, tool-call ids included."""
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
+from api.simulator import structured
 from api.simulator.config import SimulatorConfig, SimulatorStep
 from api.simulator.schemas import (
     ChatCompletionFunctionCall,
@@ -78,14 +79,29 @@ def _step(request: ChatCompletionRequest, config: SimulatorConfig) -> tuple[Simu
     if config.mode == "fixed":
         return SimulatorStep(text=config.text), 0
     if config.mode == "echo":
-        return SimulatorStep(text=ECHO_PREFIX + _last_user_text(request.messages)), 0
+        echo = ECHO_PREFIX + _last_user_text(request.messages)
+        schema = _json_schema(request)
+        if schema is not None:
+            return SimulatorStep(text=msgspec.json.encode(structured.instance(schema, echo)).decode()), 0
+        return SimulatorStep(text=echo), 0
     steps = config.steps()
-    index = step_index(request.messages)
+    if config.count_from == "start":
+        index = sum(1 for message in request.messages if message.role == "assistant")
+    else:
+        index = step_index(request.messages)
     if index < len(steps):
         return steps[index], index
     if config.final_text is not None:
         return SimulatorStep(text=config.final_text), index
     return steps[-1], index
+
+
+def _json_schema(request: ChatCompletionRequest) -> Any:
+    """The schema of a `json_schema` response format, or None."""
+    form = request.response_format or {}
+    if form.get("type") != "json_schema" or not isinstance(form.get("json_schema"), dict):
+        return None
+    return form["json_schema"].get("schema", {})
 
 
 def _last_user_text(messages: list[ChatCompletionMessage]) -> str:

@@ -75,6 +75,9 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     temperature: float | None = None
+    # `{"type": "json_schema", "json_schema": {"schema": ...}}`: `echo` mode answers a value valid
+    # against the schema (api/simulator/structured.py); other modes answer as scripted.
+    response_format: dict[str, Any] | None = None
     simulator: SimulatorConfig | None = None
 
 

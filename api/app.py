@@ -46,6 +46,7 @@ from api.tool_results import FlatToolResultController, ToolResultController
 from api.trace_events import TraceEventController
 from api.traces import SpanController, TraceController
 from api.turns import TurnController
+from api.v2_calls import V2CallController
 from api.v2_traces import V2SpanController, V2TraceController
 from core.json_limits import JsonLimits
 from core.logging import configure_logging
@@ -127,6 +128,7 @@ def create_app(
             OtlpController,
             V2SpanController,
             V2TraceController,
+            V2CallController,
             ProjectController,
             TraceController,
             ReplayController,

@@ -107,6 +107,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     outbound_allow_loopback: bool = False
     # Seconds the API waits for an MCP server to list its tools (on create, change and refresh).
     mcp_list_timeout_s: float = 15.0
+    # /v2/call's answer cache: how long an answer is kept when a call asks with `configuration.cache:
+    # true` (V2_CALL_CACHE_TTL; the SDK's `invocation.cache.ttl` names its own, up to 7 days).
+    v2_call_cache_ttl_s: int = 3600
     # Seconds a turn waits for a client's result of a client-side tool call before the call gets an
     # error result and the turn goes on (CLIENT_TOOL_TIMEOUT).
     client_tool_timeout_s: float = 86400.0
@@ -457,6 +460,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         embedded_temporal_ui_port=read.integer("EMBEDDED_TEMPORAL_UI_PORT", 8233, low=0, high=65535),
         outbound_allow_loopback=read.parse("OUTBOUND_ALLOW_LOOPBACK", False, _boolean, "true or false"),
         mcp_list_timeout_s=read.parse("MCP_LIST_TIMEOUT", 15.0, _seconds, "seconds between 0 and 3600"),
+        v2_call_cache_ttl_s=read.integer("V2_CALL_CACHE_TTL", 3600, low=1, high=7 * 86400),
         client_tool_timeout_s=read.parse(
             "CLIENT_TOOL_TIMEOUT", 86400.0, _long_wait, "seconds between 0 and 2592000 (30 days)"
         ),

@@ -1,0 +1,375 @@
+"""`POST /v2/call` and `/v2/call/stream` on a real server with full auth and the simulator as the
+models, through Opper's own SDK (`opperai` 1.7.2) and raw HTTP in the seed's forms: structured
+output (repaired after an invalid answer), a model list whose first model fails, streamed chunks
+that reassemble into the answer, input-schema violations, unknown models, spans under a parent, the
+cache, and isolation between accounts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from opperai import Opper, errors
+
+from api.app import create_app
+from everloop.stack import Endpoints
+from services.json_stream import assemble
+from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings, register
+from tests.servers import running
+
+RUN = uuid.uuid4().hex[:8]  # names of this run: the cache and the models are shared by every run
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer", "minimum": 0},
+    },
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+STREAMED = {
+    "person": {"name": "Ada Lovelace", "languages": ["English", "French"], "age": 36},
+    "note": 'said "hello"\nthen left',
+    "ok": True,
+}
+STREAMED_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "person": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "languages": {"type": "array", "items": {"type": "string"}},
+                "age": {"type": "integer"},
+            },
+            "required": ["name", "languages", "age"],
+        },
+        "note": {"type": "string"},
+        "ok": {"type": "boolean"},
+    },
+    "required": ["person", "note", "ok"],
+}
+
+
+@dataclass
+class Stack:
+    url: str
+    key: str  # the admin's API key
+    http: httpx.AsyncClient  # the admin, by its key
+    bob: httpx.AsyncClient  # another account, by its access token
+    models: dict[str, str]  # role -> model name (model_id)
+
+    def opper(self) -> Opper:
+        return Opper(http_bearer=self.key, server_url=f"{self.url}/v2")
+
+
+MODELS: dict[str, dict[str, Any]] = {
+    "echo": {},
+    "repair": {
+        "mode": "script",
+        "count_from": "start",
+        "script": ['{"name": "Ada"}', '{"name": "Ada", "age": 36}'],
+    },
+    "never": {"mode": "fixed", "text": '{"name": 1, "age": 3}'},
+    "down": {"error": {"status": 404}},
+    "streamed": {"mode": "fixed", "text": json.dumps(STREAMED, indent=1)},
+}
+
+
+@pytest.fixture(scope="module")
+async def stack(endpoints: Endpoints, simulator_url: str) -> AsyncIterator[Stack]:
+    await clear_rate_limits(endpoints)
+    with running(create_app(full_settings(endpoints), configure_logs=False)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as anon:
+            login = await anon.post("/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+            assert login.status_code == 200, login.text
+            token = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            made = await anon.post("/v1/auth/api-keys", json={"name": "opper"}, headers=token)
+            assert made.status_code == 201, made.text
+            key = made.json()["key"]
+            bob_tokens = await register(anon)
+        async with (
+            httpx.AsyncClient(
+                base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+            ) as http,
+            httpx.AsyncClient(
+                base_url=server.url,
+                timeout=30,
+                headers={"Authorization": f"Bearer {bob_tokens['access_token']}"},
+            ) as bob,
+        ):
+            provider = await http.post(
+                "/v1/llm-providers",
+                json={"name": f"Sim {RUN}", "provider_type": "simulator", "base_url": simulator_url},
+            )
+            assert provider.status_code == 201, provider.text
+            names = {}
+            for role, settings in MODELS.items():
+                name = f"v2call-{RUN}-{role}"
+                model = await http.post(
+                    f"/v1/llm-providers/{provider.json()['id']}/models",
+                    json={"model_id": name, "settings": settings},
+                )
+                assert model.status_code == 201, model.text
+                names[role] = name
+            yield Stack(server.url, key, http, bob, names)
+
+
+async def span(stack: Stack, span_id: str) -> dict[str, Any]:
+    found = await stack.http.get(f"/v2/spans/{span_id}")
+    assert found.status_code == 200, found.text
+    body: dict[str, Any] = found.json()
+    return body
+
+
+async def test_a_structured_call_through_the_sdk(stack: Stack) -> None:
+    def call() -> Any:
+        with stack.opper() as opper:
+            return opper.call(
+                name=f"extract-{RUN}",
+                instructions="Extract the person",
+                input={"text": "Ada, 36"},
+                input_schema={"type": "object", "properties": {"text": {"type": "string"}}},
+                output_schema=PERSON,
+                model=stack.models["echo"],
+                tags={"team": "a"},
+            )
+
+    answer = await asyncio.to_thread(call)
+    # The simulator's echo fills every string with the echo of the input and numbers with the minimum.
+    assert answer.json_payload == {"name": answer.json_payload["name"], "age": 0}
+    assert answer.json_payload["name"].startswith("Echo: ") and answer.message is None
+    assert answer.cached is False
+    assert answer.usage is not None and answer.usage["total_tokens"] == (
+        answer.usage["input_tokens"] + answer.usage["output_tokens"]
+    )
+    assert answer.usage["input_tokens"] > 0 and answer.cost is not None and "total" in answer.cost
+    recorded = await span(stack, answer.span_id)
+    assert recorded["type"] == "call" and recorded["name"] == f"extract-{RUN}"
+    assert recorded["input"] == {"text": "Ada, 36"} and recorded["output"] == answer.json_payload
+    assert recorded["meta"]["tags"] == {"team": "a"} and recorded["status"] == "ok"
+    assert recorded["input_tokens"] == answer.usage["input_tokens"]
+
+
+async def test_text_without_an_output_schema(stack: Stack) -> None:
+    answer = await stack.http.post(
+        "/v2/call", json={"name": f"t-{RUN}", "input": "hello", "model": stack.models["echo"]}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["message"] == "Echo: hello" and answer.json()["json_payload"] is None
+
+
+async def test_an_invalid_answer_is_repaired(stack: Stack) -> None:
+    answer = await stack.http.post(
+        "/v2/call",
+        json={
+            "name": f"repair-{RUN}",
+            "input": "Ada",
+            "output_schema": PERSON,
+            "model": stack.models["repair"],
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["json_payload"] == {"name": "Ada", "age": 36}
+    trace = (await span(stack, answer.json()["span_id"]))["trace_id"]
+    spans = (await stack.http.get(f"/v2/traces/{trace}/spans")).json()["spans"]
+    requests = sorted((s for s in spans if s["type"] == "llm"), key=lambda s: s["id"])
+    assert [s["status"] for s in requests] == ["error", "ok"]
+    assert "'age' is a required property" in requests[0]["error"]
+
+
+async def test_an_answer_that_never_fits_is_a_502_naming_the_violation(stack: Stack) -> None:
+    answer = await stack.http.post(
+        "/v2/call",
+        json={"name": f"never-{RUN}", "input": "x", "output_schema": PERSON, "model": stack.models["never"]},
+    )
+    assert answer.status_code == 502, answer.text
+    detail = answer.json()["detail"]
+    assert "after 2 repairs" in detail and "$.name: 1 is not of type 'string'" in detail
+
+
+async def test_the_next_model_answers_when_the_first_fails(stack: Stack) -> None:
+    def call() -> Any:
+        with stack.opper() as opper:
+            return opper.call(
+                name=f"fallback-{RUN}", input="hi", model=[stack.models["down"], stack.models["echo"]]
+            )
+
+    answer = await asyncio.to_thread(call)
+    assert answer.message == "Echo: hi"
+    recorded = await span(stack, answer.span_id)
+    assert recorded["model"] == f"openai/{stack.models['echo']}"
+    failed = await stack.http.post(
+        "/v2/call", json={"name": f"down-{RUN}", "input": "hi", "model": [stack.models["down"]] * 2}
+    )
+    assert failed.status_code == 502
+    detail = failed.json()["detail"]
+    assert detail.startswith("every model failed") and detail.count("does not know this model") == 2
+
+
+async def test_stream_chunks_reassemble_into_the_answer(stack: Stack) -> None:
+    def stream() -> list[Any]:
+        with stack.opper() as opper:
+            response = opper.stream(
+                name=f"stream-{RUN}",
+                input="who?",
+                output_schema=STREAMED_SCHEMA,
+                model=stack.models["streamed"],
+            )
+            with response.result as events:
+                return [event.data for event in events]
+
+    chunks = await asyncio.to_thread(stream)
+    assert {c.chunk_type for c in chunks} == {"json"} and len({c.span_id for c in chunks}) == 1
+    assert assemble([(c.json_path, c.delta) for c in chunks]) == STREAMED
+    paths = {c.json_path for c in chunks}
+    assert {"person.name", "person.languages[0]", "person.languages[1]", "person.age", "note", "ok"} == paths
+    # Several deltas for one string: the simulator streams a word at a time.
+    assert len([c for c in chunks if c.json_path == "person.name"]) > 1
+    recorded = await span(stack, chunks[0].span_id)
+    assert recorded["output"] == STREAMED and recorded["status"] == "ok"
+
+
+async def test_stream_text_and_errors_over_raw_sse(stack: Stack) -> None:
+    async def events(body: dict[str, Any]) -> list[dict[str, Any]]:
+        async with stack.http.stream("POST", "/v2/call/stream", json=body) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            text = "".join([piece async for piece in response.aiter_text()])
+        return [json.loads(line[6:]) for line in text.split("\n") if line.startswith("data: ")]
+
+    text = await events({"name": f"s-{RUN}", "input": "hello there", "model": stack.models["echo"]})
+    assert {e["chunk_type"] for e in text} == {"text"} and "".join(
+        e["delta"] for e in text
+    ) == "Echo: hello there"
+    broken = await events(
+        {"name": f"s-{RUN}", "input": "x", "output_schema": PERSON, "model": stack.models["never"]}
+    )
+    assert broken[-1]["chunk_type"] == "error" and broken[-1]["error_type"] == "output_schema_violation"
+    assert "$.name" in broken[-1]["error_message"]
+    down = await events({"name": f"s-{RUN}", "input": "x", "model": [stack.models["down"]]})
+    assert [e["chunk_type"] for e in down] == ["error"] and "every model failed" in down[0]["error_message"]
+    bad = await stack.http.post("/v2/call/stream", json={"name": "s", "model": "no-such-model"})
+    assert bad.status_code == 400 and "GET /v2/models" in bad.json()["detail"]
+
+
+async def test_input_schema_violations_are_422_naming_the_path(stack: Stack) -> None:
+    body = {
+        "name": f"in-{RUN}",
+        "input": {"person": {"age": "old"}},
+        "input_schema": {
+            "type": "object",
+            "properties": {"person": {"type": "object", "properties": {"age": {"type": "integer"}}}},
+        },
+        "model": stack.models["echo"],
+    }
+    answer = await stack.http.post("/v2/call", json=body)
+    assert answer.status_code == 422
+    assert (
+        answer.json()["detail"]
+        == "input does not match input_schema at $.person.age: 'old' is not of type 'integer'"
+    )
+
+    def call() -> Any:
+        with stack.opper() as opper:
+            return opper.call(**body)
+
+    with pytest.raises(errors.RequestValidationError):
+        await asyncio.to_thread(call)
+    not_a_schema = await stack.http.post("/v2/call", json={**body, "input_schema": {"type": "no-type"}})
+    assert not_a_schema.status_code == 422 and "input_schema is not a valid JSON Schema" in not_a_schema.text
+
+
+async def test_an_unknown_model_is_a_400(stack: Stack) -> None:
+    answer = await stack.http.post("/v2/call", json={"name": "x", "model": ["nope-model"]})
+    assert answer.status_code == 400
+    assert answer.json()["detail"].startswith("model[0]: no chat model you may use is named 'nope-model'")
+
+    def call() -> Any:
+        with stack.opper() as opper:
+            return opper.call(name="x", model="nope-model")
+
+    with pytest.raises(errors.BadRequestError):
+        await asyncio.to_thread(call)
+
+
+async def test_a_call_under_a_parent_span(stack: Stack) -> None:
+    parent = await stack.http.post("/v2/spans", json={"name": f"root-{RUN}", "type": "agent"})
+    assert parent.status_code == 201, parent.text
+    answer = await stack.http.post(
+        "/v2/call",
+        json={
+            "name": f"child-{RUN}",
+            "input": "x",
+            "parent_span_id": parent.json()["id"],
+            "model": stack.models["echo"],
+        },
+    )
+    recorded = await span(stack, answer.json()["span_id"])
+    assert recorded["parent_id"] == parent.json()["id"] and recorded["trace_id"] == parent.json()["trace_id"]
+
+
+async def test_identical_calls_may_come_from_the_cache(stack: Stack) -> None:
+    # The seed's forms: a list of models, `configuration` with plain keys, examples.
+    body = {
+        "name": f"cache-{RUN}",
+        "instructions": "Say it",
+        "input": {"q": "cached?"},
+        "model": [stack.models["echo"]],
+        "examples": [{"input": {"q": "a"}, "output": "Echo: a", "comment": "as is"}],
+        "configuration": {"cache": True, "few_shot_count": 2},
+    }
+    first = (await stack.http.post("/v2/call", json=body)).json()
+    second = (await stack.http.post("/v2/call", json=body)).json()
+    assert first["cached"] is False and second["cached"] is True
+    assert second["message"] == first["message"] and second["span_id"] != first["span_id"]
+    assert second["usage"]["total_tokens"] == 0
+    assert (await span(stack, second["span_id"]))["meta"]["cached"] is True
+    uncached = (await stack.http.post("/v2/call", json={**body, "configuration": {}})).json()
+    assert uncached["cached"] is False
+    other_input = (await stack.http.post("/v2/call", json={**body, "input": {"q": "other"}})).json()
+    assert other_input["cached"] is False
+
+    def sdk_call() -> Any:  # the SDK's own cache setting
+        with stack.opper() as opper:
+            return opper.call(
+                name=f"cache-sdk-{RUN}",
+                input="once",
+                model=stack.models["echo"],
+                configuration={"invocation.cache.ttl": 60},
+            )
+
+    assert (await asyncio.to_thread(sdk_call)).cached is False
+    assert (await asyncio.to_thread(sdk_call)).cached is True
+    # Another account's identical call is not answered from the first account's cache.
+    bobs = await stack.bob.post("/v2/call", json={**body, "model": [stack.models["echo"]]})
+    assert bobs.status_code == 200 and bobs.json()["cached"] is False
+
+
+async def test_another_account_cannot_read_the_span(stack: Stack) -> None:
+    answer = (
+        await stack.http.post(
+            "/v2/call", json={"name": f"mine-{RUN}", "input": "x", "model": stack.models["echo"]}
+        )
+    ).json()
+    assert (await stack.bob.get(f"/v2/spans/{answer['span_id']}")).status_code == 404
+    # Bob names Alice's span as a parent: his call starts a trace of his own.
+    bobs = (
+        await stack.bob.post(
+            "/v2/call",
+            json={
+                "name": "b",
+                "input": "x",
+                "parent_span_id": answer["span_id"],
+                "model": stack.models["echo"],
+            },
+        )
+    ).json()
+    theirs = (await stack.bob.get(f"/v2/spans/{bobs['span_id']}")).json()
+    assert theirs["trace_id"] != (await span(stack, answer["span_id"]))["trace_id"]

@@ -29,6 +29,7 @@ import jsonschema  # type: ignore[import-untyped]  # no stubs are installed
 import litellm
 import msgspec
 import redis.asyncio as redis
+import referencing.exceptions
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -123,9 +124,13 @@ def validator_for(value: Any, field_name: str) -> Any:
     return cls(value, format_checker=cls.FORMAT_CHECKER)
 
 
-def violation(validator: Any, value: Any) -> str | None:
+def violation(validator: Any, value: Any, field_name: str) -> str | None:
     """The most relevant violation of `value`, naming its JSON path (`$.person.age`), or None."""
-    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    try:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    except referencing.exceptions.Unresolvable as exc:
+        # A `$ref` to nowhere, or to a URL: nothing is fetched from outside.
+        raise SchemaViolation(f"{field_name}: a $ref cannot be resolved ({exc})", field=field_name) from None
     if error is None:
         return None
     return f"{error.json_path}: {error.message}"
@@ -209,7 +214,7 @@ async def prepare(db: AsyncSession, who: Identity, settings: Settings, data: sch
     """Checks the call before any model is asked (so a stream starts only for a call that can run):
     the input against `input_schema` (422 naming the path), the schemas, the model names (400)."""
     if data.input_schema is not None:
-        problem = violation(validator_for(data.input_schema, "input_schema"), data.input)
+        problem = violation(validator_for(data.input_schema, "input_schema"), data.input, "input_schema")
         if problem is not None:
             raise SchemaViolation(f"input does not match input_schema at {problem}", field="input")
     output_validator = None
@@ -306,7 +311,7 @@ def parsed(validator: Any, text: str) -> tuple[Any, str | None]:
         value = json.loads(candidate)
     except json.JSONDecodeError as exc:
         return None, f"the answer is not JSON ({exc.msg} at character {exc.pos})"
-    return value, violation(validator, value)
+    return value, violation(validator, value, "output_schema")
 
 
 # ------------------------------------------------------------------------------------------- calls

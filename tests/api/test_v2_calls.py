@@ -284,6 +284,10 @@ async def test_input_schema_violations_are_422_naming_the_path(stack: Stack) -> 
         await asyncio.to_thread(call)
     not_a_schema = await stack.http.post("/v2/call", json={**body, "input_schema": {"type": "no-type"}})
     assert not_a_schema.status_code == 422 and "input_schema is not a valid JSON Schema" in not_a_schema.text
+    nowhere = await stack.http.post(
+        "/v2/call", json={**body, "input_schema": {"$ref": "https://example.com/s.json"}}
+    )
+    assert nowhere.status_code == 422 and "input_schema: a $ref cannot be resolved" in nowhere.text
 
 
 async def test_an_unknown_model_is_a_400(stack: Stack) -> None:

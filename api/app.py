@@ -47,6 +47,8 @@ from api.trace_events import TraceEventController
 from api.traces import SpanController, TraceController
 from api.turns import TurnController
 from api.v2_calls import V2CallController
+from api.v2_models import V2ModelController
+from api.v2_openai import V2OpenAIController
 from api.v2_traces import V2SpanController, V2TraceController
 from core.json_limits import JsonLimits
 from core.logging import configure_logging
@@ -128,6 +130,8 @@ def create_app(
             OtlpController,
             V2SpanController,
             V2TraceController,
+            V2ModelController,
+            V2OpenAIController,
             V2CallController,
             ProjectController,
             TraceController,

@@ -80,6 +80,7 @@ def model_to_schema(row: LlmModel) -> schemas.Model:
         healthy=healthy(row),
         is_favorite=False,  # Everloop has no favourites
         source="manual",  # every model is added through the API; none is discovered or built in
+        kind="embedding" if row.kind == "embedding" else "chat",
         model_vendor=model_profiles.vendor(kind, row.model_id),
         profile=model_profiles.profile(kind, row.model_id),
         created_at=row.created_at,
@@ -144,13 +145,14 @@ async def create_provider(
         settings=data.settings,
     )
     if data.api_key is not None:
-        row.api_key_encrypted = _require(box).seal(data.api_key, key_context(row.id))
+        row.api_key_encrypted = require_secrets(box).seal(data.api_key, key_context(row.id))
     db.add(row)
     await db.commit()
     return row
 
 
-def _require(box: SecretBox | None) -> SecretBox:
+def require_secrets(box: SecretBox | None) -> SecretBox:
+    """The box that seals provider keys, or a 503 saying the server has no master key."""
     if box is None:
         raise ServiceUnavailable(
             "storing API keys needs SECRETS_ENCRYPTION_KEY (32 random bytes, base64) on the server"
@@ -208,7 +210,7 @@ async def update_provider(
             setattr(row, field, value)
     if patch.api_key is not UNSET:
         row.api_key_encrypted = (
-            None if patch.api_key is None else _require(box).seal(patch.api_key, key_context(row.id))
+            None if patch.api_key is None else require_secrets(box).seal(patch.api_key, key_context(row.id))
         )
     await db.commit()
     return row
@@ -301,6 +303,7 @@ async def create_model(
         is_default=data.is_default,
         status=data.status,
         settings=data.settings,
+        kind=data.kind,
     )
     row.provider = provider
     db.add(row)

@@ -12,6 +12,7 @@ from msgspec import UNSET, Meta, UnsetType
 ProviderType = Literal["openai", "anthropic", "azure_openai", "openai_compatible", "simulator", "llmsim"]
 SIMULATOR_TYPES: tuple[ProviderType, ...] = ("simulator", "llmsim")
 Status = Literal["active", "disabled"]
+ModelKind = Literal["chat", "embedding"]
 ShortText = Annotated[str, Meta(min_length=1, max_length=200)]
 BaseUrl = Annotated[str, Meta(pattern=r"^https?://[^\s/]+", max_length=2000)]
 ApiKey = Annotated[str, Meta(min_length=1, max_length=10_000)]
@@ -140,6 +141,7 @@ class Model(msgspec.Struct, kw_only=True):
     healthy: bool
     is_favorite: bool
     source: ModelSource
+    kind: ModelKind
     model_vendor: ModelVendor | None
     profile: ModelProfile | None
     created_at: datetime
@@ -153,6 +155,8 @@ class CreateModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     is_default: bool = False
     status: Status = "active"
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
+    # "embedding" for a model /v2/embeddings and knowledge bases may use (services/embedding_models).
+    kind: ModelKind = "chat"
 
 
 class UpdateModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -162,3 +166,4 @@ class UpdateModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     is_default: bool | UnsetType = UNSET
     status: Status | UnsetType = UNSET
     settings: dict[str, Any] | UnsetType = UNSET
+    kind: ModelKind | UnsetType = UNSET

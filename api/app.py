@@ -49,6 +49,8 @@ from api.turns import TurnController
 from api.v2_calls import V2CallController
 from api.v2_models import V2ModelController
 from api.v2_openai import V2OpenAIController
+from api.v2_datasets import V2DatasetController
+from api.v2_functions import V2FunctionController
 from api.v2_traces import V2SpanController, V2TraceController
 from core.json_limits import JsonLimits
 from core.logging import configure_logging
@@ -130,6 +132,8 @@ def create_app(
             OtlpController,
             V2SpanController,
             V2TraceController,
+            V2FunctionController,
+            V2DatasetController,
             V2ModelController,
             V2OpenAIController,
             V2CallController,

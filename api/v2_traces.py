@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.openapi import AUTHENTICATED, v2_error_responses
 from api.pagination import PageParams
 from core.identity import Identity
+from core.schemas import v2_functions
 from core.schemas import v2_traces as schema
-from services import v2_spans
+from services import datasets, v2_spans
 
 SpanId = FromPath[str]
 
@@ -82,6 +83,18 @@ class V2SpanController(Controller):
             db_session, who, span_id, v2_spans.FEEDBACK_METRIC, data.score, data.comment
         )
         return schema.FeedbackResult(**{f: getattr(metric, f) for f in metric.__struct_fields__})
+
+    @post(
+        "/{span_id:str}/save_examples",
+        operation_id="v2SaveSpanExamples",
+        responses=v2_error_responses(401, 404),
+    )
+    async def save_examples(
+        self, db_session: NamedDependency[AsyncSession], who: NamedDependency[Identity], span_id: SpanId
+    ) -> v2_functions.SavedExample:
+        """Save a call of a managed function (its span) as an example in that function's dataset:
+        the call's input and output become an entry. 400 for a span that is not a function's call."""
+        return await datasets.save_span(db_session, who, span_id)
 
     @post(
         "/{span_id:str}/metrics",

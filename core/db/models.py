@@ -5,6 +5,7 @@ from core.db.auth import ApiKey, AuthSession, OAuthIdentity, RefreshToken, User
 from core.db.base import Base
 from core.db.drift import DriftAlert
 from core.db.files import SessionFile
+from core.db.functions import Dataset, DatasetEntry, Function, FunctionRevision
 from core.db.golden import GoldenResult, GoldenRun, GoldenTest
 from core.db.llm import LlmModel, LlmProvider
 from core.db.mcp import McpServer
@@ -17,9 +18,13 @@ __all__ = [
     "ApiKey",
     "AuthSession",
     "Base",
+    "Dataset",
+    "DatasetEntry",
     "DriftAlert",
     "Event",
     "ExternalSession",
+    "Function",
+    "FunctionRevision",
     "GoldenResult",
     "GoldenRun",
     "GoldenTest",

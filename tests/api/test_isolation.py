@@ -33,6 +33,14 @@ PUBLIC = {"/v1/capabilities/{capability_id}"}
 ADMIN_ONLY = {"/v1/users"}
 # A valid body per route (so the request reaches the owner check, not validation).
 BODIES: dict[tuple[str, str], Any] = {
+    ("patch", "/v2/functions/{function_id}"): {"instructions": "taken over"},
+    **{
+        ("post", f"/v2/functions/{{function_id}}/call{tail}"): {"input": "taken over"}
+        for tail in ("", "/stream", "/{revision_id}", "/stream/{revision_id}")
+    },
+    ("post", "/v2/datasets/{dataset_id}"): {"input": "taken", "output": "over"},
+    ("post", "/v2/datasets/{dataset_id}/entries"): {"input": "taken", "output": "over"},
+    ("patch", "/v2/datasets/{dataset_id}/entries/{entry_id}"): {"output": "taken over"},
     ("patch", "/v1/agents/{agent_id}"): {"name": "taken over"},
     ("put", "/v1/agents/{agent_id}/capabilities"): {"capabilities": []},
     ("post", "/v1/agents/{agent_id}/sessions"): {},
@@ -146,6 +154,9 @@ async def _alices_world(alice: As, db: Database) -> dict[str, str]:
         {"trace_id": turn, "name": f"{MARK} golden", "expected_outcome": {"final_message": MARK}},
     )
     run = await made("/v1/golden-tests/run", {"test_ids": [test["id"]]})
+    # A function of A's (its name holds a `/`), its dataset and an entry.
+    function = await made("/v2/functions", {"name": f"{MARK}/function", "instructions": MARK})
+    entry = await made(f"/v2/datasets/{function['dataset_id']}/entries", {"input": MARK, "output": MARK})
     return {
         "test_id": test["id"],
         "run_id": run["run_id"],
@@ -162,6 +173,11 @@ async def _alices_world(alice: As, db: Database) -> dict[str, str]:
         "key_id": key["id"],
         "tool_call_id": "call_of_alice",
         "server_id": server["id"],
+        "function_id": function["id"],
+        "function_name": function["name"],
+        "revision_id": function["revision_id"],
+        "dataset_id": function["dataset_id"],
+        "entry_id": entry["id"],
         "path": "notes.txt",
     }
 

@@ -10,6 +10,7 @@ carries the provider's raw text."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -210,7 +211,20 @@ async def _frames(
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
     chunks: list[Any] = []
-    error: str | None = None
+    recorded = False
+
+    async def save(error: str | None) -> None:
+        await stack.aclose()
+        built = _built(chunks, call.arguments["messages"])
+        fields: dict[str, Any] = {"error": error} if error else {}
+        if built is not None:
+            choices = getattr(built, "choices", None) or []
+            if choices and not error:
+                fields["output"] = _plain(choices[0].message)
+            fields.update(_usage_fields(route, getattr(built, "usage", None)))
+        async with sessions() as db:
+            await record(db, who, call, **fields)
+
     try:
         async for chunk in response:
             chunks.append(chunk)
@@ -227,24 +241,25 @@ async def _frames(
                 frame["usage"] = usage
             if frame["choices"] or "usage" in frame:
                 yield sse(frame)
+        # The span before [DONE]: a client that reads [DONE] may close at once (which cancels
+        # this generator), and may look for the span next.
+        recorded = True
+        await save(None)
         yield DONE
     except Exception as exc:
         failed = model_calls.failure(exc, api_key) if model_calls.is_provider_error(exc) else None
         error = failed.message if failed else "the model's stream failed"
         if failed is None:
             log.exception("chat stream failed", span_id=call.span_id)
+        if not recorded:
+            recorded = True
+            await save(error)
         yield sse({"error": {"message": error, "type": "api_error", "code": 502}})
     finally:
-        await stack.aclose()
-        built = _built(chunks, call.arguments["messages"])
-        fields: dict[str, Any] = {"error": error} if error else {}
-        if built is not None:
-            choices = getattr(built, "choices", None) or []
-            if choices and not error:
-                fields["output"] = _plain(choices[0].message)
-            fields.update(_usage_fields(route, getattr(built, "usage", None)))
-        async with sessions() as db:
-            await record(db, who, call, **fields)
+        if not recorded:
+            # The client went away mid-stream (this generator is being cancelled or closed): the
+            # span is still written, by a task the cancellation does not reach.
+            await asyncio.shield(save("the client closed the stream"))
 
 
 def _built(chunks: list[Any], messages: list[dict[str, Any]]) -> Any:

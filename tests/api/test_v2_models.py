@@ -121,7 +121,7 @@ async def test_models_and_custom_models_through_opper_sdk(stack: Stack, db: Data
         "openai/gpt-4o-mini",
         "openai/text-embedding-3-small",
     }
-    assert [m.name for m in listed.data][0] == "openai/alice-sim"  # the caller's own first
+    assert listed.data[0].name == "openai/alice-sim"  # the caller's own first
     mini = by_name["openai/gpt-4o-mini"]
     assert mini.hosting_provider == "openai" and mini.location == "global"
     assert mini.input_cost_per_token and mini.output_cost_per_token  # litellm's table knows it

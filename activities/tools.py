@@ -30,7 +30,8 @@ from core.schemas.turns import (
     ToolOutcome,
     ToolStatus,
 )
-from services import client_tools, conversation, events, mcp_servers, sessions
+from services import client_tools, conversation, events, knowledge, mcp_servers, sessions
+from services.model_calls import ModelAccess
 
 # The largest finished result kept in the activity's heartbeat for a later attempt to store.
 KEEP_MAX_BYTES = 64 * 1024
@@ -160,7 +161,13 @@ class ToolActivities:
             mcp=mcp,
             denial=denial,
             turn_input=(reply.metadata_ or {}).get("input_message_id"),
-            ctx=ToolContext(session_id=session_id, agent_id=agent.id),
+            ctx=ToolContext(
+                session_id=session_id,
+                agent_id=agent.id,
+                knowledge_search=knowledge.searcher(
+                    self.deps.db, ModelAccess(self.deps.settings, self.deps.secrets), agent.owner_id
+                ),
+            ),
         )
 
     async def _store_result(

@@ -50,7 +50,9 @@ from api.v2_calls import V2CallController
 from api.v2_models import V2ModelController
 from api.v2_openai import V2OpenAIController
 from api.v2_datasets import V2DatasetController
+from api.v2_embeddings import V2EmbeddingsController
 from api.v2_functions import V2FunctionController
+from api.v2_knowledge import V2KnowledgeController, V2KnowledgeUploadController
 from api.v2_traces import V2SpanController, V2TraceController
 from core.json_limits import JsonLimits
 from core.logging import configure_logging
@@ -137,6 +139,9 @@ def create_app(
             V2ModelController,
             V2OpenAIController,
             V2CallController,
+            V2KnowledgeController,
+            V2KnowledgeUploadController,
+            V2EmbeddingsController,
             ProjectController,
             TraceController,
             ReplayController,

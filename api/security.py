@@ -30,6 +30,8 @@ OPEN_PATHS = [
     r"^/api-doc",
     r"^/swagger-ui",
     r"^/simulator/",
+    # A knowledge file's upload URL: its token is the credential (services/knowledge.py).
+    r"^/v2/knowledge/uploads/",
     r"^/(api|v1)/auth/(config|login|logout|register|refresh|oauth|callback)(/|$)",
 ]
 # What a project key (`vgl_`) may do: ingest and read its project's traces, nothing else (the trace

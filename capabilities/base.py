@@ -50,6 +50,7 @@ class CapabilityConfig(
 
 
 C = TypeVar("C", bound=CapabilityConfig)
+KnowledgeSearch = Callable[[str, str, int], Awaitable[list[dict[str, Any]]]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +63,9 @@ class ToolContext:
     network: NetPolicy = field(default_factory=NetPolicy)
     # The database, for tools that keep state there (session_file_system); None outside a worker.
     db: Database | None = None
+    # knowledge_search's way to the agent owner's knowledge bases (base id or name, query, top_k ->
+    # results), which live in services/ (above this layer); None outside a worker.
+    knowledge_search: KnowledgeSearch | None = None
 
     def config_as(self, kind: type[C]) -> C:
         """The configuration as the capability's own type (the registry guarantees it)."""

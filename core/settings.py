@@ -134,6 +134,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     drift_min_samples: int = 30
     drift_interval_s: float = 3600.0
     drift_max_traces: int = 20_000
+    # /v2 knowledge bases: the largest file one upload may carry (KNOWLEDGE_MAX_FILE_BYTES) and how
+    # long an upload URL (`GET /v2/knowledge/{id}/upload_url`) stays valid (KNOWLEDGE_UPLOAD_URL_TTL_S).
+    knowledge_max_file_bytes: int = 10 * 1024 * 1024
+    knowledge_upload_url_ttl_s: int = 900
 
     def uvicorn_options(self) -> dict[str, object]:
         """How `everloop api` serves: client address and scheme from `X-Forwarded-For`/`-Proto` only
@@ -480,6 +484,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         drift_min_samples=read.integer("DRIFT_MIN_SAMPLES", 30, low=5, high=1_000_000),
         drift_interval_s=read.parse("DRIFT_INTERVAL", 3600.0, _duration, _DURATION_EXPECTED),
         drift_max_traces=read.integer("DRIFT_MAX_TRACES", 20_000, low=100, high=10_000_000),
+        knowledge_max_file_bytes=read.integer(
+            "KNOWLEDGE_MAX_FILE_BYTES", 10 * 1024 * 1024, low=1024, high=1024 * 1024 * 1024
+        ),
+        knowledge_upload_url_ttl_s=read.integer("KNOWLEDGE_UPLOAD_URL_TTL_S", 900, low=10, high=7 * 86400),
     )
 
 

@@ -7,6 +7,7 @@ from core.db.drift import DriftAlert
 from core.db.files import SessionFile
 from core.db.functions import Dataset, DatasetEntry, Function, FunctionRevision
 from core.db.golden import GoldenResult, GoldenRun, GoldenTest
+from core.db.knowledge import KnowledgeBase, KnowledgeChunk, KnowledgeDocument, KnowledgeFile
 from core.db.llm import LlmModel, LlmProvider
 from core.db.mcp import McpServer
 from core.db.replays import Replay
@@ -28,6 +29,10 @@ __all__ = [
     "GoldenResult",
     "GoldenRun",
     "GoldenTest",
+    "KnowledgeBase",
+    "KnowledgeChunk",
+    "KnowledgeDocument",
+    "KnowledgeFile",
     "LlmModel",
     "LlmProvider",
     "McpServer",

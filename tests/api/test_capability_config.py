@@ -177,7 +177,7 @@ async def test_coming_soon_capabilities_have_no_tools(client: Client) -> None:
     listed = {
         c["id"]: c for c in (await client.get("/v1/capabilities", params={"limit": 200})).json()["data"]
     }
-    for capability_id in ("knowledge_search", "research"):
+    for capability_id in ("research",):
         assert listed[capability_id]["status"] == "coming_soon"
         assert listed[capability_id]["tool_definitions"] == []
     assert {"current_time", "web_fetch", "stateless_todo_list", "test_math", "test_weather"} <= {

@@ -1,0 +1,745 @@
+"""`/v2` knowledge bases (issue 15): documents split into overlapping chunks (services/chunking.py),
+embedded by the base's embedding model (services/embeddings.py) and searched by cosine similarity
+in PostgreSQL with pgvector.
+
+The index. Each base's vectors have its model's dimension, and a `vector` column without one cannot
+carry one HNSW index; so each base gets its own partial expression index when it is made:
+`USING hnsw ((embedding::vector(N)) vector_cosine_ops) WHERE knowledge_base_id = '<id>'`. A query
+repeats that expression and the base id as a literal (a bound parameter would not let the planner
+prove the index's predicate), so it walks that index; a base of more than 2,000 dimensions (HNSW's
+limit for `vector`) is indexed as `halfvec` (up to 4,000), a larger one is searched exactly.
+
+A base is owned by its creator (another user's id answers 404, as every /v2 resource); deleting it
+is soft (the row stays, its name is free again, its index is dropped)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Numeric,
+    Select,
+    String,
+    TextClause,
+    and_,
+    bindparam,
+    delete,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db import Database
+from core.db.knowledge import KnowledgeBase, KnowledgeChunk, KnowledgeDocument, KnowledgeFile
+from core.db.models import LlmModel
+from core.errors import Conflict, InvalidInput, NotFound, TooLarge
+from core.identity import Identity
+from core.schemas import v2_knowledge as schema
+from core.schemas.v2_traces import ListMeta, V2Page
+from services import chunking, embeddings
+from services.model_calls import ModelAccess
+
+# What Opper's SDK sends when its caller names no embedding model (its pydantic default): here it
+# means the default embedding model, unless the caller has a model by that name.
+SDK_DEFAULT_MODEL = "azure/text-embedding-3-large"
+# HNSW's largest dimension for `vector` and for `halfvec` (pgvector).
+HNSW_MAX_VECTOR = 2000
+HNSW_MAX_HALFVEC = 4000
+# How many candidates the index walk gathers before metadata filters and the limit (pgvector's
+# `hnsw.ef_search`, at most 1000): a filtered query looks deeper so that filtering leaves top_k.
+EF_SEARCH_FILTERED = 400
+MAX_EF_SEARCH = 1000
+UPLOADS_PATH = "/v2/knowledge/uploads"
+
+
+# ------------------------------------------------------------------------------------------- bases
+
+
+def _uuid(value: str | uuid.UUID, what: str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(f"{what} not found") from None
+
+
+async def _base(db: AsyncSession, owner_id: uuid.UUID, base_id: str | uuid.UUID) -> KnowledgeBase:
+    row = await db.scalar(
+        select(KnowledgeBase).where(
+            KnowledgeBase.id == _uuid(base_id, "knowledge base"),
+            KnowledgeBase.owner_id == owner_id,
+            KnowledgeBase.deleted_at.is_(None),
+        )
+    )
+    if row is None:
+        raise NotFound("knowledge base not found")
+    return row
+
+
+async def _base_named(db: AsyncSession, owner_id: uuid.UUID, name: str) -> KnowledgeBase:
+    row = await db.scalar(
+        select(KnowledgeBase).where(
+            KnowledgeBase.name == name, KnowledgeBase.owner_id == owner_id, KnowledgeBase.deleted_at.is_(None)
+        )
+    )
+    if row is None:
+        raise NotFound("knowledge base not found")
+    return row
+
+
+async def base_by_id_or_name(db: AsyncSession, owner_id: uuid.UUID, ref: str) -> KnowledgeBase:
+    """A base by its id, else by its name (the capability's configuration takes either)."""
+    try:
+        return await _base(db, owner_id, uuid.UUID(ref))
+    except (ValueError, NotFound):
+        return await _base_named(db, owner_id, ref)
+
+
+async def _counts(db: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    if not ids:
+        return {}
+    rows = await db.execute(
+        select(KnowledgeDocument.knowledge_base_id, func.count())
+        .where(KnowledgeDocument.knowledge_base_id.in_(ids))
+        .group_by(KnowledgeDocument.knowledge_base_id)
+    )
+    return {base_id: count for base_id, count in rows.all()}
+
+
+def _public(row: KnowledgeBase, count: int) -> schema.KnowledgeBase:
+    return schema.KnowledgeBase(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        created_at=row.created_at,
+        embedding_model=row.embedding_model,
+        dimensions=row.dimensions,
+        chunk_size=row.chunk_size,
+        chunk_overlap=row.chunk_overlap,
+        count=count,
+    )
+
+
+async def _embedding_model(db: AsyncSession, who: Identity, name: str | None) -> LlmModel:
+    if name == SDK_DEFAULT_MODEL:
+        from services import model_names
+
+        found = await model_names.find_model(db, who.user_id, name, kind="embedding")
+        return found if found is not None else await embeddings.model_named(db, who.user_id, None)
+    return await embeddings.model_named(db, who.user_id, name)
+
+
+async def _dimensions(access: ModelAccess, model: LlmModel) -> int:
+    """The length of the model's vectors: its `dimensions` setting, else one short text embedded."""
+    configured = model.settings.get("dimensions")
+    if isinstance(configured, int) and configured > 0:
+        return configured
+    return len((await embeddings.embed(access, model, ["dimensions"])).vectors[0])
+
+
+def _index_name(base_id: uuid.UUID) -> str:
+    return f"ix_knowledge_chunks_hnsw_{base_id.hex}"
+
+
+def _distance(base: KnowledgeBase) -> tuple[str, str]:
+    """The indexed expression of a base's vectors and the cast of a query vector to match it."""
+    n = base.dimensions
+    kind = "vector" if n <= HNSW_MAX_VECTOR else "halfvec"
+    return f"(embedding::{kind}({n}))", f"CAST(CAST(:q AS text) AS {kind}({n}))"
+
+
+async def create_base(
+    db: AsyncSession, access: ModelAccess, who: Identity, data: schema.CreateKnowledgeBase
+) -> schema.KnowledgeBase:
+    chunking.check_sizes(data.chunk_size, data.chunk_overlap)
+    model = await _embedding_model(db, who, data.embedding_model)
+    dimensions = await _dimensions(access, model)
+    taken = Conflict(f"a knowledge base named {data.name!r} exists", field="name")
+    if await db.scalar(
+        select(KnowledgeBase.id).where(
+            KnowledgeBase.owner_id == who.user_id,
+            KnowledgeBase.name == data.name,
+            KnowledgeBase.deleted_at.is_(None),
+        )
+    ):
+        raise taken
+    row = KnowledgeBase(
+        owner_id=who.user_id,
+        name=data.name,
+        description=data.description,
+        embedding_model_id=model.id,
+        embedding_model=data.embedding_model
+        if data.embedding_model and data.embedding_model != SDK_DEFAULT_MODEL
+        else embeddings.model_name(model),
+        dimensions=dimensions,
+        chunk_size=data.chunk_size,
+        chunk_overlap=data.chunk_overlap,
+    )
+    db.add(row)
+    try:
+        await db.flush()
+    except IntegrityError:
+        await db.rollback()  # the same name from a concurrent request, committed first
+        raise taken from None
+    if dimensions <= HNSW_MAX_HALFVEC:
+        expression, _ = _distance(row)
+        ops = "vector_cosine_ops" if dimensions <= HNSW_MAX_VECTOR else "halfvec_cosine_ops"
+        # The base's own index (the module's docstring). Made in the base's transaction: a base
+        # never exists without it. It scans the table once (a partial index reads every row to
+        # find its own), which is quick while the table is small and costs seconds past millions.
+        await db.execute(
+            text(
+                f"CREATE INDEX {_index_name(row.id)} ON knowledge_chunks USING hnsw "
+                f"({expression} {ops}) WHERE knowledge_base_id = '{row.id}'::uuid"
+            )
+        )
+    await db.commit()
+    return _public(row, 0)
+
+
+async def list_bases(
+    db: AsyncSession, who: Identity, offset: int, limit: int
+) -> V2Page[schema.KnowledgeBase]:
+    live = and_(KnowledgeBase.owner_id == who.user_id, KnowledgeBase.deleted_at.is_(None))
+    total = await db.scalar(select(func.count()).select_from(KnowledgeBase).where(live)) or 0
+    rows = (
+        await db.scalars(
+            select(KnowledgeBase)
+            .where(live)
+            .order_by(KnowledgeBase.created_at, KnowledgeBase.id)
+            .offset(offset)
+            .limit(limit)
+        )
+    ).all()
+    counts = await _counts(db, [r.id for r in rows])
+    return V2Page(data=[_public(r, counts.get(r.id, 0)) for r in rows], meta=ListMeta(total_count=total))
+
+
+async def get_base(db: AsyncSession, who: Identity, base_id: str) -> schema.KnowledgeBase:
+    row = await _base(db, who.user_id, base_id)
+    return _public(row, (await _counts(db, [row.id])).get(row.id, 0))
+
+
+async def get_base_by_name(db: AsyncSession, who: Identity, name: str) -> schema.KnowledgeBase:
+    row = await _base_named(db, who.user_id, name)
+    return _public(row, (await _counts(db, [row.id])).get(row.id, 0))
+
+
+async def delete_base(db: AsyncSession, who: Identity, base_id: str) -> None:
+    row = await _base(db, who.user_id, base_id)
+    row.deleted_at = datetime.now(UTC)
+    # Never queried again: its index would only slow every later insert into the chunks.
+    await db.execute(text(f"DROP INDEX IF EXISTS {_index_name(row.id)}"))
+    await db.commit()
+
+
+# --------------------------------------------------------------------------------------- documents
+
+
+@dataclass(frozen=True)
+class Chunked:
+    pieces: list[str]
+    vectors: list[list[float]]
+
+
+async def _chunked(
+    db: AsyncSession,
+    access: ModelAccess,
+    base: KnowledgeBase,
+    content: str,
+    sizes: schema.TextProcessing | None,
+) -> Chunked:
+    size = (sizes.chunk_size if sizes else None) or base.chunk_size
+    overlap = base.chunk_overlap if sizes is None or sizes.chunk_overlap is None else sizes.chunk_overlap
+    overlap = min(overlap, size - 1)
+    chunking.check_sizes(size, overlap)
+    pieces = chunking.split(content, size, overlap)
+    if not pieces:
+        return Chunked([], [])
+    model = await _model_of(db, base)
+    vectors = (await embeddings.embed(access, model, pieces)).vectors
+    if any(len(v) != base.dimensions for v in vectors):
+        raise InvalidInput(
+            f"the embedding model now answers vectors of another length than the base's {base.dimensions}; "
+            "make a new knowledge base for it",
+            field="embedding_model",
+        )
+    return Chunked(pieces, vectors)
+
+
+async def _model_of(db: AsyncSession, base: KnowledgeBase) -> LlmModel:
+    model = await db.get(LlmModel, base.embedding_model_id) if base.embedding_model_id else None
+    if model is None:
+        raise InvalidInput(
+            f"the base's embedding model {base.embedding_model!r} was deleted; make a new knowledge base",
+            field="embedding_model",
+        )
+    return model
+
+
+async def _store_document(
+    db: AsyncSession,
+    base: KnowledgeBase,
+    key: str,
+    metadata: dict[str, Any],
+    chunked: Chunked,
+    file_id: uuid.UUID | None = None,
+) -> tuple[KnowledgeDocument, bool]:
+    """The document under `key`, made or replaced (its chunks with it); the caller commits."""
+    existing = await db.scalar(
+        select(KnowledgeDocument)
+        .where(KnowledgeDocument.knowledge_base_id == base.id, KnowledgeDocument.key == key)
+        .with_for_update()
+    )
+    replaced_file: uuid.UUID | None = None
+    if existing is None:
+        document = KnowledgeDocument(knowledge_base_id=base.id, key=key, metadata_=metadata, file_id=file_id)
+        db.add(document)
+        await db.flush()
+    else:
+        document = existing
+        await db.execute(delete(KnowledgeChunk).where(KnowledgeChunk.document_id == document.id))
+        if document.file_id is not None and document.file_id != file_id:
+            replaced_file = document.file_id
+        document.metadata_ = metadata
+        document.file_id = file_id
+        document.updated_at = datetime.now(UTC)
+        await db.flush()
+    if replaced_file is not None:
+        # The file whose document this was is replaced by the new content: its record goes.
+        await db.execute(delete(KnowledgeFile).where(KnowledgeFile.id == replaced_file))
+    if chunked.pieces:
+        db.add_all(
+            KnowledgeChunk(
+                knowledge_base_id=base.id,
+                document_id=document.id,
+                position=i,
+                content=piece,
+                metadata_=metadata,
+                embedding=vector,
+            )
+            for i, (piece, vector) in enumerate(zip(chunked.pieces, chunked.vectors, strict=True))
+        )
+        await db.flush()
+    return document, existing is not None
+
+
+async def add_document(
+    db: AsyncSession, access: ModelAccess, who: Identity, base_id: str, data: schema.AddDocument
+) -> schema.DocumentAdded:
+    base = await _base(db, who.user_id, base_id)
+    chunked = await _chunked(db, access, base, data.content, data.configuration)
+    key = data.key or str(uuid.uuid4())
+    try:
+        document, replaced = await _store_document(db, base, key, data.metadata or {}, chunked)
+        await db.commit()
+    except IntegrityError:
+        await db.rollback()  # the same key added by a concurrent request, committed first
+        raise Conflict(
+            f"the document {key!r} was added at the same time; add it again", field="key"
+        ) from None
+    return schema.DocumentAdded(
+        id=document.id, key=key, document_id=document.number, chunks=len(chunked.pieces), replaced=replaced
+    )
+
+
+async def get_document(db: AsyncSession, who: Identity, base_id: str, key: str) -> schema.Document:
+    base = await _base(db, who.user_id, base_id)
+    document = await db.scalar(
+        select(KnowledgeDocument).where(
+            KnowledgeDocument.knowledge_base_id == base.id, KnowledgeDocument.key == key
+        )
+    )
+    if document is None:
+        raise NotFound("document not found")
+    chunks = (
+        await db.execute(
+            select(KnowledgeChunk.id, KnowledgeChunk.content)
+            .where(KnowledgeChunk.document_id == document.id)
+            .order_by(KnowledgeChunk.position)
+        )
+    ).all()
+    return schema.Document(
+        id=document.id,
+        key=document.key,
+        document_id=document.number,
+        metadata=document.metadata_,
+        segments=[schema.Segment(id=i, content=c) for i, c in chunks],
+    )
+
+
+async def delete_document(db: AsyncSession, who: Identity, base_id: str, key: str) -> None:
+    base = await _base(db, who.user_id, base_id)
+    gone = await db.execute(
+        delete(KnowledgeDocument)
+        .where(KnowledgeDocument.knowledge_base_id == base.id, KnowledgeDocument.key == key)
+        .returning(KnowledgeDocument.id)
+    )
+    if gone.first() is None:
+        raise NotFound("document not found")
+    await db.commit()
+
+
+async def delete_documents(
+    db: AsyncSession, who: Identity, base_id: str, filters: list[schema.Filter] | None
+) -> schema.Deleted:
+    """The documents whose metadata passes every filter (all of them without filters); the base
+    stays (Opper's SDK says no filters delete the base: here only its documents go)."""
+    base = await _base(db, who.user_id, base_id)
+    conditions = [KnowledgeDocument.knowledge_base_id == base.id]
+    conditions += [_condition(KnowledgeDocument.metadata_, f) for f in filters or []]
+    gone = await db.execute(delete(KnowledgeDocument).where(*conditions).returning(KnowledgeDocument.id))
+    count = len(gone.all())
+    await db.commit()
+    return schema.Deleted(deleted_count=count)
+
+
+# ------------------------------------------------------------------------------------------- query
+
+
+def _condition(metadata: Any, f: schema.Filter) -> ColumnElement[bool]:
+    """One filter on a JSONB metadata column. `=`/`!=`/`in` compare JSON values (`"1"` is not `1`);
+    `>`/`<` compare numbers when the value is a number, else text."""
+    return cast("ColumnElement[bool]", _filter(metadata, f))
+
+
+def _filter(metadata: Any, f: schema.Filter) -> Any:
+    field = metadata[f.field]
+    if f.operation == "in":
+        values = f.value if isinstance(f.value, list) else [f.value]
+        return or_(*(metadata.contains({f.field: v}) for v in values)) if values else false()
+    if isinstance(f.value, list):
+        raise InvalidInput(f"filter {f.field!r}: a list needs the operation 'in'", field="filters")
+    if f.operation == "=":
+        return metadata.contains({f.field: f.value})
+    if f.operation == "!=":
+        return not_(metadata.contains({f.field: f.value}))
+    if isinstance(f.value, int | float) and not isinstance(f.value, bool):
+        number = func.jsonb_typeof(field) == "number"
+        value = field.astext.cast(Numeric)
+        return and_(number, value > f.value if f.operation == ">" else value < f.value)
+    stringy = func.jsonb_typeof(field) == "string"
+    return and_(stringy, field.astext > f.value if f.operation == ">" else field.astext < f.value)
+
+
+def vector_text(vector: list[float]) -> str:
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+
+
+async def search(
+    db: AsyncSession,
+    base: KnowledgeBase,
+    vector: list[float],
+    top_k: int,
+    filters: list[schema.Filter] | None = None,
+    depth: int | None = None,
+) -> list[schema.QueryResult]:
+    """The `top_k` chunks nearest to `vector` (cosine) among those whose metadata passes `filters`."""
+    if len(vector) != base.dimensions:
+        raise InvalidInput(
+            f"the query's vector has {len(vector)} dimensions, the base's {base.dimensions}", field="query"
+        )
+    if not any(vector):
+        return []  # no direction (the simulator's vector of a text without words): nothing is near
+    ef = max(top_k, depth or 0, EF_SEARCH_FILTERED if filters else 40)
+    # Past ef_search candidates an HNSW walk stops: a filtered query looks deeper, and (pgvector
+    # 0.8) goes on walking until enough rows pass the filters.
+    await db.execute(text(f"SET LOCAL hnsw.ef_search = {min(ef, MAX_EF_SEARCH)}"))
+    if filters:
+        await db.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
+    statement = search_statement(base, top_k, filters)
+    found = await db.execute(statement, {"q": vector_text(vector)})
+    return [
+        schema.QueryResult(id=i, key=key, content=content, metadata=metadata, score=_score(d))
+        for i, key, content, metadata, d in found.all()
+    ]
+
+
+def search_statement(base: KnowledgeBase, top_k: int, filters: list[schema.Filter] | None) -> Select[Any]:
+    """The query of `search`, its vector the bound parameter `q` (`vector_text`). The base's id
+    is a literal and the distance the indexed expression: the planner then walks the base's own
+    partial HNSW index (tests/api/test_v2_knowledge.py checks the plan)."""
+    conditions: list[ColumnElement[bool] | TextClause] = [
+        text(f"knowledge_chunks.knowledge_base_id = '{base.id}'::uuid")
+    ]
+    conditions += [_condition(KnowledgeChunk.metadata_, f) for f in filters or []]
+    return (
+        select(KnowledgeChunk.id, KnowledgeDocument.key, KnowledgeChunk.content, KnowledgeChunk.metadata_)
+        .add_columns(text(f"{_distance_sql(base)} AS distance").bindparams(bindparam("q", type_=String())))
+        .join(KnowledgeDocument, KnowledgeDocument.id == KnowledgeChunk.document_id)
+        .where(*conditions)
+        .order_by(text("distance"))
+        .limit(top_k)
+    )
+
+
+def _distance_sql(base: KnowledgeBase) -> str:
+    expression, query_cast = _distance(base)
+    column = expression.replace("(embedding", "(knowledge_chunks.embedding", 1)
+    return f"{column} <=> {query_cast}"
+
+
+def _score(distance: float | None) -> float:
+    if distance is None or distance != distance:  # NaN: a stored vector without direction
+        return 0.0
+    return round(1.0 - float(distance), 6)
+
+
+async def query(
+    db: AsyncSession, access: ModelAccess, who: Identity, base_id: str, data: schema.Query
+) -> list[schema.QueryResult]:
+    base = await _base(db, who.user_id, base_id)
+    if not data.query.strip():
+        return []
+    model = await _model_of(db, base)
+    (vector,) = (await embeddings.embed(access, model, [data.query])).vectors
+    return await search(db, base, vector, data.top_k, data.filters, data.prefilter_limit)
+
+
+KnowledgeSearch = Callable[[str, str, int], Awaitable[list[dict[str, Any]]]]
+
+
+def searcher(database: Database, access: ModelAccess, owner_id: uuid.UUID) -> KnowledgeSearch:
+    """The `knowledge_search` capability's way in (capabilities/ cannot import services/): the
+    agent owner's base by id or name, queried as `POST /v2/knowledge/{id}/query` does."""
+
+    async def run(base_ref: str, text_query: str, top_k: int) -> list[dict[str, Any]]:
+        async with database.session() as db:
+            base = await base_by_id_or_name(db, owner_id, base_ref)
+            model = await _model_of(db, base)
+            if not text_query.strip():
+                return []
+            (vector,) = (await embeddings.embed(access, model, [text_query])).vectors
+            found = await search(db, base, vector, top_k)
+            return [
+                {"key": r.key, "content": r.content, "score": r.score, "metadata": r.metadata} for r in found
+            ]
+
+    return run
+
+
+# ------------------------------------------------------------------------------------------- files
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+_SAFE_NAME = re.compile(r"[^\w.\- ]+")
+
+
+def _file_public(row: KnowledgeFile, number: int | None) -> schema.KnowledgeFile:
+    return schema.KnowledgeFile(
+        id=row.id,
+        original_filename=row.original_filename,
+        content_type=row.content_type,
+        size=row.size,
+        status=row.status,
+        error=row.error,
+        document_id=number or 0,
+        metadata=row.metadata_,
+        created_at=row.created_at,
+    )
+
+
+async def upload_url(
+    db: AsyncSession, who: Identity, base_id: str, filename: str, server_url: str, ttl_s: int
+) -> schema.UploadUrl:
+    """A file record waiting for its bytes, and the URL that takes them: this server's, carrying a
+    random token (only its hash is kept) that works once, until `ttl_s` from now."""
+    base = await _base(db, who.user_id, base_id)
+    if not filename.strip():
+        raise InvalidInput("filename is required", field="filename")
+    token = secrets.token_urlsafe(32)
+    row = KnowledgeFile(
+        knowledge_base_id=base.id,
+        original_filename=filename[:1000],
+        content_type="application/octet-stream",
+        size=0,
+        status="pending_upload",
+        upload_token_hash=_token_hash(token),
+        upload_expires_at=datetime.now(UTC) + timedelta(seconds=ttl_s),
+    )
+    db.add(row)
+    await db.commit()
+    url = f"{server_url.rstrip('/')}{UPLOADS_PATH}/{row.id}?token={token}"
+    return schema.UploadUrl(url=url, fields={}, id=row.id, upload_id=row.id, expires_in=ttl_s)
+
+
+async def receive_upload(
+    db: AsyncSession, file_id: str, token: str, content_type: str | None, data: bytes, max_bytes: int
+) -> schema.UploadAccepted:
+    """The bytes sent to an upload URL. A wrong, used or expired token is a 404 (the URL names
+    nothing its holder may see), as is an unknown id."""
+    row = await db.scalar(
+        select(KnowledgeFile).where(KnowledgeFile.id == _uuid(file_id, "upload")).with_for_update()
+    )
+    expected = row.upload_token_hash if row is not None else None
+    if (
+        row is None
+        or expected is None
+        or not hmac.compare_digest(expected, _token_hash(token))
+        or row.status != "pending_upload"
+        or row.upload_expires_at is None
+        or row.upload_expires_at < datetime.now(UTC)
+    ):
+        raise NotFound("upload not found, or its URL expired")
+    if len(data) > max_bytes:
+        raise TooLarge(f"the file is larger than {max_bytes} bytes (KNOWLEDGE_MAX_FILE_BYTES)")
+    row.data = data
+    row.size = len(data)
+    if content_type:
+        row.content_type = content_type[:200]
+    row.status = "uploaded"
+    row.upload_token_hash = None  # once
+    await db.commit()
+    return schema.UploadAccepted(id=row.id, size=row.size, status=row.status)
+
+
+async def _process(
+    db: AsyncSession,
+    access: ModelAccess,
+    base: KnowledgeBase,
+    row: KnowledgeFile,
+    sizes: schema.TextProcessing | None,
+    metadata: dict[str, Any],
+) -> KnowledgeDocument:
+    """The file's text as a document keyed by its file name (a later file of the same name
+    replaces it); a failure is kept on the file (`failed`, `error`) and raised."""
+    try:
+        content = chunking.text_of(row.original_filename, row.content_type, row.data or b"")
+        chunked = await _chunked(db, access, base, content, sizes)
+        if not chunked.pieces:
+            raise InvalidInput("the file has no text to add", field="file")
+        merged = {"filename": row.original_filename, "file_id": str(row.id), **metadata}
+        row.metadata_ = metadata
+        document, _ = await _store_document(db, base, row.original_filename, merged, chunked, row.id)
+    except Exception as exc:
+        await db.rollback()
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}"
+        await db.execute(
+            update(KnowledgeFile)
+            .where(KnowledgeFile.id == row.id)
+            .values(status="failed", error=message, data=None, metadata_=metadata)
+        )
+        await db.commit()
+        raise
+    row.status = "processed"
+    row.error = None
+    row.data = None  # the text is in the chunks now
+    await db.commit()
+    return document
+
+
+async def register_file(
+    db: AsyncSession, access: ModelAccess, who: Identity, base_id: str, data: schema.RegisterFile
+) -> schema.FileRegistered:
+    base = await _base(db, who.user_id, base_id)
+    row = await db.scalar(
+        select(KnowledgeFile)
+        .where(KnowledgeFile.id == data.file_id, KnowledgeFile.knowledge_base_id == base.id)
+        .with_for_update()
+    )
+    if row is None:
+        raise NotFound("file not found")
+    if row.status != "uploaded":
+        raise Conflict(
+            "the file's bytes have not been uploaded to its upload URL"
+            if row.status == "pending_upload"
+            else f"the file is {row.status} already",
+            field="file_id",
+        )
+    row.original_filename = data.filename[:1000]
+    if data.content_type and data.content_type != "application/octet-stream":
+        row.content_type = data.content_type
+    document = await _process(db, access, base, row, data.configuration, data.metadata or {})
+    return schema.FileRegistered(
+        id=row.id,
+        key=document.key,
+        original_filename=row.original_filename,
+        document_id=document.number,
+        metadata=row.metadata_,
+    )
+
+
+async def upload_file(
+    db: AsyncSession,
+    access: ModelAccess,
+    who: Identity,
+    base_id: str,
+    filename: str,
+    content_type: str,
+    data: bytes,
+    sizes: schema.TextProcessing,
+    metadata: dict[str, Any],
+    max_bytes: int,
+) -> schema.FileRegistered:
+    base = await _base(db, who.user_id, base_id)
+    if len(data) > max_bytes:
+        raise TooLarge(f"the file is larger than {max_bytes} bytes (KNOWLEDGE_MAX_FILE_BYTES)")
+    row = KnowledgeFile(
+        knowledge_base_id=base.id,
+        original_filename=(filename or "upload")[:1000],
+        content_type=(content_type or "application/octet-stream")[:200],
+        size=len(data),
+        status="uploaded",
+        data=data,
+    )
+    db.add(row)
+    await db.commit()  # kept even when its processing fails (then `failed`, with the error)
+    document = await _process(db, access, base, row, sizes, metadata)
+    return schema.FileRegistered(
+        id=row.id,
+        key=document.key,
+        original_filename=row.original_filename,
+        document_id=document.number,
+        metadata=row.metadata_,
+    )
+
+
+async def list_files(
+    db: AsyncSession, who: Identity, base_id: str, offset: int, limit: int
+) -> V2Page[schema.KnowledgeFile]:
+    base = await _base(db, who.user_id, base_id)
+    mine = KnowledgeFile.knowledge_base_id == base.id
+    total = await db.scalar(select(func.count()).select_from(KnowledgeFile).where(mine)) or 0
+    rows = (
+        await db.execute(
+            select(KnowledgeFile, KnowledgeDocument.number)
+            .outerjoin(KnowledgeDocument, KnowledgeDocument.file_id == KnowledgeFile.id)
+            .where(mine)
+            .order_by(KnowledgeFile.created_at, KnowledgeFile.id)
+            .offset(offset)
+            .limit(limit)
+        )
+    ).all()
+    return V2Page(data=[_file_public(r, n) for r, n in rows], meta=ListMeta(total_count=total))
+
+
+async def delete_file(db: AsyncSession, who: Identity, base_id: str, file_id: str) -> None:
+    """The file and the document made from it (with its chunks)."""
+    base = await _base(db, who.user_id, base_id)
+    gone = await db.execute(
+        delete(KnowledgeFile)
+        .where(KnowledgeFile.id == _uuid(file_id, "file"), KnowledgeFile.knowledge_base_id == base.id)
+        .returning(KnowledgeFile.id)
+    )
+    if gone.first() is None:
+        raise NotFound("file not found")
+    await db.commit()

@@ -105,6 +105,8 @@ class Prepared:
     cache_key: str | None
     cache_ttl: int
     repairs: int
+    # Added to the call span's metadata by whoever runs the call (a managed function: its ids).
+    meta: dict[str, Any] = field(default_factory=dict)
     start: datetime = field(default_factory=lambda: datetime.now(UTC))
     attempts: list[Attempt] = field(default_factory=list)
 
@@ -487,6 +489,7 @@ async def record(
         "models": [t.name for t in call.targets],
         "instructions": data.instructions,
         "output_schema": data.output_schema,
+        **call.meta,
     }
     spans = [
         SpanWrite(

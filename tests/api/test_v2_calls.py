@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from opperai import Opper, errors
 
 from api.app import create_app
+from core.schemas.v2_calls import CallRequest
 from everloop.stack import Endpoints
+from services import v2_calls
 from services.json_stream import assemble
 from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings, register
 from tests.servers import running
@@ -118,6 +121,23 @@ async def stack(endpoints: Endpoints, simulator_url: str) -> AsyncIterator[Stack
                 )
                 assert model.status_code == 201, model.text
                 names[role] = name
+            # An OpenAI-compatible server litellm has no structured-output entry for: the schema
+            # goes into the prompt instead (the simulator then gets no `response_format`).
+            plain = await http.post(
+                "/v1/llm-providers",
+                json={
+                    "name": f"Plain {RUN}",
+                    "provider_type": "openai_compatible",
+                    "base_url": simulator_url,
+                    "api_key": "sk-unused",  # the openai client refuses to send without one
+                },
+            )
+            assert plain.status_code == 201, plain.text
+            model = await http.post(
+                f"/v1/llm-providers/{plain.json()['id']}/models", json={"model_id": f"v2call-{RUN}-plain"}
+            )
+            assert model.status_code == 201, model.text
+            names["plain"] = f"v2call-{RUN}-plain"
             yield Stack(server.url, key, http, bob, names)
 
 
@@ -377,3 +397,23 @@ async def test_another_account_cannot_read_the_span(stack: Stack) -> None:
     ).json()
     theirs = (await stack.bob.get(f"/v2/spans/{bobs['span_id']}")).json()
     assert theirs["trace_id"] != (await span(stack, answer["span_id"]))["trace_id"]
+
+
+async def test_a_model_without_structured_output_gets_the_schema_in_its_prompt(stack: Stack) -> None:
+    # The simulator's echo answers JSON only when asked with `response_format`: here it is not, so it
+    # echoes the prompt's text, which is not JSON, and each repair gets the same.
+    answer = await stack.http.post(
+        "/v2/call",
+        json={
+            "name": f"plain-{RUN}",
+            "input": "Ada",
+            "output_schema": PERSON,
+            "model": stack.models["plain"],
+        },
+    )
+    assert answer.status_code == 502, answer.text
+    assert "the last violation: the answer is not JSON" in answer.json()["detail"]
+    data = msgspec.convert({"name": "n", "input": "Ada", "output_schema": PERSON}, CallRequest)
+    system = v2_calls.messages(data, structured=False)[0]["content"]
+    assert "Answer with only a JSON value" in system and json.dumps(PERSON) in system
+    assert "Answer with only" not in v2_calls.messages(data, structured=True)[0]["content"]

@@ -9,18 +9,25 @@ from typing import Annotated
 
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import Body, FromPath
+from litestar.params import Body, FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.openapi import AUTHENTICATED, v2_error_responses
 from api.pagination import PageParams
+from api.state import Services
 from core.identity import Identity
 from core.schemas import v2_functions as schema
 from core.schemas.v2_traces import V2Page
-from services import datasets
+from services import datasets, model_calls
 
 DatasetId = FromPath[uuid.UUID]
 EntryId = FromPath[uuid.UUID]
+QueryText = Annotated[
+    # `query` is a name Litestar keeps for itself: the parameter is read under it by alias.
+    str | None,
+    QueryParameter(name="query", min_length=1, max_length=100_000, description="The text to search for."),
+]
+Limit = Annotated[int | None, QueryParameter(ge=1, le=100, description="How many entries (5 by default).")]
 
 
 class V2DatasetController(Controller):
@@ -106,3 +113,39 @@ class V2DatasetController(Controller):
     ) -> None:
         """Delete an entry."""
         await datasets.delete(db_session, who, dataset_id, entry_id)
+
+    @post(
+        "/entries/query",
+        status_code=200,
+        operation_id="v2QueryDatasetEntries",
+        responses=v2_error_responses(401, 404, 502),
+    )
+    async def query_entries(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        services: NamedDependency[Services],
+        dataset_id: DatasetId,
+        text: QueryText = None,
+        limit: Limit = None,
+    ) -> list[schema.ScoredEntry]:
+        """Semantic search (the SDK's form: `?query=...&limit=5`): the entries whose input is most
+        similar to the query, best first, each with its cosine `score`. Entries are embedded by the
+        caller's default embedding model when first searched."""
+        access = model_calls.ModelAccess(services.settings, services.secrets)
+        return await datasets.query(db_session, who, access, dataset_id, text, limit)
+
+    @post(
+        "/query", status_code=200, operation_id="v2QueryDataset", responses=v2_error_responses(401, 404, 502)
+    )
+    async def query_dataset(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        services: NamedDependency[Services],
+        dataset_id: DatasetId,
+        data: Annotated[schema.QueryBody, Body()],
+    ) -> list[schema.ScoredEntry]:
+        """Semantic search (the seed's form: a body `{query, limit}`, or `top_k`)."""
+        access = model_calls.ModelAccess(services.settings, services.secrets)
+        return await datasets.query(db_session, who, access, dataset_id, data.query, data.limit or data.top_k)

@@ -35,8 +35,8 @@ async def _call(
     revision_id: uuid.UUID | None,
     data: schema.CallFunction,
 ) -> v2_calls.CallResponse:
-    request, rev = await functions.call_request(db, who, function_id, revision_id, data)
     access = model_calls.ModelAccess(services.settings, services.secrets)
+    request, rev = await functions.call_request(db, who, access, function_id, revision_id, data)
     call = await v2_calls_service.prepare(db, who, services.settings, request)
     try:
         return await v2_calls_service.complete(db, services.redis, who, access, call)
@@ -53,8 +53,8 @@ async def _stream(
     revision_id: uuid.UUID | None,
     data: schema.CallFunction,
 ) -> Stream:
-    request, rev = await functions.call_request(db, who, function_id, revision_id, data)
     access = model_calls.ModelAccess(services.settings, services.secrets)
+    request, rev = await functions.call_request(db, who, access, function_id, revision_id, data)
     call = await v2_calls_service.prepare(db, who, services.settings, request)
     frames = v2_calls_service.stream(services.db.session, services.redis, who, access, call)
     return Stream(

@@ -10,17 +10,26 @@ import uuid
 from typing import Any
 
 import msgspec
+import structlog
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.functions import Dataset, DatasetEntry
+from core.db.models import LlmModel
 from core.db.traces import Span
 from core.errors import InvalidInput, NotFound
 from core.identity import Identity
 from core.schemas import v2_functions as schema
 from core.schemas.v2_traces import ListMeta, V2Page
+from services import embeddings, model_calls
+
+log = structlog.get_logger("everloop.datasets")
 
 DEFAULT_TOP_K = 5
+# Entries embedded per query at most: a dataset's entries are embedded when first searched (not
+# when written, so a write never waits on an embedding provider); a large import is embedded over
+# a few queries instead of holding one.
+EMBED_PER_QUERY = 2048
 
 
 def as_text(value: Any) -> str:
@@ -161,3 +170,109 @@ async def save_span(db: AsyncSession, who: Identity, span_id: str) -> schema.Sav
         expected=saved.expected,
         comment=saved.comment,
     )
+
+
+# ------------------------------------------------------------------------------------ semantic query
+
+
+async def _embed_missing(
+    db: AsyncSession, access: model_calls.ModelAccess, model: LlmModel, dataset_id: uuid.UUID
+) -> None:
+    """Embeds the dataset's entries that have no vector of `model` yet (new, changed, or embedded
+    by another model before)."""
+    name = embeddings.model_name(model)
+    missing = list(
+        await db.scalars(
+            select(DatasetEntry)
+            .where(
+                DatasetEntry.dataset_id == dataset_id,
+                (DatasetEntry.embedding_model.is_distinct_from(name)) | DatasetEntry.embedding.is_(None),
+            )
+            .order_by(DatasetEntry.created_at)
+            .limit(EMBED_PER_QUERY)
+        )
+    )
+    if not missing:
+        return
+    done = await embeddings.embed(access, model, [as_text(e.input) for e in missing])
+    for entry, vector in zip(missing, done.vectors, strict=True):
+        entry.embedding, entry.embedding_model = vector, name
+    await db.commit()
+
+
+async def nearest(
+    db: AsyncSession,
+    who: Identity,
+    access: model_calls.ModelAccess,
+    dataset_id: uuid.UUID,
+    text: str,
+    top_k: int,
+) -> list[tuple[DatasetEntry, float]]:
+    """The `top_k` entries whose input is most similar to `text` (cosine similarity of their
+    embeddings, by the caller's default embedding model), best first, with the similarity."""
+    model = await embeddings.model_named(db, who.user_id, None)
+    await _embed_missing(db, access, model, dataset_id)
+    (vector,) = (await embeddings.embed(access, model, [text])).vectors
+    distance = DatasetEntry.embedding.cosine_distance(vector)
+    rows = await db.execute(
+        select(DatasetEntry, distance)
+        .where(
+            DatasetEntry.dataset_id == dataset_id,
+            DatasetEntry.embedding_model == embeddings.model_name(model),
+        )
+        .order_by(distance, DatasetEntry.created_at)
+        .limit(top_k)
+    )
+    return [(entry, 1.0 - float(d)) for entry, d in rows]
+
+
+async def query(
+    db: AsyncSession,
+    who: Identity,
+    access: model_calls.ModelAccess,
+    dataset_id: uuid.UUID,
+    text: str | None,
+    top_k: int | None,
+) -> list[schema.ScoredEntry]:
+    """`POST /v2/datasets/{id}/entries/query` (and the seed's `.../query`): the entries whose
+    input is nearest the query text."""
+    dataset = await owned(db, who, dataset_id)
+    if not text:
+        raise InvalidInput("query: the text to search for is required", field="query")
+    found = await nearest(db, who, access, dataset.id, text, top_k or DEFAULT_TOP_K)
+    return [
+        schema.ScoredEntry(
+            **{f: getattr(to_schema(e), f) for f in schema.Entry.__struct_fields__}, score=score
+        )
+        for e, score in found
+    ]
+
+
+async def examples_for(
+    db: AsyncSession,
+    who: Identity,
+    access: model_calls.ModelAccess,
+    function_id: uuid.UUID,
+    input: Any,
+    count: int,
+) -> list[DatasetEntry]:
+    """A function call's few-shot examples: the `count` entries of its dataset nearest its input.
+    Without an embedding model, or when the embedding provider fails, the newest entries instead:
+    a call is not refused for want of a ranking (logged)."""
+    dataset_id = await db.scalar(select(Dataset.id).where(Dataset.function_id == function_id))
+    if dataset_id is None:
+        return []
+    if not await db.scalar(select(DatasetEntry.id).where(DatasetEntry.dataset_id == dataset_id).limit(1)):
+        return []  # nothing to choose from: no embedding call either
+    try:
+        return [e for e, _ in await nearest(db, who, access, dataset_id, as_text(input), count)]
+    except (InvalidInput, model_calls.ModelCallFailed) as exc:
+        log.warning("few-shot examples by recency", function_id=str(function_id), error=exc.message)
+        await db.rollback()
+    newest = await db.scalars(
+        select(DatasetEntry)
+        .where(DatasetEntry.dataset_id == dataset_id)
+        .order_by(DatasetEntry.created_at.desc())
+        .limit(count)
+    )
+    return list(newest)

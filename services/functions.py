@@ -21,6 +21,7 @@ from core.identity import Identity
 from core.schemas import v2_calls
 from core.schemas import v2_functions as schema
 from core.schemas.v2_traces import ListMeta, V2Page
+from services import datasets, model_calls
 
 # What a revision copies: a change to any of these is a new revision.
 DEFINITION = (
@@ -285,16 +286,23 @@ def few_shot_count(configuration: dict[str, Any]) -> int:
 async def call_request(
     db: AsyncSession,
     who: Identity,
+    access: model_calls.ModelAccess,
     function_id: uuid.UUID,
     revision_id: uuid.UUID | None,
     data: schema.CallFunction,
 ) -> tuple[v2_calls.CallRequest, FunctionRevision]:
     """The `/v2/call` request a call of the function is: the revision's definition (the current
-    one unless `revision_id` pins another), the caller's input, examples, parent span and tags."""
+    one unless `revision_id` pins another), the caller's input, examples, parent span and tags.
+    The revision's `few_shot_count` adds that many examples from the function's dataset, those
+    nearest the input (services/datasets.examples_for), after the caller's own."""
     rev = await revision(db, who, function_id, revision_id)
     examples = [
         v2_calls.Example(input=e.input, output=e.output, comment=e.comment) for e in data.examples or []
     ]
+    count = few_shot_count(rev.configuration or {})
+    if count and data.input is not None:
+        chosen = await datasets.examples_for(db, who, access, rev.function_id, data.input, count)
+        examples += [v2_calls.Example(input=e.input, output=e.output, comment=e.comment) for e in chosen]
     return (
         v2_calls.CallRequest(
             name=rev.name,

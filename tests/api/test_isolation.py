@@ -40,6 +40,7 @@ BODIES: dict[tuple[str, str], Any] = {
     },
     ("post", "/v2/datasets/{dataset_id}"): {"input": "taken", "output": "over"},
     ("post", "/v2/datasets/{dataset_id}/entries"): {"input": "taken", "output": "over"},
+    ("post", "/v2/datasets/{dataset_id}/query"): {"query": "taken over"},
     ("patch", "/v2/datasets/{dataset_id}/entries/{entry_id}"): {"output": "taken over"},
     ("patch", "/v1/agents/{agent_id}"): {"name": "taken over"},
     ("put", "/v1/agents/{agent_id}/capabilities"): {"capabilities": []},

@@ -16,6 +16,7 @@ next one tried) is a child span (`type` `llm`) with its own model, tokens, cost 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -555,15 +556,20 @@ async def stream(
         async for frame in _frames(redis_client, access, call, outcome):
             yield frame
     finally:
-        async with sessions() as db:
-            await record(
-                db,
-                who,
-                call,
-                answer=outcome.get("answer"),
-                cached=outcome.get("cached"),
-                error=outcome.get("error", "the client left before the end" if not outcome else None),
-            )
+
+        async def write() -> None:
+            async with sessions() as db:
+                await record(
+                    db,
+                    who,
+                    call,
+                    answer=outcome.get("answer"),
+                    cached=outcome.get("cached"),
+                    error=outcome.get("error", "the client left before the end" if not outcome else None),
+                )
+
+        # A client that leaves mid-stream cancels this generator: the span is written all the same.
+        await asyncio.shield(write())
 
 
 async def _frames(

@@ -82,6 +82,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "never": {"mode": "fixed", "text": '{"name": 1, "age": 3}'},
     "down": {"error": {"status": 404}},
     "streamed": {"mode": "fixed", "text": json.dumps(STREAMED, indent=1)},
+    "slow": {"mode": "fixed", "text": "one two three four five six seven eight", "chunk_delay": 0.5},
 }
 
 
@@ -371,6 +372,12 @@ async def test_identical_calls_may_come_from_the_cache(stack: Stack) -> None:
 
     assert (await asyncio.to_thread(sdk_call)).cached is False
     assert (await asyncio.to_thread(sdk_call)).cached is True
+    # A stream of the same call is answered from the cache too.
+    async with stack.http.stream("POST", "/v2/call/stream", json=body) as response:
+        text = "".join([piece async for piece in response.aiter_text()])
+    events = [json.loads(line[6:]) for line in text.split("\n") if line.startswith("data: ")]
+    assert "".join(e["delta"] for e in events) == first["message"]
+    assert (await span(stack, events[0]["span_id"]))["meta"]["cached"] is True
     # Another account's identical call is not answered from the first account's cache.
     bobs = await stack.bob.post("/v2/call", json={**body, "model": [stack.models["echo"]]})
     assert bobs.status_code == 200 and bobs.json()["cached"] is False
@@ -417,3 +424,16 @@ async def test_a_model_without_structured_output_gets_the_schema_in_its_prompt(s
     system = v2_calls.messages(data, structured=False)[0]["content"]
     assert "Answer with only a JSON value" in system and json.dumps(PERSON) in system
     assert "Answer with only" not in v2_calls.messages(data, structured=True)[0]["content"]
+
+
+async def test_a_client_that_leaves_mid_stream_leaves_an_error_span(stack: Stack) -> None:
+    body = {"name": f"left-{RUN}", "input": "x", "model": stack.models["slow"]}
+    async with stack.http.stream("POST", "/v2/call/stream", json=body) as response:
+        first = await anext(response.aiter_lines())  # one word of eight, then away
+    span_id = json.loads(first[6:])["span_id"]
+    # The server notices the closed connection at its next write: the span follows.
+    deadline = asyncio.get_running_loop().time() + 10
+    while (found := await stack.http.get(f"/v2/spans/{span_id}")).status_code == 404:
+        assert asyncio.get_running_loop().time() < deadline, "no span for the abandoned stream"
+        await asyncio.sleep(0.1)
+    assert found.json()["status"] == "error" and found.json()["error"] == "the client left before the end"

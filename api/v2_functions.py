@@ -27,6 +27,22 @@ FunctionId = FromPath[uuid.UUID]
 RevisionId = FromPath[uuid.UUID]
 
 
+async def _prepared(
+    db: AsyncSession,
+    who: Identity,
+    services: Services,
+    function_id: uuid.UUID,
+    revision_id: uuid.UUID | None,
+    data: schema.CallFunction,
+) -> tuple[model_calls.ModelAccess, v2_calls_service.Prepared]:
+    access = model_calls.ModelAccess(services.settings, services.secrets)
+    request, rev = await functions.call_request(db, who, access, function_id, revision_id, data)
+    call = await v2_calls_service.prepare(db, who, services.settings, request)
+    # The call's span names the function: what `save_examples` reads to find its dataset.
+    call.meta.update(functions.span_meta(rev))
+    return access, call
+
+
 async def _call(
     db: AsyncSession,
     who: Identity,
@@ -35,14 +51,8 @@ async def _call(
     revision_id: uuid.UUID | None,
     data: schema.CallFunction,
 ) -> v2_calls.CallResponse:
-    access = model_calls.ModelAccess(services.settings, services.secrets)
-    request, rev = await functions.call_request(db, who, access, function_id, revision_id, data)
-    call = await v2_calls_service.prepare(db, who, services.settings, request)
-    try:
-        return await v2_calls_service.complete(db, services.redis, who, access, call)
-    finally:
-        # A failed call's span (a 502) is the function's too.
-        await functions.mark_span(db, who, call.span_id, rev)
+    access, call = await _prepared(db, who, services, function_id, revision_id, data)
+    return await v2_calls_service.complete(db, services.redis, who, access, call)
 
 
 async def _stream(
@@ -53,12 +63,9 @@ async def _stream(
     revision_id: uuid.UUID | None,
     data: schema.CallFunction,
 ) -> Stream:
-    access = model_calls.ModelAccess(services.settings, services.secrets)
-    request, rev = await functions.call_request(db, who, access, function_id, revision_id, data)
-    call = await v2_calls_service.prepare(db, who, services.settings, request)
-    frames = v2_calls_service.stream(services.db.session, services.redis, who, access, call)
+    access, call = await _prepared(db, who, services, function_id, revision_id, data)
     return Stream(
-        functions.marked_stream(frames, services.db.session, who, call.span_id, rev),
+        v2_calls_service.stream(services.db.session, services.redis, who, access, call),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Span-Id": call.span_id},
     )

@@ -5,7 +5,6 @@ id answers 404, as a deleted one does); a name is unique among its owner's live 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +14,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.functions import Dataset, Function, FunctionRevision
-from core.db.traces import Span
 from core.errors import Conflict, NotFound
 from core.identity import Identity
 from core.schemas import v2_calls
@@ -320,40 +318,7 @@ async def call_request(
     )
 
 
-async def mark_span(db: AsyncSession, who: Identity, span_id: str, rev: FunctionRevision) -> None:
-    """Records on a call's span which function (and revision) it ran: what `save_examples` reads
-    to find the function's dataset."""
-    span = await db.scalar(
-        select(Span)
-        .where(Span.owner_id == who.user_id, Span.span_id == span_id)
-        .order_by(Span.updated_at.desc())
-    )
-    if span is None:  # not written (a stream whose recording failed): nothing to mark
-        return
-    span.metadata_ = {
-        **(span.metadata_ or {}),
-        "function_id": str(rev.function_id),
-        "function_revision_id": str(rev.id),
-    }
-    await db.commit()
-
-
-async def marked_stream(
-    frames: AsyncIterator[bytes],
-    sessions: Callable[[], AsyncSession],
-    who: Identity,
-    span_id: str,
-    rev: FunctionRevision,
-) -> AsyncIterator[bytes]:
-    """A function's call stream: the call's frames, then its span (written as the frames end)
-    marked with the function."""
-    try:
-        async for frame in frames:
-            yield frame
-    finally:
-        # Close the call's stream first (a client that left): its span is written as it closes.
-        close = getattr(frames, "aclose", None)
-        if close is not None:
-            await close()
-        async with sessions() as db:
-            await mark_span(db, who, span_id, rev)
+def span_meta(rev: FunctionRevision) -> dict[str, str]:
+    """What a function's call adds to its span's metadata: which function (and revision) ran,
+    what `save_examples` reads to find the function's dataset."""
+    return {"function_id": str(rev.function_id), "function_revision_id": str(rev.id)}

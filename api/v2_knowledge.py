@@ -189,7 +189,7 @@ class V2KnowledgeController(Controller):
         await knowledge.delete_document(db_session, who, knowledge_base_id, document_key.lstrip("/"))
 
     @get(
-        ["/{knowledge_base_id:str}/upload_url", "/{knowledge_base_id:str}/upload-url"],
+        "/{knowledge_base_id:str}/upload_url",
         operation_id="v2KnowledgeUploadUrl",
         responses=v2_error_responses(401, 404),
     )
@@ -200,9 +200,11 @@ class V2KnowledgeController(Controller):
         services: NamedDependency[Services],
         request: Request[Any, Any, Any],
         knowledge_base_id: BaseId,
-        filename: Annotated[str, QueryParameter(min_length=1, max_length=1000)],
+        filename: Annotated[
+            str | None, QueryParameter(max_length=1000, description="The file's name (required).")
+        ] = None,
     ) -> schema.UploadUrl:
-        """Step 1 of 3 of a file upload (`upload_url`, Opper's SDK; `upload-url`, the seed): a URL
+        """Step 1 of 3 of a file upload (`upload_url`, Opper's SDK; `upload-url`, the seed's): a URL
         of this server that takes the file's bytes once, for KNOWLEDGE_UPLOAD_URL_TTL_S seconds,
         without other credentials: `PUT` the raw bytes, or `POST` a multipart form with the file
         in its `file` part. Step 3: `POST .../register_file` with `file_id` = `id`."""
@@ -210,7 +212,33 @@ class V2KnowledgeController(Controller):
             db_session,
             who,
             knowledge_base_id,
-            filename,
+            filename or "",
+            _server_url(services, request),
+            services.settings.knowledge_upload_url_ttl_s,
+        )
+
+    @get(
+        "/{knowledge_base_id:str}/upload-url",
+        operation_id="v2KnowledgeUploadUrlSeed",
+        responses=v2_error_responses(401, 404),
+    )
+    async def upload_url_seed(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        services: NamedDependency[Services],
+        request: Request[Any, Any, Any],
+        knowledge_base_id: BaseId,
+        filename: Annotated[
+            str | None, QueryParameter(max_length=1000, description="The file's name (required).")
+        ] = None,
+    ) -> schema.UploadUrl:
+        """The seed's spelling of `GET .../upload_url` (the same answer; `upload_id` is `id`)."""
+        return await knowledge.upload_url(
+            db_session,
+            who,
+            knowledge_base_id,
+            filename or "",
             _server_url(services, request),
             services.settings.knowledge_upload_url_ttl_s,
         )
@@ -251,6 +279,7 @@ class V2KnowledgeController(Controller):
         (a JSON object, as text). A JSON body is the seed's form of this route: it registers a
         file sent to an upload URL (as `register_file`). At most KNOWLEDGE_MAX_FILE_BYTES."""
         access = _access(services)
+        await knowledge.get_base(db_session, who, knowledge_base_id)  # another's base: 404 before all
         kind = request.headers.get("content-type", "")
         if kind.startswith("application/json"):
             try:

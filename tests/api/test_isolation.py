@@ -25,6 +25,7 @@ from tests.api.test_auth_full import (
 )
 from tests.api.test_drift import alert_of
 from tests.api.test_golden import turn_trace_of
+from tests.api.test_v2_knowledge import knowledge_of
 
 MARK = "ALICE-PRIVATE-7f3c"  # in every name A gives; it must never reach B
 # Routes whose path parameter names no one's resource: the public capability catalogue.
@@ -33,6 +34,12 @@ PUBLIC = {"/v1/capabilities/{capability_id}"}
 ADMIN_ONLY = {"/v1/users"}
 # A valid body per route (so the request reaches the owner check, not validation).
 BODIES: dict[tuple[str, str], Any] = {
+    ("post", "/v2/knowledge/{knowledge_base_id}/add"): {"key": "taken", "content": "taken over"},
+    ("post", "/v2/knowledge/{knowledge_base_id}/query"): {"query": "taken over"},
+    ("post", "/v2/knowledge/{knowledge_base_id}/register_file"): {
+        "filename": "taken.txt",
+        "file_id": "01a2294e-0000-7000-8000-000000000000",
+    },
     ("patch", "/v2/functions/{function_id}"): {"instructions": "taken over"},
     **{
         ("post", f"/v2/functions/{{function_id}}/call{tail}"): {"input": "taken over"}
@@ -158,6 +165,9 @@ async def _alices_world(alice: As, db: Database) -> dict[str, str]:
     # A function of A's (its name holds a `/`), its dataset and an entry.
     function = await made("/v2/functions", {"name": f"{MARK}/function", "instructions": MARK})
     entry = await made(f"/v2/datasets/{function['dataset_id']}/entries", {"input": MARK, "output": MARK})
+    # A knowledge base of A's with a document, its chunk and a file (stored directly: no embedding
+    # model answers here).
+    knowledge = await knowledge_of(db, agent["id"], MARK)
     return {
         "test_id": test["id"],
         "run_id": run["run_id"],
@@ -179,6 +189,7 @@ async def _alices_world(alice: As, db: Database) -> dict[str, str]:
         "revision_id": function["revision_id"],
         "dataset_id": function["dataset_id"],
         "entry_id": entry["id"],
+        **knowledge,
         "path": "notes.txt",
     }
 

@@ -443,3 +443,54 @@ async def test_the_knowledge_search_tool_searches_the_configured_base(
     assert CAPABILITY.parse_config({"knowledge_base": "handbook", "top_k": 3}) == KnowledgeSearchConfig(
         knowledge_base="handbook", top_k=3
     )
+
+
+async def knowledge_of(db: Database, agent_id: str, mark: str) -> dict[str, str]:
+    """A knowledge base of the agent's owner, with a document, its chunk and a file, stored directly
+    (for tests where no embedding model answers: the isolation walk). The walk's path parameters."""
+    from core.db.knowledge import KnowledgeBase, KnowledgeChunk, KnowledgeDocument, KnowledgeFile
+    from core.db.models import Agent
+
+    async with db.session() as session:
+        owner = (await session.get(Agent, uuid.UUID(agent_id))).owner_id  # type: ignore[union-attr]
+        base = KnowledgeBase(
+            owner_id=owner,
+            name=f"{mark} knowledge",
+            embedding_model="openai/none",
+            dimensions=4,
+            chunk_size=2000,
+            chunk_overlap=200,
+        )
+        session.add(base)
+        await session.flush()
+        file = KnowledgeFile(
+            knowledge_base_id=base.id,
+            original_filename=f"{mark}.txt",
+            content_type="text/plain",
+            size=len(mark),
+            status="processed",
+        )
+        session.add(file)
+        await session.flush()
+        document = KnowledgeDocument(
+            knowledge_base_id=base.id, key=f"{mark}-doc", metadata_={"mark": mark}, file_id=file.id
+        )
+        session.add(document)
+        await session.flush()
+        session.add(
+            KnowledgeChunk(
+                knowledge_base_id=base.id,
+                document_id=document.id,
+                position=0,
+                content=mark,
+                metadata_={"mark": mark},
+                embedding=[1.0, 0.0, 0.0, 0.0],
+            )
+        )
+        await session.commit()
+        return {
+            "knowledge_base_id": str(base.id),
+            "knowledge_base_name": base.name,
+            "document_key": document.key,
+            "file_id": str(file.id),
+        }

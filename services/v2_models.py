@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from msgspec import UNSET
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.crypto import SecretBox
@@ -119,7 +119,7 @@ async def list_models(
 # --------------------------------------------------------------------------------- custom models
 
 
-def _mine(who: Identity) -> Any:
+def _mine(who: Identity) -> ColumnElement[bool]:
     return (LlmProvider.owner_id == who.user_id) & LlmModel.alias.is_not(None)
 
 
@@ -167,6 +167,11 @@ async def list_custom(db: AsyncSession, who: Identity, offset: int, limit: int) 
 
 
 async def _check_name_free(db: AsyncSession, who: Identity, name: str, but: uuid.UUID | None = None) -> None:
+    # One writer of the caller's names at a time (until commit): two registrations of one name
+    # cannot both pass the check below.
+    await db.execute(
+        select(func.pg_advisory_xact_lock(func.hashtextextended(f"custom_model:{who.user_id}", 0)))
+    )
     query = select(LlmModel.id).join(LlmProvider, LlmProvider.id == LlmModel.provider_id)
     query = query.where(_mine(who), LlmModel.alias == name)
     if but is not None:

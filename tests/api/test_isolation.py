@@ -40,6 +40,7 @@ BODIES: dict[tuple[str, str], Any] = {
         "filename": "taken.txt",
         "file_id": "01a2294e-0000-7000-8000-000000000000",
     },
+    ("patch", "/v2/models/custom/{custom_model_id}"): {"name": "taken over"},
     ("patch", "/v2/functions/{function_id}"): {"instructions": "taken over"},
     **{
         ("post", f"/v2/functions/{{function_id}}/call{tail}"): {"input": "taken over"}
@@ -165,6 +166,12 @@ async def _alices_world(alice: As, db: Database) -> dict[str, str]:
     # A function of A's (its name holds a `/`), its dataset and an entry.
     function = await made("/v2/functions", {"name": f"{MARK}/function", "instructions": MARK})
     entry = await made(f"/v2/datasets/{function['dataset_id']}/entries", {"input": MARK, "output": MARK})
+    # A /v2 custom model of A's on her provider (registering answers 200: Opper's SDK takes no 201).
+    custom_model = await alice.post(
+        "/v2/models/custom",
+        {"name": f"{MARK}/custom", "identifier": f"openai/{MARK}", "extra": {"provider_id": provider["id"]}},
+    )
+    assert custom_model.status_code == 200, custom_model.text
     # A knowledge base of A's with a document, its chunk and a file (stored directly: no embedding
     # model answers here).
     knowledge = await knowledge_of(db, agent["id"], MARK)
@@ -189,6 +196,8 @@ async def _alices_world(alice: As, db: Database) -> dict[str, str]:
         "revision_id": function["revision_id"],
         "dataset_id": function["dataset_id"],
         "entry_id": entry["id"],
+        "custom_model_id": custom_model.json()["id"],
+        "custom_model_name": f"{MARK}/custom",
         **knowledge,
         "path": "notes.txt",
     }

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.openapi import AUTHENTICATED, v2_error_responses
 from api.pagination import PageParams
+from core.errors import InvalidInput
 from core.identity import Identity
 from core.schemas import v2_functions
 from core.schemas import v2_traces as schema
@@ -78,11 +79,21 @@ class V2SpanController(Controller):
         data: Annotated[schema.Feedback, Body()],
     ) -> schema.FeedbackResult:
         """Feedback on a span: a `score` from 0 to 1 and a comment, stored as the span's `score`
-        metric. `save_to_dataset` is accepted but datasets are not served (`saved_to_dataset: false`)."""
+        metric. `save_to_dataset: true` on a managed function's call span also saves the call as an
+        example in the function's dataset (as `save_examples` does; `saved_to_dataset` says whether
+        it was: another span has no dataset, and the feedback is stored anyway)."""
         metric = await v2_spans.add_metric(
             db_session, who, span_id, v2_spans.FEEDBACK_METRIC, data.score, data.comment
         )
-        return schema.FeedbackResult(**{f: getattr(metric, f) for f in metric.__struct_fields__})
+        saved = False
+        if data.save_to_dataset:
+            try:
+                await datasets.save_span(db_session, who, span_id)
+                saved = True
+            except InvalidInput:
+                pass
+        fields = {f: getattr(metric, f) for f in metric.__struct_fields__}
+        return schema.FeedbackResult(**fields, saved_to_dataset=saved)
 
     @post(
         "/{span_id:str}/save_examples",

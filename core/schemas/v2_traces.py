@@ -80,7 +80,7 @@ class Feedback(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     score: Score
     comment: str | None = None
-    # Datasets are not served: accepted, and answered with `saved_to_dataset: false`.
+    # A managed function's call span is saved into its function's dataset (api/v2_traces.py).
     save_to_dataset: bool = False
 
 

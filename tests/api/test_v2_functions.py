@@ -214,6 +214,11 @@ async def test_calls_run_the_current_or_a_pinned_revision_and_save_examples(
     assert saved.output == '{"age": 0, "name": "Echo: Ada, 36"}'
     entries = await opper.datasets.list_entries_async(dataset_id=str(fn.dataset_id))
     assert [e.id for e in entries.data] == [saved.dataset_entry_id]
+    # Feedback with `save_to_dataset` saves a function's call too.
+    fed = await alice.post(f"/v2/spans/{current.span_id}/feedback", {"score": 1, "save_to_dataset": True})
+    assert fed.status_code == 201 and fed.json()["saved_to_dataset"] is True, fed.text
+    entries = await opper.datasets.list_entries_async(dataset_id=str(fn.dataset_id))
+    assert [e.input for e in entries.data] == ["Ada, 36", "Grace"]
     # A plain /v2/call has no function: 400. Another user's span: 404.
     plain = await alice.post("/v2/call", {"name": "plain", "input": "x", "model": model})
     assert plain.status_code == 200, plain.text
@@ -224,7 +229,7 @@ async def test_calls_run_the_current_or_a_pinned_revision_and_save_examples(
     for tail in ("", "/stream", f"/{first_revision}", f"/stream/{first_revision}"):
         path = f"/v2/functions/{fn.id}/call{tail}"
         assert (await bob.post(path, {"input": "x"})).status_code == 404
-    assert (await opper.datasets.list_entries_async(dataset_id=str(fn.dataset_id))).meta.total_count == 1
+    assert (await opper.datasets.list_entries_async(dataset_id=str(fn.dataset_id))).meta.total_count == 2
 
     # A deleted function is not called.
     await opper.functions.delete_async(function_id=fn.id)

@@ -178,7 +178,12 @@ async def stream(
     returns its SSE frames: `data: {chunk}` ... `data: [DONE]`. A failure mid-stream ends it with a
     `data: {"error": ...}` frame (the status is sent by then). The span is written when it ends."""
     stack = AsyncExitStack()
-    params, api_key = await stack.enter_async_context(access.reaching(call.model.provider, call.model))
+    try:
+        params, api_key = await stack.enter_async_context(access.reaching(call.model.provider, call.model))
+    except model_calls.ModelCallFailed as refused:  # the address or the key, before any call
+        async with sessions() as db:
+            await record(db, who, call, error=refused.message)
+        raise
     route = params["model"]
     try:
         # Usage is always asked for (the span's tokens); the client gets it only if it asked.

@@ -156,6 +156,8 @@ async def test_chat_completions_through_the_openai_sdk(stack: Stack, simulator_u
     assert sum(t["status"] == "error" for t in failed_span["data"]) == 1
     with pytest.raises(openai.InternalServerError):  # a stream that cannot start fails the same way
         client.chat.completions.create(model="openai/sim-broken", messages=user, stream=True)
+    traced = (await stack.alice.http.get("/v2/traces?name=openai.chat")).json()["data"]
+    assert sum(t["status"] == "error" for t in traced) == 2  # the stream's failure is a span too
 
     # An unknown model: 400 saying where the names are.
     with pytest.raises(openai.BadRequestError) as unknown:

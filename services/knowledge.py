@@ -62,7 +62,7 @@ HNSW_MAX_VECTOR = 2000
 HNSW_MAX_HALFVEC = 4000
 # How many candidates the index walk gathers before metadata filters and the limit (pgvector's
 # `hnsw.ef_search`, at most 1000): a filtered query looks deeper so that filtering leaves top_k.
-EF_SEARCH_FILTERED = 400
+EF_SEARCH_FILTERED = 100
 MAX_EF_SEARCH = 1000
 UPLOADS_PATH = "/v2/knowledge/uploads"
 
@@ -197,20 +197,25 @@ async def create_base(
     except IntegrityError:
         await db.rollback()  # the same name from a concurrent request, committed first
         raise taken from None
-    if dimensions <= HNSW_MAX_HALFVEC:
-        expression, _ = _distance(row)
-        ops = "vector_cosine_ops" if dimensions <= HNSW_MAX_VECTOR else "halfvec_cosine_ops"
-        # The base's own index (the module's docstring). Made in the base's transaction: a base
-        # never exists without it. It scans the table once (a partial index reads every row to
-        # find its own), which is quick while the table is small and costs seconds past millions.
-        await db.execute(
-            text(
-                f"CREATE INDEX {_index_name(row.id)} ON knowledge_chunks USING hnsw "
-                f"({expression} {ops}) WHERE knowledge_base_id = '{row.id}'::uuid"
-            )
-        )
+    await create_index(db, row)
     await db.commit()
     return _public(row, 0)
+
+
+async def create_index(db: AsyncSession, base: KnowledgeBase) -> None:
+    """The base's own HNSW index (the module's docstring), made in the base's transaction so that
+    a base never exists without it. Building it scans the whole table once (a partial index reads
+    every row to find its own): quick while the table is small, seconds past millions of chunks."""
+    if base.dimensions > HNSW_MAX_HALFVEC:
+        return  # searched exactly
+    expression, _ = _distance(base)
+    ops = "vector_cosine_ops" if base.dimensions <= HNSW_MAX_VECTOR else "halfvec_cosine_ops"
+    await db.execute(
+        text(
+            f"CREATE INDEX {_index_name(base.id)} ON knowledge_chunks USING hnsw "
+            f"({expression} {ops}) WHERE knowledge_base_id = '{base.id}'::uuid"
+        )
+    )
 
 
 async def list_bases(

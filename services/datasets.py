@@ -11,10 +11,10 @@ from typing import Any
 
 import msgspec
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db.functions import Dataset, DatasetEntry
+from core.db.functions import Dataset, DatasetEntry, Function
 from core.db.models import LlmModel
 from core.db.traces import Span
 from core.errors import InvalidInput, NotFound
@@ -53,8 +53,18 @@ def to_schema(e: DatasetEntry) -> schema.Entry:
     )
 
 
+def _live() -> Select[Dataset]:
+    """The datasets whose function is not deleted (a deleted function's dataset answers 404 with
+    it)."""
+    return (
+        select(Dataset)
+        .join(Function, Function.id == Dataset.function_id, isouter=True)
+        .where(Function.deleted_at.is_(None))
+    )
+
+
 async def owned(db: AsyncSession, who: Identity, dataset_id: uuid.UUID) -> Dataset:
-    found = await db.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.owner_id == who.user_id))
+    found = await db.scalar(_live().where(Dataset.id == dataset_id, Dataset.owner_id == who.user_id))
     if found is None:
         raise NotFound("dataset not found")
     return found
@@ -156,7 +166,7 @@ async def save_span(db: AsyncSession, who: Identity, span_id: str) -> schema.Sav
     if span.error or span.status == "error":
         raise InvalidInput("the call failed: it has no output to save")
     dataset = await db.scalar(
-        select(Dataset).where(Dataset.function_id == uuid.UUID(function_id), Dataset.owner_id == who.user_id)
+        _live().where(Dataset.function_id == uuid.UUID(function_id), Dataset.owner_id == who.user_id)
     )
     if dataset is None:
         raise NotFound("the span's function has no dataset")

@@ -33,12 +33,12 @@ DEFINITION = (
 )
 
 
-async def _owned(db: AsyncSession, who: Identity, function_id: uuid.UUID) -> Function:
-    found = await db.scalar(
-        select(Function).where(
-            Function.id == function_id, Function.owner_id == who.user_id, Function.deleted_at.is_(None)
-        )
+async def _owned(db: AsyncSession, who: Identity, function_id: uuid.UUID, *, lock: bool = False) -> Function:
+    query = select(Function).where(
+        Function.id == function_id, Function.owner_id == who.user_id, Function.deleted_at.is_(None)
     )
+    # A change holds the row: two PATCHes at once would both count the same next revision number.
+    found = await db.scalar(query.with_for_update() if lock else query)
     if found is None:
         raise NotFound("function not found")
     return found
@@ -179,7 +179,7 @@ async def list_functions(
 async def update(
     db: AsyncSession, who: Identity, function_id: uuid.UUID, data: schema.UpdateFunction
 ) -> schema.FunctionOut:
-    fn = await _owned(db, who, function_id)
+    fn = await _owned(db, who, function_id, lock=True)
     changed = False
     for field in DEFINITION:
         value = getattr(data, field)

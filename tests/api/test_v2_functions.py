@@ -231,6 +231,8 @@ async def test_calls_run_the_current_or_a_pinned_revision_and_save_examples(
         assert (await bob.post(path, {"input": "x"})).status_code == 404
     assert (await opper.datasets.list_entries_async(dataset_id=str(fn.dataset_id))).meta.total_count == 2
 
-    # A deleted function is not called.
+    # A deleted function is not called, and its dataset and calls' spans are gone with it.
     await opper.functions.delete_async(function_id=fn.id)
     assert (await alice.post(f"/v2/functions/{fn.id}/call", {"input": "x"})).status_code == 404
+    assert (await alice.get(f"/v2/datasets/{fn.dataset_id}/entries")).status_code == 404
+    assert (await alice.post(f"/v2/spans/{answer.span_id}/save_examples", {})).status_code == 404

@@ -1,8 +1,9 @@
 """`POST /v2/openai/chat/completions`: OpenAI's chat-completions endpoint on the project's models, for
 the official `openai` SDK (`base_url=<server>/v2/openai`) and any OpenAI-compatible client.
 
-Errors keep the `/v2` body (`{"detail": "..."}`, api/errors.py) and add OpenAI's `error` object
-beside it, so OpenAI's clients read their usual `error.message` (the `openai` SDK raises
+The call's errors keep the `/v2` body (`{"detail": "..."}`, api/errors.py) and add OpenAI's `error`
+object beside it, so OpenAI's clients read their usual `error.message`; a missing credential (401)
+or a body that fails validation (422) answers the plain `/v2` form (the `openai` SDK raises
 `APIStatusError` for any non-2xx: `BadRequestError` for 400, `InternalServerError` for the 502 of a
 failed provider)."""
 
@@ -13,6 +14,7 @@ from typing import Annotated, Any, cast
 
 from litestar import Controller, MediaType, Request, Response, post
 from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
 from litestar.params import Body
 from litestar.response import Stream
 from litestar.types import ExceptionHandlersMap
@@ -59,7 +61,13 @@ def _openai_form(handler: Callable[[Request[Any, Any, Any], Any], Response[Any]]
     return handle
 
 
-OPENAI_ERRORS: ExceptionHandlersMap = {kind: _openai_form(h) for kind, h in EXCEPTION_HANDLERS.items()}
+# The call's own errors (an unknown model, a failed provider, the database away...): a credential
+# or a body refused before the call (401, 422) answers the plain `/v2` form, as every `/v2` route.
+OPENAI_ERRORS: ExceptionHandlersMap = {
+    kind: _openai_form(h)
+    for kind, h in EXCEPTION_HANDLERS.items()
+    if not (isinstance(kind, type) and issubclass(kind, HTTPException))
+}
 
 
 class V2OpenAIController(Controller):

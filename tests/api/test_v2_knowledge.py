@@ -316,16 +316,19 @@ def embeddings(stack: Stack) -> None:
     assert unknown.value.status_code == 400 and "GET /v2/models" in str(unknown.value.body)
 
 
-async def test_knowledge_bases_through_opper_sdk(stack: Stack, db: Database) -> None:
+async def test_knowledge_bases_through_opper_sdk(stack: Stack, db: Database, endpoints: Endpoints) -> None:
+    # One stack for all of these (its start is most of a test's time).
     await asyncio.to_thread(documents_and_queries, stack)
     await asyncio.to_thread(files, stack)
     await asyncio.to_thread(embeddings, stack)
+    await a_query_walks_the_bases_hnsw_index(stack, db)
+    await the_knowledge_search_tool_searches_the_configured_base(stack, db, endpoints)
     async with db.session() as session:
         version = await session.scalar(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))
     assert version is not None
 
 
-async def test_a_query_walks_the_bases_hnsw_index(stack: Stack, db: Database) -> None:
+async def a_query_walks_the_bases_hnsw_index(stack: Stack, db: Database) -> None:
     """The plan of a base's query uses that base's partial HNSW index (and another base's index is
     not touched): the literal base id and the cast in the query match the index's."""
     from services import knowledge
@@ -390,7 +393,7 @@ async def test_another_users_base_is_404_and_never_queried(stack: Stack, endpoin
     await asyncio.to_thread(alice_and_bob, tokens["access_token"])
 
 
-async def test_the_knowledge_search_tool_searches_the_configured_base(
+async def the_knowledge_search_tool_searches_the_configured_base(
     stack: Stack, db: Database, endpoints: Endpoints
 ) -> None:
     """The capability's tool, with the context the worker's tool step gives it (activities/tools.py:

@@ -254,6 +254,25 @@ def files(stack: Stack) -> None:
     with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {stack.admin_key}"}) as http:
         seed_form = http.get(f"/v2/knowledge/{base.id}/upload-url", params={"filename": "x.md"})
         assert seed_form.status_code == 200 and seed_form.json()["upload_id"] == seed_form.json()["id"]
+        # Step 2 as a form POST (a storage service's pre-signed form), step 3 as the seed's
+        # `POST .../upload` with a JSON body.
+        posted = httpx.post(
+            seed_form.json()["url"], files={"file": ("x.md", b"Kayaks float on the fjord.", "text/markdown")}
+        )
+        assert posted.status_code == 200, posted.text
+        seed_upload = http.post(
+            f"/v2/knowledge/{base.id}/upload",
+            json={"file_id": seed_form.json()["id"], "filename": "x.md", "content_type": "text/markdown"},
+        )
+        assert seed_upload.status_code == 201 and seed_upload.json()["key"] == "x.md", seed_upload.text
+        # A second registration of the same file is a 409.
+        again = http.post(
+            f"/v2/knowledge/{base.id}/register_file",
+            json={"file_id": seed_form.json()["id"], "filename": "x.md"},
+        )
+        assert again.status_code == 409, again.text
+        pending = http.get(f"/v2/knowledge/{base.id}/upload_url", params={"filename": "never.txt"})
+        assert pending.status_code == 200
 
     # One step: a multipart upload (Markdown here).
     direct = opper.knowledge.upload_file(
@@ -291,13 +310,14 @@ def files(stack: Stack) -> None:
     by_name = {f.original_filename: f for f in listed.data}
     assert by_name["ships.pdf"].status == "processed" and by_name["ships.pdf"].size == len(pdf)
     assert by_name["broken.pdf"].status == "failed"
-    assert by_name["x.md"].status == "pending_upload"
+    assert by_name["x.md"].status == "processed" and by_name["never.txt"].status == "pending_upload"
 
     # Deleting a file deletes its document.
     opper.knowledge.delete_file(knowledge_base_id=base.id, file_id=slot.id)
-    assert [
-        r.key for r in opper.knowledge.query(knowledge_base_id=base.id, query="lighthouse ship", top_k=5)
-    ] == ["notes.md"]
+    left = opper.knowledge.query(knowledge_base_id=base.id, query="lighthouse ship", top_k=5)
+    assert sorted(r.key for r in left) == ["notes.md", "x.md"]  # no word in common: score 0
+    assert all(r.score == 0 for r in left)
+    assert slot.id not in [f.id for f in opper.knowledge.list_files(knowledge_base_id=base.id).data]
 
 
 def _dot(x: list[float], y: list[float]) -> float:

@@ -47,12 +47,12 @@ from api.trace_events import TraceEventController
 from api.traces import SpanController, TraceController
 from api.turns import TurnController
 from api.v2_calls import V2CallController
-from api.v2_models import V2ModelController
-from api.v2_openai import V2OpenAIController
 from api.v2_datasets import V2DatasetController
 from api.v2_embeddings import V2EmbeddingsController
 from api.v2_functions import V2FunctionController
 from api.v2_knowledge import V2KnowledgeController, V2KnowledgeUploadController
+from api.v2_models import V2ModelController
+from api.v2_openai import V2OpenAIController
 from api.v2_traces import V2SpanController, V2TraceController
 from core.json_limits import JsonLimits
 from core.logging import configure_logging
@@ -134,11 +134,11 @@ def create_app(
             OtlpController,
             V2SpanController,
             V2TraceController,
-            V2FunctionController,
-            V2DatasetController,
+            V2CallController,
             V2ModelController,
             V2OpenAIController,
-            V2CallController,
+            V2FunctionController,
+            V2DatasetController,
             V2KnowledgeController,
             V2KnowledgeUploadController,
             V2EmbeddingsController,

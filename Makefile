@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_SYSTEM_CERTS ?= true
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install browser dev services test pytest bench bench-loop bench-traces lint fmt lock clean
+.PHONY: help install browser dev services test pytest bench bench-loop bench-traces bench-knowledge bench-calls lint fmt lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -70,6 +70,12 @@ bench-loop: install ## Loop latency: a one-tool turn vs bare Temporal (ARGS="--i
 
 bench-traces: install ## Trace store: 1M spans (10k traces via HTTP), then query p95s (ARGS="--spans 20000 --traces 2000")
 	$(VENV)/bin/python -m tests.bench.trace_store $(TRACE_ARGS)
+
+bench-knowledge: install ## /v2 knowledge: query p50/p95 over 100k chunks, embedding call excluded (ARGS="--chunks 20000")
+	$(VENV)/bin/python -m tests.bench.knowledge $(ARGS)
+
+bench-calls: install ## /v2/call overhead over a direct litellm call to the simulator (ARGS="--iterations 200")
+	$(VENV)/bin/python -m tests.bench.v2_call $(ARGS)
 
 lint: install ## ruff (lint and format check) and mypy
 	$(VENV)/bin/ruff check .

@@ -45,7 +45,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import Database
-from core.db.knowledge import KnowledgeBase, KnowledgeChunk, KnowledgeDocument, KnowledgeFile
+from core.db.knowledge import (
+    HNSW_INDEX_PREFIX,
+    KnowledgeBase,
+    KnowledgeChunk,
+    KnowledgeDocument,
+    KnowledgeFile,
+)
 from core.db.models import LlmModel
 from core.errors import Conflict, InvalidInput, NotFound, TooLarge
 from core.identity import Identity
@@ -154,7 +160,7 @@ async def _dimensions(access: ModelAccess, model: LlmModel) -> int:
 
 
 def _index_name(base_id: uuid.UUID) -> str:
-    return f"ix_knowledge_chunks_hnsw_{base_id.hex}"
+    return f"{HNSW_INDEX_PREFIX}{base_id.hex}"
 
 
 def _distance(base: KnowledgeBase) -> tuple[str, str]:

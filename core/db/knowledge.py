@@ -27,6 +27,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import TimestampedModel
 
+# Each base's own HNSW index (services/knowledge.py) is made when the base is: its dimension is the
+# base's embedding model's, so no model can declare it. Migrations' comparisons skip these.
+HNSW_INDEX_PREFIX = "ix_knowledge_chunks_hnsw_"
+
+
+def in_migrations(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Alembic's `include_object`: everything but the per-base indexes made at run time."""
+    return not (type_ == "index" and reflected and (name or "").startswith(HNSW_INDEX_PREFIX))
+
 
 class KnowledgeBase(TimestampedModel):
     __tablename__ = "knowledge_bases"

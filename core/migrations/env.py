@@ -8,6 +8,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from core.db.engine import async_url
+from core.db.knowledge import in_migrations
 from core.db.models import Base
 
 config = context.config
@@ -22,7 +23,12 @@ def _url() -> str:
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_server_default=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_server_default=True,
+        include_object=in_migrations,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

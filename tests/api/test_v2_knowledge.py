@@ -69,22 +69,7 @@ async def stack(endpoints: Endpoints, db: Database, simulator_url: str) -> Async
                     update(LlmModel).where(LlmModel.model_id == "sim-embed").values(kind="embedding")
                 )
                 await session.commit()
-            try:
-                yield Stack(server.url, key, "sim-embed")
-            finally:
-                await drop_base_indexes(db)
-
-
-async def drop_base_indexes(db: Database) -> None:
-    """Each base's own HNSW index (services/knowledge.py) is not in the models: the db fixture's
-    TRUNCATE leaves it, and the migrations-agree-with-models check would see it."""
-    async with db.session() as session:
-        names = await session.scalars(
-            text("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_knowledge_chunks_hnsw_%'")
-        )
-        for name in names.all():
-            await session.execute(text(f'DROP INDEX IF EXISTS "{name}"'))
-        await session.commit()
+            yield Stack(server.url, key, "sim-embed")
 
 
 def sdk(stack: Stack, key: str | None = None) -> Opper:

@@ -13,13 +13,15 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.db import Database, TimestampMixin
+from core.db.knowledge import in_migrations
 from core.db.models import Base
 from core.migrate import alembic_config, upgrade
 from everloop.stack import Endpoints
 
 
 def _diff(connection: Connection) -> list[object]:
-    context = MigrationContext.configure(connection, opts={"compare_server_default": True})
+    opts = {"compare_server_default": True, "include_object": in_migrations}
+    context = MigrationContext.configure(connection, opts=opts)
     return list(compare_metadata(context, Base.metadata))
 
 

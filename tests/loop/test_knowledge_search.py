@@ -5,26 +5,12 @@ tool result holds the matching passage."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from tests import factories
-from tests.api.test_v2_knowledge import drop_base_indexes
 from tests.loop.conftest import Loop
 from tests.loop.test_capability_tools import results
 
 
-@pytest.fixture
-async def knowledge_loop(loop: Loop) -> AsyncIterator[Loop]:
-    try:
-        yield loop
-    finally:
-        await drop_base_indexes(loop.db)
-
-
-async def test_an_agent_searches_its_knowledge_base(knowledge_loop: Loop) -> None:
-    loop = knowledge_loop
+async def test_an_agent_searches_its_knowledge_base(loop: Loop) -> None:
     provider = await factories.provider(loop.client, base_url=loop.simulator_url)
     await factories.model(loop.client, provider["id"], model_id="sim-embed", kind="embedding")
     made = await loop.client.post("/v2/knowledge", json={"name": "handbook", "embedding_model": "sim-embed"})

@@ -1,7 +1,7 @@
 """`/v2/call` overhead: what the API adds to one model request (issue 15: target <= 10 ms).
 
     LITELLM_LOCAL_MODEL_COST_MAP=True .venv/bin/python -m tests.bench.v2_call [--iterations 100]
-        [--warmup 10]
+        [--warmup 10] [--profile]
 
 One embedded stack (PostgreSQL without fsync, as the tests run it), the API as an `everloop api`
 process of its own (tests/bench/trace_store.py `api_processes`: uvicorn, real HTTP, AUTH_MODE=full)
@@ -18,6 +18,7 @@ Per iteration, in turn, after `--warmup` discarded iterations:
      `v2_calls._ask` (the model request) and `v2_calls.record` (the span write) timed from here by
      wrappers: the breakdown. Nothing in the product is timed or changed;
  (e) `GET /api/auth/me` with the same key: what any authenticated request costs (the HTTP floor).
+`--profile` then runs (d) `--iterations` times more under cProfile and prints the top functions.
 The overhead is (b) - (a): the difference of their percentiles, and the percentiles of the paired
 per-iteration differences. Figures only: nothing here passes or fails.
 """
@@ -26,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import functools
 import os
+import pstats
 import statistics
 import sys
 import tempfile
@@ -200,6 +203,20 @@ def report(figures: Figures, iterations: int) -> None:
     )
 
 
+async def profile(rig: Rig, iterations: int) -> None:
+    """(d) again under cProfile: where the service's own time goes (the event loop's waits for
+    PostgreSQL and the simulator show as the awaiting functions' cumulative time)."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(iterations):
+        await rig.in_process(Figures())
+    profiler.disable()
+    print(f"\n(d) under cProfile, {iterations} calls, by cumulative time (inflated by the profiler)")
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(
+        r"services|core|sqlalchemy/ext|jsonschema", 30
+    )
+
+
 async def bench(endpoints: Endpoints, data_dir: Path, args: argparse.Namespace) -> None:
     # The API process serves its own simulator (`api_processes` passes this environment on).
     os.environ["EVERLOOP_SIMULATOR"] = "true"
@@ -235,6 +252,8 @@ async def bench(endpoints: Endpoints, data_dir: Path, args: argparse.Namespace) 
                 for _ in range(args.iterations):
                     await rig.iteration(figures)
                 report(figures, args.iterations)
+                if args.profile:
+                    await profile(rig, args.iterations)
             finally:
                 await redis.aclose()
                 await db.dispose()
@@ -246,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--warmup", type=int, default=10, help="iterations run first and discarded (default 10)"
     )
+    parser.add_argument("--profile", action="store_true", help="then (d) under cProfile: the top functions")
     args = parser.parse_args(argv)
     configure_logging("WARNING", LogFormat.CONSOLE)
     with tempfile.TemporaryDirectory(prefix="everloop-bench-") as tmp:

@@ -52,7 +52,9 @@ from api.v2_embeddings import V2EmbeddingsController
 from api.v2_functions import V2FunctionController
 from api.v2_knowledge import V2KnowledgeController, V2KnowledgeUploadController
 from api.v2_models import V2ModelController
+from api.v2_ocr import V2OcrController
 from api.v2_openai import V2OpenAIController
+from api.v2_rerank import V2RerankController
 from api.v2_traces import V2SpanController, V2TraceController
 from core.json_limits import JsonLimits
 from core.logging import configure_logging
@@ -142,6 +144,8 @@ def create_app(
             V2KnowledgeController,
             V2KnowledgeUploadController,
             V2EmbeddingsController,
+            V2RerankController,
+            V2OcrController,
             ProjectController,
             TraceController,
             ReplayController,

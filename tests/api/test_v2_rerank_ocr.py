@@ -1,0 +1,141 @@
+"""Opper's `/v2/rerank` and `/v2/ocr`, driven through Opper's own SDK (opperai 1.7, its async
+methods) against a real server with the simulator as the model: lexical embeddings rank the
+obvious document first, `top_k` and `return_documents` shape the answer; an image in a `data:` URL
+is transcribed by the simulator (echo mode answers the transcription prompt), a private image
+address is refused before any model call, unknown models and missing keys are refused."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from opperai import Opper, errors, models
+from sqlalchemy import update
+
+from api.app import create_app
+from core.db import Database
+from core.db.models import LlmModel
+from everloop.stack import Endpoints
+from services.v2_ocr import PROMPT
+from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings
+from tests.servers import running
+
+# A 1x1 PNG: the simulator does not look at it; a real vision model would.
+PIXEL = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+        "0000000d49444154789c6360000002000154a24f5f0000000049454e44ae426082"
+    )
+).decode()
+
+
+@dataclass
+class Stack:
+    url: str
+    key: str
+
+
+@pytest.fixture
+async def stack(endpoints: Endpoints, db: Database, simulator_url: str) -> AsyncIterator[Stack]:
+    await clear_rate_limits(endpoints)
+    with running(create_app(full_settings(endpoints), configure_logs=False)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            login = await http.post("/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+            made = await http.post(
+                "/v1/auth/api-keys",
+                json={"name": "sdk"},
+                headers={"Authorization": f"Bearer {login.json()['access_token']}"},
+            )
+            assert made.status_code == 201, made.text
+            auth = {"Authorization": f"Bearer {made.json()['key']}"}
+            provider = await http.post(
+                "/v1/llm-providers",
+                json={"name": "Sim", "provider_type": "simulator", "base_url": simulator_url},
+                headers=auth,
+            )
+            assert provider.status_code == 201, provider.text
+            for model_id in ("rr-chat", "rr-embed"):
+                added = await http.post(
+                    f"/v1/llm-providers/{provider.json()['id']}/models",
+                    json={"model_id": model_id},
+                    headers=auth,
+                )
+                assert added.status_code == 201, added.text
+            async with db.session() as session:
+                await session.execute(
+                    update(LlmModel).where(LlmModel.model_id == "rr-embed").values(kind="embedding")
+                )
+                await session.commit()
+            yield Stack(server.url, made.json()["key"])
+
+
+async def test_rerank_and_ocr_through_the_sdk(stack: Stack) -> None:
+    opper = Opper(http_bearer=stack.key, server_url=f"{stack.url}/v2")
+    documents: list[models.RerankDocumentTypedDict] = [
+        {"text": "Rust is a systems programming language with a borrow checker.", "metadata": {"n": 0}},
+        {"text": "Cats are small furry pets that purr and chase mice.", "metadata": {"n": 1}},
+        {"text": "Paris is the capital of France."},
+    ]
+    ranked = await opper.rerank.documents_async(
+        query="which pets purr and chase mice", documents=documents, model="rr-embed"
+    )
+    assert ranked.results[0].index == 1
+    assert len(ranked.results) == 3 and ranked.model == "rr-embed"
+    scores = [r.relevance_score for r in ranked.results]
+    assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1
+    assert isinstance(ranked.results[0].document, models.RerankDocument)
+    assert ranked.results[0].document.metadata == {"n": 1}
+    assert ranked.usage["documents"] == 3
+
+    top = await opper.rerank.documents_async(
+        query="systems programming language",
+        documents=documents,
+        model="rr-embed",
+        top_k=1,
+        return_documents=False,
+    )
+    assert [(r.index, r.document) for r in top.results] == [(0, None)]
+
+    listed = await opper.rerank.list_models_async()
+    assert [m.name for m in listed.data] == ["openai/rr-embed"] and listed.meta.total_count == 1
+    ocr_models = await opper.ocr.list_ocr_models_ocr_models_get_async()
+    assert "openai/rr-chat" in [m.name for m in ocr_models.data]
+
+    read = await opper.ocr.process_ocr_ocr_post_async(
+        model="rr-chat", document={"type": "image_url", "image_url": f"data:image/png;base64,{PIXEL}"}
+    )
+    assert [(p.index, p.markdown) for p in read.pages] == [(0, f"Echo: {PROMPT}")]
+    assert read.usage_info.pages_processed == 1
+    assert read.usage_info.doc_size_bytes == len(base64.b64decode(PIXEL))
+
+    refusals = [
+        opper.ocr.process_ocr_ocr_post_async(
+            model="rr-chat", document={"type": "image_url", "image_url": "http://10.0.0.1/scan.png"}
+        ),
+        opper.ocr.process_ocr_ocr_post_async(
+            model="rr-chat", document={"type": "document_url", "document_url": "https://example.com/a.pdf"}
+        ),
+        opper.ocr.process_ocr_ocr_post_async(
+            model="no-such-model",
+            document={"type": "image_url", "image_url": f"data:image/png;base64,{PIXEL}"},
+        ),
+        opper.rerank.documents_async(query="q", documents=documents, model="no-such-model"),
+    ]
+    said = []
+    for call in refusals:
+        with pytest.raises(errors.OpperError) as refused:
+            await call
+        assert refused.value.status_code == 400, refused.value.body
+        said.append(refused.value.body)
+    assert "private address" in said[0] and "document_url" in said[1]
+    assert "GET /v2/models" in said[2] and "GET /v2/models" in said[3]
+
+    async with httpx.AsyncClient(base_url=stack.url) as anon:
+        for path in ("/v2/rerank", "/v2/ocr"):
+            response = await anon.post(path, json={"model": "rr-embed", "query": "q", "documents": []})
+            assert response.status_code == 401, response.text
+        assert (await anon.get("/v2/rerank/models")).status_code == 401
+        assert (await anon.get("/v2/ocr/models")).status_code == 401

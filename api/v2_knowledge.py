@@ -392,13 +392,17 @@ class V2KnowledgeUploadController(Controller):
         token: Annotated[str, QueryParameter(min_length=1, max_length=200)],
     ) -> schema.UploadAccepted:
         """Step 2 of a file upload: the file's raw bytes as the body (its `Content-Type` is kept)."""
+        # Token and declared size first: nobody's body is read for nothing.
+        max_bytes = services.settings.knowledge_max_file_bytes
+        await knowledge.check_upload(db_session, file_id, token)
+        knowledge.check_upload_size(request.headers.get("content-length"), max_bytes)
         return await knowledge.receive_upload(
             db_session,
             file_id,
             token,
             request.headers.get("content-type"),
             await request.body(),
-            services.settings.knowledge_max_file_bytes,
+            max_bytes,
         )
 
     @post(
@@ -417,6 +421,12 @@ class V2KnowledgeUploadController(Controller):
     ) -> schema.UploadAccepted:
         """Step 2 of a file upload, as a storage service's form upload: multipart, the file in its
         `file` part (the token may be a `token` form field instead of the URL's)."""
+        max_bytes = services.settings.knowledge_max_file_bytes
+        # The URL's token, when given, and the declared size are checked before the form is parsed
+        # (this route has no other credential: nobody's body is parsed for nothing).
+        if token:
+            await knowledge.check_upload(db_session, file_id, token)
+        knowledge.check_upload_size(request.headers.get("content-length"), max_bytes)
         form = await request.form()
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -428,5 +438,5 @@ class V2KnowledgeUploadController(Controller):
             given if isinstance(given, str) else "",
             upload.content_type,
             await upload.read(),
-            services.settings.knowledge_max_file_bytes,
+            max_bytes,
         )

@@ -138,6 +138,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # long an upload URL (`GET /v2/knowledge/{id}/upload_url`) stays valid (KNOWLEDGE_UPLOAD_URL_TTL_S).
     knowledge_max_file_bytes: int = 10 * 1024 * 1024
     knowledge_upload_url_ttl_s: int = 900
+    # The most chunks one document may be split into (KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT: a 413 before
+    # anything is embedded) and the most live knowledge bases one owner may have
+    # (KNOWLEDGE_MAX_BASES_PER_OWNER: each base is one more partial HNSW index every query plans over).
+    knowledge_max_chunks_per_document: int = 5000
+    knowledge_max_bases_per_owner: int = 100
 
     def uvicorn_options(self) -> dict[str, object]:
         """How `everloop api` serves: client address and scheme from `X-Forwarded-For`/`-Proto` only
@@ -488,6 +493,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "KNOWLEDGE_MAX_FILE_BYTES", 10 * 1024 * 1024, low=1024, high=1024 * 1024 * 1024
         ),
         knowledge_upload_url_ttl_s=read.integer("KNOWLEDGE_UPLOAD_URL_TTL_S", 900, low=10, high=7 * 86400),
+        knowledge_max_chunks_per_document=read.integer(
+            "KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT", 5000, low=10, high=1_000_000
+        ),
+        knowledge_max_bases_per_owner=read.integer("KNOWLEDGE_MAX_BASES_PER_OWNER", 100, low=1, high=100_000),
     )
 
 

@@ -6,11 +6,16 @@ from __future__ import annotations
 import io
 import re
 
-from core.errors import InvalidInput, UnsupportedMediaType
+from core.errors import InvalidInput, TooLarge, UnsupportedMediaType
 
 DEFAULT_CHUNK_SIZE = 2000
 DEFAULT_CHUNK_OVERLAP = 200
+MIN_CHUNK_SIZE = 100
 MAX_CHUNK_SIZE = 20_000
+# A PDF's text stops here: a few KB of PDF can draw the same content stream on every page (tens of
+# MB of text, minutes of CPU), and past these a document would pass the chunk cap anyway.
+MAX_PDF_PAGES = 2000
+MAX_TEXT_CHARS = 2_000_000
 
 TEXT_TYPES = {"text/plain", "text/markdown", "text/x-markdown"}
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
@@ -21,22 +26,35 @@ _BREAKS = (re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"[.!?]\s"), re
 
 
 def check_sizes(chunk_size: int, chunk_overlap: int) -> None:
-    if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
-        raise InvalidInput(f"chunk_size must be from 1 to {MAX_CHUNK_SIZE}", field="chunk_size")
-    if not 0 <= chunk_overlap < chunk_size:
-        raise InvalidInput("chunk_overlap must be at least 0 and below chunk_size", field="chunk_overlap")
+    """At least MIN_CHUNK_SIZE, and an overlap of at most half a chunk: an overlap near the chunk's
+    size moves each chunk a few characters on, multiplying a document's text (and embedding calls)
+    by up to the chunk size."""
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        raise InvalidInput(
+            f"chunk_size must be from {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}", field="chunk_size"
+        )
+    if not 0 <= chunk_overlap <= chunk_size // 2:
+        raise InvalidInput(
+            "chunk_overlap must be at least 0 and at most half of chunk_size", field="chunk_overlap"
+        )
 
 
-def split(text: str, chunk_size: int, chunk_overlap: int) -> list[str]:
+def split(text: str, chunk_size: int, chunk_overlap: int, max_chunks: int | None = None) -> list[str]:
     """Chunks of at most `chunk_size` characters, each starting `chunk_overlap` characters before
     the previous one ended (so a sentence cut at a border is whole in one of them), ending at a
-    paragraph, line, sentence or word break in the chunk's second half where there is one."""
+    paragraph, line, sentence or word break in the chunk's second half where there is one. More
+    than `max_chunks` is a 413 (stopped there, before the rest is split)."""
     text = text.strip()
     if not text:
         return []
     chunks: list[str] = []
     start = 0
     while start < len(text):
+        if max_chunks is not None and len(chunks) >= max_chunks:
+            raise TooLarge(
+                f"the document makes more than {max_chunks} chunks (KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT): "
+                "split it, or use a larger chunk_size"
+            )
         end = min(start + chunk_size, len(text))
         if end < len(text):
             end = _break_before(text, start, end)
@@ -85,6 +103,17 @@ def _pdf_text(data: bytes) -> str:
 
     try:
         reader = PdfReader(io.BytesIO(data))
-        return "\n\n".join((page.extract_text() or "").strip() for page in reader.pages)
+        if len(reader.pages) > MAX_PDF_PAGES:
+            raise TooLarge(f"the PDF has more than {MAX_PDF_PAGES} pages")
+        texts: list[str] = []
+        total = 0
+        for page in reader.pages:
+            page_text = (page.extract_text() or "").strip()
+            total += len(page_text) + 2
+            # Stopped at the first page past the cap: no more pages are extracted.
+            if total > MAX_TEXT_CHARS:
+                raise TooLarge(f"the PDF's text is longer than {MAX_TEXT_CHARS} characters")
+            texts.append(page_text)
+        return "\n\n".join(texts)
     except (PdfReadError, ValueError, KeyError, OSError) as exc:
         raise InvalidInput(f"the PDF cannot be read: {exc}", field="file") from None

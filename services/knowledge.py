@@ -10,10 +10,17 @@ prove the index's predicate), so it walks that index; a base of more than 2,000 
 limit for `vector`) is indexed as `halfvec` (up to 4,000), a larger one is searched exactly.
 
 A base is owned by its creator (another user's id answers 404, as every /v2 resource); deleting it
-is soft (the row stays, its name is free again, its index is dropped)."""
+is soft (the row stays, its name is free again, its index is dropped, its documents, chunks and
+files are deleted). An owner has at most KNOWLEDGE_MAX_BASES_PER_OWNER live bases: every partial
+index is one more the planner weighs for every query of the chunks table.
+
+No transaction stays open while the embedding provider is called (a slow provider, or thousands of
+chunks, would pass the database's idle-in-transaction timeout and hold row locks): the reads are
+committed first, and the writes made in a fresh transaction that checks the base is still live."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -66,6 +73,8 @@ SDK_DEFAULT_MODEL = "azure/text-embedding-3-large"
 # HNSW's largest dimension for `vector` and for `halfvec` (pgvector).
 HNSW_MAX_VECTOR = 2000
 HNSW_MAX_HALFVEC = 4000
+# Past this many characters a document is split in a worker thread, off the event loop.
+SPLIT_IN_THREAD_CHARS = 100_000
 # How many candidates the index walk gathers before metadata filters and the limit (pgvector's
 # `hnsw.ef_search`, at most 1000): a filtered query looks deeper so that filtering leaves top_k.
 EF_SEARCH_FILTERED = 100
@@ -174,7 +183,19 @@ async def create_base(
     db: AsyncSession, access: ModelAccess, who: Identity, data: schema.CreateKnowledgeBase
 ) -> schema.KnowledgeBase:
     chunking.check_sizes(data.chunk_size, data.chunk_overlap)
+    cap = access.settings.knowledge_max_bases_per_owner
+    live = await db.scalar(
+        select(func.count())
+        .select_from(KnowledgeBase)
+        .where(KnowledgeBase.owner_id == who.user_id, KnowledgeBase.deleted_at.is_(None))
+    )
+    if (live or 0) >= cap:
+        raise Conflict(
+            f"you have {cap} knowledge bases, the most one owner may have (KNOWLEDGE_MAX_BASES_PER_OWNER): "
+            "delete one first"
+        )
     model = await _embedding_model(db, who, data.embedding_model)
+    await db.commit()  # no transaction open while the provider answers (the module's docstring)
     dimensions = await _dimensions(access, model)
     taken = Conflict(f"a knowledge base named {data.name!r} exists", field="name")
     if await db.scalar(
@@ -255,6 +276,10 @@ async def get_base_by_name(db: AsyncSession, who: Identity, name: str) -> schema
 async def delete_base(db: AsyncSession, who: Identity, base_id: str) -> None:
     row = await _base(db, who.user_id, base_id)
     row.deleted_at = datetime.now(UTC)
+    # Deleted content is gone (only the base's row stays, soft-deleted): its documents (their chunks
+    # cascade) and its files' records and bytes.
+    await db.execute(delete(KnowledgeDocument).where(KnowledgeDocument.knowledge_base_id == row.id))
+    await db.execute(delete(KnowledgeFile).where(KnowledgeFile.knowledge_base_id == row.id))
     # Never queried again: its index would only slow every later insert into the chunks.
     await db.execute(text(f"DROP INDEX IF EXISTS {_index_name(row.id)}"))
     await db.commit()
@@ -269,25 +294,32 @@ class Chunked:
     vectors: list[list[float]]
 
 
-async def _chunked(
-    db: AsyncSession,
-    access: ModelAccess,
-    base: KnowledgeBase,
-    content: str,
-    sizes: schema.TextProcessing | None,
-) -> Chunked:
+def _sizes(base: KnowledgeBase, sizes: schema.TextProcessing | None) -> tuple[int, int]:
     size = (sizes.chunk_size if sizes else None) or base.chunk_size
-    overlap = base.chunk_overlap if sizes is None or sizes.chunk_overlap is None else sizes.chunk_overlap
-    overlap = min(overlap, size - 1)
+    if sizes is None or sizes.chunk_overlap is None:
+        overlap = min(base.chunk_overlap, size // 2)  # the base's default, for a smaller chunk given here
+    else:
+        overlap = sizes.chunk_overlap
     chunking.check_sizes(size, overlap)
-    pieces = chunking.split(content, size, overlap)
+    return size, overlap
+
+
+async def _split(access: ModelAccess, content: str, size: int, overlap: int) -> list[str]:
+    """The content's chunks, at most KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT (a 413 before any embedding)."""
+    cap = access.settings.knowledge_max_chunks_per_document
+    if len(content) > SPLIT_IN_THREAD_CHARS:
+        return await asyncio.to_thread(chunking.split, content, size, overlap, cap)
+    return chunking.split(content, size, overlap, cap)
+
+
+async def _embedded(access: ModelAccess, model: LlmModel, dimensions: int, pieces: list[str]) -> Chunked:
+    """The pieces' vectors; called with no transaction open (the module's docstring)."""
     if not pieces:
         return Chunked([], [])
-    model = await _model_of(db, base)
     vectors = (await embeddings.embed(access, model, pieces)).vectors
-    if any(len(v) != base.dimensions for v in vectors):
+    if any(len(v) != dimensions for v in vectors):
         raise InvalidInput(
-            f"the embedding model now answers vectors of another length than the base's {base.dimensions}; "
+            f"the embedding model now answers vectors of another length than the base's {dimensions}; "
             "make a new knowledge base for it",
             field="embedding_model",
         )
@@ -355,7 +387,12 @@ async def add_document(
     db: AsyncSession, access: ModelAccess, who: Identity, base_id: str, data: schema.AddDocument
 ) -> schema.DocumentAdded:
     base = await _base(db, who.user_id, base_id)
-    chunked = await _chunked(db, access, base, data.content, data.configuration)
+    size, overlap = _sizes(base, data.configuration)
+    model = await _model_of(db, base)
+    await db.commit()  # reads done: no transaction open while the provider answers
+    pieces = await _split(access, data.content, size, overlap)
+    chunked = await _embedded(access, model, base.dimensions, pieces)
+    base = await _base(db, who.user_id, base.id)  # a fresh transaction: still live?
     key = data.key or str(uuid.uuid4())
     try:
         document, replaced = await _store_document(db, base, key, data.metadata or {}, chunked)
@@ -519,6 +556,7 @@ async def query(
     if not data.query.strip():
         return []
     model = await _model_of(db, base)
+    await db.commit()  # no transaction open while the provider answers
     (vector,) = (await embeddings.embed(access, model, [data.query])).vectors
     return await search(db, base, vector, data.top_k, data.filters, data.prefilter_limit)
 
@@ -536,6 +574,7 @@ def searcher(database: Database, access: ModelAccess, owner_id: uuid.UUID) -> Kn
             model = await _model_of(db, base)
             if not text_query.strip():
                 return []
+            await db.commit()  # no transaction open while the provider answers
             (vector,) = (await embeddings.embed(access, model, [text_query])).vectors
             found = await search(db, base, vector, top_k)
             return [
@@ -593,14 +632,9 @@ async def upload_url(
     return schema.UploadUrl(url=url, fields={}, id=row.id, upload_id=row.id, expires_in=ttl_s)
 
 
-async def receive_upload(
-    db: AsyncSession, file_id: str, token: str, content_type: str | None, data: bytes, max_bytes: int
-) -> schema.UploadAccepted:
-    """The bytes sent to an upload URL. A wrong, used or expired token is a 404 (the URL names
+def _waiting(row: KnowledgeFile | None, token: str) -> KnowledgeFile:
+    """The file an upload URL's token opens. A wrong, used or expired token is a 404 (the URL names
     nothing its holder may see), as is an unknown id."""
-    row = await db.scalar(
-        select(KnowledgeFile).where(KnowledgeFile.id == _uuid(file_id, "upload")).with_for_update()
-    )
     expected = row.upload_token_hash if row is not None else None
     if (
         row is None
@@ -611,6 +645,40 @@ async def receive_upload(
         or row.upload_expires_at < datetime.now(UTC)
     ):
         raise NotFound("upload not found, or its URL expired")
+    return row
+
+
+def check_upload_size(declared: str | None, max_bytes: int) -> None:
+    """A body whose `Content-Length` already says it is too large: a 413 before it is read."""
+    try:
+        length = int(declared) if declared else None
+    except ValueError:
+        length = None
+    if length is not None and length > max_bytes:
+        raise TooLarge(f"the file is larger than {max_bytes} bytes (KNOWLEDGE_MAX_FILE_BYTES)")
+
+
+async def check_upload(db: AsyncSession, file_id: str, token: str) -> None:
+    """The token checked before the body is read (the upload route has no other credential):
+    anyone else is a 404 without the server parsing what they sent."""
+    row = await db.scalar(select(KnowledgeFile).where(KnowledgeFile.id == _uuid(file_id, "upload")))
+    _waiting(row, token)
+    await db.rollback()
+
+
+async def receive_upload(
+    db: AsyncSession, file_id: str, token: str, content_type: str | None, data: bytes, max_bytes: int
+) -> schema.UploadAccepted:
+    """The bytes sent to an upload URL (`_waiting` says which token opens it)."""
+    row = _waiting(
+        await db.scalar(
+            select(KnowledgeFile)
+            .where(KnowledgeFile.id == _uuid(file_id, "upload"))
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ),
+        token,
+    )
     if len(data) > max_bytes:
         raise TooLarge(f"the file is larger than {max_bytes} bytes (KNOWLEDGE_MAX_FILE_BYTES)")
     row.data = data
@@ -632,28 +700,49 @@ async def _process(
     metadata: dict[str, Any],
 ) -> KnowledgeDocument:
     """The file's text as a document keyed by its file name (a later file of the same name
-    replaces it); a failure is kept on the file (`failed`, `error`) and raised."""
+    replaces it); a failure is kept on the file (`failed`, `error`) and raised. Its text is
+    extracted (in a worker thread: a PDF's pages cost CPU) and embedded with no transaction open;
+    the store then re-reads the base (still live) and the file (still `uploaded`: a concurrent
+    registration of the same file that stored first wins, this one is a 409)."""
+    file_id, filename, content_type = row.id, row.original_filename, row.content_type
     try:
-        content = chunking.text_of(row.original_filename, row.content_type, row.data or b"")
-        chunked = await _chunked(db, access, base, content, sizes)
-        if not chunked.pieces:
+        size, overlap = _sizes(base, sizes)
+        model = await _model_of(db, base)
+        data = row.data or b""
+        await db.commit()
+        content = await asyncio.to_thread(chunking.text_of, filename, content_type, data)
+        pieces = await _split(access, content, size, overlap)
+        if not pieces:
             raise InvalidInput("the file has no text to add", field="file")
-        merged = {"filename": row.original_filename, "file_id": str(row.id), **metadata}
-        row.metadata_ = metadata
-        document, _ = await _store_document(db, base, row.original_filename, merged, chunked, row.id)
+        chunked = await _embedded(access, model, base.dimensions, pieces)
+        base = await _base(db, base.owner_id, base.id)
+        locked = await db.scalar(
+            select(KnowledgeFile)
+            .where(KnowledgeFile.id == file_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if locked is None:
+            raise NotFound("file not found")
+        if locked.status != "uploaded":
+            raise Conflict(f"the file is {locked.status} already", field="file_id")
+        merged = {"filename": filename, "file_id": str(file_id), **metadata}
+        locked.metadata_ = metadata
+        document, _ = await _store_document(db, base, filename, merged, chunked, file_id)
     except Exception as exc:
         await db.rollback()
         message = getattr(exc, "message", None) or f"{type(exc).__name__}"
         await db.execute(
             update(KnowledgeFile)
-            .where(KnowledgeFile.id == row.id)
+            # Only a file still waiting: not the one a concurrent registration has processed.
+            .where(KnowledgeFile.id == file_id, KnowledgeFile.status == "uploaded")
             .values(status="failed", error=message, data=None, metadata_=metadata)
         )
         await db.commit()
         raise
-    row.status = "processed"
-    row.error = None
-    row.data = None  # the text is in the chunks now
+    locked.status = "processed"
+    locked.error = None
+    locked.data = None  # the text is in the chunks now
     await db.commit()
     return document
 

@@ -13,8 +13,10 @@ import msgspec
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=400)]
-ChunkSize = Annotated[int, msgspec.Meta(ge=1, le=20_000)]
-ChunkOverlap = Annotated[int, msgspec.Meta(ge=0, le=19_999)]
+# At least 100 characters, an overlap of at most half a chunk (services/chunking.py check_sizes
+# says why; the overlap's bound against the chunk size is checked there).
+ChunkSize = Annotated[int, msgspec.Meta(ge=100, le=20_000)]
+ChunkOverlap = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
 TopK = Annotated[int, msgspec.Meta(ge=1, le=100)]
 Scalar = str | int | float
 

@@ -26,6 +26,8 @@ from everloop.stack import Endpoints
 from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings, register
 from tests.servers import running
 
+MAX_BASES = 8
+
 
 @dataclass
 class Stack:
@@ -46,7 +48,11 @@ async def _key(http: httpx.AsyncClient, access_token: str) -> str:
 @pytest.fixture
 async def stack(endpoints: Endpoints, db: Database, simulator_url: str) -> AsyncIterator[Stack]:
     await clear_rate_limits(endpoints)
-    with running(create_app(full_settings(endpoints), configure_logs=False)) as server:
+    # Small caps, so that a test passes them cheaply (limits() below).
+    settings = full_settings(
+        endpoints, KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT="50", KNOWLEDGE_MAX_BASES_PER_OWNER=str(MAX_BASES)
+    )
+    with running(create_app(settings, configure_logs=False)) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             login = await http.post("/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
             key = await _key(http, login.json()["access_token"])
@@ -76,17 +82,20 @@ def sdk(stack: Stack, key: str | None = None) -> Opper:
     return Opper(http_bearer=key or stack.admin_key, server_url=f"{stack.url}/v2")
 
 
-def small_pdf(text_line: str) -> bytes:
-    """A one-page PDF whose text is `text_line` (Helvetica, pypdf reads it back)."""
+def small_pdf(text_line: str, pages: int = 1) -> bytes:
+    """A PDF of `pages` pages whose text is each `text_line` (Helvetica, pypdf reads it back): every
+    page draws the same content stream."""
     stream = f"BT /F1 12 Tf 72 720 Td ({text_line}) Tj ET".encode()
+    kids = " ".join(f"{5 + i} 0 R" for i in range(pages)).encode()
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Type /Pages /Kids [" + kids + b"] /Count " + str(pages).encode() + b" >>",
         b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
+    ] + [
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R "
+        b"/Resources << /Font << /F1 4 0 R >> >> >>"
+    ] * pages
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n")
     offsets = []
@@ -321,13 +330,142 @@ def embeddings(stack: Stack) -> None:
     assert unknown.value.status_code == 400 and "GET /v2/models" in str(unknown.value.body)
 
 
-async def test_knowledge_bases_through_opper_sdk(stack: Stack, db: Database, endpoints: Endpoints) -> None:
+def limits(stack: Stack) -> None:
+    """The bounds on what one request may cost: chunk sizes, chunks per document, a PDF's pages and
+    characters (lowered by the test), live bases per owner."""
+    opper = sdk(stack)
+    base = opper.knowledge.create(name=f"limits-{uuid.uuid4().hex[:6]}", embedding_model=stack.embedder)
+    with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {stack.admin_key}"}) as http:
+
+        def add(key: str, content: str, size: int, overlap: int) -> httpx.Response:
+            sizes = {"text_processing.chunk_size": size, "text_processing.chunk_overlap": overlap}
+            return http.post(
+                f"/v2/knowledge/{base.id}/add", json={"key": key, "content": content, "configuration": sizes}
+            )
+
+        # An overlap near the chunk's size would move each chunk a character on (a document times
+        # the chunk size): at most half a chunk. Chunks of at least 100 characters.
+        near = add("near", "word " * 500, 2000, 1999)
+        assert near.status_code == 400 and "half of chunk_size" in near.text, near.text
+        assert add("tiny", "word " * 50, 1, 0).status_code == 422  # the schema's bound
+        made = http.post("/v2/knowledge", json={"name": "wide", "chunk_size": 1000, "chunk_overlap": 600})
+        assert made.status_code == 400, made.text
+        # More chunks than KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT (50 here): a 413, nothing stored.
+        many = add("many", "word " * 6000, 100, 0)
+        assert many.status_code == 413 and "KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT" in many.text, many.text
+        assert http.get(f"/v2/knowledge/{base.id}/documents/many").status_code == 404
+        assert add("fits", "word " * 400, 100, 20).status_code == 201
+
+        # A PDF past its page cap (2, lowered by the test) or character cap (60): a 413, the file
+        # kept as failed with the reason.
+        for name, pdf in (
+            ("pages.pdf", small_pdf("Three pages.", pages=3)),
+            ("chars.pdf", small_pdf("A line of more than sixty characters, drawn on one single page.")),
+        ):
+            sent = http.post(
+                f"/v2/knowledge/{base.id}/upload", files={"file": (name, pdf, "application/pdf")}
+            )
+            assert sent.status_code == 413, sent.text
+        listed = http.get(f"/v2/knowledge/{base.id}/files").json()["data"]  # the SDK's model has no `error`
+        failed = {f["original_filename"]: f for f in listed}
+        assert failed.keys() == {"pages.pdf", "chars.pdf"}
+        assert failed["pages.pdf"]["status"] == "failed" and "pages" in failed["pages.pdf"]["error"]
+        assert "characters" in failed["chars.pdf"]["error"]
+
+        # The upload URL checks its token before it reads the body: a wrong one is a 404, whatever
+        # was sent (here not even a form).
+        slot = http.get(f"/v2/knowledge/{base.id}/upload_url", params={"filename": "late.txt"}).json()
+        forged = httpx.post(slot["url"].split("?")[0] + "?token=nope", content=b"not a form")
+        assert forged.status_code == 404, forged.text
+
+        # Live bases per owner (KNOWLEDGE_MAX_BASES_PER_OWNER, 8 here): one more is a 409; a
+        # deleted base frees its place.
+        live = opper.knowledge.list().meta.total_count
+        made_ids = [
+            opper.knowledge.create(name=f"cap-{i}", embedding_model=stack.embedder).id
+            for i in range(MAX_BASES - live)
+        ]
+        over = http.post("/v2/knowledge", json={"name": "one-too-many", "embedding_model": stack.embedder})
+        assert over.status_code == 409 and "KNOWLEDGE_MAX_BASES_PER_OWNER" in over.text, over.text
+        opper.knowledge.delete(knowledge_base_id=made_ids[0])
+        opper.knowledge.create(name="one-too-many", embedding_model=stack.embedder)
+
+
+async def deleting_a_base_deletes_its_content(stack: Stack, db: Database) -> None:
+    """A deleted base keeps only its own (soft-deleted) row: its documents, chunks and files go."""
+
+    def fill() -> str:
+        opper = sdk(stack)
+        base = opper.knowledge.create(name=f"gone-{uuid.uuid4().hex[:6]}", embedding_model=stack.embedder)
+        opper.knowledge.add(knowledge_base_id=base.id, key="k", content="private words to forget")
+        opper.knowledge.upload_file(
+            knowledge_base_id=base.id,
+            file={"file_name": "f.md", "content": b"more private words", "content_type": "text/markdown"},
+        )
+        opper.knowledge.delete(knowledge_base_id=base.id)
+        return base.id
+
+    base_id = await asyncio.to_thread(fill)
+    async with db.session() as session:
+        left = {
+            table: await session.scalar(
+                text(f"SELECT count(*) FROM {table} WHERE knowledge_base_id = :b"), {"b": uuid.UUID(base_id)}
+            )
+            for table in ("knowledge_documents", "knowledge_chunks", "knowledge_files")
+        }
+        deleted_at = await session.scalar(
+            text("SELECT deleted_at FROM knowledge_bases WHERE id = :b"), {"b": uuid.UUID(base_id)}
+        )
+    assert left == {"knowledge_documents": 0, "knowledge_chunks": 0, "knowledge_files": 0}
+    assert deleted_at is not None
+
+
+def no_open_transaction_while_embedding(monkeypatch: pytest.MonkeyPatch, endpoints: Endpoints) -> list[int]:
+    """Every embedding call (create, add, register, query) looks, as it starts, for a session of
+    this database idle inside a transaction (one that waits on the provider while holding its
+    snapshot and locks): the counts it saw."""
+    import asyncpg
+
+    from services import embeddings as embedding_service
+
+    seen: list[int] = []
+    real = embedding_service.embed
+    dsn = endpoints.database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def watched(access: Any, model: Any, texts: list[str]) -> Any:
+        connection = await asyncpg.connect(dsn)
+        try:
+            seen.append(
+                await connection.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+                )
+            )
+        finally:
+            await connection.close()
+        return await real(access, model, texts)
+
+    monkeypatch.setattr(embedding_service, "embed", watched)
+    return seen
+
+
+async def test_knowledge_bases_through_opper_sdk(
+    stack: Stack, db: Database, endpoints: Endpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # One stack for all of these (its start is most of a test's time).
+    from services import chunking
+
+    seen = no_open_transaction_while_embedding(monkeypatch, endpoints)
     await asyncio.to_thread(documents_and_queries, stack)
     await asyncio.to_thread(files, stack)
+    assert len(seen) > 10 and not any(seen), seen
     await asyncio.to_thread(embeddings, stack)
     await a_query_walks_the_bases_hnsw_index(stack, db)
     await the_knowledge_search_tool_searches_the_configured_base(stack, db, endpoints)
+    await deleting_a_base_deletes_its_content(stack, db)
+    monkeypatch.setattr(chunking, "MAX_PDF_PAGES", 2)
+    monkeypatch.setattr(chunking, "MAX_TEXT_CHARS", 60)
+    await asyncio.to_thread(limits, stack)
     async with db.session() as session:
         version = await session.scalar(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))
     assert version is not None

@@ -74,7 +74,8 @@ async def _first(db: AsyncSession, query: Select[Any]) -> LlmModel | None:
 async def resolve(
     db: AsyncSession, owner_id: uuid.UUID, name: str, *, field: str = "model", kind: str | None = None
 ) -> LlmModel:
-    """`find_model`, or a 400 that names the field and says where the valid names are."""
+    """`find_model`, or a 400 that names the field and says where the valid names are; a disabled
+    model (or one of a disabled provider) is a 400 saying so."""
     found = await find_model(db, owner_id, name, kind=kind)
     if found is None:
         what = f"{kind} model" if kind else "model"
@@ -83,4 +84,9 @@ async def resolve(
             "id, its model_id, its provider/model litellm name, or a custom model's name)",
             field=field,
         )
+    # An admin disables a model or its provider (a leaked key, a cost) to stop its calls: every /v2
+    # path names its model here, so none calls a disabled one.
+    if found.status != "active" or found.provider.status != "active":
+        what = "model" if found.status != "active" else "model's provider"
+        raise InvalidInput(f"{field}: {name!r} is disabled (the {what} is not active)", field=field)
     return found

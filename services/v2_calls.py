@@ -19,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -31,6 +34,7 @@ import litellm
 import msgspec
 import redis.asyncio as redis
 import referencing.exceptions
+import regex
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -66,6 +70,8 @@ OPTIONS = frozenset(
         "reasoning_effort",
     }
 )
+# An answer larger than this is not cached (the cache shares the event bus's Redis, for days).
+CACHE_MAX_ENTRY_BYTES = 256 * 1024
 TIMEOUT_S = 300
 
 
@@ -115,25 +121,160 @@ class Prepared:
 # ------------------------------------------------------------------------------------ preparation
 
 
-def validator_for(value: Any, field_name: str) -> Any:
-    """A validator of the schema `value` (Draft 2020-12 unless its `$schema` says otherwise)."""
-    cls = jsonschema.validators.validator_for(value, default=jsonschema.Draft202012Validator)
+# A caller's schema runs on the API's event loop: its `pattern`s run with the `regex` module's timeout
+# (Python's `re` backtracks catastrophically on `^(a+)+$`, and cannot be stopped), all of one value's
+# pattern searches within PATTERN_BUDGET_S; a schema is at most MAX_SCHEMA_BYTES and MAX_SCHEMA_DEPTH.
+PATTERN_BUDGET_S = 0.25
+MAX_SCHEMA_BYTES = 64 * 1024
+MAX_SCHEMA_DEPTH = 64
+# Checking a schema against its meta-schema costs ~2 ms: a function's schemas come on every call.
+VALIDATOR_CACHE_SIZE = 256
+_validators: OrderedDict[str, Any] = OrderedDict()
+_deadline: ContextVar[float] = ContextVar("pattern_deadline", default=0.0)
+
+
+class PatternTimeout(SchemaViolation):
+    """A schema's pattern took too long on a value (catastrophic backtracking): the schema is refused."""
+
+
+def _search(pattern: str, text: str) -> bool:
     try:
-        cls.check_schema(value)
+        compiled = _compiled(pattern)
+    except (regex.error, OverflowError, RecursionError) as exc:
+        raise SchemaViolation(f"the schema's pattern {pattern!r} is not a valid regex ({exc})") from None
+    deadline = _deadline.get() or time.monotonic() + PATTERN_BUDGET_S
+    try:
+        return compiled.search(text, timeout=max(deadline - time.monotonic(), 0.001)) is not None
+    except TimeoutError:
+        raise PatternTimeout(
+            f"pattern took too long: {pattern!r} on a value of {len(text)} characters; simplify the "
+            "pattern (nested repetition such as (a+)+ backtracks without end)"
+        ) from None
+
+
+_compiled_patterns: dict[str, Any] = {}
+
+
+def _compiled(pattern: str) -> Any:
+    found = _compiled_patterns.get(pattern)
+    if found is None:
+        if len(_compiled_patterns) >= 1024:
+            _compiled_patterns.clear()
+        found = _compiled_patterns[pattern] = regex.compile(pattern)
+    return found
+
+
+# jsonschema's own keywords with `re.search` replaced by `_search`: `pattern`, `patternProperties`
+# and `additionalProperties` (which skips the keys a pattern matches).
+def _pattern(validator: Any, pattern: str, instance: Any, schema_: Any) -> Iterator[Any]:
+    if validator.is_type(instance, "string") and not _search(pattern, instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(
+    validator: Any, patterns: dict[str, Any], instance: Any, schema_: Any
+) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            if _search(pattern, key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties(validator: Any, allowed: Any, instance: Any, schema_: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    properties = schema_.get("properties", {})
+    patterns = list(schema_.get("patternProperties", {}))
+    extras = [
+        key
+        for key in instance
+        if key not in properties and not any(_search(pattern, key) for pattern in patterns)
+    ]
+    if validator.is_type(allowed, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], allowed, path=extra)
+    elif not allowed and extras:
+        if patterns:
+            yield jsonschema.ValidationError(
+                f"{', '.join(repr(e) for e in sorted(extras))} do not match any of the regexes: "
+                f"{', '.join(repr(p) for p in sorted(patterns))}"
+            )
+        else:
+            joined = ", ".join(repr(e) for e in sorted(extras, key=str))
+            yield jsonschema.ValidationError(f"Additional properties are not allowed ({joined} unexpected)")
+
+
+PATTERN_KEYWORDS = {
+    "pattern": _pattern,
+    "patternProperties": _pattern_properties,
+    "additionalProperties": _additional_properties,
+}
+
+
+def _shape(value: Any, field_name: str) -> None:
+    """The schema's size and depth caps; and `unevaluatedProperties` next to `patternProperties`
+    (jsonschema runs those patterns with `re`, out of reach of the timeout above) is refused."""
+    if len(msgspec.json.encode(value)) > MAX_SCHEMA_BYTES:
+        raise SchemaViolation(f"{field_name}: a schema is at most {MAX_SCHEMA_BYTES} bytes", field=field_name)
+    keys: set[str] = set()
+    todo: list[tuple[Any, int]] = [(value, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > MAX_SCHEMA_DEPTH:
+            raise SchemaViolation(
+                f"{field_name}: a schema nests at most {MAX_SCHEMA_DEPTH} levels", field=field_name
+            )
+        if isinstance(node, dict):
+            keys.update(k for k in node if isinstance(k, str))
+            todo.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            todo.extend((v, depth + 1) for v in node)
+    if "unevaluatedProperties" in keys and "patternProperties" in keys:
+        raise SchemaViolation(
+            f"{field_name}: unevaluatedProperties with patternProperties is not supported", field=field_name
+        )
+
+
+def validator_for(value: Any, field_name: str) -> Any:
+    """A validator of the schema `value` (Draft 2020-12 unless its `$schema` says otherwise), its
+    patterns run with a timeout; cached by the schema's digest (a function's come on every call)."""
+    _shape(value, field_name)
+    digest = hashlib.sha256(msgspec.json.encode(value, order="sorted")).hexdigest()
+    found = _validators.get(digest)
+    if found is not None:
+        _validators.move_to_end(digest)
+        return found
+    base = jsonschema.validators.validator_for(value, default=jsonschema.Draft202012Validator)
+    try:
+        base.check_schema(value)
     except jsonschema.SchemaError as exc:
         raise SchemaViolation(
             f"{field_name} is not a valid JSON Schema: {exc.message}", field=field_name
         ) from None
-    return cls(value, format_checker=cls.FORMAT_CHECKER)
+    keywords = {k: v for k, v in PATTERN_KEYWORDS.items() if k in base.VALIDATORS}
+    cls = jsonschema.validators.extend(base, keywords)
+    found = cls(value, format_checker=base.FORMAT_CHECKER)
+    _validators[digest] = found
+    if len(_validators) > VALIDATOR_CACHE_SIZE:
+        _validators.popitem(last=False)
+    return found
 
 
 def violation(validator: Any, value: Any, field_name: str) -> str | None:
-    """The most relevant violation of `value`, naming its JSON path (`$.person.age`), or None."""
+    """The most relevant violation of `value`, naming its JSON path (`$.person.age`), or None. A
+    pattern that takes too long is a 422 (PatternTimeout)."""
+    token = _deadline.set(time.monotonic() + PATTERN_BUDGET_S)
     try:
         error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     except referencing.exceptions.Unresolvable as exc:
         # A `$ref` to nowhere, or to a URL: nothing is fetched from outside.
         raise SchemaViolation(f"{field_name}: a $ref cannot be resolved ({exc})", field=field_name) from None
+    except RecursionError:
+        raise SchemaViolation(f"{field_name}: the value is nested too deeply", field=field_name) from None
+    finally:
+        _deadline.reset(token)
     if error is None:
         return None
     return f"{error.json_path}: {error.message}"
@@ -207,7 +348,12 @@ def _cache_key(who: Identity, data: schema.CallRequest, targets: list[Target]) -
         "input_schema": data.input_schema,
         "output_schema": data.output_schema,
         "examples": data.examples,
-        "models": [[str(t.model.id), t.options] for t in targets],
+        # The model as called, not only its id: a custom model moved to another identifier or
+        # provider (or given other settings) does not answer from the old one's cache.
+        "models": [
+            [str(t.model.id), _route(t), str(t.provider.id), t.model.settings or {}, t.options]
+            for t in targets
+        ],
     }
     digest = hashlib.sha256(msgspec.json.encode(identity, order="sorted")).hexdigest()
     return f"{CACHE_PREFIX}{who.user_id}:{digest}"
@@ -243,9 +389,12 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=2, default=str)
 
 
-def structured_mode(access: model_calls.ModelAccess, target: Target) -> bool:
-    """Whether the model takes a `json_schema` response format: the simulator does, and whatever
-    litellm's model table says supports one."""
+def structured_mode(access: model_calls.ModelAccess, target: Target, output_schema: Any) -> bool:
+    """Whether the call goes with a `json_schema` response format: for an object-root schema (OpenAI
+    refuses any other root with a 400; the prompt mode does those) on a model that takes one: the
+    simulator does, and whatever litellm's model table says supports one."""
+    if not isinstance(output_schema, dict) or output_schema.get("type") != "object":
+        return False
     if target.provider.provider_type in SIMULATOR_TYPES:
         return True
     try:
@@ -314,7 +463,12 @@ def parsed(validator: Any, text: str) -> tuple[Any, str | None]:
         value = json.loads(candidate)
     except json.JSONDecodeError as exc:
         return None, f"the answer is not JSON ({exc.msg} at character {exc.pos})"
-    return value, violation(validator, value, "output_schema")
+    except (RecursionError, ValueError):  # the model's text is caller-influenced: `[[[[...` nests without end
+        return None, "the answer is nested too deeply"
+    try:
+        return value, violation(validator, value, "output_schema")
+    except SchemaViolation as exc:  # a pattern that took too long, a value nested too deeply
+        return value, exc.message
 
 
 # ------------------------------------------------------------------------------------------- calls
@@ -329,7 +483,7 @@ async def _ask(
 ) -> tuple[str, int, int, Decimal]:
     extra: dict[str, Any] = {**target.options, "num_retries": 0, "timeout": TIMEOUT_S}
     async with access.reaching(target.provider, target.model, extra) as (params, api_key):
-        if data.output_schema is not None and structured_mode(access, target):
+        if structured_mode(access, target, data.output_schema):
             params["response_format"] = response_format(data)
         try:
             response = await litellm.acompletion(messages=prompt, **params)
@@ -376,8 +530,7 @@ async def complete(
         except BadGateway as exc:  # the schema was not met after the repairs
             await record(db, who, call, error=exc.message)
             raise
-        if call.cache_key is not None:
-            await redis_client.set(call.cache_key, msgspec.json.encode(answer), ex=call.cache_ttl)
+        await _store(redis_client, call, answer)
         await record(db, who, call, answer=answer)
         return _response(call, answer, from_cache=False)
     error = "every model failed: " + "; ".join(failures)
@@ -387,7 +540,7 @@ async def complete(
 
 async def _answer(access: model_calls.ModelAccess, target: Target, call: Prepared) -> dict[str, Any]:
     data = call.data
-    prompt = messages(data, data.output_schema is not None and structured_mode(access, target))
+    prompt = messages(data, structured_mode(access, target, data.output_schema))
     problem: str | None = None
     for _ in range(call.repairs + 1):
         attempt = Attempt(model=_route(target), start=_now(), end=_now())
@@ -419,6 +572,17 @@ async def _answer(access: model_calls.ModelAccess, target: Target, call: Prepare
         f"the model's answer did not match output_schema after {call.repairs} repairs; the last "
         f"violation: {problem}"
     )
+
+
+async def _store(redis_client: redis.Redis, call: Prepared, answer: dict[str, Any]) -> bool:
+    """Caches the answer when the call asked for it and it is at most CACHE_MAX_ENTRY_BYTES."""
+    if call.cache_key is None:
+        return False
+    encoded = msgspec.json.encode(answer)
+    if len(encoded) > CACHE_MAX_ENTRY_BYTES:
+        return False
+    await redis_client.set(call.cache_key, encoded, ex=call.cache_ttl)
+    return True
 
 
 async def _cached(redis_client: redis.Redis, call: Prepared) -> dict[str, Any] | None:
@@ -588,7 +752,7 @@ async def _frames(
         return
     failures: list[str] = []
     for target in call.targets:
-        structured = data.output_schema is not None and structured_mode(access, target)
+        structured = structured_mode(access, target, data.output_schema)
         attempt = Attempt(model=_route(target), start=_now(), end=_now())
         call.attempts.append(attempt)
         tokenizer, pieces, sent = JsonStream(), [], False
@@ -624,8 +788,7 @@ async def _frames(
             return
         answer = {"message": None, "json_payload": value, "model": attempt.model}
         outcome["answer"] = answer
-        if call.cache_key is not None:
-            await redis_client.set(call.cache_key, msgspec.json.encode(answer), ex=call.cache_ttl)
+        await _store(redis_client, call, answer)
         return
     outcome["error"] = "every model failed: " + "; ".join(failures)
     yield sse(_error(call, "model_error", outcome["error"]))

@@ -29,10 +29,11 @@ from core.db.models import LlmModel
 from core.db.traces import Trace
 from core.errors import InvalidInput
 from core.identity import Identity
+from core.net import NetPolicy, url_refusal
 from core.schemas import v2_openai as schema
 from core.schemas.llm import SIMULATOR_TYPES
 from core.schemas.traces import SpanStatus, SpanWrite
-from services import model_calls, model_names, traces
+from services import model_calls, model_names, replays, traces
 from services.v2_models import CALL_OPTIONS
 
 log = structlog.get_logger("everloop.v2")
@@ -41,6 +42,8 @@ SPAN_NAME = "openai.chat.completions"
 SPAN_KIND = "llm"
 
 Sessions = Callable[[], AsyncSession]
+# How long an image URL's name may take to resolve (services/conversation, a turn's images).
+IMAGE_DNS_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -54,9 +57,7 @@ class Prepared:
 
 
 async def prepare(db: AsyncSession, who: Identity, body: schema.ChatCompletionRequest) -> Prepared:
-    model = await model_names.resolve(db, who.user_id, body.model, kind="chat")
-    if model.status != "active" or model.provider.status != "active":
-        raise InvalidInput(f"model: {body.model!r} is disabled", field="model")
+    model = await model_names.resolve(db, who.user_id, body.model, kind="chat")  # 400 when disabled
     arguments: dict[str, Any] = {}
     if model.provider.provider_type not in SIMULATOR_TYPES:
         # A custom model's options are defaults the request overrides (services/v2_models); a
@@ -68,6 +69,18 @@ async def prepare(db: AsyncSession, who: Identity, body: schema.ChatCompletionRe
             arguments[field] = value
     arguments["messages"] = body.messages
     return Prepared(model, arguments, uuid.uuid4().hex[:16], datetime.now(UTC))
+
+
+async def check_images(access: model_calls.ModelAccess, call: Prepared) -> None:
+    """The messages' image URLs, as a turn's and a replay's are checked: a provider may have this
+    server fetch them (Anthropic over http, Gemini, Ollama), so one on a private address is a 400
+    naming it, before the call."""
+    messages = call.arguments["messages"]
+    policy = NetPolicy(allow_loopback=access.settings.outbound_allow_loopback)
+    for url in replays.image_urls([m for m in messages if isinstance(m, dict)]):
+        reason = await url_refusal(url, policy, dns_wait_s=IMAGE_DNS_TIMEOUT_S)
+        if reason is not None:
+            raise InvalidInput(f"messages: the image URL {url!r} is refused: {reason}", field="messages")
 
 
 def _plain(value: Any) -> Any:
@@ -115,6 +128,7 @@ async def complete(
     db: AsyncSession, who: Identity, access: model_calls.ModelAccess, call: Prepared
 ) -> schema.ChatCompletion:
     """One answer, not streamed, in OpenAI's `chat.completion` shape."""
+    await check_images(access, call)
     route = ""
     try:
         async with access.reaching(call.model.provider, call.model) as (params, api_key):
@@ -177,6 +191,7 @@ async def stream(
     """Starts the streamed call (a failure to start raises here, before any byte is sent: a 502) and
     returns its SSE frames: `data: {chunk}` ... `data: [DONE]`. A failure mid-stream ends it with a
     `data: {"error": ...}` frame (the status is sent by then). The span is written when it ends."""
+    await check_images(access, call)
     stack = AsyncExitStack()
     try:
         params, api_key = await stack.enter_async_context(access.reaching(call.model.provider, call.model))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import pytest
 from opperai import Opper, errors
 
 from api.app import create_app
+from core.db.models import LlmModel, LlmProvider
+from core.identity import Identity
 from core.schemas.v2_calls import CallRequest
 from everloop.stack import Endpoints
 from services import v2_calls
@@ -83,6 +86,8 @@ MODELS: dict[str, dict[str, Any]] = {
     "down": {"error": {"status": 404}},
     "streamed": {"mode": "fixed", "text": json.dumps(STREAMED, indent=1)},
     "slow": {"mode": "fixed", "text": "one two three four five six seven eight", "chunk_delay": 0.5},
+    "deep": {"mode": "fixed", "text": "[" * 100_000 + "]" * 100_000},
+    "disabled": {},
 }
 
 
@@ -122,6 +127,11 @@ async def stack(endpoints: Endpoints, simulator_url: str) -> AsyncIterator[Stack
                 )
                 assert model.status_code == 201, model.text
                 names[role] = name
+                if role == "disabled":  # an admin stopped it (a leaked key, a cost)
+                    off = await http.patch(
+                        f"/v1/llm-models/{model.json()['id']}", json={"status": "disabled"}
+                    )
+                    assert off.status_code == 200, off.text
             # An OpenAI-compatible server litellm has no structured-output entry for: the schema
             # goes into the prompt instead (the simulator then gets no `response_format`).
             plain = await http.post(
@@ -437,3 +447,102 @@ async def test_a_client_that_leaves_mid_stream_leaves_an_error_span(stack: Stack
         assert asyncio.get_running_loop().time() < deadline, "no span for the abandoned stream"
         await asyncio.sleep(0.1)
     assert found.json()["status"] == "error" and found.json()["error"] == "the client left before the end"
+
+
+async def test_a_pattern_that_backtracks_is_a_422_not_a_stalled_server(stack: Stack) -> None:
+    # Python's `re` takes ages on this (2^n); the `regex` module's timeout stops it.
+    body = {
+        "name": f"redos-{RUN}",
+        "input": "a" * 5000 + "!",
+        "input_schema": {"type": "string", "pattern": "^(a|aa)+$"},
+        "model": stack.models["echo"],
+    }
+    started = time.monotonic()
+    answer = await stack.http.post("/v2/call", json=body)
+    assert answer.status_code == 422 and "pattern took too long" in answer.json()["detail"], answer.text
+    assert time.monotonic() - started < 5
+    keyed = {
+        "type": "object",
+        "patternProperties": {"^(x|xx)+$": {"type": "integer"}},
+        "additionalProperties": False,
+    }
+    answer = await stack.http.post(
+        "/v2/call", json={**body, "input": {"x" * 5000 + "!": 1}, "input_schema": keyed}
+    )
+    assert answer.status_code == 422 and "pattern took too long" in answer.json()["detail"], answer.text
+    # Patterns still work: a match, a mismatch, the keys patternProperties admits.
+    fine = await stack.http.post("/v2/call", json={**body, "input": "aaa"})
+    assert fine.status_code == 200, fine.text
+    miss = await stack.http.post("/v2/call", json={**body, "input": "b"})
+    assert miss.status_code == 422 and "'b' does not match" in miss.json()["detail"]
+    admitted = await stack.http.post("/v2/call", json={**body, "input": {"xx": 1}, "input_schema": keyed})
+    assert admitted.status_code == 200, admitted.text
+    extra = await stack.http.post("/v2/call", json={**body, "input": {"y": 1}, "input_schema": keyed})
+    assert extra.status_code == 422 and "'y' do not match any of the regexes" in extra.json()["detail"]
+    # A schema's size is capped; a validator is built once per schema.
+    huge = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(5000)}}
+    too_big = await stack.http.post("/v2/call", json={**body, "input": {}, "input_schema": huge})
+    assert too_big.status_code == 422 and "a schema is at most" in too_big.json()["detail"]
+    assert v2_calls.validator_for(dict(PERSON), "s") is v2_calls.validator_for(dict(PERSON), "s")
+
+
+async def test_a_disabled_model_is_refused_with_a_400(stack: Stack) -> None:
+    body = {"name": f"off-{RUN}", "input": "hi", "model": stack.models["disabled"]}
+    answer = await stack.http.post("/v2/call", json=body)
+    assert answer.status_code == 400, answer.text
+    assert (
+        answer.json()["detail"]
+        == f"model: {stack.models['disabled']!r} is disabled (the model is not active)"
+    )
+    streamed = await stack.http.post("/v2/call/stream", json=body)
+    assert streamed.status_code == 400
+
+
+async def test_an_answer_nested_too_deeply_is_a_violation_not_a_500(stack: Stack) -> None:
+    answer = await stack.http.post(
+        "/v2/call",
+        json={
+            "name": f"deep-{RUN}",
+            "input": "x",
+            "output_schema": {"type": "array"},
+            "model": stack.models["deep"],
+        },
+    )
+    assert answer.status_code == 502, answer.text
+    assert answer.json()["detail"].endswith("the last violation: the answer is nested too deeply")
+
+
+async def test_an_answer_above_the_cache_bound_is_not_cached(stack: Stack) -> None:
+    body = {
+        "name": f"big-{RUN}",
+        "input": "x" * (v2_calls.CACHE_MAX_ENTRY_BYTES + 10),
+        "model": stack.models["echo"],
+        "configuration": {"cache": True},
+    }
+    first = await stack.http.post("/v2/call", json=body)
+    assert first.status_code == 200, first.text
+    second = (await stack.http.post("/v2/call", json=body)).json()
+    assert second["cached"] is False
+
+
+def _target(model_id: str, settings: dict[str, Any], provider_type: str = "simulator") -> v2_calls.Target:
+    provider = LlmProvider(id=uuid.UUID(int=1), provider_type=provider_type, name="p")
+    model = LlmModel(id=uuid.UUID(int=2), provider_id=provider.id, model_id=model_id, settings=settings)
+    return v2_calls.Target(model, provider, "alias", {})
+
+
+def test_the_cache_key_changes_with_the_model_behind_an_id() -> None:
+    who = Identity(user_id=uuid.UUID(int=3), email="a@example.com", role="user", method="api_key")
+    data = msgspec.convert({"name": "n", "input": "x"}, CallRequest)
+    first = v2_calls._cache_key(who, data, [_target("gpt-4o", {})])
+    assert first == v2_calls._cache_key(who, data, [_target("gpt-4o", {})])
+    assert first != v2_calls._cache_key(who, data, [_target("gpt-4o-mini", {})])  # PATCHed identifier
+    assert first != v2_calls._cache_key(who, data, [_target("gpt-4o", {"temperature": 0.2})])
+
+
+def test_only_an_object_root_goes_by_structured_output() -> None:
+    target = _target("m", {})
+    access: Any = None  # a simulator target needs no litellm lookup
+    assert v2_calls.structured_mode(access, target, PERSON)
+    for root in ({"type": "string"}, {"type": "array", "items": {"type": "integer"}}, {}, None):
+        assert not v2_calls.structured_mode(access, target, root)

@@ -47,10 +47,14 @@ async def stack(endpoints: Endpoints, db: Database, simulator_url: str) -> Async
             ("sim-echo", {"mode": "echo"}),
             ("sim-weather", WEATHER_SCRIPT),
             ("sim-broken", {"mode": "echo", "error": {"status": 500}}),
+            ("sim-off", {"mode": "echo"}),
         ):
-            await made(
+            model = await made(
                 admin, f"/v1/llm-providers/{sim['id']}/models", {"model_id": model_id, "settings": settings}
             )
+        # The last one an admin disabled.
+        disabled = await admin.patch(f"/v1/llm-models/{model['id']}", json={"status": "disabled"})
+        assert disabled.status_code == 200, disabled.text
         yield running_stack
 
 
@@ -163,6 +167,29 @@ async def test_chat_completions_through_the_openai_sdk(stack: Stack, simulator_u
     with pytest.raises(openai.BadRequestError) as unknown:
         client.chat.completions.create(model="nope/never", messages=user)
     assert "GET /v2/models" in unknown.value.message
+
+    # A disabled model: a 400 saying so (the same rule as /v2/call's).
+    with pytest.raises(openai.BadRequestError) as off:
+        client.chat.completions.create(model="openai/sim-off", messages=user)
+    assert "'openai/sim-off' is disabled" in off.value.message
+
+    # An image on a private address is refused before the call (a provider may have this server
+    # fetch it), as a turn's and a replay's are; streamed or not.
+    looking: Any = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "http://10.0.0.1/cat.png"}},
+            ],
+        }
+    ]
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model="openai/sim-echo", messages=looking, stream=stream)
+        assert "the image URL 'http://10.0.0.1/cat.png' is refused" in refused.value.message
+    looking[0]["content"][1]["image_url"]["url"] = "data:image/png;base64,iVBORw0KGgo="
+    assert client.chat.completions.create(model="openai/sim-echo", messages=looking).choices
 
     # Bob cannot read Alice's spans; his own list is empty.
     assert (await stack.bob.http.get(f"/v2/spans/{raw.headers['x-span-id']}")).status_code == 404

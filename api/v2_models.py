@@ -16,11 +16,17 @@ from api.openapi import AUTHENTICATED, v2_error_responses
 from api.pagination import PageParams
 from api.state import Services
 from core.identity import Identity
+from core.net import NetPolicy
 from core.schemas import v2_models as schema
 from core.schemas.v2_traces import V2Page
 from services import v2_models
 
 CustomModelId = FromPath[uuid.UUID]
+
+
+def _policy(services: Services) -> NetPolicy:
+    """The outbound rule this process's model calls follow: a model's own endpoint is checked by it."""
+    return NetPolicy(allow_loopback=services.settings.outbound_allow_loopback)
 
 
 class V2ModelController(Controller):
@@ -61,7 +67,7 @@ class V2ModelController(Controller):
         litellm `identifier` and options (`extra`). It is served by its own `api_key` (stored
         encrypted, never returned), or `extra.provider_id`, or the caller's newest provider of the
         identifier's route (docs/v2.md, "Models")."""
-        return await v2_models.register_custom(db_session, who, services.secrets, data)
+        return await v2_models.register_custom(db_session, who, services.secrets, data, _policy(services))
 
     @get("/custom", operation_id="v2ListCustomModels", responses=v2_error_responses(401, 422))
     async def list_custom(
@@ -117,7 +123,9 @@ class V2ModelController(Controller):
         data: Annotated[schema.UpdateCustomModel, Body()],
     ) -> schema.CustomModel:
         """Change a custom model's name, identifier, options, kind or own key; fields left out stay."""
-        return await v2_models.update_custom(db_session, who, services.secrets, custom_model_id, data)
+        return await v2_models.update_custom(
+            db_session, who, services.secrets, custom_model_id, data, _policy(services)
+        )
 
     @delete(
         "/custom/{custom_model_id:uuid}",

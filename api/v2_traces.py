@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.openapi import AUTHENTICATED, v2_error_responses
 from api.pagination import PageParams
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotFound
 from core.identity import Identity
 from core.schemas import v2_functions
 from core.schemas import v2_traces as schema
@@ -90,8 +90,8 @@ class V2SpanController(Controller):
             try:
                 await datasets.save_span(db_session, who, span_id)
                 saved = True
-            except InvalidInput:
-                pass
+            except (InvalidInput, NotFound):  # no function's call, or its function is gone
+                await db_session.rollback()
         fields = {f: getattr(metric, f) for f in metric.__struct_fields__}
         return schema.FeedbackResult(**fields, saved_to_dataset=saved)
 

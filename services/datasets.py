@@ -11,7 +11,8 @@ from typing import Any
 
 import msgspec
 import structlog
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, Text, cast, func, select
+from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.functions import Dataset, DatasetEntry, Function
@@ -163,10 +164,17 @@ async def save_span(db: AsyncSession, who: Identity, span_id: str) -> schema.Sav
     function_id = (span.metadata_ or {}).get("function_id")
     if span.kind != "call" or not isinstance(function_id, str):
         raise InvalidInput("the span is not a call of a function: only those have a dataset to save to")
+    try:
+        # Span metadata is the caller's to write (POST /v2/spans, OTLP): not necessarily a UUID.
+        function_pk = uuid.UUID(function_id)
+    except ValueError:
+        raise InvalidInput(
+            "the span is not a call of a function: its function_id is no function's id"
+        ) from None
     if span.error or span.status == "error":
         raise InvalidInput("the call failed: it has no output to save")
     dataset = await db.scalar(
-        _live().where(Dataset.function_id == uuid.UUID(function_id), Dataset.owner_id == who.user_id)
+        _live().where(Dataset.function_id == function_pk, Dataset.owner_id == who.user_id)
     )
     if dataset is None:
         raise NotFound("the span's function has no dataset")
@@ -185,15 +193,23 @@ async def save_span(db: AsyncSession, who: Identity, span_id: str) -> schema.Sav
 # ------------------------------------------------------------------------------------ semantic query
 
 
+def _fingerprint() -> ColumnElement[str]:
+    """What an entry's input is, to tell whether it changed while it was being embedded."""
+    return func.coalesce(func.md5(cast(DatasetEntry.input, Text)), "")
+
+
 async def _embed_missing(
     db: AsyncSession, access: model_calls.ModelAccess, model: LlmModel, dataset_id: uuid.UUID
 ) -> None:
     """Embeds the dataset's entries that have no vector of `model` yet (new, changed, or embedded
-    by another model before)."""
+    by another model before). No transaction stays open while the provider answers (it may take
+    longer than DB_IDLE_IN_TRANSACTION_TIMEOUT, which would end the session and lose the work):
+    read, commit, embed, then write in a fresh transaction, each vector only where the entry's
+    input is still the one embedded."""
     name = embeddings.model_name(model)
-    missing = list(
-        await db.scalars(
-            select(DatasetEntry)
+    missing = (
+        await db.execute(
+            select(DatasetEntry.id, DatasetEntry.input, _fingerprint())
             .where(
                 DatasetEntry.dataset_id == dataset_id,
                 (DatasetEntry.embedding_model.is_distinct_from(name)) | DatasetEntry.embedding.is_(None),
@@ -201,12 +217,17 @@ async def _embed_missing(
             .order_by(DatasetEntry.created_at)
             .limit(EMBED_PER_QUERY)
         )
-    )
+    ).all()
+    await db.commit()
     if not missing:
         return
-    done = await embeddings.embed(access, model, [as_text(e.input) for e in missing])
-    for entry, vector in zip(missing, done.vectors, strict=True):
-        entry.embedding, entry.embedding_model = vector, name
+    done = await embeddings.embed(access, model, [as_text(given) for _, given, _ in missing])
+    for (entry_id, _, fingerprint), vector in zip(missing, done.vectors, strict=True):
+        await db.execute(
+            sql_update(DatasetEntry)
+            .where(DatasetEntry.id == entry_id, _fingerprint() == fingerprint)
+            .values(embedding=vector, embedding_model=name)
+        )
     await db.commit()
 
 
@@ -219,9 +240,10 @@ async def nearest(
     top_k: int,
 ) -> list[tuple[DatasetEntry, float]]:
     """The `top_k` entries whose input is most similar to `text` (cosine similarity of their
-    embeddings, by the caller's default embedding model), best first, with the similarity."""
+    embeddings, by the caller's default embedding model), best first, with the similarity.
+    Commits the session's transaction (reads only, from its callers) before any embedding call."""
     model = await embeddings.model_named(db, who.user_id, None)
-    await _embed_missing(db, access, model, dataset_id)
+    await _embed_missing(db, access, model, dataset_id)  # ends with no transaction open
     (vector,) = (await embeddings.embed(access, model, [text])).vectors
     distance = DatasetEntry.embedding.cosine_distance(vector)
     rows = await db.execute(

@@ -35,6 +35,25 @@ log = logging.getLogger(__name__)
 # is worth another attempt.
 FATAL_STATUSES = {400, 401, 403, 404, 413, 422}
 
+# The litellm options a call may carry: a request's per-model `options` in /v2/call and functions,
+# and a custom model's `extra` (call defaults a request overrides; services/v2_models). Anything
+# else (`api_base`, `api_key`, headers, a client) could send the call or a deployment's key
+# elsewhere, so it is dropped from a request and refused on a model. One list for all of them.
+CALL_OPTIONS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "seed",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "reasoning_effort",
+        "response_format",
+    }
+)
+
 DESCRIPTIONS = {
     301: "the provider redirects elsewhere, which is not followed",
     302: "the provider redirects elsewhere, which is not followed",

@@ -55,21 +55,6 @@ MAX_REPAIRS = 2
 # The SDK's `invocation.cache.ttl` is capped here: a cache is not a store.
 CACHE_MAX_TTL_S = 7 * 86400
 CACHE_PREFIX = "everloop:v2call:"
-# The litellm options a caller may set per model (the SDK's `model: {name, options}`); anything else
-# (`api_base`, `api_key`, ...) would redirect a deployment's key, so it is dropped.
-OPTIONS = frozenset(
-    {
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "max_completion_tokens",
-        "seed",
-        "stop",
-        "presence_penalty",
-        "frequency_penalty",
-        "reasoning_effort",
-    }
-)
 # An answer larger than this is not cached (the cache shares the event bus's Redis, for days).
 CACHE_MAX_ENTRY_BYTES = 256 * 1024
 TIMEOUT_S = 300
@@ -333,7 +318,12 @@ async def _targets(db: AsyncSession, who: Identity, data: schema.CallRequest) ->
         row = await model_names.resolve(db, who.user_id, spec.name, field=where, kind="chat")
         provider = await db.get(LlmProvider, row.provider_id)
         assert provider is not None  # a model's provider is a foreign key
-        options = {k: v for k, v in (spec.options or {}).items() if k in OPTIONS}
+        # A custom model's options are call defaults (services/v2_models), the request's on top;
+        # a simulator model's settings are its script (sent by `completion_params`), not options.
+        defaults = {} if provider.provider_type in SIMULATOR_TYPES else (row.settings or {})
+        options = {
+            k: v for k, v in {**defaults, **(spec.options or {})}.items() if k in model_calls.CALL_OPTIONS
+        }
         found.append(Target(row, provider, spec.name, options))
     return found
 

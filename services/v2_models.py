@@ -11,12 +11,16 @@ provider serves it (docs/v2.md "Models"):
    `llm.check_base_url`), the key sealed like every provider key. It goes with the model.
 2. else `extra.provider_id`: one of the caller's own providers.
 3. else the caller's newest own provider of the identifier's route.
+
+Rules 2 and 3 never pick another model's private provider: a model would otherwise be served with
+that model's key and go when it goes (the provider's models cascade with it).
 """
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from msgspec import UNSET
 from sqlalchemy import ColumnElement, func, select
@@ -27,32 +31,16 @@ from core.db.models import LlmModel, LlmProvider
 from core.errors import Conflict, InvalidInput, NotFound
 from core.identity import Identity
 from core.ids import uuid7
+from core.net import BlockedAddress, NetPolicy, check_public_url, resolve_public
 from core.schemas import v2_models as schema
 from core.schemas.llm import SIMULATOR_TYPES, ProviderType
 from core.schemas.v2_traces import ListMeta, V2Page
-from services import llm, model_names, model_profiles
+from services import llm, model_calls, model_names, model_profiles
 
 # The litellm route of an identifier → the provider type a model's own key gets.
 ROUTE_TYPES: dict[str, ProviderType] = {"openai": "openai", "anthropic": "anthropic", "azure": "azure_openai"}
 # `extra` keys that say where the model is served: kept on the provider, not in the options.
 BINDING_KEYS = ("provider_id", "api_base")
-# The options a custom model on a real provider may carry: call defaults the request may override
-# (services/v2_openai). Anything else (a base URL, headers, a client) could send the call or its
-# key elsewhere, so it is refused. A simulator's options are its whole config (api/simulator).
-CALL_OPTIONS = frozenset(
-    {
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "max_completion_tokens",
-        "seed",
-        "stop",
-        "presence_penalty",
-        "frequency_penalty",
-        "reasoning_effort",
-        "response_format",
-    }
-)
 LOCATION = "global"
 
 
@@ -204,11 +192,12 @@ def _model_id_on(provider: LlmProvider, identifier: str) -> str:
 def _options(extra: dict[str, Any] | None, provider: LlmProvider) -> dict[str, Any]:
     options = {k: v for k, v in (extra or {}).items() if k not in BINDING_KEYS}
     if provider.provider_type not in SIMULATOR_TYPES:
-        refused = sorted(set(options) - CALL_OPTIONS)
+        refused = sorted(set(options) - model_calls.CALL_OPTIONS)
         if refused:
             raise InvalidInput(
                 f"extra: {', '.join(refused)} may not be set on a custom model; its options are "
-                f"{', '.join(sorted(CALL_OPTIONS))} (and provider_id / api_base to say where it is served)",
+                f"{', '.join(sorted(model_calls.CALL_OPTIONS))} (and provider_id / api_base to say "
+                "where it is served)",
                 field="extra",
             )
     return options
@@ -225,7 +214,7 @@ async def _own_provider(
         except ValueError:
             raise InvalidInput("extra.provider_id: not a provider id", field="extra.provider_id") from None
         found = await db.get(LlmProvider, provider_pk)
-        if found is None or found.owner_id != who.user_id:
+        if found is None or found.owner_id != who.user_id or found.settings.get("custom_model"):
             raise InvalidInput(
                 f"extra.provider_id: you have no provider {provider_pk} (a custom model is served by one "
                 "of your own providers, or by its own api_key)",
@@ -233,7 +222,9 @@ async def _own_provider(
             )
         return found
     route, _ = _split(identifier)
-    query = select(LlmProvider).where(LlmProvider.owner_id == who.user_id)
+    query = select(LlmProvider).where(
+        LlmProvider.owner_id == who.user_id, LlmProvider.settings["custom_model"].astext.is_(None)
+    )
     if route is not None:
         types = [t for t, prefix in model_names.ROUTE_PREFIX.items() if prefix == route]
         query = query.where(
@@ -251,6 +242,43 @@ async def _own_provider(
     return found
 
 
+async def _check_own_endpoint(base_url: str | None, provider_type: str, policy: NetPolicy) -> None:
+    """A model's own endpoint (`extra.api_base`), checked as every call to it will be checked.
+    Its private provider is owned by the caller, an admin too (a custom model is never shared), so
+    `ModelAccess.check_address` treats it as a user's provider on every call: a public address
+    of an OpenAI-format endpoint only. The same rule here refuses at registration what each call
+    would refuse (an admin's local model server is a shared provider: POST /v1/llm-providers)."""
+    if base_url is None:
+        return
+    if provider_type not in llm.PINNABLE:
+        raise InvalidInput(
+            f"extra.api_base: a custom model's own {provider_type} endpoint cannot be set (only an "
+            "openai/... model's); register a provider for it instead",
+            field="extra.api_base",
+        )
+    await check_public_url(base_url, "extra.api_base", "a custom model", any_address=True)  # its form
+    parts = urlsplit(base_url)
+    try:
+        await resolve_public(
+            parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), policy
+        )
+    except BlockedAddress as exc:
+        raise InvalidInput(
+            f"extra.api_base: {exc}; a custom model's own endpoint must be a public address (a local "
+            "model server is served through a provider: POST /v1/llm-providers)",
+            field="extra.api_base",
+        ) from None
+
+
+async def _release(db: AsyncSession, provider: LlmProvider) -> None:
+    """Deletes a model's private provider once no model is served by it (its models cascade)."""
+    if not provider.settings.get("custom_model"):
+        return
+    used = await db.scalar(select(LlmModel.id).where(LlmModel.provider_id == provider.id).limit(1))
+    if used is None:
+        await db.delete(provider)
+
+
 async def _keyed_provider(
     db: AsyncSession,
     who: Identity,
@@ -260,6 +288,7 @@ async def _keyed_provider(
     api_key: str,
     extra: dict[str, Any] | None,
     reuse: LlmProvider | None,
+    policy: NetPolicy,
 ) -> LlmProvider:
     """A private provider holding the model's own key (rule 1): `reuse`d when it is already the
     model's own (a new key replaces the old one), else made."""
@@ -274,7 +303,7 @@ async def _keyed_provider(
     base_url = (extra or {}).get("api_base")
     if base_url is not None and not isinstance(base_url, str):
         raise InvalidInput("extra.api_base: must be a URL", field="extra.api_base")
-    await llm.check_base_url(who, base_url, provider_type)
+    await _check_own_endpoint(base_url, provider_type, policy)
     sealer = llm.require_secrets(box)
     if reuse is None:
         # The id is known before insert: the key's ciphertext is bound to it.
@@ -288,12 +317,17 @@ async def _keyed_provider(
 
 
 async def register_custom(
-    db: AsyncSession, who: Identity, box: SecretBox | None, data: schema.RegisterCustomModel
+    db: AsyncSession,
+    who: Identity,
+    box: SecretBox | None,
+    data: schema.RegisterCustomModel,
+    policy: NetPolicy | None = None,
 ) -> schema.CustomModel:
+    """`policy`: the process's outbound rule (the one its model calls use)."""
     await _check_name_free(db, who, data.name)
     if data.api_key is not None:
         provider = await _keyed_provider(
-            db, who, box, data.name, data.identifier, data.api_key, data.extra, None
+            db, who, box, data.name, data.identifier, data.api_key, data.extra, None, policy or NetPolicy()
         )
     else:
         provider = await _own_provider(db, who, data.extra, data.identifier)
@@ -317,6 +351,7 @@ async def update_custom(
     box: SecretBox | None,
     model_pk: uuid.UUID,
     data: schema.UpdateCustomModel,
+    policy: NetPolicy | None = None,
 ) -> schema.CustomModel:
     row = await _owned(db, who, model_pk=model_pk)
     provider = row.provider
@@ -337,7 +372,15 @@ async def update_custom(
         await _check_name_free(db, who, data.name, but=row.id)
     if isinstance(data.api_key, str):
         provider = await _keyed_provider(
-            db, who, box, name, identifier, data.api_key, extra, provider if own else None
+            db,
+            who,
+            box,
+            name,
+            identifier,
+            data.api_key,
+            extra,
+            provider if own else None,
+            policy or NetPolicy(),
         )
     elif data.api_key is None and own:
         # The model's own key dropped: served by one of the caller's providers from now on.
@@ -366,8 +409,8 @@ async def update_custom(
     row.settings = _options(extra, provider)
     row.updated_at = func.now()
     await db.flush()
-    if old_provider.id != provider.id and old_provider.settings.get("custom_model"):
-        await db.delete(old_provider)
+    if old_provider.id != provider.id:
+        await _release(db, old_provider)
     await db.commit()
     db.expire_all()  # the row's updated_at (and a replaced provider) are read again
     return await get_custom(db, who, model_pk)
@@ -379,5 +422,5 @@ async def delete_custom(db: AsyncSession, who: Identity, model_pk: uuid.UUID) ->
     provider = row.provider
     await llm.delete_model(db, who, row.id)
     if provider.settings.get("custom_model"):
-        await db.delete(provider)
+        await _release(db, provider)
         await db.commit()

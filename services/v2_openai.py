@@ -34,7 +34,7 @@ from core.schemas import v2_openai as schema
 from core.schemas.llm import SIMULATOR_TYPES
 from core.schemas.traces import SpanStatus, SpanWrite
 from services import model_calls, model_names, replays, traces
-from services.v2_models import CALL_OPTIONS
+from services.model_calls import CALL_OPTIONS
 
 log = structlog.get_logger("everloop.v2")
 

@@ -5,16 +5,20 @@ embeddings), few-shot examples chosen from it for a call, and isolation between 
 from __future__ import annotations
 
 import uuid
+from contextlib import _AsyncGeneratorContextManager
+from typing import Any
 
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from opperai import Opper, errors, models
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.crypto import secret_box
 from core.db import Database
 from core.db.functions import Function
+from core.db.models import LlmModel, LlmProvider
 from core.identity import Identity
 from core.schemas.v2_functions import CallFunction
 from everloop.stack import Endpoints
@@ -84,6 +88,19 @@ async def test_another_users_dataset_is_404_and_never_listed(client: AsyncTestCl
     assert (await alice.datasets.get_entry_async(dataset_id=ds, entry_id=entry.id)).output == "x"
 
 
+class TransactionlessAccess(model_calls.ModelAccess):
+    """Refuses a model call made while `session` holds a DB transaction open: a slow provider would
+    keep it idle in transaction (DB_IDLE_IN_TRANSACTION_TIMEOUT ends the session, the work is lost)."""
+
+    session: AsyncSession | None = None
+
+    def reaching(
+        self, provider: LlmProvider, model: LlmModel, extra: dict[str, Any] | None = None
+    ) -> _AsyncGeneratorContextManager[tuple[dict[str, Any], str | None]]:
+        assert self.session is not None and not self.session.in_transaction(), "a model call in a transaction"
+        return super().reaching(provider, model, extra)
+
+
 ENTRIES = [
     ("the capital city of France", "Paris"),
     ("how to bake sourdough bread at home", "flour, water, salt, time"),
@@ -148,8 +165,9 @@ async def test_few_shot_examples_reach_the_prompt(
     # The SDK's configuration key made it (`invocation.few_shot.count: 1`); the seed's turns it off below.
     # The nearest entry to the input is the example chosen...
     settings = full_settings(endpoints)
-    access = model_calls.ModelAccess(settings, secret_box(settings))
+    access = TransactionlessAccess(settings, secret_box(settings))
     async with db.session() as session:
+        access.session = session  # the entries' and the input's embeddings: none inside a transaction
         owner = await session.scalar(select(Function.owner_id).where(Function.id == uuid.UUID(function_id)))
         assert owner is not None
         who = Identity(user_id=owner, email=ADMIN_EMAIL, role="admin", method="api_key")

@@ -236,3 +236,23 @@ async def test_calls_run_the_current_or_a_pinned_revision_and_save_examples(
     assert (await alice.post(f"/v2/functions/{fn.id}/call", {"input": "x"})).status_code == 404
     assert (await alice.get(f"/v2/datasets/{fn.dataset_id}/entries")).status_code == 404
     assert (await alice.post(f"/v2/spans/{answer.span_id}/save_examples", {})).status_code == 404
+
+    # Span metadata is the caller's to write: a call span naming a function_id that is no id is a
+    # 400 (not a 500), one naming no function of theirs a 404; feedback on either is stored, and
+    # `saved_to_dataset` says nothing was saved.
+    for function_id, status in (("not-a-uuid", 400), (str(uuid.uuid4()), 404)):
+        forged = await alice.post(
+            "/v2/spans",
+            {
+                "name": "forged",
+                "type": "call",
+                "input": "x",
+                "output": "y",
+                "meta": {"function_id": function_id},
+            },
+        )
+        assert forged.status_code == 201, forged.text
+        span_id = forged.json()["id"]
+        assert (await alice.post(f"/v2/spans/{span_id}/save_examples", {})).status_code == status
+        fed = await alice.post(f"/v2/spans/{span_id}/feedback", {"score": 0.5, "save_to_dataset": True})
+        assert fed.status_code == 201 and fed.json()["saved_to_dataset"] is False, fed.text

@@ -95,7 +95,9 @@ async def stack(endpoints: Endpoints, db: Database) -> AsyncIterator[Stack]:
         yield running_stack
 
 
-async def test_models_and_custom_models_through_opper_sdk(stack: Stack, db: Database) -> None:
+async def test_models_and_custom_models_through_opper_sdk(
+    stack: Stack, db: Database, simulator_url: str
+) -> None:
     admin, alice, bob = stack.admin, stack.alice, stack.bob
     # The deployment's models (an admin's provider is shared) and one of Alice's own providers.
     shared = await made(admin.http, "/v1/llm-providers", {"name": "OpenAI", "provider_type": "openai"})
@@ -241,6 +243,76 @@ async def test_models_and_custom_models_through_opper_sdk(stack: Stack, db: Data
     deleted = await alice.http.delete(f"/v2/models/custom/{plain.id}")
     assert deleted.status_code == 204 and deleted.content == b""
     assert opper_a.language_models.list_custom().meta.total_count == 2
+
+    # Another model's private keyed provider serves no other model: not as Alice's newest provider
+    # of the route (rule 3), not by extra.provider_id; each stays with its own model.
+    keyed_gpt = opper_a.language_models.register_custom(
+        name="keyed-gpt", identifier="openai/gpt-4o", api_key="sk-alice-gpt"
+    )
+    private = (await _row(db, keyed_gpt.id)).provider_id
+    unkeyed = opper_a.language_models.register_custom(name="unkeyed-gpt", identifier="openai/gpt-4o")
+    answered = (await alice.http.get(f"/v2/models/custom/{unkeyed.id}")).json()
+    assert answered["provider_id"] == own["id"] and answered["api_key_set"] is False
+    with pytest.raises(errors.BadRequestError):
+        opper_a.language_models.register_custom(
+            name="borrower", identifier="openai/gpt-4o", extra={"provider_id": str(private)}
+        )
+    # A private provider some model still uses (as rows made before this rule may) stays when its
+    # own model goes: the other model is not cascaded away.
+    async with db.session() as session:
+        shared_row = await session.get(LlmModel, uuid.UUID(unkeyed.id))
+        assert shared_row is not None
+        shared_row.provider_id = private
+        await session.commit()
+    opper_a.language_models.delete_custom(model_id=keyed_gpt.id)
+    assert (await alice.http.get(f"/v2/models/custom/{unkeyed.id}")).json()["provider_id"] == str(private)
+    opper_a.language_models.delete_custom(model_id=unkeyed.id)  # its last model: the provider goes
+    async with db.session() as session:
+        assert await session.get(LlmProvider, private) is None
+
+    # A model's own endpoint is checked at registration as every call checks it (the private
+    # provider is its owner's, an admin's too): a private address, or an endpoint on a route the
+    # pinned client cannot serve, is refused for the admin as well. (OUTBOUND_ALLOW_LOOPBACK lets
+    # this stack's calls, and so its registrations, reach the simulator on 127.0.0.1.)
+    for identifier, base in (("openai/x", "http://10.1.2.3/v1"), ("anthropic/x", simulator_url)):
+        refused = await admin.http.post(
+            "/v2/models/custom",
+            json={"name": "adm/x", "identifier": identifier, "api_key": "sk-x", "extra": {"api_base": base}},
+        )
+        assert refused.status_code == 400 and "extra.api_base" in refused.json()["detail"], refused.text
+
+    # A custom model's options are call defaults in /v2/call too, the request's on top: here a
+    # response_format, which makes the simulator's echo answer a value of that schema instead.
+    form = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "n",
+            "schema": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+        },
+    }
+    structured = await admin.http.post(
+        "/v2/models/custom",
+        json={
+            "name": "adm/structured",
+            "identifier": "openai/greeter",
+            "api_key": "sk-adm",
+            "extra": {"api_base": simulator_url, "response_format": form},
+        },
+    )
+    assert structured.status_code == 200, structured.text
+    by_default = await admin.http.post(
+        "/v2/call", json={"name": "d", "input": "hi", "model": "adm/structured"}
+    )
+    assert by_default.status_code == 200 and by_default.json()["message"] == '{"n":0}', by_default.text
+    overridden = await admin.http.post(
+        "/v2/call",
+        json={
+            "name": "d",
+            "input": "hi",
+            "model": {"name": "adm/structured", "options": {"response_format": {"type": "text"}}},
+        },
+    )
+    assert overridden.status_code == 200 and overridden.json()["message"] == "Echo: hi", overridden.text
 
 
 async def _row(db: Database, model_pk: str) -> LlmModel:

@@ -3,8 +3,10 @@ knowledge base. Sizes are in characters (Opper's `text_processing.chunk_size`/`c
 
 from __future__ import annotations
 
-import io
+import asyncio
+import json
 import re
+import sys
 
 from core.errors import InvalidInput, TooLarge, UnsupportedMediaType
 
@@ -16,6 +18,9 @@ MAX_CHUNK_SIZE = 20_000
 # MB of text, minutes of CPU), and past these a document would pass the chunk cap anyway.
 MAX_PDF_PAGES = 2000
 MAX_TEXT_CHARS = 2_000_000
+# A PDF is read in a child process that is killed past this many seconds (a thread cannot be
+# stopped, and one page can hold a content stream of tens of MB).
+PDF_TIMEOUT_S = 60.0
 
 TEXT_TYPES = {"text/plain", "text/markdown", "text/x-markdown"}
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
@@ -81,12 +86,12 @@ def is_pdf(filename: str, content_type: str) -> bool:
     return content_type.split(";")[0].strip().lower() in PDF_TYPES or filename.lower().endswith(".pdf")
 
 
-def text_of(filename: str, content_type: str, data: bytes) -> str:
-    """A file's text: a PDF's pages' text (pypdf), or the bytes as UTF-8 for text and Markdown.
-    Anything else is a 415."""
+async def text_of(filename: str, content_type: str, data: bytes) -> str:
+    """A file's text: a PDF's pages' text (pypdf, in a child process with a deadline), or the
+    bytes as UTF-8 for text and Markdown. Anything else is a 415."""
     kind = content_type.split(";")[0].strip().lower()
     if is_pdf(filename, content_type):
-        return _pdf_text(data)
+        return await _pdf_text_in_child(data)
     if kind in TEXT_TYPES or kind.startswith("text/") or filename.lower().endswith(TEXT_SUFFIXES):
         try:
             return data.decode("utf-8-sig")
@@ -97,23 +102,56 @@ def text_of(filename: str, content_type: str, data: bytes) -> str:
     )
 
 
-def _pdf_text(data: bytes) -> str:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if len(reader.pages) > MAX_PDF_PAGES:
-            raise TooLarge(f"the PDF has more than {MAX_PDF_PAGES} pages")
-        texts: list[str] = []
-        total = 0
+# The child's program: self-contained (pypdf only), the PDF on stdin, one JSON line out.
+_PDF_CHILD = """
+import io, json, sys
+from pypdf import PdfReader
+max_pages, max_chars = int(sys.argv[1]), int(sys.argv[2])
+try:
+    reader = PdfReader(io.BytesIO(sys.stdin.buffer.read()))
+    if len(reader.pages) > max_pages:
+        out = {"too_large": f"the PDF has more than {max_pages} pages"}
+    else:
+        texts, total, out = [], 0, None
         for page in reader.pages:
-            page_text = (page.extract_text() or "").strip()
-            total += len(page_text) + 2
-            # Stopped at the first page past the cap: no more pages are extracted.
-            if total > MAX_TEXT_CHARS:
-                raise TooLarge(f"the PDF's text is longer than {MAX_TEXT_CHARS} characters")
-            texts.append(page_text)
-        return "\n\n".join(texts)
-    except (PdfReadError, ValueError, KeyError, OSError) as exc:
-        raise InvalidInput(f"the PDF cannot be read: {exc}", field="file") from None
+            text = (page.extract_text() or "").strip()
+            total += len(text) + 2
+            if total > max_chars:  # stopped at the first page past the cap
+                out = {"too_large": f"the PDF's text is longer than {max_chars} characters"}
+                break
+            texts.append(text)
+        out = out or {"text": "\\n\\n".join(texts)}
+except Exception as exc:
+    out = {"unreadable": f"{type(exc).__name__}: {exc}"}
+sys.stdout.write(json.dumps(out))
+"""
+
+
+async def _pdf_text_in_child(data: bytes) -> str:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _PDF_CHILD,
+        str(MAX_PDF_PAGES),
+        str(MAX_TEXT_CHARS),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        out, _ = await asyncio.wait_for(child.communicate(data), PDF_TIMEOUT_S)
+    except TimeoutError:
+        raise TooLarge(f"the PDF's text took longer than {PDF_TIMEOUT_S:g} s to read") from None
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        raise InvalidInput("the PDF cannot be read", field="file") from None
+    if "too_large" in answer:
+        raise TooLarge(answer["too_large"])
+    if "unreadable" in answer:
+        raise InvalidInput(f"the PDF cannot be read: {answer['unreadable']}", field="file")
+    return str(answer["text"])

@@ -701,16 +701,17 @@ async def _process(
 ) -> KnowledgeDocument:
     """The file's text as a document keyed by its file name (a later file of the same name
     replaces it); a failure is kept on the file (`failed`, `error`) and raised. Its text is
-    extracted (in a worker thread: a PDF's pages cost CPU) and embedded with no transaction open;
-    the store then re-reads the base (still live) and the file (still `uploaded`: a concurrent
-    registration of the same file that stored first wins, this one is a 409)."""
+    extracted (a PDF in a child process with a deadline: its pages cost CPU) and embedded with no
+    transaction open; the store then re-reads the base (still live) and the file (still
+    `uploaded`: a concurrent registration of the same file that stored first wins, this one is a
+    409)."""
     file_id, filename, content_type = row.id, row.original_filename, row.content_type
     try:
         size, overlap = _sizes(base, sizes)
         model = await _model_of(db, base)
         data = row.data or b""
         await db.commit()
-        content = await asyncio.to_thread(chunking.text_of, filename, content_type, data)
+        content = await chunking.text_of(filename, content_type, data)
         pieces = await _split(access, content, size, overlap)
         if not pieces:
             raise InvalidInput("the file has no text to add", field="file")

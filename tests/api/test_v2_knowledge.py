@@ -331,8 +331,11 @@ def embeddings(stack: Stack) -> None:
 
 
 def limits(stack: Stack) -> None:
-    """The bounds on what one request may cost: chunk sizes, chunks per document, a PDF's pages and
-    characters (lowered by the test), live bases per owner."""
+    """The bounds on what one request may cost: chunk sizes, chunks per document, a PDF's pages,
+    characters and time (lowered by the test), live bases per owner."""
+    from services import chunking
+
+    timeout = chunking.PDF_TIMEOUT_S
     opper = sdk(stack)
     base = opper.knowledge.create(name=f"limits-{uuid.uuid4().hex[:6]}", embedding_model=stack.embedder)
     with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {stack.admin_key}"}) as http:
@@ -368,9 +371,19 @@ def limits(stack: Stack) -> None:
             assert sent.status_code == 413, sent.text
         listed = http.get(f"/v2/knowledge/{base.id}/files").json()["data"]  # the SDK's model has no `error`
         failed = {f["original_filename"]: f for f in listed}
-        assert failed.keys() == {"pages.pdf", "chars.pdf"}
+        assert {"pages.pdf", "chars.pdf"} <= failed.keys()
         assert failed["pages.pdf"]["status"] == "failed" and "pages" in failed["pages.pdf"]["error"]
         assert "characters" in failed["chars.pdf"]["error"]
+        # Read in a child process killed at PDF_TIMEOUT_S (here far less than it takes to start).
+        chunking.PDF_TIMEOUT_S = 0.001
+        try:
+            slow = http.post(
+                f"/v2/knowledge/{base.id}/upload",
+                files={"file": ("slow.pdf", small_pdf("Slow."), "application/pdf")},
+            )
+        finally:
+            chunking.PDF_TIMEOUT_S = timeout
+        assert slow.status_code == 413 and "took longer" in slow.text, slow.text
 
         # The upload URL checks its token before it reads the body: a wrong one is a 404, whatever
         # was sent (here not even a form).

@@ -21,7 +21,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -43,15 +42,15 @@ from api.simulator import create_simulator_app
 from core import bus, temporal
 from core.db import Database
 from core.logging import configure_logging
-from core.migrate import upgrade
 from core.settings import LogFormat, load_settings
-from everloop.stack import EmbeddedStack, Endpoints
+from everloop.stack import Endpoints
 from everloop.stack import services as stack_services
 from everloop.stack.process import ManagedProcess, free_port
 from everloop.worker import build_worker
 from services.events import channel
 from tests import factories
 from tests.bench.bare import BareTurn, Steps
+from tests.bench.stack import run_on_fresh_stack
 from tests.servers import running
 
 SCRIPT = {"mode": "script", "script": [{"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}]}, "3"]}
@@ -352,22 +351,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # litellm prints a banner on each reply from the simulator (its model name has no provider prefix).
     litellm.suppress_debug_info = True
-    with tempfile.TemporaryDirectory(prefix="everloop-bench-") as tmp:
-        data_dir = Path(tmp)
-        env = {"EVERLOOP_DATA_DIR": str(data_dir)}
-        env |= {f"EMBEDDED_{part}_PORT": "0" for part in ("POSTGRES", "REDIS", "TEMPORAL", "TEMPORAL_UI")}
-        stack = EmbeddedStack(load_settings(env), durable=False)
-        try:
-            print("starting the embedded stack...", flush=True)
-            endpoints = stack.start()
-            upgrade(endpoints.database_url)
-            asyncio.run(bench(endpoints, data_dir, args))
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        finally:
-            stack.stop()
-    return 0
+    return run_on_fresh_stack(lambda endpoints, data_dir: bench(endpoints, data_dir, args))
 
 
 if __name__ == "__main__":

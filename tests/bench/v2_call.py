@@ -26,14 +26,12 @@ per-iteration differences. Figures only: nothing here passes or fails.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import functools
 import os
 import pstats
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -51,13 +49,13 @@ from core.db import Database
 from core.db.models import LlmModel, LlmProvider
 from core.identity import Identity
 from core.logging import configure_logging
-from core.migrate import upgrade
 from core.schemas.v2_calls import CallRequest
 from core.settings import LogFormat, load_settings
-from everloop.stack import EmbeddedStack, Endpoints
+from everloop.stack import Endpoints
 from services import model_calls, v2_calls
 from tests import factories
 from tests.bench.loop_latency import pct
+from tests.bench.stack import run_on_fresh_stack
 from tests.bench.trace_store import account, api_processes
 
 TARGET_OVERHEAD_MS = 10.0
@@ -268,22 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="then (d) under cProfile: the top functions")
     args = parser.parse_args(argv)
     configure_logging("WARNING", LogFormat.CONSOLE)
-    with tempfile.TemporaryDirectory(prefix="everloop-bench-") as tmp:
-        data_dir = Path(tmp)
-        env = {"EVERLOOP_DATA_DIR": str(data_dir)}
-        env |= {f"EMBEDDED_{part}_PORT": "0" for part in ("POSTGRES", "REDIS", "TEMPORAL", "TEMPORAL_UI")}
-        stack = EmbeddedStack(load_settings(env), durable=False)
-        try:
-            print("starting the embedded stack...", flush=True)
-            endpoints = stack.start()
-            upgrade(endpoints.database_url)
-            asyncio.run(bench(endpoints, data_dir, args))
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        finally:
-            stack.stop()
-    return 0
+    return run_on_fresh_stack(lambda endpoints, data_dir: bench(endpoints, data_dir, args))
 
 
 if __name__ == "__main__":

@@ -160,16 +160,20 @@ def settings(endpoints: Endpoints) -> Settings:
     return make_settings(endpoints)
 
 
+async def truncate_all(database: Database) -> None:
+    """Empties every table: what a test (or a module-scoped stack) stored must not reach the next."""
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    async with database.engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
 @pytest.fixture
 async def db(endpoints: Endpoints) -> AsyncIterator[Database]:
     database = Database(endpoints.database_url, pool_size=2)
     try:
         yield database
     finally:
-        tables = [t.name for t in Base.metadata.sorted_tables]
-        if tables:
-            async with database.engine.begin() as conn:
-                await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        await truncate_all(database)
         await database.dispose()
 
 

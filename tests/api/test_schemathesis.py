@@ -11,13 +11,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import allow_header_conformance, ignored_auth, positive_data_acceptance
-from sqlalchemy import text
 
 from api.app import create_app
 from core.db import Database
-from core.db.models import Base
 from everloop.stack import Endpoints
-from tests.conftest import make_settings
+from tests.conftest import make_settings, truncate_all
 from tests.servers import running
 
 
@@ -30,9 +28,7 @@ def base_url(endpoints: Endpoints) -> Iterator[str]:
 
 async def _truncate(url: str) -> None:
     db = Database(url, pool_size=1)
-    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-    async with db.engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    await truncate_all(db)
     await db.dispose()
 
 

@@ -20,6 +20,7 @@ import pytest
 from opperai import Opper, errors
 
 from api.app import create_app
+from core.db import Database
 from core.db.models import LlmModel, LlmProvider
 from core.identity import Identity
 from core.schemas.v2_calls import CallRequest
@@ -27,6 +28,7 @@ from everloop.stack import Endpoints
 from services import v2_calls
 from services.json_stream import assemble
 from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings, register
+from tests.conftest import truncate_all
 from tests.servers import running
 
 RUN = uuid.uuid4().hex[:8]  # names of this run: the cache and the models are shared by every run
@@ -149,7 +151,13 @@ async def stack(endpoints: Endpoints, simulator_url: str) -> AsyncIterator[Stack
             )
             assert model.status_code == 201, model.text
             names["plain"] = f"v2call-{RUN}-plain"
-            yield Stack(server.url, key, http, bob, names)
+            try:
+                yield Stack(server.url, key, http, bob, names)
+            finally:
+                # Module-scoped: no test's `db` empties the tables after it, so the stack does.
+                database = Database(endpoints.database_url, pool_size=1)
+                await truncate_all(database)
+                await database.dispose()
 
 
 async def span(stack: Stack, span_id: str) -> dict[str, Any]:

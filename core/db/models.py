@@ -10,9 +10,11 @@ from core.db.golden import GoldenResult, GoldenRun, GoldenTest
 from core.db.knowledge import KnowledgeBase, KnowledgeChunk, KnowledgeDocument, KnowledgeFile
 from core.db.llm import LlmModel, LlmProvider
 from core.db.mcp import McpServer
+from core.db.rate_limits import RateLimit
 from core.db.replays import Replay
 from core.db.sessions import Event, Message, Session
 from core.db.traces import ExternalSession, Project, ProjectKey, Span, SpanEvent, SpanMetric, Trace
+from core.db.webhooks import Webhook, WebhookDelivery
 
 __all__ = [
     "Agent",
@@ -40,6 +42,7 @@ __all__ = [
     "OAuthIdentity",
     "Project",
     "ProjectKey",
+    "RateLimit",
     "RefreshToken",
     "Replay",
     "Session",
@@ -49,4 +52,6 @@ __all__ = [
     "SpanMetric",
     "Trace",
     "User",
+    "Webhook",
+    "WebhookDelivery",
 ]

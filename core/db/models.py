@@ -14,7 +14,6 @@ from core.db.rate_limits import RateLimit
 from core.db.replays import Replay
 from core.db.sessions import Event, Message, Session
 from core.db.traces import ExternalSession, Project, ProjectKey, Span, SpanEvent, SpanMetric, Trace
-from core.db.webhooks import Webhook, WebhookDelivery
 
 __all__ = [
     "Agent",
@@ -52,6 +51,4 @@ __all__ = [
     "SpanMetric",
     "Trace",
     "User",
-    "Webhook",
-    "WebhookDelivery",
 ]

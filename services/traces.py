@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Agent, Event, Message, Session
 from core.db.traces import Project, Span, Trace
+from core.ids import uuid7
 from core.schemas.traces import CONTAINER_KINDS, SpanStatus, SpanWrite
 
 DEFAULT_PROJECT_NAME = "Default"
@@ -144,6 +145,145 @@ async def refresh(db: AsyncSession, trace_pk: uuid.UUID) -> None:
     but containers: Opswald's step list). The trace's `status` is its writer's to set (an agent
     turn's end, a PATCH), so it is left alone here."""
     await db.execute(REFRESH, {"trace_pk": trace_pk, "containers": list(CONTAINER_KINDS)})
+
+
+# A trace's aggregates over a set of spans `s` (REFRESH's, as a sub-select).
+_AGGREGATES = """
+    SELECT
+        min(start_time) AS started,
+        max(coalesce(end_time, start_time)) AS ended,
+        floor(extract(epoch FROM max(coalesce(end_time, start_time)) - min(start_time)) * 1000) AS duration,
+        coalesce(sum(cost), 0) AS cost,
+        coalesce(sum(input_tokens), 0) AS input_tokens,
+        coalesce(sum(output_tokens), 0) AS output_tokens,
+        count(*) AS spans,
+        count(*) FILTER (WHERE kind <> ALL(CAST(:containers AS text[]))) AS steps,
+        count(*) FILTER (WHERE status = 'error') AS errors,
+        coalesce(
+            jsonb_agg(DISTINCT model ORDER BY model) FILTER (WHERE model IS NOT NULL), '[]'::jsonb
+        ) AS models
+"""
+_SPAN_COLUMNS = (
+    "span_id, parent_span_id, name, kind, status, input, output, error, metadata, start_time, "
+    "end_time, model, provider, input_tokens, output_tokens, cost"
+)
+_SPAN_VALUES = ", ".join(f"rows.{c}" for c in _SPAN_COLUMNS.split(", "))
+_SPAN_REPLACED = ", ".join(f"{c} = excluded.{c}" for c in _SPAN_COLUMNS.split(", ") if c != "span_id")
+# One statement (one round trip) for a call's spans: the parent's trace when the owner has that
+# span, else a new trace in the owner's default project carrying its aggregates; the spans; the
+# parent trace's aggregates over its stored spans plus these. A WITH's sub-statements cannot see
+# each other's writes, which is why a new trace is inserted with its aggregates (computed from the
+# rows) rather than refreshed after, and the parent's are computed from its stored spans (minus
+# any the write replaces) plus the new rows.
+# (S608: the f-string joins the constants above, never a value: those are bind parameters.)
+CALL_TRACE = text(
+    f"""
+    WITH rows AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:spans AS jsonb)) AS r(
+            id uuid, span_id text, parent_span_id text, name text, kind text, status text,
+            input jsonb, output jsonb, error text, metadata jsonb, start_time timestamptz,
+            end_time timestamptz, model text, provider text, input_tokens bigint,
+            output_tokens bigint, cost numeric
+        )
+    ),
+    parent AS (
+        SELECT trace_pk AS id FROM spans
+        WHERE owner_id = CAST(:owner_id AS uuid) AND span_id = CAST(:parent_span_id AS text)
+        ORDER BY updated_at DESC LIMIT 1
+    ),
+    project AS (SELECT id FROM projects WHERE owner_id = CAST(:owner_id AS uuid) AND is_default),
+    made AS (
+        INSERT INTO traces (
+            id, owner_id, project_id, trace_id, name, status, started_at, ended_at, duration_ms,
+            total_cost, input_tokens, output_tokens, span_count, step_count, error_count, models_used
+        )
+        SELECT
+            CAST(:trace_pk AS uuid), CAST(:owner_id AS uuid), project.id, CAST(:trace_id AS text),
+            CAST(:name AS text), CAST(:status AS text), agg.started, agg.ended, agg.duration, agg.cost,
+            agg.input_tokens, agg.output_tokens, agg.spans, agg.steps, agg.errors, agg.models
+        FROM project, ({_AGGREGATES} FROM rows) AS agg
+        WHERE NOT EXISTS (SELECT 1 FROM parent)
+        RETURNING id
+    ),
+    target AS (SELECT id FROM parent UNION ALL SELECT id FROM made),
+    stored AS (
+        INSERT INTO spans (id, owner_id, trace_pk, {_SPAN_COLUMNS})
+        SELECT rows.id, CAST(:owner_id AS uuid), target.id, {_SPAN_VALUES}
+        FROM rows, target
+        ON CONFLICT (trace_pk, span_id) DO UPDATE SET
+            {_SPAN_REPLACED},
+            updated_at = now()
+        RETURNING id
+    ),
+    refreshed AS (
+        UPDATE traces SET
+            started_at = agg.started, ended_at = agg.ended, duration_ms = agg.duration,
+            total_cost = agg.cost, input_tokens = agg.input_tokens, output_tokens = agg.output_tokens,
+            span_count = agg.spans, step_count = agg.steps, error_count = agg.errors,
+            models_used = agg.models, updated_at = now()
+        FROM (
+            {_AGGREGATES}
+            FROM (
+                SELECT start_time, end_time, cost, input_tokens, output_tokens, kind, status, model
+                FROM spans
+                WHERE trace_pk = (SELECT id FROM parent)
+                    AND span_id NOT IN (SELECT span_id FROM rows)
+                UNION ALL
+                SELECT start_time, end_time, cost, input_tokens, output_tokens, kind, status, model
+                FROM rows
+            ) AS s
+        ) AS agg
+        WHERE traces.id = (SELECT id FROM parent)
+        RETURNING traces.id
+    )
+    SELECT (SELECT id FROM target) AS trace_pk, (SELECT count(*) FROM stored) AS stored
+    """  # noqa: S608
+)
+
+
+async def write_call(
+    db: AsyncSession,
+    owner_id: uuid.UUID,
+    spans: list[SpanWrite],
+    *,
+    name: str,
+    parent_span_id: str | None = None,
+    status: SpanStatus = "unset",
+) -> uuid.UUID:
+    """A model call's spans (the call's own first, then any children) as a trace of its own in the
+    owner's default project, named `name` with `status`; or, when `parent_span_id` names one of the
+    owner's spans, in that span's trace (another account's, or an unknown, parent starts a new
+    trace: no span is attached to what the caller does not own). The trace's key; the caller
+    commits. The one helper of the `/v2` calls (`/v2/call`, `/v2/openai`, rerank, OCR).
+
+    In one statement (CALL_TRACE) because it is on the answer's path: the five round trips it
+    replaces (parent, project, trace, spans, aggregates) cost /v2/call ~10 ms (docs/benchmarks.md).
+    The default project is looked up inside it; only an account's very first trace makes one."""
+    # A call's spans reference no stored event or message (`source_*`: an agent turn's).
+    rows = [
+        {
+            "id": str(uuid7()),
+            **{k: v for k, v in msgspec.structs.asdict(s).items() if not k.startswith("source_")},
+        }
+        for s in spans
+    ]
+    params = {
+        "spans": msgspec.json.encode(rows).decode(),
+        "owner_id": owner_id,
+        "parent_span_id": parent_span_id,
+        "trace_pk": uuid7(),
+        "trace_id": str(uuid.uuid4()),
+        "name": name,
+        "status": status,
+        "containers": list(CONTAINER_KINDS),
+    }
+    for _ in range(2):
+        trace_pk: uuid.UUID | None = (await db.execute(CALL_TRACE, params)).scalar()
+        if trace_pk is not None:
+            return trace_pk
+        # No parent and no default project yet: the account's first trace makes the project.
+        await default_project(db, owner_id)
+    raise AssertionError("the owner's default project exists")  # made just above
 
 
 def as_write(span: Span) -> SpanWrite:

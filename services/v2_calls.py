@@ -39,7 +39,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import LlmModel, LlmProvider
-from core.db.traces import Span, Trace
 from core.errors import BadGateway, InvalidInput
 from core.identity import Identity
 from core.schemas import v2_calls as schema
@@ -623,18 +622,6 @@ async def record(
     """The call's span, under `parent_span_id` (in its trace) when the caller owns that span, else
     the root of a new trace named after the call; each model request a child span."""
     data = call.data
-    trace_id: str | None = None
-    if data.parent_span_id:
-        trace_id = await db.scalar(
-            select(Trace.trace_id)
-            .join(Span, Span.trace_pk == Trace.id)
-            .where(Span.owner_id == who.user_id, Span.span_id == data.parent_span_id)
-            .order_by(Span.updated_at.desc())
-            .limit(1)
-        )
-    project_id = await traces.default_project(db, who.user_id)
-    fields: dict[str, Any] = {} if trace_id else {"name": data.name}
-    trace_pk = await traces.ensure_trace(db, who.user_id, project_id, trace_id or str(uuid.uuid4()), **fields)
     shown = answer or cached or {}
     input_tokens, output_tokens, cost = _totals(call)
     status: SpanStatus = "error" if error else "ok"
@@ -685,7 +672,7 @@ async def record(
                 cost=attempt.cost,
             )
         )
-    await traces.upsert_spans(db, who.user_id, trace_pk, spans)
+    await traces.write_call(db, who.user_id, spans, name=data.name, parent_span_id=data.parent_span_id)
     await db.commit()
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import LlmModel, LlmProvider
@@ -29,10 +29,15 @@ def route_name(provider_type: str, model_id: str) -> str:
     return f"{ROUTE_PREFIX.get(provider_type, 'openai')}/{model_id}"
 
 
-def _ranked(query: Select[Any]) -> Select[Any]:
-    # Several of one name: the owner's own provider's first, then an active one, then the oldest.
+def _ranked(query: Select[Any], spelling: ColumnElement[int]) -> Select[Any]:
+    # Several of one name: by `spelling` (how the name matched), then the owner's own provider's
+    # first, then an active one, then the oldest.
     return query.order_by(
-        LlmProvider.owner_id.is_(None), LlmModel.status != "active", LlmModel.created_at, LlmModel.id
+        spelling,
+        LlmProvider.owner_id.is_(None),
+        LlmModel.status != "active",
+        LlmModel.created_at,
+        LlmModel.id,
     ).limit(1)
 
 
@@ -52,18 +57,19 @@ async def find_model(
         model_pk = None
     if model_pk is not None:
         return await _first(db, query.where(LlmModel.id == model_pk))
-    for condition in (LlmModel.alias == name, LlmModel.model_id == name):
-        if (found := await _first(db, _ranked(query.where(condition)))) is not None:
-            return found
+    # One query for the three spellings, on the answer's path of every /v2 call: an alias wins over
+    # a `model_id`, which wins over the `provider/model` route; then `_ranked`'s order.
+    matches = [LlmModel.alias == name, LlmModel.model_id == name]
     route, _, model_id = name.partition("/")
     types = [t for t, prefix in ROUTE_PREFIX.items() if prefix == route]
-    if not model_id or (route != "openai" and not types):
-        return None
-    # `openai/...` is the route of every type that speaks OpenAI's wire format.
-    of_route = (
-        LlmProvider.provider_type.in_(types) if types else LlmProvider.provider_type.not_in(ROUTE_PREFIX)
-    )
-    return await _first(db, _ranked(query.where(LlmModel.model_id == model_id, of_route)))
+    if model_id and (route == "openai" or types):
+        # `openai/...` is the route of every type that speaks OpenAI's wire format.
+        of_route = (
+            LlmProvider.provider_type.in_(types) if types else LlmProvider.provider_type.not_in(ROUTE_PREFIX)
+        )
+        matches.append(and_(LlmModel.model_id == model_id, of_route))
+    spelling = case(*((match, rank) for rank, match in enumerate(matches)), else_=len(matches))
+    return await _first(db, _ranked(query.where(or_(*matches)), spelling))
 
 
 async def _first(db: AsyncSession, query: Select[Any]) -> LlmModel | None:

@@ -6,6 +6,7 @@ disagree with the spans they summarise."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -284,6 +285,15 @@ async def write_call(
         # No parent and no default project yet: the account's first trace makes the project.
         await default_project(db, owner_id)
     raise AssertionError("the owner's default project exists")  # made just above
+
+
+async def finish_call(db: AsyncSession, owner_id: uuid.UUID, span: SpanWrite, **fields: Any) -> None:
+    """A one-span call (`/v2/rerank`, `/v2/ocr`) ended now with `fields` (status, output, error,
+    tokens, cost), written as a trace of its own named after the span and committed: a failure's
+    span too, before the 502 that follows could roll it back."""
+    done = msgspec.structs.replace(span, end_time=datetime.now(UTC), **fields)
+    await write_call(db, owner_id, [done], name=done.name, status=done.status)
+    await db.commit()
 
 
 def as_write(span: Span) -> SpanWrite:

@@ -4,14 +4,20 @@ No OCR engine runs here: a vision-capable chat model of the caller's is asked to
 image as Markdown (one litellm completion, reached as every model call is: services/model_calls.py).
 An image is one page (index 0). A PDF is not read: fetching a document for a model to read would
 make this server download arbitrary URLs, so a `document_url` or `base64` document must be an image
-(`data:image/...` or a file name with an image extension); anything else is a 400 saying so. No call
-span is recorded."""
+(`data:image/...` or a file name with an image extension); anything else is a 400 saying so.
+
+Each call is a span (`type` `llm`), a trace of its own in the caller's default project
+(services/traces.write_call): the prompt and the image's URL in (a `data:` URL as its media type and
+size: a trace store is not an image store), the Markdown out, with the model, tokens and cost; a
+provider's failure is a span with its error. The answer's `id` is the span's id (the SDK's
+response has no `span_id`), so `GET /v2/spans/{id}` finds it."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import uuid
+from datetime import UTC, datetime
 
 import litellm
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,8 +26,11 @@ from core.errors import InvalidInput
 from core.identity import Identity
 from core.net import NetPolicy, url_refusal
 from core.schemas import v2_rerank as schema
+from core.schemas.traces import SpanWrite
 from core.schemas.v2_traces import ListMeta, V2Page
-from services import model_calls, model_names, v2_models
+from services import model_calls, model_names, traces, v2_models
+
+SPAN_NAME = "ocr"
 
 PROMPT = (
     "Transcribe all text in this image as Markdown: keep headings, lists and tables as Markdown. "
@@ -102,26 +111,52 @@ async def ocr(
             "content": [{"type": "text", "text": PROMPT}, {"type": "image_url", "image_url": {"url": url}}],
         }
     ]
-    async with access.reaching(model.provider, model) as (params, api_key):
-        try:
-            response = await litellm.acompletion(
-                **params, messages=messages, timeout=OCR_TIMEOUT_S, num_retries=0
-            )
-        except Exception as exc:
-            if model_calls.is_provider_error(exc):
-                raise model_calls.failure(exc, api_key) from None
-            raise
+    route = model_names.route_name(model.provider.provider_type, model.model_id)
+    shown = url if size is None else f"{url.partition(',')[0]},<{size} bytes>"
+    span = SpanWrite(
+        span_id=str(uuid.uuid4()),
+        name=SPAN_NAME,
+        kind="llm",
+        input={"prompt": PROMPT, "image_url": shown, "document_name": data.document.document_name},
+        metadata={"route": "/v2/ocr", "model_pk": str(model.id)},
+        start_time=datetime.now(UTC),
+        model=route,
+        provider=model.provider.provider_type,
+    )
+    try:
+        async with access.reaching(model.provider, model) as (params, api_key):
+            try:
+                response = await litellm.acompletion(
+                    **params, messages=messages, timeout=OCR_TIMEOUT_S, num_retries=0
+                )
+            except Exception as exc:
+                if model_calls.is_provider_error(exc):
+                    raise model_calls.failure(exc, api_key) from None
+                raise
+    except model_calls.ModelCallFailed as failed:
+        await traces.finish_call(db, who.user_id, span, status="error", error=failed.message)
+        raise
     markdown = str(response.choices[0].message.content or "")
     usage = getattr(response, "usage", None)
     given = int(getattr(usage, "prompt_tokens", 0) or 0)
     made = int(getattr(usage, "completion_tokens", 0) or 0)
-    spent = float(model_calls.cost_of(params["model"], given, made))
+    spent = model_calls.cost_of(params["model"], given, made)
+    await traces.finish_call(
+        db,
+        who.user_id,
+        span,
+        status="ok",
+        output=markdown,
+        input_tokens=given,
+        output_tokens=made,
+        cost=spent,
+    )
     return schema.OcrResult(
-        id=str(uuid.uuid4()),
+        id=span.span_id,
         pages=[schema.OcrPage(index=0, markdown=markdown)],
         model=data.model,
         usage_info=schema.OcrUsage(pages_processed=1, doc_size_bytes=size),
-        cost=schema.Cost(generation=spent, platform=0.0, total=spent),
+        cost=schema.Cost(generation=float(spent), platform=0.0, total=float(spent)),
     )
 
 

@@ -22,11 +22,9 @@ from typing import Any
 import litellm
 import msgspec
 import structlog
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import LlmModel
-from core.db.traces import Trace
 from core.errors import InvalidInput
 from core.identity import Identity
 from core.net import NetPolicy, url_refusal
@@ -110,12 +108,7 @@ async def record(db: AsyncSession, who: Identity, call: Prepared, **fields: Any)
         provider=call.model.provider.provider_type,
         **fields,
     )
-    project_id = await traces.default_project(db, who.user_id)
-    trace_id = uuid.uuid4().hex
-    trace_pk = await traces.ensure_trace(db, who.user_id, project_id, trace_id, name=SPAN_NAME)
-    await traces.upsert_spans(db, who.user_id, trace_pk, [span])
-    await db.execute(update(Trace).where(Trace.id == trace_pk).values(status=status))
-    await db.commit()
+    await traces.finish_call(db, who.user_id, span)
 
 
 def _usage_fields(route: str, usage: Any) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 methods) against a real server with the simulator as the model: lexical embeddings rank the
 obvious document first, `top_k` and `return_documents` shape the answer; an image in a `data:` URL
 is transcribed by the simulator (echo mode answers the transcription prompt), a private image
-address is refused before any model call, unknown models and missing keys are refused."""
+address is refused before any model call, unknown models and missing keys are refused. Each call is
+a span the answer's `id` names (a failed one too), which another account cannot read."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from opperai import Opper, errors, models
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from api.app import create_app
 from core.db import Database
 from core.db.models import LlmModel
+from core.db.traces import Span, Trace
 from everloop.stack import Endpoints
 from services.v2_ocr import PROMPT
-from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings
+from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings, register
 from tests.servers import running
 
 # A 1x1 PNG: the simulator does not look at it; a real vision model would.
@@ -57,10 +59,14 @@ async def stack(endpoints: Endpoints, db: Database, simulator_url: str) -> Async
                 headers=auth,
             )
             assert provider.status_code == 201, provider.text
-            for model_id in ("rr-chat", "rr-embed"):
+            for model_id, settings in (
+                ("rr-chat", {}),
+                ("rr-embed", {}),
+                ("rr-down", {"error": {"status": 500}}),  # its provider fails: a 502
+            ):
                 added = await http.post(
                     f"/v1/llm-providers/{provider.json()['id']}/models",
-                    json={"model_id": model_id},
+                    json={"model_id": model_id, "settings": settings},
                     headers=auth,
                 )
                 assert added.status_code == 201, added.text
@@ -139,3 +145,57 @@ async def test_rerank_and_ocr_through_the_sdk(stack: Stack) -> None:
             assert response.status_code == 401, response.text
         assert (await anon.get("/v2/rerank/models")).status_code == 401
         assert (await anon.get("/v2/ocr/models")).status_code == 401
+
+
+async def test_each_rerank_and_ocr_call_is_a_span(stack: Stack, db: Database) -> None:
+    opper = Opper(http_bearer=stack.key, server_url=f"{stack.url}/v2")
+    documents: list[models.RerankDocumentTypedDict] = [{"text": "dogs bark"}, {"text": "cats purr"}]
+    ranked = await opper.rerank.documents_async(
+        query="cats purr",
+        documents=documents,
+        model="rr-embed",
+        top_k=1,
+    )
+    read = await opper.ocr.process_ocr_ocr_post_async(
+        model="rr-chat", document={"type": "image_url", "image_url": f"data:image/png;base64,{PIXEL}"}
+    )
+    auth = {"Authorization": f"Bearer {stack.key}"}
+    async with httpx.AsyncClient(base_url=stack.url, headers=auth) as http:
+        rerank_span = (await http.get(f"/v2/spans/{ranked.id}")).json()
+        ocr_span = (await http.get(f"/v2/spans/{read.id}")).json()
+        bob = await register(http)
+        for span_id in (ranked.id, read.id):
+            theirs = await http.get(
+                f"/v2/spans/{span_id}", headers={"Authorization": f"Bearer {bob['access_token']}"}
+            )
+            assert theirs.status_code == 404, theirs.text
+    assert rerank_span["name"] == "rerank" and rerank_span["status"] == "ok"
+    assert rerank_span["input"] == {"query": "cats purr", "documents": ["dogs bark", "cats purr"], "top_k": 1}
+    assert rerank_span["output"] == [{"index": 1, "relevance_score": ranked.results[0].relevance_score}]
+    assert (
+        rerank_span["model"] == "openai/rr-embed"
+        and rerank_span["input_tokens"] == ranked.usage["input_tokens"]
+    )
+    assert rerank_span["input_tokens"] > 0 and rerank_span["cost"] is not None
+    assert ocr_span["name"] == "ocr" and ocr_span["status"] == "ok" and ocr_span["type"] == "llm"
+    assert ocr_span["output"] == read.pages[0].markdown and ocr_span["model"] == "openai/rr-chat"
+    # The image is not copied into the trace store: its media type and size are.
+    assert ocr_span["input"]["image_url"] == f"data:image/png;base64,<{read.usage_info.doc_size_bytes} bytes>"
+    assert ocr_span["input_tokens"] > 0 and ocr_span["output_tokens"] > 0
+    assert rerank_span["trace_id"] != ocr_span["trace_id"]  # each a trace of its own
+
+    # A provider's failure is a 502, and still a span (with the error) in a trace marked so.
+    with pytest.raises(errors.OpperError) as failed:
+        await opper.ocr.process_ocr_ocr_post_async(
+            model="rr-down", document={"type": "image_url", "image_url": f"data:image/png;base64,{PIXEL}"}
+        )
+    assert failed.value.status_code == 502, failed.value.body
+    async with db.session() as session:
+        rows = (
+            await session.execute(
+                select(Span.status, Span.error, Span.model, Trace.status)
+                .join(Trace, Trace.id == Span.trace_pk)
+                .where(Span.name == "ocr", Span.model == "openai/rr-down")
+            )
+        ).all()
+    assert len(rows) == 1 and rows[0][0] == "error" and rows[0][1] and rows[0][3] == "error"

@@ -468,11 +468,15 @@ def _now() -> datetime:
 
 
 async def _ask(
-    access: model_calls.ModelAccess, target: Target, prompt: list[dict[str, Any]], data: schema.CallRequest
+    access: model_calls.ModelAccess,
+    target: Target,
+    prompt: list[dict[str, Any]],
+    data: schema.CallRequest,
+    structured: bool,
 ) -> tuple[str, int, int, Decimal]:
     extra: dict[str, Any] = {**target.options, "num_retries": 0, "timeout": TIMEOUT_S}
     async with access.reaching(target.provider, target.model, extra) as (params, api_key):
-        if structured_mode(access, target, data.output_schema):
+        if structured:
             params["response_format"] = response_format(data)
         try:
             response = await litellm.acompletion(messages=prompt, **params)
@@ -527,20 +531,36 @@ async def complete(
     raise BadGateway(error)
 
 
+def refused_structure(exc: model_calls.ModelCallFailed, structured: bool) -> bool:
+    """Whether a failure is the provider refusing the structured-output request itself (a 400 to a
+    `json_schema` response format: a schema feature it does not take, a model without the mode that
+    litellm's table says has it): the same call in the prompt mode may well pass."""
+    return structured and exc.status == 400
+
+
 async def _answer(access: model_calls.ModelAccess, target: Target, call: Prepared) -> dict[str, Any]:
     data = call.data
-    prompt = messages(data, structured_mode(access, target, data.output_schema))
+    structured = structured_mode(access, target, data.output_schema)
+    prompt = messages(data, structured)
     problem: str | None = None
-    for _ in range(call.repairs + 1):
+    repairs = 0
+    while repairs <= call.repairs:
         attempt = Attempt(model=_route(target), start=_now(), end=_now())
         call.attempts.append(attempt)
         try:
             text, attempt.input_tokens, attempt.output_tokens, attempt.cost = await _ask(
-                access, target, prompt, data
+                access, target, prompt, data, structured
             )
         except model_calls.ModelCallFailed as exc:
             attempt.end, attempt.error = _now(), exc.message
-            raise
+            if not refused_structure(exc, structured):
+                raise
+            # Once per model, and not counted as a repair: the schema goes into the prompt instead
+            # (the conversation starts again: a repair's messages asked for the structured mode).
+            attempt.error += "; asked again with the schema in the prompt"
+            structured, problem = False, None
+            prompt = messages(data, structured)
+            continue
         attempt.end, attempt.output = _now(), text
         if call.output_validator is None:
             return {"message": text, "json_payload": None, "model": attempt.model}
@@ -548,6 +568,7 @@ async def _answer(access: model_calls.ModelAccess, target: Target, call: Prepare
         if problem is None:
             return {"message": None, "json_payload": value, "model": attempt.model}
         attempt.error = f"output_schema violation: {problem}"
+        repairs += 1
         prompt = [
             *prompt,
             {"role": "assistant", "content": text},
@@ -728,8 +749,9 @@ async def _frames(
             yield sse(chunk)
         return
     failures: list[str] = []
-    for target in call.targets:
-        structured = structured_mode(access, target, data.output_schema)
+    todo = [(target, structured_mode(access, target, data.output_schema)) for target in call.targets]
+    while todo:
+        target, structured = todo.pop(0)
         attempt = Attempt(model=_route(target), start=_now(), end=_now())
         call.attempts.append(attempt)
         tokenizer, pieces, sent = JsonStream(), [], False
@@ -744,6 +766,10 @@ async def _frames(
                         yield sse(chunk)
         except model_calls.ModelCallFailed as exc:
             attempt.end, attempt.error = _now(), exc.message
+            if not sent and refused_structure(exc, structured):  # as `_answer`: once, in prompt mode
+                attempt.error += "; asked again with the schema in the prompt"
+                todo.insert(0, (target, False))
+                continue
             if not sent:  # nothing of this model's answer went out: the next model may answer
                 failures.append(f"{target.name}: {exc.message}")
                 continue

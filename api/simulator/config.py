@@ -40,6 +40,9 @@ class SimulatorError(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     status: ErrorKind
     times: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    # "json_schema": only a request with a `json_schema` response format fails (a provider that
+    # refuses a structured-output schema, while the same request in plain text would pass).
+    when: Literal["always", "json_schema"] = "always"
     message: str | None = None
     retry_after: Seconds = 1.0
     # "timeout": how long to hang before answering normally; longer than litellm's 600 s default.

@@ -80,7 +80,7 @@ def _step(request: ChatCompletionRequest, config: SimulatorConfig) -> tuple[Simu
         return SimulatorStep(text=config.text), 0
     if config.mode == "echo":
         echo = ECHO_PREFIX + _last_user_text(request.messages)
-        schema = _json_schema(request)
+        schema = json_schema(request)
         if schema is not None:
             return SimulatorStep(text=msgspec.json.encode(structured.instance(schema, echo)).decode()), 0
         return SimulatorStep(text=echo), 0
@@ -96,7 +96,7 @@ def _step(request: ChatCompletionRequest, config: SimulatorConfig) -> tuple[Simu
     return steps[-1], index
 
 
-def _json_schema(request: ChatCompletionRequest) -> Any:
+def json_schema(request: ChatCompletionRequest) -> Any:
     """The schema of a `json_schema` response format, or None."""
     form = request.response_format or {}
     if form.get("type") != "json_schema" or not isinstance(form.get("json_schema"), dict):

@@ -101,7 +101,10 @@ async def create_chat_completion(
     Any model name is accepted."""
     config = data.simulator or SimulatorConfig()
     conversation = engine.fingerprint(data)
-    failure = faults.due_failure(config.error, conversation)
+    error = config.error
+    if error is not None and error.when == "json_schema" and engine.json_schema(data) is None:
+        error = None
+    failure = faults.due_failure(error, conversation)
     if failure is not None:
         if failure.status != "timeout":
             return faults.injected_response(failure)

@@ -90,6 +90,13 @@ MODELS: dict[str, dict[str, Any]] = {
     "slow": {"mode": "fixed", "text": "one two three four five six seven eight", "chunk_delay": 0.5},
     "deep": {"mode": "fixed", "text": "[" * 100_000 + "]" * 100_000},
     "disabled": {},
+    # A provider that refuses the structured-output request (400) and answers the same in text.
+    "refuses": {
+        "mode": "fixed",
+        "text": '{"name": "Ada", "age": 36}',
+        "error": {"status": 400, "when": "json_schema"},
+    },
+    "list": {"mode": "fixed", "text": "[3, 1, 2]", "error": {"status": 400, "when": "json_schema"}},
 }
 
 
@@ -221,6 +228,60 @@ async def test_an_invalid_answer_is_repaired(stack: Stack) -> None:
     requests = sorted((s for s in spans if s["type"] == "llm"), key=lambda s: s["id"])
     assert [s["status"] for s in requests] == ["error", "ok"]
     assert "'age' is a required property" in requests[0]["error"]
+
+
+async def model_requests(stack: Stack, span_id: str) -> list[dict[str, Any]]:
+    trace = (await span(stack, span_id))["trace_id"]
+    spans = (await stack.http.get(f"/v2/traces/{trace}/spans")).json()["spans"]
+    return sorted(
+        (s for s in spans if s["type"] == "llm" and s["parent_id"] == span_id), key=lambda s: s["id"]
+    )
+
+
+async def test_a_structured_mode_refused_with_a_400_is_asked_again_in_the_prompt(stack: Stack) -> None:
+    body = {
+        "name": f"refused-{RUN}",
+        "input": "Ada",
+        "output_schema": PERSON,
+        "model": stack.models["refuses"],
+    }
+    answer = await stack.http.post("/v2/call", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["json_payload"] == {"name": "Ada", "age": 36}
+    requests = await model_requests(stack, answer.json()["span_id"])
+    assert [s["status"] for s in requests] == ["error", "ok"]
+    assert "HTTP 400" in requests[0]["error"] and "schema in the prompt" in requests[0]["error"]
+    # The stream falls back the same way (nothing of the refused request was sent).
+    async with stack.http.stream("POST", "/v2/call/stream", json=body) as response:
+        text = "".join([piece async for piece in response.aiter_text()])
+    events = [json.loads(line[6:]) for line in text.split("\n") if line.startswith("data: ")]
+    assert [e["chunk_type"] for e in events if e["chunk_type"] != "json"] == []
+    assert assemble([(e["json_path"], e["delta"]) for e in events]) == {"name": "Ada", "age": 36}
+
+
+async def test_a_non_object_root_schema_goes_by_the_prompt(stack: Stack) -> None:
+    # OpenAI refuses a non-object root in json_schema mode; the model here would too (a 400), so a
+    # single clean model request proves the prompt mode was used from the start.
+    schema = {"type": "array", "items": {"type": "integer"}, "minItems": 3}
+    answer = await stack.http.post(
+        "/v2/call",
+        json={"name": f"list-{RUN}", "input": "x", "output_schema": schema, "model": stack.models["list"]},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["json_payload"] == [3, 1, 2]
+    requests = await model_requests(stack, answer.json()["span_id"])
+    assert [(s["status"], s["error"]) for s in requests] == [("ok", None)]
+    short = await stack.http.post(
+        "/v2/call",
+        json={
+            "name": f"list-short-{RUN}",
+            "input": "x",
+            "output_schema": {**schema, "minItems": 4},
+            "model": stack.models["list"],
+            "configuration": {"invocation.structured_generation.max_attempts": 1},
+        },
+    )
+    assert short.status_code == 502 and "is too short" in short.json()["detail"]
 
 
 async def test_an_answer_that_never_fits_is_a_502_naming_the_violation(stack: Stack) -> None:

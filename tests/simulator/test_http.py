@@ -107,6 +107,15 @@ async def test_rate_limits_carry_retry_after(simulator_url: str) -> None:
     assert response.headers["retry-after-ms"] == "2500"
 
 
+async def test_an_error_may_strike_only_structured_requests(simulator_url: str) -> None:
+    settings = {"error": {"status": 400, "when": "json_schema"}}
+    form = {"type": "json_schema", "json_schema": {"name": "o", "schema": {"type": "object"}}}
+    structured = {"model": "m", "messages": [user()], "simulator": settings, "response_format": form}
+    assert _openai_error(await _post(simulator_url, structured), 400)["type"] == "invalid_request_error"
+    plain = await _post(simulator_url, {"model": "m", "messages": [user()], "simulator": settings})
+    assert plain.status_code == 200, plain.text
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [

@@ -7,8 +7,8 @@ import json
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, post, put
-from litestar.datastructures import UploadFile
+from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.datastructures import FormMultiDict, UploadFile
 from litestar.di import NamedDependency
 from litestar.params import Body, FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.openapi import AUTHENTICATED, v2_error_responses
 from api.pagination import PageParams
 from api.state import Services
-from core.errors import InvalidInput
+from core.errors import InvalidInput, TooLarge
 from core.identity import Identity
 from core.schemas import v2_knowledge as schema
 from core.schemas.v2_traces import V2Page
@@ -24,6 +24,9 @@ from services import knowledge
 from services.model_calls import ModelAccess
 
 BaseId = FromPath[str]
+# A direct upload's form around its file: the part headers, the boundaries, `metadata` and the
+# chunk sizes. Its body may be this much larger than KNOWLEDGE_MAX_FILE_BYTES.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
 def _access(services: Services) -> ModelAccess:
@@ -280,16 +283,20 @@ class V2KnowledgeController(Controller):
         file sent to an upload URL (as `register_file`). At most KNOWLEDGE_MAX_FILE_BYTES."""
         access = _access(services)
         await knowledge.get_base(db_session, who, knowledge_base_id)  # another's base: 404 before all
+        max_bytes = services.settings.knowledge_max_file_bytes
         kind = request.headers.get("content-type", "")
         if kind.startswith("application/json"):
             try:
-                registered = msgspec.json.decode(await request.body(), type=schema.RegisterFile)
+                registered = msgspec.json.decode(
+                    await _bounded_body(request, MULTIPART_OVERHEAD_BYTES, "the body"),
+                    type=schema.RegisterFile,
+                )
             except msgspec.ValidationError as exc:
                 raise InvalidInput(str(exc), field="body") from None
             return await knowledge.register_file(db_session, access, who, knowledge_base_id, registered)
         if not kind.startswith("multipart/form-data"):
             raise InvalidInput("send the file as multipart/form-data, in its `file` part", field="file")
-        form = await request.form()
+        form = await _bounded_form(request, max_bytes)
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidInput("the form has no `file` part holding a file", field="file")
@@ -310,7 +317,7 @@ class V2KnowledgeController(Controller):
             data,
             sizes,
             _form_metadata(form.get("metadata")),
-            services.settings.knowledge_max_file_bytes,
+            max_bytes,
         )
 
     @get(
@@ -345,6 +352,53 @@ class V2KnowledgeController(Controller):
     ) -> None:
         """Delete a file and the document made from it."""
         await knowledge.delete_file(db_session, who, knowledge_base_id, file_id)
+
+    @get(
+        "/{knowledge_base_id:str}/files/{file_id:str}/download_url",
+        operation_id="v2KnowledgeFileDownloadUrl",
+        responses=v2_error_responses(401, 404),
+    )
+    async def download_url(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        who: NamedDependency[Identity],
+        services: NamedDependency[Services],
+        request: Request[Any, Any, Any],
+        knowledge_base_id: BaseId,
+        file_id: FromPath[str],
+    ) -> schema.FileDownloadUrl:
+        """A URL of this server that answers the file's stored bytes (`GET`, no other credentials)
+        for `expires_in` seconds (5 minutes). A file's bytes are kept once it is uploaded and
+        stay when it is processed; a failed file's are dropped: its URL is a 404 saying so."""
+        return await knowledge.download_url(
+            db_session, who, knowledge_base_id, file_id, _server_url(services, request)
+        )
+
+
+async def _bounded_body(request: Request[Any, Any, Any], limit: int, what: str) -> bytes:
+    """The request's body, at most `limit` bytes: a declared `Content-Length` past it is a 413
+    before anything is read, and a body without one (chunked) is counted as it arrives and cut off
+    at the limit (MAX_REQUEST_BODY_BYTES, the app's bound, is far larger than a file's)."""
+    too_large = TooLarge(f"{what} is larger than {limit} bytes (KNOWLEDGE_MAX_FILE_BYTES)")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise too_large
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > limit:
+            raise too_large
+    return bytes(received)
+
+
+async def _bounded_form(request: Request[Any, Any, Any], max_file_bytes: int) -> FormMultiDict:
+    """The multipart form, parsed only once its body is known to be within KNOWLEDGE_MAX_FILE_BYTES
+    (and the form's own overhead)."""
+    body = await _bounded_body(request, max_file_bytes + MULTIPART_OVERHEAD_BYTES, "the upload")
+    # Litestar parses the form from the body it has read (`Request.stream` answers a read body):
+    # handing it the bounded one keeps it from reading the connection again.
+    request._body = body
+    return await request.form()
 
 
 def _form_int(value: Any, field: str) -> int | None:
@@ -392,18 +446,7 @@ class V2KnowledgeUploadController(Controller):
         token: Annotated[str, QueryParameter(min_length=1, max_length=200)],
     ) -> schema.UploadAccepted:
         """Step 2 of a file upload: the file's raw bytes as the body (its `Content-Type` is kept)."""
-        # Token and declared size first: nobody's body is read for nothing.
-        max_bytes = services.settings.knowledge_max_file_bytes
-        await knowledge.check_upload(db_session, file_id, token)
-        knowledge.check_upload_size(request.headers.get("content-length"), max_bytes)
-        return await knowledge.receive_upload(
-            db_session,
-            file_id,
-            token,
-            request.headers.get("content-type"),
-            await request.body(),
-            max_bytes,
-        )
+        return await _receive(db_session, services, request, file_id, token, form=False)
 
     @post(
         "/{file_id:str}",
@@ -417,26 +460,57 @@ class V2KnowledgeUploadController(Controller):
         services: NamedDependency[Services],
         request: Request[Any, Any, Any],
         file_id: FromPath[str],
-        token: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        token: Annotated[str, QueryParameter(min_length=1, max_length=200)],
     ) -> schema.UploadAccepted:
         """Step 2 of a file upload, as a storage service's form upload: multipart, the file in its
-        `file` part (the token may be a `token` form field instead of the URL's)."""
-        max_bytes = services.settings.knowledge_max_file_bytes
-        # The URL's token, when given, and the declared size are checked before the form is parsed
-        # (this route has no other credential: nobody's body is parsed for nothing).
-        if token:
-            await knowledge.check_upload(db_session, file_id, token)
-        knowledge.check_upload_size(request.headers.get("content-length"), max_bytes)
-        form = await request.form()
-        upload = form.get("file")
+        `file` part; the token is the URL's (never a form field: it is checked before the form is
+        parsed)."""
+        return await _receive(db_session, services, request, file_id, token, form=True)
+
+    @get(
+        "/{file_id:str}",
+        operation_id="v2GetKnowledgeDownload",
+        responses=v2_error_responses(404),
+    )
+    async def get_download(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        file_id: FromPath[str],
+        token: Annotated[str, QueryParameter(min_length=1, max_length=200)],
+    ) -> Response[bytes]:
+        """Where a download URL (`GET .../files/{file_id}/download_url`) points: the file's bytes,
+        with its content type and name."""
+        found = await knowledge.download(db_session, file_id, token)
+        quoted = found.filename.replace("\\", "_").replace('"', "_")
+        return Response(
+            found.data,
+            media_type=found.content_type,
+            headers={"Content-Disposition": f'attachment; filename="{quoted}"'},
+        )
+
+
+async def _receive(
+    db: AsyncSession,
+    services: Services,
+    request: Request[Any, Any, Any],
+    file_id: str,
+    token: str,
+    *,
+    form: bool,
+) -> schema.UploadAccepted:
+    """An upload URL's bytes, raw (`PUT`) or in a form's `file` part (`POST`). The token first,
+    then the declared size: this route has no other credential, so nobody's body is read, nor
+    their form parsed, for nothing; the body is read up to its bound only."""
+    max_bytes = services.settings.knowledge_max_file_bytes
+    await knowledge.check_upload(db, file_id, token)
+    content_type: str | None
+    if form:
+        parsed = await _bounded_form(request, max_bytes)
+        upload = parsed.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidInput("the form has no `file` part holding a file", field="file")
-        given = token or form.get("token")
-        return await knowledge.receive_upload(
-            db_session,
-            file_id,
-            given if isinstance(given, str) else "",
-            upload.content_type,
-            await upload.read(),
-            max_bytes,
-        )
+        content_type, data = upload.content_type, await upload.read()
+    else:
+        content_type = request.headers.get("content-type")
+        data = await _bounded_body(request, max_bytes, "the file")
+    return await knowledge.receive_upload(db, file_id, token, content_type, data, max_bytes)

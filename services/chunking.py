@@ -21,6 +21,12 @@ MAX_TEXT_CHARS = 2_000_000
 # A PDF is read in a child process that is killed past this many seconds (a thread cannot be
 # stopped, and one page can hold a content stream of tens of MB).
 PDF_TIMEOUT_S = 60.0
+# ... and whose address space is capped (RLIMIT_AS) at this many bytes: a few KB of PDF can make
+# its reader build hundreds of MB (a content stream inflated from a small compressed one, a page
+# tree of millions of objects), and the server's memory is every request's. The interpreter and
+# pypdf take about 60 MB of it; the rest is the reading's, far more than a PDF within
+# KNOWLEDGE_MAX_FILE_BYTES and MAX_TEXT_CHARS needs.
+PDF_MAX_MEMORY_BYTES = 1024 * 1024 * 1024
 
 TEXT_TYPES = {"text/plain", "text/markdown", "text/x-markdown"}
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
@@ -102,12 +108,16 @@ async def text_of(filename: str, content_type: str, data: bytes) -> str:
     )
 
 
-# The child's program: self-contained (pypdf only), the PDF on stdin, one JSON line out.
+# The child's program: self-contained (pypdf only), the PDF on stdin, one JSON line out. Its memory
+# is capped first; running out of it is answered by bytes made beforehand (a MemoryError leaves
+# nothing to build a message with).
 _PDF_CHILD = """
-import io, json, sys
-from pypdf import PdfReader
-max_pages, max_chars = int(sys.argv[1]), int(sys.argv[2])
+import io, json, os, resource, sys
+max_pages, max_chars, max_memory = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+OUT_OF_MEMORY = json.dumps({"out_of_memory": max_memory}).encode()
+resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
 try:
+    from pypdf import PdfReader
     reader = PdfReader(io.BytesIO(sys.stdin.buffer.read()))
     if len(reader.pages) > max_pages:
         out = {"too_large": f"the PDF has more than {max_pages} pages"}
@@ -121,6 +131,10 @@ try:
                 break
             texts.append(text)
         out = out or {"text": "\\n\\n".join(texts)}
+except MemoryError:
+    reader = texts = out = None
+    os.write(1, OUT_OF_MEMORY)
+    os._exit(0)
 except Exception as exc:
     out = {"unreadable": f"{type(exc).__name__}: {exc}"}
 sys.stdout.write(json.dumps(out))
@@ -134,6 +148,7 @@ async def _pdf_text_in_child(data: bytes) -> str:
         _PDF_CHILD,
         str(MAX_PDF_PAGES),
         str(MAX_TEXT_CHARS),
+        str(PDF_MAX_MEMORY_BYTES),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
@@ -149,7 +164,15 @@ async def _pdf_text_in_child(data: bytes) -> str:
     try:
         answer = json.loads(out)
     except ValueError:
-        raise InvalidInput("the PDF cannot be read", field="file") from None
+        # No answer: the reader died (a crash past the memory cap in C code, a signal).
+        raise InvalidInput(
+            f"the PDF cannot be read (its reader stopped with exit code {child.returncode})", field="file"
+        ) from None
+    if "out_of_memory" in answer:
+        raise TooLarge(
+            f"the PDF needs more than {int(answer['out_of_memory']) // (1024 * 1024)} MB of memory to read "
+            "(PDF_MAX_MEMORY_BYTES)"
+        )
     if "too_large" in answer:
         raise TooLarge(answer["too_large"])
     if "unreadable" in answer:

@@ -12,6 +12,7 @@ import litellm
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import LlmModel
+from core.errors import BadGateway
 from core.schemas import v2_knowledge as schema
 from services import embedding_models, model_calls, model_names
 
@@ -65,18 +66,46 @@ def model_name(model: LlmModel) -> str:
     return model_names.route_name(model.provider.provider_type, model.model_id)
 
 
+def _names(model: schema.CreateEmbedding) -> list[str]:
+    """The request's model names in the order to try (the SDK's `TModel` forms)."""
+    given = model.model
+    items = given if isinstance(given, list) else [given] if given is not None else []
+    return [item if isinstance(item, str) else item.name for item in items]
+
+
 async def create(
     db: AsyncSession, access: model_calls.ModelAccess, owner_id: uuid.UUID, data: schema.CreateEmbedding
 ) -> schema.EmbeddingList:
-    """`POST /v2/embeddings`. No span is recorded for it (a knowledge query's embedding neither)."""
-    model = await model_named(db, owner_id, data.model)
+    """`POST /v2/embeddings`. Every model named is resolved first (an unknown or disabled one is a
+    400 before any call); then the first that answers wins, a provider's failure moving on to the
+    next (as `/v2/call`), all failing a 502. No span is recorded for it (a knowledge query's
+    embedding neither)."""
+    names = _names(data)
+    if names:
+        fields = ["model"] if len(names) == 1 else [f"model[{i}]" for i in range(len(names))]
+        models = [
+            await embedding_models.embedding_model(db, owner_id, name, field=field)
+            for name, field in zip(names, fields, strict=True)
+        ]
+    else:
+        models = [await model_named(db, owner_id, None)]
     texts = [data.input] if isinstance(data.input, str) else list(data.input)
-    done = await embed(access, model, texts)
-    return schema.EmbeddingList(
-        object="list",
-        model=data.model or model_name(model),
-        data=[
-            schema.EmbeddingItem(object="embedding", index=i, embedding=v) for i, v in enumerate(done.vectors)
-        ],
-        usage=schema.EmbeddingUsage(prompt_tokens=done.input_tokens, total_tokens=done.input_tokens),
-    )
+    failures: list[str] = []
+    for i, model in enumerate(models):
+        try:
+            done = await embed(access, model, texts)
+        except model_calls.ModelCallFailed as exc:
+            if len(models) == 1:
+                raise
+            failures.append(f"{names[i]}: {exc.message}")
+            continue
+        return schema.EmbeddingList(
+            object="list",
+            model=names[i] if names else model_name(model),
+            data=[
+                schema.EmbeddingItem(object="embedding", index=n, embedding=v)
+                for n, v in enumerate(done.vectors)
+            ],
+            usage=schema.EmbeddingUsage(prompt_tokens=done.input_tokens, total_tokens=done.input_tokens),
+        )
+    raise BadGateway("every model failed: " + "; ".join(failures))

@@ -3,16 +3,24 @@ embedded by the base's embedding model (services/embeddings.py) and searched by 
 in PostgreSQL with pgvector.
 
 The index. Each base's vectors have its model's dimension, and a `vector` column without one cannot
-carry one HNSW index; so each base gets its own partial expression index when it is made:
-`USING hnsw ((embedding::vector(N)) vector_cosine_ops) WHERE knowledge_base_id = '<id>'`. A query
-repeats that expression and the base id as a literal (a bound parameter would not let the planner
-prove the index's predicate), so it walks that index; a base of more than 2,000 dimensions (HNSW's
-limit for `vector`) is indexed as `halfvec` (up to 4,000), a larger one is searched exactly.
+carry one HNSW index; so each dimension in use gets its own partial expression index (made when the
+first base of that dimension is, migration 0025): `USING hnsw ((embedding::vector(N))
+vector_cosine_ops) WHERE vector_dims(embedding) = N`. One index per dimension, not per base:
+thousands of bases would otherwise be thousands of indexes, each weighed by the planner for every
+query and each read in full when built. A query repeats the expression and the dimension as
+literals (the planner must prove the index's predicate) and filters on its base; pgvector 0.8's
+iterative scan (`hnsw.iterative_scan`) walks on until enough of the nearest rows are the base's
+(and pass the metadata filters). A base of at most EXACT_SEARCH_MAX_CHUNKS chunks is read through
+its `knowledge_base_id` index and sorted exactly instead: in a shared index its rows are too few
+for a walk to find them quickly. A base of more than 2,000
+dimensions (HNSW's limit for `vector`) is indexed as `halfvec` (up to 4,000), a larger one is
+searched exactly. Why not a table partitioned by dimension: it gains nothing over the partial
+index for the query (the base is the selective part either way) and its primary key and foreign
+keys would have to carry the partition key.
 
 A base is owned by its creator (another user's id answers 404, as every /v2 resource); deleting it
-is soft (the row stays, its name is free again, its index is dropped, its documents, chunks and
-files are deleted). An owner has at most KNOWLEDGE_MAX_BASES_PER_OWNER live bases: every partial
-index is one more the planner weighs for every query of the chunks table.
+is soft (the row stays, its name is free again, its documents, chunks and files are deleted). An
+owner has at most KNOWLEDGE_MAX_BASES_PER_OWNER live bases.
 
 No transaction stays open while the embedding provider is called (a slow provider, or thousands of
 chunks, would pass the database's idle-in-transaction timeout and hold row locks): the reads are
@@ -75,11 +83,22 @@ HNSW_MAX_VECTOR = 2000
 HNSW_MAX_HALFVEC = 4000
 # Past this many characters a document is split in a worker thread, off the event loop.
 SPLIT_IN_THREAD_CHARS = 100_000
-# How many candidates the index walk gathers before metadata filters and the limit (pgvector's
-# `hnsw.ef_search`, at most 1000): a filtered query looks deeper so that filtering leaves top_k.
+# How many candidates the index walk gathers before the base and metadata filters and the limit
+# (pgvector's `hnsw.ef_search`, at most 1000): a filtered query looks deeper so that filtering
+# leaves top_k; the iterative scan then walks on, up to HNSW_MAX_SCAN_TUPLES visited rows (pgvector's
+# `hnsw.max_scan_tuples`, its default), past which the planner's other plan (the base's rows sorted
+# exactly) is the cheaper one anyway.
+EF_SEARCH = 40
 EF_SEARCH_FILTERED = 100
 MAX_EF_SEARCH = 1000
+HNSW_MAX_SCAN_TUPLES = 20_000
+# A base of at most this many chunks is searched exactly (`_is_small`).
+EXACT_SEARCH_MAX_CHUNKS = 10_000
+# Where upload URLs point (PUT/POST the bytes) and download URLs too (GET them): the path the
+# authentication lets through (api/security.py), each URL carrying its own token.
 UPLOADS_PATH = "/v2/knowledge/uploads"
+# How long a file's download URL works (the SDK's "presigned URL": short-lived).
+DOWNLOAD_URL_TTL_S = 300
 
 
 # ------------------------------------------------------------------------------------------- bases
@@ -168,8 +187,8 @@ async def _dimensions(access: ModelAccess, model: LlmModel) -> int:
     return len((await embeddings.embed(access, model, ["dimensions"])).vectors[0])
 
 
-def _index_name(base_id: uuid.UUID) -> str:
-    return f"{HNSW_INDEX_PREFIX}{base_id.hex}"
+def index_name(dimensions: int) -> str:
+    return f"{HNSW_INDEX_PREFIX}d{dimensions}"
 
 
 def _distance(base: KnowledgeBase) -> tuple[str, str]:
@@ -224,23 +243,33 @@ async def create_base(
     except IntegrityError:
         await db.rollback()  # the same name from a concurrent request, committed first
         raise taken from None
-    await create_index(db, row)
+    await create_index(db, row.dimensions)
     await db.commit()
     return _public(row, 0)
 
 
-async def create_index(db: AsyncSession, base: KnowledgeBase) -> None:
-    """The base's own HNSW index (the module's docstring), made in the base's transaction so that
-    a base never exists without it. Building it scans the whole table once (a partial index reads
-    every row to find its own): quick while the table is small, seconds past millions of chunks."""
-    if base.dimensions > HNSW_MAX_HALFVEC:
+async def create_index(db: AsyncSession, dimensions: int) -> None:
+    """The HNSW index of the vectors of `dimensions` (the module's docstring), made in the
+    transaction of the first base of that dimension, so that a base never exists without it.
+    Building it scans the whole table once (its predicate reads every row): quick while the table
+    is small, seconds past millions of chunks, and only once per dimension."""
+    if dimensions > HNSW_MAX_HALFVEC:
         return  # searched exactly
-    expression, _ = _distance(base)
-    ops = "vector_cosine_ops" if base.dimensions <= HNSW_MAX_VECTOR else "halfvec_cosine_ops"
+    name = index_name(dimensions)
+    if await db.scalar(text(f"SELECT to_regclass('{name}') IS NOT NULL")):
+        return
+    # Two first bases of a new dimension at once: the second waits for the first's index, then
+    # finds it (catalog reads see what was committed since its transaction began).
+    await db.execute(text(f"SELECT pg_advisory_xact_lock(hashtext('{HNSW_INDEX_PREFIX}'), {dimensions})"))
+    kind, ops = (
+        ("vector", "vector_cosine_ops")
+        if dimensions <= HNSW_MAX_VECTOR
+        else ("halfvec", "halfvec_cosine_ops")
+    )
     await db.execute(
         text(
-            f"CREATE INDEX {_index_name(base.id)} ON knowledge_chunks USING hnsw "
-            f"({expression} {ops}) WHERE knowledge_base_id = '{base.id}'::uuid"
+            f"CREATE INDEX IF NOT EXISTS {name} ON knowledge_chunks USING hnsw "
+            f"((embedding::{kind}({dimensions})) {ops}) WHERE vector_dims(embedding) = {dimensions}"
         )
     )
 
@@ -280,8 +309,7 @@ async def delete_base(db: AsyncSession, who: Identity, base_id: str) -> None:
     # cascade) and its files' records and bytes.
     await db.execute(delete(KnowledgeDocument).where(KnowledgeDocument.knowledge_base_id == row.id))
     await db.execute(delete(KnowledgeFile).where(KnowledgeFile.knowledge_base_id == row.id))
-    # Never queried again: its index would only slow every later insert into the chunks.
-    await db.execute(text(f"DROP INDEX IF EXISTS {_index_name(row.id)}"))
+    # Its dimension's index stays: other bases share it (and one that is empty costs nothing).
     await db.commit()
 
 
@@ -331,6 +359,15 @@ async def _model_of(db: AsyncSession, base: KnowledgeBase) -> LlmModel:
     if model is None:
         raise InvalidInput(
             f"the base's embedding model {base.embedding_model!r} was deleted; make a new knowledge base",
+            field="embedding_model",
+        )
+    # Re-checked on every use, as services/model_names.py `resolve` checks a named model: an admin
+    # disables a model or its provider (a leaked key, a cost) to stop its calls, the bases' too.
+    if model.status != "active" or model.provider.status != "active":
+        what = "model" if model.status != "active" else "model's provider"
+        raise InvalidInput(
+            f"the base's embedding model {base.embedding_model!r} is disabled (the {what} is not active): "
+            "an admin may enable it again",
             field="embedding_model",
         )
     return model
@@ -505,27 +542,56 @@ async def search(
         )
     if not any(vector):
         return []  # no direction (the simulator's vector of a text without words): nothing is near
-    ef = max(top_k, depth or 0, EF_SEARCH_FILTERED if filters else 40)
-    # Past ef_search candidates an HNSW walk stops: a filtered query looks deeper, and (pgvector
-    # 0.8) goes on walking until enough rows pass the filters.
-    await db.execute(text(f"SET LOCAL hnsw.ef_search = {min(ef, MAX_EF_SEARCH)}"))
-    if filters:
-        await db.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
-    statement = search_statement(base, top_k, filters)
-    found = await db.execute(statement, {"q": vector_text(vector)})
+    exact = await _is_small(db, base)
+    if not exact:
+        ef = max(top_k, depth or 0, EF_SEARCH_FILTERED if filters else EF_SEARCH)
+        # Past ef_search candidates an HNSW walk stops: a filtered query looks deeper, and every
+        # query (the index holds every base of the dimension) goes on walking until enough rows
+        # are the base's and pass the filters (pgvector 0.8). Relaxed order: the walk's rows come
+        # nearly in order, the few kept are sorted here (pgvector's advice: faster than strict).
+        await db.execute(text(f"SET LOCAL hnsw.ef_search = {min(ef, MAX_EF_SEARCH)}"))
+        await db.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        await db.execute(text(f"SET LOCAL hnsw.max_scan_tuples = {HNSW_MAX_SCAN_TUPLES}"))
+    statement = search_statement(base, top_k, filters, exact=exact)
+    found = sorted(
+        (await db.execute(statement, {"q": vector_text(vector)})).all(),
+        key=lambda row: (row[4] is None or row[4] != row[4], row[4] or 0.0),  # nearest first, NaN last
+    )
     return [
         schema.QueryResult(id=i, key=key, content=content, metadata=metadata, score=_score(d))
-        for i, key, content, metadata, d in found.all()
+        for i, key, content, metadata, d in found
     ]
 
 
-def search_statement(base: KnowledgeBase, top_k: int, filters: list[schema.Filter] | None) -> Select[Any]:
-    """The query of `search`, its vector the bound parameter `q` (`vector_text`). The base's id
-    is a literal and the distance the indexed expression: the planner then walks the base's own
-    partial HNSW index (tests/api/test_v2_knowledge.py checks the plan)."""
+async def _is_small(db: AsyncSession, base: KnowledgeBase) -> bool:
+    """At most EXACT_SEARCH_MAX_CHUNKS chunks (counted no further, through the base's index): read
+    them all and sort them exactly. A walk of the shared HNSW index would visit some hundred rows of
+    other bases for each of its own (the planner misjudges it: 100 ms and more for a base of 1,000
+    chunks among 200,000, against a few ms exactly)."""
+    counted = await db.scalar(
+        select(func.count()).select_from(
+            select(KnowledgeChunk.id)
+            .where(KnowledgeChunk.knowledge_base_id == base.id)
+            .limit(EXACT_SEARCH_MAX_CHUNKS + 1)
+            .subquery()
+        )
+    )
+    return (counted or 0) <= EXACT_SEARCH_MAX_CHUNKS
+
+
+def search_statement(
+    base: KnowledgeBase, top_k: int, filters: list[schema.Filter] | None, *, exact: bool = False
+) -> Select[Any]:
+    """The query of `search`, its vector the bound parameter `q` (`vector_text`). The dimension's
+    predicate and the distance are the index's own expressions, as literals: the planner can then
+    walk the dimension's partial HNSW index (tests/api/test_v2_knowledge.py checks the plan). An
+    `exact` query leaves the predicate out, so that no HNSW index can serve it: the base's rows are
+    read by its `knowledge_base_id` index and sorted."""
     conditions: list[ColumnElement[bool] | TextClause] = [
-        text(f"knowledge_chunks.knowledge_base_id = '{base.id}'::uuid")
+        text(f"knowledge_chunks.knowledge_base_id = '{base.id}'::uuid"),
     ]
+    if not exact:
+        conditions.append(text(f"vector_dims(knowledge_chunks.embedding) = {int(base.dimensions)}"))
     conditions += [_condition(KnowledgeChunk.metadata_, f) for f in filters or []]
     return (
         select(KnowledgeChunk.id, KnowledgeDocument.key, KnowledgeChunk.content, KnowledgeChunk.metadata_)
@@ -648,16 +714,6 @@ def _waiting(row: KnowledgeFile | None, token: str) -> KnowledgeFile:
     return row
 
 
-def check_upload_size(declared: str | None, max_bytes: int) -> None:
-    """A body whose `Content-Length` already says it is too large: a 413 before it is read."""
-    try:
-        length = int(declared) if declared else None
-    except ValueError:
-        length = None
-    if length is not None and length > max_bytes:
-        raise TooLarge(f"the file is larger than {max_bytes} bytes (KNOWLEDGE_MAX_FILE_BYTES)")
-
-
 async def check_upload(db: AsyncSession, file_id: str, token: str) -> None:
     """The token checked before the body is read (the upload route has no other credential):
     anyone else is a 404 without the server parsing what they sent."""
@@ -709,7 +765,7 @@ async def _process(
     try:
         size, overlap = _sizes(base, sizes)
         model = await _model_of(db, base)
-        data = row.data or b""
+        data = await db.scalar(select(KnowledgeFile.data).where(KnowledgeFile.id == file_id)) or b""
         await db.commit()
         content = await chunking.text_of(filename, content_type, data)
         pieces = await _split(access, content, size, overlap)
@@ -742,8 +798,7 @@ async def _process(
         await db.commit()
         raise
     locked.status = "processed"
-    locked.error = None
-    locked.data = None  # the text is in the chunks now
+    locked.error = None  # its bytes stay: its download URL serves them
     await db.commit()
     return document
 
@@ -844,3 +899,79 @@ async def delete_file(db: AsyncSession, who: Identity, base_id: str, file_id: st
     if gone.first() is None:
         raise NotFound("file not found")
     await db.commit()
+
+
+# --------------------------------------------------------------------------------------- downloads
+
+
+def _download_signature(key: str, file_id: uuid.UUID, expires: int) -> str:
+    return hmac.new(key.encode(), f"{file_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+async def download_url(
+    db: AsyncSession, who: Identity, base_id: str, file_id: str, server_url: str
+) -> schema.FileDownloadUrl:
+    """A URL of this server that answers the file's stored bytes for DOWNLOAD_URL_TTL_S seconds,
+    without other credentials: `<expiry>.<HMAC of the file id and expiry>` under the file's own
+    key (so any number of URLs work at once, and deleting the file ends them all). A file whose
+    bytes are not kept (still waiting for its upload, failed, or processed before bytes were kept)
+    has none: a 404 saying so."""
+    base = await _base(db, who.user_id, base_id)
+    row = await db.scalar(
+        select(KnowledgeFile)
+        .where(KnowledgeFile.id == _uuid(file_id, "file"), KnowledgeFile.knowledge_base_id == base.id)
+        .with_for_update()
+    )
+    if row is None:
+        raise NotFound("file not found")
+    stored = await db.scalar(select(KnowledgeFile.data.is_not(None)).where(KnowledgeFile.id == row.id))
+    if row.status not in ("uploaded", "processed") or not stored:
+        raise NotFound(
+            f"the file's bytes are not kept (it is {row.status}; a failed file's bytes are dropped, "
+            "and a file processed before this server kept them has none)"
+        )
+    if row.download_key is None:
+        row.download_key = secrets.token_hex(32)
+    key = row.download_key
+    await db.commit()
+    expires = int(datetime.now(UTC).timestamp()) + DOWNLOAD_URL_TTL_S
+    token = f"{expires}.{_download_signature(key, row.id, expires)}"
+    url = f"{server_url.rstrip('/')}{UPLOADS_PATH}/{row.id}?token={token}"
+    return schema.FileDownloadUrl(url=url, expires_in=DOWNLOAD_URL_TTL_S)
+
+
+@dataclass(frozen=True)
+class Download:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+async def download(db: AsyncSession, file_id: str, token: str) -> Download:
+    """The bytes a download URL's token opens; a wrong or expired token is a 404, as an unknown id."""
+    missing = NotFound("file not found, or its URL expired")
+    expires_text, _, signature = token.partition(".")
+    try:
+        expires = int(expires_text)
+    except ValueError:
+        raise missing from None
+    row = await db.execute(
+        select(
+            KnowledgeFile.id,
+            KnowledgeFile.download_key,
+            KnowledgeFile.original_filename,
+            KnowledgeFile.content_type,
+            KnowledgeFile.data,
+        ).where(KnowledgeFile.id == _uuid(file_id, "file"))
+    )
+    found = row.first()
+    await db.rollback()
+    if (
+        found is None
+        or found.download_key is None
+        or expires < datetime.now(UTC).timestamp()
+        or not hmac.compare_digest(_download_signature(found.download_key, found.id, expires), signature)
+        or found.data is None
+    ):
+        raise missing
+    return Download(found.original_filename, found.content_type, found.data)

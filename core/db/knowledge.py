@@ -1,5 +1,6 @@
 """`/v2` knowledge bases (issue 15): a base of documents, each split into chunks with an embedding,
-and the files uploaded into it. The schema and the per-base HNSW index: migration 0023."""
+and the files uploaded into it. The schema: migration 0023; the HNSW index of each dimension in use
+(and the statistics of `vector_dims(embedding)` that let the planner use it): migration 0025."""
 
 from __future__ import annotations
 
@@ -27,13 +28,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import TimestampedModel
 
-# Each base's own HNSW index (services/knowledge.py) is made when the base is: its dimension is the
-# base's embedding model's, so no model can declare it. Migrations' comparisons skip these.
+# Each dimension's HNSW index (`ix_knowledge_chunks_hnsw_d<N>`, services/knowledge.py) is made when
+# the first base of that dimension is: the dimensions are the embedding models', so no model can
+# declare them. Migrations' comparisons skip these (0023's per-base indexes had the same prefix).
 HNSW_INDEX_PREFIX = "ix_knowledge_chunks_hnsw_"
 
 
 def in_migrations(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    """Alembic's `include_object`: everything but the per-base indexes made at run time."""
+    """Alembic's `include_object`: everything but the per-dimension indexes made at run time."""
     return not (type_ == "index" and reflected and (name or "").startswith(HNSW_INDEX_PREFIX))
 
 
@@ -59,7 +61,7 @@ class KnowledgeBase(TimestampedModel):
         ForeignKey("llm_models.id", ondelete="SET NULL")
     )
     embedding_model: Mapped[str] = mapped_column(String(400))
-    # The length of the model's vectors, learnt when the base was made: its HNSW index's dimension.
+    # The length of the model's vectors, learnt when the base was made: which HNSW index holds them.
     dimensions: Mapped[int] = mapped_column(Integer)
     chunk_size: Mapped[int] = mapped_column(Integer)
     chunk_overlap: Mapped[int] = mapped_column(Integer)
@@ -78,13 +80,19 @@ class KnowledgeFile(TimestampedModel):
     content_type: Mapped[str] = mapped_column(String(200))
     size: Mapped[int] = mapped_column(BigInteger)
     # pending_upload (an upload URL was handed out) -> uploaded (bytes in `data`) -> processed (its
-    # document is made, `data` emptied) or failed (`error` says why).
+    # document is made; `data` kept, for its download URL) or failed (`error` says why, `data`
+    # emptied).
     status: Mapped[str] = mapped_column(String(20))
     error: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict[str, Any]] = mapped_column(
         "metadata", JSONB, default=dict, server_default=text("'{}'::jsonb")
     )
-    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Up to KNOWLEDGE_MAX_FILE_BYTES: never loaded with the row (a list of files would read them
+    # all), only where the bytes are used.
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    # The key of the file's download URLs' signatures (services/knowledge.py `download_url`): made
+    # at the first one, never returned; deleting the file ends every URL.
+    download_key: Mapped[str | None] = mapped_column(String(64))
     # The upload URL's token, hashed (the URL is the only credential its holder has), and its end.
     upload_token_hash: Mapped[str | None] = mapped_column(String(64))
     upload_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -115,7 +123,7 @@ class KnowledgeChunk(TimestampedModel):
         Index("ix_knowledge_chunks_knowledge_base_id", "knowledge_base_id"),
     )
 
-    # The base again (it is the document's): each base's partial HNSW index is on it.
+    # The base again (it is the document's): a query filters on it without a join.
     knowledge_base_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"))
     document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("knowledge_documents.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)

@@ -13,6 +13,10 @@ import msgspec
 
 from core.schemas.v2_calls import ModelField
 
+# Request bodies ignore fields they do not know, as Opper's server does: a later 1.7.x SDK that
+# sends one more field must not turn its calls into 422s (docs/v2.md, "Real clients beat our
+# reading of a spec"). /v1's bodies still refuse them.
+
 # Opper's function names: letters, digits and `/ . - _` (a `/` groups them: "support/triage").
 FunctionName = Annotated[str, msgspec.Meta(min_length=1, max_length=300, pattern=r"^[A-Za-z0-9/._-]+$")]
 Instructions = Annotated[str, msgspec.Meta(max_length=200_000)]
@@ -24,7 +28,7 @@ TopK = Annotated[int, msgspec.Meta(ge=1, le=100)]
 FEW_SHOT_KEYS = ("invocation.few_shot.count", "few_shot_count")
 
 
-class CreateFunction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CreateFunction(msgspec.Struct, kw_only=True):
     name: FunctionName
     instructions: Instructions
     description: Description | None = None
@@ -35,7 +39,7 @@ class CreateFunction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     configuration: dict[str, Any] | None = None
 
 
-class UpdateFunction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class UpdateFunction(msgspec.Struct, kw_only=True):
     """Fields left out stay; a change to any of them makes a new revision."""
 
     name: FunctionName | msgspec.UnsetType = msgspec.UNSET
@@ -94,13 +98,13 @@ class Revision(msgspec.Struct, kw_only=True):
     updated_at: datetime
 
 
-class Example(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class Example(msgspec.Struct, kw_only=True):
     input: Any
     output: Any
     comment: Comment | None = None
 
 
-class CallFunction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CallFunction(msgspec.Struct, kw_only=True):
     """A call of a stored function: its definition supplies the rest."""
 
     input: Any = None
@@ -112,14 +116,14 @@ class CallFunction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 # ------------------------------------------------------------------------------------------ datasets
 
 
-class CreateEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CreateEntry(msgspec.Struct, kw_only=True):
     input: Any
     output: Any
     expected: Any = None
     comment: Comment | None = None
 
 
-class UpdateEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class UpdateEntry(msgspec.Struct, kw_only=True):
     input: Any | msgspec.UnsetType = msgspec.UNSET
     output: Any | msgspec.UnsetType = msgspec.UNSET
     expected: Any | msgspec.UnsetType = msgspec.UNSET
@@ -143,7 +147,7 @@ class ScoredEntry(Entry, kw_only=True):
     score: float
 
 
-class QueryBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class QueryBody(msgspec.Struct, kw_only=True):
     """The seed's `POST /v2/datasets/{id}/query` body; the SDK sends `query` and `limit` as query
     parameters instead (either works)."""
 

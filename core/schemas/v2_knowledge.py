@@ -10,6 +10,12 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from core.schemas.v2_calls import ModelChoice
+
+# Request bodies ignore fields they do not know, as Opper's server does: a later 1.7.x SDK that
+# sends one more field must not turn its calls into 422s (docs/v2.md, "Real clients beat our
+# reading of a spec"). /v1's bodies still refuse them.
+
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=400)]
@@ -21,14 +27,14 @@ TopK = Annotated[int, msgspec.Meta(ge=1, le=100)]
 Scalar = str | int | float
 
 
-class TextProcessing(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class TextProcessing(msgspec.Struct, kw_only=True):
     """How a document's text is split, in characters (defaults: the base's)."""
 
     chunk_size: ChunkSize | None = msgspec.field(default=None, name="text_processing.chunk_size")
     chunk_overlap: ChunkOverlap | None = msgspec.field(default=None, name="text_processing.chunk_overlap")
 
 
-class CreateKnowledgeBase(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CreateKnowledgeBase(msgspec.Struct, kw_only=True):
     name: Name
     description: Annotated[str, msgspec.Meta(max_length=10_000)] | None = None
     # An embedding model's name (services/model_names.py); none: the default embedding model.
@@ -49,7 +55,7 @@ class KnowledgeBase(msgspec.Struct, kw_only=True):
     count: int  # documents in the base
 
 
-class AddDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class AddDocument(msgspec.Struct, kw_only=True):
     content: Annotated[str, msgspec.Meta(max_length=10_000_000)]
     # Unique in its base: adding the same key again replaces the document. None: a new key.
     key: Key | None = None
@@ -65,7 +71,7 @@ class DocumentAdded(msgspec.Struct, kw_only=True):
     replaced: bool
 
 
-class Filter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class Filter(msgspec.Struct, kw_only=True):
     """A condition on a document's metadata `field`; several are combined with AND."""
 
     field: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -73,7 +79,7 @@ class Filter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     value: Scalar | list[Scalar]
 
 
-class Query(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class Query(msgspec.Struct, kw_only=True):
     query: Annotated[str, msgspec.Meta(max_length=100_000)]
     top_k: TopK = 5
     filters: list[Filter] | None = None
@@ -93,7 +99,7 @@ class QueryResult(msgspec.Struct, kw_only=True):
     score: float  # cosine similarity, 1 is the same direction
 
 
-class DeleteDocuments(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class DeleteDocuments(msgspec.Struct, kw_only=True):
     filters: list[Filter] | None = None
 
 
@@ -126,7 +132,7 @@ class UploadUrl(msgspec.Struct, kw_only=True):
     expires_in: int
 
 
-class RegisterFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class RegisterFile(msgspec.Struct, kw_only=True):
     filename: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
     file_id: uuid.UUID
     content_type: Annotated[str, msgspec.Meta(max_length=200)] = "application/octet-stream"
@@ -154,6 +160,14 @@ class KnowledgeFile(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
+class FileDownloadUrl(msgspec.Struct, kw_only=True):
+    """A URL of this server answering the file's bytes, without other credentials, for `expires_in`
+    seconds (Opper's SDK: `FileDownloadURLResponse`)."""
+
+    url: str
+    expires_in: int
+
+
 class UploadAccepted(msgspec.Struct, kw_only=True):
     id: uuid.UUID
     size: int
@@ -163,7 +177,7 @@ class UploadAccepted(msgspec.Struct, kw_only=True):
 # ------------------------------------------------------------------------------------ embeddings
 
 
-class CreateEmbedding(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CreateEmbedding(msgspec.Struct, kw_only=True):
     input: (
         Annotated[str, msgspec.Meta(max_length=1_000_000)]
         | Annotated[
@@ -171,8 +185,10 @@ class CreateEmbedding(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             msgspec.Meta(min_length=1, max_length=2048),
         ]
     )
-    # An embedding model's name; none: the default embedding model.
-    model: ModelName | None = None
+    # The SDK's `TModel`: an embedding model's name, `{name, options}`, or a list of them tried in
+    # order (the next when one fails, as `/v2/call`'s); none: the default embedding model.
+    # `options` are accepted and not used: an embedding model's settings are its own.
+    model: ModelName | ModelChoice | list[ModelName | ModelChoice] | None = None
 
 
 class EmbeddingItem(msgspec.Struct, kw_only=True):

@@ -11,6 +11,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+# Request bodies ignore fields they do not know, as Opper's server does: a later 1.7.x SDK that
+# sends one more field must not turn its calls into 422s (docs/v2.md, "Real clients beat our
+# reading of a spec"). /v1's bodies still refuse them.
+
 ModelKind = Literal["chat", "embedding"]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=400)]
@@ -37,7 +41,7 @@ class LanguageModel(msgspec.Struct, kw_only=True):
     status: str
 
 
-class RegisterCustomModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class RegisterCustomModel(msgspec.Struct, kw_only=True):
     """`identifier`: the litellm model string (`openai/gpt-4o-mini`, or the provider's own model id
     when `extra.provider_id` names the provider). `extra`: the model's options (see docs/v2.md);
     `extra.provider_id` and `extra.api_base` say where it is served. `api_key`: write-only, stored
@@ -50,7 +54,7 @@ class RegisterCustomModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     kind: ModelKind = "chat"
 
 
-class UpdateCustomModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class UpdateCustomModel(msgspec.Struct, kw_only=True):
     """Fields left out stay; `extra` replaces the options; `api_key` replaces (or with null drops)
     the model's own key."""
 

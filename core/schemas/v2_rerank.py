@@ -9,13 +9,17 @@ import msgspec
 
 from core.schemas.v2_traces import V2Page
 
+# Request bodies ignore fields they do not know, as Opper's server does: a later 1.7.x SDK that
+# sends one more field must not turn its calls into 422s (docs/v2.md, "Real clients beat our
+# reading of a spec"). /v1's bodies still refuse them.
 
-class RerankDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+
+class RerankDocument(msgspec.Struct, kw_only=True):
     text: str
     metadata: dict[str, Any] | None = None
 
 
-class Rerank(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class Rerank(msgspec.Struct, kw_only=True):
     query: str
     documents: list[RerankDocument]
     # The SDK always sends one; an empty name means the caller's default embedding model.
@@ -55,7 +59,7 @@ class RerankModel(msgspec.Struct, kw_only=True):
     cost_per_request: float | None = None
 
 
-class OcrDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class OcrDocument(msgspec.Struct, kw_only=True):
     type: str  # "image_url", "document_url" or "base64"
     document_url: str | None = None
     image_url: str | None = None
@@ -63,7 +67,7 @@ class OcrDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     content: str | None = None
 
 
-class Ocr(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class Ocr(msgspec.Struct, kw_only=True):
     model: str
     document: OcrDocument
     pages: list[int] | None = None

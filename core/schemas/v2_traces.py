@@ -12,6 +12,10 @@ from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 
+# Request bodies ignore fields they do not know, as Opper's server does: a later 1.7.x SDK that
+# sends one more field must not turn its calls into 422s (docs/v2.md, "Real clients beat our
+# reading of a spec"). /v1's bodies still refuse them.
+
 T = TypeVar("T")
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
@@ -22,7 +26,7 @@ MetricName = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 
 
-class CreateSpan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CreateSpan(msgspec.Struct, kw_only=True):
     """A span. Without `trace_id`, it joins its parent's trace, or starts a new trace (whose id
     answers in `trace_id`). Sending an `id` again replaces that span (a client may retry)."""
 
@@ -39,7 +43,7 @@ class CreateSpan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     meta: dict[str, Any] | None = None
 
 
-class UpdateSpan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class UpdateSpan(msgspec.Struct, kw_only=True):
     """What to change (add output, end time, ...); a field left out stays, `null` clears it."""
 
     name: Name | msgspec.UnsetType = msgspec.UNSET
@@ -75,7 +79,7 @@ class V2Span(msgspec.Struct, kw_only=True):
     updated_at: datetime
 
 
-class Feedback(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class Feedback(msgspec.Struct, kw_only=True):
     """Feedback on a span: stored as its `score` metric."""
 
     score: Score
@@ -84,13 +88,13 @@ class Feedback(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     save_to_dataset: bool = False
 
 
-class CreateMetric(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class CreateMetric(msgspec.Struct, kw_only=True):
     name: MetricName
     value: float
     comment: str | None = None
 
 
-class UpdateMetric(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class UpdateMetric(msgspec.Struct, kw_only=True):
     name: MetricName | msgspec.UnsetType = msgspec.UNSET
     value: float | msgspec.UnsetType = msgspec.UNSET
     comment: str | msgspec.UnsetType | None = msgspec.UNSET

@@ -9,77 +9,22 @@ from __future__ import annotations
 import asyncio
 import io
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from opperai import Opper, errors, models
+from opperai import errors, models
 from sqlalchemy import text, update
 from sqlalchemy.dialects import postgresql
 
-from api.app import create_app
 from core.db import Database
 from core.db.models import LlmModel
 from everloop.stack import Endpoints
-from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings, register
-from tests.servers import running
+from tests.api import v2_stack
+from tests.api.test_auth_full import ADMIN_EMAIL, full_settings, register
+from tests.api.v2_stack import MAX_BASES, MAX_FILE_BYTES, Stack, sdk
 
-MAX_BASES = 8
-
-
-@dataclass
-class Stack:
-    url: str
-    admin_key: str  # the deployment's admin: owns the shared simulator provider and its models
-    embedder: str  # the simulator model of kind "embedding", by its model_id
-
-
-async def _key(http: httpx.AsyncClient, access_token: str) -> str:
-    made = await http.post(
-        "/v1/auth/api-keys", json={"name": "sdk"}, headers={"Authorization": f"Bearer {access_token}"}
-    )
-    assert made.status_code == 201, made.text
-    key: str = made.json()["key"]
-    return key
-
-
-@pytest.fixture
-async def stack(endpoints: Endpoints, db: Database, simulator_url: str) -> AsyncIterator[Stack]:
-    await clear_rate_limits(endpoints)
-    # Small caps, so that a test passes them cheaply (limits() below).
-    settings = full_settings(
-        endpoints, KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT="50", KNOWLEDGE_MAX_BASES_PER_OWNER=str(MAX_BASES)
-    )
-    with running(create_app(settings, configure_logs=False)) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            login = await http.post("/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-            key = await _key(http, login.json()["access_token"])
-            auth = {"Authorization": f"Bearer {key}"}
-            provider = await http.post(
-                "/v1/llm-providers",
-                json={"name": "Sim", "provider_type": "simulator", "base_url": simulator_url},
-                headers=auth,
-            )
-            assert provider.status_code == 201, provider.text
-            for model_id in ("sim-chat", "sim-embed"):
-                made = await http.post(
-                    f"/v1/llm-providers/{provider.json()['id']}/models",
-                    json={"model_id": model_id},
-                    headers=auth,
-                )
-                assert made.status_code == 201, made.text
-            async with db.session() as session:
-                await session.execute(
-                    update(LlmModel).where(LlmModel.model_id == "sim-embed").values(kind="embedding")
-                )
-                await session.commit()
-            yield Stack(server.url, key, "sim-embed")
-
-
-def sdk(stack: Stack, key: str | None = None) -> Opper:
-    return Opper(http_bearer=key or stack.admin_key, server_url=f"{stack.url}/v2")
+stack = v2_stack.stack  # the shared fixture (tests/api/v2_stack.py), for this module's tests
 
 
 def small_pdf(text_line: str, pages: int = 1) -> bytes:
@@ -384,12 +329,71 @@ def limits(stack: Stack) -> None:
         finally:
             chunking.PDF_TIMEOUT_S = timeout
         assert slow.status_code == 413 and "took longer" in slow.text, slow.text
+        # ... whose address space is capped (RLIMIT_AS, here 1 MB: not even pypdf loads): a 413,
+        # the file failed with the reason.
+        memory = chunking.PDF_MAX_MEMORY_BYTES
+        chunking.PDF_MAX_MEMORY_BYTES = 1024 * 1024
+        try:
+            hungry = http.post(
+                f"/v2/knowledge/{base.id}/upload",
+                files={"file": ("hungry.pdf", small_pdf("Hungry."), "application/pdf")},
+            )
+        finally:
+            chunking.PDF_MAX_MEMORY_BYTES = memory
+        assert hungry.status_code == 413 and "PDF_MAX_MEMORY_BYTES" in hungry.text, hungry.text
+        listed = http.get(f"/v2/knowledge/{base.id}/files").json()["data"]
+        (record,) = [f for f in listed if f["original_filename"] == "hungry.pdf"]
+        assert record["status"] == "failed" and "1 MB of memory" in record["error"], record
 
         # The upload URL checks its token before it reads the body: a wrong one is a 404, whatever
         # was sent (here not even a form).
         slot = http.get(f"/v2/knowledge/{base.id}/upload_url", params={"filename": "late.txt"}).json()
         forged = httpx.post(slot["url"].split("?")[0] + "?token=nope", content=b"not a form")
         assert forged.status_code == 404, forged.text
+        # ... and only from the URL: a form's `token` field would need the form parsed first.
+        bare = httpx.post(slot["url"].split("?")[0], data={"token": slot["url"].split("token=")[1]})
+        assert bare.status_code == 422, bare.text  # the query parameter is missing
+
+        # KNOWLEDGE_MAX_FILE_BYTES (100,000 here) bounds a body before it is parsed or kept: a
+        # declared Content-Length past it (with a form's 64 KB of overhead for a form) is a 413,
+        # and a body without one (chunked) is cut off as it passes the bound.
+        oversized = b"x" * (MAX_FILE_BYTES + 70 * 1024)
+        boundary = "b0undary"
+        form = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n'
+                f"Content-Type: text/plain\r\n\r\n"
+            ).encode()
+            + oversized
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        multipart = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+        def chunked(body: bytes) -> Any:
+            for start in range(0, len(body), 16 * 1024):
+                yield body[start : start + 16 * 1024]
+
+        direct = f"/v2/knowledge/{base.id}/upload"
+        for content in (form, chunked(form)):
+            big = http.post(direct, content=content, headers=multipart)
+            assert big.status_code == 413 and "KNOWLEDGE_MAX_FILE_BYTES" in big.text, big.text
+        url = slot["url"]
+        for method, content, headers in (
+            ("PUT", oversized[: MAX_FILE_BYTES + 1], {}),
+            ("PUT", chunked(oversized[: MAX_FILE_BYTES + 1]), {}),
+            ("POST", form, multipart),
+            ("POST", chunked(form), multipart),
+        ):
+            big = httpx.request(method, url, content=content, headers=headers)
+            assert big.status_code == 413 and "KNOWLEDGE_MAX_FILE_BYTES" in big.text, (method, big.text)
+        assert "big.txt" not in {
+            f["original_filename"] for f in http.get(f"/v2/knowledge/{base.id}/files").json()["data"]
+        }
+        # Within the bound the same URL still takes the file (a refused body does not use it up).
+        fits = httpx.put(
+            url, content=b"Late words, within the bound.", headers={"Content-Type": "text/plain"}
+        )
+        assert fits.status_code == 200, fits.text
 
         # Live bases per owner (KNOWLEDGE_MAX_BASES_PER_OWNER, 8 here): one more is a 409; a
         # deleted base frees its place.
@@ -474,6 +478,7 @@ async def test_knowledge_bases_through_opper_sdk(
     assert len(seen) > 10 and not any(seen), seen
     await asyncio.to_thread(embeddings, stack)
     await a_query_walks_the_bases_hnsw_index(stack, db)
+    await a_disabled_model_refuses_its_bases(stack, db)
     await the_knowledge_search_tool_searches_the_configured_base(stack, db, endpoints)
     await deleting_a_base_deletes_its_content(stack, db)
     monkeypatch.setattr(chunking, "MAX_PDF_PAGES", 2)
@@ -485,14 +490,13 @@ async def test_knowledge_bases_through_opper_sdk(
 
 
 async def a_query_walks_the_bases_hnsw_index(stack: Stack, db: Database) -> None:
-    """The plan of a base's query uses that base's partial HNSW index (and another base's index is
-    not touched): the literal base id and the cast in the query match the index's."""
+    """The plan of a base's query walks its dimension's partial HNSW index (the literal dimension
+    and the cast in the query match the index's), and bases of one dimension share one index: not
+    one more index per base."""
     from services import knowledge
 
     opper = sdk(stack)
-    base = await asyncio.to_thread(
-        lambda: opper.knowledge.create(name="plan", embedding_model=stack.embedder)
-    )
+    await asyncio.to_thread(lambda: opper.knowledge.create(name="plan", embedding_model=stack.embedder))
     async with db.session() as session:
         row = await knowledge._base_named(session, (await _admin_id(db)), "plan")
         vector = [1.0] + [0.0] * (row.dimensions - 1)
@@ -506,7 +510,58 @@ async def a_query_walks_the_bases_hnsw_index(stack: Stack, db: Database) -> None
             compile_kwargs={"literal_binds": True},
         )
         plan = "\n".join(r[0] for r in await session.execute(text(f"EXPLAIN {sql}")))
-    assert f"ix_knowledge_chunks_hnsw_{uuid.UUID(base.id).hex}" in plan, plan
+    assert knowledge.index_name(row.dimensions) in plan, plan
+    async with db.session() as session:
+        bases = await session.scalar(text("SELECT count(*) FROM knowledge_bases WHERE deleted_at IS NULL"))
+        indexes = (
+            await session.scalars(
+                text("SELECT indexname FROM pg_indexes WHERE indexname LIKE :prefix"),
+                {"prefix": r"ix\_knowledge\_chunks\_hnsw\_%"},
+            )
+        ).all()
+    assert (bases or 0) > 2 and indexes == [knowledge.index_name(row.dimensions)], (bases, indexes)
+
+
+async def a_disabled_model_refuses_its_bases(stack: Stack, db: Database) -> None:
+    """A base keeps its embedding model's id: once an admin disables that model (or its provider),
+    the base's queries and adds are a 400 naming the model, not calls to it; enabled again, they
+    work."""
+    opper = sdk(stack)
+    base = await asyncio.to_thread(
+        lambda: opper.knowledge.create(name=f"off-{uuid.uuid4().hex[:6]}", embedding_model=stack.embedder)
+    )
+    await asyncio.to_thread(
+        lambda: opper.knowledge.add(knowledge_base_id=base.id, key="k", content="quiet harbour boats")
+    )
+
+    async def set_status(status: str) -> None:
+        async with db.session() as session:
+            await session.execute(
+                update(LlmModel).where(LlmModel.model_id == stack.embedder).values(status=status)
+            )
+            await session.commit()
+
+    await set_status("disabled")
+    try:
+        async with httpx.AsyncClient(
+            base_url=stack.url, headers={"Authorization": f"Bearer {stack.admin_key}"}
+        ) as http:
+            queried = await http.post(f"/v2/knowledge/{base.id}/query", json={"query": "harbour"})
+            added = await http.post(
+                f"/v2/knowledge/{base.id}/add", json={"key": "k2", "content": "more boats"}
+            )
+            uploaded = await http.post(
+                f"/v2/knowledge/{base.id}/upload",
+                files={"file": ("boats.md", b"boats in the harbour", "text/markdown")},
+            )
+        for answer in (queried, added, uploaded):
+            assert answer.status_code == 400, answer.text
+            assert stack.embedder in answer.json()["detail"] and "disabled" in answer.json()["detail"]
+    finally:
+        await set_status("active")
+    hits = await asyncio.to_thread(lambda: opper.knowledge.query(knowledge_base_id=base.id, query="harbour"))
+    assert [h.key for h in hits] == ["k"]
+    await asyncio.to_thread(lambda: opper.knowledge.delete(knowledge_base_id=base.id))
 
 
 async def _admin_id(db: Database) -> uuid.UUID:

@@ -1,26 +1,28 @@
 """Knowledge query latency over a large base: the query a `/v2/knowledge/{id}/query` runs once its
-text is embedded (services/knowledge.py `search`: the base's partial HNSW index, cosine distance),
-without the embedding call (a provider's round trip, not this server's work).
+text is embedded (services/knowledge.py `search`: its dimension's HNSW index, cosine distance, the
+base and metadata filters), without the embedding call (a provider's round trip, not this server's
+work).
 
-One embedded stack (PostgreSQL without fsync, as the tests run it). A base of 256 dimensions (the
-simulator's lexical embeddings: api/simulator/embeddings.py) is filled by COPY with `--chunks`
-chunks (default 100,000) of deterministic texts over a fixed vocabulary, ten per document, each
-with metadata `{"group": 0..9}`; its HNSW index is built after the fill (as `create_base` makes it,
-but on a full table: faster than 100,000 inserts into a live index). Then `--queries` queries
-(default 200, after 20 unmeasured) of 3-6 vocabulary words, top_k 5: p50 and p95, unfiltered and
-with a metadata filter, the plan of one, and how often the exact nearest chunk is the first hit
-(recall@1 against a sequential scan, over 20 queries). Target: p95 <= 30 ms.
+One embedded stack (tests/bench/stack.py: PostgreSQL without fsync, as the tests run it). A base of
+256 dimensions (the simulator's lexical embeddings: api/simulator/embeddings.py) is filled by COPY
+with `--chunks` chunks (default 100,000) of deterministic texts over a fixed vocabulary, ten per
+document, each with metadata `{"group": 0..9}`; `--other-bases` more bases of the same dimension
+(default 100) share `--other-chunks` more (default 100,000), so the dimension's index holds other
+bases' vectors too, as in a deployment. The index is built after the fill (as `create_base` makes
+it, but on a full table: faster than inserts into a live index), then ANALYZE. Then `--queries`
+queries (default 200, after 20 unmeasured) of 3-6 vocabulary words, top_k 5: p50 and p95,
+unfiltered and with a metadata filter, on the large base and on one small one; the plan of one;
+and how often the exact nearest chunk is the first hit (recall@1 against a sequential scan, over
+20 queries). Target: p95 <= 30 ms.
 
-    python -m tests.bench.knowledge [--chunks N] [--queries N]
+    python -m tests.bench.knowledge [--chunks N] [--other-chunks N] [--other-bases N] [--queries N]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -34,12 +36,12 @@ from api.simulator.embeddings import embed
 from core.db import Database
 from core.db.knowledge import KnowledgeBase
 from core.logging import configure_logging
-from core.migrate import upgrade
 from core.schemas.v2_knowledge import Filter
-from core.settings import DatabaseTimeouts, LogFormat, load_settings
-from everloop.stack import EmbeddedStack, Endpoints
+from core.settings import DatabaseTimeouts, LogFormat
+from everloop.stack import Endpoints
 from services import knowledge
 from tests.bench.loop_latency import pct
+from tests.bench.stack import run_on_fresh_stack
 
 DIMENSIONS = 256
 WORDS = [f"w{i:04d}" for i in range(4000)]
@@ -49,7 +51,8 @@ def chunk_text(rng: random.Random) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 16)))
 
 
-async def fill(endpoints: Endpoints, base_id: uuid.UUID, owner: uuid.UUID, chunks: int) -> None:
+async def fill(endpoints: Endpoints, owner: uuid.UUID, bases: list[tuple[uuid.UUID, int]]) -> None:
+    """`bases`: each base's id and its number of chunks."""
     rng = random.Random(7)
     conn = await asyncpg.connect(endpoints.database_url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
@@ -60,65 +63,97 @@ async def fill(endpoints: Endpoints, base_id: uuid.UUID, owner: uuid.UUID, chunk
             owner,
             f"bench-{owner.hex[:8]}@example.com",
         )
-        await conn.execute(
-            "INSERT INTO knowledge_bases (id, owner_id, name, embedding_model, dimensions, chunk_size, "
-            "chunk_overlap, created_at, updated_at) VALUES ($1, $2, 'bench', 'openai/sim', $3, 2000, 200, "
-            "now(), now())",
-            base_id,
-            owner,
-            DIMENSIONS,
-        )
-        documents = [uuid.uuid4() for _ in range((chunks + 9) // 10)]
-        now = datetime.now(UTC)
-        await conn.copy_records_to_table(
-            "knowledge_documents",
-            records=[
-                (d, base_id, f"doc-{i}", f'{{"group": {i % 10}}}', now, now) for i, d in enumerate(documents)
-            ],
-            columns=["id", "knowledge_base_id", "key", "metadata", "created_at", "updated_at"],
-        )
         started = time.perf_counter()
-        batch: list[tuple[object, ...]] = []
-        for i in range(chunks):
-            content = chunk_text(rng)
-            group = (i // 10) % 10
-            batch.append(
-                (
-                    uuid.uuid4(),
-                    base_id,
-                    documents[i // 10],
-                    i % 10,
-                    content,
-                    f'{{"group": {group}}}',
-                    embed(content),
-                )
+        total = 0
+        for number, (base_id, chunks) in enumerate(bases):
+            await conn.execute(
+                "INSERT INTO knowledge_bases (id, owner_id, name, embedding_model, dimensions, chunk_size, "
+                "chunk_overlap, created_at, updated_at) VALUES ($1, $2, $3, 'openai/sim', $4, 2000, 200, "
+                "now(), now())",
+                base_id,
+                owner,
+                f"bench-{number}",
+                DIMENSIONS,
             )
-            if len(batch) == 10_000 or i == chunks - 1:
-                await conn.copy_records_to_table(
-                    "knowledge_chunks",
-                    records=batch,
-                    columns=[
-                        "id",
-                        "knowledge_base_id",
-                        "document_id",
-                        "position",
-                        "content",
-                        "metadata",
-                        "embedding",
-                    ],
+            documents = [uuid.uuid4() for _ in range((chunks + 9) // 10)]
+            now = datetime.now(UTC)
+            await conn.copy_records_to_table(
+                "knowledge_documents",
+                records=[
+                    (d, base_id, f"doc-{i}", f'{{"group": {i % 10}}}', now, now)
+                    for i, d in enumerate(documents)
+                ],
+                columns=["id", "knowledge_base_id", "key", "metadata", "created_at", "updated_at"],
+            )
+            batch: list[tuple[object, ...]] = []
+            for i in range(chunks):
+                content = chunk_text(rng)
+                group = (i // 10) % 10
+                batch.append(
+                    (
+                        uuid.uuid4(),
+                        base_id,
+                        documents[i // 10],
+                        i % 10,
+                        content,
+                        f'{{"group": {group}}}',
+                        embed(content),
+                    )
                 )
-                batch = []
-                print(f"  {i + 1:,} chunks", end="\r", flush=True)
-        print(f"  {chunks:,} chunks in {time.perf_counter() - started:.1f} s", flush=True)
-        await conn.execute("ANALYZE knowledge_chunks")
+                if len(batch) == 10_000 or i == chunks - 1:
+                    await conn.copy_records_to_table(
+                        "knowledge_chunks",
+                        records=batch,
+                        columns=[
+                            "id",
+                            "knowledge_base_id",
+                            "document_id",
+                            "position",
+                            "content",
+                            "metadata",
+                            "embedding",
+                        ],
+                    )
+                    total += len(batch)
+                    batch = []
+                    print(f"  {total:,} chunks", end="\r", flush=True)
+        print(
+            f"  {total:,} chunks in {len(bases)} bases in {time.perf_counter() - started:.1f} s", flush=True
+        )
     finally:
         await conn.close()
 
 
+async def measure(db: Database, base: KnowledgeBase, queries: list[str], what: str) -> None:
+    group = [Filter(field="group", operation="=", value=3)]
+    for label, filters in (("unfiltered", None), ("filter group=3", group)):
+        timings = []
+        for i, query in enumerate(queries):
+            vector = embed(query)
+            async with db.session() as session:
+                started = time.perf_counter()
+                found = await knowledge.search(session, base, vector, 5, filters)
+                elapsed = (time.perf_counter() - started) * 1000
+            assert found, query
+            if i >= 20:
+                timings.append(elapsed)
+        print(
+            f"{what}, query top_k=5, {label}: p50 {pct(timings, 50):.1f} ms, p95 {pct(timings, 95):.1f} ms "
+            f"({len(timings)} queries; target p95 <= 30 ms)",
+            flush=True,
+        )
+
+
 async def bench(endpoints: Endpoints, args: argparse.Namespace) -> None:
     owner, base_id = uuid.uuid4(), uuid.uuid4()
-    print(f"filling a base with {args.chunks:,} chunks of {DIMENSIONS} dimensions...", flush=True)
-    await fill(endpoints, base_id, owner, args.chunks)
+    others = max(args.other_bases, 0)
+    small = [(uuid.uuid4(), args.other_chunks // others) for _ in range(others)] if others else []
+    print(
+        f"filling a base with {args.chunks:,} chunks of {DIMENSIONS} dimensions, and {others} more with "
+        f"{sum(n for _, n in small):,}...",
+        flush=True,
+    )
+    await fill(endpoints, owner, [(base_id, args.chunks), *small])
     # The index build over a full table takes longer than a request's statement timeout.
     db = Database(endpoints.database_url, timeouts=DatabaseTimeouts(statement_s=1800))
     try:
@@ -128,31 +163,22 @@ async def bench(endpoints: Endpoints, args: argparse.Namespace) -> None:
             started = time.perf_counter()
             await session.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
             await session.execute(text("SET LOCAL statement_timeout = 0"))
-            await knowledge.create_index(session, base)
+            await knowledge.create_index(session, DIMENSIONS)
             await session.commit()
             print(f"HNSW index built in {time.perf_counter() - started:.1f} s", flush=True)
+            await session.execute(text("ANALYZE knowledge_chunks"))
+            await session.commit()
 
         rng = random.Random(11)
         queries = [
             " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 6))) for _ in range(args.queries + 20)
         ]
-        group = [Filter(field="group", operation="=", value=3)]
-        for label, filters in (("unfiltered", None), ("filter group=3", group)):
-            timings = []
-            for i, query in enumerate(queries):
-                vector = embed(query)
-                async with db.session() as session:
-                    started = time.perf_counter()
-                    found = await knowledge.search(session, base, vector, 5, filters)
-                    elapsed = (time.perf_counter() - started) * 1000
-                assert found, query
-                if i >= 20:
-                    timings.append(elapsed)
-            print(
-                f"query top_k=5, {label}: p50 {pct(timings, 50):.1f} ms, p95 {pct(timings, 95):.1f} ms "
-                f"({len(timings)} queries; target p95 <= 30 ms)",
-                flush=True,
-            )
+        await measure(db, base, queries, f"base of {args.chunks:,} chunks")
+        if small:
+            async with db.session() as session:
+                other = await session.get(KnowledgeBase, small[0][0])
+                assert other is not None
+            await measure(db, other, queries, f"base of {small[0][1]:,} chunks")
 
         async with db.session() as session:
             statement = knowledge.search_statement(base, 5, None).params(
@@ -182,24 +208,18 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tests.bench.knowledge", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--chunks", type=int, default=100_000, help="chunks in the base (default 100,000)")
+    parser.add_argument(
+        "--other-chunks", type=int, default=100_000, help="chunks in the other bases (default 100,000)"
+    )
+    parser.add_argument("--other-bases", type=int, default=100, help="other bases (default 100)")
     parser.add_argument("--queries", type=int, default=200, help="measured queries per kind (default 200)")
     args = parser.parse_args(argv)
     configure_logging("WARNING", LogFormat.CONSOLE)
-    with tempfile.TemporaryDirectory(prefix="everloop-bench-") as tmp:
-        env = {"EVERLOOP_DATA_DIR": str(Path(tmp))}
-        env |= {f"EMBEDDED_{part}_PORT": "0" for part in ("POSTGRES", "REDIS", "TEMPORAL", "TEMPORAL_UI")}
-        stack = EmbeddedStack(load_settings(env), durable=False)
-        try:
-            print("starting the embedded stack...", flush=True)
-            endpoints = stack.start()
-            upgrade(endpoints.database_url)
-            asyncio.run(bench(endpoints, args))
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        finally:
-            stack.stop()
-    return 0
+
+    async def run(endpoints: Endpoints, _data_dir: Path) -> None:
+        await bench(endpoints, args)
+
+    return run_on_fresh_stack(run)
 
 
 if __name__ == "__main__":

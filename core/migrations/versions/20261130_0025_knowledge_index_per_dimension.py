@@ -1,4 +1,5 @@
-"""knowledge: one HNSW index per embedding dimension instead of one per knowledge base (issue 15)
+"""knowledge: one HNSW index per embedding dimension instead of one per knowledge base; files'
+download URLs (issue 15)
 
 0023 gave each base its own partial HNSW index, so thousands of bases meant thousands of indexes on
 `knowledge_chunks` (each one weighed by the planner for every query, each one scanning the table
@@ -8,6 +9,11 @@ past 2,000 dimensions, none past 4,000), named `ix_knowledge_chunks_hnsw_d<N>`. 
 row's own dimension (`vector_dims` is immutable), so no row can be in the wrong index and no column
 has to be kept in step. services/knowledge.py makes the index of a new dimension when the first base
 of it is made; a query filters on the base and walks the index with pgvector 0.8's iterative scan.
+The planner has no statistics of an expression that no index holds, so it would guess that 0.5% of
+the chunks have a given dimension (and read a large base by its id and sort it whole): extended
+statistics on `vector_dims(embedding)` (PostgreSQL 14) let ANALYZE count them.
+A file's bytes are kept once it is processed (its download URL serves them): `download_key` signs
+those URLs.
 These indexes are not in the models: Alembic's autogenerate skips every `ix_knowledge_chunks_hnsw_*`
 (core/db/knowledge.py `in_migrations`).
 
@@ -30,6 +36,7 @@ depends_on: str | Sequence[str] | None = None
 # revision knew them: a migration does not follow later code).
 HNSW_MAX_VECTOR = 2000
 HNSW_MAX_HALFVEC = 4000
+STATISTICS = "st_knowledge_chunks_dimensions"
 
 
 def _drop_indexes(like: str) -> None:
@@ -55,6 +62,10 @@ def _kind(n: int) -> tuple[str, str]:
 
 
 def upgrade() -> None:
+    op.add_column("knowledge_files", sa.Column("download_key", sa.String(length=64), nullable=True))
+    op.execute(
+        f"CREATE STATISTICS IF NOT EXISTS {STATISTICS} ON (vector_dims(embedding)) FROM knowledge_chunks"
+    )
     _drop_indexes(r"ix\_knowledge\_chunks\_hnsw\_%")
     for n in _live_dimensions():
         kind, ops = _kind(n)
@@ -65,6 +76,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("knowledge_files", "download_key")
+    op.execute(f"DROP STATISTICS IF EXISTS {STATISTICS}")
     _drop_indexes(r"ix\_knowledge\_chunks\_hnsw\_d%")
     rows = op.get_bind().execute(
         sa.text(

@@ -36,6 +36,8 @@ from api.openapi import docs_handlers, openapi_config
 from api.otlp import OtlpController
 from api.pagination import provide_page_params
 from api.projects import ProjectController
+from api.rate_limit import RateLimitMiddleware
+from api.rate_limits import RateLimitController
 from api.replays import ReplayController
 from api.security import authentication_middleware
 from api.session_routes import FlatSessionController
@@ -60,6 +62,7 @@ from core.json_limits import JsonLimits
 from core.logging import configure_logging
 from core.settings import AuthMode, Settings, SettingsError, get_settings
 from services import auth
+from services.rate_limits import RateLimits
 
 log = structlog.get_logger("everloop.api")
 
@@ -147,6 +150,7 @@ def create_app(
             V2RerankController,
             V2OcrController,
             ProjectController,
+            RateLimitController,
             TraceController,
             ReplayController,
             ForkController,
@@ -167,7 +171,17 @@ def create_app(
             "page_params": Provide(provide_page_params, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[DefineMiddleware(BrowserGuardMiddleware, settings=settings), authentication_middleware()],
+        middleware=[
+            DefineMiddleware(BrowserGuardMiddleware, settings=settings),
+            authentication_middleware(),
+            # After authentication: it counts the caller the authentication proved. AUTH_MODE=none
+            # has one caller, the machine's own user, and no limits (docs/rate_limits.md).
+            *(
+                [RateLimitMiddleware(RateLimits(services.db, services.redis, settings))]
+                if settings.rate_limits_enabled and settings.auth_mode is not AuthMode.NONE
+                else []
+            ),
+        ],
         state=State({"services": services}),
         cors_config=cors,
         openapi_config=openapi_config(),

@@ -29,7 +29,7 @@ class Readiness(msgspec.Struct, kw_only=True, omit_defaults=True):
 class HealthController(Controller):
     tags = ["health"]
 
-    @get("/health", operation_id="getHealth", responses=error_responses())
+    @get("/health", operation_id="getHealth", responses=error_responses(limited=False))
     async def health(self, services: NamedDependency[Services]) -> Health:
         """Liveness: the API process is up. No authentication."""
         return Health(
@@ -43,7 +43,7 @@ class HealthController(Controller):
         "/ready",
         operation_id="getReadiness",
         responses={
-            **error_responses(),
+            **error_responses(limited=False),
             503: ResponseSpec(
                 data_container=Readiness,
                 description="A backing service does not answer; `detail` says which",

@@ -53,19 +53,25 @@ _DESCRIPTIONS = {
     413: "Request body over the size limit",
     415: "A request body in a media type (or Content-Encoding) the route does not read",
     422: "Invalid input (under /v2, Opper's status for a body that fails validation)",
-    429: "Too many requests; `Retry-After` says when to try again",
+    429: "Too many requests (the credential's rate limit, docs/rate_limits.md); `Retry-After` says when "
+    "to try again",
     500: "Unexpected server error; `request_id` matches the log line",
     502: "A server this resource points at (an MCP server) did not answer properly",
     503: "A backing service is unavailable",
 }
 
 
-def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+# Any route past authentication may answer 429 (api/rate_limit.py); only the open ones never do.
+_LIMITED = {429}
+
+
+def error_responses(*codes: int, limited: bool = True) -> dict[int, ResponseSpec]:
     """The documented error responses of a route. 400 and 500 are always among them (and replace
-    Litestar's own 400, which documents a body this API never sends)."""
+    Litestar's own 400, which documents a body this API never sends), and 429 unless the route is
+    one the rate limits leave alone (`limited=False`)."""
     return {
         code: ResponseSpec(data_container=ErrorBody, description=_DESCRIPTIONS[code], generate_examples=False)
-        for code in sorted({*codes, 400, 500})
+        for code in sorted({*codes, 400, 500, *(_LIMITED if limited else ())})
     }
 
 
@@ -76,7 +82,7 @@ def v2_error_responses(*codes: int) -> dict[int, ResponseSpec]:
         code: ResponseSpec(
             data_container=DetailBody, description=_DESCRIPTIONS[code], generate_examples=False
         )
-        for code in sorted({*codes, 400, 422, 500})
+        for code in sorted({*codes, 400, 422, 429, 500})
     }
 
 

@@ -90,6 +90,7 @@ class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
             role=found.user.role,
             method="cookie" if source == "cookie" else found.method,
             expires_at=found.expires_at,
+            credential_id=found.key_id,
         )
         return AuthenticationResult(user=who, auth=credential)
 
@@ -122,6 +123,7 @@ async def _project_key(
         role="user",
         method="project_key",
         project_id=found.project_id,
+        credential_id=found.key_id,
     )
     return AuthenticationResult(user=who, auth=credential)
 

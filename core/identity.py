@@ -22,6 +22,9 @@ class Identity(msgspec.Struct, kw_only=True, frozen=True):
     expires_at: datetime | None = None
     # A project key (`vgl_`) proves only this: its project's trace routes (api/security.py).
     project_id: uuid.UUID | None = None
+    # The API key's or project key's own id (None for a token or cookie: the user is the caller). A
+    # key is its own rate-limit bucket and may carry its own limits (services/rate_limits.py).
+    credential_id: uuid.UUID | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -110,6 +110,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # /v2/call's answer cache: how long an answer is kept when a call asks with `configuration.cache:
     # true` (V2_CALL_CACHE_TTL; the SDK's `invocation.cache.ttl` names its own, up to 7 days).
     v2_call_cache_ttl_s: int = 3600
+    # Rate limits per credential (docs/rate_limits.md): on or off (RATE_LIMITS; never in
+    # AUTH_MODE=none), the plan of a credential no admin gave one (RATE_LIMIT_PLAN), its figures when
+    # that plan is `enterprise` (RATE_LIMIT_PER_MINUTE, RATE_LIMIT_BURST), and how long an API process
+    # keeps a credential's plan before reading it again (RATE_LIMIT_CACHE_S).
+    rate_limits_enabled: bool = True
+    rate_limit_plan: str = "teams"
+    rate_limit_per_minute: int | None = None
+    rate_limit_burst: int | None = None
+    rate_limit_cache_s: float = 5.0
     # Seconds a turn waits for a client's result of a client-side tool call before the call gets an
     # error result and the turn goes on (CLIENT_TOOL_TIMEOUT).
     client_tool_timeout_s: float = 86400.0
@@ -387,6 +396,28 @@ def _probability(value: str) -> float:
     return p
 
 
+def _rate_limit_plan(read: _Reader) -> tuple[str, int | None, int | None]:
+    """RATE_LIMIT_*: a plan of the table, and figures exactly when it is the custom one."""
+    from core.rate_limit import ENTERPRISE, MAX_PER_MINUTE, PLANS
+
+    def plan(value: str) -> str:
+        if value.lower() not in PLANS:
+            raise ValueError(value)
+        return value.lower()
+
+    chosen = read.parse("RATE_LIMIT_PLAN", "teams", plan, f"one of {', '.join(PLANS)}")
+    per_minute = read.raw("RATE_LIMIT_PER_MINUTE") and read.integer(
+        "RATE_LIMIT_PER_MINUTE", 0, low=1, high=MAX_PER_MINUTE
+    )
+    burst = read.raw("RATE_LIMIT_BURST") and read.integer("RATE_LIMIT_BURST", 0, low=1, high=MAX_PER_MINUTE)
+    if (chosen == ENTERPRISE) != bool(per_minute and burst) or bool(per_minute) != bool(burst):
+        raise SettingsError(
+            "RATE_LIMIT_PER_MINUTE and RATE_LIMIT_BURST: set both with RATE_LIMIT_PLAN=enterprise, "
+            "and neither with another plan (its figures are the plan's)"
+        )
+    return chosen, per_minute or None, burst or None
+
+
 def _database_timeouts(read: _Reader) -> DatabaseTimeouts:
     default = DatabaseTimeouts()
     expected = "seconds between 0 and 3600"
@@ -403,6 +434,7 @@ def _database_timeouts(read: _Reader) -> DatabaseTimeouts:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Builds settings from `env` (the process environment by default). Raises SettingsError."""
     read = _Reader(os.environ if env is None else env)
+    rate_limit_plan, rate_limit_per_minute, rate_limit_burst = _rate_limit_plan(read)
     return Settings(
         data_dir=Path(read.text("EVERLOOP_DATA_DIR", ".everloop")).expanduser().resolve(),
         database_url=read.url("DATABASE_URL", ("postgresql", "postgresql+asyncpg", "postgres")),
@@ -470,6 +502,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         outbound_allow_loopback=read.parse("OUTBOUND_ALLOW_LOOPBACK", False, _boolean, "true or false"),
         mcp_list_timeout_s=read.parse("MCP_LIST_TIMEOUT", 15.0, _seconds, "seconds between 0 and 3600"),
         v2_call_cache_ttl_s=read.integer("V2_CALL_CACHE_TTL", 3600, low=1, high=7 * 86400),
+        rate_limits_enabled=read.parse("RATE_LIMITS", True, _boolean, "true or false"),
+        rate_limit_plan=rate_limit_plan,
+        rate_limit_per_minute=rate_limit_per_minute,
+        rate_limit_burst=rate_limit_burst,
+        rate_limit_cache_s=read.parse("RATE_LIMIT_CACHE_S", 5.0, _seconds, "seconds between 0 and 3600"),
         client_tool_timeout_s=read.parse(
             "CLIENT_TOOL_TIMEOUT", 86400.0, _long_wait, "seconds between 0 and 2592000 (30 days)"
         ),

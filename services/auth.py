@@ -66,6 +66,7 @@ class Authenticated:
     user: User
     method: str  # token | api_key
     expires_at: datetime | None
+    key_id: uuid.UUID | None = None  # the API key's (its own rate-limit bucket)
 
 
 def issue_access_token(
@@ -118,7 +119,11 @@ async def authenticate(db: AsyncSession, credential: str, secret: str) -> Authen
             await db.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
             await db.commit()
         user = await db.get(User, key.user_id)
-        return Authenticated(user=user, method="api_key", expires_at=key.expires_at) if user else None
+        return (
+            Authenticated(user=user, method="api_key", expires_at=key.expires_at, key_id=key.id)
+            if user
+            else None
+        )
     claims = _access_claims(credential, secret)
     if claims is None:
         return None

@@ -124,6 +124,7 @@ async def resolve(db: AsyncSession, who: Identity, given: str | None) -> uuid.UU
 class KeyOwner:
     user: User
     project_id: uuid.UUID
+    key_id: uuid.UUID  # the key's own (its own rate-limit bucket)
 
 
 async def authenticate_key(db: AsyncSession, key: str) -> KeyOwner | None:
@@ -144,7 +145,7 @@ async def authenticate_key(db: AsyncSession, key: str) -> KeyOwner | None:
         await db.execute(update(ProjectKey).where(ProjectKey.id == found.id).values(last_used_at=now))
         await db.commit()
     user = await db.get(User, owner_id)
-    return KeyOwner(user=user, project_id=found.project_id) if user else None
+    return KeyOwner(user=user, project_id=found.project_id, key_id=found.id) if user else None
 
 
 async def _keys_of(db: AsyncSession, project_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[ProjectKey]]:

@@ -245,6 +245,30 @@ def files(stack: Stack) -> None:
         )
     assert image.value.status_code == 415
 
+    # A processed file's bytes are kept: its download URL (this server's, short-lived, the URL
+    # its only credential) answers them; a failed file's are not (a 404 saying so).
+    link = opper.knowledge.get_file_download_url(knowledge_base_id=base.id, file_id=slot.id)
+    assert link.expires_in == 300 and link.url.startswith(
+        f"{stack.url}/v2/knowledge/uploads/{slot.id}?token="
+    )
+    with httpx.Client() as anonymous:
+        got = anonymous.get(link.url)
+        assert got.status_code == 200 and got.content == pdf, got.text
+        assert got.headers["content-type"].startswith("application/pdf")
+        assert 'filename="ships.pdf"' in got.headers["content-disposition"]
+        token = link.url.split("token=")[1]
+        expires, _, signature = token.partition(".")
+        for forged in (f"{expires}.{'0' * 64}", f"{int(expires) + 1}.{signature}", "nonsense"):
+            assert anonymous.get(link.url.split("?")[0], params={"token": forged}).status_code == 404
+    failed_id = next(
+        f.id
+        for f in opper.knowledge.list_files(knowledge_base_id=base.id).data
+        if f.original_filename == "broken.pdf"
+    )
+    with pytest.raises(errors.OpperError) as not_kept:
+        opper.knowledge.get_file_download_url(knowledge_base_id=base.id, file_id=failed_id)
+    assert not_kept.value.status_code == 404 and "not kept" in str(not_kept.value.body)
+
     listed = opper.knowledge.list_files(knowledge_base_id=base.id)
     by_name = {f.original_filename: f for f in listed.data}
     assert by_name["ships.pdf"].status == "processed" and by_name["ships.pdf"].size == len(pdf)
@@ -273,6 +297,27 @@ def embeddings(stack: Stack) -> None:
     with pytest.raises(errors.OpperError) as unknown:
         opper.embeddings.create(input="x", model="sim-chat")  # a chat model is not an embedding model
     assert unknown.value.status_code == 400 and "GET /v2/models" in str(unknown.value.body)
+    # The SDK's other `TModel` forms: `{name, options}`, and a list tried in order.
+    as_object = opper.embeddings.create(input="cats purr", model={"name": stack.embedder, "options": {}})
+    assert as_object.data[0]["embedding"] == a and as_object.model == stack.embedder
+    in_order: list[models.TModel1] = [models.Model(name=stack.embedder), "openai/sim-embed"]
+    listed = opper.embeddings.create(input="cats purr", model=in_order)
+    assert listed.data[0]["embedding"] == a and listed.model == stack.embedder
+    with pytest.raises(errors.OpperError) as in_list:  # every name is checked before any call
+        second_unknown: list[models.TModel1] = [stack.embedder, "sim-chat"]
+        opper.embeddings.create(input="x", model=second_unknown)
+    assert in_list.value.status_code == 400 and "model[1]" in str(in_list.value.body)
+
+    # A field this server does not know (a later SDK's) is ignored, not a 422, on /v2's bodies.
+    with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {stack.admin_key}"}) as http:
+        later = http.post("/v2/embeddings", json={"input": "cats purr", "dimensions_hint": 3})
+        assert later.status_code == 200, later.text
+        base = http.post("/v2/knowledge", json={"name": f"later-{uuid.uuid4().hex[:6]}", "sharding": "auto"})
+        assert base.status_code == 200, base.text
+        added = http.post(
+            f"/v2/knowledge/{base.json()['id']}/add", json={"key": "k", "content": "x y", "priority": 1}
+        )
+        assert added.status_code == 201, added.text
 
 
 def limits(stack: Stack) -> None:

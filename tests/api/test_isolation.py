@@ -31,7 +31,7 @@ MARK = "ALICE-PRIVATE-7f3c"  # in every name A gives; it must never reach B
 # Routes whose path parameter names no one's resource: the public capability catalogue.
 PUBLIC = {"/v1/capabilities/{capability_id}"}
 # Lists only an admin may read (B, a user, gets 403 and nothing else).
-ADMIN_ONLY = {"/v1/users"}
+ADMIN_ONLY = {"/v1/users", "/v1/rate-limits"}
 # A valid body per route (so the request reaches the owner check, not validation).
 BODIES: dict[tuple[str, str], Any] = {
     ("post", "/v2/knowledge/{knowledge_base_id}/add"): {"key": "taken", "content": "taken over"},
@@ -100,6 +100,11 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/v2/spans/{span_id}/feedback"): {"score": 0.5},
     ("post", "/v2/spans/{span_id}/metrics"): {"name": "taken over", "value": 1},
     ("patch", "/v2/spans/{span_id}/metrics/{metric_id}"): {"value": 0},
+    ("put", "/v1/rate-limits/{subject_type}/{subject_id}"): {
+        "plan": "enterprise",
+        "per_minute": 1,
+        "burst": 1,
+    },
 }
 
 
@@ -221,6 +226,8 @@ async def test_user_b_cannot_reach_anything_of_user_a(
     ids = await _alices_world(alice, db)
     # A drift alert of A's (stored: a real one needs days of traffic; tests/api/test_drift.py makes those).
     ids["alert_id"] = await alert_of(db, ids["project_id"], f"{MARK} trace")
+    # B setting (or reading) the limits of A's API key: admins only.
+    ids.update(subject_type="api-keys", subject_id=ids["key_id"])
     bob = As(client, await register(client))
     spec = (await client.get("/api-doc/openapi.json")).json()
 

@@ -94,6 +94,8 @@ async def test_two_api_processes_admit_no_more_than_the_burst_together(
 
     codes = [r.status_code for r in responses]
     assert set(codes) <= {200, 429}, codes
+    # Every answer was counted (none let through unlimited, as when Redis does not answer in time).
+    assert all("x-ratelimit-remaining" in r.headers for r in responses)
     admitted = [i for i, code in enumerate(codes) if code == 200]
     # The bucket starts full (BURST) and gains one request every 60 / PER_MINUTE seconds.
     refilled = math.floor(elapsed * PER_MINUTE / 60)
@@ -102,8 +104,8 @@ async def test_two_api_processes_admit_no_more_than_the_burst_together(
     if refilled == 0:  # the usual case, the volley taking well under 10 s: each admission told apart
         told = sorted(int(responses[i].headers["x-ratelimit-remaining"]) for i in admitted)
         assert told == list(range(BURST))
-    # Both processes admitted and refused: one bucket between them, not one each.
+    # Both processes refused (which of them admitted is a matter of timing): with a bucket each,
+    # each would have admitted BURST of its own 60.
     for parity in (0, 1):
-        assert any(i % 2 == parity for i in admitted), parity
         assert any(codes[i] == 429 for i in range(parity, len(codes), 2)), parity
     assert all(int(r.headers["retry-after"]) >= 1 for r in responses if r.status_code == 429)

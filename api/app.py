@@ -58,6 +58,7 @@ from api.v2_ocr import V2OcrController
 from api.v2_openai import V2OpenAIController
 from api.v2_rerank import V2RerankController
 from api.v2_traces import V2SpanController, V2TraceController
+from api.webhooks import WebhookController
 from core.json_limits import JsonLimits
 from core.logging import configure_logging
 from core.settings import AuthMode, Settings, SettingsError, get_settings
@@ -136,6 +137,7 @@ def create_app(
             FlatModelController,
             CapabilityController,
             McpServerController,
+            WebhookController,
             OtlpController,
             V2SpanController,
             V2TraceController,

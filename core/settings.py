@@ -38,6 +38,9 @@ class LogFormat(StrEnum):
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Seconds before each webhook delivery attempt: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h
+# (Standard Webhooks' / Svix's schedule: eight attempts over 27 hours 35 minutes).
+WEBHOOK_RETRY_SCHEDULE_DEFAULT = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
 class OAuthClient(msgspec.Struct, kw_only=True, frozen=True):
@@ -152,6 +155,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # (KNOWLEDGE_MAX_BASES_PER_OWNER: each base is one more partial HNSW index every query plans over).
     knowledge_max_chunks_per_document: int = 5000
     knowledge_max_bases_per_owner: int = 100
+    # Webhooks (docs/webhooks.md): seconds one delivery attempt may take (WEBHOOK_TIMEOUT), the
+    # waits before each attempt (WEBHOOK_RETRY_SCHEDULE: the first is normally 0), and how long a
+    # webhook's deliveries may fail without a success before it is disabled (WEBHOOK_DISABLE_AFTER).
+    webhook_timeout_s: float = 10.0
+    webhook_retry_schedule_s: tuple[float, ...] = WEBHOOK_RETRY_SCHEDULE_DEFAULT
+    webhook_disable_after_s: float = 5 * 86400.0
 
     def uvicorn_options(self) -> dict[str, object]:
         """How `everloop api` serves: client address and scheme from `X-Forwarded-For`/`-Proto` only
@@ -389,6 +398,22 @@ def _duration(value: str) -> float:
     return seconds
 
 
+def _webhook_timeout(value: str) -> float:
+    # Short: an attempt holds a worker slot, and a slow receiver is retried on the schedule.
+    seconds = float(value)
+    if not 0 < seconds <= 60:
+        raise ValueError(value)
+    return seconds
+
+
+def _webhook_schedule(value: str) -> tuple[float, ...]:
+    """The wait before each delivery attempt, in seconds: `0,5,300` is three attempts."""
+    waits = tuple(float(v) for v in value.split(",") if v.strip())
+    if not 1 <= len(waits) <= 30 or any(not 0 <= w <= 86400 for w in waits):
+        raise ValueError(value)
+    return waits
+
+
 def _probability(value: str) -> float:
     p = float(value)
     if not 0 < p < 1:
@@ -534,6 +559,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT", 5000, low=10, high=1_000_000
         ),
         knowledge_max_bases_per_owner=read.integer("KNOWLEDGE_MAX_BASES_PER_OWNER", 100, low=1, high=100_000),
+        webhook_timeout_s=read.parse("WEBHOOK_TIMEOUT", 10.0, _webhook_timeout, "seconds between 0 and 60"),
+        webhook_retry_schedule_s=read.parse(
+            "WEBHOOK_RETRY_SCHEDULE",
+            WEBHOOK_RETRY_SCHEDULE_DEFAULT,
+            _webhook_schedule,
+            "comma-separated seconds (1 to 30 waits, each 0 to 86400)",
+        ),
+        webhook_disable_after_s=read.parse(
+            "WEBHOOK_DISABLE_AFTER", 5 * 86400.0, _duration, _DURATION_EXPECTED
+        ),
     )
 
 

@@ -9,13 +9,18 @@
 - starts the workflow of a replay run left `pending` (the API stored it, then died or lost
   Temporal's answer before starting it); a run's workflow that exists already is left alone;
 - with OTLP export on, sends the finished turns that were not exported (their worker died, the
-  backend was away) to the OTLP backend: one worker at a time, backing off while it fails.
+  backend was away) to the OTLP backend: one worker at a time, backing off while it fails;
+- starts the workflow of every webhook delivery that has none yet (`WebhookDispatcher`): at once
+  when the transaction that stored it commits (PostgreSQL's NOTIFY), and every EVERY_S in case a
+  notice was missed (the listening connection was down, the worker was starting).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
+from typing import Any
 
 import redis.asyncio as redis
 import structlog
@@ -25,7 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core.db import Database
 from core.schemas.turns import SessionLoop
-from services import client_tools, events, forks, golden, loop, replays, stranded
+from services import client_tools, events, forks, golden, loop, replays, stranded, webhooks
 from services.otlp_export import TurnExporter, sole_sweeper
 
 log = structlog.get_logger("everloop.sweeper")
@@ -216,17 +221,84 @@ class ExportSweep:
 
 
 async def sweep_forever(
-    db: Database, client: Client, task_queue: str, bus: redis.Redis, exporter: TurnExporter | None = None
+    db: Database,
+    client: Client,
+    task_queue: str,
+    bus: redis.Redis,
+    exporter: TurnExporter | None = None,
+    *,
+    webhook_schedule: tuple[float, ...],
 ) -> None:
     """The sweeps, each in its own loop (a slow one never holds up the others); the export sweep
-    only with an exporter (OTEL_EXPORTER_OTLP_ENDPOINT)."""
+    only with an exporter (OTEL_EXPORTER_OTLP_ENDPOINT). `webhook_schedule`: WEBHOOK_RETRY_SCHEDULE."""
     await asyncio.gather(
         _redispatch_forever(db, client, task_queue),
         _hand_on_forever(db, client),
         _close_forever(db, client, bus),
         _replays_forever(db, client, task_queue),
+        WebhookDispatcher(db, client, task_queue, webhook_schedule).run_forever(),
         *([_export_forever(db, exporter)] if exporter is not None else []),
     )
+
+
+class WebhookDispatcher:
+    """Starts each webhook delivery's workflow (`services.webhooks.start_unstarted`). The triggers
+    that store deliveries NOTIFY at commit; this LISTENs on its own connection and runs at once,
+    and every EVERY_S regardless, so a notice missed while the connection was down costs at most
+    that long. Several workers' dispatchers share the work (the claim skips locked rows)."""
+
+    LISTEN_CHECK_S = 30.0  # how often the listening connection is checked to be alive
+
+    def __init__(self, db: Database, client: Client, task_queue: str, schedule: tuple[float, ...]) -> None:
+        self.db = db
+        self.client = client
+        self.task_queue = task_queue
+        self.schedule = schedule
+        self._wake = asyncio.Event()
+
+    async def run_once(self) -> int:
+        """Returns how many workflows it started."""
+        return await webhooks.start_unstarted(self.db, self.client, self.task_queue, self.schedule)
+
+    async def run_forever(self) -> None:
+        listener = asyncio.create_task(self._listen_forever())
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    await self.run_once()
+                except Exception as exc:
+                    log.warning("webhook dispatch failed", error=str(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), EVERY_S)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    def _notified(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _listen_forever(self) -> None:
+        while True:
+            try:
+                async with self.db.engine.connect() as conn:
+                    raw = (await conn.get_raw_connection()).driver_connection
+                    assert raw is not None
+                    await raw.add_listener(webhooks.CHANNEL, self._notified)
+                    self._wake.set()  # whatever was stored while nobody listened
+                    try:
+                        while True:
+                            await asyncio.sleep(self.LISTEN_CHECK_S)
+                            await raw.fetchval("SELECT 1")
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await raw.remove_listener(webhooks.CHANNEL, self._notified)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the periodic run covers the gap
+                log.info("webhook listener lost; reconnecting", error=str(exc))
+            await asyncio.sleep(EVERY_S)
 
 
 async def _redispatch_forever(db: Database, client: Client, task_queue: str) -> None:

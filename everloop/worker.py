@@ -20,6 +20,7 @@ from activities.llm import ReasonActivities
 from activities.replay import ReplayActivities
 from activities.tools import ToolActivities
 from activities.turns import TurnActivities
+from activities.webhooks import WebhookActivities
 from core import bus, temporal
 from core.crypto import secret_box
 from core.db import Database
@@ -32,10 +33,18 @@ from workflows.drift import DriftWorkflow
 from workflows.golden import GoldenRunWorkflow
 from workflows.replay import ReplayWorkflow
 from workflows.session import SessionWorkflow
+from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 log = structlog.get_logger("everloop.worker")
 
-WORKFLOWS = [StackCheckWorkflow, SessionWorkflow, DriftWorkflow, ReplayWorkflow, GoldenRunWorkflow]
+WORKFLOWS = [
+    StackCheckWorkflow,
+    SessionWorkflow,
+    DriftWorkflow,
+    ReplayWorkflow,
+    GoldenRunWorkflow,
+    WebhookDeliveryWorkflow,
+]
 
 
 def build_worker(
@@ -54,6 +63,7 @@ def build_worker(
     drift_activities = DriftActivities(db, settings)
     replay = ReplayActivities(deps)
     golden = GoldenActivities(deps)
+    webhook = WebhookActivities(db, settings, deps.secrets)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
@@ -72,6 +82,7 @@ def build_worker(
             golden.fork,
             golden.judge,
             golden.finish,
+            webhook.attempt,
         ],
         # Heartbeats reach the server at least every second, so a cancel reaches a running LLM
         # call or tool within about a second (the default waits up to 80% of the timeout).
@@ -103,7 +114,14 @@ async def run_worker(settings: Settings, database_url: str, redis_url: str, temp
     log.info("worker started", task_queue=settings.temporal_task_queue, temporal=temporal_address)
     async with worker:
         sweeper = asyncio.create_task(
-            sweep_forever(db, client, settings.temporal_task_queue, redis, exporter=exporter)
+            sweep_forever(
+                db,
+                client,
+                settings.temporal_task_queue,
+                redis,
+                exporter=exporter,
+                webhook_schedule=settings.webhook_retry_schedule_s,
+            )
         )
         await stop.wait()
         log.info("worker stopping")

@@ -14,6 +14,7 @@ from core.db.rate_limits import RateLimit
 from core.db.replays import Replay
 from core.db.sessions import Event, Message, Session
 from core.db.traces import ExternalSession, Project, ProjectKey, Span, SpanEvent, SpanMetric, Trace
+from core.db.webhooks import Webhook, WebhookDelivery
 
 __all__ = [
     "Agent",
@@ -51,4 +52,6 @@ __all__ = [
     "SpanMetric",
     "Trace",
     "User",
+    "Webhook",
+    "WebhookDelivery",
 ]

@@ -1,0 +1,97 @@
+"""One webhook delivery attempt (docs/webhooks.md): read the delivery, POST it signed, store the
+outcome. Each of the two stores is its own transaction, waiting out a database outage inside the
+attempt (`persist`); the POST is bounded by WEBHOOK_TIMEOUT and sent through the checked, pinned
+connection (public addresses only, unless an admin allowed a webhook others), without redirects."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx2
+from temporalio import activity
+
+from activities.heartbeat import heartbeating
+from activities.persist import persist
+from core.crypto import SecretBox, SecretsError
+from core.db import Database
+from core.errors import ServiceUnavailable
+from core.net import NetPolicy, PinnedTransport
+from core.schemas.webhooks import AttemptInput, AttemptResult, WebhookLoop
+from core.settings import Settings
+from services import webhook_signing, webhooks
+
+SNIPPET_BYTES = 300  # of a failed answer's body, kept as its error
+
+
+class WebhookActivities:
+    def __init__(self, db: Database, settings: Settings, secrets: SecretBox | None) -> None:
+        self.db = db
+        self.settings = settings
+        self.secrets = secrets
+
+    @activity.defn(name=WebhookLoop.ATTEMPT)
+    async def attempt(self, params: AttemptInput) -> AttemptResult:
+        delivery_id, series = uuid.UUID(params.delivery_id), params.series
+        what = f"webhook delivery {delivery_id}"
+        attempt = await persist(
+            self.db, lambda db: webhooks.begin_attempt(db, delivery_id, series), what=f"{what}:begin"
+        )
+        if attempt is None:
+            return AttemptResult(outcome="done")
+        status_code: int | None
+        error: str | None
+        try:
+            secret = webhooks.open_secret(self.secrets, attempt)
+        except (SecretsError, ServiceUnavailable) as exc:  # the server's keys changed: retried on schedule
+            status_code, error = None, f"cannot open the webhook's secret: {exc}"
+        else:
+            status_code, error = await self.post(attempt, secret)
+        outcome = await persist(
+            self.db,
+            lambda db: webhooks.record_attempt(
+                db,
+                delivery_id,
+                series,
+                status_code=status_code,
+                error=error,
+                next_wait_s=params.next_wait_s,
+                disable_after_s=self.settings.webhook_disable_after_s,
+            ),
+            what=f"{what}:record",
+        )
+        return AttemptResult(outcome=outcome, status_code=status_code)
+
+    async def post(self, attempt: webhooks.Attempt, secret: str) -> tuple[int | None, str | None]:
+        """The receiver's status code (None when there was no answer) and, unless 2xx, why."""
+        timestamp = int(time.time())
+        headers = webhook_signing.headers(secret, str(attempt.delivery_id), timestamp, attempt.body)
+        transport: httpx2.AsyncBaseTransport = (
+            httpx2.AsyncHTTPTransport()
+            if attempt.allow_private
+            else PinnedTransport(NetPolicy(allow_loopback=self.settings.outbound_allow_loopback))
+        )
+        limit = self.settings.webhook_timeout_s
+        try:
+            async with (
+                heartbeating(),
+                asyncio.timeout(limit),
+                httpx2.AsyncClient(
+                    transport=transport, follow_redirects=False, trust_env=False, timeout=limit
+                ) as client,
+                client.stream("POST", attempt.url, content=attempt.body, headers=headers) as response,
+            ):
+                if 200 <= response.status_code < 300:
+                    return response.status_code, None
+                snippet = b""
+                async for chunk in response.aiter_bytes():
+                    snippet += chunk
+                    if len(snippet) >= SNIPPET_BYTES:
+                        break
+                said = snippet[:SNIPPET_BYTES].decode(errors="replace").strip()
+                return response.status_code, f"HTTP {response.status_code}" + (f": {said}" if said else "")
+        except TimeoutError:
+            return None, f"no answer within {limit:g} s (WEBHOOK_TIMEOUT)"
+        except httpx2.HTTPError as exc:
+            return None, webhooks.describe_error(exc)

@@ -417,6 +417,22 @@ async def test_a_call_under_a_parent_span(stack: Stack) -> None:
     )
     recorded = await span(stack, answer.json()["span_id"])
     assert recorded["parent_id"] == parent.json()["id"] and recorded["trace_id"] == parent.json()["trace_id"]
+    # The parent's trace totals now count the call and its model request (written in one statement).
+    trace = (await stack.http.get(f"/v2/traces/{recorded['trace_id']}/spans")).json()
+    assert trace["span_count"] == len(trace["spans"]) == 3
+    assert trace["models_used"] == [f"openai/{stack.models['echo']}"]
+    # The answer's span_id is a parent at once: the next call nests under the call just answered.
+    nested = await stack.http.post(
+        "/v2/call",
+        json={
+            "name": f"grandchild-{RUN}",
+            "input": "y",
+            "parent_span_id": answer.json()["span_id"],
+            "model": stack.models["echo"],
+        },
+    )
+    below = await span(stack, nested.json()["span_id"])
+    assert below["parent_id"] == answer.json()["span_id"] and below["trace_id"] == recorded["trace_id"]
 
 
 async def test_identical_calls_may_come_from_the_cache(stack: Stack) -> None:

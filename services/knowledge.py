@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -94,6 +95,11 @@ MAX_EF_SEARCH = 1000
 HNSW_MAX_SCAN_TUPLES = 20_000
 # A base of at most this many chunks (as the planner estimates them) is searched exactly (`_is_small`).
 EXACT_SEARCH_MAX_CHUNKS = 10_000
+# Which bases are small, as this process last asked the planner: a round trip less for each query of
+# the same base within a minute (the statistics it reads change more slowly than that).
+SMALL_CACHE_S = 60.0
+SMALL_CACHE_SIZE = 10_000
+_SMALL: dict[uuid.UUID, tuple[bool, float]] = {}
 # Where upload URLs point (PUT/POST the bytes) and download URLs too (GET them): the path the
 # authentication lets through (api/security.py), each URL carrying its own token.
 UPLOADS_PATH = "/v2/knowledge/uploads"
@@ -549,9 +555,15 @@ async def search(
         # query (the index holds every base of the dimension) goes on walking until enough rows
         # are the base's and pass the filters (pgvector 0.8). Relaxed order: the walk's rows come
         # nearly in order, the few kept are sorted here (pgvector's advice: faster than strict).
-        await db.execute(text(f"SET LOCAL hnsw.ef_search = {min(ef, MAX_EF_SEARCH)}"))
-        await db.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        await db.execute(text(f"SET LOCAL hnsw.max_scan_tuples = {HNSW_MAX_SCAN_TUPLES}"))
+        # One round trip for the three (`set_config(..., true)` is `SET LOCAL`).
+        await db.execute(
+            text(
+                "SELECT set_config('hnsw.ef_search', :ef, true), "
+                "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                "set_config('hnsw.max_scan_tuples', :most, true)"
+            ),
+            {"ef": str(min(ef, MAX_EF_SEARCH)), "most": str(HNSW_MAX_SCAN_TUPLES)},
+        )
     statement = search_statement(base, top_k, filters, exact=exact)
     found = sorted(
         (await db.execute(statement, {"q": vector_text(vector)})).all(),
@@ -570,11 +582,19 @@ async def _is_small(db: AsyncSession, base: KnowledgeBase) -> bool:
     read whole and sorted exactly: a walk of the shared HNSW index would visit some hundred rows of
     other bases for each of its own (the planner misjudges it: 100 ms and more for a base of 1,000
     chunks among 200,000, against a few ms exactly)."""
+    known = _SMALL.get(base.id)
+    now = time.monotonic()
+    if known is not None and known[1] > now:
+        return known[0]
     # The id as a literal, as the query's: the estimate of a bound parameter would be a generic one.
     rows_of_base = f"SELECT 1 FROM knowledge_chunks WHERE knowledge_base_id = '{base.id}'::uuid"  # noqa: S608
     plan = await db.scalar(text(f"EXPLAIN (FORMAT JSON) {rows_of_base}"))
     rows = plan[0]["Plan"]["Plan Rows"] if isinstance(plan, list) else None
-    return isinstance(rows, int | float) and rows <= EXACT_SEARCH_MAX_CHUNKS
+    small = isinstance(rows, int | float) and rows <= EXACT_SEARCH_MAX_CHUNKS
+    if len(_SMALL) >= SMALL_CACHE_SIZE:
+        _SMALL.clear()  # rare (that many bases queried within a minute): start again
+    _SMALL[base.id] = (small, now + SMALL_CACHE_S)
+    return small
 
 
 def search_statement(

@@ -100,6 +100,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/v2/spans/{span_id}/feedback"): {"score": 0.5},
     ("post", "/v2/spans/{span_id}/metrics"): {"name": "taken over", "value": 1},
     ("patch", "/v2/spans/{span_id}/metrics/{metric_id}"): {"value": 0},
+    ("patch", "/v1/webhooks/{webhook_id}"): {"url": "http://127.0.0.1:9/taken-over"},
     ("put", "/v1/rate-limits/{subject_type}/{subject_id}"): {
         "plan": "enterprise",
         "per_minute": 1,
@@ -142,6 +143,9 @@ async def _alices_world(alice: As, db: Database) -> dict[str, str]:
         "/v1/mcp-servers",
         {"name": f"{MARK} mcp", "transport": "streamable_http", "url": "http://127.0.0.1:9/mcp"},
     )
+    webhook = await made("/v1/webhooks", {"url": f"http://127.0.0.1:9/{MARK}"})
+    delivery = await alice.post(f"/v1/webhooks/{webhook['id']}/test", {})
+    assert delivery.status_code == 202, delivery.text
     project = await made("/v1/projects", {"name": f"{MARK} project"})
     ingested = await made(
         "/v1/traces",
@@ -196,6 +200,8 @@ async def _alices_world(alice: As, db: Database) -> dict[str, str]:
         "key_id": key["id"],
         "tool_call_id": "call_of_alice",
         "server_id": server["id"],
+        "webhook_id": webhook["id"],
+        "delivery_id": delivery.json()["id"],
         "function_id": function["id"],
         "function_name": function["name"],
         "revision_id": function["revision_id"],
@@ -277,6 +283,8 @@ async def test_user_b_cannot_reach_anything_of_user_a(
     provider = (await alice.get(f"/v1/llm-providers/{ids['provider_id']}")).json()
     assert provider["name"] == f"{MARK} provider"
     assert (await alice.get(f"/v1/mcp-servers/{ids['server_id']}")).json()["name"] == f"{MARK} mcp"
+    webhook = (await alice.get(f"/v1/webhooks/{ids['webhook_id']}")).json()
+    assert (webhook["url"], webhook["active"]) == (f"http://127.0.0.1:9/{MARK}", True)
     notes = await alice.get(f"/v1/agents/{ids['agent_id']}/sessions/{ids['session_id']}/fs/notes.txt")
     assert notes.json()["content"] == MARK  # a file is JSON now (issue 12: Everruns' SessionFile)
     keys = (await alice.get("/api/auth/api-keys")).json()

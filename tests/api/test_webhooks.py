@@ -1,0 +1,206 @@
+"""`/v1/webhooks` over HTTP, with users signed in (AUTH_MODE=full) and no worker: CRUD, the secret
+(made or given, shown once, encrypted at rest, never returned again), the checks on what a user may
+give (a public URL only, known events, a long enough secret, no `allow_private`), deliveries and
+redelivery as rows, and owners. Delivery itself: tests/loop/test_webhooks.py."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import select
+
+from api.app import create_app
+from core.db import Database
+from core.db.webhooks import Webhook, WebhookDelivery
+from core.schemas.webhooks import EVENTS
+from everloop.stack import Endpoints
+from tests.api.test_auth_full import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    As,
+    clear_rate_limits,
+    full_settings,
+    register,
+)
+
+# A public address: nothing is sent there without a worker.
+PUBLIC_URL = "http://1.1.1.1:9/hooks"
+
+
+@pytest.fixture
+async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    await clear_rate_limits(endpoints)
+    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as test_client:
+        yield test_client
+
+
+async def users(client: AsyncTestClient[Litestar]) -> tuple[As, As, As]:
+    login = await client.post("/api/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    return As(client, login.json()), As(client, await register(client)), As(client, await register(client))
+
+
+async def test_crud_and_a_secret_shown_once(client: AsyncTestClient[Litestar], db: Database) -> None:
+    _, alice, _ = await users(client)
+    made = await alice.post("/v1/webhooks", {"url": PUBLIC_URL, "events": ["turn.completed", "trace.error"]})
+    assert made.status_code == 201, made.text
+    hook = made.json()
+    secret = hook["secret"]
+    assert secret.startswith("whsec_") and len(base64.b64decode(secret[6:])) == 32
+    assert hook["events"] == ["turn.completed", "trace.error"] and hook["active"] is True
+    assert hook["allow_private"] is False and hook["disabled_reason"] is None
+
+    path = f"/v1/webhooks/{hook['id']}"
+    got = await alice.get(path)
+    listed = await alice.get("/v1/webhooks")
+    changed = await alice.patch(path, {"events": [], "active": False})
+    assert got.status_code == listed.status_code == changed.status_code == 200
+    assert changed.json()["events"] == [] and changed.json()["active"] is False
+    assert listed.json()["total"] == 1 and listed.json()["data"][0]["id"] == hook["id"]
+    # The secret never comes back, and is not stored in the clear.
+    for response in (got, listed, changed):
+        assert "secret" not in response.text and secret[6:] not in response.text
+    async with db.session() as s:
+        row = (await s.execute(select(Webhook))).scalar_one()
+    assert secret.encode() not in row.secret_encrypted and secret[6:].encode() not in row.secret_encrypted
+
+    # A new secret is write-only too.
+    rotated = await alice.patch(path, {"secret": "whsec_" + base64.b64encode(b"n" * 24).decode()})
+    assert rotated.status_code == 200 and "secret" not in rotated.text
+
+    assert (await alice.delete(path)).status_code == 204
+    assert (await alice.get(path)).status_code == 404
+
+
+async def test_a_given_secret_is_kept_or_taken_as_the_keys_bytes(client: AsyncTestClient[Litestar]) -> None:
+    _, alice, _ = await users(client)
+    given = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    made = await alice.post("/v1/webhooks", {"url": PUBLIC_URL, "secret": given})
+    assert made.json()["secret"] == given
+    raw = await alice.post("/v1/webhooks", {"url": PUBLIC_URL, "secret": "a raw secret of enough bytes"})
+    assert raw.json()["secret"] == "whsec_" + base64.b64encode(b"a raw secret of enough bytes").decode()
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"url": "ftp://example.com/x"}, "url"),
+        ({"url": "not a url"}, "url"),
+        ({"url": PUBLIC_URL, "events": ["turn.completed", "turn.exploded"]}, "turn.exploded"),
+        ({"url": PUBLIC_URL, "secret": "short"}, "16 to 64 bytes"),
+        ({"url": PUBLIC_URL, "secret": "whsec_" + base64.b64encode(b"k" * 8).decode()}, "16 to 64 bytes"),
+        ({"url": PUBLIC_URL, "secret": "whsec_not base64!"}, "base64"),
+        ({"url": PUBLIC_URL, "colour": "blue"}, "colour"),
+    ],
+)
+async def test_malformed_input_is_a_clear_400(
+    client: AsyncTestClient[Litestar], body: dict[str, Any], says: str
+) -> None:
+    _, alice, _ = await users(client)
+    response = await alice.post("/v1/webhooks", body)
+    assert response.status_code == 400, response.text
+    assert says in response.text
+    assert (await alice.get("/v1/webhooks")).json()["total"] == 0
+
+
+async def test_an_unknown_event_lists_the_known_ones(client: AsyncTestClient[Litestar]) -> None:
+    _, alice, _ = await users(client)
+    response = await alice.post("/v1/webhooks", {"url": PUBLIC_URL, "events": ["trace.done"]})
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert response.json()["field"] == "events"
+    assert all(event in message for event in EVENTS)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/hooks",
+        "http://10.0.0.1/hooks",
+        "http://169.254.169.254/latest",
+        "http://localhost/x",
+    ],
+)
+async def test_a_user_may_not_point_a_webhook_into_the_servers_network(
+    client: AsyncTestClient[Litestar], url: str
+) -> None:
+    admin, alice, _ = await users(client)
+    refused = await alice.post("/v1/webhooks", {"url": url})
+    assert refused.status_code == 400, refused.text
+    assert "only an admin may point a webhook at a non-public address" in refused.text
+    # Nor by a change of address, nor by asking for it.
+    hook = (await alice.post("/v1/webhooks", {"url": PUBLIC_URL})).json()
+    moved = await alice.patch(f"/v1/webhooks/{hook['id']}", {"url": url})
+    assert moved.status_code == 400, moved.text
+    asked = await alice.post("/v1/webhooks", {"url": url, "allow_private": True})
+    assert asked.status_code == 403 and "only an admin" in asked.text
+    # An admin may, when they say so.
+    assert (await admin.post("/v1/webhooks", {"url": url})).status_code == 400
+    allowed = await admin.post("/v1/webhooks", {"url": url, "allow_private": True})
+    assert allowed.status_code == 201, allowed.text
+    assert allowed.json()["allow_private"] is True
+
+
+async def test_ping_and_redeliver_store_deliveries_for_the_dispatcher(
+    client: AsyncTestClient[Litestar], db: Database
+) -> None:
+    _, alice, bob = await users(client)
+    hook = (await alice.post("/v1/webhooks", {"url": PUBLIC_URL})).json()
+    sent = await alice.post(f"/v1/webhooks/{hook['id']}/test", {})
+    assert sent.status_code == 202, sent.text
+    delivery = sent.json()
+    assert delivery["event"] == "ping" and delivery["status"] == "pending" and delivery["attempts"] == 0
+    assert delivery["payload"]["data"] == {"webhook_id": hook["id"]}
+    listed = (await alice.get(f"/v1/webhooks/{hook['id']}/deliveries")).json()
+    assert [d["id"] for d in listed["data"]] == [delivery["id"]] and listed["total"] == 1
+
+    again = await alice.post(f"/v1/webhooks/{hook['id']}/deliveries/{delivery['id']}/redeliver", {})
+    assert again.status_code == 202 and again.json()["id"] == delivery["id"]
+    async with db.session() as s:
+        row = (await s.execute(select(WebhookDelivery))).scalar_one()
+    assert row.series == 2 and row.workflow_started_at is None and row.status == "pending"
+
+    # Another user's: not found, whichever way.
+    for path in (
+        f"/v1/webhooks/{hook['id']}",
+        f"/v1/webhooks/{hook['id']}/deliveries",
+    ):
+        assert (await bob.get(path)).status_code == 404
+    assert (await bob.post(f"/v1/webhooks/{hook['id']}/test", {})).status_code == 404
+    redeliver = f"/v1/webhooks/{hook['id']}/deliveries/{delivery['id']}/redeliver"
+    assert (await bob.post(redeliver, {})).status_code == 404
+    assert (await bob.get("/v1/webhooks")).json()["total"] == 0
+    # A delivery of another webhook of hers, named under this one: not found either.
+    other = (await alice.post("/v1/webhooks", {"url": PUBLIC_URL})).json()
+    wrong = f"/v1/webhooks/{other['id']}/deliveries/{delivery['id']}/redeliver"
+    assert (await alice.post(wrong, {})).status_code == 404
+
+    # Deleting the webhook deletes its deliveries.
+    assert (await alice.delete(f"/v1/webhooks/{hook['id']}")).status_code == 204
+    async with db.session() as s:
+        assert (await s.execute(select(WebhookDelivery))).first() is None
+
+
+async def test_events_of_an_owner_without_webhooks_store_nothing(
+    client: AsyncTestClient[Litestar], db: Database
+) -> None:
+    """The triggers: a trace's error stores a delivery only for the owner's matching webhooks."""
+    _, alice, bob = await users(client)
+    hook = (await alice.post("/v1/webhooks", {"url": PUBLIC_URL, "events": ["trace.error"]})).json()
+    (await alice.post("/v1/webhooks", {"url": PUBLIC_URL, "events": ["turn.completed"]})).json()
+    span = {"trace_id": "t1", "span_id": "s1", "name": "x", "status": "error", "error": "boom", "kind": "llm"}
+    assert (await bob.post("/v1/traces", {"spans": [span]})).status_code == 201
+    async with db.session() as s:
+        assert (await s.execute(select(WebhookDelivery))).first() is None
+    assert (await alice.post("/v1/traces", {"spans": [span]})).status_code == 201
+    # Sent again: the status does not change, so no second event.
+    assert (await alice.post("/v1/traces", {"spans": [span]})).status_code == 201
+    async with db.session() as s:
+        rows = list((await s.execute(select(WebhookDelivery))).scalars())
+    assert [(str(r.webhook_id), r.event) for r in rows] == [(hook["id"], "trace.error")]
+    data = rows[0].payload["data"]
+    assert data["trace_id"] == "t1" and data["error"] == {"type": "llm_error", "message": "boom", "step": 1}

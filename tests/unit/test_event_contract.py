@@ -131,13 +131,13 @@ def test_openapi_documents_every_payload() -> None:
     assert frame["properties"]["data"]["contentMediaType"] == "application/json"
     live = [_ref(f"{p.__name__}Frame") for p in ev.EPHEMERAL]
     assert frame["properties"]["data"]["contentSchema"] == {"oneOf": [*listed, *live, _ref("Connected")]}
-    assert set(spec["paths"][EVENTS_PATH]["get"]["responses"]) == {"200", "400", "404", "500"}
+    assert set(spec["paths"][EVENTS_PATH]["get"]["responses"]) == {"200", "400", "404", "429", "500"}
     # The flat list, and both streams (issue 12): the same frames; the streams answer nothing else.
     assert spec["paths"][FLAT_EVENTS_PATH]["get"]["responses"]["200"] == ok_response(spec, EVENTS_PATH)
     for path in STREAM_PATHS:
         operation = spec["paths"][path]["get"]
         assert operation["responses"]["200"]["content"] == {"text/event-stream": {"schema": frame}}
-        assert set(operation["responses"]) == {"200", "400", "404", "500"}
+        assert set(operation["responses"]) == {"200", "400", "404", "429", "500"}
         parameters = {p["name"] for p in operation["parameters"]}
         assert {"since_id", "after_sequence", "types", "exclude", "Last-Event-ID"} <= parameters
         assert not {"offset", "limit", "before_sequence"} & parameters

@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 from api.app import create_app
 from core import bus
 from core.db import Database
-from core.settings import Settings
+from core.settings import Settings, SettingsError
 from everloop.stack import Endpoints
 from tests.api.test_auth_full import (
     ADMIN_EMAIL,
@@ -343,3 +343,30 @@ async def test_requests_are_served_unlimited_while_redis_is_away(
                 assert time.monotonic() < deadline, "the limits never came back"
                 await asyncio.sleep(0.2)
             assert again.status_code == 200 and remaining(again) == 1
+
+
+def test_the_default_plans_settings_are_checked_when_they_load(endpoints: Endpoints) -> None:
+    assert limited(endpoints, 7, 9).rate_limit_per_minute == 7
+    defaults = full_settings(endpoints)
+    assert (defaults.rate_limits_enabled, defaults.rate_limit_plan, defaults.rate_limit_burst) == (
+        True,
+        "teams",
+        None,
+    )
+    for env, named in (
+        ({"RATE_LIMIT_PLAN": "gold"}, "RATE_LIMIT_PLAN"),
+        ({"RATE_LIMIT_PLAN": "enterprise"}, "RATE_LIMIT_PER_MINUTE"),  # custom without its figures
+        ({"RATE_LIMIT_PLAN": "enterprise", "RATE_LIMIT_PER_MINUTE": "5"}, "RATE_LIMIT_BURST"),
+        (
+            {"RATE_LIMIT_PLAN": "pro", "RATE_LIMIT_PER_MINUTE": "5", "RATE_LIMIT_BURST": "5"},
+            "RATE_LIMIT_PER_MINUTE",
+        ),
+        (
+            {"RATE_LIMIT_PLAN": "enterprise", "RATE_LIMIT_PER_MINUTE": "0", "RATE_LIMIT_BURST": "5"},
+            "RATE_LIMIT_PER_MINUTE",
+        ),
+        ({"RATE_LIMITS": "sometimes"}, "RATE_LIMITS"),
+        ({"RATE_LIMIT_CACHE_S": "0"}, "RATE_LIMIT_CACHE_S"),
+    ):
+        with pytest.raises(SettingsError, match=named):
+            full_settings(endpoints, **env)

@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_SYSTEM_CERTS ?= true
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install browser dev services test pytest bench bench-loop bench-traces bench-knowledge bench-calls bench-limits lint fmt lock clean
+.PHONY: help install browser dev services test pytest bench bench-loop bench-traces bench-knowledge bench-calls bench-limits bench-webhooks lint fmt lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -81,6 +81,9 @@ bench-calls: install ## /v2/call overhead over a direct litellm call to the simu
 
 bench-limits: install ## The rate limiter's added latency: the Lua call alone and requests with vs without (ARGS="--iterations 500")
 	$(VENV)/bin/python -m tests.bench.rate_limit $(ARGS)
+
+bench-webhooks: install ## Webhook throughput: deliveries/s from the outbox to a local receiver (ARGS="--deliveries 500 --rounds 3")
+	$(VENV)/bin/python -m tests.bench.webhooks $(ARGS)
 
 lint: install ## ruff (lint and format check) and mypy
 	$(VENV)/bin/ruff check .

@@ -2,21 +2,20 @@
 embedded by the base's embedding model (services/embeddings.py) and searched by cosine similarity
 in PostgreSQL with pgvector.
 
-The index. Each base's vectors have its model's dimension, and a `vector` column without one cannot
-carry one HNSW index; so each dimension in use gets its own partial expression index (made when the
-first base of that dimension is, migration 0025): `USING hnsw ((embedding::vector(N))
-vector_cosine_ops) WHERE vector_dims(embedding) = N`. One index per dimension, not per base:
-thousands of bases would otherwise be thousands of indexes, each weighed by the planner for every
-query and each read in full when built. A query repeats the expression and the dimension as
-literals (the planner must prove the index's predicate) and filters on its base; pgvector 0.8's
-iterative scan (`hnsw.iterative_scan`) walks on until enough of the nearest rows are the base's
-(and pass the metadata filters). A base the planner's statistics give at most
-EXACT_SEARCH_MAX_CHUNKS chunks is read through its `knowledge_base_id` index and sorted exactly
-instead: in a shared index its rows are too few for a walk to find them quickly. A base of more than 2,000
-dimensions (HNSW's limit for `vector`) is indexed as `halfvec` (up to 4,000), a larger one is
-searched exactly. Why not a table partitioned by dimension: it gains nothing over the partial
-index for the query (the base is the selective part either way) and its primary key and foreign
-keys would have to carry the partition key.
+The index: exact for small bases, an HNSW index of its own for each large one. A base of at most
+EXACT_SEARCH_MAX_CHUNKS chunks is read through the `knowledge_base_id` btree and sorted exactly (a
+few ms, and exact). A base that grows past it gets its own partial expression index, built once:
+`USING hnsw ((embedding::vector(N)) vector_cosine_ops) WHERE knowledge_base_id = '<id>'` (halfvec
+past 2,000 dimensions, none past 4,000: such a base stays exact), named after the base
+(`base_index_name`). So the number of HNSW indexes is the number of large bases, not of bases
+(0023's one per base: thousands of indexes), and no base's query walks other bases' vectors
+(0025's one per dimension: a shared graph larger than shared_buffers, each candidate row fetched
+to test its base; 3-7x slower for a large base, and every insert paid for it). The build runs in a
+task of the process that saw the base cross the threshold (`_schedule_build`), on a connection of
+its own outside any transaction (CREATE INDEX CONCURRENTLY: adds and queries go on), under an
+advisory lock (one builder per base across processes); until the index is valid the base is
+searched exactly. A build that died midway leaves an invalid index: the next builder (the lock
+held, so no build is running) drops it and builds again. Deleting a base drops its index.
 
 A base is owned by its creator (another user's id answers 404, as every /v2 resource); deleting it
 is soft (the row stays, its name is free again, its documents, chunks and files are deleted). An
@@ -29,17 +28,20 @@ committed first, and the writes made in a fresh transaction that checks the base
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import hmac
 import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import asyncpg
+import structlog
 from sqlalchemy import (
     ColumnElement,
     Numeric,
@@ -84,27 +86,43 @@ HNSW_MAX_VECTOR = 2000
 HNSW_MAX_HALFVEC = 4000
 # Past this many characters a document is split in a worker thread, off the event loop.
 SPLIT_IN_THREAD_CHARS = 100_000
-# How many candidates the index walk gathers before the base and metadata filters and the limit
-# (pgvector's `hnsw.ef_search`, at most 1000): a filtered query looks deeper so that filtering
-# leaves top_k; the iterative scan then walks on, up to HNSW_MAX_SCAN_TUPLES visited rows (pgvector's
-# `hnsw.max_scan_tuples`, its default), past which the planner's other plan (the base's rows sorted
-# exactly) is the cheaper one anyway.
+# How many candidates the index walk gathers before the metadata filters and the limit (pgvector's
+# `hnsw.ef_search`, at most 1000): a filtered query looks deeper so that filtering leaves top_k; the
+# iterative scan then walks on, up to HNSW_MAX_SCAN_TUPLES visited rows (pgvector's
+# `hnsw.max_scan_tuples`, its default), for a filter that few of the nearest rows pass.
 EF_SEARCH = 40
 EF_SEARCH_FILTERED = 100
 MAX_EF_SEARCH = 1000
 HNSW_MAX_SCAN_TUPLES = 20_000
-# A base of at most this many chunks (as the planner estimates them) is searched exactly (`_is_small`).
+# A base of at most this many chunks is searched exactly, a larger one gets its own HNSW index.
+# Why 10,000: reading and sorting that many vectors by the base's btree costs a few ms (3-8 ms at
+# 256 dimensions in make bench-knowledge), as an HNSW walk would, and is exact; an index per small
+# base would multiply the indexes (most bases are small) for no gain. Past it the exact sort grows
+# linearly (some 40 ms at 100,000 chunks) and the index's walk does not.
 EXACT_SEARCH_MAX_CHUNKS = 10_000
-# Which bases are small, as this process last asked the planner: a round trip less for each query of
-# the same base within a minute (the statistics it reads change more slowly than that).
-SMALL_CACHE_S = 60.0
-SMALL_CACHE_SIZE = 10_000
-_SMALL: dict[uuid.UUID, tuple[bool, float]] = {}
+# Whether a base's own index is valid, as this process last looked (pg_index): a round trip less for
+# each query of the same base within a minute. A base just grown past the threshold is searched
+# exactly a minute longer in other processes (correct, only slower); the building process knows at once.
+INDEX_CACHE_S = 60.0
+INDEX_CACHE_SIZE = 10_000
+_INDEXED: dict[uuid.UUID, tuple[bool, float]] = {}
+# The index builds (and drops) this process runs, by base: one at a time per base here (the advisory
+# lock does it across processes); the future says when it ended (tests and the benchmark wait on it).
+_JOBS: dict[uuid.UUID, concurrent.futures.Future[bool]] = {}
+_TASKS: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+# The build's memory: an HNSW graph that outgrows maintenance_work_mem is built far more slowly
+# (pgvector warns), and a base's graph at the threshold (10,000 vectors of 1,536 dimensions) is some
+# 70 MB. One build at a time per base, seldom: the deployment's default (64 MB) is too small for it.
+BUILD_MAINTENANCE_WORK_MEM = "256MB"
+# Both keys of the per-base advisory lock are hashes: this namespace and the base's id.
+LOCK_NAMESPACE = HNSW_INDEX_PREFIX
 # Where upload URLs point (PUT/POST the bytes) and download URLs too (GET them): the path the
 # authentication lets through (api/security.py), each URL carrying its own token.
 UPLOADS_PATH = "/v2/knowledge/uploads"
 # How long a file's download URL works (the SDK's "presigned URL": short-lived).
 DOWNLOAD_URL_TTL_S = 300
+
+log = structlog.get_logger("everloop.knowledge")
 
 
 # ------------------------------------------------------------------------------------------- bases
@@ -193,8 +211,9 @@ async def _dimensions(access: ModelAccess, model: LlmModel) -> int:
     return len((await embeddings.embed(access, model, ["dimensions"])).vectors[0])
 
 
-def index_name(dimensions: int) -> str:
-    return f"{HNSW_INDEX_PREFIX}d{dimensions}"
+def base_index_name(base_id: uuid.UUID) -> str:
+    """The name of a large base's own HNSW index (63 characters at most: the prefix and 32 hex)."""
+    return f"{HNSW_INDEX_PREFIX}{base_id.hex}"
 
 
 def _distance(base: KnowledgeBase) -> tuple[str, str]:
@@ -249,35 +268,163 @@ async def create_base(
     except IntegrityError:
         await db.rollback()  # the same name from a concurrent request, committed first
         raise taken from None
-    await create_index(db, row.dimensions)
-    await db.commit()
+    await db.commit()  # no index yet: a new base is small, searched exactly
     return _public(row, 0)
 
 
-async def create_index(db: AsyncSession, dimensions: int) -> None:
-    """The HNSW index of the vectors of `dimensions` (the module's docstring), made in the
-    transaction of the first base of that dimension, so that a base never exists without it.
-    Building it scans the whole table once (its predicate reads every row): quick while the table
-    is small, seconds past millions of chunks, and only once per dimension."""
-    if dimensions > HNSW_MAX_HALFVEC:
-        return  # searched exactly
-    name = index_name(dimensions)
-    if await db.scalar(text(f"SELECT to_regclass('{name}') IS NOT NULL")):
-        return
-    # Two first bases of a new dimension at once: the second waits for the first's index, then
-    # finds it (catalog reads see what was committed since its transaction began).
-    await db.execute(text(f"SELECT pg_advisory_xact_lock(hashtext('{HNSW_INDEX_PREFIX}'), {dimensions})"))
+# ------------------------------------------------------------------------------- a base's own index
+
+
+def _indexable(dimensions: int) -> bool:
+    return dimensions <= HNSW_MAX_HALFVEC  # past it HNSW takes no vectors: the base stays exact
+
+
+def index_sql(base_id: uuid.UUID, dimensions: int, *, concurrently: bool = True) -> str:
+    """The statement that builds a base's own index (also what migration 0028 ran, as it was then)."""
     kind, ops = (
         ("vector", "vector_cosine_ops")
         if dimensions <= HNSW_MAX_VECTOR
         else ("halfvec", "halfvec_cosine_ops")
     )
-    await db.execute(
-        text(
-            f"CREATE INDEX IF NOT EXISTS {name} ON knowledge_chunks USING hnsw "
-            f"((embedding::{kind}({dimensions})) {ops}) WHERE vector_dims(embedding) = {dimensions}"
-        )
+    how = "CONCURRENTLY " if concurrently else ""
+    return (
+        f"CREATE INDEX {how}IF NOT EXISTS {base_index_name(base_id)} ON knowledge_chunks USING hnsw "
+        f"((embedding::{kind}({int(dimensions)})) {ops}) WHERE knowledge_base_id = '{base_id}'::uuid"
     )
+
+
+def _dsn(db: AsyncSession) -> str:
+    """The database's URL for a plain asyncpg connection of the build's own (see `build_index`)."""
+    url = db.get_bind().engine.url.set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+async def _lock(conn: asyncpg.Connection, base_id: uuid.UUID, *, wait: bool) -> bool:
+    args = (LOCK_NAMESPACE, str(base_id))
+    if wait:
+        await conn.execute("SELECT pg_advisory_lock(hashtext($1), hashtext($2))", *args)
+        return True
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", *args))
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    # Its own connection, not the pool's: CREATE/DROP INDEX CONCURRENTLY cannot run in a transaction,
+    # a build may take longer than a request's statement_timeout (and than the pool's client-side
+    # command timeout), and the session-level settings and advisory lock must not stay on a
+    # connection that a request then borrows.
+    return await asyncpg.connect(
+        dsn,
+        server_settings={
+            "statement_timeout": "0",
+            "lock_timeout": "0",
+            "maintenance_work_mem": BUILD_MAINTENANCE_WORK_MEM,
+        },
+    )
+
+
+async def build_index(dsn: str, base_id: uuid.UUID, dimensions: int, *, wait: bool = False) -> bool:
+    """The base's own HNSW index, built unless it is there and valid; whether it is valid now.
+    Under the base's advisory lock: without `wait`, a base another process is building is left to
+    it (False). Holding the lock, an invalid index is a build that died midway (a crash, a
+    cancelled statement: CONCURRENTLY leaves the half-made index behind, invalid, never used by a
+    query but updated by every insert): it is dropped and built again. A base deleted meanwhile
+    gets none (and loses one it had)."""
+    if not _indexable(dimensions):
+        return False
+    name = base_index_name(base_id)
+    conn = await _connect(dsn)
+    try:
+        if not await _lock(conn, base_id, wait=wait):
+            return False
+        try:
+            live = await conn.fetchval(
+                "SELECT deleted_at IS NULL FROM knowledge_bases WHERE id = $1", base_id
+            )
+            valid = await conn.fetchval(
+                "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)", name
+            )
+            if not live:
+                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+                return False
+            if valid:
+                return True
+            if valid is False:
+                log.warning("knowledge_index_invalid_rebuilt", base_id=str(base_id), index=name)
+                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+            started = time.perf_counter()
+            await conn.execute(index_sql(base_id, dimensions))
+            log.info(
+                "knowledge_index_built",
+                base_id=str(base_id),
+                index=name,
+                seconds=round(time.perf_counter() - started, 2),
+            )
+            return True
+        finally:
+            await conn.execute(
+                "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", LOCK_NAMESPACE, str(base_id)
+            )
+    finally:
+        await conn.close()
+
+
+async def drop_index(dsn: str, base_id: uuid.UUID) -> bool:
+    """The deleted base's index dropped (its rows are gone: the index only costs its pages). Waits
+    for a build of it to end first (the lock), so that none finishes after the drop."""
+    conn = await _connect(dsn)
+    try:
+        await _lock(conn, base_id, wait=True)
+        try:
+            await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {base_index_name(base_id)}")
+        finally:
+            await conn.execute(
+                "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", LOCK_NAMESPACE, str(base_id)
+            )
+    finally:
+        await conn.close()
+    return True
+
+
+def index_job(base_id: uuid.UUID) -> concurrent.futures.Future[bool] | None:
+    """This process's latest build or drop of the base's index (None: none ran here)."""
+    return _JOBS.get(base_id)
+
+
+def _in_background(
+    base_id: uuid.UUID, job: Coroutine[Any, Any, bool], *, valid_after: bool
+) -> concurrent.futures.Future[bool]:
+    """`job` as a task of this process's loop, off the request: a build takes seconds, and CREATE
+    INDEX CONCURRENTLY waits for every transaction older than its own to end, which no request
+    should wait for. A process that dies midway leaves an invalid index (or none): the next query
+    or add of the base schedules the build again (`_has_index`)."""
+    done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+    _JOBS[base_id] = done
+
+    async def run() -> None:
+        try:
+            result = await job
+        except Exception as exc:
+            log.exception("knowledge_index_job_failed", base_id=str(base_id))
+            _INDEXED.pop(base_id, None)
+            done.set_exception(exc)
+            return
+        if result and valid_after:
+            _INDEXED[base_id] = (True, time.monotonic() + INDEX_CACHE_S)
+        else:
+            _INDEXED.pop(base_id, None)
+        done.set_result(result)
+
+    task = asyncio.get_running_loop().create_task(run())
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+    return done
+
+
+def _schedule_build(db: AsyncSession, base: KnowledgeBase) -> None:
+    running = _JOBS.get(base.id)
+    if running is not None and not running.done():
+        return  # this process builds (or drops) it already
+    _in_background(base.id, build_index(_dsn(db), base.id, base.dimensions), valid_after=True)
 
 
 async def list_bases(
@@ -315,8 +462,16 @@ async def delete_base(db: AsyncSession, who: Identity, base_id: str) -> None:
     # cascade) and its files' records and bytes.
     await db.execute(delete(KnowledgeDocument).where(KnowledgeDocument.knowledge_base_id == row.id))
     await db.execute(delete(KnowledgeFile).where(KnowledgeFile.knowledge_base_id == row.id))
-    # Its dimension's index stays: other bases share it (and one that is empty costs nothing).
+    indexed = await db.scalar(
+        text("SELECT to_regclass(:name) IS NOT NULL"), {"name": base_index_name(row.id)}
+    )
     await db.commit()
+    _INDEXED.pop(row.id, None)
+    if indexed:
+        # Its own index (a large base's) goes too, once the deletion is committed (a build of it
+        # running now ends first); in the background, as DROP INDEX CONCURRENTLY waits for the
+        # transactions that use the table. A process dying before it leaves an index of no rows.
+        _in_background(row.id, drop_index(_dsn(db), row.id), valid_after=False)
 
 
 # --------------------------------------------------------------------------------------- documents
@@ -445,6 +600,7 @@ async def add_document(
         raise Conflict(
             f"the document {key!r} was added at the same time; add it again", field="key"
         ) from None
+    await index_if_large(db, base)
     return schema.DocumentAdded(
         id=document.id, key=key, document_id=document.number, chunks=len(chunked.pieces), replaced=replaced
     )
@@ -548,14 +704,13 @@ async def search(
         )
     if not any(vector):
         return []  # no direction (the simulator's vector of a text without words): nothing is near
-    exact = await _is_small(db, base)
-    if not exact:
+    if await _has_index(db, base):
         ef = max(top_k, depth or 0, EF_SEARCH_FILTERED if filters else EF_SEARCH)
-        # Past ef_search candidates an HNSW walk stops: a filtered query looks deeper, and every
-        # query (the index holds every base of the dimension) goes on walking until enough rows
-        # are the base's and pass the filters (pgvector 0.8). Relaxed order: the walk's rows come
-        # nearly in order, the few kept are sorted here (pgvector's advice: faster than strict).
-        # One round trip for the three (`set_config(..., true)` is `SET LOCAL`).
+        # Past ef_search candidates an HNSW walk stops: a filtered query looks deeper, and goes on
+        # walking until enough rows pass the filters (pgvector 0.8's iterative scan). Relaxed
+        # order: the walk's rows come nearly in order, the few kept are sorted here (pgvector's
+        # advice: faster than strict). One round trip for the three (`set_config(..., true)` is
+        # `SET LOCAL`).
         await db.execute(
             text(
                 "SELECT set_config('hnsw.ef_search', :ef, true), "
@@ -564,7 +719,7 @@ async def search(
             ),
             {"ef": str(min(ef, MAX_EF_SEARCH)), "most": str(HNSW_MAX_SCAN_TUPLES)},
         )
-    statement = search_statement(base, top_k, filters, exact=exact)
+    statement = search_statement(base, top_k, filters)
     found = sorted(
         (await db.execute(statement, {"q": vector_text(vector)})).all(),
         key=lambda row: (row[4] is None or row[4] != row[4], row[4] or 0.0),  # nearest first, NaN last
@@ -575,41 +730,56 @@ async def search(
     ]
 
 
-async def _is_small(db: AsyncSession, base: KnowledgeBase) -> bool:
-    """Whether the planner's statistics give the base at most EXACT_SEARCH_MAX_CHUNKS chunks (its
-    estimate of the rows of `knowledge_base_id = <id>`: a plan, not a count, so it costs a fraction
-    of a millisecond whatever the base's size; ANALYZE keeps it near the truth). Such a base is
-    read whole and sorted exactly: a walk of the shared HNSW index would visit some hundred rows of
-    other bases for each of its own (the planner misjudges it: 100 ms and more for a base of 1,000
-    chunks among 200,000, against a few ms exactly)."""
-    known = _SMALL.get(base.id)
+async def _has_index(db: AsyncSession, base: KnowledgeBase) -> bool:
+    """Whether the base has a valid index of its own (pg_index's `indisvalid`: one being built, or
+    left invalid by a build that died, is not), remembered for INDEX_CACHE_S. A base without one
+    that has more than EXACT_SEARCH_MAX_CHUNKS chunks gets its build scheduled: so a base that
+    grew before this process looked, a build that died, or one a migration left to do, are all
+    caught by the base's next query or add (the count stops at the threshold: at most 10,001 btree
+    entries, a millisecond or two, and only when the index is not known to be valid)."""
+    known = _INDEXED.get(base.id)
     now = time.monotonic()
     if known is not None and known[1] > now:
         return known[0]
-    # The id as a literal, as the query's: the estimate of a bound parameter would be a generic one.
-    rows_of_base = f"SELECT 1 FROM knowledge_chunks WHERE knowledge_base_id = '{base.id}'::uuid"  # noqa: S608
-    plan = await db.scalar(text(f"EXPLAIN (FORMAT JSON) {rows_of_base}"))
-    rows = plan[0]["Plan"]["Plan Rows"] if isinstance(plan, list) else None
-    small = isinstance(rows, int | float) and rows <= EXACT_SEARCH_MAX_CHUNKS
-    if len(_SMALL) >= SMALL_CACHE_SIZE:
-        _SMALL.clear()  # rare (that many bases queried within a minute): start again
-    _SMALL[base.id] = (small, now + SMALL_CACHE_S)
-    return small
+    if not _indexable(base.dimensions):
+        return False
+    row = (
+        await db.execute(
+            text(
+                "SELECT v.valid, CASE WHEN v.valid THEN NULL ELSE (SELECT count(*) FROM (SELECT 1 FROM "
+                "knowledge_chunks WHERE knowledge_base_id = :base LIMIT :over) AS s) END FROM (SELECT "
+                "(SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)) AS valid) AS v"
+            ),
+            {"base": base.id, "over": EXACT_SEARCH_MAX_CHUNKS + 1, "name": base_index_name(base.id)},
+        )
+    ).one()
+    valid, count = bool(row[0]), row[1]
+    if not valid and count is not None and count > EXACT_SEARCH_MAX_CHUNKS:
+        _schedule_build(db, base)
+    if len(_INDEXED) >= INDEX_CACHE_SIZE:
+        _INDEXED.clear()  # rare (that many bases queried within a minute): start again
+    _INDEXED[base.id] = (valid, now + INDEX_CACHE_S)
+    return valid
 
 
-def search_statement(
-    base: KnowledgeBase, top_k: int, filters: list[schema.Filter] | None, *, exact: bool = False
-) -> Select[Any]:
-    """The query of `search`, its vector the bound parameter `q` (`vector_text`). The dimension's
-    predicate and the distance are the index's own expressions, as literals: the planner can then
-    walk the dimension's partial HNSW index (tests/api/test_v2_knowledge.py checks the plan). An
-    `exact` query leaves the predicate out, so that no HNSW index can serve it: the base's rows are
-    read by its `knowledge_base_id` index and sorted."""
+async def index_if_large(db: AsyncSession, base: KnowledgeBase) -> None:
+    """After an add's commit: a base that has just grown past EXACT_SEARCH_MAX_CHUNKS gets its index
+    built (in the background: `_in_background` says why); ends the check's transaction."""
+    if _INDEXED.get(base.id, (False, 0.0))[0]:
+        return  # indexed already: nothing to check
+    _INDEXED.pop(base.id, None)  # a fresh look: this add may be the one that crossed
+    await _has_index(db, base)
+    await db.commit()
+
+
+def search_statement(base: KnowledgeBase, top_k: int, filters: list[schema.Filter] | None) -> Select[Any]:
+    """The query of `search`, its vector the bound parameter `q` (`vector_text`). The base and the
+    distance are the index's own predicate and expression, as literals: the planner can then walk a
+    large base's own partial HNSW index (tests/api/test_v2_knowledge.py checks the plan). A base
+    without a valid one is read by its `knowledge_base_id` index and sorted exactly."""
     conditions: list[ColumnElement[bool] | TextClause] = [
         text(f"knowledge_chunks.knowledge_base_id = '{base.id}'::uuid"),
     ]
-    if not exact:
-        conditions.append(text(f"vector_dims(knowledge_chunks.embedding) = {int(base.dimensions)}"))
     conditions += [_condition(KnowledgeChunk.metadata_, f) for f in filters or []]
     return (
         select(KnowledgeChunk.id, KnowledgeDocument.key, KnowledgeChunk.content, KnowledgeChunk.metadata_)
@@ -818,6 +988,7 @@ async def _process(
     locked.status = "processed"
     locked.error = None  # its bytes stay: its download URL serves them
     await db.commit()
+    await index_if_large(db, base)
     return document
 
 

@@ -1,6 +1,6 @@
 """`/v2` knowledge bases (issue 15): a base of documents, each split into chunks with an embedding,
-and the files uploaded into it. The schema: migration 0023; the HNSW index of each dimension in use
-(and the statistics of `vector_dims(embedding)` that let the planner use it): migration 0025."""
+and the files uploaded into it. The schema: migration 0023; the HNSW indexes: each large base's own
+(services/knowledge.py, migration 0028; 0025's one per dimension are gone)."""
 
 from __future__ import annotations
 
@@ -28,14 +28,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import TimestampedModel
 
-# Each dimension's HNSW index (`ix_knowledge_chunks_hnsw_d<N>`, services/knowledge.py) is made when
-# the first base of that dimension is: the dimensions are the embedding models', so no model can
-# declare them. Migrations' comparisons skip these (0023's per-base indexes had the same prefix).
+# A large base's own HNSW index (`ix_knowledge_chunks_hnsw_<base id hex>`, services/knowledge.py) is
+# built at run time when the base grows past the exact-search threshold: its predicate names the
+# base, so no model can declare it. Migrations' comparisons skip these (as 0023's per-base and
+# 0025's per-dimension indexes, of the same prefix).
 HNSW_INDEX_PREFIX = "ix_knowledge_chunks_hnsw_"
 
 
 def in_migrations(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    """Alembic's `include_object`: everything but the per-dimension indexes made at run time."""
+    """Alembic's `include_object`: everything but the bases' HNSW indexes made at run time."""
     return not (type_ == "index" and reflected and (name or "").startswith(HNSW_INDEX_PREFIX))
 
 
@@ -61,7 +62,7 @@ class KnowledgeBase(TimestampedModel):
         ForeignKey("llm_models.id", ondelete="SET NULL")
     )
     embedding_model: Mapped[str] = mapped_column(String(400))
-    # The length of the model's vectors, learnt when the base was made: which HNSW index holds them.
+    # The length of the model's vectors, learnt when the base was made: its HNSW index's cast.
     dimensions: Mapped[int] = mapped_column(Integer)
     chunk_size: Mapped[int] = mapped_column(Integer)
     chunk_overlap: Mapped[int] = mapped_column(Integer)

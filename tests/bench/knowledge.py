@@ -1,21 +1,24 @@
 """Knowledge query latency over a large base: the query a `/v2/knowledge/{id}/query` runs once its
-text is embedded (services/knowledge.py `search`: its dimension's HNSW index, cosine distance, the
-base and metadata filters), without the embedding call (a provider's round trip, not this server's
-work).
+text is embedded (services/knowledge.py `search`: a large base's own HNSW index, a small base's
+rows sorted exactly; cosine distance, metadata filters), without the embedding call (a provider's
+round trip, not this server's work).
 
 One embedded stack (tests/bench/stack.py: PostgreSQL without fsync, as the tests run it). A base of
 256 dimensions (the simulator's lexical embeddings: api/simulator/embeddings.py) is filled by COPY
 with `--chunks` chunks (default 100,000) of deterministic texts over a fixed vocabulary, ten per
 document, each with metadata `{"group": 0..9}`; `--other-bases` more bases of the same dimension
-(default 100) share `--other-chunks` more (default 100,000), so the dimension's index holds other
-bases' vectors too, as in a deployment. The index is built after the fill (as `create_base` makes
-it, but on a full table: faster than inserts into a live index), then ANALYZE. Then `--queries`
-queries (default 200, after 20 unmeasured) of 3-6 vocabulary words, top_k 5: p50 and p95,
-unfiltered and with a metadata filter, on the large base and on one small one; the plan of one;
-and how often the exact nearest chunk is the first hit (recall@1 against a sequential scan, over
-20 queries). Target: p95 <= 30 ms.
+(default 100) share `--other-chunks` more (default 100,000), and one more has `--edge-chunks`
+(default 10,000: the exact-search threshold), as in a deployment where most bases are small. The
+large base's own index is built after the fill, as the server builds it when a base crosses the
+threshold (`knowledge.build_index`, CONCURRENTLY; here on the full base: faster than inserts into a
+live index), then ANALYZE. Then `--queries` queries (default 200, after 20 unmeasured) of 3-6
+vocabulary words, top_k 5: p50 and p95, unfiltered and with a metadata filter, on the large base,
+the one at the threshold and one small one; the plan of one; the HNSW indexes and their sizes;
+and how often the exact nearest chunk is the first hit (recall@1 against an exact scan, over 20
+queries). Target: p95 <= 30 ms.
 
-    python -m tests.bench.knowledge [--chunks N] [--other-chunks N] [--other-bases N] [--queries N]
+    python -m tests.bench.knowledge [--chunks N] [--other-chunks N] [--other-bases N]
+        [--edge-chunks N] [--queries N]
 """
 
 from __future__ import annotations
@@ -148,37 +151,47 @@ async def bench(endpoints: Endpoints, args: argparse.Namespace) -> None:
     owner, base_id = uuid.uuid4(), uuid.uuid4()
     others = max(args.other_bases, 0)
     small = [(uuid.uuid4(), args.other_chunks // others) for _ in range(others)] if others else []
+    edge = [(uuid.uuid4(), args.edge_chunks)] if args.edge_chunks > 0 else []
     print(
-        f"filling a base with {args.chunks:,} chunks of {DIMENSIONS} dimensions, and {others} more with "
-        f"{sum(n for _, n in small):,}...",
+        f"filling a base with {args.chunks:,} chunks of {DIMENSIONS} dimensions, {others} more with "
+        f"{sum(n for _, n in small):,} and one with {args.edge_chunks:,}...",
         flush=True,
     )
-    await fill(endpoints, owner, [(base_id, args.chunks), *small])
+    await fill(endpoints, owner, [(base_id, args.chunks), *small, *edge])
     # The index build over a full table takes longer than a request's statement timeout.
     db = Database(endpoints.database_url, timeouts=DatabaseTimeouts(statement_s=1800))
     try:
         async with db.session() as session:
             base = await session.get(KnowledgeBase, base_id)
             assert base is not None
-            started = time.perf_counter()
-            await session.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
-            await session.execute(text("SET LOCAL statement_timeout = 0"))
-            await knowledge.create_index(session, DIMENSIONS)
-            await session.commit()
-            print(f"HNSW index built in {time.perf_counter() - started:.1f} s", flush=True)
+            dsn = knowledge._dsn(session)
+        started = time.perf_counter()
+        assert await knowledge.build_index(dsn, base_id, DIMENSIONS, wait=True)
+        print(f"the large base's HNSW index built in {time.perf_counter() - started:.1f} s", flush=True)
+        async with db.session() as session:
             await session.execute(text("ANALYZE knowledge_chunks"))
             await session.commit()
+            indexes = (
+                await session.execute(
+                    text(
+                        "SELECT indexname, pg_size_pretty(pg_relation_size(indexname::regclass)) "
+                        "FROM pg_indexes WHERE tablename = 'knowledge_chunks' "
+                        "AND indexname LIKE 'ix_knowledge_chunks_hnsw_%'"
+                    )
+                )
+            ).all()
+        print(f"HNSW indexes: {len(indexes)} ({', '.join(f'{n} {size}' for n, size in indexes)})", flush=True)
 
         rng = random.Random(11)
         queries = [
             " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 6))) for _ in range(args.queries + 20)
         ]
         await measure(db, base, queries, f"base of {args.chunks:,} chunks")
-        if small:
+        for other_id, chunks in [*edge, *small[:1]]:
             async with db.session() as session:
-                other = await session.get(KnowledgeBase, small[0][0])
+                other = await session.get(KnowledgeBase, other_id)
                 assert other is not None
-            await measure(db, other, queries, f"base of {small[0][1]:,} chunks")
+            await measure(db, other, queries, f"base of {chunks:,} chunks (exact)")
 
         async with db.session() as session:
             statement = knowledge.search_statement(base, 5, None).params(
@@ -212,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         "--other-chunks", type=int, default=100_000, help="chunks in the other bases (default 100,000)"
     )
     parser.add_argument("--other-bases", type=int, default=100, help="other bases (default 100)")
+    parser.add_argument(
+        "--edge-chunks",
+        type=int,
+        default=knowledge.EXACT_SEARCH_MAX_CHUNKS,
+        help="chunks in one more base, searched exactly (default: the threshold, 10,000)",
+    )
     parser.add_argument("--queries", type=int, default=200, help="measured queries per kind (default 200)")
     args = parser.parse_args(argv)
     configure_logging("WARNING", LogFormat.CONSOLE)

@@ -19,6 +19,9 @@ Per iteration, in turn, after `--warmup` discarded iterations:
      wrappers: the breakdown. Nothing in the product is timed or changed;
  (e) `GET /api/auth/me` with the same key: what any authenticated request costs (the HTTP floor).
 `--profile` then runs (d) `--iterations` times more under cProfile and prints the top functions.
+`--span-write` measures only the span write instead, in this process on the same fresh stack:
+`traces.write_call` (one statement) against the five round trips it replaced (`five_trips`), in
+alternation so that both meet the same load, for a root call and for a call under a parent.
 The overhead is (b) - (a): the difference of their percentiles, and the percentiles of the paired
 per-iteration differences. Figures only: nothing here passes or fails.
 """
@@ -36,6 +39,8 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 from unittest import mock
@@ -43,16 +48,20 @@ from unittest import mock
 import httpx
 import litellm
 import msgspec
+from sqlalchemy import select
 
 from core import bus
 from core.db import Database
+from core.db.auth import User
 from core.db.models import LlmModel, LlmProvider
+from core.db.traces import Span, Trace
 from core.identity import Identity
 from core.logging import configure_logging
+from core.schemas.traces import SpanWrite
 from core.schemas.v2_calls import CallRequest
 from core.settings import LogFormat, load_settings
 from everloop.stack import Endpoints
-from services import model_calls, v2_calls
+from services import model_calls, traces, v2_calls
 from tests import factories
 from tests.bench.loop_latency import pct
 from tests.bench.stack import run_on_fresh_stack
@@ -215,7 +224,109 @@ async def profile(rig: Rig, iterations: int) -> None:
     )
 
 
+def call_spans(span_id: str, parent: str | None) -> list[SpanWrite]:
+    """A structured call's span and its one model request, as `v2_calls.record` writes them."""
+    now = datetime.now(UTC)
+    usage: dict[str, Any] = {
+        "model": "openai/m",
+        "input_tokens": 40,
+        "output_tokens": 12,
+        "cost": Decimal("0.0001"),
+    }
+    return [
+        SpanWrite(
+            span_id=span_id,
+            parent_span_id=parent,
+            name="bench_extract",
+            kind="call",
+            status="ok",
+            input={"text": "Ada Lovelace, 36, lives in London."},
+            output={"name": "Ada Lovelace", "city": "London", "age": 36},
+            metadata={"tags": {}, "cached": False, "models": ["m"], "output_schema": PERSON},
+            start_time=now,
+            end_time=now,
+            **usage,
+        ),
+        SpanWrite(
+            span_id=f"{span_id}.0",
+            parent_span_id=span_id,
+            name="bench_extract (model request 1)",
+            kind="llm",
+            status="ok",
+            output='{"name": "Ada Lovelace", "city": "London", "age": 36}',
+            start_time=now,
+            end_time=now,
+            **usage,
+        ),
+    ]
+
+
+async def five_trips(session: Any, owner: uuid.UUID, parent: str | None) -> str:
+    """The span write before `traces.write_call` (up to 8910a38): the parent's trace, the default
+    project, the trace, the spans, the trace's totals, then the commit."""
+    span_id = str(uuid.uuid4())
+    trace_id = None
+    if parent:
+        trace_id = await session.scalar(
+            select(Trace.trace_id)
+            .join(Span, Span.trace_pk == Trace.id)
+            .where(Span.owner_id == owner, Span.span_id == parent)
+            .order_by(Span.updated_at.desc())
+            .limit(1)
+        )
+    project = await traces.default_project(session, owner)
+    fields = {} if trace_id else {"name": "bench_extract"}
+    trace_pk = await traces.ensure_trace(session, owner, project, trace_id or str(uuid.uuid4()), **fields)
+    await traces.upsert_spans(session, owner, trace_pk, call_spans(span_id, parent))
+    await session.commit()
+    return span_id
+
+
+async def one_statement(session: Any, owner: uuid.UUID, parent: str | None) -> str:
+    span_id = str(uuid.uuid4())
+    await traces.write_call(
+        session, owner, call_spans(span_id, parent), name="bench_extract", parent_span_id=parent
+    )
+    await session.commit()
+    return span_id
+
+
+async def span_write(endpoints: Endpoints, args: argparse.Namespace) -> None:
+    db = Database(endpoints.database_url)
+    try:
+        async with db.session() as session:
+            user = User(email=f"{uuid.uuid4().hex[:12]}@example.com")
+            session.add(user)
+            await session.commit()
+            owner = user.id
+        series: dict[str, list[float]] = defaultdict(list)
+        writers = [("five round trips", five_trips), ("one statement", one_statement)]
+        root: str | None = None
+        for i in range(args.warmup + args.iterations):
+            for name, write in writers if i % 2 else writers[::-1]:
+                for parent in (None, root):
+                    async with db.session() as session:
+                        await session.execute(select(1))  # a request's session has begun (prepare)
+                        start = time.perf_counter()
+                        span_id = await write(session, owner, parent)
+                        ms = (time.perf_counter() - start) * 1000
+                    root = root or span_id
+                    if i >= args.warmup:
+                        series[f"{name}{', under a parent' if parent else ''}"].append(ms)
+        print(
+            f"\nload average {os.getloadavg()[0]:.1f}; the span write with its commit, {args.iterations} each"
+        )
+        print(f"{'milliseconds':42}     p50     p95    mean")
+        for name, values in series.items():
+            print(f"  {name:40} {stats(values)}")
+    finally:
+        await db.dispose()
+
+
 async def bench(endpoints: Endpoints, data_dir: Path, args: argparse.Namespace) -> None:
+    if args.span_write:
+        await span_write(endpoints, args)
+        return
     # The API process serves its own simulator (`api_processes` passes this environment on).
     os.environ["EVERLOOP_SIMULATOR"] = "true"
     with api_processes(endpoints, data_dir, 1) as urls:
@@ -264,6 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         "--warmup", type=int, default=10, help="iterations run first and discarded (default 10)"
     )
     parser.add_argument("--profile", action="store_true", help="then (d) under cProfile: the top functions")
+    parser.add_argument(
+        "--span-write",
+        action="store_true",
+        help="only the span write: one statement against five round trips",
+    )
     args = parser.parse_args(argv)
     configure_logging("WARNING", LogFormat.CONSOLE)
     return run_on_fresh_stack(lambda endpoints, data_dir: bench(endpoints, data_dir, args))

@@ -388,7 +388,10 @@ async def record_attempt(
             select(WebhookDelivery, Webhook)
             .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
             .where(WebhookDelivery.id == delivery_id)
-            .with_for_update()
+            # The delivery only: every attempt of every delivery of a webhook locking its row would
+            # queue them all up behind each other. Two failures racing to start the webhook's
+            # failure clock or to disable it write the same thing.
+            .with_for_update(of=WebhookDelivery)
         )
     ).first()
     if found is None:
@@ -404,7 +407,8 @@ async def record_attempt(
     outcome: schemas.AttemptOutcome = "done"
     if status_code is not None and 200 <= status_code < 300:
         delivery.status, delivery.delivered_at, delivery.next_attempt_at = "delivered", now, None
-        hook.failing_since = None
+        if hook.failing_since is not None:  # else the webhook's row is not written at all
+            hook.failing_since = None
     elif status_code == 410:
         delivery.status, delivery.next_attempt_at = "failed", None
         _disable(hook, "the receiver answered 410 Gone")

@@ -55,6 +55,7 @@ LONGEST_FIRST = (
     "tests/loop/test_turn_traces.py",
     "tests/loop/test_fork_worker_killed.py",
     "tests/loop/test_crash.py",
+    "tests/loop/test_webhooks.py",
     "tests/workflows/test_turn_end.py",
     "tests/loop/test_forks.py",
     "tests/loop/test_message_order.py",

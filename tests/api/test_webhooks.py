@@ -6,6 +6,7 @@ redelivery as rows, and owners. Delivery itself: tests/loop/test_webhooks.py."""
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy import select
 
 from api.app import create_app
 from core.db import Database
+from core.db.models import GoldenRun, Project, Replay
 from core.db.webhooks import Webhook, WebhookDelivery
 from core.schemas.webhooks import EVENTS
 from everloop.stack import Endpoints
@@ -204,3 +206,51 @@ async def test_events_of_an_owner_without_webhooks_store_nothing(
     assert [(str(r.webhook_id), r.event) for r in rows] == [(hook["id"], "trace.error")]
     data = rows[0].payload["data"]
     assert data["trace_id"] == "t1" and data["error"] == {"type": "llm_error", "message": "boom", "step": 1}
+
+
+async def test_a_replay_and_a_golden_run_that_end_store_their_events(
+    client: AsyncTestClient[Litestar], db: Database
+) -> None:
+    """The triggers on `replays` and `golden_runs`: an event when the status becomes a final one,
+    once, with the run's figures (the runs themselves: tests/loop/test_replay*.py, test_golden.py)."""
+    _, alice, _ = await users(client)
+    hook = (await alice.post("/v1/webhooks", {"url": PUBLIC_URL})).json()
+    user_id = (await alice.get("/api/auth/me")).json()["id"]
+    async with db.session() as s:
+        project = Project(owner_id=uuid.UUID(user_id), name="p")
+        s.add(project)
+        await s.flush()
+        replay = Replay(owner_id=project.owner_id, project_id=project.id, original_trace_id="t0", kind="fork")
+        run = GoldenRun(owner_id=project.owner_id, total_tests=3)
+        s.add_all([replay, run])
+        await s.commit()
+        for status in ("running", "completed", "completed"):
+            replay.status = status
+            await s.commit()
+        run.status = "running"
+        await s.commit()
+        run.status, run.passed, run.failed = "completed", 2, 1
+        await s.commit()
+        rows = list((await s.execute(select(WebhookDelivery).order_by(WebhookDelivery.id))).scalars())
+    assert [(str(r.webhook_id), r.event) for r in rows] == [
+        (hook["id"], "replay.completed"),
+        (hook["id"], "golden_test_run.completed"),
+    ]
+    assert rows[0].payload["data"] == {
+        "replay_id": str(replay.id),
+        "kind": "fork",
+        "status": "completed",
+        "original_trace_id": "t0",
+        "result_trace_id": None,
+        "session_id": None,
+        "error": None,
+    }
+    assert rows[1].payload["data"] == {
+        "run_id": str(run.id),
+        "status": "completed",
+        "total_tests": 3,
+        "passed": 2,
+        "failed": 1,
+        "error": None,
+    }
+    assert rows[0].payload["event"] == "replay.completed" and rows[0].payload["timestamp"].endswith("Z")

@@ -95,11 +95,13 @@ EF_SEARCH_FILTERED = 100
 MAX_EF_SEARCH = 1000
 HNSW_MAX_SCAN_TUPLES = 20_000
 # A base of at most this many chunks is searched exactly, a larger one gets its own HNSW index.
-# Why 10,000: reading and sorting that many vectors by the base's btree costs a few ms (3-8 ms at
-# 256 dimensions in make bench-knowledge), as an HNSW walk would, and is exact; an index per small
-# base would multiply the indexes (most bases are small) for no gain. Past it the exact sort grows
-# linearly (some 40 ms at 100,000 chunks) and the index's walk does not.
-EXACT_SEARCH_MAX_CHUNKS = 10_000
+# Why 2,000: an exact search reads and sorts every chunk of the base, some 3-4 us a chunk on top of
+# the query's fixed cost (make bench-knowledge, 256 dimensions, loaded machine: p50 11 ms at 1,000
+# chunks, 39 ms and p95 67 ms at 10,000), so past a few thousand it misses the 30 ms target that a
+# base's own HNSW walk meets at any size (p95 15 ms at 100,000). Below it an index would buy nothing
+# and cost one more index (most bases are small: their count is what must stay low), and the exact
+# answer is the right one.
+EXACT_SEARCH_MAX_CHUNKS = 2_000
 # Whether a base's own index is valid, as this process last looked (pg_index): a round trip less for
 # each query of the same base within a minute. A base just grown past the threshold is searched
 # exactly a minute longer in other processes (correct, only slower); the building process knows at once.
@@ -111,8 +113,9 @@ _INDEXED: dict[uuid.UUID, tuple[bool, float]] = {}
 _JOBS: dict[uuid.UUID, concurrent.futures.Future[bool]] = {}
 _TASKS: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 # The build's memory: an HNSW graph that outgrows maintenance_work_mem is built far more slowly
-# (pgvector warns), and a base's graph at the threshold (10,000 vectors of 1,536 dimensions) is some
-# 70 MB. One build at a time per base, seldom: the deployment's default (64 MB) is too small for it.
+# (pgvector warns). A base is indexed as it crosses the threshold (2,000 vectors: a few MB), but one
+# that grew while its build could not run (a migration's, a rebuild) may have 100,000 (some 130 MB
+# at 256 dimensions): the default 64 MB is too small for it. One build at a time per base, seldom.
 BUILD_MAINTENANCE_WORK_MEM = "256MB"
 # Both keys of the per-base advisory lock are hashes: this namespace and the base's id.
 LOCK_NAMESPACE = HNSW_INDEX_PREFIX
@@ -735,7 +738,7 @@ async def _has_index(db: AsyncSession, base: KnowledgeBase) -> bool:
     left invalid by a build that died, is not), remembered for INDEX_CACHE_S. A base without one
     that has more than EXACT_SEARCH_MAX_CHUNKS chunks gets its build scheduled: so a base that
     grew before this process looked, a build that died, or one a migration left to do, are all
-    caught by the base's next query or add (the count stops at the threshold: at most 10,001 btree
+    caught by the base's next query or add (the count stops past the threshold: at most 2,001 btree
     entries, a millisecond or two, and only when the index is not known to be valid)."""
     known = _INDEXED.get(base.id)
     now = time.monotonic()

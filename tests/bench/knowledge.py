@@ -8,7 +8,7 @@ One embedded stack (tests/bench/stack.py: PostgreSQL without fsync, as the tests
 with `--chunks` chunks (default 100,000) of deterministic texts over a fixed vocabulary, ten per
 document, each with metadata `{"group": 0..9}`; `--other-bases` more bases of the same dimension
 (default 100) share `--other-chunks` more (default 100,000), and one more has `--edge-chunks`
-(default 10,000: the exact-search threshold), as in a deployment where most bases are small. The
+(default 2,000: the exact-search threshold), as in a deployment where most bases are small. The
 large base's own index is built after the fill, as the server builds it when a base crosses the
 threshold (`knowledge.build_index`, CONCURRENTLY; here on the full base: faster than inserts into a
 live index), then ANALYZE. Then `--queries` queries (default 200, after 20 unmeasured) of 3-6
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "--edge-chunks",
         type=int,
         default=knowledge.EXACT_SEARCH_MAX_CHUNKS,
-        help="chunks in one more base, searched exactly (default: the threshold, 10,000)",
+        help="chunks in one more base, searched exactly (default: the threshold, 2,000)",
     )
     parser.add_argument("--queries", type=int, default=200, help="measured queries per kind (default 200)")
     args = parser.parse_args(argv)

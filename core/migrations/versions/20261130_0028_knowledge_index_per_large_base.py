@@ -3,7 +3,7 @@
 0025's one index per dimension made every query of a large base walk a graph of every base's
 vectors (larger than shared_buffers, each candidate row fetched to test its base and filters: 3-7x
 slower than 0023's per-base indexes), and every insert of every base pay for it, while small bases
-were searched exactly anyway. Now a base of at most 10,000 chunks is searched exactly (its
+were searched exactly anyway. Now a base of at most 2,000 chunks is searched exactly (its
 `knowledge_base_id` btree) and a larger one has its own partial index, `USING hnsw
 ((embedding::vector(N)) vector_cosine_ops) WHERE knowledge_base_id = '<id>'` (halfvec past 2,000
 dimensions, none past 4,000), named `ix_knowledge_chunks_hnsw_<id hex>`; services/knowledge.py
@@ -32,7 +32,7 @@ depends_on: str | Sequence[str] | None = None
 # As services/knowledge.py knew them at this revision (a migration does not follow later code).
 HNSW_MAX_VECTOR = 2000
 HNSW_MAX_HALFVEC = 4000
-EXACT_SEARCH_MAX_CHUNKS = 10_000
+EXACT_SEARCH_MAX_CHUNKS = 2_000
 STATISTICS = "st_knowledge_chunks_dimensions"
 PER_DIMENSION = r"^ix_knowledge_chunks_hnsw_d[0-9]+$"
 PER_BASE = r"^ix_knowledge_chunks_hnsw_[0-9a-f]{32}$"

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.identity import Identity
 from core.schemas import opswald as schema
+from core.schemas.traces import USAGE_COUNTED
 
 Period = Literal["1d", "7d", "30d", "90d"]
 GroupBy = Literal["day", "week", "month"]
@@ -30,10 +31,12 @@ STEP = {
     "year": "1 year",
 }
 
-# The caller's traces started in the window, and the LLM calls (spans with a model) among their spans.
+# The caller's traces started in the window, and the LLM calls (spans with a model) among their spans
+# (a roll-up's restated usage is not a call of its own: core/schemas/traces.ROLLUP_KINDS).
 # A replay's re-run (`metadata.replay_of`, services/replays.py) is not usage: its spans are copies
 # of the original's (only its re-executed calls are new, and a replay's own, not the app's).
-_WINDOW = """
+_WINDOW = (
+    """
     t AS (
         SELECT id, started_at, total_cost, input_tokens + output_tokens AS tokens, user_id
         FROM traces
@@ -44,9 +47,12 @@ _WINDOW = """
         SELECT s.model, s.cost, coalesce(s.input_tokens, 0) AS input_tokens,
                coalesce(s.output_tokens, 0) AS output_tokens, coalesce(s.start_time, t.started_at) AS at
         FROM t JOIN spans s ON s.trace_pk = t.id
-        WHERE s.model IS NOT NULL
+        WHERE s.model IS NOT NULL AND s."""  # noqa: S608 - USAGE_COUNTED is a constant
+    + USAGE_COUNTED
+    + """
     )
 """
+)
 
 # Fixed text (the window CTEs, then this answer's); every value is a bound parameter.
 USAGE = (

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db.models import Agent, Event, Message, Session
 from core.db.traces import Project, Span, Trace
 from core.ids import uuid7
-from core.schemas.traces import CONTAINER_KINDS, SpanStatus, SpanWrite
+from core.schemas.traces import CONTAINER_KINDS, USAGE_COUNTED, SpanStatus, SpanWrite
 
 DEFAULT_PROJECT_NAME = "Default"
 _T = TypeVar("_T")
@@ -107,8 +107,9 @@ async def upsert_spans(
     await refresh(db, trace_pk)
 
 
+# (S608: USAGE_COUNTED is a constant, never a value.)
 REFRESH = text(
-    """
+    f"""
     UPDATE traces SET
         started_at = agg.started,
         ended_at = agg.ended,
@@ -125,9 +126,9 @@ REFRESH = text(
         SELECT
             min(start_time) AS started,
             max(coalesce(end_time, start_time)) AS ended,
-            coalesce(sum(cost), 0) AS cost,
-            coalesce(sum(input_tokens), 0) AS input_tokens,
-            coalesce(sum(output_tokens), 0) AS output_tokens,
+            coalesce(sum(cost) FILTER (WHERE {USAGE_COUNTED}), 0) AS cost,
+            coalesce(sum(input_tokens) FILTER (WHERE {USAGE_COUNTED}), 0) AS input_tokens,
+            coalesce(sum(output_tokens) FILTER (WHERE {USAGE_COUNTED}), 0) AS output_tokens,
             count(*) AS spans,
             count(*) FILTER (WHERE kind <> ALL(:containers)) AS steps,
             count(*) FILTER (WHERE status = 'error') AS errors,
@@ -137,7 +138,7 @@ REFRESH = text(
         FROM spans WHERE trace_pk = :trace_pk
     ) AS agg
     WHERE traces.id = :trace_pk
-    """
+    """  # noqa: S608
 )
 
 
@@ -149,21 +150,21 @@ async def refresh(db: AsyncSession, trace_pk: uuid.UUID) -> None:
 
 
 # A trace's aggregates over a set of spans `s` (REFRESH's, as a sub-select).
-_AGGREGATES = """
+_AGGREGATES = f"""
     SELECT
         min(start_time) AS started,
         max(coalesce(end_time, start_time)) AS ended,
         floor(extract(epoch FROM max(coalesce(end_time, start_time)) - min(start_time)) * 1000) AS duration,
-        coalesce(sum(cost), 0) AS cost,
-        coalesce(sum(input_tokens), 0) AS input_tokens,
-        coalesce(sum(output_tokens), 0) AS output_tokens,
+        coalesce(sum(cost) FILTER (WHERE {USAGE_COUNTED}), 0) AS cost,
+        coalesce(sum(input_tokens) FILTER (WHERE {USAGE_COUNTED}), 0) AS input_tokens,
+        coalesce(sum(output_tokens) FILTER (WHERE {USAGE_COUNTED}), 0) AS output_tokens,
         count(*) AS spans,
         count(*) FILTER (WHERE kind <> ALL(CAST(:containers AS text[]))) AS steps,
         count(*) FILTER (WHERE status = 'error') AS errors,
         coalesce(
             jsonb_agg(DISTINCT model ORDER BY model) FILTER (WHERE model IS NOT NULL), '[]'::jsonb
         ) AS models
-"""
+"""  # noqa: S608
 _SPAN_COLUMNS = (
     "span_id, parent_span_id, name, kind, status, input, output, error, metadata, start_time, "
     "end_time, model, provider, input_tokens, output_tokens, cost"

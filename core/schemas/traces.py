@@ -14,6 +14,12 @@ import msgspec
 KNOWN_KINDS = ("llm", "tool", "agent", "chain", "retrieval", "user_input", "embedding", "custom")
 # Containers: a trace's `steps` (Opswald) count every span but these.
 CONTAINER_KINDS = ("agent", "chain")
+# Roll-ups: a span whose tokens and cost restate its children's. A `/v2/call`'s span carries its
+# model requests' sum (Opper's clients read the usage there) while each request is a child `llm`
+# span with its own; trace totals and usage analytics count the children only, or a call counts twice.
+ROLLUP_KINDS = ("call",)
+# SQL: the spans whose usage counts (the kinds above are constants, never input).
+USAGE_COUNTED = "kind NOT IN (" + ", ".join(f"'{k}'" for k in ROLLUP_KINDS) + ")"
 SpanStatus = Literal["unset", "ok", "error"]
 
 

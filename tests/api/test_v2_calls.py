@@ -224,10 +224,14 @@ async def test_an_invalid_answer_is_repaired(stack: Stack) -> None:
     assert answer.status_code == 200, answer.text
     assert answer.json()["json_payload"] == {"name": "Ada", "age": 36}
     trace = (await span(stack, answer.json()["span_id"]))["trace_id"]
-    spans = (await stack.http.get(f"/v2/traces/{trace}/spans")).json()["spans"]
-    requests = sorted((s for s in spans if s["type"] == "llm"), key=lambda s: s["id"])
+    found = (await stack.http.get(f"/v2/traces/{trace}/spans")).json()
+    requests = sorted((s for s in found["spans"] if s["type"] == "llm"), key=lambda s: s["id"])
     assert [s["status"] for s in requests] == ["error", "ok"]
     assert "'age' is a required property" in requests[0]["error"]
+    # Both requests cost tokens, and the call's span restates their sum: the trace counts each once.
+    usage = answer.json()["usage"]
+    assert usage["input_tokens"] == sum(s["input_tokens"] for s in requests) > 0
+    assert (found["input_tokens"], found["output_tokens"]) == (usage["input_tokens"], usage["output_tokens"])
 
 
 async def model_requests(stack: Stack, span_id: str) -> list[dict[str, Any]]:

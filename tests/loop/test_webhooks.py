@@ -11,6 +11,7 @@ events a real turn and a trace's status make."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -21,20 +22,24 @@ import pytest
 from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook as Verifier
 from temporalio.client import Client
+from temporalio.worker import Replayer
 
 from api.app import create_app
 from core import bus
+from core.converter import data_converter
 from core.db import Database
 from core.db.models import Trace
 from core.db.webhooks import Webhook, WebhookDelivery
+from core.schemas.webhooks import WebhookLoop
 from everloop.stack import Endpoints
 from everloop.sweeper import WebhookDispatcher
-from everloop.worker import build_worker
+from everloop.worker import WORKFLOWS, build_worker
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.servers import running
 from tests.webhook_receiver import Received, receiving
 from tests.workers import Workers
+from tests.workflows.test_stack_check import HISTORIES
 
 # Fast, for tests: four attempts 0.3 s apart (the real schedule is tested on the time-skipping
 # server, tests/workflows/test_webhook_delivery.py).
@@ -138,6 +143,12 @@ async def test_retries_after_500s_and_a_dropped_connection_keep_one_webhook_id(h
     assert all(verified(hook["secret"], r)["event"] == "ping" for r in requests)
     assert done["attempts"] == 4 and done["last_status_code"] == 200 and done["last_error"] is None
     assert len(receiver.requests) == 4  # nothing after the success
+    # Its history replays with today's code; saved, it keeps doing so (tests/workflows/histories).
+    workflow_id = WebhookLoop.workflow_id(sent["id"], 1)
+    history = await hooks.temporal.get_workflow_handle(workflow_id).fetch_history()
+    await Replayer(workflows=WORKFLOWS, data_converter=data_converter).replay_workflow(history)
+    if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
+        (HISTORIES / "webhook_retries.json").write_text(history.to_json())
     # A success ends the failure clock.
     got = (await hooks.client.get(f"/v1/webhooks/{hook['id']}")).json()
     assert got["failing_since"] is None and got["active"] is True

@@ -856,3 +856,75 @@ async def knowledge_of(db: Database, agent_id: str, mark: str) -> dict[str, str]
             "document_key": document.key,
             "file_id": str(file.id),
         }
+
+
+async def test_migration_0028_indexes_the_large_bases(db: Database, endpoints: Endpoints) -> None:
+    """Down to 0027 the bases of a dimension share 0025's index; up again, 0028 drops it and gives
+    each live base past the threshold (2,000 chunks, as the migration knew it) its own valid HNSW
+    index, and a small base none."""
+    from alembic import command
+
+    from core.migrate import alembic_config, upgrade
+    from services import knowledge
+
+    owner, big, small = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    async with db.session() as session:
+        await session.execute(
+            text(
+                "INSERT INTO users (id, email, role, email_verified, created_at, updated_at) "
+                "VALUES (:id, :email, 'user', false, now(), now())"
+            ),
+            {"id": owner, "email": f"m28-{owner.hex[:8]}@example.com"},
+        )
+        for base_id, chunks in ((big, 2_001), (small, 3)):
+            document = uuid.uuid4()
+            await session.execute(
+                text(
+                    "INSERT INTO knowledge_bases (id, owner_id, name, embedding_model, dimensions, "
+                    "chunk_size, chunk_overlap, created_at, updated_at) "
+                    "VALUES (:id, :owner, :name, 'sim', 256, 2000, 200, now(), now())"
+                ),
+                {"id": base_id, "owner": owner, "name": f"m28-{base_id.hex[:6]}"},
+            )
+            await session.execute(
+                text(
+                    "INSERT INTO knowledge_documents (id, knowledge_base_id, key, created_at, updated_at) "
+                    "VALUES (:d, :b, 'doc', now(), now())"
+                ),
+                {"d": document, "b": base_id},
+            )
+            # Vectors of 256 dimensions pointing apart (one hot, by position).
+            await session.execute(
+                text(
+                    "INSERT INTO knowledge_chunks (id, knowledge_base_id, document_id, position, content, "
+                    "embedding, created_at, updated_at) SELECT gen_random_uuid(), :b, :d, i, 'c' || i, "
+                    "(SELECT array_agg(CASE WHEN j = i % 256 THEN 1.0 ELSE 0.01 END)::real[] "
+                    "FROM generate_series(0, 255) j)::vector, now(), now() FROM generate_series(1, :n) i"
+                ),
+                {"b": base_id, "d": document, "n": chunks},
+            )
+        await session.commit()
+
+    async def hnsw_indexes() -> dict[str, bool]:
+        async with db.session() as session:
+            rows = await session.execute(
+                text(
+                    "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "WHERE c.relname LIKE 'ix\\_knowledge\\_chunks\\_hnsw\\_%' AND (c.relname = :big "
+                    "OR c.relname = :small OR c.relname ~ '_d[0-9]+$')"
+                ),
+                {"big": knowledge.base_index_name(big), "small": knowledge.base_index_name(small)},
+            )
+            return {name: valid for name, valid in rows.all()}
+
+    try:
+        await asyncio.to_thread(command.downgrade, alembic_config(endpoints.database_url), "0027")
+        assert await hnsw_indexes() == {"ix_knowledge_chunks_hnsw_d256": True}
+        await asyncio.to_thread(upgrade, endpoints.database_url)
+        assert await hnsw_indexes() == {knowledge.base_index_name(big): True}
+    finally:
+        async with db.session() as session:
+            await session.execute(text("DELETE FROM knowledge_bases WHERE owner_id = :o"), {"o": owner})
+            await session.execute(text(f"DROP INDEX IF EXISTS {knowledge.base_index_name(big)}"))
+            await session.execute(text("DELETE FROM users WHERE id = :o"), {"o": owner})
+            await session.commit()

@@ -85,15 +85,22 @@ class Decision(msgspec.Struct, kw_only=True, frozen=True):
         return headers
 
 
-# A Redis that does not answer costs a request at most TIMEOUT_S, then nobody asks it during PAUSE_S
-# (each request would otherwise pay the wait again), and the log says so once per LOG_EVERY_S.
-# TIMEOUT_S is long on purpose: the wait includes the time this process's event loop takes to get
-# back to the request, which under load is well past a Redis round trip (0.25 s let dozens of
-# requests through unlimited in tests/integration/test_rate_limit_processes.py). A Redis that is
-# down refuses the connection at once; only a hung one costs the wait.
-TIMEOUT_S = 3.0
+# While Redis answers, a request waits for it up to TIMEOUT_S. That is long on purpose: the wait
+# includes the time this process's event loop takes to get back to the request, which on a loaded
+# machine is far past a Redis round trip (0.25 s, then 3 s, let requests through unlimited in
+# tests/integration/test_rate_limit_processes.py on a busy 2-core box). A Redis that is down refuses
+# the connection at once. Once it has failed, requests go through without asking it, and one request
+# at a time (no sooner than PAUSE_S after the last failure) asks it again: a hung Redis costs that
+# one request the wait, not every request. The log says so once per LOG_EVERY_S.
+TIMEOUT_S = 10.0
 PAUSE_S = 1.0
 LOG_EVERY_S = 60.0
+# Script calls in flight at once per process; the others queue here. The client's pool opens one
+# connection per concurrent command: a volley of 60 requests opened 60 connections at once, and on a
+# loaded machine some of those connects ran past the client's 2 s connect timeout (a "failed" Redis
+# that was only busy being connected to). A handful of connections carries thousands of calls a
+# second (one is ~0.2 ms).
+IN_FLIGHT = 16
 
 
 class Limiter:
@@ -101,26 +108,30 @@ class Limiter:
 
     def __init__(self, client: redis.Redis) -> None:
         self._script = client.register_script(_GCRA)
-        self._paused_until = 0.0
-        self._failed_at = 0.0
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
+        self._down = False  # Redis failed and has not answered since
+        self._probe_at = 0.0  # while down: when the next request may ask it again
         self._logged_at: float | None = None
         self._let_through = 0
 
     async def take(self, bucket: str, limits: Limits) -> Decision | None:
-        if time.monotonic() < self._paused_until:
-            self._let_through += 1
-            return None
+        if self._down:
+            now = time.monotonic()
+            if now < self._probe_at:
+                self._let_through += 1
+                return None
+            # This request asks; the others go through meanwhile, whatever this one waits.
+            self._probe_at = now + TIMEOUT_S + PAUSE_S
         interval_us = 60_000_000 // limits.per_minute
-        asked_at = time.monotonic()
         try:
-            async with asyncio.timeout(TIMEOUT_S):
+            async with self._in_flight, asyncio.timeout(TIMEOUT_S):
                 result = await self._script(keys=[KEY_PREFIX + bucket], args=[interval_us, limits.burst])
         except (redis.RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
             return None
-        if self._logged_at is not None and asked_at > self._failed_at:  # not one asked before it failed
+        if self._down:
             log.warning("rate limits on again: Redis answers", let_through=self._let_through)
-            self._logged_at, self._let_through = None, 0
+            self._down, self._logged_at, self._let_through = False, None, 0
         admitted, remaining, retry_after_us, reset_after_us, now_us = (int(v) for v in result)
         return Decision(
             admitted=bool(admitted),
@@ -133,8 +144,8 @@ class Limiter:
 
     def _failed(self, exc: BaseException) -> None:
         now = time.monotonic()
-        self._failed_at = now
-        self._paused_until = now + PAUSE_S
+        self._down = True
+        self._probe_at = now + PAUSE_S
         self._let_through += 1
         if self._logged_at is None or now - self._logged_at >= LOG_EVERY_S:
             # Once per interval, not per request: an outage would otherwise flood the log.

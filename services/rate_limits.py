@@ -9,6 +9,7 @@ seen at once, through another within that time.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Literal
@@ -65,6 +66,10 @@ class RateLimits:
         self._default = default_limits(settings)
         self._ttl = settings.rate_limit_cache_s
         self._cache: dict[str, tuple[float, int, Limits]] = {}
+        # A credential's limits being read now: the requests that come meanwhile wait for that read
+        # instead of each opening a database session of its own (a client's first volley of N
+        # concurrent requests would otherwise take N more connections from the pool at once).
+        self._reading: dict[str, asyncio.Future[Limits]] = {}
 
     async def take(self, who: Identity) -> Decision | None:
         """The decision for one request, or None when Redis cannot be asked (let it through)."""
@@ -76,15 +81,40 @@ class RateLimits:
         held = self._cache.get(bucket)
         if held is not None and held[0] > now and held[1] == _changes[0]:
             return held[2]
+        reading = self._reading.get(bucket)
+        if reading is not None:
+            try:
+                return await asyncio.shield(reading)
+            except asyncio.CancelledError:
+                if not reading.cancelled():
+                    raise  # this request was cancelled
+                # The request that was reading them went away first: read them here.
         changes = _changes[0]
-        async with self._db.session() as db:
-            rows = await _rows_for(db, who.user_id, who.method, who.credential_id)
-        found = _pick(rows, who.method, who.credential_id)
-        limits = _limits(found) if found is not None else self._default
+        future: asyncio.Future[Limits] = asyncio.get_running_loop().create_future()
+        self._reading[bucket] = future
+        try:
+            limits = await self._read(who)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: whoever waits gets it raised, and no warning if nobody
+            raise
+        finally:
+            if self._reading.get(bucket) is future:
+                del self._reading[bucket]
+        future.set_result(limits)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         self._cache[bucket] = (now + self._ttl, changes, limits)
         return limits
+
+    async def _read(self, who: Identity) -> Limits:
+        async with self._db.session() as db:
+            rows = await _rows_for(db, who.user_id, who.method, who.credential_id)
+        found = _pick(rows, who.method, who.credential_id)
+        return _limits(found) if found is not None else self._default
 
 
 async def _rows_for(

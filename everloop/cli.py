@@ -149,7 +149,7 @@ def rotate_secrets() -> None:
     SECRETS_ENCRYPTION_KEY_PREVIOUS while this runs; remove it afterwards (needs DATABASE_URL)."""
     from core.crypto import secret_box
     from core.db import Database
-    from services import llm, mcp_servers
+    from services import llm, mcp_servers, webhooks
 
     settings = _settings()
     box = secret_box(settings)
@@ -162,8 +162,12 @@ def rotate_secrets() -> None:
         )
         try:
             async with db.session() as session:
-                # Provider API keys, then MCP server headers.
-                return await llm.rewrap_all(session, box) + await mcp_servers.rewrap_all(session, box)
+                # Provider API keys, MCP server headers, webhook secrets.
+                return (
+                    await llm.rewrap_all(session, box)
+                    + await mcp_servers.rewrap_all(session, box)
+                    + await webhooks.rewrap_all(session, box)
+                )
         finally:
             await db.dispose()
 

@@ -179,6 +179,19 @@ async def delete(db: AsyncSession, who: Identity, webhook_id: uuid.UUID) -> None
     await db.commit()
 
 
+async def rewrap_all(db: AsyncSession, box: SecretBox) -> int:
+    """Re-encrypts every webhook's secret under the current master key (`everloop rotate-secrets`);
+    returns how many changed."""
+    changed = 0
+    for row in (await db.execute(select(Webhook))).scalars():
+        if box.needs_rewrap(row.secret_encrypted):
+            plaintext = box.open(row.secret_encrypted, secret_context(row.id))
+            row.secret_encrypted = box.seal(plaintext, secret_context(row.id))
+            changed += 1
+    await db.commit()
+    return changed
+
+
 # Deliveries
 
 

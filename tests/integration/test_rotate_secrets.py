@@ -9,13 +9,14 @@ from sqlalchemy import select
 
 from core.crypto import SecretBox
 from core.db import Database
-from core.db.models import LlmProvider, McpServer
+from core.db.models import LlmProvider, McpServer, Webhook
 from core.identity import BUILTIN_ADMIN
 from core.net import NetPolicy
 from core.schemas.llm import CreateProvider
 from core.schemas.mcp import CreateMcpServer
+from core.schemas.webhooks import CreateWebhook
 from everloop.stack import Endpoints
-from services import llm, mcp_servers
+from services import auth, llm, mcp_servers, webhooks
 
 
 async def test_rotate_secrets_rewraps_every_key_under_the_new_master(
@@ -104,3 +105,36 @@ async def test_rotate_secrets_covers_mcp_server_headers(db: Database, endpoints:
     assert stored == [{"Authorization": "Bearer a"}, {"X-Key": "b"}, {}]
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert "re-encrypted 0 secret(s)" in again.stdout
+
+
+async def test_rotate_secrets_covers_webhook_secrets(db: Database, endpoints: Endpoints) -> None:
+    old, new = os.urandom(32), os.urandom(32)
+    async with db.session() as s:
+        await auth.ensure_builtin_admin(s)  # a webhook's owner is a user row
+        await s.commit()
+        made = [
+            await webhooks.create(
+                s,
+                BUILTIN_ADMIN,
+                SecretBox(old),
+                CreateWebhook(url="http://1.1.1.1/hooks"),
+                policy=NetPolicy(),
+            )
+            for _ in range(2)
+        ]
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DATABASE_URL": endpoints.database_url,
+        "SECRETS_ENCRYPTION_KEY": base64.b64encode(new).decode(),
+        "SECRETS_ENCRYPTION_KEY_PREVIOUS": base64.b64encode(old).decode(),
+    }
+    command = [sys.executable, "-m", "everloop.cli", "rotate-secrets"]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "re-encrypted 2 secret(s)" in run.stdout
+    only_new = SecretBox(new)
+    async with db.session() as s:
+        rows = {row.id: row for row in (await s.execute(select(Webhook))).scalars()}
+    for hook in made:
+        stored = rows[hook.id].secret_encrypted
+        assert only_new.open(stored, webhooks.secret_context(hook.id)) == hook.secret

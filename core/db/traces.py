@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import TimestampedModel
+from core.schemas.traces import USAGE_COUNTED
 
 EMPTY_OBJECT = text("'{}'::jsonb")
 EMPTY_LIST = text("'[]'::jsonb")
@@ -140,12 +141,13 @@ class Span(TimestampedModel):
             text("start_time DESC NULLS LAST"),
             text("id DESC"),
         ),
-        # The analytics' LLM calls of a window's traces (services/analytics `calls`), index-only.
+        # The analytics' LLM calls of a window's traces (services/analytics `calls`), index-only; roll-ups
+        # restate their children's usage and are not calls (migration 0029).
         Index(
             "ix_spans_llm_calls",
             "trace_pk",
             postgresql_include=["model", "cost", "input_tokens", "output_tokens", "start_time"],
-            postgresql_where=text("model IS NOT NULL"),
+            postgresql_where=text("model IS NOT NULL AND " + USAGE_COUNTED),
         ),
         Index("ix_spans_owner_status", "owner_id", "status"),
         # GET /v1/events/{id}: an Opswald event is a span found by its id among the owner's.

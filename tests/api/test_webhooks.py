@@ -19,8 +19,10 @@ from api.app import create_app
 from core.db import Database
 from core.db.models import GoldenRun, Project, Replay
 from core.db.webhooks import Webhook, WebhookDelivery
+from core.schemas import events as ev
 from core.schemas.webhooks import EVENTS
 from everloop.stack import Endpoints
+from services import events
 from tests.api.test_auth_full import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -254,3 +256,49 @@ async def test_a_replay_and_a_golden_run_that_end_store_their_events(
         "error": None,
     }
     assert rows[0].payload["event"] == "replay.completed" and rows[0].payload["timestamp"].endswith("Z")
+
+
+async def test_session_events_store_their_events(client: AsyncTestClient[Litestar], db: Database) -> None:
+    """The trigger on `events`: a turn's failure and an approval request as the loop stores them
+    (the loop itself: tests/loop/test_webhooks.py), only the types the webhook asked for."""
+    _, alice, _ = await users(client)
+    hook = (
+        await alice.post(
+            "/v1/webhooks", {"url": PUBLIC_URL, "events": ["turn.failed", "tool.approval_requested"]}
+        )
+    ).json()
+    provider = (await alice.post("/v1/llm-providers", {"name": "Sim", "provider_type": "simulator"})).json()
+    model = (await alice.post(f"/v1/llm-providers/{provider['id']}/models", {"model_id": "sim-1"})).json()
+    agent = (
+        await alice.post("/v1/agents", {"name": "A", "system_prompt": "x", "default_model_id": model["id"]})
+    ).json()
+    session_id = uuid.UUID((await alice.post(f"/v1/agents/{agent['id']}/sessions", {})).json()["id"])
+    context = {"turn_id": "t1"}
+    async with db.session() as s:
+        await events.append(
+            s, session_id, ev.TurnFailed(turn_id="t1", error="boom", error_code="llm_error"), context=context
+        )
+        asked = ev.ToolApprovalRequested(
+            tool_call_id="c1", tool_name="add", arguments={"a": 1}, approval_timeout_s=None
+        )
+        await events.append(s, session_id, asked, context=context)
+        await events.append(s, session_id, ev.SessionIdled(turn_id="t1", iterations=1), context=context)
+        await s.commit()
+        rows = list((await s.execute(select(WebhookDelivery).order_by(WebhookDelivery.id))).scalars())
+    assert [(str(r.webhook_id), r.event) for r in rows] == [
+        (hook["id"], "turn.failed"),
+        (hook["id"], "tool.approval_requested"),
+    ]
+    failed = rows[0].payload["data"]
+    assert {
+        k: failed[k] for k in ("turn_id", "error", "error_code", "session_id", "agent_id", "sequence")
+    } == {
+        "turn_id": "t1",
+        "error": "boom",
+        "error_code": "llm_error",
+        "session_id": str(session_id),
+        "agent_id": agent["id"],
+        "sequence": 1,
+    }
+    assert failed["event_id"] and failed["ts"]
+    assert rows[1].payload["data"]["arguments"] == {"a": 1} and rows[1].payload["data"]["tool_name"] == "add"

@@ -8,22 +8,18 @@ a span the answer's `id` names (a failed one too), which another account cannot 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 from opperai import Opper, errors, models
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from api.app import create_app
 from core.db import Database
-from core.db.models import LlmModel
 from core.db.traces import Span, Trace
-from everloop.stack import Endpoints
 from services.v2_ocr import PROMPT
-from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings, register
-from tests.servers import running
+from tests.api import v2_stack
+from tests.api.test_auth_full import register
+from tests.api.v2_stack import Stack
 
 # A 1x1 PNG: the simulator does not look at it; a real vision model would.
 PIXEL = base64.b64encode(
@@ -34,62 +30,21 @@ PIXEL = base64.b64encode(
 ).decode()
 
 
-@dataclass
-class Stack:
-    url: str
-    key: str
-
-
-@pytest.fixture
-async def stack(endpoints: Endpoints, db: Database, simulator_url: str) -> AsyncIterator[Stack]:
-    await clear_rate_limits(endpoints)
-    with running(create_app(full_settings(endpoints), configure_logs=False)) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            login = await http.post("/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-            made = await http.post(
-                "/v1/auth/api-keys",
-                json={"name": "sdk"},
-                headers={"Authorization": f"Bearer {login.json()['access_token']}"},
-            )
-            assert made.status_code == 201, made.text
-            auth = {"Authorization": f"Bearer {made.json()['key']}"}
-            provider = await http.post(
-                "/v1/llm-providers",
-                json={"name": "Sim", "provider_type": "simulator", "base_url": simulator_url},
-                headers=auth,
-            )
-            assert provider.status_code == 201, provider.text
-            for model_id, settings in (
-                ("rr-chat", {}),
-                ("rr-embed", {}),
-                ("rr-down", {"error": {"status": 500}}),  # its provider fails: a 502
-            ):
-                added = await http.post(
-                    f"/v1/llm-providers/{provider.json()['id']}/models",
-                    json={"model_id": model_id, "settings": settings},
-                    headers=auth,
-                )
-                assert added.status_code == 201, added.text
-            async with db.session() as session:
-                await session.execute(
-                    update(LlmModel).where(LlmModel.model_id == "rr-embed").values(kind="embedding")
-                )
-                await session.commit()
-            yield Stack(server.url, made.json()["key"])
+stack = v2_stack.stack  # the shared fixture (tests/api/v2_stack.py), for this module's tests
 
 
 async def test_rerank_and_ocr_through_the_sdk(stack: Stack) -> None:
-    opper = Opper(http_bearer=stack.key, server_url=f"{stack.url}/v2")
+    opper = Opper(http_bearer=stack.admin_key, server_url=f"{stack.url}/v2")
     documents: list[models.RerankDocumentTypedDict] = [
         {"text": "Rust is a systems programming language with a borrow checker.", "metadata": {"n": 0}},
         {"text": "Cats are small furry pets that purr and chase mice.", "metadata": {"n": 1}},
         {"text": "Paris is the capital of France."},
     ]
     ranked = await opper.rerank.documents_async(
-        query="which pets purr and chase mice", documents=documents, model="rr-embed"
+        query="which pets purr and chase mice", documents=documents, model="sim-embed"
     )
     assert ranked.results[0].index == 1
-    assert len(ranked.results) == 3 and ranked.model == "rr-embed"
+    assert len(ranked.results) == 3 and ranked.model == "sim-embed"
     scores = [r.relevance_score for r in ranked.results]
     assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1
     assert isinstance(ranked.results[0].document, models.RerankDocument)
@@ -99,19 +54,19 @@ async def test_rerank_and_ocr_through_the_sdk(stack: Stack) -> None:
     top = await opper.rerank.documents_async(
         query="systems programming language",
         documents=documents,
-        model="rr-embed",
+        model="sim-embed",
         top_k=1,
         return_documents=False,
     )
     assert [(r.index, r.document) for r in top.results] == [(0, None)]
 
     listed = await opper.rerank.list_models_async()
-    assert [m.name for m in listed.data] == ["openai/rr-embed"] and listed.meta.total_count == 1
+    assert [m.name for m in listed.data] == ["openai/sim-embed"] and listed.meta.total_count == 1
     ocr_models = await opper.ocr.list_ocr_models_ocr_models_get_async()
-    assert "openai/rr-chat" in [m.name for m in ocr_models.data]
+    assert "openai/sim-chat" in [m.name for m in ocr_models.data]
 
     read = await opper.ocr.process_ocr_ocr_post_async(
-        model="rr-chat", document={"type": "image_url", "image_url": f"data:image/png;base64,{PIXEL}"}
+        model="sim-chat", document={"type": "image_url", "image_url": f"data:image/png;base64,{PIXEL}"}
     )
     assert [(p.index, p.markdown) for p in read.pages] == [(0, f"Echo: {PROMPT}")]
     assert read.usage_info.pages_processed == 1
@@ -119,10 +74,10 @@ async def test_rerank_and_ocr_through_the_sdk(stack: Stack) -> None:
 
     refusals = [
         opper.ocr.process_ocr_ocr_post_async(
-            model="rr-chat", document={"type": "image_url", "image_url": "http://10.0.0.1/scan.png"}
+            model="sim-chat", document={"type": "image_url", "image_url": "http://10.0.0.1/scan.png"}
         ),
         opper.ocr.process_ocr_ocr_post_async(
-            model="rr-chat", document={"type": "document_url", "document_url": "https://example.com/a.pdf"}
+            model="sim-chat", document={"type": "document_url", "document_url": "https://example.com/a.pdf"}
         ),
         opper.ocr.process_ocr_ocr_post_async(
             model="no-such-model",
@@ -141,25 +96,25 @@ async def test_rerank_and_ocr_through_the_sdk(stack: Stack) -> None:
 
     async with httpx.AsyncClient(base_url=stack.url) as anon:
         for path in ("/v2/rerank", "/v2/ocr"):
-            response = await anon.post(path, json={"model": "rr-embed", "query": "q", "documents": []})
+            response = await anon.post(path, json={"model": "sim-embed", "query": "q", "documents": []})
             assert response.status_code == 401, response.text
         assert (await anon.get("/v2/rerank/models")).status_code == 401
         assert (await anon.get("/v2/ocr/models")).status_code == 401
 
 
 async def test_each_rerank_and_ocr_call_is_a_span(stack: Stack, db: Database) -> None:
-    opper = Opper(http_bearer=stack.key, server_url=f"{stack.url}/v2")
+    opper = Opper(http_bearer=stack.admin_key, server_url=f"{stack.url}/v2")
     documents: list[models.RerankDocumentTypedDict] = [{"text": "dogs bark"}, {"text": "cats purr"}]
     ranked = await opper.rerank.documents_async(
         query="cats purr",
         documents=documents,
-        model="rr-embed",
+        model="sim-embed",
         top_k=1,
     )
     read = await opper.ocr.process_ocr_ocr_post_async(
-        model="rr-chat", document={"type": "image_url", "image_url": f"data:image/png;base64,{PIXEL}"}
+        model="sim-chat", document={"type": "image_url", "image_url": f"data:image/png;base64,{PIXEL}"}
     )
-    auth = {"Authorization": f"Bearer {stack.key}"}
+    auth = {"Authorization": f"Bearer {stack.admin_key}"}
     async with httpx.AsyncClient(base_url=stack.url, headers=auth) as http:
         rerank_span = (await http.get(f"/v2/spans/{ranked.id}")).json()
         ocr_span = (await http.get(f"/v2/spans/{read.id}")).json()
@@ -173,12 +128,12 @@ async def test_each_rerank_and_ocr_call_is_a_span(stack: Stack, db: Database) ->
     assert rerank_span["input"] == {"query": "cats purr", "documents": ["dogs bark", "cats purr"], "top_k": 1}
     assert rerank_span["output"] == [{"index": 1, "relevance_score": ranked.results[0].relevance_score}]
     assert (
-        rerank_span["model"] == "openai/rr-embed"
+        rerank_span["model"] == "openai/sim-embed"
         and rerank_span["input_tokens"] == ranked.usage["input_tokens"]
     )
     assert rerank_span["input_tokens"] > 0 and rerank_span["cost"] is not None
     assert ocr_span["name"] == "ocr" and ocr_span["status"] == "ok" and ocr_span["type"] == "llm"
-    assert ocr_span["output"] == read.pages[0].markdown and ocr_span["model"] == "openai/rr-chat"
+    assert ocr_span["output"] == read.pages[0].markdown and ocr_span["model"] == "openai/sim-chat"
     # The image is not copied into the trace store: its media type and size are.
     assert ocr_span["input"]["image_url"] == f"data:image/png;base64,<{read.usage_info.doc_size_bytes} bytes>"
     assert ocr_span["input_tokens"] > 0 and ocr_span["output_tokens"] > 0
@@ -187,7 +142,7 @@ async def test_each_rerank_and_ocr_call_is_a_span(stack: Stack, db: Database) ->
     # A provider's failure is a 502, and still a span (with the error) in a trace marked so.
     with pytest.raises(errors.OpperError) as failed:
         await opper.ocr.process_ocr_ocr_post_async(
-            model="rr-down", document={"type": "image_url", "image_url": f"data:image/png;base64,{PIXEL}"}
+            model="sim-down", document={"type": "image_url", "image_url": f"data:image/png;base64,{PIXEL}"}
         )
     assert failed.value.status_code == 502, failed.value.body
     async with db.session() as session:
@@ -195,7 +150,7 @@ async def test_each_rerank_and_ocr_call_is_a_span(stack: Stack, db: Database) ->
             await session.execute(
                 select(Span.status, Span.error, Span.model, Trace.status)
                 .join(Trace, Trace.id == Span.trace_pk)
-                .where(Span.name == "ocr", Span.model == "openai/rr-down")
+                .where(Span.name == "ocr", Span.model == "openai/sim-down")
             )
         ).all()
     assert len(rows) == 1 and rows[0][0] == "error" and rows[0][1] and rows[0][3] == "error"

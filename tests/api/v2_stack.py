@@ -1,7 +1,7 @@
 """The stack the `/v2` knowledge, embeddings, rerank and OCR tests share: a server of the real app on
 the embedded services, the deployment's admin with an API key, and the simulator as a shared
-provider with a chat model and an embedding model (`stack`, a fixture: import it into the test
-module). Small caps, so that a test passes them cheaply."""
+provider with a chat model, an embedding model and a chat model whose provider always fails
+(`stack`, a fixture: import it into the test module). Small caps, so that a test passes them cheaply."""
 
 from __future__ import annotations
 
@@ -61,10 +61,14 @@ async def stack(endpoints: Endpoints, db: Database, simulator_url: str) -> Async
                 headers=auth,
             )
             assert provider.status_code == 201, provider.text
-            for model_id in ("sim-chat", "sim-embed"):
+            for model_id, model_settings in (
+                ("sim-chat", {}),
+                ("sim-embed", {}),
+                ("sim-down", {"error": {"status": 500}}),  # its provider fails: a 502
+            ):
                 made = await http.post(
                     f"/v1/llm-providers/{provider.json()['id']}/models",
-                    json={"model_id": model_id},
+                    json={"model_id": model_id, "settings": model_settings},
                     headers=auth,
                 )
                 assert made.status_code == 201, made.text

@@ -1,14 +1,15 @@
 """Webhook throughput: deliveries per second from the outbox to a local receiver.
 
-    .venv/bin/python -m tests.bench.webhooks [--deliveries 500] [--rounds 3]
+    .venv/bin/python -m tests.bench.webhooks [--deliveries 500] [--rounds 3] [--singles 20]
 
 One embedded stack (PostgreSQL, Redis, the Temporal dev server in memory); the API in a thread,
 `build_worker`'s worker and the dispatcher in this process (as a worker process runs them), and a
 receiver on 127.0.0.1 in a thread of its own that answers 200 at once. Each round stores
 `--deliveries` events in one transaction, as a burst of turns would (the same trigger function,
 `webhook_enqueue`), and times them from its commit until the receiver has had every one and every
-row says `delivered`: each is a workflow of its own, one signed POST with a fresh connection and two
-transactions. Figures only: nothing here passes or fails.
+row says `delivered`: each is a workflow of its own, one signed POST (the activity's pooled client)
+and two transactions. Then `--singles` events one at a time, each timed from its commit until the
+receiver has it. Figures only: nothing here passes or fails.
 """
 
 from __future__ import annotations
@@ -143,6 +144,27 @@ async def bench(endpoints: Endpoints, data_dir: Path, args: argparse.Namespace) 
                         f"  round {round_}: first at {1000 * (first or received):.0f} ms, all received in "
                         f"{received:.2f} s, all marked delivered in {done:.2f} s: {rate:.0f} deliveries/s"
                     )
+                # One event at a time: from its commit to the receiver (the NOTIFY wakes the dispatcher).
+                singles: list[float] = []
+                for _ in range(args.singles):
+                    total += 1
+                    async with db.session() as s:
+                        await s.execute(
+                            text("SELECT webhook_enqueue(:owner, 'turn.completed', '{}'::jsonb)"),
+                            {"owner": BUILTIN_ADMIN_ID},
+                        )
+                        await s.commit()
+                    start = time.perf_counter()
+                    while receiver.count() < total:
+                        await asyncio.sleep(0.001)
+                    singles.append((time.perf_counter() - start) * 1000)
+                if singles:
+                    ordered = sorted(singles)
+                    p95 = ordered[int(0.95 * (len(ordered) - 1))]
+                    print(
+                        f"  one event at a time ({len(singles)}): commit -> received p50 "
+                        f"{statistics.median(ordered):.0f} ms, p95 {p95:.0f} ms"
+                    )
                 dispatching.cancel()
                 await asyncio.gather(dispatching, return_exceptions=True)
     finally:
@@ -162,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--deliveries", type=int, default=500, help="deliveries per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--singles", type=int, default=20, help="single events, one at a time, for latency")
     args = parser.parse_args(argv)
     return run_on_fresh_stack(lambda endpoints, data_dir: bench(endpoints, data_dir, args))
 

@@ -15,13 +15,19 @@ starts no thread (checked: one thread after the imports), so forking it is safe.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
+
+from everloop.stack.process import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PRELOAD = ["everloop.cli", "everloop.worker", "api.app"]
@@ -91,3 +97,31 @@ def start(args: Sequence[str], env: Mapping[str, str], log_path: Path) -> CliPro
     process = _context.Process(target=_run, args=(list(args), dict(env), str(log_path)), daemon=True)
     process.start()
     return CliProcess(process)
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextmanager
+def api_processes(env: Mapping[str, str], log_dir: Path, count: int = 2) -> Iterator[list[str]]:
+    """`count` `everloop api` processes with `env`, each on a free port; their base URLs once all
+    answer `/health`. They are terminated on leaving."""
+    processes, bases = [], []
+    try:
+        for index in range(count):
+            port = free_port()
+            processes.append(
+                start(["api"], {**env, "EVERLOOP_PORT": str(port)}, log_dir / f"api-{index}.log")
+            )
+            bases.append(f"http://127.0.0.1:{port}")
+        for base in bases:
+            wait_until(f"the API at {base}", functools.partial(_healthy, base), timeout=60)
+        yield bases
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=20)

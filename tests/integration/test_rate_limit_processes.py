@@ -6,7 +6,6 @@ counted per process, admits more here."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import os
 import time
@@ -18,20 +17,12 @@ import pytest
 
 from core.db import Database
 from everloop.stack import Endpoints
-from everloop.stack.process import free_port, wait_until
 from tests import processes as cli_processes
 from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, SECRET, clear_rate_limits
 from tests.conftest import TEST_MASTER_KEY
 
 PER_MINUTE, BURST = 6, 20  # one request refilled every 10 s: a test of a few seconds sees the burst
 REQUESTS_PER_PROCESS = 60
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/health", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 @pytest.fixture
@@ -49,23 +40,8 @@ def two_apis(endpoints: Endpoints, db: Database, tmp_path: Path) -> Iterator[lis
         "RATE_LIMIT_BURST": str(BURST),
         "LOG_LEVEL": "WARNING",
     }
-    processes, bases = [], []
-    try:
-        for index in range(2):
-            port = free_port()
-            processes.append(
-                cli_processes.start(
-                    ["api"], {**env, "EVERLOOP_PORT": str(port)}, tmp_path / f"api-{index}.log"
-                )
-            )
-            bases.append(f"http://127.0.0.1:{port}")
-        for base in bases:
-            wait_until(f"the API at {base}", functools.partial(_healthy, base), timeout=60)
+    with cli_processes.api_processes(env, tmp_path) as bases:
         yield bases
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=20)
 
 
 async def test_two_api_processes_admit_no_more_than_the_burst_together(

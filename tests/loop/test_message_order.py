@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import uuid
 from collections.abc import Iterator
@@ -16,7 +15,6 @@ from core.identity import BUILTIN_ADMIN
 from core.schemas.content import TextPart
 from core.schemas.sessions import CreateMessage, MessageInput
 from core.schemas.turns import SessionInput
-from everloop.stack.process import free_port, wait_until
 from services import sessions
 from tests import factories
 from tests import processes as cli_processes
@@ -85,30 +83,8 @@ def two_apis(loop: Loop, tmp_path: Path) -> Iterator[list[str]]:
         "TEMPORAL_TASK_QUEUE": loop.settings.temporal_task_queue,
         "LOG_LEVEL": "WARNING",
     }
-    processes, bases = [], []
-    try:
-        for index in range(2):
-            port = free_port()
-            processes.append(
-                cli_processes.start(
-                    ["api"], {**env, "EVERLOOP_PORT": str(port)}, tmp_path / f"api-{index}.log"
-                )
-            )
-            bases.append(f"http://127.0.0.1:{port}")
-        for base in bases:
-            wait_until(f"the API at {base}", functools.partial(_healthy, base), timeout=60)
+    with cli_processes.api_processes(env, tmp_path) as bases:
         yield bases
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=20)
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/health", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 async def test_concurrent_posts_to_two_api_processes_are_answered_in_order(

@@ -39,7 +39,8 @@ class V2CallController(Controller):
         `configuration.cache: true` (or the SDK's `invocation.cache.ttl`) answers an identical
         call from the cache (`cached: true`)."""
         access = model_calls.ModelAccess(services.settings, services.secrets)
-        call = await v2_calls.prepare(db_session, who, services.settings, data)
+        # A plain call's few-shot examples come from the caller's function of its name.
+        call = await v2_calls.prepare(db_session, who, services.settings, data, few_shot=access)
         return await v2_calls.complete(db_session, services.redis, who, access, call)
 
     @post(
@@ -61,7 +62,7 @@ class V2CallController(Controller):
         stream whose model failed or whose answer broke the schema (a stream is not repaired). Bad
         input is an HTTP error before the stream starts."""
         access = model_calls.ModelAccess(services.settings, services.secrets)
-        call = await v2_calls.prepare(db_session, who, services.settings, data)
+        call = await v2_calls.prepare(db_session, who, services.settings, data, few_shot=access)
         return Stream(
             v2_calls.stream(services.db.session, services.redis, who, access, call),
             media_type="text/event-stream",

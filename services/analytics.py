@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.identity import Identity
 from core.schemas import opswald as schema
-from core.schemas.traces import USAGE_COUNTED
+from core.schemas.traces import usage_counted
 
 Period = Literal["1d", "7d", "30d", "90d"]
 GroupBy = Literal["day", "week", "month"]
@@ -32,7 +32,9 @@ STEP = {
 }
 
 # The caller's traces started in the window, and the LLM calls (spans with a model) among their spans
-# (a roll-up's restated usage is not a call of its own: core/schemas/traces.ROLLUP_KINDS).
+# (a roll-up's restated usage is not a call of its own: core/schemas/traces.ROLLUP_MARK; its test is
+# written as ix_spans_llm_calls' predicate, so this read stays index-only). The texts below go
+# through str.format (`{project}`): the test's JSON braces are doubled for it.
 # A replay's re-run (`metadata.replay_of`, services/replays.py) is not usage: its spans are copies
 # of the original's (only its re-executed calls are new, and a replay's own, not the app's).
 _WINDOW = (
@@ -47,8 +49,8 @@ _WINDOW = (
         SELECT s.model, s.cost, coalesce(s.input_tokens, 0) AS input_tokens,
                coalesce(s.output_tokens, 0) AS output_tokens, coalesce(s.start_time, t.started_at) AS at
         FROM t JOIN spans s ON s.trace_pk = t.id
-        WHERE s.model IS NOT NULL AND s."""  # noqa: S608 - USAGE_COUNTED is a constant
-    + USAGE_COUNTED
+        WHERE s.model IS NOT NULL AND """  # noqa: S608 - usage_counted is a constant text
+    + usage_counted("s").replace("{", "{{").replace("}", "}}")
     + """
     )
 """

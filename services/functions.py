@@ -297,10 +297,7 @@ async def call_request(
     examples = [
         v2_calls.Example(input=e.input, output=e.output, comment=e.comment) for e in data.examples or []
     ]
-    count = few_shot_count(rev.configuration or {})
-    if count and data.input is not None:
-        chosen = await datasets.examples_for(db, who, access, rev.function_id, data.input, count)
-        examples += [v2_calls.Example(input=e.input, output=e.output, comment=e.comment) for e in chosen]
+    examples += await few_shot_examples(db, who, access, rev.function_id, rev.configuration or {}, data.input)
     return (
         v2_calls.CallRequest(
             name=rev.name,
@@ -316,6 +313,46 @@ async def call_request(
         ),
         rev,
     )
+
+
+async def few_shot_examples(
+    db: AsyncSession,
+    who: Identity,
+    access: model_calls.ModelAccess,
+    function_id: uuid.UUID,
+    configuration: dict[str, Any],
+    input: Any,
+) -> list[v2_calls.Example]:
+    """The examples a call with `configuration` takes from the function's dataset: `few_shot_count`
+    of them, those nearest `input` (services/datasets.examples_for); none without a count or an
+    input."""
+    count = few_shot_count(configuration)
+    if not count or input is None:
+        return []
+    chosen = await datasets.examples_for(db, who, access, function_id, input, count)
+    return [v2_calls.Example(input=e.input, output=e.output, comment=e.comment) for e in chosen]
+
+
+async def named_few_shot(
+    db: AsyncSession,
+    who: Identity,
+    access: model_calls.ModelAccess,
+    name: str,
+    configuration: dict[str, Any],
+    input: Any,
+) -> list[v2_calls.Example]:
+    """A plain `/v2/call`'s few-shot examples: in Opper a call's `name` is its function, so those of
+    the caller's live function of that name (`few_shot_examples`); none when it has none."""
+    if not few_shot_count(configuration) or input is None:
+        return []  # no lookup for the calls that ask for none
+    function_id = await db.scalar(
+        select(Function.id).where(
+            Function.owner_id == who.user_id, Function.name == name, Function.deleted_at.is_(None)
+        )
+    )
+    if function_id is None:
+        return []
+    return await few_shot_examples(db, who, access, function_id, configuration, input)
 
 
 def span_meta(rev: FunctionRevision) -> dict[str, str]:

@@ -107,7 +107,7 @@ async def upsert_spans(
     await refresh(db, trace_pk)
 
 
-# (S608: USAGE_COUNTED is a constant, never a value.)
+# (S608: USAGE_COUNTED is a constant text, never a value.)
 REFRESH = text(
     f"""
     UPDATE traces SET
@@ -142,10 +142,24 @@ REFRESH = text(
 )
 
 
+# The trace's row, locked until the writer's commit.
+LOCK_TRACE = text("SELECT id FROM traces WHERE id = :trace_pk FOR UPDATE")
+
+
 async def refresh(db: AsyncSession, trace_pk: uuid.UUID) -> None:
-    """Recomputes the trace's aggregates from its spans, in one statement (`steps` count every span
-    but containers: Opswald's step list). The trace's `status` is its writer's to set (an agent
-    turn's end, a PATCH), so it is left alone here."""
+    """Recomputes the trace's aggregates from its spans (`steps` count every span but containers:
+    Opswald's step list). The trace's `status` is its writer's to set (an agent turn's end, a
+    PATCH), so it is left alone here.
+
+    The trace's row is locked first, in a statement of its own: REFRESH reads the spans in its
+    statement's snapshot, and when it waits for another writer's lock on the row it re-checks only
+    that row after, not the sums, so two writers of one trace at once would leave the totals of
+    whichever wrote last, without the other's spans. After the lock, REFRESH is a new statement
+    with a new snapshot (READ COMMITTED) that sees every writer committed before it. The lock is
+    taken where REFRESH took it already (after the writer's spans; for an agent turn, after its
+    session's row: services/turn_traces), so it adds no new lock order, only holds the same lock
+    one statement earlier."""
+    await db.execute(LOCK_TRACE, {"trace_pk": trace_pk})
     await db.execute(REFRESH, {"trace_pk": trace_pk, "containers": list(CONTAINER_KINDS)})
 
 
@@ -171,12 +185,12 @@ _SPAN_COLUMNS = (
 )
 _SPAN_VALUES = ", ".join(f"rows.{c}" for c in _SPAN_COLUMNS.split(", "))
 _SPAN_REPLACED = ", ".join(f"{c} = excluded.{c}" for c in _SPAN_COLUMNS.split(", ") if c != "span_id")
-# One statement (one round trip) for a call's spans: the parent's trace when the owner has that
-# span, else a new trace in the owner's default project carrying its aggregates; the spans; the
-# parent trace's aggregates over its stored spans plus these. A WITH's sub-statements cannot see
-# each other's writes, which is why a new trace is inserted with its aggregates (computed from the
-# rows) rather than refreshed after, and the parent's are computed from its stored spans (minus
-# any the write replaces) plus the new rows.
+# One statement (one round trip) for a call's spans: the parent's trace (`parent_pk`, found and
+# locked by PARENT_TRACE before), else a new trace in the owner's default project carrying its
+# aggregates; the spans; the parent trace's aggregates over its stored spans plus these. A WITH's
+# sub-statements cannot see each other's writes, which is why a new trace is inserted with its
+# aggregates (computed from the rows) rather than refreshed after, and the parent's are computed
+# from its stored spans (minus any the write replaces) plus the new rows.
 # (S608: the f-string joins the constants above, never a value: those are bind parameters.)
 CALL_TRACE = text(
     f"""
@@ -188,11 +202,7 @@ CALL_TRACE = text(
             output_tokens bigint, cost numeric
         )
     ),
-    parent AS (
-        SELECT trace_pk AS id FROM spans
-        WHERE owner_id = CAST(:owner_id AS uuid) AND span_id = CAST(:parent_span_id AS text)
-        ORDER BY updated_at DESC LIMIT 1
-    ),
+    parent AS (SELECT CAST(:parent_pk AS uuid) AS id WHERE CAST(:parent_pk AS uuid) IS NOT NULL),
     project AS (SELECT id FROM projects WHERE owner_id = CAST(:owner_id AS uuid) AND is_default),
     made AS (
         INSERT INTO traces (
@@ -226,12 +236,12 @@ CALL_TRACE = text(
         FROM (
             {_AGGREGATES}
             FROM (
-                SELECT start_time, end_time, cost, input_tokens, output_tokens, kind, status, model
+                SELECT start_time, end_time, cost, input_tokens, output_tokens, kind, status, model, metadata
                 FROM spans
                 WHERE trace_pk = (SELECT id FROM parent)
                     AND span_id NOT IN (SELECT span_id FROM rows)
                 UNION ALL
-                SELECT start_time, end_time, cost, input_tokens, output_tokens, kind, status, model
+                SELECT start_time, end_time, cost, input_tokens, output_tokens, kind, status, model, metadata
                 FROM rows
             ) AS s
         ) AS agg
@@ -240,6 +250,24 @@ CALL_TRACE = text(
     )
     SELECT (SELECT id FROM target) AS trace_pk, (SELECT count(*) FROM stored) AS stored
     """  # noqa: S608
+)
+
+
+# A nested call's parent: the trace of the owner's span of that id (the newest, should two traces
+# hold one), its row locked until the commit. CALL_TRACE computes the trace's totals from its
+# statement's snapshot; a writer that waited for another's lock on the row would re-check only the
+# row after, not the sums, and overwrite the totals without the other's spans. Locked first, in a
+# statement of its own, CALL_TRACE starts after the other writer's commit with a snapshot that
+# sees it (READ COMMITTED). The call's spans are new rows (ids no other writer has), so this lock
+# before them cannot meet a writer holding one of them (the others take a trace's spans first,
+# then its row).
+PARENT_TRACE = text(
+    """
+    SELECT t.id FROM spans s JOIN traces t ON t.id = s.trace_pk
+    WHERE s.owner_id = :owner_id AND s.span_id = :parent_span_id
+    ORDER BY s.updated_at DESC LIMIT 1
+    FOR UPDATE OF t
+    """
 )
 
 
@@ -254,25 +282,29 @@ async def write_call(
 ) -> uuid.UUID:
     """A model call's spans (the call's own first, then any children) as a trace of its own in the
     owner's default project, named `name` with `status`; or, when `parent_span_id` names one of the
-    owner's spans, in that span's trace (another account's, or an unknown, parent starts a new
-    trace: no span is attached to what the caller does not own). The trace's key; the caller
+    owner's spans, in that span's trace, whose status is left to its writer (another account's, or
+    an unknown, parent starts a new trace: no span is attached to what the caller does not own, and
+    the spans that named it as their parent are the new trace's roots). The trace's key; the caller
     commits. The one helper of the `/v2` calls (`/v2/call`, `/v2/openai`, rerank, OCR).
 
     In one statement (CALL_TRACE) because it is on the answer's path: the five round trips it
     replaces (parent, project, trace, spans, aggregates) cost /v2/call ~10 ms (docs/benchmarks.md).
-    The default project is looked up inside it; only an account's very first trace makes one."""
+    The default project is looked up inside it; only an account's very first trace makes one. A
+    nested call takes one more, before it: its parent's trace, locked (PARENT_TRACE)."""
+    parent_pk: uuid.UUID | None = None
+    if parent_span_id is not None:
+        parent_pk = await db.scalar(PARENT_TRACE, {"owner_id": owner_id, "parent_span_id": parent_span_id})
     # A call's spans reference no stored event or message (`source_*`: an agent turn's).
-    rows = [
-        {
-            "id": str(uuid7()),
-            **{k: v for k, v in msgspec.structs.asdict(s).items() if not k.startswith("source_")},
-        }
-        for s in spans
-    ]
+    rows = []
+    for s in spans:
+        row = {k: v for k, v in msgspec.structs.asdict(s).items() if not k.startswith("source_")}
+        if parent_pk is None and parent_span_id is not None and row["parent_span_id"] == parent_span_id:
+            row["parent_span_id"] = None  # a parent the new trace does not hold: a root (docs/v2.md)
+        rows.append({"id": str(uuid7()), **row})
     params = {
         "spans": msgspec.json.encode(rows).decode(),
         "owner_id": owner_id,
-        "parent_span_id": parent_span_id,
+        "parent_pk": parent_pk,
         "trace_pk": uuid7(),
         "trace_id": str(uuid.uuid4()),
         "name": name,

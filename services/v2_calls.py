@@ -6,13 +6,15 @@ How the output is kept valid against `output_schema`: the provider's structured-
 (`response_format` json_schema) where litellm says the model has one (and on the simulator), else
 the schema in the system prompt with a JSON-only instruction; the answer is parsed and validated
 with `jsonschema` (Draft 2020-12 unless `$schema` names another); a violation (or text that is not
-JSON) is sent back to the model with the validator's message, at most `MAX_REPAIRS` times, then
-502. A stream cannot take back what it sent, so `/call/stream` does not repair: a streamed answer
-that fails its schema ends with an `error` chunk.
+JSON) is sent back to the model with the validator's message, at most `MAX_REPAIRS` times, then the
+next model of the list is asked; 502 when none answers validly. A stream cannot take back what it
+sent, so `/call/stream` does not repair: a streamed answer that fails its schema ends with an
+`error` chunk.
 
-Spans: the call is one span (`type` `call`) with its input, output, totals of tokens and cost and
-the answering model; each model request (a first answer, a repair, a model that failed and the
-next one tried) is a child span (`type` `llm`) with its own model, tokens, cost and error."""
+Spans: the call is one span (`type` `call`, marked a roll-up: core/schemas/traces.ROLLUP_MARK) with
+its input, output, totals of tokens and cost and the answering model; each model request (a first
+answer, a repair, a model that failed and the next one tried) is a child span (`type` `llm`) with
+its own model, tokens, cost and error."""
 
 from __future__ import annotations
 
@@ -43,9 +45,9 @@ from core.errors import BadGateway, InvalidInput
 from core.identity import Identity
 from core.schemas import v2_calls as schema
 from core.schemas.llm import SIMULATOR_TYPES
-from core.schemas.traces import SpanStatus, SpanWrite
+from core.schemas.traces import ROLLUP_MARK, SpanStatus, SpanWrite
 from core.settings import Settings
-from services import model_calls, model_names, traces
+from services import functions, model_calls, model_names, traces
 from services.json_stream import JsonStream
 
 # Repairs after the first answer: each costs a full model call, and a model that failed a schema
@@ -348,13 +350,31 @@ def _cache_key(who: Identity, data: schema.CallRequest, targets: list[Target]) -
     return f"{CACHE_PREFIX}{who.user_id}:{digest}"
 
 
-async def prepare(db: AsyncSession, who: Identity, settings: Settings, data: schema.CallRequest) -> Prepared:
+async def prepare(
+    db: AsyncSession,
+    who: Identity,
+    settings: Settings,
+    data: schema.CallRequest,
+    *,
+    few_shot: model_calls.ModelAccess | None = None,
+) -> Prepared:
     """Checks the call before any model is asked (so a stream starts only for a call that can run):
-    the input against `input_schema` (422 naming the path), the schemas, the model names (400)."""
+    the input against `input_schema` (422 naming the path), the schemas, the model names (400).
+
+    With `few_shot` (a plain `/v2/call`: the access that embeds the input), the call's
+    `configuration.few_shot_count` takes that many examples from the dataset of the caller's managed
+    function named as the call (Opper's: a call's `name` is its function), nearest the input, after
+    the caller's own; none without such a function. A function's call has its examples drawn from
+    its revision already (services/functions.call_request) and passes none. Drawing them ends the
+    session's transaction before the embedding call (services/datasets.nearest)."""
     if data.input_schema is not None:
         problem = violation(validator_for(data.input_schema, "input_schema"), data.input, "input_schema")
         if problem is not None:
             raise SchemaViolation(f"input does not match input_schema at {problem}", field="input")
+    if few_shot is not None:
+        drawn = await functions.named_few_shot(db, who, few_shot, data.name, _configuration(data), data.input)
+        if drawn:
+            data = msgspec.structs.replace(data, examples=[*(data.examples or []), *drawn])
     output_validator = None
     if data.output_schema is not None:
         output_validator = validator_for(data.output_schema, "output_schema")
@@ -508,7 +528,8 @@ async def complete(
     call: Prepared,
 ) -> schema.CallResponse:
     """The answer: from the cache when asked and present, else from the first model that answers
-    (repaired up to `call.repairs` times against the output schema). Recorded as a span either way."""
+    (repaired up to `call.repairs` times against the output schema: a model that still fails it
+    hands over to the next, as a provider error does). Recorded as a span either way."""
     cached = await _cached(redis_client, call)
     if cached is not None:
         await record(db, who, call, cached=cached)
@@ -520,9 +541,9 @@ async def complete(
         except model_calls.ModelCallFailed as exc:
             failures.append(f"{target.name}: {exc.message}")
             continue
-        except BadGateway as exc:  # the schema was not met after the repairs
-            await record(db, who, call, error=exc.message)
-            raise
+        except BadGateway as exc:  # the schema was not met after the repairs: the next model may
+            failures.append(f"{target.name}: {exc.message}")
+            continue
         await _store(redis_client, call, answer)
         await record(db, who, call, answer=answer)
         return _response(call, answer, from_cache=False)
@@ -653,6 +674,8 @@ async def record(
         "instructions": data.instructions,
         "output_schema": data.output_schema,
         **call.meta,
+        # Its tokens and cost restate its model requests' (the child spans): counted once, there.
+        **ROLLUP_MARK,
     }
     spans = [
         SpanWrite(
@@ -693,7 +716,11 @@ async def record(
                 cost=attempt.cost,
             )
         )
-    await traces.write_call(db, who.user_id, spans, name=data.name, parent_span_id=data.parent_span_id)
+    # The trace's status is the call's when the call made it (under a parent, the parent's writer
+    # owns it): a failed call's trace is `error`, as rerank's and OCR's are.
+    await traces.write_call(
+        db, who.user_id, spans, name=data.name, parent_span_id=data.parent_span_id, status=status
+    )
     await db.commit()
 
 

@@ -142,7 +142,7 @@ class Span(TimestampedModel):
             text("id DESC"),
         ),
         # The analytics' LLM calls of a window's traces (services/analytics `calls`), index-only; roll-ups
-        # restate their children's usage and are not calls (migration 0029).
+        # (metadata `rollup: true`) restate their children's usage and are not calls (migration 0029).
         Index(
             "ix_spans_llm_calls",
             "trace_pk",

@@ -17,9 +17,22 @@ CONTAINER_KINDS = ("agent", "chain")
 # Roll-ups: a span whose tokens and cost restate its children's. A `/v2/call`'s span carries its
 # model requests' sum (Opper's clients read the usage there) while each request is a child `llm`
 # span with its own; trace totals and usage analytics count the children only, or a call counts twice.
-ROLLUP_KINDS = ("call",)
-# SQL: the spans whose usage counts (the kinds above are constants, never input).
-USAGE_COUNTED = "kind NOT IN (" + ", ".join(f"'{k}'" for k in ROLLUP_KINDS) + ")"
+# The writer marks a roll-up in its metadata (ROLLUP_MARK), not by its kind: a client's span of
+# type `call` (POST /v2/spans, a batch) is usage like any other, and a client's own restating span
+# may carry the mark too.
+ROLLUP_MARK: dict[str, Any] = {"rollup": True}
+
+
+def usage_counted(table: str | None = None) -> str:
+    """SQL: whether a span's usage counts (it is no roll-up), for the spans of `table` (an alias)
+    or unqualified. One text for the partial index ix_spans_llm_calls' predicate (migration 0029)
+    and the queries it serves, so the planner matches them; `@>` is immutable, as an index needs."""
+    column = f"{table}.metadata" if table else "metadata"
+    return f"""NOT ({column} @> '{{"rollup": true}}'::jsonb)"""
+
+
+# The unqualified form (trace aggregates over `spans`; the index predicate).
+USAGE_COUNTED = usage_counted()
 SpanStatus = Literal["unset", "ok", "error"]
 
 

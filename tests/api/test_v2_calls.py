@@ -12,20 +12,23 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
 from opperai import Opper, errors
+from sqlalchemy import func, select
 
 from api.app import create_app
 from core.db import Database
-from core.db.models import LlmModel, LlmProvider
+from core.db.models import LlmModel, LlmProvider, Span, Trace, User
 from core.identity import Identity
+from core.schemas.traces import SpanWrite
 from core.schemas.v2_calls import CallRequest
 from everloop.stack import Endpoints
-from services import v2_calls
+from services import traces, v2_calls
 from services.json_stream import assemble
 from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings, register
 from tests.conftest import truncate_all
@@ -298,6 +301,31 @@ async def test_an_answer_that_never_fits_is_a_502_naming_the_violation(stack: St
     assert "after 2 repairs" in detail and "$.name: 1 is not of type 'string'" in detail
 
 
+async def test_a_model_that_never_fits_the_schema_hands_over_to_the_next(stack: Stack) -> None:
+    body = {
+        "name": f"never-then-echo-{RUN}",
+        "input": "x",
+        "output_schema": PERSON,
+        "model": [stack.models["never"], stack.models["echo"]],
+    }
+    answer = await stack.http.post("/v2/call", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["json_payload"]["age"] == 0  # the echo's: the minimum
+    requests = await model_requests(stack, answer.json()["span_id"])
+    # The first model's answer and its two repairs, then the next model's answer.
+    assert [(s["status"], s["model"]) for s in requests] == [
+        *[("error", f"openai/{stack.models['never']}")] * 3,
+        ("ok", f"openai/{stack.models['echo']}"),
+    ]
+    recorded = await span(stack, answer.json()["span_id"])
+    assert recorded["model"] == f"openai/{stack.models['echo']}" and recorded["status"] == "ok"
+    # Only when every model fails is it a 502, naming each one's last violation.
+    both = await stack.http.post("/v2/call", json={**body, "model": [stack.models["never"]] * 2})
+    assert both.status_code == 502, both.text
+    detail = both.json()["detail"]
+    assert detail.startswith("every model failed") and detail.count("after 2 repairs") == 2
+
+
 async def test_the_next_model_answers_when_the_first_fails(stack: Stack) -> None:
     def call() -> Any:
         with stack.opper() as opper:
@@ -407,6 +435,98 @@ async def test_an_unknown_model_is_a_400(stack: Stack) -> None:
         await asyncio.to_thread(call)
 
 
+async def test_a_calls_own_trace_ends_ok_or_error(stack: Stack) -> None:
+    async def trace_of(span_id: str) -> dict[str, Any]:
+        found = await stack.http.get(f"/v2/traces/{(await span(stack, span_id))['trace_id']}")
+        assert found.status_code == 200, found.text
+        body: dict[str, Any] = found.json()
+        return body
+
+    done = await stack.http.post(
+        "/v2/call", json={"name": f"st-{RUN}", "input": "x", "model": stack.models["echo"]}
+    )
+    assert done.status_code == 200, done.text
+    assert (await trace_of(done.json()["span_id"]))["status"] == "ok"
+    failed = await stack.http.post(
+        "/v2/call",
+        json={"name": f"st-{RUN}", "input": "x", "output_schema": PERSON, "model": stack.models["never"]},
+    )
+    assert failed.status_code == 502
+    # The 502's body has no span id: the failed call is its trace's one `call` span named so.
+    listed = (await stack.http.get("/v2/traces", params={"limit": 100})).json()["data"]
+    statuses = {t["status"] for t in listed if t["name"] == f"st-{RUN}"}
+    assert statuses == {"ok", "error"}
+    # Under a parent the trace is its writer's: the call leaves its status alone.
+    parent = await stack.http.post("/v2/spans", json={"name": f"st-root-{RUN}", "type": "agent"})
+    assert parent.status_code == 201, parent.text
+    child = await stack.http.post(
+        "/v2/call",
+        json={
+            "name": f"st-child-{RUN}",
+            "input": "x",
+            "parent_span_id": parent.json()["id"],
+            "output_schema": PERSON,
+            "model": stack.models["never"],
+        },
+    )
+    assert child.status_code == 502
+    held = (await stack.http.get(f"/v2/traces/{parent.json()['trace_id']}")).json()
+    assert held["status"] == "unset" and held["span_count"] == 5  # the root, the call, 3 requests
+
+
+async def test_concurrent_calls_under_one_parent_keep_the_trace_totals(endpoints: Endpoints) -> None:
+    # Calls under one parent written at once (each holds its transaction a moment, as a request
+    # does until its commit): the parent trace's totals count every one of them.
+    database = Database(endpoints.database_url, pool_size=25)
+    try:
+        async with database.session() as session:
+            owner = User(email=f"{uuid.uuid4().hex[:10]}@example.com")
+            session.add(owner)
+            await session.commit()
+            owner_id = owner.id
+
+        def written(span_id: str, parent: str | None) -> SpanWrite:
+            now = datetime.now(UTC)
+            return SpanWrite(
+                span_id=span_id,
+                parent_span_id=parent,
+                name="c",
+                kind="llm",
+                status="ok",
+                start_time=now,
+                end_time=now,
+                model="m",
+                input_tokens=1,
+                output_tokens=2,
+            )
+
+        async with database.session() as session:
+            trace_pk = await traces.write_call(session, owner_id, [written("root", None)], name="root")
+            await session.commit()
+
+        async def child(number: int) -> None:
+            async with database.session() as session:
+                await traces.write_call(
+                    session, owner_id, [written(f"c{number}", "root")], name="c", parent_span_id="root"
+                )
+                await asyncio.sleep(0.01)
+                await session.commit()
+
+        for wave in range(3):
+            await asyncio.gather(*(child(wave * 100 + n) for n in range(20)))
+        async with database.session() as session:
+            stored, tokens = (
+                await session.execute(
+                    select(func.count(), func.sum(Span.input_tokens)).where(Span.trace_pk == trace_pk)
+                )
+            ).one()
+            trace = await session.get(Trace, trace_pk)
+            assert trace is not None and stored == 61 and tokens == 61
+            assert (trace.span_count, trace.input_tokens, trace.output_tokens) == (61, 61, 122)
+    finally:
+        await database.dispose()
+
+
 async def test_a_call_under_a_parent_span(stack: Stack) -> None:
     parent = await stack.http.post("/v2/spans", json={"name": f"root-{RUN}", "type": "agent"})
     assert parent.status_code == 201, parent.text
@@ -482,6 +602,74 @@ async def test_identical_calls_may_come_from_the_cache(stack: Stack) -> None:
     assert bobs.status_code == 200 and bobs.json()["cached"] is False
 
 
+FEW_SHOT_ENTRIES = [
+    ("the capital city of France", "Paris"),
+    ("how to bake sourdough bread at home", "flour, water, salt, time"),
+    ("weather forecast for Stockholm tomorrow", "cold and dark"),
+]
+
+
+async def test_few_shot_examples_come_from_the_function_named_as_the_call(stack: Stack) -> None:
+    # The simulator's embeddings are lexical (shared words: near vectors); the shared provider's
+    # embedding model is everyone's default.
+    providers = (await stack.http.get("/v1/llm-providers")).json()
+    sim = next(p["id"] for p in providers if p["name"] == f"Sim {RUN}")
+    embedder = await stack.http.post(
+        f"/v1/llm-providers/{sim}/models", json={"model_id": f"v2call-{RUN}-embed", "kind": "embedding"}
+    )
+    assert embedder.status_code == 201, embedder.text
+    name = f"fs-{RUN}"
+    function = await stack.http.post("/v2/functions", json={"name": name, "instructions": "Answer."})
+    assert function.status_code == 201, function.text
+    for question, answer in FEW_SHOT_ENTRIES:  # the nearest entry first, the newest last
+        entry = await stack.http.post(
+            f"/v2/datasets/{function.json()['dataset_id']}/entries",
+            json={"input": question, "output": answer},
+        )
+        assert entry.status_code == 201, entry.text
+
+    async def prompt_tokens(client: httpx.AsyncClient, body: dict[str, Any]) -> int:
+        # The prompt's size: the echo's answer is the input only, the examples are in the prompt.
+        answer = await client.post(
+            "/v2/call",
+            json={"name": name, "input": "France's capital city", "model": stack.models["echo"], **body},
+        )
+        assert answer.status_code == 200, answer.text
+        tokens: int = answer.json()["usage"]["input_tokens"]
+        return tokens
+
+    def given(number: int) -> dict[str, Any]:
+        question, answer = FEW_SHOT_ENTRIES[number]
+        return {"examples": [{"input": question, "output": answer}]}
+
+    drawn = await prompt_tokens(stack.http, {"configuration": {"few_shot_count": 1}})
+    # The prompt is the one with the nearest entry as the example (not the newest: by similarity).
+    assert drawn == await prompt_tokens(stack.http, given(0))
+    assert drawn != await prompt_tokens(stack.http, given(2))
+    assert drawn > await prompt_tokens(stack.http, {})
+    assert await prompt_tokens(stack.http, {"configuration": {"invocation.few_shot.count": 1}}) == drawn
+    # The caller's own examples come first, the drawn ones after.
+    both = await prompt_tokens(stack.http, {**given(2), "configuration": {"few_shot_count": 1}})
+    assert both > drawn
+    # Another account has no function of that name: no examples (nor any of the first account's).
+    bobs = await prompt_tokens(stack.bob, {"configuration": {"few_shot_count": 1}})
+    assert bobs == await prompt_tokens(stack.bob, {})
+    # Streamed the same: the prompt takes the example (its span's model request counts the tokens).
+    async with stack.http.stream(
+        "POST",
+        "/v2/call/stream",
+        json={
+            "name": name,
+            "input": "France's capital city",
+            "model": stack.models["echo"],
+            "configuration": {"few_shot_count": 1},
+        },
+    ) as response:
+        text = "".join([piece async for piece in response.aiter_text()])
+    span_id = json.loads(text.split("\n")[0][6:])["span_id"]
+    assert (await span(stack, span_id))["input_tokens"] == drawn
+
+
 async def test_another_account_cannot_read_the_span(stack: Stack) -> None:
     answer = (
         await stack.http.post(
@@ -503,6 +691,18 @@ async def test_another_account_cannot_read_the_span(stack: Stack) -> None:
     ).json()
     theirs = (await stack.bob.get(f"/v2/spans/{bobs['span_id']}")).json()
     assert theirs["trace_id"] != (await span(stack, answer["span_id"]))["trace_id"]
+    # ...of which the call is the root: no parent it cannot see (nor one that does not exist).
+    assert theirs["parent_id"] is None
+    unknown = (
+        await stack.http.post(
+            "/v2/call",
+            json={"name": "u", "input": "x", "parent_span_id": "no-such-span", "model": stack.models["echo"]},
+        )
+    ).json()
+    root = await span(stack, unknown["span_id"])
+    assert root["parent_id"] is None
+    spans = (await stack.http.get(f"/v2/traces/{root['trace_id']}/spans")).json()["spans"]
+    assert [s["id"] for s in spans if s["parent_id"] is None] == [unknown["span_id"]]
 
 
 async def test_a_model_without_structured_output_gets_the_schema_in_its_prompt(stack: Stack) -> None:

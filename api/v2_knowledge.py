@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
@@ -13,6 +14,7 @@ from litestar.di import NamedDependency
 from litestar.params import Body, FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.files import FILE_HEADERS
 from api.openapi import AUTHENTICATED, v2_error_responses
 from api.pagination import PageParams
 from api.state import Services
@@ -27,6 +29,15 @@ BaseId = FromPath[str]
 # A direct upload's form around its file: the part headers, the boundaries, `metadata` and the
 # chunk sizes. Its body may be this much larger than KNOWLEDGE_MAX_FILE_BYTES.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def attachment(filename: str) -> str:
+    """`Content-Disposition` for a file name the client chose (a multipart part's, `register_file`'s):
+    a header is Latin-1 and ends at CR/LF, so the name goes as an ASCII `filename` for old clients
+    (anything but printable ASCII made `_`, as are the quote, the backslash, and `;` and `%`, which
+    some clients misread) and as RFC 6266's `filename*` (UTF-8, percent-encoded) for the others."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\;%' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback or 'download'}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _access(services: Services) -> ModelAccess:
@@ -481,11 +492,12 @@ class V2KnowledgeUploadController(Controller):
         """Where a download URL (`GET .../files/{file_id}/download_url`) points: the file's bytes,
         with its content type and name."""
         found = await knowledge.download(db_session, file_id, token)
-        quoted = found.filename.replace("\\", "_").replace('"', "_")
+        # Its content type is the uploader's: a browser must neither sniff nor run it (as /v1's
+        # files, FILE_HEADERS).
         return Response(
             found.data,
             media_type=found.content_type,
-            headers={"Content-Disposition": f'attachment; filename="{quoted}"'},
+            headers={**FILE_HEADERS, "Content-Disposition": attachment(found.filename)},
         )
 
 

@@ -31,7 +31,6 @@ import asyncio
 import concurrent.futures
 import hashlib
 import hmac
-import re
 import secrets
 import time
 import uuid
@@ -356,6 +355,17 @@ async def build_index(dsn: str, base_id: uuid.UUID, dimensions: int, *, wait: bo
                 await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
             started = time.perf_counter()
             await conn.execute(index_sql(base_id, dimensions))
+            # A delete that raced the build scheduled no drop: it passed the check above with
+            # its transaction still open, or looked for the index before CONCURRENTLY's first
+            # commit put it in the catalog. Either way it had deleted the base's chunks by then,
+            # and CONCURRENTLY waits for every transaction writing the table: its commit is
+            # visible now, and nothing else would ever drop this index.
+            if not await conn.fetchval(
+                "SELECT deleted_at IS NULL FROM knowledge_bases WHERE id = $1", base_id
+            ):
+                await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+                log.info("knowledge_index_dropped_base_deleted", base_id=str(base_id), index=name)
+                return False
             log.info(
                 "knowledge_index_built",
                 base_id=str(base_id),
@@ -848,9 +858,6 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-_SAFE_NAME = re.compile(r"[^\w.\- ]+")
-
-
 def _file_public(row: KnowledgeFile, number: int | None) -> schema.KnowledgeFile:
     return schema.KnowledgeFile(
         id=row.id,
@@ -1140,30 +1147,36 @@ class Download:
 
 
 async def download(db: AsyncSession, file_id: str, token: str) -> Download:
-    """The bytes a download URL's token opens; a wrong or expired token is a 404, as an unknown id."""
+    """The bytes a download URL's token opens; a wrong or expired token is a 404, as an unknown id.
+    The token is checked before the bytes are read: this route has no other credential, so a
+    forged token must not make the server read up to KNOWLEDGE_MAX_FILE_BYTES from the database."""
     missing = NotFound("file not found, or its URL expired")
     expires_text, _, signature = token.partition(".")
     try:
         expires = int(expires_text)
     except ValueError:
         raise missing from None
-    row = await db.execute(
-        select(
-            KnowledgeFile.id,
-            KnowledgeFile.download_key,
-            KnowledgeFile.original_filename,
-            KnowledgeFile.content_type,
-            KnowledgeFile.data,
-        ).where(KnowledgeFile.id == _uuid(file_id, "file"))
-    )
-    found = row.first()
-    await db.rollback()
+    if expires < datetime.now(UTC).timestamp():
+        raise missing
+    found = (
+        await db.execute(
+            select(
+                KnowledgeFile.id,
+                KnowledgeFile.download_key,
+                KnowledgeFile.original_filename,
+                KnowledgeFile.content_type,
+            ).where(KnowledgeFile.id == _uuid(file_id, "file"))
+        )
+    ).first()
     if (
         found is None
         or found.download_key is None
-        or expires < datetime.now(UTC).timestamp()
         or not hmac.compare_digest(_download_signature(found.download_key, found.id, expires), signature)
-        or found.data is None
     ):
+        await db.rollback()
         raise missing
-    return Download(found.original_filename, found.content_type, found.data)
+    data = await db.scalar(select(KnowledgeFile.data).where(KnowledgeFile.id == found.id))
+    await db.rollback()
+    if data is None:
+        raise missing
+    return Download(found.original_filename, found.content_type, data)

@@ -14,7 +14,12 @@ from core.schemas.v2_calls import ModelChoice
 
 # Request bodies ignore fields they do not know, as Opper's server does: a later 1.7.x SDK that
 # sends one more field must not turn its calls into 422s (docs/v2.md, "Real clients beat our
-# reading of a spec"). /v1's bodies still refuse them.
+# reading of a spec"). /v1's bodies still refuse them. So do three of these (a 422): AddDocument,
+# Query and DeleteDocuments, where a misspelt optional field would silently change which documents
+# are replaced, read or deleted. A misspelt `key` adds a duplicate instead of replacing; a
+# misspelt `filters` answers unfiltered chunks (with tenant filters in the metadata: other
+# tenants') or deletes the whole base (no filters: every document). opperai 1.7.2 sends only the
+# fields these name (its models leave out the ones not set).
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
@@ -55,7 +60,7 @@ class KnowledgeBase(msgspec.Struct, kw_only=True):
     count: int  # documents in the base
 
 
-class AddDocument(msgspec.Struct, kw_only=True):
+class AddDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     content: Annotated[str, msgspec.Meta(max_length=10_000_000)]
     # Unique in its base: adding the same key again replaces the document. None: a new key.
     key: Key | None = None
@@ -79,7 +84,7 @@ class Filter(msgspec.Struct, kw_only=True):
     value: Scalar | list[Scalar]
 
 
-class Query(msgspec.Struct, kw_only=True):
+class Query(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     query: Annotated[str, msgspec.Meta(max_length=100_000)]
     top_k: TopK = 5
     filters: list[Filter] | None = None
@@ -99,7 +104,7 @@ class QueryResult(msgspec.Struct, kw_only=True):
     score: float  # cosine similarity, 1 is the same direction
 
 
-class DeleteDocuments(msgspec.Struct, kw_only=True):
+class DeleteDocuments(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     filters: list[Filter] | None = None
 
 

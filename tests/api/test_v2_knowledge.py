@@ -284,6 +284,96 @@ def files(stack: Stack) -> None:
     assert slot.id not in [f.id for f in opper.knowledge.list_files(knowledge_base_id=base.id).data]
 
 
+def misspelt_fields_that_select_are_refused(stack: Stack) -> None:
+    """/v2 bodies ignore fields they do not know (docs/v2.md, "Unknown fields"), except where one
+    dropped would change what is read, replaced or deleted: a misspelt `filters` on a delete (no
+    filters: every document) or a query (unfiltered: another tenant's chunks) and a misspelt `key`
+    on an add (a duplicate instead of a replacement) are a 422 naming the field, changing nothing."""
+    opper = sdk(stack)
+    base = opper.knowledge.create(name=f"typos-{uuid.uuid4().hex[:6]}", embedding_model=stack.embedder)
+    for key, tenant in (("a", "acme"), ("b", "globex")):
+        opper.knowledge.add(
+            knowledge_base_id=base.id,
+            key=key,
+            content=f"the quarterly plan of {tenant}",
+            metadata={"tenant": tenant},
+        )
+    acme = [{"field": "tenant", "operation": "=", "value": "acme"}]
+    with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {stack.admin_key}"}) as http:
+        for method, path, body, field in (
+            ("DELETE", "query", {"filter": acme}, "filter"),
+            ("DELETE", "query", {"Filters": acme}, "Filters"),
+            ("POST", "query", {"query": "quarterly plan", "filter": acme}, "filter"),
+            ("POST", "add", {"content": "the new plan of acme", "Key": "a"}, "Key"),
+        ):
+            refused = http.request(method, f"/v2/knowledge/{base.id}/{path}", json=body)
+            assert refused.status_code == 422, (body, refused.text)
+            assert f"`{field}`" in refused.json()["detail"], refused.text
+        assert opper.knowledge.get(knowledge_base_id=base.id).count == 2
+        found = http.post(f"/v2/knowledge/{base.id}/query", json={"query": "quarterly plan", "filters": acme})
+        assert [r["key"] for r in found.json()] == ["a"], found.text
+        deleted = http.request("DELETE", f"/v2/knowledge/{base.id}/query", json={"filters": acme})
+        assert deleted.json() == {"deleted_count": 1}, deleted.text
+    assert [r.key for r in opper.knowledge.query(knowledge_base_id=base.id, query="plan")] == ["b"]
+    opper.knowledge.delete(knowledge_base_id=base.id)
+
+
+def downloads_of_any_file_name(stack: Stack) -> None:
+    """A file's name is the client's (`register_file`, a multipart part): its download answers it
+    in `Content-Disposition` as an ASCII `filename` and RFC 6266's `filename*` (UTF-8), whatever it
+    holds (non-ASCII text, CR/LF that would otherwise end the header), with `nosniff`. A forged
+    token is refused before the file's bytes are read from the database."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    opper = sdk(stack)
+    base = opper.knowledge.create(name=f"names-{uuid.uuid4().hex[:6]}", embedding_model=stack.embedder)
+    expected = {
+        "文件 résumé.txt": (
+            'attachment; filename="__ r_sum_.txt"; '
+            "filename*=UTF-8''%E6%96%87%E4%BB%B6%20r%C3%A9sum%C3%A9.txt"
+        ),
+        'a\r\nSet-Cookie: x=1;"b\\%.txt': (
+            'attachment; filename="a__Set-Cookie: x=1__b__.txt"; '
+            "filename*=UTF-8''a%0D%0ASet-Cookie%3A%20x%3D1%3B%22b%5C%25.txt"
+        ),
+    }
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    with httpx.Client() as anonymous:
+        for name, disposition in expected.items():
+            slot = opper.knowledge.get_upload_url(knowledge_base_id=base.id, filename=name)
+            content = f"Notes kept under an odd name, {len(name)}.".encode()
+            sent = anonymous.put(slot.url, content=content, headers={"Content-Type": "text/plain"})
+            assert sent.status_code == 200, sent.text
+            opper.knowledge.register_file_upload(
+                knowledge_base_id=base.id, filename=name, file_id=slot.id, content_type="text/plain"
+            )
+            link = opper.knowledge.get_file_download_url(knowledge_base_id=base.id, file_id=slot.id)
+            expires, _, _ = link.url.split("token=")[1].partition(".")
+            event.listen(Engine, "before_cursor_execute", record)
+            try:
+                forged = anonymous.get(link.url.split("?")[0], params={"token": f"{expires}.{'0' * 64}"})
+                refused_reads = list(statements)
+                statements.clear()
+                got = anonymous.get(link.url)
+            finally:
+                event.remove(Engine, "before_cursor_execute", record)
+            assert forged.status_code == 404, forged.text
+            assert any("knowledge_files.download_key" in s for s in refused_reads), refused_reads
+            assert not any("knowledge_files.data" in s for s in refused_reads), refused_reads
+            assert any("knowledge_files.data" in s for s in statements), statements
+            statements.clear()
+            assert got.status_code == 200 and got.content == content, got.text
+            assert got.headers["content-disposition"] == disposition
+            assert got.headers["x-content-type-options"] == "nosniff"
+            assert "set-cookie" not in got.headers
+    opper.knowledge.delete(knowledge_base_id=base.id)
+
+
 def _dot(x: list[float], y: list[float]) -> float:
     return sum(p * q for p, q in zip(x, y, strict=True))
 
@@ -309,16 +399,13 @@ def embeddings(stack: Stack) -> None:
         opper.embeddings.create(input="x", model=second_unknown)
     assert in_list.value.status_code == 400 and "model[1]" in str(in_list.value.body)
 
-    # A field this server does not know (a later SDK's) is ignored, not a 422, on /v2's bodies.
+    # A field this server does not know (a later SDK's) is ignored, not a 422, on /v2's bodies
+    # (but for the three that select documents: misspelt_fields_that_select_are_refused).
     with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {stack.admin_key}"}) as http:
         later = http.post("/v2/embeddings", json={"input": "cats purr", "dimensions_hint": 3})
         assert later.status_code == 200, later.text
         base = http.post("/v2/knowledge", json={"name": f"later-{uuid.uuid4().hex[:6]}", "sharding": "auto"})
         assert base.status_code == 200, base.text
-        added = http.post(
-            f"/v2/knowledge/{base.json()['id']}/add", json={"key": "k", "content": "x y", "priority": 1}
-        )
-        assert added.status_code == 201, added.text
 
 
 def limits(stack: Stack) -> None:
@@ -522,8 +609,11 @@ async def test_knowledge_bases_through_opper_sdk(
     await asyncio.to_thread(documents_and_queries, stack)
     await asyncio.to_thread(files, stack)
     assert len(seen) > 10 and not any(seen), seen
+    await asyncio.to_thread(misspelt_fields_that_select_are_refused, stack)
+    await asyncio.to_thread(downloads_of_any_file_name, stack)
     await asyncio.to_thread(embeddings, stack)
     await a_large_base_gets_its_own_index(stack, db)
+    await a_base_deleted_during_its_index_build_keeps_none(stack, db)
     await a_disabled_model_refuses_its_bases(stack, db)
     await the_knowledge_search_tool_searches_the_configured_base(stack, db, endpoints)
     await deleting_a_base_deletes_its_content(stack, db)
@@ -668,6 +758,49 @@ async def the_plan_walks_the_index(db: Database, base_id: str) -> None:
         )
         plan = "\n".join(r[0] for r in await session.execute(text(f"EXPLAIN {sql}")))
     assert knowledge.base_index_name(row.id) in plan, plan
+
+
+async def a_base_deleted_during_its_index_build_keeps_none(stack: Stack, db: Database) -> None:
+    """A base deleted while its index builds keeps none: here the delete's transaction (as
+    `delete_base` runs it) is still open when the build checks the base is live, so the build's
+    CREATE INDEX CONCURRENTLY waits for it, and the delete, seeing no index yet, schedules no drop.
+    The build drops what it made once the delete is committed."""
+    import asyncpg
+
+    from services import knowledge
+
+    opper = sdk(stack)
+    base = await asyncio.to_thread(
+        lambda: opper.knowledge.create(name=f"race-{uuid.uuid4().hex[:6]}", embedding_model=stack.embedder)
+    )
+    await asyncio.to_thread(
+        lambda: opper.knowledge.add(knowledge_base_id=base.id, key="k", content="boats in the harbour")
+    )
+    base_id, dsn = uuid.UUID(base.id), stack_dsn(db)
+    deleter, watcher = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        dimensions = await deleter.fetchval("SELECT dimensions FROM knowledge_bases WHERE id = $1", base_id)
+        deleting = deleter.transaction()
+        await deleting.start()
+        await deleter.execute("UPDATE knowledge_bases SET deleted_at = now() WHERE id = $1", base_id)
+        await deleter.execute("DELETE FROM knowledge_documents WHERE knowledge_base_id = $1", base_id)
+        build = asyncio.create_task(knowledge.build_index(dsn, base_id, dimensions, wait=True))
+        deadline = asyncio.get_running_loop().time() + 30
+        # No event tells when the build blocks on the delete: pg_stat_activity is watched for it.
+        while not await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%' "
+            "AND $1 = ANY(pg_blocking_pids(pid))",
+            deleter.get_server_pid(),
+        ):
+            assert not build.done(), build
+            assert asyncio.get_running_loop().time() < deadline, "the build never waited for the delete"
+            await asyncio.sleep(0.05)
+        await deleting.commit()
+        assert await asyncio.wait_for(build, 60) is False
+    finally:
+        await deleter.close()
+        await watcher.close()
+    assert await _index_of(db, base.id) == (None, None)
 
 
 async def a_disabled_model_refuses_its_bases(stack: Stack, db: Database) -> None:

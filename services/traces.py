@@ -142,8 +142,11 @@ REFRESH = text(
 )
 
 
-# The trace's row, locked until the writer's commit.
-LOCK_TRACE = text("SELECT id FROM traces WHERE id = :trace_pk FOR UPDATE")
+# The trace's row, locked until the writer's commit: in the mode an UPDATE of it takes (NO KEY
+# UPDATE), which writers exclude each other with. Not FOR UPDATE: that one also waits for the KEY
+# SHARE lock every span insert takes on its trace (the foreign key), so two writers that had each
+# inserted a span would wait for each other (a deadlock).
+LOCK_TRACE = text("SELECT id FROM traces WHERE id = :trace_pk FOR NO KEY UPDATE")
 
 
 async def refresh(db: AsyncSession, trace_pk: uuid.UUID) -> None:
@@ -260,13 +263,13 @@ CALL_TRACE = text(
 # statement of its own, CALL_TRACE starts after the other writer's commit with a snapshot that
 # sees it (READ COMMITTED). The call's spans are new rows (ids no other writer has), so this lock
 # before them cannot meet a writer holding one of them (the others take a trace's spans first,
-# then its row).
+# then its row); NO KEY UPDATE, as LOCK_TRACE and for its reason.
 PARENT_TRACE = text(
     """
     SELECT t.id FROM spans s JOIN traces t ON t.id = s.trace_pk
     WHERE s.owner_id = :owner_id AND s.span_id = :parent_span_id
     ORDER BY s.updated_at DESC LIMIT 1
-    FOR UPDATE OF t
+    FOR NO KEY UPDATE OF t
     """
 )
 

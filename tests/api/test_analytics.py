@@ -7,14 +7,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlalchemy import select, text
 
 from api.app import create_app
 from core.db import Database
+from core.db.traces import Trace
 from everloop.stack import Endpoints
+from services import analytics
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
 
 
@@ -147,3 +151,69 @@ async def test_malformed_parameters(client: AsyncTestClient[Litestar]) -> None:
     client.cookies.clear()  # registering left a session cookie on the client
     assert (await client.get("/v1/analytics/usage")).status_code == 401
     assert list((await client.get("/v2/analytics/usage")).json()) == ["detail"]
+
+
+def _span(span_id: str, trace_id: str, **fields: Any) -> dict[str, Any]:
+    at = (NOW - timedelta(minutes=5)).isoformat()
+    return {
+        "span_id": span_id,
+        "trace_id": trace_id,
+        "name": span_id,
+        "start_time": at,
+        "end_time": at,
+        **fields,
+    }
+
+
+async def test_a_roll_up_is_the_writers_mark_not_a_kind(client: AsyncTestClient[Litestar]) -> None:
+    """A client's span of type `call` is usage like any other span (only a `/v2/call`'s own span,
+    marked `metadata.rollup` by its writer, restates its children's); a client may mark its own
+    restating span the same way."""
+    alice = As(client, await register(client))
+    usage = {"model": "gpt-4o", "input_tokens": 100, "output_tokens": 10, "cost": 0.5}
+    plain = {"spans": [_span("call", "t-call", kind="call", status="ok", **usage)]}
+    assert (await alice.post("/v1/traces", plain)).status_code == 201
+    restating = {
+        "spans": [
+            _span("sum", "t-sum", kind="call", metadata={"rollup": True}, **usage),
+            _span(
+                "a", "t-sum", parent_span_id="sum", kind="llm", **{**usage, "cost": 0.2, "input_tokens": 40}
+            ),
+            _span(
+                "b", "t-sum", parent_span_id="sum", kind="llm", **{**usage, "cost": 0.3, "input_tokens": 60}
+            ),
+        ]
+    }
+    assert (await alice.post("/v1/traces", restating)).status_code == 201
+    call = (await alice.get("/v1/traces/t-call")).json()
+    assert call["total_cost"] == pytest.approx(0.5) and call["total_tokens"] == {"input": 100, "output": 10}
+    summed = (await alice.get("/v1/traces/t-sum")).json()
+    assert summed["total_cost"] == pytest.approx(0.5) and summed["total_tokens"] == {
+        "input": 100,
+        "output": 20,
+    }
+    counted = (await alice.get("/v2/analytics/usage")).json()["data"]
+    assert sum(r["count"] for r in counted) == 3  # the client's call and the two requests, not the sum
+    assert sum(r["cost"] for r in counted) == pytest.approx(1.0)
+    cost = (await alice.get("/v1/analytics/cost?period=1d")).json()
+    assert cost["cost_by_model"] == {"gpt-4o": pytest.approx(1.0)}
+
+
+async def test_the_calls_read_is_index_only(client: AsyncTestClient[Litestar], db: Database) -> None:
+    # The analytics' `calls` skip roll-ups with the very text of ix_spans_llm_calls' predicate: the
+    # planner proves the index covers them and reads the calls from it alone (migration 0029).
+    alice = As(client, await register(client))
+    await _call(alice, "s1", "u1", timedelta(hours=1), "gpt-4o", 0.10, 100)
+    async with db.session() as session:
+        owner = await session.scalar(select(Trace.owner_id))  # the one trace of the test's
+        statement = analytics.V2_USAGE.format(project="", model_column="", model_group="")
+        await session.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(
+            (
+                await session.execute(
+                    text("EXPLAIN " + statement),
+                    {"owner": owner, "start": NOW - timedelta(days=1), "end": NOW, "unit": "day"},
+                )
+            ).scalars()
+        )
+    assert "Index Only Scan using ix_spans_llm_calls" in plan, plan

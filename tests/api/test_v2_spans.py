@@ -4,8 +4,10 @@ store behind them (an OTLP trace reads through `/v2` too), and isolation between
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,7 +16,10 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from core.db import Database
+from core.db.models import Trace, User
+from core.schemas.traces import SpanWrite
 from everloop.stack import Endpoints
+from services import traces
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
 from tests.api.test_otlp_ingest import otlp_json
 
@@ -227,3 +232,40 @@ async def test_another_account_sees_none_of_it(client: AsyncTestClient[Litestar]
     alices = (await alice.get(f"/v2/traces/{tid}/spans")).json()["spans"]
     assert [s["name"] for s in alices] == ["alice's"] and alices[0]["input"] == "secret"
     assert (await alice.get(f"/v2/spans/{sid}/metrics")).json()["meta"]["total_count"] == 1
+
+
+async def test_spans_written_at_once_into_one_trace_keep_its_totals(
+    endpoints: Endpoints, db: Database
+) -> None:
+    # Writers of one trace at once (each holds its transaction a moment before its commit, as a
+    # request does): the trace's aggregates count every writer's span (services/traces.refresh).
+    database = Database(endpoints.database_url, pool_size=25)
+    try:
+        async with database.session() as session:
+            owner = User(email=f"{uuid.uuid4().hex[:10]}@example.com")
+            session.add(owner)
+            await session.commit()
+            project = await traces.default_project(session, owner.id)
+            trace_pk = await traces.ensure_trace(session, owner.id, project, "one-trace")
+            await session.commit()
+            owner_id = owner.id
+
+        async def write(number: int) -> None:
+            now = datetime.now(UTC)
+            async with database.session() as session:
+                await traces.upsert_spans(
+                    session,
+                    owner_id,
+                    trace_pk,
+                    [SpanWrite(span_id=f"s{number}", name="s", kind="llm", start_time=now, input_tokens=1)],
+                )
+                await asyncio.sleep(0.01)
+                await session.commit()
+
+        for wave in range(3):
+            await asyncio.gather(*(write(wave * 100 + n) for n in range(20)))
+        async with database.session() as session:
+            trace = await session.get(Trace, trace_pk)
+            assert trace is not None and (trace.span_count, trace.input_tokens) == (60, 60)
+    finally:
+        await database.dispose()

@@ -152,7 +152,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     knowledge_upload_url_ttl_s: int = 900
     # The most chunks one document may be split into (KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT: a 413 before
     # anything is embedded) and the most live knowledge bases one owner may have
-    # (KNOWLEDGE_MAX_BASES_PER_OWNER: each base is one more partial HNSW index every query plans over).
+    # (KNOWLEDGE_MAX_BASES_PER_OWNER: a base past 2,000 chunks gets an HNSW index of its own).
     knowledge_max_chunks_per_document: int = 5000
     knowledge_max_bases_per_owner: int = 100
     # Webhooks (docs/webhooks.md): seconds one delivery attempt may take (WEBHOOK_TIMEOUT), the

@@ -396,14 +396,28 @@ async def record_attempt(
     """Stores one attempt's outcome: 2xx delivered; 410 the webhook disabled and the delivery
     failed; anything else `pending` until the next attempt (`next_wait_s`), or failed after the
     last. A webhook whose attempts have all failed for `disable_after_s` is disabled."""
+    # Rows are locked in the order a webhook's DELETE takes them: the webhook, then (its cascade)
+    # the delivery. The other order deadlocks with it: the attempt holding the delivery waits to
+    # write the webhook, the DELETE holding the webhook waits to delete the delivery. KEY SHARE
+    # conflicts only with that DELETE: attempts (and the triggers, which take the same) do not wait
+    # for each other here, and one that then writes the webhook upgrades to the UPDATE's lock,
+    # which KEY SHARE does not block. A webhook deleted meanwhile is waited for, then not found.
+    webhook_of_delivery = (
+        select(WebhookDelivery.webhook_id).where(WebhookDelivery.id == delivery_id).scalar_subquery()
+    )
+    locked = await db.execute(
+        select(Webhook.id).where(Webhook.id == webhook_of_delivery).with_for_update(key_share=True)
+    )
+    if locked.first() is None:
+        return "done"
     found = (
         await db.execute(
             select(WebhookDelivery, Webhook)
             .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
             .where(WebhookDelivery.id == delivery_id)
-            # The delivery only: every attempt of every delivery of a webhook locking its row would
-            # queue them all up behind each other. Two failures racing to start the webhook's
-            # failure clock or to disable it write the same thing.
+            # The delivery only: every attempt of every delivery of a webhook locking its row
+            # exclusively would queue them all up behind each other. Two failures racing to start
+            # the webhook's failure clock or to disable it write the same thing.
             .with_for_update(of=WebhookDelivery)
         )
     ).first()

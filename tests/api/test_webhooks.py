@@ -5,6 +5,7 @@ redelivery as rows, and owners. Delivery itself: tests/loop/test_webhooks.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from collections.abc import AsyncIterator
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.app import create_app
 from core.db import Database
@@ -22,7 +24,7 @@ from core.db.webhooks import Webhook, WebhookDelivery
 from core.schemas import events as ev
 from core.schemas.webhooks import EVENTS
 from everloop.stack import Endpoints
-from services import events
+from services import events, webhooks
 from tests.api.test_auth_full import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -302,3 +304,86 @@ async def test_session_events_store_their_events(client: AsyncTestClient[Litesta
     }
     assert failed["event_id"] and failed["ts"]
     assert rows[1].payload["data"]["arguments"] == {"a": 1} and rows[1].payload["data"]["tool_name"] == "add"
+
+
+async def until_waiting_for_a_lock(db: Database, pid: int) -> None:
+    """Returns once the backend `pid` waits for a row lock (another transaction's)."""
+    async with asyncio.timeout(30):
+        while True:
+            async with db.engine.connect() as conn:
+                waiting = await conn.scalar(
+                    text("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :pid"),
+                    {"pid": pid},
+                )
+            if waiting:
+                return
+            await asyncio.sleep(0.02)  # pg_stat_activity has no event to await
+
+
+async def backend_pid(conn: AsyncConnection) -> int:
+    pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+    assert isinstance(pid, int)
+    return pid
+
+
+async def test_a_webhook_deleted_while_an_event_is_written_does_not_fail_the_writer(
+    client: AsyncTestClient[Litestar], db: Database
+) -> None:
+    """The trigger's insert of a delivery for a webhook whose DELETE commits while the writer
+    waits for it: the writer (the loop's store among them) failed with a ForeignKeyViolation on
+    the delivery's webhook_id. The webhook is now locked as it is read: skipped once deleted."""
+    _, alice, _ = await users(client)
+    hook = (await alice.post("/v1/webhooks", {"url": PUBLIC_URL})).json()
+    trace_id = f"race-{uuid.uuid4()}"
+    span = {"trace_id": trace_id, "span_id": "s1", "name": "x", "status": "error", "error": "boom"}
+    assert (await alice.post("/v1/traces", {"spans": [span]})).status_code == 201
+    async with db.engine.connect() as deleter, db.engine.connect() as writer:
+        await deleter.execute(text("DELETE FROM webhooks WHERE id = :id"), {"id": hook["id"]})  # uncommitted
+        writer_pid = await backend_pid(writer)
+
+        async def write() -> None:
+            # An event the webhook asked for (trace.completed): the trigger reads the webhook.
+            await writer.execute(text("UPDATE traces SET status = 'ok' WHERE trace_id = :t"), {"t": trace_id})
+            await writer.commit()
+
+        written = asyncio.create_task(write())
+        await until_waiting_for_a_lock(db, writer_pid)  # on the DELETE's lock of the webhook
+        await deleter.commit()
+        await written  # raised ForeignKeyViolation before the webhook was locked as it was read
+    async with db.session() as s:
+        assert (await s.execute(select(WebhookDelivery))).first() is None
+        status = await s.scalar(text("SELECT status FROM traces WHERE trace_id = :t"), {"t": trace_id})
+    assert status == "ok"
+
+
+async def test_an_attempt_recorded_while_its_webhook_is_deleted_does_not_deadlock(
+    client: AsyncTestClient[Litestar], db: Database
+) -> None:
+    """A failed attempt's record writes the webhook (its failure clock). It locked the delivery
+    first and the webhook second, while a webhook's DELETE locks the webhook and then (cascade) the
+    delivery: with both half-way, PostgreSQL aborted one of them (DeadlockDetected). Both now lock
+    the webhook first: the record waits for the DELETE and then finds nothing."""
+    _, alice, _ = await users(client)
+    hook = (await alice.post("/v1/webhooks", {"url": PUBLIC_URL})).json()
+    delivery = (await alice.post(f"/v1/webhooks/{hook['id']}/test", {})).json()
+    async with db.engine.connect() as deleter, db.session() as recorder:
+        # The lock a DELETE takes first, held while the attempt's record starts.
+        await deleter.execute(text("SELECT 1 FROM webhooks WHERE id = :id FOR UPDATE"), {"id": hook["id"]})
+        recorder_pid = await backend_pid(await recorder.connection())
+        recorded = asyncio.create_task(
+            webhooks.record_attempt(
+                recorder,
+                uuid.UUID(delivery["id"]),
+                1,
+                status_code=500,
+                error="HTTP 500",
+                next_wait_s=60.0,
+                disable_after_s=3600.0,
+            )
+        )
+        await until_waiting_for_a_lock(db, recorder_pid)
+        await deleter.execute(text("DELETE FROM webhooks WHERE id = :id"), {"id": hook["id"]})
+        await deleter.commit()
+        assert await recorded == "done"
+    async with db.session() as s:
+        assert (await s.execute(select(WebhookDelivery))).first() is None

@@ -42,6 +42,28 @@ CREATE FUNCTION everloop_uuid7() RETURNS uuid LANGUAGE sql VOLATILE AS $$
 $$
 """
 
+# This runs inside the transaction of whoever wrote the event (the agent loop's store among them):
+# an error here aborts that transaction, and the loop's retried store calls the LLM or runs the
+# tool again. So nothing in it may fail for a reason of the webhooks' own:
+# - A webhook deleted meanwhile. The SELECT reads the webhooks under the statement's snapshot; a
+#   DELETE committed after it would make the delivery's foreign key check fail
+#   (ForeignKeyViolation). `FOR KEY SHARE OF w` (the lock that check itself takes) locks each
+#   webhook as it is read: a webhook being deleted is waited for and then skipped (READ COMMITTED
+#   re-checks the row), and a later DELETE waits for this transaction, whose deliveries its cascade
+#   then removes. KEY SHARE conflicts only with a DELETE (or a key change, which never happens):
+#   PATCHes and attempts' writes of a webhook's other columns neither wait nor make this wait.
+# - The NOTIFY. Its payload is empty (never over the 8000 bytes a payload may have) and one per
+#   transaction (PostgreSQL folds identical notices). A full notification queue (8 GB, filled only
+#   when a listening session stops reading for days) would fail the writer's COMMIT: above half
+#   full (where PostgreSQL starts to warn) the notice is skipped, and the dispatcher's run every
+#   EVERY_S (everloop/sweeper.py) starts those deliveries instead.
+# - The payload: built from typed columns with jsonb_build_object, which takes any value, NULLs
+#   included; `event` is one of the triggers' fixed names (under the column's 60 characters).
+# What is left can only fail with the writer's own transaction: its owner being deleted (the
+# owner_id foreign key; the writer's own rows of that owner conflict with that delete anyway), or
+# the database failing (out of memory or disk, statement_timeout). No catch-all EXCEPTION block:
+# it would open a subtransaction on every call (past 64 in a transaction, as a big OTLP batch of
+# traces would, every snapshot in the cluster pays pg_subtrans lookups) and drop events silently.
 ENQUEUE = """
 CREATE FUNCTION webhook_enqueue(p_owner uuid, p_event text, p_data jsonb) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -57,9 +79,10 @@ BEGIN
          now()
   FROM webhooks w
   WHERE w.owner_id = p_owner AND w.active
-    AND (cardinality(w.events) = 0 OR p_event = ANY (w.events));
+    AND (cardinality(w.events) = 0 OR p_event = ANY (w.events))
+  FOR KEY SHARE OF w;
   GET DIAGNOSTICS inserted = ROW_COUNT;
-  IF inserted > 0 THEN
+  IF inserted > 0 AND pg_notification_queue_usage() < 0.5 THEN
     PERFORM pg_notify('everloop_webhooks', '');
   END IF;
   RETURN inserted;

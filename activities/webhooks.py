@@ -6,6 +6,7 @@ connection (public addresses only, unless an admin allowed a webhook others), wi
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import uuid
 
@@ -23,6 +24,8 @@ from core.settings import Settings
 from services import webhook_signing, webhooks
 
 SNIPPET_BYTES = 300  # of a failed answer's body, kept as its error
+# Receivers' hosts whose connections are kept open between attempts (the least recently used closed).
+WEBHOOK_HOSTS = 256
 
 
 class WebhookActivities:
@@ -30,10 +33,14 @@ class WebhookActivities:
         self.db = db
         self.settings = settings
         self.secrets = secrets
-        # One client per kind of destination, made on first use and kept: a client's TLS context
-        # takes tens of ms of CPU to build (measured: with one per attempt, a burst of deliveries
-        # held the worker's event loop for seconds), and its pool reuses a receiver's connections.
+        # One client per kind of destination, made on first use and kept, both on one TLS context:
+        # a context takes tens of ms of CPU to build (measured: with one per attempt, a burst of
+        # deliveries held the worker's event loop for seconds). Each pools connections per
+        # receiver's host name (PinnedTransport: one inner pool per host, at most WEBHOOK_HOSTS
+        # kept), never per address: webhooks of other hosts, and owners, behind one address never
+        # share a connection, nor its certificate check.
         self._clients: dict[bool, httpx2.AsyncClient] = {}
+        self._tls: ssl.SSLContext | None = None
 
     def client(self, allow_private: bool) -> httpx2.AsyncClient:
         """The public-only pinned client (each request's host checked and pinned), or, for an
@@ -41,10 +48,17 @@ class WebhookActivities:
         environment (a proxy would connect by name)."""
         found = self._clients.get(allow_private)
         if found is None:
+            if self._tls is None:
+                self._tls = httpx2.create_ssl_context()
             transport: httpx2.AsyncBaseTransport = (
-                httpx2.AsyncHTTPTransport()
+                # Not pinned: it connects by name, so its pool is already keyed by host name.
+                httpx2.AsyncHTTPTransport(verify=self._tls)
                 if allow_private
-                else PinnedTransport(NetPolicy(allow_loopback=self.settings.outbound_allow_loopback))
+                else PinnedTransport(
+                    NetPolicy(allow_loopback=self.settings.outbound_allow_loopback),
+                    ssl_context=self._tls,
+                    max_hosts=WEBHOOK_HOSTS,
+                )
             )
             found = self._clients[allow_private] = httpx2.AsyncClient(
                 transport=transport,

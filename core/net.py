@@ -14,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -174,15 +177,82 @@ async def url_refusal(url: str, policy: NetPolicy | None = None, *, dns_wait_s: 
     return None
 
 
+class _HostPool:
+    """The connections to one (scheme, host, port): an inner transport, and how many responses
+    read from it are still open (an evicted one is closed when the last is)."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.transport = httpx2.AsyncHTTPTransport(verify=context)
+        self.in_use = 0
+        self.evicted = False
+
+
+class _ReleasingStream(httpx2.AsyncByteStream):
+    """A response's body that hands its host's pool back when closed."""
+
+    def __init__(self, stream: httpx2.AsyncByteStream, release: Callable[[], Awaitable[None]]) -> None:
+        self._stream = stream
+        self._release: Callable[[], Awaitable[None]] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                await release()
+
+
 class PinnedTransport(httpx2.AsyncBaseTransport):
     """Sends each request to an address of its host checked just now, keeping the Host header and
     the TLS server name: a DNS answer that changes after the check (DNS rebinding) is never
     connected to. Use with `follow_redirects=False` and `trust_env=False` (a proxy would connect by
-    name). httpx2: the client library of the openai and mcp SDKs."""
+    name). httpx2: the client library of the openai and mcp SDKs.
 
-    def __init__(self, policy: NetPolicy | None = None) -> None:
+    Connections are pooled per (scheme, host name, port), each host with its own inner transport:
+    the request the inner one sees names the address, and its pool is keyed by that, so one pool
+    would hand a.example's connection, TLS-verified for a.example, to a request for b.example at
+    the same address (a shared ingress or host): b's certificate never checked, b's body sent to
+    whatever a.example's name reached. At most `max_hosts` hosts are kept, the least recently used
+    closed (once their open responses are); all share one TLS context (`ssl_context`, else one
+    made on first use), which takes tens of ms of CPU to build."""
+
+    def __init__(
+        self,
+        policy: NetPolicy | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_hosts: int = 256,
+    ) -> None:
         self._policy = policy
-        self._inner = httpx2.AsyncHTTPTransport()
+        self._context = ssl_context
+        self._max_hosts = max_hosts
+        self._pools: OrderedDict[tuple[str, str, int], _HostPool] = OrderedDict()
+
+    async def _checkout(self, key: tuple[str, str, int]) -> _HostPool:
+        pool = self._pools.get(key)
+        if pool is not None:
+            self._pools.move_to_end(key)
+        else:
+            if self._context is None:
+                self._context = httpx2.create_ssl_context()
+            pool = self._pools[key] = _HostPool(self._context)
+            while len(self._pools) > self._max_hosts:
+                _, old = self._pools.popitem(last=False)
+                old.evicted = True
+                if old.in_use == 0:
+                    await old.transport.aclose()
+        pool.in_use += 1
+        return pool
+
+    async def _release(self, pool: _HostPool) -> None:
+        pool.in_use -= 1
+        if pool.evicted and pool.in_use == 0:
+            await pool.transport.aclose()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         url = request.url
@@ -191,18 +261,34 @@ class PinnedTransport(httpx2.AsyncBaseTransport):
             addresses = await resolve_public(url.host, port, self._policy)
         except BlockedAddress as exc:
             raise httpx2.ConnectError(str(exc), request=request) from None
+        pool = await self._checkout((url.scheme, url.host, port))
+        try:
+            response = await self._send(pool.transport, request, addresses)
+        except BaseException:
+            await self._release(pool)
+            raise
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        response.stream = _ReleasingStream(response.stream, lambda: self._release(pool))
+        return response
+
+    async def _send(
+        self, inner: httpx2.AsyncHTTPTransport, request: httpx2.Request, addresses: list[IPAddress]
+    ) -> httpx2.Response:
+        url = request.url
         if ip_literal(url.host) is not None:
-            return await self._inner.handle_async_request(request)
+            return await inner.handle_async_request(request)
         if url.scheme == "https":
             request.extensions = {**request.extensions, "sni_hostname": url.host}
         for index, address in enumerate(addresses):  # the next checked address if one does not answer
             request.url = url.copy_with(host=str(address))
             try:
-                return await self._inner.handle_async_request(request)
+                return await inner.handle_async_request(request)
             except httpx2.ConnectError:
                 if index == len(addresses) - 1:
                     raise
         raise AssertionError("resolve_public returns at least one address")
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        pools, self._pools = list(self._pools.values()), OrderedDict()
+        for pool in pools:
+            await pool.transport.aclose()

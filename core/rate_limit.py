@@ -85,13 +85,17 @@ class Decision(msgspec.Struct, kw_only=True, frozen=True):
         return headers
 
 
-# While Redis answers, a request waits for it up to TIMEOUT_S. That is long on purpose: the wait
-# includes the time this process's event loop takes to get back to the request, which on a loaded
-# machine is far past a Redis round trip (0.25 s, then 3 s, let requests through unlimited in
-# tests/integration/test_rate_limit_processes.py on a busy 2-core box). A Redis that is down refuses
-# the connection at once. Once it has failed, requests go through without asking it, and one request
-# at a time (no sooner than PAUSE_S after the last failure) asks it again: a hung Redis costs that
-# one request the wait, not every request. The log says so once per LOG_EVERY_S.
+# A request waits for Redis up to TIMEOUT_S (RATE_LIMIT_TIMEOUT_S), counted from when it asks for a
+# slot (IN_FLIGHT below), not from when it gets one: behind a hung Redis every slot is taken, and a
+# deadline that started only at the slot let queued requests wait ceil(n / IN_FLIGHT) deadlines.
+# The wait is long on purpose: it includes the time this process's event loop takes to get back to
+# the request, which on a loaded machine is far past a Redis round trip (0.25 s, then 3 s, let
+# requests through unlimited in tests/integration/test_rate_limit_processes.py on a busy 2-core
+# box). A Redis that is down refuses the connection at once. Once it has failed, requests go through
+# without asking it (those queued for a slot meanwhile too), and one request at a time (no sooner
+# than PAUSE_S after the last failure) asks it again: a hung Redis costs the requests already
+# waiting on it up to one deadline, then that one asking request per TIMEOUT_S + PAUSE_S, not every
+# request. The log says so once per LOG_EVERY_S.
 TIMEOUT_S = 10.0
 PAUSE_S = 1.0
 LOG_EVERY_S = 60.0
@@ -106,8 +110,9 @@ IN_FLIGHT = 16
 class Limiter:
     """Asks Redis, one script call per request; None when it cannot (the caller lets it through)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, timeout_s: float = TIMEOUT_S) -> None:
         self._script = client.register_script(_GCRA)
+        self._timeout_s = timeout_s
         self._in_flight = asyncio.Semaphore(IN_FLIGHT)
         self._down = False  # Redis failed and has not answered since
         self._probe_at = 0.0  # while down: when the next request may ask it again
@@ -121,10 +126,17 @@ class Limiter:
                 self._let_through += 1
                 return None
             # This request asks; the others go through meanwhile, whatever this one waits.
-            self._probe_at = now + TIMEOUT_S + PAUSE_S
+            self._probe_at = now + self._timeout_s + PAUSE_S
+        was_down = self._down
         interval_us = 60_000_000 // limits.per_minute
         try:
-            async with self._in_flight, asyncio.timeout(TIMEOUT_S):
+            # The deadline covers the wait for a slot as well as the call (see TIMEOUT_S).
+            async with asyncio.timeout(self._timeout_s), self._in_flight:
+                if self._down and not was_down:
+                    # Redis was found failing while this request queued: it goes through now, like
+                    # those that came after the failure, instead of taking its turn at the wait.
+                    self._let_through += 1
+                    return None
                 result = await self._script(keys=[KEY_PREFIX + bucket], args=[interval_us, limits.burst])
         except (redis.RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)

@@ -116,12 +116,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Rate limits per credential (docs/rate_limits.md): on or off (RATE_LIMITS; never in
     # AUTH_MODE=none), the plan of a credential no admin gave one (RATE_LIMIT_PLAN), its figures when
     # that plan is `enterprise` (RATE_LIMIT_PER_MINUTE, RATE_LIMIT_BURST), and how long an API process
-    # keeps a credential's plan before reading it again (RATE_LIMIT_CACHE_S).
+    # keeps a credential's plan before reading it again (RATE_LIMIT_CACHE_S). How long a request waits
+    # for Redis, a slot included, before it goes through unlimited (RATE_LIMIT_TIMEOUT_S, the cost of a
+    # hung Redis; core/rate_limit.py says why it is long).
     rate_limits_enabled: bool = True
     rate_limit_plan: str = "teams"
     rate_limit_per_minute: int | None = None
     rate_limit_burst: int | None = None
     rate_limit_cache_s: float = 5.0
+    rate_limit_timeout_s: float = 10.0
     # Seconds a turn waits for a client's result of a client-side tool call before the call gets an
     # error result and the turn goes on (CLIENT_TOOL_TIMEOUT).
     client_tool_timeout_s: float = 86400.0
@@ -532,6 +535,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_limit_per_minute=rate_limit_per_minute,
         rate_limit_burst=rate_limit_burst,
         rate_limit_cache_s=read.parse("RATE_LIMIT_CACHE_S", 5.0, _seconds, "seconds between 0 and 3600"),
+        rate_limit_timeout_s=read.parse("RATE_LIMIT_TIMEOUT_S", 10.0, _seconds, "seconds between 0 and 3600"),
         client_tool_timeout_s=read.parse(
             "CLIENT_TOOL_TIMEOUT", 86400.0, _long_wait, "seconds between 0 and 2592000 (30 days)"
         ),

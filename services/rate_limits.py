@@ -62,7 +62,7 @@ class RateLimits:
 
     def __init__(self, db: Database, client: redis.Redis, settings: Settings) -> None:
         self._db = db
-        self._limiter = Limiter(client)
+        self._limiter = Limiter(client, timeout_s=settings.rate_limit_timeout_s)
         self._default = default_limits(settings)
         self._ttl = settings.rate_limit_cache_s
         self._cache: dict[str, tuple[float, int, Limits]] = {}

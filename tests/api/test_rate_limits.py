@@ -1,6 +1,6 @@
 """Rate limits per credential (issue 16), against the real Redis: headers that count down, a 429 past
 the burst in each route family's error form, a `Retry-After` that holds, an SSE stream counted once,
-separate buckets per key, plans and overrides an admin sets, and Redis away (served, unlimited).
+separate buckets per key, plans and overrides an admin sets, and Redis away or hung (served, unlimited).
 
 Most tests run at 1 request per minute with a small burst: nothing refills during a test, so every
 count is exact. tests/integration/test_rate_limit_processes.py checks two API processes at once."""
@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as redis
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from structlog.testing import capture_logs
@@ -23,8 +24,10 @@ from structlog.testing import capture_logs
 from api.app import create_app
 from core import bus
 from core.db import Database
+from core.identity import Identity
 from core.settings import Settings, SettingsError
 from everloop.stack import Endpoints
+from services.rate_limits import RateLimits
 from tests.api.test_auth_full import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -345,6 +348,68 @@ async def test_requests_are_served_unlimited_while_redis_is_away(
             assert again.status_code == 200 and remaining(again) == 1
 
 
+async def test_a_redis_that_never_answers_costs_each_request_at_most_one_deadline(
+    endpoints: Endpoints, db: Database
+) -> None:
+    """A Redis that accepts connections and never replies (a blackhole, a SIGSTOPped server): a
+    volley of requests, four times the process's Redis slots, is served unlimited within about one
+    RATE_LIMIT_TIMEOUT_S, and requests that arrive while it waits go through as soon as Redis is found
+    failing. The deadline once started only when a request got a slot, and a queued request asked
+    Redis anyway once it got one: the volley came back in waves, the last after four deadlines."""
+    timeout_s = 1.5
+    volley = 4 * 16  # core/rate_limit.py's IN_FLIGHT: every request past the 16th queues for a slot
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        while await reader.read(65536):  # read and drop whatever is sent, answer nothing
+            pass
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=2)
+    settings = limited(endpoints, 1, 2, RATE_LIMIT_TIMEOUT_S=str(timeout_s))
+    assert settings.rate_limit_timeout_s == timeout_s
+    # The middleware's own call (api/rate_limit.py) with the rate limiter's Redis being the silent one.
+    limits = RateLimits(db, client, settings)
+    who = Identity(user_id=uuid.uuid4(), email="hung@example.com", role="user", method="token")
+
+    async def one() -> tuple[float, float, object]:
+        started = time.monotonic()
+        decision = await limits.take(who)
+        return started, time.monotonic(), decision
+
+    try:
+        with capture_logs() as logs:
+            first = asyncio.gather(*(one() for _ in range(volley)))
+            # Requests arriving half a deadline later, while every slot is held and 48 queue: the
+            # arrival time is the scenario here, not a wait for an event.
+            await asyncio.sleep(timeout_s / 2)
+            later = asyncio.gather(*(one() for _ in range(16)))
+            answered = await asyncio.wait_for(asyncio.gather(first, later), 30)
+            firsts, laters = answered
+            assert [d for _, _, d in firsts + laters] == [None] * (volley + 16)  # all served, unlimited
+            waits = sorted(end - start for start, end, _ in firsts)
+            # Redis was asked and hung (not refused), and nobody waited much past one deadline.
+            assert waits[-1] >= 0.9 * timeout_s, waits
+            assert waits[-1] < 1.6 * timeout_s, waits
+            # The later ones go through when the first volley finds Redis failing, not a deadline after
+            # their own arrival (asking the hung Redis once they got a slot).
+            first_done = max(end for _, end, _ in firsts)
+            assert max(end for _, end, _ in laters) < first_done + 0.25 * timeout_s, (first_done, laters)
+            # Redis has failed: the next request goes through without asking it.
+            started, done, decision = await one()
+            assert decision is None and done - started < 0.25 * timeout_s, done - started
+        off = [entry for entry in logs if entry["event"].startswith("rate limits off")]
+        assert len(off) == 1, logs  # once, not once per request
+    finally:
+        await client.aclose()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 def test_the_default_plans_settings_are_checked_when_they_load(endpoints: Endpoints) -> None:
     assert limited(endpoints, 7, 9).rate_limit_per_minute == 7
     defaults = full_settings(endpoints)
@@ -367,6 +432,7 @@ def test_the_default_plans_settings_are_checked_when_they_load(endpoints: Endpoi
         ),
         ({"RATE_LIMITS": "sometimes"}, "RATE_LIMITS"),
         ({"RATE_LIMIT_CACHE_S": "0"}, "RATE_LIMIT_CACHE_S"),
+        ({"RATE_LIMIT_TIMEOUT_S": "0"}, "RATE_LIMIT_TIMEOUT_S"),
     ):
         with pytest.raises(SettingsError, match=named):
             full_settings(endpoints, **env)

@@ -5,8 +5,11 @@ traces never counted."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -16,9 +19,9 @@ from sqlalchemy import select, text
 
 from api.app import create_app
 from core.db import Database
-from core.db.traces import Trace
+from core.db.models import Span, Trace, User
 from everloop.stack import Endpoints
-from services import analytics
+from services import analytics, traces
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
 
 
@@ -217,3 +220,94 @@ async def test_the_calls_read_is_index_only(client: AsyncTestClient[Litestar], d
             ).scalars()
         )
     assert "Index Only Scan using ix_spans_llm_calls" in plan, plan
+
+
+async def test_migration_0029_marks_the_calls_stored_before(db: Database, endpoints: Endpoints) -> None:
+    """Down to 0028 and up: a `/v2/call` span stored before the mark (its writer's metadata keys)
+    is marked a roll-up and its trace's totals are summed again without it; a client's span of
+    type `call` is left as it is, and counts."""
+    from alembic import command
+
+    from core.migrate import alembic_config, upgrade
+
+    async with db.session() as session:
+        owner = User(email=f"m29-{uuid.uuid4().hex[:8]}@example.com")
+        session.add(owner)
+        await session.commit()
+        project = await traces.default_project(session, owner.id)
+        # As the code before 0029 left them: the call's restated usage summed with its requests'.
+        called = Trace(
+            owner_id=owner.id, project_id=project, trace_id="called", total_cost=1, input_tokens=20
+        )
+        client_call = Trace(
+            owner_id=owner.id, project_id=project, trace_id="client", total_cost=1, input_tokens=7
+        )
+        session.add_all([called, client_call])
+        await session.flush()
+        meta = {"tags": {}, "cached": False, "models": ["m"], "instructions": None, "output_schema": None}
+        session.add_all(
+            [
+                Span(
+                    owner_id=owner.id,
+                    trace_pk=called.id,
+                    span_id="c",
+                    name="c",
+                    kind="call",
+                    metadata_=meta,
+                    model="m",
+                    cost=Decimal("0.5"),
+                    input_tokens=10,
+                ),
+                Span(
+                    owner_id=owner.id,
+                    trace_pk=called.id,
+                    span_id="c.0",
+                    parent_span_id="c",
+                    name="r",
+                    kind="llm",
+                    model="m",
+                    cost=Decimal("0.2"),
+                    input_tokens=4,
+                ),
+                Span(
+                    owner_id=owner.id,
+                    trace_pk=called.id,
+                    span_id="c.1",
+                    parent_span_id="c",
+                    name="r",
+                    kind="llm",
+                    model="m",
+                    cost=Decimal("0.3"),
+                    input_tokens=6,
+                ),
+                Span(
+                    owner_id=owner.id,
+                    trace_pk=client_call.id,
+                    span_id="x",
+                    name="x",
+                    kind="call",
+                    metadata_={"models": ["mine"]},
+                    model="m",
+                    cost=Decimal(1),
+                    input_tokens=7,
+                ),
+            ]
+        )
+        await session.commit()
+        keys = (called.id, client_call.id)
+    try:
+        await asyncio.to_thread(command.downgrade, alembic_config(endpoints.database_url), "0028")
+        await asyncio.to_thread(upgrade, endpoints.database_url)
+        async with db.session() as session:
+            rows = await session.execute(
+                select(Span.span_id, Span.metadata_["rollup"]).where(Span.kind == "call")
+            )
+            marks: dict[str, Any] = {span_id: mark for span_id, mark in rows}
+            assert marks == {"c": True, "x": None}
+            totals = {
+                t.trace_id: (t.total_cost, t.input_tokens)
+                for t in await session.scalars(select(Trace).where(Trace.id.in_(keys)))
+            }
+            assert totals == {"called": (Decimal("0.5"), 10), "client": (Decimal(1), 7)}
+    finally:
+        await asyncio.to_thread(upgrade, endpoints.database_url)

@@ -387,3 +387,41 @@ async def test_an_attempt_recorded_while_its_webhook_is_deleted_does_not_deadloc
         assert await recorded == "done"
     async with db.session() as s:
         assert (await s.execute(select(WebhookDelivery))).first() is None
+
+
+async def test_a_session_event_with_no_webhook_anywhere_reads_no_agent(
+    client: AsyncTestClient[Litestar], db: Database
+) -> None:
+    """The session-event trigger looked the session's agent up (for its owner) before asking
+    whether there was any webhook at all: two lookups per turn end for nothing. Now, with no active
+    webhook anywhere, it reads neither; with one (anyone's), it does."""
+    _, alice, bob = await users(client)
+    provider = (await alice.post("/v1/llm-providers", {"name": "Sim", "provider_type": "simulator"})).json()
+    model = (await alice.post(f"/v1/llm-providers/{provider['id']}/models", {"model_id": "sim-1"})).json()
+    agent = (
+        await alice.post("/v1/agents", {"name": "A", "system_prompt": "x", "default_model_id": model["id"]})
+    ).json()
+    session_id = uuid.UUID((await alice.post(f"/v1/agents/{agent['id']}/sessions", {})).json()["id"])
+    reads_of_agents = text(
+        "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables"
+        " WHERE relname = 'agents'"
+    )
+
+    async def agent_reads_of_storing(payload: ev.EventData) -> int:
+        """How many times storing the event read `agents` (this transaction's counts)."""
+        async with db.session() as s:
+            before = await s.scalar(reads_of_agents)
+            await events.append(s, session_id, payload, context={"turn_id": "t1"})
+            after = await s.scalar(reads_of_agents)
+            await s.commit()
+        assert isinstance(before, int) and isinstance(after, int)
+        return after - before
+
+    not_watched = ev.TurnStarted(turn_id="t1", input_message_id="m1")  # no trigger fires for it
+    watched = ev.SessionIdled(turn_id="t1", iterations=1)
+    baseline = await agent_reads_of_storing(not_watched)
+    assert await agent_reads_of_storing(watched) == baseline
+    (await bob.post("/v1/webhooks", {"url": PUBLIC_URL})).json()  # someone else's: alice's owner is looked up
+    assert await agent_reads_of_storing(watched) == baseline + 1
+    async with db.session() as s:
+        assert (await s.execute(select(WebhookDelivery))).first() is None

@@ -7,7 +7,8 @@ batches, Opswald's events and PATCH, Opper's spans, OTLP), a replay or golden ru
 service. A trigger sees every one of them, in the writer's transaction, and a future writer cannot
 forget it. Each trigger fires only on the few changes that are events (a `WHEN` clause) and returns
 at once when the owner has no active webhook (`ix_webhooks_owner_active`): with no webhooks the
-cost is one index probe per turn end or trace status change. `webhook_enqueue` inserts one delivery
+cost is one index probe per turn end or trace status change (a session event's trigger asks
+whether any webhook is active before it looks up the session's owner). `webhook_enqueue` inserts one delivery
 per matching webhook and, when it inserted any, `NOTIFY everloop_webhooks` (sent at commit, never
 for a rolled-back transaction): the workers' dispatcher starts the delivery workflows at once; its
 sweep catches any notice missed.
@@ -90,13 +91,19 @@ END
 $$
 """
 
-# Every trigger first asks whether the owner has an active webhook, before building a payload.
+# Every trigger first asks whether the owner has an active webhook, before building a payload. An
+# event's owner is its session's agent's: two lookups, made only once some webhook is active at all
+# (one probe of ix_webhooks_owner_active's first entry), so an installation without webhooks pays
+# just that probe per turn end.
 SESSION_EVENTS = """
 CREATE FUNCTION webhook_on_session_event() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   owner uuid;
   agent uuid;
 BEGIN
+  IF NOT EXISTS (SELECT 1 FROM webhooks WHERE active) THEN
+    RETURN NULL;
+  END IF;
   SELECT a.owner_id, a.id INTO owner, agent
   FROM sessions s JOIN agents a ON a.id = s.agent_id WHERE s.id = NEW.session_id;
   IF owner IS NULL OR NOT (SELECT EXISTS (SELECT 1 FROM webhooks WHERE owner_id = owner AND active)) THEN

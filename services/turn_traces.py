@@ -65,7 +65,8 @@ def tool_span_id(turn_id: str, tool_call_id: str) -> str:
 async def project(db: AsyncSession, session_id: uuid.UUID, stored: Iterable[Event]) -> None:
     """Writes the spans of a step's stored events (the caller's transaction, which holds the
     session row's lock). A batch without a turn's span events (a user message) costs nothing; a
-    step's costs three statements (the trace's key, the spans' upsert, the aggregates), the turn's
+    step's costs four statements (the trace's key, the spans' upsert, the trace row's lock, the
+    aggregates: the lock keeps concurrent writers' totals whole), the turn's
     first step one or two more (its trace), its end two more (its open steps closed, its status)."""
     by_turn: dict[str, list[Event]] = {}
     for event in stored:

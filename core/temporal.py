@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from core.converter import data_converter
 
@@ -24,3 +25,18 @@ async def workflow_exists(client: Client, workflow_id: str) -> bool:
             return False
         raise
     return True
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """Temporal's sandbox, with litellm and the HTTP clients it loads passed through.
+
+    Workflows never call litellm, but litellm's secret-redaction filter sits on the `asyncio` logger
+    and imports `litellm.constants` on every record. When asyncio logs while a workflow task runs
+    (its exception handler does, under load), that import ran inside the sandbox, which re-imported
+    litellm from scratch and failed on openai's `urllib.request.Request` subclass
+    (`RestrictedWorkflowAccessError`): a failed workflow task. Passed through, the sandbox uses the
+    worker's already-imported modules (tests/workflows/test_sandbox_logging.py)."""
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(
+        "litellm", "openai", "httpx", "httpcore"
+    )
+    return SandboxedWorkflowRunner(restrictions=restrictions)

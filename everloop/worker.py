@@ -68,6 +68,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=WORKFLOWS,
+        workflow_runner=temporal.workflow_runner(),
         activities=[
             DiagnosticActivities(db, redis).check_backing_services,
             turns.finish_turn,

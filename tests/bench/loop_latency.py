@@ -225,7 +225,12 @@ async def open_rig(
             loop_worker = build_worker(client, settings, db, redis)
         steps = Steps()
         bare_worker = Worker(
-            client, task_queue=f"{queue}-bare", workflows=[BareTurn], activities=[steps.step], **worker
+            client,
+            task_queue=f"{queue}-bare",
+            workflows=[BareTurn],
+            workflow_runner=temporal.workflow_runner(),
+            activities=[steps.step],
+            **worker,
         )
         await stack.enter_async_context(loop_worker)
         await stack.enter_async_context(bare_worker)

@@ -37,6 +37,7 @@ from core.schemas.turns import (
     ToolOutcome,
     TurnEnd,
 )
+from core.temporal import workflow_runner
 from workflows.session import SessionWorkflow
 
 WAIT = 20.0  # seconds of real time any one expected event may take
@@ -121,6 +122,7 @@ def _worker(env: WorkflowEnvironment, stand: Stand, task_queue: str) -> Worker:
         env.client,
         task_queue=task_queue,
         workflows=[SessionWorkflow],
+        workflow_runner=workflow_runner(),
         activities=[stand.reason, stand.run_tool, stand.finish_turn],
         # A heartbeat reaches the server (and brings back a cancel) at once, not 8 s later.
         max_heartbeat_throttle_interval=timedelta(milliseconds=100),

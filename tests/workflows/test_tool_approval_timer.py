@@ -29,6 +29,7 @@ from core.schemas.turns import (
     ToolOutcome,
     TurnEnd,
 )
+from core.temporal import workflow_runner
 from workflows.session import SessionWorkflow
 
 DAY = 86400.0
@@ -80,6 +81,7 @@ async def session_loop(env: WorkflowEnvironment, stand: Stand) -> AsyncIterator[
         env.client,
         task_queue=task_queue,
         workflows=[SessionWorkflow],
+        workflow_runner=workflow_runner(),
         activities=[stand.reason, stand.run_tool, stand.finish_turn],
     )
     session_id = str(uuid.uuid4())

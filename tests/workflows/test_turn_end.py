@@ -22,6 +22,7 @@ from temporalio.worker import Replayer, Worker
 
 from core.converter import data_converter
 from core.schemas.turns import ReasonInput, ReasonResult, SessionInput, TurnEnd
+from core.temporal import workflow_runner
 from workflows.session import SessionWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -62,6 +63,7 @@ async def _run(env: WorkflowEnvironment, stand: Stand, pending: list[str], turns
         env.client,
         task_queue=task_queue,
         workflows=[SessionWorkflow],
+        workflow_runner=workflow_runner(),
         activities=[stand.reason, stand.finish_turn],
     ):
         handle = await env.client.start_workflow(

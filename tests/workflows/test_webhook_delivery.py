@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 
 from core.schemas.webhooks import AttemptInput, AttemptResult, DeliveryInput, WebhookLoop
 from core.settings import WEBHOOK_RETRY_SCHEDULE_DEFAULT
+from core.temporal import workflow_runner
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 DEFAULT_SCHEDULE = list(WEBHOOK_RETRY_SCHEDULE_DEFAULT)
@@ -39,7 +40,11 @@ class Receiver:
 async def run(env: WorkflowEnvironment, receiver: Receiver, schedule: list[float]) -> int:
     task_queue = f"webhooks-{uuid.uuid4().hex}"
     async with Worker(
-        env.client, task_queue=task_queue, workflows=[WebhookDeliveryWorkflow], activities=[receiver.attempt]
+        env.client,
+        task_queue=task_queue,
+        workflows=[WebhookDeliveryWorkflow],
+        workflow_runner=workflow_runner(),
+        activities=[receiver.attempt],
     ):
         attempts: int = await env.client.execute_workflow(
             WebhookLoop.WORKFLOW,

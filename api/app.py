@@ -19,6 +19,7 @@ from api.analytics import AnalyticsController, V2AnalyticsController
 from api.auth import auth_routers
 from api.body import request_class, require_json_body
 from api.capabilities import CapabilityController
+from api.console import console_handlers
 from api.deps import provide_db_session, provide_identity
 from api.drift import DriftController
 from api.errors import EXCEPTION_HANDLERS
@@ -164,6 +165,7 @@ def create_app(
             GoldenTestController,
             *([simulator_router] if settings.simulator_enabled else []),
             *docs_handlers(),
+            *console_handlers(),
             *extra_handlers,
         ],
         dependencies={

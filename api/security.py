@@ -23,13 +23,17 @@ from services import auth, projects
 
 ACCESS_COOKIE = "access_token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-# Open to anyone: liveness, docs, the simulator, and the routes that hand out credentials.
+# Open to anyone: liveness, docs, the simulator, the console's files, and the routes that hand out
+# credentials.
 OPEN_PATHS = [
     r"^/health$",
     r"^/ready$",
     r"^/api-doc",
     r"^/swagger-ui",
     r"^/simulator/",
+    # The web console's page and files (it reads every piece of data through the API, signed in).
+    r"^/$",
+    r"^/console/",
     # A knowledge file's upload URL: its token is the credential (services/knowledge.py).
     r"^/v2/knowledge/uploads/",
     r"^/(api|v1)/auth/(config|login|logout|register|refresh|oauth|callback)(/|$)",

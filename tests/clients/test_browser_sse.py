@@ -6,16 +6,16 @@ must let it in, and every frame of a real turn must reach the page."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 from temporalio.client import Client
 
 from core.db import Database
 from everloop.stack import Endpoints
+from tests.browser import chromium
 from tests.clients.conftest import Everloop, serving
 from tests.servers import Server
 
@@ -32,14 +32,8 @@ async def _page_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    # `make test` installs Debian's chromium when it is missing; Playwright's own download
-    # (`playwright install`) is never used.
-    executable = shutil.which("chromium")
-    assert executable, "chromium is missing: `make test` installs it (apt-get install chromium)"
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+    async with chromium() as launched:
         yield launched
-        await launched.close()
 
 
 @pytest.fixture

@@ -1,0 +1,86 @@
+// The console reaches the server only through its public API, as any client does: the same routes,
+// the same owner checks, the browser's `access_token` cookie as the credential, and the same CSRF
+// guard (a same-origin fetch sends an Origin the server trusts). Paths are relative to the page, so
+// a console served under a path prefix (a proxy's `/everloop/`) calls the API under it too.
+
+export const BASE = new URL(".", document.baseURI);
+
+export function url(path, query) {
+  const target = new URL(path.replace(/^\//, ""), BASE);
+  for (const [key, value] of Object.entries(query || {})) {
+    if (value === undefined || value === null || value === "") continue;
+    for (const one of Array.isArray(value) ? value : [value]) target.searchParams.append(key, String(one));
+  }
+  return target.toString();
+}
+
+/** An API answer that was not a success: `status`, the server's `message` and, for 400s, `field`. */
+export class ApiError extends Error {
+  constructor(status, body) {
+    const message = (body && (body.error || body.message || body.detail)) || `HTTP ${status}`;
+    super(typeof message === "string" ? message : JSON.stringify(message));
+    this.status = status;
+    this.body = body;
+    this.field = body && body.field;
+  }
+}
+
+const listeners = new Set();
+/** Called with no argument when the server says the sign-in is over (a 401 a refresh cannot mend). */
+export function onSignedOut(listener) {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+let refreshing = null;
+// Access tokens live 15 minutes; the refresh cookie (sent only to the auth routes) gets a new pair.
+// One refresh at a time: concurrent 401s wait for the same one (a refresh token works once).
+async function refresh() {
+  refreshing ||= fetch(url("api/auth/refresh"), { method: "POST", credentials: "same-origin" })
+    .then((r) => r.ok)
+    .catch(() => false)
+    .finally(() => setTimeout(() => (refreshing = null), 0));
+  return refreshing;
+}
+
+/** One API call. `body` is sent as JSON (or as is, if FormData); the answer is parsed JSON or null. */
+export async function request(method, path, { body, query, headers, signal, retry = true } = {}) {
+  const init = { method, credentials: "same-origin", headers: { accept: "application/json", ...headers }, signal };
+  if (body !== undefined) {
+    if (body instanceof FormData) init.body = body;
+    else {
+      init.body = JSON.stringify(body);
+      init.headers["content-type"] = "application/json";
+    }
+  }
+  const response = await fetch(url(path, query), init);
+  if (response.status === 401 && retry && !path.includes("auth/")) {
+    if (await refresh()) return request(method, path, { body, query, headers, signal, retry: false });
+    listeners.forEach((listener) => listener());
+  }
+  const text = await response.text();
+  let parsed = null;
+  if (text) {
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = { error: text.slice(0, 500) };
+    }
+  }
+  if (!response.ok) throw new ApiError(response.status, parsed);
+  return parsed;
+}
+
+export const api = {
+  get: (path, query, options) => request("GET", path, { query, ...options }),
+  post: (path, body, options) => request("POST", path, { body, ...options }),
+  put: (path, body, options) => request("PUT", path, { body, ...options }),
+  patch: (path, body, options) => request("PATCH", path, { body, ...options }),
+  del: (path, options) => request("DELETE", path, options),
+};
+
+/** The items of a list answer: the `{data: [...]}` envelope, or a bare array (API keys). */
+export function items(answer) {
+  if (Array.isArray(answer)) return answer;
+  return (answer && (answer.data || answer.items || answer.traces || answer.results)) || [];
+}

@@ -1,0 +1,129 @@
+// The console's shell: who is signed in, the navigation, and the view of the current hash route.
+import { html, render, useState, useEffect } from "./html.js";
+import { api, onSignedOut } from "./api.js";
+import { Account } from "./account.js";
+import { match, NAV } from "./routes.js";
+
+function useHash() {
+  const [hash, setHash] = useState(location.hash);
+  useEffect(() => {
+    const changed = () => setHash(location.hash);
+    window.addEventListener("hashchange", changed);
+    return () => window.removeEventListener("hashchange", changed);
+  }, []);
+  return hash;
+}
+
+function Nav({ current, open, onNavigate }) {
+  return html`<nav id="nav" class=${open ? "nav open" : "nav"} aria-label="Console">
+    ${NAV.map(
+      (group) => html`<div class="nav-group">
+        <h2>${group.group}</h2>
+        <ul>
+          ${group.items.map(
+            (item) => html`<li>
+              <a href=${item.href} aria-current=${item.id === current ? "page" : undefined} onClick=${onNavigate}
+                >${item.label}</a
+              >
+            </li>`,
+          )}
+        </ul>
+      </div>`,
+    )}
+  </nav>`;
+}
+
+function View({ found }) {
+  const [state, setState] = useState({ component: null, error: null });
+  useEffect(() => {
+    let live = true;
+    setState({ component: null, error: null });
+    found.route
+      .load()
+      .then((module) => live && setState({ component: module.default, error: null }))
+      .catch((error) => live && setState({ component: null, error }));
+    return () => {
+      live = false;
+    };
+  }, [found.route]);
+  if (state.error) return html`<p class="error" role="alert">This view did not load: ${String(state.error)}</p>`;
+  if (!state.component) return html`<p class="muted" role="status">Loading…</p>`;
+  const Component = state.component;
+  return html`<${Component} params=${found.params} key=${found.path} />`;
+}
+
+function Shell({ account }) {
+  const hash = useHash();
+  const [menu, setMenu] = useState(false);
+  const found = match(hash);
+  useEffect(() => {
+    // A new view: focus its heading, so keyboard and screen-reader users start at its top.
+    const heading = document.getElementById("page-title");
+    if (heading && document.activeElement?.tagName !== "INPUT") heading.focus({ preventScroll: true });
+  });
+  return html`<div class="shell">
+    <header class="topbar">
+      <button class="menu" aria-controls="nav" aria-expanded=${menu} onClick=${() => setMenu(!menu)}>
+        <span aria-hidden="true">☰</span><span class="sr-only">Menu</span>
+      </button>
+      <a class="brand" href="#/chat"><img src="console/icon.svg" alt="" width="22" height="22" /> Everloop</a>
+      <span class="who">
+        ${account.me.email || account.me.name}
+        ${account.config.mode !== "none"
+          ? html`<button class="link" onClick=${account.signOut}>Sign out</button>`
+          : null}
+      </span>
+    </header>
+    <${Nav} current=${found && found.route.nav} open=${menu} onNavigate=${() => setMenu(false)} />
+    <main id="main">
+      ${found ? html`<${View} found=${found} />` : html`<p class="error" role="alert">No such page: ${hash}</p>`}
+    </main>
+    <div id="announce" class="sr-only" role="status" aria-live="polite"></div>
+  </div>`;
+}
+
+function App() {
+  const [state, setState] = useState({ loading: true, me: null, config: null, error: null });
+  const load = async () => {
+    try {
+      const config = await api.get("api/auth/config");
+      try {
+        const me = await api.get("api/auth/me");
+        setState({ loading: false, me, config, error: null });
+      } catch (error) {
+        if (error.status !== 401) throw error;
+        setState({ loading: false, me: null, config, error: null });
+      }
+    } catch (error) {
+      setState({ loading: false, me: null, config: null, error });
+    }
+  };
+  useEffect(() => {
+    load();
+    return onSignedOut(() => setState((s) => ({ ...s, me: null })));
+  }, []);
+  if (state.loading) return html`<p class="boot" role="status">Loading Everloop…</p>`;
+  if (state.error) return html`<p class="error boot" role="alert">The server did not answer: ${state.error.message}</p>`;
+  const account = {
+    me: state.me,
+    config: state.config,
+    reloadMe: load,
+    signOut: async () => {
+      await api.post("api/auth/logout").catch(() => null);
+      setState((s) => ({ ...s, me: null }));
+      location.hash = "#/chat";
+    },
+  };
+  if (!state.me) return html`<${SignInLoader} config=${state.config} onSignedIn=${load} />`;
+  return html`<${Account.Provider} value=${account}><${Shell} account=${account} /><//>`;
+}
+
+function SignInLoader({ config, onSignedIn }) {
+  const [SignIn, setSignIn] = useState(null);
+  useEffect(() => {
+    import("./views/signin.js").then((module) => setSignIn(() => module.default));
+  }, []);
+  return SignIn ? html`<${SignIn} config=${config} onSignedIn=${onSignedIn} />` : null;
+}
+
+render(html`<${App} />`, document.getElementById("app"));

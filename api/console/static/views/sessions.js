@@ -1,0 +1,7 @@
+// Placeholder: this view is being built.
+import { html } from "../html.js";
+import { Page } from "../ui.js";
+
+export default function View() {
+  return html`<${Page} title="Sessions"><p class="muted">Coming soon.</p><//>`;
+}

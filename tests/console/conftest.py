@@ -1,0 +1,77 @@
+"""The web console in a real browser: Debian's chromium (Playwright) against the whole stack (the
+API with the console, a worker on its own task queue, the simulator as the LLM), in AUTH_MODE=full
+with the admin signed in, as a deployment would run it.
+
+`page` fails its test on any uncaught JavaScript error, so a view that breaks shows up even where a
+test does not look at it. `shot(page, name)` saves a screenshot under .everloop-artifacts/console/
+(CI keeps it as an artifact; the README shows two)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page
+from temporalio.client import Client
+
+from core.db import Database
+from everloop.stack import Endpoints
+from tests.browser import chromium
+from tests.clients.conftest import Everloop, serving
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".everloop-artifacts" / "console"
+WAIT_MS = 30_000
+
+
+@pytest.fixture
+async def everloop(
+    endpoints: Endpoints, db: Database, temporal_client: Client, simulator_url: str, task_queue: str
+) -> AsyncIterator[Everloop]:
+    async with serving(endpoints, db, temporal_client, simulator_url, task_queue) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as launched:
+        yield launched
+
+
+async def new_context(browser: Browser, everloop: Everloop, *, width: int = 1280) -> BrowserContext:
+    context = await browser.new_context(base_url=everloop.url, viewport={"width": width, "height": 860})
+    context.set_default_timeout(WAIT_MS)
+    return context
+
+
+async def sign_in(context: BrowserContext, email: str, password: str) -> None:
+    """Signs the browser in through the API (the cookies land in the context), as the form would."""
+    answer = await context.request.post("/api/auth/login", data={"email": email, "password": password})
+    assert answer.status == 200, await answer.text()
+
+
+def watch_errors(page: Page) -> list[str]:
+    """Uncaught errors of the page's scripts, as they happen."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
+@pytest.fixture
+async def page(browser: Browser, everloop: Everloop) -> AsyncIterator[Page]:
+    """A page signed in as the stack's admin (who owns its simulator model), at the console."""
+    context = await new_context(browser, everloop)
+    await sign_in(context, everloop.email, everloop.password)
+    opened = await context.new_page()
+    errors = watch_errors(opened)
+    yield opened
+    await context.close()
+    assert not errors, f"the console's scripts failed: {errors}"
+
+
+async def shot(page: Page, name: str) -> Path:
+    """A screenshot of the page as it is, saved as an artifact."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    return path

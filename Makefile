@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_SYSTEM_CERTS ?= true
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install browser dev services test pytest bench bench-loop bench-traces bench-knowledge bench-calls bench-limits bench-webhooks lint fmt lock clean
+.PHONY: help install browser dev services test pytest bench bench-loop bench-traces bench-knowledge bench-calls bench-limits bench-webhooks bench-console lint fmt lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ bench-limits: install ## The rate limiter's added latency: the Lua call alone an
 
 bench-webhooks: install ## Webhook throughput: deliveries/s from the outbox to a local receiver (ARGS="--deliveries 500 --rounds 3")
 	$(VENV)/bin/python -m tests.bench.webhooks $(ARGS)
+
+bench-console: install browser ## The console's chat page: time to interactive and compressed weight in chromium (ARGS="--iterations 20")
+	$(VENV)/bin/python -m tests.bench.console $(ARGS)
 
 lint: install ## ruff (lint and format check) and mypy
 	$(VENV)/bin/ruff check .

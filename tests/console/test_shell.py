@@ -10,7 +10,7 @@ import httpx
 from playwright.async_api import Browser, Page, expect
 
 from tests.clients.conftest import Everloop
-from tests.console.conftest import new_context, shot, watch_errors
+from tests.console.conftest import new_context, shot, sign_in, watch_errors
 
 
 async def test_the_page_is_served_without_a_credential_with_a_strict_policy(everloop: Everloop) -> None:
@@ -85,3 +85,46 @@ async def test_every_view_opens_without_a_script_error(page: Page) -> None:
     ]:
         await page.goto(f"/#/{view}")
         await expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+        await page.wait_for_load_state("networkidle")
+        assert await unnamed_controls(page) == [], view
+
+
+async def unnamed_controls(page: Page) -> list[str]:
+    """Form controls and buttons a screen reader could not name (no label, no aria-label, no text)."""
+    found: list[str] = await page.evaluate(
+        """() => [...document.querySelectorAll("input, select, textarea, button, a[href]")]
+            .filter((el) => el.type !== "hidden" && el.offsetParent !== null)
+            .filter((el) => !(
+                (el.labels && el.labels.length) || el.getAttribute("aria-label") ||
+                el.getAttribute("aria-labelledby") || el.getAttribute("title") ||
+                (["BUTTON", "A"].includes(el.tagName) && el.textContent.trim())
+            ))
+            .map((el) => el.outerHTML.slice(0, 120))"""
+    )
+    return found
+
+
+async def test_a_phone_width_window_folds_the_navigation_behind_a_menu(
+    browser: Browser, everloop: Everloop
+) -> None:
+    context = await new_context(browser, everloop, width=390)
+    await sign_in(context, everloop.email, everloop.password)
+    page = await context.new_page()
+    errors = watch_errors(page)
+    await page.goto("/#/account")
+    await expect(page.get_by_role("heading", name="Account")).to_be_visible()
+    navigation = page.get_by_role("navigation", name="Console")
+    await expect(navigation).to_be_hidden()
+    menu = page.get_by_role("button", name="Menu")
+    await menu.focus()
+    await page.keyboard.press("Enter")  # the keyboard opens it, as a click would
+    await expect(navigation).to_be_visible()
+    await expect(menu).to_have_attribute("aria-expanded", "true")
+    await navigation.get_by_role("link", name="Agents").click()
+    await expect(page.get_by_role("heading", name="Agents", exact=True)).to_be_visible()
+    await expect(navigation).to_be_hidden()  # choosing a view closes it
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways at phone width ({width}px)"
+    await shot(page, "phone-agents")
+    await context.close()
+    assert not errors, errors

@@ -56,12 +56,15 @@ function Shell({ account }) {
   const hash = useHash();
   const [menu, setMenu] = useState(false);
   const found = match(hash);
-  useEffect(() => {
-    // A new view: focus its heading, so keyboard and screen-reader users start at its top.
-    const heading = document.getElementById("page-title");
-    if (heading && document.activeElement?.tagName !== "INPUT") heading.focus({ preventScroll: true });
-  });
+  // The skip link moves focus itself: its href would change the hash, which is the router's.
+  const skip = (event) => {
+    event.preventDefault();
+    const main = document.getElementById("main");
+    main.setAttribute("tabindex", "-1");
+    main.focus();
+  };
   return html`<div class="shell">
+    <a class="skip" href="#main" onClick=${skip}>Skip to content</a>
     <header class="topbar">
       <button class="menu" aria-controls="nav" aria-expanded=${menu} onClick=${() => setMenu(!menu)}>
         <span aria-hidden="true">☰</span><span class="sr-only">Menu</span>

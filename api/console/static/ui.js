@@ -50,6 +50,12 @@ export function Page({ title, actions, children, wide }) {
   useEffect(() => {
     document.title = `${title} · Everloop`;
   }, [title]);
+  useEffect(() => {
+    // A new view starts keyboard and screen-reader users at its heading, unless they are already
+    // somewhere in the page (typing, or on a control the view kept).
+    const active = document.activeElement;
+    if (!active || active === document.body || active.closest("nav")) heading.current?.focus({ preventScroll: true });
+  }, []);
   return html`<section class=${wide ? "page wide" : "page"} aria-labelledby="page-title">
     <header class="page-head">
       <h1 id="page-title" ref=${heading} tabindex="-1">${title}</h1>

@@ -161,6 +161,8 @@ def run_dev(settings: Settings) -> None:
 
 def _print_banner(settings: Settings, endpoints: Endpoints) -> None:
     lines = [
+        # First: the web console is where a newcomer starts (served at the API's root).
+        ("Console", f"{settings.api_url}/"),
         ("API", settings.api_url),
         ("Swagger UI", f"{settings.api_url}/swagger-ui/"),
         ("OpenAPI", f"{settings.api_url}/api-doc/openapi.json"),

@@ -15,6 +15,7 @@ from services.auth import ensure_admin, ensure_builtin_admin
 
 SIMULATOR_NAME = "Simulator"
 DEMO_AGENT_NAME = "Demo agent"
+SEED_MODEL_ID = "sim-agent"
 
 
 async def seed_dev_data(database_url: str, settings: Settings) -> list[str]:
@@ -40,18 +41,23 @@ async def seed_dev_data(database_url: str, settings: Settings) -> list[str]:
             model = LlmModel(
                 id=uuid7(),
                 provider=provider,
-                model_id="sim-echo",
-                display_name="Simulator (echo)",
+                model_id=SEED_MODEL_ID,
+                display_name="Simulator (tool-using)",
                 capabilities=["chat", "tools", "streaming"],
                 is_default=has_default is None,
-                settings={},
+                # A model's settings are the simulator object of its requests (services/llm.py):
+                # `agent` mode calls the demo agent's tools, so the first chat shows a tool loop.
+                settings={"mode": "agent"},
             )
             session.add_all([provider, model])
             await session.flush()  # the agent's foreign key needs the model row first
             agent = Agent(
                 owner_id=owner_id,
                 name=DEMO_AGENT_NAME,
-                description="Answers through the built-in simulator; can do arithmetic with test_math.",
+                description=(
+                    "Answers through the built-in simulator, calling test_math's tools for arithmetic. "
+                    "Try: what is 12 times 7?"
+                ),
                 system_prompt="You are a helpful assistant. Use tools when they help.",
                 capabilities=["test_math"],
                 default_model_id=model.id,

@@ -54,9 +54,11 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     valid against the schema, its strings that text); `fixed` answers `text`; `script` answers step
     N, where N is the number of assistant messages after the last user message, or with
     `count_from: "start"` in the whole conversation (a `/v2/call` repair asks again in a new user
-    message, so a script of an invalid answer then a valid one counts from the start)."""
+    message, so a script of an invalid answer then a valid one counts from the start); `agent` acts
+    as a small tool-using model: a call to the offered tool the user's text asks for, with arguments
+    from the text, then an answer from its result (api/simulator/agent.py)."""
 
-    mode: Literal["echo", "fixed", "script"] = "echo"
+    mode: Literal["echo", "fixed", "script", "agent"] = "echo"
     text: str | None = None
     script: list[str | SimulatorStep] = msgspec.field(default_factory=list)
     count_from: Literal["last_user", "start"] = "last_user"

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from api.simulator import structured
+from api.simulator import agent, structured
 from api.simulator.config import SimulatorConfig, SimulatorStep
 from api.simulator.schemas import (
     ChatCompletionFunctionCall,
@@ -84,6 +84,16 @@ def _step(request: ChatCompletionRequest, config: SimulatorConfig) -> tuple[Simu
         if schema is not None:
             return SimulatorStep(text=msgspec.json.encode(structured.instance(schema, echo)).decode()), 0
         return SimulatorStep(text=echo), 0
+    if config.mode == "agent":
+        # The step index keeps tool-call ids distinct between the calls of one user message's turn.
+        index = step_index(request.messages)
+        planned = agent.step(request)
+        schema = json_schema(request)
+        if schema is not None and planned.text is not None and not planned.tool_calls:
+            # Structured output as in `echo` mode: a value valid against the schema, saying the text.
+            text = msgspec.json.encode(structured.instance(schema, planned.text)).decode()
+            return SimulatorStep(text=text), index
+        return planned, index
     steps = config.steps()
     if config.count_from == "start":
         index = sum(1 for message in request.messages if message.role == "assistant")

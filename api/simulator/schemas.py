@@ -61,8 +61,8 @@ class ChatCompletionStreamOptions(msgspec.Struct, kw_only=True):
 
 class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     """A standard chat-completions body plus the optional `simulator` object. Any model name is
-    accepted; sampling parameters, `tools` and `tool_choice` are accepted and do not change the
-    answer (only the `simulator` object does)."""
+    accepted; sampling parameters are accepted and do not change the answer; `tools` and
+    `tool_choice` change it only in `agent` mode (which calls the offered tools)."""
 
     model: str
     messages: list[ChatCompletionMessage]

@@ -23,6 +23,9 @@ async def test_seed_adds_a_chattable_setup_once(
         [agent] = (await s.execute(select(Agent))).scalars().all()
     assert provider.provider_type == "simulator"
     assert model.provider_id == provider.id and model.is_default
+    # The tool-using simulator mode, so the demo agent's first chat shows a tool loop.
+    assert (model.model_id, model.settings) == ("sim-agent", {"mode": "agent"})
+    assert "Try: what is 12 times 7?" in (agent.description or "")
     assert agent.default_model_id == model.id and agent.capabilities == ["test_math"]
     assert agent.owner_id == BUILTIN_ADMIN_ID and provider.owner_id is None  # shared with everyone
 

@@ -156,6 +156,9 @@ def test_dev_runs_everything_stops_cleanly_and_keeps_data(dev_data: Path) -> Non
     dev = Dev(dev_data, api_port)
     dev.wait_ready()
 
+    # The console's URL comes first in the banner: it is where a newcomer starts.
+    first = re.search(r"is ready:\n\s+(\S+)\s+(\S+)", dev.output())
+    assert first and first.groups() == ("Console", f"{dev.api_url}/"), dev.output()
     _chat_with_the_demo_agent(dev.api_url)
     swagger = httpx.get(f"{dev.api_url}/swagger-ui/", timeout=5)
     assert swagger.status_code == 200 and "swagger-ui" in swagger.text
@@ -198,12 +201,13 @@ def test_dev_runs_everything_stops_cleanly_and_keeps_data(dev_data: Path) -> Non
 
 
 def _chat_with_the_demo_agent(api: str) -> None:
-    """The seeded agent answers through the whole stack: API, Temporal, worker, simulator."""
+    """The seeded agent answers through the whole stack: API, Temporal, worker, simulator (its
+    tool-using mode: the arithmetic is a call to test_math's multiply, then an answer from it)."""
     agents = httpx.get(f"{api}/v1/agents", timeout=5).json()["data"]
     demo = next(a for a in agents if a["name"] == "Demo agent")
     session = httpx.post(f"{api}/v1/agents/{demo['id']}/sessions", json={}, timeout=5).json()
     base = f"{api}/v1/agents/{demo['id']}/sessions/{session['id']}"
-    body = {"message": {"role": "user", "content": [{"type": "text", "text": "hello dev"}]}}
+    body = {"message": {"role": "user", "content": [{"type": "text", "text": "what is 12 times 7?"}]}}
     assert httpx.post(f"{base}/messages", json=body, timeout=5).status_code == 201
     with httpx.stream("GET", f"{base}/events", headers={"accept": "text/event-stream"}, timeout=60) as stream:
         for line in stream.iter_lines():
@@ -211,8 +215,10 @@ def _chat_with_the_demo_agent(api: str) -> None:
                 assert line == "event: turn.completed"
                 break
     messages = httpx.get(f"{base}/messages", timeout=5).json()["data"]
+    calls = [c for m in messages if m["role"] == "agent" for c in m.get("tool_calls") or ()]
+    assert [(c["name"], c["arguments"]) for c in calls] == [("multiply", {"a": 12, "b": 7})]
     assert messages[-1]["role"] == "agent"
-    assert messages[-1]["content"][0]["text"] == "Echo: hello dev"
+    assert messages[-1]["content"][0]["text"] == "The result of multiply is 84."
 
 
 def test_killing_dev_outright_leaves_no_process_behind(dev_data: Path) -> None:

@@ -1,0 +1,174 @@
+"""The agent builder in a real browser: an agent built with a capability's generated config form
+(stored by the API exactly as filled, shown back after a reload), a provider's write-only key,
+export then import, and archiving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Page, expect
+
+from tests.clients.conftest import Everloop
+from tests.console.conftest import shot
+
+
+async def _agent(everloop: Everloop, agent_id: str) -> dict[str, Any]:
+    answer = await everloop.http.get(f"/v1/agents/{agent_id}")
+    assert answer.status_code == 200, answer.text
+    agent: dict[str, Any] = answer.json()
+    return agent
+
+
+async def test_an_agent_built_with_a_capability_config_form(page: Page, everloop: Everloop) -> None:
+    await page.goto("/#/agents")
+    await page.get_by_role("link", name="New agent").click()
+    await expect(page.get_by_role("heading", name="New agent")).to_be_visible()
+    await page.get_by_label("Name", exact=True).fill("Librarian")
+    await page.get_by_label("Description").fill("Answers from the team handbook")
+    await page.get_by_label("System prompt").fill("You answer from the handbook. Cite the passage.")
+    await page.get_by_label("Default model").select_option(everloop.model_id)
+
+    # knowledge_search's schema: a nullable string and a bounded integer; web_fetch's: string lists.
+    await page.get_by_label("Knowledge Search", exact=True).check()
+    await page.get_by_label("Knowledge base", exact=True).fill("handbook")
+    top_k = page.get_by_label("Top k", exact=True)
+    assert await top_k.get_attribute("max") == "20"
+    await top_k.fill("8")
+    await page.get_by_label("Web Fetch", exact=True).check()
+    await page.get_by_label("Allowed domains", exact=True).fill("python.org\ndocs.python.org")
+    await shot(page, "agent-builder")
+    await page.get_by_role("button", name="Create agent").click()
+
+    await expect(page.get_by_role("heading", name="Librarian")).to_be_visible()
+    agent_id = page.url.rsplit("/", 1)[-1]
+    agent = await _agent(everloop, agent_id)
+    assert agent["system_prompt"] == "You answer from the handbook. Cite the passage."
+    assert agent["description"] == "Answers from the team handbook"
+    assert agent["default_model_id"] == everloop.model_id
+    assert agent["capabilities"] == [
+        {"ref": "knowledge_search", "config": {"knowledge_base": "handbook", "top_k": 8}},
+        {"ref": "web_fetch", "config": {"allowed_domains": ["python.org", "docs.python.org"]}},
+    ]
+
+    await page.reload()
+    await expect(page.get_by_label("Knowledge base", exact=True)).to_have_value("handbook")
+    await expect(page.get_by_label("Top k", exact=True)).to_have_value("8")
+    await expect(page.get_by_label("Allowed domains", exact=True)).to_have_value(
+        "python.org\ndocs.python.org"
+    )
+    await expect(page.get_by_label("Default model")).to_have_value(everloop.model_id)
+    await expect(page.get_by_label("Test Math", exact=True)).not_to_be_checked()
+
+    # A change saved through the form, and a capability turned off, reach the API the same way.
+    await page.get_by_label("Top k", exact=True).fill("5")  # the default: stored as no config
+    await page.get_by_label("Web Fetch", exact=True).uncheck()
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_role("status").filter(has_text="Saved Librarian")).to_be_attached()
+    agent = await _agent(everloop, agent_id)
+    assert agent["capabilities"] == [{"ref": "knowledge_search", "config": {"knowledge_base": "handbook"}}]
+
+
+async def test_a_bad_config_shows_the_api_error_with_its_field(page: Page, everloop: Everloop) -> None:
+    await page.goto("/#/agents/new")
+    await page.get_by_label("Name", exact=True).fill("Fetcher")
+    await page.get_by_label("Web Fetch", exact=True).check()
+    await page.get_by_label("Blocked domains", exact=True).fill("not a domain!")
+    await page.get_by_role("button", name="Create agent").click()
+    alert = page.get_by_role("alert")
+    await expect(alert).to_contain_text("blocked_domains")
+    assert "/agents/new" in page.url
+
+
+async def test_a_provider_key_is_stored_and_never_shown(page: Page, everloop: Everloop) -> None:
+    secret = "sk-test-0123456789abcdef-never-shown"
+    await page.goto("/#/providers")
+    await page.get_by_role("button", name="New provider").click()
+    await page.get_by_label("Provider name").fill("OpenAI (team)")
+    await page.get_by_label("Type").select_option("openai")
+    await page.get_by_label("API key").fill(secret)
+    await page.get_by_role("button", name="Add provider").click()
+    card = page.get_by_role("region", name="OpenAI (team)")
+    await expect(card.get_by_text("key set")).to_be_visible()
+    assert secret not in await page.content()
+
+    providers = (await everloop.http.get("/v1/llm-providers")).json()
+    stored = next(p for p in providers if p["name"] == "OpenAI (team)")
+    assert stored["api_key_set"] is True
+    assert secret not in str(stored)
+
+    await card.get_by_role("button", name="Add a model to OpenAI (team)").click()
+    await card.get_by_label("Model id").fill("gpt-4o-mini")
+    await card.get_by_role("button", name="Add model").click()
+    await expect(card.get_by_role("cell", name="gpt-4o-mini", exact=True)).to_be_visible()
+
+    # Editing without typing a key keeps it; the form never holds it.
+    await page.reload()
+    card = page.get_by_role("region", name="OpenAI (team)")
+    await card.get_by_role("button", name="Edit OpenAI (team)").click()
+    key_field = card.get_by_label("API key")
+    await expect(key_field).to_have_value("")
+    await expect(key_field).to_have_attribute("placeholder", "Set: type to replace it")
+    await card.get_by_label("Provider name").fill("OpenAI")
+    await card.get_by_role("button", name="Save provider").click()
+    card = page.get_by_role("region", name="OpenAI", exact=True)
+    await expect(card.get_by_text("key set")).to_be_visible()
+    assert secret not in await page.content()
+    stored = (await everloop.http.get(f"/v1/llm-providers/{stored['id']}")).json()
+    assert stored["name"] == "OpenAI" and stored["api_key_set"] is True
+    await shot(page, "providers")
+
+
+async def test_export_then_import_gives_the_same_agent(
+    page: Page, everloop: Everloop, tmp_path: Path
+) -> None:
+    made = await everloop.http.post(
+        "/v1/agents",
+        json={
+            "name": "Traveller",
+            "system_prompt": "Plan trips.\n\nAsk before booking.",
+            "capabilities": [
+                "current_time",
+                {"ref": "web_fetch", "config": {"blocked_domains": ["example.com"]}},
+            ],
+        },
+    )
+    assert made.status_code == 201, made.text
+    original = made.json()
+    await page.goto("/#/agents")
+    async with page.expect_download() as info:
+        await page.get_by_role("button", name="Export Traveller").click()
+    download = await info.value
+    exported = tmp_path / download.suggested_filename
+    await download.save_as(exported)
+    assert exported.suffix == ".md"
+
+    await page.get_by_label("Import an agent file").set_input_files(str(exported))
+    await expect(page.get_by_role("heading", name="Traveller")).to_be_visible()
+    imported_id = page.url.rsplit("/", 1)[-1]
+    assert imported_id != original["id"]
+    imported = await _agent(everloop, imported_id)
+    assert imported["system_prompt"] == original["system_prompt"]
+    assert imported["capabilities"] == original["capabilities"]
+    await expect(page.get_by_label("Blocked domains", exact=True)).to_have_value("example.com")
+
+
+async def test_archive_removes_an_agent_from_the_active_list(page: Page, everloop: Everloop) -> None:
+    for name in ("Keeper", "Retiree"):
+        assert (await everloop.http.post("/v1/agents", json={"name": name})).status_code == 201
+    await page.goto("/#/agents")
+    retiree = page.get_by_role("link", name="Retiree", exact=True)
+    await expect(retiree).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name="Archive Retiree").click()
+    await expect(retiree).to_have_count(0)
+    await expect(page.get_by_role("link", name="Keeper", exact=True)).to_be_visible()
+    listed = (await everloop.http.get("/v1/agents")).json()["data"]
+    assert [a["name"] for a in listed if a["name"] in ("Keeper", "Retiree")] == ["Keeper"]
+
+    await page.get_by_label("Show archived").check()
+    await expect(retiree).to_be_visible()
+    await page.get_by_role("button", name="Unarchive Retiree").click()
+    await page.get_by_label("Show archived").uncheck()
+    await expect(retiree).to_be_visible()
+    await shot(page, "agents")

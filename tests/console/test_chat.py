@@ -1,0 +1,179 @@
+"""The console's chat in a real browser against the whole stack: a turn with a tool call and a
+streamed reply, a network cut in the middle of a reply (the page reconnects from its last frame and
+shows the reply once, whole), and a tool call that waits for the user's approval."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from tests.clients.conftest import Everloop
+from tests.console.chat_proxy import CuttableProxy, proxy_to
+from tests.console.conftest import WAIT_MS, shot, sign_in, watch_errors
+
+ADD = {"tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 3}}]}
+REPLY = (
+    "**2 + 3 = 5.** I used the `add` tool rather than guessing:\n\n"
+    "- `a` was 2\n- `b` was 3\n- the tool answered 5\n\nAnything else to add up?"
+)
+# The reply as the page shows it: Markdown rendered, so without its marks.
+REPLY_SHOWN = (
+    "2 + 3 = 5. I used the add tool rather than guessing: a was 2 b was 3 the tool answered 5 "
+    "Anything else to add up?"
+)
+
+
+async def _script(everloop: Everloop, *steps: Any, chunk_delay: float = 0.0) -> None:
+    """The simulator model answers these steps, streaming a word every `chunk_delay` seconds."""
+    settings = {"mode": "script", "script": list(steps), "chunk_delay": chunk_delay}
+    patched = await everloop.http.patch(f"/v1/llm-models/{everloop.model_id}", json={"settings": settings})
+    assert patched.status_code == 200, patched.text
+
+
+async def _agent(everloop: Everloop, name: str, capabilities: list[Any]) -> str:
+    created = await everloop.http.post(
+        "/v1/agents",
+        json={
+            "name": name,
+            "description": "Adds, subtracts, multiplies and divides with tools.",
+            "system_prompt": "Be brief.",
+            "default_model_id": everloop.model_id,
+            "capabilities": capabilities,
+        },
+    )
+    assert created.status_code == 201, created.text
+    agent_id: str = created.json()["id"]
+    return agent_id
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split())
+
+
+async def test_a_chat_with_a_tool_call_and_a_streamed_reply(page: Page, everloop: Everloop) -> None:
+    await _script(everloop, ADD, REPLY, chunk_delay=0.02)
+    agent_id = await _agent(everloop, "Calculator", ["test_math"])
+
+    await page.goto("/#/chat")
+    await page.get_by_role("link", name=re.compile("^Calculator")).click()
+    await expect(page).to_have_url(re.compile(f"#/chat/{agent_id}$"))
+    message = page.get_by_label("Message", exact=True)
+    await message.fill("What is 2 + 3?")
+    await message.press("Enter")  # Enter sends
+
+    # The first message made a session, and the page moved to it.
+    await expect(page).to_have_url(re.compile(f"#/chat/{agent_id}/[0-9a-f-]{{36}}$"))
+    card = page.get_by_role("article", name="Tool call add")
+    await expect(card).to_contain_text('{"a":2,"b":3}')
+    await expect(card).to_contain_text('{"result":5}')
+    await expect(card).to_contain_text("done")
+    reply = page.get_by_test_id("reply")
+    await expect(reply).to_have_text(REPLY_SHOWN)
+    await expect(reply).to_have_attribute("aria-busy", "false")
+    await expect(reply.locator("strong")).to_have_text("2 + 3 = 5.")  # Markdown, rendered
+    await expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    await shot(page, "chat")
+
+    conversation = _normal(await page.get_by_role("list", name="Conversation").inner_text())
+    assert conversation.count("Anything else to add up?") == 1, conversation
+    assert conversation.count("What is 2 + 3?") == 1, conversation
+    await expect(page.get_by_role("article", name=re.compile("^Tool call"))).to_have_count(1)
+
+    # Shift+Enter is a new line, not a send; the session is in the list to resume.
+    await message.fill("first line")
+    await message.press("Shift+Enter")
+    await message.press_sequentially("second line")
+    assert await message.input_value() == "first line\nsecond line"
+    await expect(page.get_by_label("Session", exact=True)).not_to_have_value("")
+
+    # Resumed later (a reload): the history comes back from the stream, once.
+    await page.reload()
+    await expect(page.get_by_test_id("reply")).to_have_text(REPLY_SHOWN)
+    await expect(page.get_by_role("article", name="Tool call add")).to_contain_text('{"result":5}')
+    conversation_again = page.get_by_role("list", name="Conversation")
+    await expect(conversation_again.get_by_text("What is 2 + 3?")).to_have_count(1)
+    await expect(conversation_again.get_by_test_id("reply")).to_have_count(1)
+
+
+@pytest.fixture
+async def proxy(everloop: Everloop) -> AsyncIterator[CuttableProxy]:
+    async with proxy_to(everloop.url) as running:
+        yield running
+
+
+@pytest.fixture
+async def proxied_page(browser: Browser, everloop: Everloop, proxy: CuttableProxy) -> AsyncIterator[Page]:
+    """The admin's page, reaching the server through `proxy` (which can cut the network)."""
+    context = await browser.new_context(base_url=proxy.url, viewport={"width": 390, "height": 844})
+    context.set_default_timeout(WAIT_MS)
+    await sign_in(context, everloop.email, everloop.password)
+    opened = await context.new_page()
+    errors = watch_errors(opened)
+    yield opened
+    await context.close()
+    assert not errors, f"the console's scripts failed: {errors}"
+
+
+async def test_a_network_cut_mid_reply_loses_and_repeats_nothing(
+    proxied_page: Page, everloop: Everloop, proxy: CuttableProxy
+) -> None:
+    page = proxied_page
+    long_reply = " ".join(f"word{i}" for i in range(1, 81)) + "."
+    # About 6 s of streaming: the cut falls in the middle of the reply.
+    await _script(everloop, ADD, long_reply, chunk_delay=0.08)
+    agent_id = await _agent(everloop, "Streamer", ["test_math"])
+    session = await everloop.http.post(f"/v1/agents/{agent_id}/sessions", json={"title": "cut"})
+    session_id = session.json()["id"]
+
+    await page.goto(f"/#/chat/{agent_id}/{session_id}")  # a phone-width window
+    await expect(page.get_by_text("Live")).to_be_visible()
+    await page.get_by_label("Message", exact=True).fill("Stream something long")
+    await page.get_by_role("button", name="Send").click()
+    reply = page.get_by_test_id("reply")
+    await expect(reply).to_contain_text("word10 ")
+    await expect(reply).to_have_attribute("aria-busy", "true")
+
+    assert proxy.cut() > 0
+    await expect(page.get_by_text(re.compile("^Reconnecting"))).to_be_visible()
+    await expect(page.get_by_text("Live")).to_be_visible()
+    await expect(reply).to_have_attribute("aria-busy", "false")
+    await expect(reply).to_have_text(long_reply)
+    assert (await reply.inner_text()).strip() == long_reply  # every word, once, in order
+    await expect(page.get_by_role("article", name=re.compile("^Tool call"))).to_have_count(1)
+    await expect(page.get_by_text("Stream something long")).to_have_count(1)
+
+    # The server saw the page come back: a second stream, resumed from the last frame it had.
+    streams = proxy.paths_like(rf"/sessions/{session_id}/sse")
+    assert len(streams) >= 2, proxy.requests
+    assert "since_id=" not in streams[0]
+    assert all("since_id=" in resumed for resumed in streams[1:]), streams
+
+
+async def test_an_approval_from_the_chat(page: Page, everloop: Everloop) -> None:
+    await _script(
+        everloop, {"tool_calls": [{"name": "add", "arguments": {"a": 40, "b": 2}}]}, "It is **42**."
+    )
+    config = {"require_approval": ["add"]}
+    agent_id = await _agent(everloop, "Careful", [{"ref": "test_math", "config": config}])
+
+    await page.goto(f"/#/chat/{agent_id}")
+    await page.get_by_label("Message", exact=True).fill("What is 40 + 2?")
+    await page.get_by_role("button", name="Send").click()
+    card = page.get_by_role("article", name="Tool call add")
+    approve = card.get_by_role("button", name="Approve")
+    await expect(approve).to_be_visible()
+    await expect(card).to_contain_text('{"a":40,"b":2}')
+    await expect(card.get_by_role("button", name="Deny")).to_be_visible()
+    await expect(page.get_by_role("button", name="Cancel")).to_be_visible()  # the turn waits
+    await shot(page, "chat-approval")
+
+    await approve.click()
+    await expect(card).to_contain_text("Approved by you")
+    await expect(card).to_contain_text('{"result":42}')
+    await expect(page.get_by_test_id("reply")).to_have_text("It is 42.")
+    await expect(card.get_by_role("button", name="Approve")).to_have_count(0)
+    await expect(page.get_by_role("button", name="Cancel")).to_have_count(0)

@@ -15,9 +15,10 @@ words (1 point each), stop words left out, words compared by a light stem ("mult
 Filling the arguments from the tool's JSON schema, required parameters first, then the others in the
 schema's order: numbers and integers take the text's numbers in order of appearance ("3 from 10" is
 read as 10 then 3); an `enum` takes a value the text names; a boolean takes a yes or no word; a
-string takes a quoted phrase, else a capitalised name ("Paris", "New York"), else (when required) the
-words after the last preposition, else the text's remaining words. A required parameter the text does
-not give takes the schema's `default`, or is left out (the tool's own error then says so).
+string takes a quoted phrase, a URL, a path or file name, or a capitalised name ("Paris", "New York"),
+else (when required) the words after the last preposition, else the text's remaining words. A
+required parameter the text does not give takes the schema's `default`, or is left out (the tool's
+own error then says so).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ STOP_WORDS: Final = _set(
 )
 # Words that end a string argument's phrase without being part of it ("weather in Paris today").
 TRAILING_FILLERS: Final = _set("today tomorrow now please right currently then")
+ARTICLES: Final = _set("a an the my your our this that some")
 PREPOSITIONS: Final = _set("in for at about on of near called named titled with")
 YES_WORDS: Final = _set("yes true on enable enabled with include including")
 NO_WORDS: Final = _set("no false off disable disabled without exclude not never")
@@ -107,11 +109,14 @@ _NUMBER = re.compile(
 )
 _OPERATOR = re.compile("\\d\\s*([+*x/\u00d7\u00f7\u2212-])\\s*-?\\d")
 _QUOTED = re.compile(r"\"([^\"]+)\"|“([^”]+)”|(?<!\w)'([^']+)'(?!\w)")
-_TOKEN = re.compile(r"[\w/'.-]+")
+_URL = re.compile(r"https?://\S*[^\s.,!?;:)'\"]")
+# A file name with an extension, or a path with a slash ("notes.txt", "docs/a.md", "Europe/Paris").
+_PATH = re.compile(r"[\w-]{2,}\.[A-Za-z][A-Za-z0-9]{0,5}|[\w.-]*/[\w./-]+")
+_PIECE = re.compile(_URL.pattern + r"|[\w/'.-]+|[?!;,:\n]")
+_BOUNDARIES: Final = frozenset("?!;,:\n")
 # Around a token, not part of a name.
 _PUNCTUATION = ".'?!,"
 _WORD = re.compile(r"[a-z]+")
-_SENTENCE_END = re.compile(r"[.?!;,\n]")
 _MISSING: Final = object()
 
 
@@ -311,39 +316,69 @@ def _is_plain(token: str, tool_words: set[str]) -> bool:
     return lowered in STOP_WORDS or stem(lowered) in tool_words or _NUMBER.fullmatch(token) is not None
 
 
+def _tokens(text: str) -> list[str | None]:
+    """The text's words, names, URLs and paths, `None` where a sentence or clause ends."""
+    out: list[str | None] = []
+    for match in _PIECE.finditer(text):
+        piece = match.group()
+        if piece in _BOUNDARIES:
+            out.append(None)
+            continue
+        if _URL.fullmatch(piece):
+            out.append(piece)
+            continue
+        stripped = piece.strip(_PUNCTUATION)
+        if stripped:
+            out.append(stripped)
+        if piece.endswith("."):  # "in Paris. Then": the sentence ends with the name
+            out.append(None)
+    return out
+
+
+def _is_path(token: str) -> bool:
+    return bool(_URL.fullmatch(token) or _PATH.fullmatch(token))
+
+
 def _strong_phrases(text: str, tool_words: set[str]) -> list[str]:
-    """Quoted phrases, then runs of capitalised words that are not the tool's or stop words."""
+    """Quoted phrases, then URLs, paths and file names, and runs of capitalised words that are not
+    the tool's or stop words, in order of appearance."""
     phrases = [next(g for g in match.groups() if g) for match in _QUOTED.finditer(text)]
-    unquoted = _QUOTED.sub(" . ", text)
-    for sentence in _SENTENCE_END.split(unquoted):
-        run: list[str] = []
-        for token in [*_TOKEN.findall(sentence), ""]:
-            token = token.strip(_PUNCTUATION)
-            if token[:1].isupper() and not _is_plain(token, tool_words):
-                run.append(token)
-            elif run:
-                phrases.append(" ".join(run))
-                run = []
+    run: list[str] = []
+    for token in [*_tokens(_QUOTED.sub("\n", text)), None]:
+        if token is not None and _is_path(token):
+            phrases += [" ".join(run), token] if run else [token]
+            run = []
+        elif token is not None and token[:1].isupper() and not _is_plain(token, tool_words):
+            run.append(token)
+        elif run:
+            phrases.append(" ".join(run))
+            run = []
     return _unique(phrases)
 
 
 def _weak_phrases(text: str, tool_words: set[str]) -> list[str]:
-    """For a required string: the words after the last preposition, the remaining words, the text."""
+    """For a required string: the words after the last preposition (to the clause's end), then the
+    text's remaining words, then the whole text."""
     phrases: list[str] = []
-    tokens = [t.strip(_PUNCTUATION) for t in _TOKEN.findall(_SENTENCE_END.split(text)[0] if text else "")]
-    tokens = [t for t in tokens if t]
-    last = max((i for i, t in enumerate(tokens) if t.lower() in PREPOSITIONS), default=None)
+    tokens = _tokens(text)
+    last = max((i for i, t in enumerate(tokens) if t is not None and t.lower() in PREPOSITIONS), default=None)
     if last is not None:
-        after = tokens[last + 1 :]
-        while after and (after[-1].lower() in TRAILING_FILLERS or after[-1].lower() in STOP_WORDS):
+        after: list[str] = []
+        for token in tokens[last + 1 :]:
+            if token is None:
+                break
+            after.append(token)
+        while after and after[-1].lower() in TRAILING_FILLERS:
             after.pop()
-        while after and after[0].lower() in STOP_WORDS:
+        while after and after[0].lower() in ARTICLES:
             after.pop(0)
         if after:
             phrases.append(" ".join(after))
-    remaining = [t for t in _TOKEN.findall(text) if not _is_plain(t.strip(_PUNCTUATION), tool_words)]
+    remaining = [
+        t for t in tokens if t is not None and t.lower() not in PREPOSITIONS and not _is_plain(t, tool_words)
+    ]
     if remaining:
-        phrases.append(" ".join(t.strip(_PUNCTUATION) for t in remaining))
+        phrases.append(" ".join(remaining))
     if text:
         phrases.append(text)
     return _unique(phrases)

@@ -72,6 +72,11 @@ async def test_a_math_question_calls_the_tool_with_the_numbers(
             ("get_forecast", {"city": "Lisbon", "days": 5, "units": "fahrenheit"}),
         ),
         ("what time is it?", ("get_current_time", {})),
+        ("fetch https://example.com/page?x=1 please", ("web_fetch", {"url": "https://example.com/page?x=1"})),
+        (
+            "write a file called notes.txt with hello",
+            ("write_file", {"path": "notes.txt", "content": "hello"}),
+        ),
         (
             "what time is it in Asia/Tokyo, as unix",
             ("get_current_time", {"timezone": "Asia/Tokyo", "format": "unix"}),
@@ -81,7 +86,7 @@ async def test_a_math_question_calls_the_tool_with_the_numbers(
 async def test_strings_enums_and_optional_parameters_come_from_the_text(
     simulator_url: str, text: str, call: tuple[str, dict[str, Any]]
 ) -> None:
-    offered = tools("test_math", "test_weather", "current_time")
+    offered = tools("test_math", "test_weather", "current_time", "web_fetch", "session_file_system")
     response = await complete(simulator_url, [user(text)], AGENT, tools=offered)
     assert calls(response) == [call]
 

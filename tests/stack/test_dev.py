@@ -159,6 +159,7 @@ def test_dev_runs_everything_stops_cleanly_and_keeps_data(dev_data: Path) -> Non
     # The console's URL comes first in the banner: it is where a newcomer starts.
     first = re.search(r"is ready:\n\s+(\S+)\s+(\S+)", dev.output())
     assert first and first.groups() == ("Console", f"{dev.api_url}/"), dev.output()
+    assert httpx.get(dev.banner("Console"), timeout=5).status_code == 200
     _chat_with_the_demo_agent(dev.api_url)
     swagger = httpx.get(f"{dev.api_url}/swagger-ui/", timeout=5)
     assert swagger.status_code == 200 and "swagger-ui" in swagger.text

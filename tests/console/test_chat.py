@@ -5,6 +5,8 @@ shows the reply once, whole), and a tool call that waits for the user's approval
 from __future__ import annotations
 
 import re
+import struct
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -145,6 +147,7 @@ async def test_a_network_cut_mid_reply_loses_and_repeats_nothing(
     assert (await reply.inner_text()).strip() == long_reply  # every word, once, in order
     await expect(page.get_by_role("article", name=re.compile("^Tool call"))).to_have_count(1)
     await expect(page.get_by_text("Stream something long")).to_have_count(1)
+    await shot(page, "chat-phone")
 
     # The server saw the page come back: a second stream, resumed from the last frame it had.
     streams = proxy.paths_like(rf"/sessions/{session_id}/sse")
@@ -177,3 +180,62 @@ async def test_an_approval_from_the_chat(page: Page, everloop: Everloop) -> None
     await expect(page.get_by_test_id("reply")).to_have_text("It is 42.")
     await expect(card.get_by_role("button", name="Approve")).to_have_count(0)
     await expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+
+
+def _png(size: int = 48) -> bytes:
+    """A small square PNG (an orange tile), made here rather than kept as a file."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + bytes([245, 159, 0]) * size
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(row * size))
+        + chunk(b"IEND", b"")
+    )
+
+
+async def test_an_image_a_cancel_and_a_failed_turn(page: Page, everloop: Everloop) -> None:
+    slow = " ".join(f"step{i}" for i in range(1, 200))
+    await _script(everloop, slow, chunk_delay=0.3)
+    agent_id = await _agent(everloop, "Looker", ["test_math"])
+    await page.goto(f"/#/chat/{agent_id}")
+
+    # An image goes with the text as an image part (base64, its media type).
+    await page.get_by_label("Attach image").set_input_files(
+        files=[{"name": "tile.png", "mimeType": "image/png", "buffer": _png()}]
+    )
+    await expect(page.get_by_role("img", name="tile.png")).to_be_visible()  # the preview
+    await page.get_by_label("Message", exact=True).fill("What colour is this?")
+    await page.get_by_role("button", name="Send").click()
+    conversation = page.get_by_role("list", name="Conversation")
+    await expect(conversation.get_by_role("img", name="Attached image 1")).to_be_visible()
+    await expect(page.get_by_role("img", name="tile.png")).to_have_count(0)  # the composer is clear
+
+    # Cancel while the reply streams: the turn stops, the partial reply says so.
+    reply = page.get_by_test_id("reply")
+    await expect(reply).to_contain_text("step3")
+    await page.get_by_role("button", name="Cancel").click()
+    await expect(conversation.get_by_text("Turn cancelled.")).to_be_visible()
+    await expect(reply).to_contain_text("Stopped: the turn was cancelled.")
+    await expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+
+    session_id = page.url.rsplit("/", 1)[1]
+    stored = await everloop.http.get(f"/v1/agents/{agent_id}/sessions/{session_id}/messages")
+    first = stored.json()["data"][0]
+    assert [part["type"] for part in first["content"]] == ["text", "image"], first
+    assert first["content"][1]["media_type"] == "image/png"
+
+    # A turn that fails says so, plainly.
+    failing = {"mode": "echo", "error": {"status": 400}}
+    patched = await everloop.http.patch(f"/v1/llm-models/{everloop.model_id}", json={"settings": failing})
+    assert patched.status_code == 200, patched.text
+    await page.get_by_label("Message", exact=True).fill("And now?")
+    await page.get_by_label("Message", exact=True).press("Enter")
+    failed = conversation.get_by_role("alert")
+    await expect(failed).to_contain_text("The turn failed: the provider rejected the request")
+    await expect(failed).to_contain_text("llm_error")
+    await shot(page, "chat-failed")

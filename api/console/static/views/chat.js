@@ -2,7 +2,7 @@
 // `#/chat/{agent}/{session}` resumes one (its history first: the stream replays it from the start).
 // The stream (chat_stream.js) and the conversation it folds into (chat_state.js) live apart from
 // the drawing (chat_items.js and here).
-import { html, useState, useEffect, useRef, useReducer, useLayoutEffect } from "../html.js";
+import { html, useState, useEffect, useRef, useReducer } from "../html.js";
 import { api, items } from "../api.js";
 import { Page, ErrorNote, Empty, pending, useApi, useAction, navigate, notify, fmt } from "../ui.js";
 import { followSession } from "./chat_stream.js";
@@ -16,13 +16,17 @@ const BATCH_MS = 30;
 // Set when a send made a new session: the page that opens it puts the cursor back in the composer.
 let focusComposerOnArrival = false;
 
+// The agents as last loaded: a new session's page (a new mount) shows them at once, not "Loading…".
+let knownAgents = null;
+
 export default function ChatView({ params }) {
   const [agentId, sessionId] = params;
   const agents = useApi("v1/agents", { limit: 200 });
-  const list = items(agents.data);
+  if (agents.data) knownAgents = agents.data;
+  const list = items(agents.data || knownAgents);
   const agent = list.find((a) => a.id === agentId);
   return html`<${Page} title="Chat" wide>
-    ${pending(agents) ||
+    ${(!agents.data && !(agents.loading && knownAgents) && pending(agents)) ||
     (!agentId
       ? html`<${AgentPicker} agents=${list} />`
       : html`<${Conversation} agents=${list} agent=${agent} agentId=${agentId} sessionId=${sessionId} />`)}
@@ -98,19 +102,24 @@ function Conversation({ agents, agent, agentId, sessionId }) {
 }
 
 // The conversation follows the page's bottom while the reader is there; scrolled up, it stays put.
-function useStickToBottom(deps) {
+// It watches the list's size, not the frames: a reply's Markdown and images grow it after a render.
+function useStickToBottom(list) {
   const stick = useRef(true);
   useEffect(() => {
+    const root = document.documentElement;
     const scrolled = () => {
-      const root = document.documentElement;
       stick.current = window.innerHeight + window.scrollY >= root.scrollHeight - 120;
     };
+    const grown = new ResizeObserver(() => {
+      if (stick.current) window.scrollTo({ top: root.scrollHeight });
+    });
+    if (list.current) grown.observe(list.current);
     window.addEventListener("scroll", scrolled, { passive: true });
-    return () => window.removeEventListener("scroll", scrolled);
+    return () => {
+      grown.disconnect();
+      window.removeEventListener("scroll", scrolled);
+    };
   }, []);
-  useLayoutEffect(() => {
-    if (stick.current) window.scrollTo({ top: document.documentElement.scrollHeight });
-  }, deps);
 }
 
 function LinkStatus({ link, onRetry }) {
@@ -170,7 +179,8 @@ function Session({ agentId, sessionId, name }) {
     else if (last) notify(`${name} replied: ${last.text}`);
   }, [busy]);
 
-  useStickToBottom([state.items, busy]);
+  const list = useRef(null);
+  useStickToBottom(list);
 
   const decide = async (item, decision) => {
     setDeciding(item.id);
@@ -221,7 +231,7 @@ function Session({ agentId, sessionId, name }) {
     ${sessionId && link && link.state !== "connecting" && !visible.length
       ? html`<p class="chat-empty muted">No messages yet.</p>`
       : null}
-    <ol class="transcript" aria-label="Conversation">
+    <ol class="transcript" aria-label="Conversation" ref=${list}>
       ${visible.map(
         (item) => html`<${Item}
           key=${item.key}

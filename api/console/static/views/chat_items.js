@@ -107,7 +107,7 @@ export function ToolCard({ item, onDecide, busy }) {
 
 export function TurnFailed({ item }) {
   return html`<li class="turn-end failed" role="alert">
-    <strong>The turn failed.</strong> ${item.error || "No reason was given."}
+    <strong>The turn failed:</strong> ${item.error || "no reason was given."}
     ${item.code ? html` <${Badge} kind="bad">${item.code}<//>` : null}
   </li>`;
 }

@@ -68,6 +68,12 @@ async def test_an_agent_built_with_a_capability_config_form(page: Page, everloop
     agent = await _agent(everloop, agent_id)
     assert agent["capabilities"] == [{"ref": "knowledge_search", "config": {"knowledge_base": "handbook"}}]
 
+    # A phone-width window: one column, nothing wider than the window.
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await expect(page.get_by_role("button", name="Save")).to_be_visible()
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await shot(page, "agent-builder-phone")
+
 
 async def test_a_bad_config_shows_the_api_error_with_its_field(page: Page, everloop: Everloop) -> None:
     await page.goto("/#/agents/new")
@@ -169,6 +175,32 @@ async def test_archive_removes_an_agent_from_the_active_list(page: Page, everloo
     await page.get_by_label("Show archived").check()
     await expect(retiree).to_be_visible()
     await page.get_by_role("button", name="Unarchive Retiree").click()
+    await expect(page.get_by_role("button", name="Archive Retiree")).to_be_visible()
     await page.get_by_label("Show archived").uncheck()
     await expect(retiree).to_be_visible()
     await shot(page, "agents")
+
+
+async def test_an_mcp_server_with_write_only_headers(page: Page, everloop: Everloop) -> None:
+    token = "Bearer mcp-secret-token-never-shown"
+    await page.goto("/#/mcp")
+    await page.get_by_role("button", name="New server").click()
+    await page.get_by_label("Server name").fill("Docs")
+    # Nothing listens there: the server is still added, with the listing's error shown.
+    await page.get_by_label("URL").fill("http://127.0.0.1:9/mcp")
+    await page.get_by_label("Headers").fill(f"Authorization: {token}")
+    await page.get_by_label("Tool prefix").fill("docs_")
+    await page.get_by_role("button", name="Add server").click()
+    card = page.get_by_role("region", name="Docs")
+    await expect(card.get_by_text("headers set: Authorization")).to_be_visible()
+    assert token not in await page.content()
+    servers = (await everloop.http.get("/v1/mcp-servers")).json()["data"]
+    assert [(s["name"], s["header_names"], s["tool_prefix"]) for s in servers] == [
+        ("Docs", ["Authorization"], "docs_")
+    ]
+    await card.get_by_role("button", name="Edit Docs").click()
+    await expect(card.get_by_label("Headers", exact=True)).to_have_value("")
+    await shot(page, "mcp")
+    page.once("dialog", lambda dialog: dialog.accept())
+    await card.get_by_role("button", name="Delete Docs").click()
+    await expect(page.get_by_text("No MCP servers yet.")).to_be_visible()

@@ -139,6 +139,7 @@ export default function AgentEdit({ params }) {
     <p><a href="#/agents">← All agents</a></p>
     <form class="agent-form" onSubmit=${save.run} aria-label="Agent">
       <div class="builder-grid">
+        <div class="builder-side">
         <section class="card" aria-labelledby="basics-h">
           <h2 id="basics-h">Basics</h2>
           <div class="field">
@@ -170,6 +171,12 @@ export default function AgentEdit({ params }) {
               onInput=${set("system_prompt")}></textarea>
           </div>
         </section>
+        <div class="save-bar">
+          <${ErrorNote} error=${save.error || doExport.error || setStatus.error} />
+          ${save.busy ? html`<span class="muted" role="status">Saving…</span>` : null}
+          <button type="submit" class="primary" disabled=${save.busy}>${isNew ? "Create agent" : "Save"}</button>
+        </div>
+        </div>
         <section class="card" aria-labelledby="caps-h">
           <div class="caps-head">
             <h2 id="caps-h">Capabilities <span class="muted count">${enabled.length} on</span></h2>
@@ -195,11 +202,6 @@ export default function AgentEdit({ params }) {
             ? html`<p class="muted">Also enabled, not in the list: ${unknown.map((e) => html`<code class="chip">${e.ref}</code>`)}</p>`
             : null}
         </section>
-      </div>
-      <div class="save-bar">
-        <${ErrorNote} error=${save.error || doExport.error || setStatus.error} />
-        <button type="submit" class="primary" disabled=${save.busy}>${isNew ? "Create agent" : "Save"}</button>
-        ${save.busy ? html`<span class="muted" role="status">Saving…</span>` : null}
       </div>
     </form>
   <//>`;

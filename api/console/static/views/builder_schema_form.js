@@ -8,8 +8,10 @@ import { html, useState, useEffect } from "../html.js";
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
 function humanize(name) {
-  const words = String(name).replace(/[_-]+/g, " ").replace(/([a-z])([A-Z])/g, "$1 $2").trim();
-  return words.charAt(0).toUpperCase() + words.slice(1);
+  // Units that names carry as a suffix (`approval_timeout_s`) read as words.
+  const unit = /_s$/.test(name) ? " (seconds)" : /_ms$/.test(name) ? " (milliseconds)" : "";
+  const words = String(name).replace(/_m?s$/, "").replace(/[_-]+/g, " ").replace(/([a-z])([A-Z])/g, "$1 $2").trim();
+  return words.charAt(0).toUpperCase() + words.slice(1) + unit;
 }
 
 /** The schema with `X | null` folded into `X` (nullable) and a `type` list read the same way. */
@@ -171,7 +173,7 @@ function JsonField({ id, label, hint, hintId, value, onChange, required }) {
       id=${id}
       class="code"
       rows="4"
-      spellcheck="false"
+      spellcheck=${false}
       required=${required}
       aria-invalid=${problem ? "true" : undefined}
       aria-describedby=${hintId}
@@ -200,58 +202,74 @@ function JsonField({ id, label, hint, hintId, value, onChange, required }) {
 function branchLabel(branch, index) {
   if (branch.title) return branch.title;
   const kind = kindOf(normalize(branch).schema);
-  return { boolean: "Yes or no", strings: "A list", number: "A number", string: "Text", enum: "One of" }[kind] ||
-    `Option ${index + 1}`;
+  return { strings: "A list…", number: "A number…", string: "Text…", enum: "One of…", object: "Settings…" }[kind] ||
+    `Option ${index + 1}…`;
 }
 
-function branchOf(branches, value) {
-  if (value === undefined || value === null) return 0;
-  const found = branches.findIndex((b) => {
+/** The choices of an `anyOf`: a boolean branch gives "No" and "Yes" itself; any other is a shape to fill. */
+function choicesOf(branches) {
+  const out = [];
+  branches.forEach((raw, i) => {
+    const b = normalize(raw).schema;
+    if (b.type === "boolean") {
+      out.push({ key: `${i}:false`, branch: i, fixed: false, label: "No" });
+      out.push({ key: `${i}:true`, branch: i, fixed: true, label: "Yes" });
+    } else out.push({ key: `${i}`, branch: i, label: branchLabel(raw, i) });
+  });
+  return out;
+}
+
+function choiceOf(choices, branches, value) {
+  const fits = (b) => {
     const s = normalize(b).schema;
     if (Array.isArray(value)) return s.type === "array";
-    if (typeof value === "boolean") return s.type === "boolean";
     if (typeof value === "number") return s.type === "number" || s.type === "integer";
     if (typeof value === "string") return s.type === "string";
     return s.type === "object";
-  });
-  return found < 0 ? 0 : found;
+  };
+  if (typeof value === "boolean") return choices.find((c) => c.fixed === value) || choices[0];
+  if (value === undefined || value === null) return choices[0];
+  return choices.find((c) => c.fixed === undefined && fits(branches[c.branch])) || choices[0];
 }
 
-/** An `anyOf` of several shapes (e.g. `true` or a list of tool names): pick the shape, then fill it. */
+/** An `anyOf` of several shapes (e.g. `true`, or a list of tool names): a select, then the shape's form. */
 function ChoiceField({ id, label, hint, hintId, schema, value, onChange }) {
   const branches = schema.anyOf;
+  const choices = choicesOf(branches);
   const current = value === undefined ? schema.default : value;
-  const [chosen, setChosen] = useState(() => branchOf(branches, current));
-  const branch = normalize(branches[chosen]).schema;
-  return html`<fieldset class="schema-choice">
-    <legend>${label}</legend>
+  const [key, setKey] = useState(() => choiceOf(choices, branches, current).key);
+  const choice = choices.find((c) => c.key === key) || choices[0];
+  const branch = normalize(branches[choice.branch]).schema;
+  return html`<div class="field schema-choice">
+    <label for=${id}>${label}</label>
+    <select
+      id=${id}
+      aria-describedby=${hintId}
+      value=${key}
+      onChange=${(e) => {
+        const next = choices.find((c) => c.key === e.target.value);
+        setKey(next.key);
+        const target = normalize(branches[next.branch]).schema;
+        // A new shape starts empty (or at its default): the old value does not fit it.
+        onChange(next.fixed !== undefined ? next.fixed : target.default);
+      }}
+    >
+      ${choices.map((c) => html`<option value=${c.key}>${c.label}</option>`)}
+    </select>
     <${Hint} id=${hintId} text=${hint} />
-    <div class="field">
-      <label for=${`${id}-kind`}>Kind of value</label>
-      <select
-        id=${`${id}-kind`}
-        value=${String(chosen)}
-        onChange=${(e) => {
-          const next = Number(e.target.value);
-          setChosen(next);
-          const target = normalize(branches[next]).schema;
-          // The new shape starts empty (or at its own default): the old value does not fit it.
-          const start = target.default !== undefined ? target.default : target.type === "boolean" ? false : undefined;
-          onChange(start);
-        }}
-      >
-        ${branches.map((b, i) => html`<option value=${String(i)}>${branchLabel(b, i)}</option>`)}
-      </select>
-    </div>
-    <${SchemaField}
-      id=${`${id}-value`}
-      name="value"
-      label=${branch.type === "boolean" ? label : `${label}: ${branchLabel(branches[chosen], chosen).toLowerCase()}`}
-      schema=${{ ...branch, description: undefined }}
-      value=${branchOf(branches, current) === chosen ? current : undefined}
-      onChange=${onChange}
-    />
-  </fieldset>`;
+    ${choice.fixed === undefined
+      ? html`<div class="choice-value">
+          <${SchemaField}
+            id=${`${id}-value`}
+            name="value"
+            label=${`${label}: ${choice.label.replace("…", "").toLowerCase()}`}
+            schema=${{ ...branch, description: undefined }}
+            value=${choiceOf(choices, branches, current).key === key ? current : undefined}
+            onChange=${onChange}
+          />
+        </div>`
+      : null}
+  </div>`;
 }
 
 /** One property's control, chosen by its schema. */

@@ -74,7 +74,7 @@ function ServerForm({ server, isAdmin, onDone, onCancel }) {
             </div>
             <div class="field">
               <label for=${`${id}-headers`}>Headers</label>
-              <textarea id=${`${id}-headers`} rows="2" spellcheck="false" autocomplete="off" class="code"
+              <textarea id=${`${id}-headers`} rows="2" spellcheck=${false} autocomplete="off" class="code"
                 placeholder=${names.length ? "Set: type to replace all of them" : "Authorization: Bearer …"}
                 aria-describedby=${`${id}-headers-hint`} value=${headers} onInput=${(e) => setHeaders(e.target.value)}></textarea>
               <small class="muted" id=${`${id}-headers-hint`}>

@@ -12,7 +12,18 @@ const KEYLESS = new Set(["simulator", "llmsim", "openai_compatible"]);
 
 function KeyState({ provider }) {
   if (provider.api_key_set) return html`<${Badge} kind="good">key set<//>`;
-  return html`<${Badge} kind=${KEYLESS.has(provider.provider_type) ? "" : "warn"}>no key<//>`;
+  if (KEYLESS.has(provider.provider_type)) return html`<${Badge}>no key needed<//>`;
+  return html`<${Badge} kind="warn">no key<//>`;
+}
+
+/** What litellm's table knows of a model, in a few words: context size and price per million tokens. */
+function profileOf(model) {
+  const p = model.profile;
+  if (!p) return "";
+  const bits = [];
+  if (p.limits && p.limits.context) bits.push(`${Math.round(p.limits.context / 1000)}k context`);
+  if (p.cost) bits.push(`$${p.cost.input} / $${p.cost.output} per M tokens`);
+  return bits.join(" · ");
 }
 
 function ProviderForm({ provider, onDone, onCancel }) {
@@ -59,7 +70,7 @@ function ProviderForm({ provider, onDone, onCancel }) {
       </div>
       <div class="field">
         <label for=${`${prefix}-key`}>API key</label>
-        <input id=${`${prefix}-key`} type="password" autocomplete="new-password" spellcheck="false"
+        <input id=${`${prefix}-key`} type="password" autocomplete="new-password" spellcheck=${false}
           placeholder=${provider && provider.api_key_set ? "Set: type to replace it" : KEYLESS.has(type) ? "Not needed for this type" : "Not set"}
           aria-describedby=${`${prefix}-key-hint`} value=${key} onInput=${(e) => setKey(e.target.value)} />
         <small class="muted" id=${`${prefix}-key-hint`}>
@@ -188,11 +199,12 @@ function ProviderCard({ provider, models, isAdmin, reload }) {
             { label: "Model", render: (m) => html`<code>${m.model_id}</code>` },
             { label: "Name", render: (m) => (m.display_name !== m.model_id ? m.display_name : "") },
             { label: "Kind", render: (m) => m.kind || "chat" },
+            { label: "Profile", render: (m) => html`<span class="muted">${profileOf(m)}</span>` },
             {
               label: "State",
               render: (m) => html`<span class="chips">
                 ${m.is_default ? html`<${Badge} kind="good">default<//>` : null}
-                ${m.healthy ? null : html`<${Badge} kind="warn">not ready<//>`}
+                ${m.healthy ? html`<${Badge} kind="good">ready<//>` : html`<${Badge} kind="warn">not ready<//>`}
                 ${m.enabled ? null : html`<${Badge}>disabled<//>`}
               </span>`,
             },

@@ -146,7 +146,8 @@ async def test_the_session_page_shows_its_timeline_and_workflow(page: Page, ever
     await page.get_by_label("Agent").select_option(label="Calculator")
     link = page.get_by_role("link", name="Sums")
     await expect(link).to_be_visible()
-    await expect(page.get_by_role("row", name=re.compile("Sums Calculator idle"))).to_be_visible()
+    await expect(page.get_by_role("row", name=re.compile("Sums Calculator idle 1"))).to_be_visible()
+    await shot(page, "sessions")
     await link.click()
 
     await expect(page.get_by_role("heading", name="Sums", exact=True)).to_be_visible()
@@ -247,6 +248,11 @@ async def test_usage_shows_the_turns_tokens(page: Page, everloop: Everloop) -> N
     await page.goto("/#/drift")
     await page.get_by_role("button", name="Run detection now").click()
     await expect(page.get_by_text("No open drift alerts.")).to_be_visible()
+    await expect(page.get_by_role("list", name="Drift summary")).to_contain_text(
+        re.compile(r"0\s*open alerts")
+    )
+    await expect(page.locator("#announce")).to_contain_text("Detection ran")
+    await shot(page, "drift")
 
 
 async def test_the_operator_views_fit_a_phone(browser: Browser, everloop: Everloop) -> None:
@@ -270,6 +276,7 @@ async def test_the_operator_views_fit_a_phone(browser: Browser, everloop: Everlo
         await page.wait_for_load_state("networkidle")
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"#/{view} scrolls sideways at phone width ({width}px)"
+        assert await unnamed_controls(page) == [], view
     await page.goto(f"/#/traces/{turn.turn_id}")
     await page.locator(".wf-row").nth(2).click()
     await expect(page.get_by_role("region", name="Span add")).to_be_visible()

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import re
 import struct
+import uuid
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, FilePayload, Page, expect
 
 from tests.clients.conftest import Everloop
 from tests.console.chat_proxy import CuttableProxy, proxy_to
@@ -154,6 +156,9 @@ async def test_a_network_cut_mid_reply_loses_and_repeats_nothing(
     assert len(streams) >= 2, proxy.requests
     assert "since_id=" not in streams[0]
     assert all("since_id=" in resumed for resumed in streams[1:]), streams
+    # ...and that frame was a streamed word: a live frame's id (version 8), not a stored event's.
+    since = parse_qs(urlsplit(streams[1]).query)["since_id"][0]
+    assert uuid.UUID(since).version == 8, since
 
 
 async def test_an_approval_from_the_chat(page: Page, everloop: Everloop) -> None:
@@ -206,7 +211,7 @@ async def test_an_image_a_cancel_and_a_failed_turn(page: Page, everloop: Everloo
 
     # An image goes with the text as an image part (base64, its media type).
     await page.get_by_label("Attach image").set_input_files(
-        files=[{"name": "tile.png", "mimeType": "image/png", "buffer": _png()}]
+        files=[FilePayload(name="tile.png", mimeType="image/png", buffer=_png())]
     )
     await expect(page.get_by_role("img", name="tile.png")).to_be_visible()  # the preview
     await page.get_by_label("Message", exact=True).fill("What colour is this?")

@@ -12,6 +12,12 @@ from playwright.async_api import Page, expect
 from tests.clients.conftest import Everloop
 from tests.console.conftest import shot
 
+PROMPT = """You answer questions about how the team works, from its handbook.
+
+- Search the handbook before you answer, and quote the passage you used.
+- When the handbook has no answer, say so and suggest who to ask.
+- Links you fetch must be on python.org: the handbook points there for code style."""
+
 
 async def _agent(everloop: Everloop, agent_id: str) -> dict[str, Any]:
     answer = await everloop.http.get(f"/v1/agents/{agent_id}")
@@ -26,7 +32,7 @@ async def test_an_agent_built_with_a_capability_config_form(page: Page, everloop
     await expect(page.get_by_role("heading", name="New agent")).to_be_visible()
     await page.get_by_label("Name", exact=True).fill("Librarian")
     await page.get_by_label("Description").fill("Answers from the team handbook")
-    await page.get_by_label("System prompt").fill("You answer from the handbook. Cite the passage.")
+    await page.get_by_label("System prompt").fill(PROMPT)
     await page.get_by_label("Default model").select_option(everloop.model_id)
 
     # knowledge_search's schema: a nullable string and a bounded integer; web_fetch's: string lists.
@@ -43,7 +49,7 @@ async def test_an_agent_built_with_a_capability_config_form(page: Page, everloop
     await expect(page.get_by_role("heading", name="Librarian")).to_be_visible()
     agent_id = page.url.rsplit("/", 1)[-1]
     agent = await _agent(everloop, agent_id)
-    assert agent["system_prompt"] == "You answer from the handbook. Cite the passage."
+    assert agent["system_prompt"] == PROMPT
     assert agent["description"] == "Answers from the team handbook"
     assert agent["default_model_id"] == everloop.model_id
     assert agent["capabilities"] == [

@@ -138,6 +138,9 @@ function Session({ agentId, sessionId, name }) {
   const [state, dispatch] = useReducer(foldAll, EMPTY);
   const [link, setLink] = useState(null);
   const [deciding, setDeciding] = useState(null);
+  // Decisions sent but not yet seen on the stream (tool.approval_resolved follows the answer).
+  const [decided, setDecided] = useState({});
+  const [cancelAsked, setCancelAsked] = useState(null);
   const [decisionError, setDecisionError] = useState(null);
   const stream = useRef(null);
   const announce = useRef(false);
@@ -187,6 +190,7 @@ function Session({ agentId, sessionId, name }) {
     setDecisionError(null);
     try {
       await api.post(`${base}/tool-approvals/${encodeURIComponent(item.id)}`, { decision });
+      setDecided((known) => ({ ...known, [item.id]: decision }));
       notify(decision === "approve" ? `Approved ${item.name}` : `Denied ${item.name}`);
     } catch (error) {
       notify(`The decision was not taken: ${error.message}`);
@@ -198,6 +202,8 @@ function Session({ agentId, sessionId, name }) {
 
   const cancel = useAction(async () => {
     await api.post(`${base}/cancel`);
+    // The turn ends a second or two later (turn.cancelled): until then the button says so.
+    setCancelAsked(state.turn);
     notify("Cancelling the turn");
   });
 
@@ -213,7 +219,7 @@ function Session({ agentId, sessionId, name }) {
   };
 
   const visible = state.items;
-  const asking = visible.some((item) => item.kind === "tool" && item.approval === "pending");
+  const asking = visible.some((item) => item.kind === "tool" && item.approval === "pending" && !decided[item.id]);
   // While the turn waits for the user, no "typing" dots: the approval card says what it waits for.
   const thinking = busy && !asking && !visible.some((item) => item.kind === "agent" && !item.final);
   const activity = asking ? "Waiting for your approval" : state.waiting && !state.running ? "Queued" : "Working…";
@@ -239,6 +245,7 @@ function Session({ agentId, sessionId, name }) {
           agentName=${name}
           onDecide=${decide}
           deciding=${deciding}
+          decided=${decided}
         />`,
       )}
       ${thinking
@@ -256,7 +263,7 @@ function Session({ agentId, sessionId, name }) {
       running=${state.running}
       onSent=${onSent}
       onCancel=${cancel.run}
-      cancelling=${cancel.busy}
+      cancelling=${cancel.busy || (state.running && cancelAsked === state.turn)}
       cancelError=${cancel.error}
       gone=${link && link.state === "gone"}
     />

@@ -58,7 +58,10 @@ export function AgentMessage({ item, name }) {
   </li>`;
 }
 
-function Approval({ item, onDecide, busy }) {
+function Approval({ item, onDecide, busy, sent }) {
+  if (item.approval === "pending" && sent) {
+    return html`<p class="approval-note muted" role="status">${sent === "approve" ? "Approved" : "Denied"}: waiting for the agent…</p>`;
+  }
   if (item.approval === "pending") {
     return html`<div class="approval" role="group" aria-label=${`Approval for ${item.name}`}>
       <p><strong>Approval needed.</strong> The agent wants to run <code>${item.name}</code> with these arguments.</p>
@@ -81,7 +84,7 @@ function Approval({ item, onDecide, busy }) {
   return null;
 }
 
-export function ToolCard({ item, onDecide, busy }) {
+export function ToolCard({ item, onDecide, busy, sent }) {
   const [label, kind] = TOOL_STATUS[item.status] || [item.status || "…", "neutral"];
   const status = item.approval === "pending" ? "waiting" : item.status;
   return html`<li class=${`tool-card status-${status}`}>
@@ -100,7 +103,7 @@ export function ToolCard({ item, onDecide, busy }) {
           : null}
         ${item.error ? html`<dt>Error</dt><dd class="tool-error">${item.error}</dd>` : null}
       </dl>
-      ${item.approval ? html`<${Approval} item=${item} onDecide=${onDecide} busy=${busy} />` : null}
+      ${item.approval ? html`<${Approval} item=${item} onDecide=${onDecide} busy=${busy} sent=${sent} />` : null}
     </article>
   </li>`;
 }
@@ -116,14 +119,19 @@ export function TurnCancelled() {
   return html`<li class="turn-end cancelled">Turn cancelled.</li>`;
 }
 
-export function Item({ item, agentName, onDecide, deciding }) {
+export function Item({ item, agentName, onDecide, deciding, decided }) {
   switch (item.kind) {
     case "user":
       return html`<${UserMessage} item=${item} />`;
     case "agent":
       return html`<${AgentMessage} item=${item} name=${agentName} />`;
     case "tool":
-      return html`<${ToolCard} item=${item} onDecide=${onDecide} busy=${deciding === item.id} />`;
+      return html`<${ToolCard}
+        item=${item}
+        onDecide=${onDecide}
+        busy=${deciding === item.id}
+        sent=${decided && decided[item.id]}
+      />`;
     case "failed":
       return html`<${TurnFailed} item=${item} />`;
     case "cancelled":

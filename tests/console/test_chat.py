@@ -24,6 +24,8 @@ REPLY = (
     "**2 + 3 = 5.** I used the `add` tool rather than guessing:\n\n"
     "- `a` was 2\n- `b` was 3\n- the tool answered 5\n\nAnything else to add up?"
 )
+MULTIPLY = {"tool_calls": [{"name": "multiply", "arguments": {"a": 6, "b": 7}}]}
+SECOND_REPLY = "6 times 7 = **42**. Both answers came from the tools, so they are exact."
 # The reply as the page shows it: Markdown rendered, so without its marks.
 REPLY_SHOWN = (
     "2 + 3 = 5. I used the add tool rather than guessing: a was 2 b was 3 the tool answered 5 "
@@ -80,12 +82,21 @@ async def test_a_chat_with_a_tool_call_and_a_streamed_reply(page: Page, everloop
     await expect(reply).to_have_attribute("aria-busy", "false")
     await expect(reply.locator("strong")).to_have_text("2 + 3 = 5.")  # Markdown, rendered
     await expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
-    await shot(page, "chat")
 
     conversation = _normal(await page.get_by_role("list", name="Conversation").inner_text())
     assert conversation.count("Anything else to add up?") == 1, conversation
     assert conversation.count("What is 2 + 3?") == 1, conversation
     await expect(page.get_by_role("article", name=re.compile("^Tool call"))).to_have_count(1)
+
+    # A second turn in the same session (and the screenshot the README shows).
+    await _script(everloop, MULTIPLY, SECOND_REPLY, chunk_delay=0.02)
+    await message.fill("And 6 times 7?")
+    await page.get_by_role("button", name="Send").click()
+    await expect(page.get_by_role("article", name="Tool call multiply")).to_contain_text('{"result":42}')
+    await expect(reply.nth(1)).to_have_text(re.compile("^6 times 7 = 42\\."))
+    await expect(reply.nth(1)).to_have_attribute("aria-busy", "false")
+    await expect(reply).to_have_count(2)
+    await shot(page, "chat")
 
     # Shift+Enter is a new line, not a send; the session is in the list to resume.
     await message.fill("first line")
@@ -96,11 +107,12 @@ async def test_a_chat_with_a_tool_call_and_a_streamed_reply(page: Page, everloop
 
     # Resumed later (a reload): the history comes back from the stream, once.
     await page.reload()
-    await expect(page.get_by_test_id("reply")).to_have_text(REPLY_SHOWN)
-    await expect(page.get_by_role("article", name="Tool call add")).to_contain_text('{"result":5}')
     conversation_again = page.get_by_role("list", name="Conversation")
+    await expect(conversation_again.get_by_test_id("reply").first).to_have_text(REPLY_SHOWN)
+    await expect(page.get_by_role("article", name="Tool call add")).to_contain_text('{"result":5}')
     await expect(conversation_again.get_by_text("What is 2 + 3?")).to_have_count(1)
-    await expect(conversation_again.get_by_test_id("reply")).to_have_count(1)
+    await expect(conversation_again.get_by_test_id("reply")).to_have_count(2)
+    await expect(page.get_by_role("article", name=re.compile("^Tool call"))).to_have_count(2)
 
 
 @pytest.fixture

@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from playwright.async_api import Browser, Page, expect
 
+from tests import drift_traffic
+from tests.api.test_auth_full import As
 from tests.clients.conftest import Everloop
 from tests.console.conftest import WAIT_MS, new_context, shot, sign_in, watch_errors
 from tests.console.test_shell import unnamed_controls
@@ -245,14 +248,31 @@ async def test_usage_shows_the_turns_tokens(page: Page, everloop: Everloop) -> N
     assert await unnamed_controls(page) == []
     await shot(page, "usage")
 
+
+async def test_a_drift_alert_found_and_resolved(page: Page, everloop: Everloop) -> None:
     await page.goto("/#/drift")
-    await page.get_by_role("button", name="Run detection now").click()
     await expect(page.get_by_text("No open drift alerts.")).to_be_visible()
-    await expect(page.get_by_role("list", name="Drift summary")).to_contain_text(
-        re.compile(r"0\s*open alerts")
+    # An app's traffic whose cost doubled in the last hours against the days before.
+    now = datetime.now(UTC)
+    await drift_traffic.baseline_and_recent(
+        As(everloop.http, {"access_token": everloop.api_key}), now, baseline_cost=0.01, recent_cost=0.02
     )
-    await expect(page.locator("#announce")).to_contain_text("Detection ran")
+    await page.get_by_role("button", name="Run detection now").click()
+    # The first run in a process loads scipy: a few seconds.
+    await expect(page.locator("#announce")).to_contain_text("1 new alert(s)", timeout=WAIT_MS)
+    alert = page.get_by_role(
+        "row", name=re.compile(r"^high cost pipeline-drift · gpt-drift 40 → 40 .* \+\d+ %")
+    )
+    await expect(alert).to_be_visible()
+    summary = page.get_by_role("list", name="Drift summary")
+    await expect(summary).to_contain_text(re.compile(r"1\s*open alerts\s*1\s*high"))
     await shot(page, "drift")
+
+    await alert.get_by_role("button", name="Resolve the cost alert").click()
+    await expect(page.get_by_text("No open drift alerts.")).to_be_visible()
+    await expect(summary).to_contain_text(re.compile(r"0\s*open alerts"))
+    await page.get_by_label("Show resolved alerts too").check()
+    await expect(page.get_by_role("row", name=re.compile(r"^high cost .* resolved"))).to_be_visible()
 
 
 async def test_the_operator_views_fit_a_phone(browser: Browser, everloop: Everloop) -> None:

@@ -3,6 +3,7 @@
 import { html, useState } from "../html.js";
 import { api } from "../api.js";
 import { Page, Table, Badge, ErrorNote, useApi, useAction, pending, fmt, notify } from "../ui.js";
+import { useAgents, agentName } from "./ops_util.js";
 
 const SEVERITY = { high: "bad", medium: "warn", low: "neutral" };
 
@@ -20,6 +21,7 @@ function number(v) {
 
 export default function Drift() {
   const [all, setAll] = useState(false);
+  const agents = useAgents();
   const summary = useApi("v1/drift/summary");
   const alerts = useApi("v1/drift/alerts", { include_resolved: all ? "true" : undefined, limit: 200 });
   const reload = () => {
@@ -47,9 +49,9 @@ export default function Drift() {
     ${pending(summary) ||
     html`<ul class="stats" aria-label="Drift summary">
       <li><span class="stat-value">${s.unresolved}</span><span class="stat-label">open alerts</span></li>
-      <li class="sev-high"><span class="stat-value">${s.by_severity.high}</span><span class="stat-label">high</span></li>
-      <li class="sev-medium"><span class="stat-value">${s.by_severity.medium}</span><span class="stat-label">medium</span></li>
-      <li class="sev-low"><span class="stat-value">${s.by_severity.low}</span><span class="stat-label">low</span></li>
+      <li class=${s.by_severity.high ? "sev-high" : ""}><span class="stat-value">${s.by_severity.high}</span><span class="stat-label">high</span></li>
+      <li class=${s.by_severity.medium ? "sev-medium" : ""}><span class="stat-value">${s.by_severity.medium}</span><span class="stat-label">medium</span></li>
+      <li><span class="stat-value">${s.by_severity.low}</span><span class="stat-label">low</span></li>
       <li><span class="stat-value">${s.total_alerts}</span><span class="stat-label">ever raised</span></li>
     </ul>`}
     <div class="check">
@@ -65,7 +67,16 @@ export default function Drift() {
           columns=${[
             { label: "Severity", render: (a) => html`<${Badge} kind=${SEVERITY[a.severity] || ""}>${a.severity}<//>` },
             { label: "Metric", render: (a) => a.metric + (a.details && a.details.tool ? ` (${a.details.tool})` : "") },
-            { label: "Scope", render: (a) => html`${a.scope_kind === "agent" ? "agent " : ""}<code>${a.scope_kind === "agent" ? fmt.short(a.scope) : a.scope}</code>${a.model ? ` · ${a.model}` : ""}` },
+            {
+              label: "Scope",
+              render: (a) => html`${a.scope_kind === "agent"
+                ? html`agent <a href=${`#/agents/${a.scope}`}>${agentName(agents.byId[a.scope]) || fmt.short(a.scope)}</a>`
+                : html`<code>${a.scope}</code>`}${a.model ? ` · ${a.model}` : ""}`,
+            },
+            {
+              label: "Samples",
+              render: (a) => (a.windows ? `${a.windows.baseline?.count ?? "?"} → ${a.windows.current?.count ?? "?"}` : ""),
+            },
             { label: "Baseline → now", render: (a) => `${number(a.baseline_value)} → ${number(a.current_value)}` },
             { label: "Change", render: (a) => change(a) },
             { label: "p-value", render: (a) => (a.p_value === null ? "" : Number(a.p_value).toExponential(1)) },

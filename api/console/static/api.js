@@ -43,22 +43,29 @@ async function refresh() {
   return refreshing;
 }
 
-/** One API call. `body` is sent as JSON (or as is, if FormData); the answer is parsed JSON or null. */
-export async function request(method, path, { body, query, headers, signal, retry = true } = {}) {
-  const init = { method, credentials: "same-origin", headers: { accept: "application/json", ...headers }, signal };
+/** One API call. `body` is sent as JSON (as is if FormData, or a string with `contentType`); the
+ * answer is parsed JSON or null, or its text with `text: true` (an agent's Markdown export). */
+export async function request(method, path, options = {}) {
+  const { body, query, headers, signal, contentType, text: asText, retry = true } = options;
+  const accept = asText ? "*/*" : "application/json";
+  const init = { method, credentials: "same-origin", headers: { accept, ...headers }, signal };
   if (body !== undefined) {
     if (body instanceof FormData) init.body = body;
-    else {
+    else if (typeof body === "string" && contentType) {
+      init.body = body;
+      init.headers["content-type"] = contentType;
+    } else {
       init.body = JSON.stringify(body);
       init.headers["content-type"] = "application/json";
     }
   }
   const response = await fetch(url(path, query), init);
   if (response.status === 401 && retry && !path.includes("auth/")) {
-    if (await refresh()) return request(method, path, { body, query, headers, signal, retry: false });
+    if (await refresh()) return request(method, path, { ...options, retry: false });
     listeners.forEach((listener) => listener());
   }
   const text = await response.text();
+  if (asText && response.ok) return text;
   let parsed = null;
   if (text) {
     try {

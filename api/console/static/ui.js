@@ -20,7 +20,12 @@ export function useApi(path, query, deps = []) {
   useEffect(() => {
     load();
   }, [load]);
-  return { ...state, reload: load };
+  // `reload` always fetches what the component asks for now, even when called from an action that
+  // began under an earlier query (a stale closure would fetch the old one, and its answer would win).
+  const latest = useRef(load);
+  latest.current = load;
+  const reload = useCallback(() => latest.current(), []);
+  return { ...state, reload };
 }
 
 /** Runs an action (a POST...), exposing `busy` and `error`; returns the action's answer or undefined. */

@@ -12,9 +12,14 @@ import { Item } from "./chat_items.js";
 const IMAGE_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 const IMAGE_MAX_BYTES = 5 * 1024 * 1024; // the API's limit for an inline image
 const BATCH_MS = 30;
+// Events the chat does not draw. The LLM call's record (`llm.generation`) holds the whole prompt and
+// tool list each step: left out, a long session's history arrives in a fraction of the bytes.
+const NOT_SHOWN = "llm.generation,input.received,reason.started,reason.completed,act.started,act.completed";
 
-// Set when a send made a new session: the page that opens it puts the cursor back in the composer.
+// Set when a send made a new session: the page that opens it puts the cursor back in the composer
+// and reads out the reply, as the page that sent it would have.
 let focusComposerOnArrival = false;
+let announceOnArrival = false;
 
 // The agents as last loaded: a new session's page (a new mount) shows them at once, not "Loading…".
 let knownAgents = null;
@@ -70,7 +75,7 @@ function Conversation({ agents, agent, agentId, sessionId }) {
     .sort((x, y) => String(y.created_at).localeCompare(String(x.created_at)));
   const name = agent ? agent.display_name || agent.name : "Agent";
   return html`<div class="chat">
-    <div class="chat-bar" role="toolbar" aria-label="Agent and session">
+    <div class="chat-bar" role="group" aria-label="Agent and session">
       <div class="chat-pick">
         <label for="chat-agent">Agent</label>
         <select id="chat-agent" value=${agentId} onChange=${(e) => navigate(`#/chat/${e.target.value}`)}>
@@ -143,7 +148,8 @@ function Session({ agentId, sessionId, name }) {
   const [cancelAsked, setCancelAsked] = useState(null);
   const [decisionError, setDecisionError] = useState(null);
   const stream = useRef(null);
-  const announce = useRef(false);
+  const announce = useRef(announceOnArrival);
+  announceOnArrival = false;
 
   useEffect(() => {
     if (!base) return undefined;
@@ -164,6 +170,7 @@ function Session({ agentId, sessionId, name }) {
       },
       onState: setLink,
       check: () => api.get(base),
+      query: { exclude: NOT_SHOWN },
     });
     return () => {
       if (timer) clearTimeout(timer);
@@ -212,6 +219,7 @@ function Session({ agentId, sessionId, name }) {
     if (session) {
       // A new session: its page takes over (and replays what was just posted from the stream).
       focusComposerOnArrival = true;
+      announceOnArrival = true;
       navigate(`#/chat/${agentId}/${session.id}`);
       return;
     }
@@ -250,7 +258,7 @@ function Session({ agentId, sessionId, name }) {
       )}
       ${thinking
         ? html`<li class="msg agent thinking" aria-hidden="true">
-            <h3 class="msg-who">${name}</h3>
+            <h2 class="msg-who">${name}</h2>
             <div class="bubble"><span class="dots"><i></i><i></i><i></i></span></div>
           </li>`
         : null}

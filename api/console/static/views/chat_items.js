@@ -32,7 +32,7 @@ export function UserMessage({ item }) {
   const text = (item.parts || []).filter((p) => p.type === "text").map((p) => p.text).join("\n");
   const images = (item.parts || []).filter((p) => p.type === "image").map(imageSource).filter(Boolean);
   return html`<li class="msg user">
-    <h3 class="sr-only">You said</h3>
+    <h2 class="sr-only">You said</h2>
     <div class="bubble">
       ${images.length
         ? html`<div class="msg-images">
@@ -49,7 +49,7 @@ export function AgentMessage({ item, name }) {
   if (!item.text && item.final && !item.stopped) return null;
   const streaming = !item.final;
   return html`<li class=${`msg agent${item.error ? " failed" : ""}`}>
-    <h3 class="msg-who">${item.error ? "Error" : name || "Agent"}</h3>
+    <h2 class="msg-who">${item.error ? "Error" : name || "Agent"}</h2>
     <div class="bubble" data-testid="reply" aria-busy=${streaming ? "true" : "false"}>
       ${item.text ? html`<${Markdown} text=${item.text} class="reply" />` : null}
       ${streaming ? html`<span class="cursor" aria-hidden="true"></span>` : null}

@@ -40,8 +40,9 @@ const MAX_DELAY_MS = 10000;
  * - `check()`: an API call made before each reconnect: it renews an expired sign-in (the API
  *   client refreshes on a 401, which an EventSource cannot) and tells a deleted session (404)
  *   from a network that is still down.
+ * - `query`: the stream's filters (`exclude`...), kept on every reconnect.
  */
-export function followSession(path, { onFrame, onState, check }) {
+export function followSession(path, { onFrame, onState, check, query = {} }) {
   const seen = new Set();
   let lastId = null;
   let source = null;
@@ -76,7 +77,7 @@ export function followSession(path, { onFrame, onState, check }) {
     state(connections === 1 ? "connecting" : "reconnecting", { delay: 0 });
     // `since_id` rather than the browser's own Last-Event-ID: that one stays on the last stored
     // event (live frames have no `id:` line), which would replay what the deltas already showed.
-    source = new EventSource(url(path, lastId ? { since_id: lastId } : {}));
+    source = new EventSource(url(path, lastId ? { ...query, since_id: lastId } : query));
     source.addEventListener("connected", () => {
       delay = FIRST_DELAY_MS;
       state("live");

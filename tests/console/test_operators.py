@@ -202,6 +202,24 @@ async def test_a_fork_from_the_console_runs_and_shows_its_changes(page: Page, ev
     ).to_be_visible()
 
 
+async def test_a_fork_run_step_by_step_from_the_console(page: Page, everloop: Everloop) -> None:
+    turn = await a_turn(everloop)
+    await page.goto(f"/#/traces/{turn.turn_id}")
+    await page.get_by_text("Fork from a step").click()
+    await page.get_by_label("Mode", exact=True).select_option("interactive")
+    await page.get_by_role("button", name="Start fork").click()
+
+    status = page.locator(".replay-status")
+    await expect(status).to_contain_text("holding before step 1", timeout=WAIT_MS)
+    await page.get_by_role("button", name="One step").click()  # the first reasoning step, then a hold
+    await expect(status).to_contain_text("holding before step 2", timeout=WAIT_MS)
+    await expect(status).to_contain_text("Step 1 of")
+    await page.get_by_role("button", name="Play to the end").click()
+    await expect(status.locator(".badge")).to_have_text("completed", timeout=WAIT_MS)
+    await expect(page.get_by_role("button", name="One step")).to_have_count(0)  # no controls once done
+    await expect(page.get_by_role("region", name="Result")).to_contain_text("2 + 3 = 5.")
+
+
 async def test_a_golden_test_pinned_run_and_judged(page: Page, everloop: Everloop) -> None:
     turn = await a_turn(everloop)
     await page.goto(f"/#/traces/{turn.turn_id}")

@@ -14,7 +14,7 @@ export default function Replay({ params }) {
   const replay = useApi(id ? `v1/replays/${id}` : null);
   const r = replay.data;
   const running = Boolean(r && RUNNING.has(r.status));
-  usePoll(() => replay.reload(), running, r && r.status === "paused" ? 3000 : 1000);
+  usePoll(() => replay.reload(), running, 1000);
   const fork = useApi(r && r.session_id ? `v1/sessions/${r.session_id}` : null, null, [r && r.session_id]);
 
   return html`<${Page} title=${r ? `Replay ${fmt.short(r.replay_id)}` : "Replay"} wide

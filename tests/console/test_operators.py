@@ -175,7 +175,16 @@ async def test_the_session_page_shows_its_timeline_and_workflow(page: Page, ever
     assert await unnamed_controls(page) == []
     await shot(page, "session-timeline")
 
-    await page.get_by_role("link", name="Trace waterfall").click()
+    # A turn started elsewhere (here through the API) shows up on the open page.
+    message = {"message": {"role": "user", "content": [{"type": "text", "text": "And 2 + 3 again?"}]}}
+    base = f"/v1/agents/{turn.agent_id}/sessions/{turn.session_id}"
+    assert (await everloop.http.post(f"{base}/messages", json=message)).status_code == 201
+    second = page.locator(".tl-turn").nth(1)
+    await expect(second.locator(".tl-type", has_text="turn.completed")).to_have_count(1, timeout=WAIT_MS)
+    await expect(second).to_contain_text("And 2 + 3 again?")
+    await expect(page.get_by_role("table", name="Turns").get_by_role("row")).to_have_count(3)  # head + 2
+
+    await page.get_by_role("link", name="Trace waterfall").first.click()
     await expect(page.locator(".wf-row")).to_have_count(4)
 
 

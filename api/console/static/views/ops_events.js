@@ -1,6 +1,7 @@
 // A session's stored events as a timeline, paged forward by `after_sequence` (docs/api.md, "Session
-// events"), grouped under the turn each belongs to. While `live`, it asks for what came after the
-// last one every second or so, so a running turn (or fork) can be watched.
+// events"), grouped under the turn each belongs to. It asks for what came after the last one every
+// second while `live` (a running turn or fork, watched), every few seconds otherwise (a new turn
+// started elsewhere shows up, and makes the page live).
 import { html, useState, useEffect, useRef } from "../html.js";
 import { api, items } from "../api.js";
 import { ErrorNote, fmt } from "../ui.js";
@@ -46,7 +47,7 @@ export function EventTimeline({ path, live = false, onEvents }) {
     last.current = 0;
     load(true);
   }, [path]);
-  usePoll(() => load(false), live && !state.more, 1000);
+  usePoll(() => load(false), !state.more, live ? 1000 : 5000);
 
   if (state.loading) return html`<p class="muted" role="status">Loading events…</p>`;
   const groups = [];

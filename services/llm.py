@@ -36,6 +36,7 @@ def provider_to_schema(row: LlmProvider, who: Identity) -> schemas.Provider:
         api_key_set=row.api_key_encrypted is not None,
         status=row.status,
         settings=row.settings,
+        shared=row.owner_id is None,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -83,6 +84,7 @@ def model_to_schema(row: LlmModel) -> schemas.Model:
         kind="embedding" if row.kind == "embedding" else "chat",
         model_vendor=model_profiles.vendor(kind, row.model_id),
         profile=model_profiles.profile(kind, row.model_id),
+        shared=row.provider.owner_id is None,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

@@ -26,6 +26,7 @@ class Provider(msgspec.Struct, kw_only=True):
     api_key_set: bool
     status: Status
     settings: dict[str, Any]
+    shared: bool  # created by an admin: usable by everyone, changed only by admins (as MCP servers)
     created_at: datetime
     updated_at: datetime
 
@@ -144,6 +145,7 @@ class Model(msgspec.Struct, kw_only=True):
     kind: ModelKind
     model_vendor: ModelVendor | None
     profile: ModelProfile | None
+    shared: bool  # its provider is shared: only an admin may change it
     created_at: datetime
     updated_at: datetime
 

@@ -215,14 +215,17 @@ async def test_roles_shared_providers_are_read_only_for_users(anon: AsyncTestCli
     models = f"/v1/llm-providers/{shared['id']}/models"
     model = (await admin.post(models, {"model_id": "m", "is_default": True})).json()
     user = As(anon, await register(anon))
-    assert (await user.get(f"/v1/llm-providers/{shared['id']}")).status_code == 200
-    assert (await user.get(f"/v1/llm-models/{model['id']}")).status_code == 200
+    seen = await user.get(f"/v1/llm-providers/{shared['id']}")
+    assert seen.status_code == 200 and seen.json()["shared"] is True  # the console shows it read-only
+    seen_model = await user.get(f"/v1/llm-models/{model['id']}")
+    assert seen_model.status_code == 200 and seen_model.json()["shared"] is True
     assert (await user.patch(f"/v1/llm-providers/{shared['id']}", {"name": "mine"})).status_code == 403
     assert (await user.delete(f"/v1/llm-models/{model['id']}")).status_code == 403
     assert (await user.post(models, {"model_id": "sneaky"})).status_code == 403
 
     # A user's own provider is theirs alone, and cannot hold the server-wide default model.
     own = (await user.post("/v1/llm-providers", {"name": "Mine", "provider_type": "simulator"})).json()
+    assert own["shared"] is False
     own_models = f"/v1/llm-providers/{own['id']}/models"
     assert (await user.post(own_models, {"model_id": "x", "is_default": True})).status_code == 403
     assert (await admin.get(f"/v1/llm-providers/{own['id']}")).status_code == 404

@@ -113,6 +113,8 @@ async def test_a_chat_with_a_tool_call_and_a_streamed_reply(page: Page, everloop
     await expect(conversation_again.get_by_text("What is 2 + 3?")).to_have_count(1)
     await expect(conversation_again.get_by_test_id("reply")).to_have_count(2)
     await expect(page.get_by_role("article", name=re.compile("^Tool call"))).to_have_count(2)
+    await page.emulate_media(color_scheme="dark")
+    await shot(page, "chat-dark")
 
 
 @pytest.fixture
@@ -256,3 +258,46 @@ async def test_an_image_a_cancel_and_a_failed_turn(page: Page, everloop: Everloo
     await expect(failed).to_contain_text("The turn failed: the provider rejected the request")
     await expect(failed).to_contain_text("llm_error")
     await shot(page, "chat-failed")
+
+
+async def test_the_conversation_folds_frames_whatever_the_network_did(page: Page) -> None:
+    """chat_state.js on its own, in the page: a retried LLM call (reset), a word lost in a cut, and a
+    word that arrives after the whole reply still end in the reply's own text; a tool card stays one
+    card whichever of its events arrive."""
+    await page.goto("/")
+    await expect(page.get_by_role("navigation", name="Console")).to_be_visible()
+    folded = await page.evaluate(
+        """async () => {
+            const { EMPTY, foldAll } = await import("./console/views/chat_state.js");
+            const ctx = { turn_id: "t1", input_message_id: "u1" };
+            const delta = (d) => ({
+                type: "output.message.delta", context: ctx, data: { message_id: "m1", delta: d },
+            });
+            const reply = { id: "m1", content: [{ type: "text", text: "Hi there!" }] };
+            const call = { id: "c1", name: "add", arguments: { a: 1, b: 2 } };
+            const frames = [
+                { type: "message.user", data: { message: { id: "u1", content: [] } } },
+                { type: "turn.started", context: ctx, data: { turn_id: "t1", input_message_id: "u1" } },
+                { type: "tool.call_started", context: ctx, data: { tool_call: call } },
+                { type: "tool.call_completed", context: ctx, data: {
+                  tool_call_id: "c1", tool_name: "add", status: "success", success: true,
+                  result: [{ type: "text", text: '{"result": 3}' }], error: null } },
+                { type: "tool.call_started", context: ctx, data: { tool_call: call } },
+                delta("Hel"), delta("lo"),
+                { type: "output.message.reset", context: ctx, data: { message_id: "m1", attempt: 2 } },
+                delta("Hi"), /* " there" lost in a cut */
+                { type: "message.agent", context: ctx, data: { message: reply, metadata: null } },
+                delta("!"),
+                { type: "output.message.completed", context: ctx, data: { message: reply, metadata: null } },
+                { type: "turn.completed", context: ctx, data: { turn_id: "t1" } },
+            ];
+            const state = foldAll(EMPTY, frames);
+            return { items: state.items, running: state.running, waiting: state.waiting };
+        }"""
+    )
+    kinds = [item["kind"] for item in folded["items"]]
+    assert kinds == ["user", "tool", "agent"], folded
+    tool, agent = folded["items"][1], folded["items"][2]
+    assert tool["status"] == "success" and tool["result"] == {"result": 3}, tool
+    assert agent["text"] == "Hi there!" and agent["final"], agent
+    assert folded["running"] is False and folded["waiting"] is False

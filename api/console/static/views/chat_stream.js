@@ -109,19 +109,24 @@ export function followSession(path, { onFrame, onState, check, query = {} }) {
     delay = Math.min(delay * 2, MAX_DELAY_MS);
   }
 
+  const retryNow = () => {
+    if (closed || !timer) return;
+    clearTimeout(timer);
+    retry();
+  };
+  // The network is back (the browser says so): no need to wait out the backoff.
+  window.addEventListener("online", retryNow);
+
   open();
   return {
     close() {
       closed = true;
+      window.removeEventListener("online", retryNow);
       if (timer) clearTimeout(timer);
       if (source) source.close();
       source = null;
     },
     /** Reconnects now (the user pressed "Retry now"), without waiting out the backoff. */
-    retryNow() {
-      if (closed || !timer) return;
-      clearTimeout(timer);
-      retry();
-    },
+    retryNow,
   };
 }

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Page, expect
+from playwright.async_api import Browser, Page, expect
 
 from tests.clients.conftest import Everloop
-from tests.console.conftest import shot
+from tests.console.conftest import new_context, shot, watch_errors
 
 PROMPT = """You answer questions about how the team works, from its handbook.
 
@@ -283,3 +283,23 @@ async def test_the_generated_form_handles_every_schema_shape(page: Page) -> None
         "limits": {"label": "short"},
         "extra": {"x": 1},
     }
+
+
+async def test_a_user_sees_an_admins_shared_provider_read_only(browser: Browser, everloop: Everloop) -> None:
+    # The stack's provider "Sim" is the admin's, so shared: a user may use it but not change it.
+    context = await new_context(browser, everloop)
+    answer = await context.request.post(
+        "/api/auth/register", data={"email": "user@example.com", "password": "user password"}
+    )
+    assert answer.status == 201, await answer.text()
+    page = await context.new_page()
+    errors = watch_errors(page)
+    await page.goto("/#/providers")
+    card = page.get_by_role("region", name="Sim")
+    await expect(card.get_by_text("Read-only (shared by an admin)")).to_be_visible()
+    await expect(card.get_by_role("button", name="Edit Sim")).to_have_count(0)
+    await expect(card.get_by_role("button", name="Delete Sim")).to_have_count(0)
+    await expect(card.get_by_role("button", name="Add a model to Sim")).to_have_count(0)
+    await expect(card.get_by_text("sim-1")).to_be_visible()  # its models are listed all the same
+    await context.close()
+    assert not errors, errors

@@ -1,7 +1,7 @@
 // LLM providers and their models. A provider's API key is write-only: the API never returns it
 // (only `api_key_set`), so the form never shows one; a key is sent only when one is typed.
-// Shared providers (an admin's) are changed only by admins: the API answers 403 to anyone else,
-// which the form shows as its error.
+// Shared providers (an admin's, `shared` in the API's answer) are changed only by admins: to anyone
+// else they show read-only.
 import { html, useState } from "../html.js";
 import { api } from "../api.js";
 import { useAccount } from "../account.js";
@@ -166,6 +166,8 @@ function ProviderCard({ provider, models, isAdmin, reload }) {
     reload();
   });
   const headingId = `prov-${provider.id}-h`;
+  // A shared provider (an admin's) is everyone's to use and only admins' to change (`shared`).
+  const canChange = !provider.shared || isAdmin;
   return html`<section class="card provider" aria-labelledby=${headingId}>
     <header class="provider-head">
       <div>
@@ -174,13 +176,16 @@ function ProviderCard({ provider, models, isAdmin, reload }) {
           <code class="chip">${provider.provider_type}</code>
           <${KeyState} provider=${provider} />
           <${Status} value=${provider.status} />
+          ${provider.shared ? html`<${Badge} kind="good">shared<//>` : html`<${Badge}>yours<//>`}
           ${provider.base_url ? html`<span class="muted url">${provider.base_url}</span>` : null}
         </div>
       </div>
-      <div class="actions">
-        <button onClick=${() => setEditing(!editing)} aria-expanded=${editing} aria-label=${`Edit ${provider.name}`}>Edit</button>
-        <button class="danger" onClick=${remove.run} aria-label=${`Delete ${provider.name}`}>Delete</button>
-      </div>
+      ${canChange
+        ? html`<div class="actions">
+            <button onClick=${() => setEditing(!editing)} aria-expanded=${editing} aria-label=${`Edit ${provider.name}`}>Edit</button>
+            <button class="danger" onClick=${remove.run} aria-label=${`Delete ${provider.name}`}>Delete</button>
+          </div>`
+        : html`<span class="muted">Read-only (shared by an admin)</span>`}
     </header>
     <${ErrorNote} error=${remove.error || removeModel.error || makeDefault.error} />
     ${editing
@@ -208,7 +213,7 @@ function ProviderCard({ provider, models, isAdmin, reload }) {
                 ${m.enabled ? null : html`<${Badge}>disabled<//>`}
               </span>`,
             },
-            {
+            canChange && {
               label: "Actions",
               render: (m) => html`<span class="row-actions">
                 <button onClick=${() => setModelForm(m)} aria-label=${`Edit model ${m.model_id}`}>Edit</button>
@@ -218,10 +223,12 @@ function ProviderCard({ provider, models, isAdmin, reload }) {
                 <button class="danger" onClick=${() => removeModel.run(m)} aria-label=${`Delete model ${m.model_id}`}>Delete</button>
               </span>`,
             },
-          ]}
+          ].filter(Boolean)}
         />`
       : html`<${Empty}>No models yet.<//>`}
-    ${modelForm
+    ${!canChange
+      ? null
+      : modelForm
       ? html`<${ModelForm} key=${modelForm === "new" ? "new" : modelForm.id} provider=${provider}
           model=${modelForm === "new" ? null : modelForm}
           onCancel=${() => setModelForm(null)}

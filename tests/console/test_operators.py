@@ -138,6 +138,7 @@ async def test_a_turn_as_a_trace_waterfall(page: Page, everloop: Everloop) -> No
     await page.get_by_role("button", name="Filter").click()
     await page.get_by_label("Status").select_option("completed")
     await expect(page.get_by_role("link", name="Calculator")).to_have_count(1)
+    await shot(page, "traces")
     await page.get_by_label("Status").select_option("failed")
     await expect(page.get_by_text("No trace matches these filters.")).to_be_visible()
 

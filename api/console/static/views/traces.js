@@ -66,7 +66,7 @@ export default function Traces() {
     ${list.data
       ? html`<nav class="pager" aria-label="Pages">
           <button type="button" disabled=${cursors.length === 1} onClick=${() => setCursors(cursors.slice(0, -1))}>Newer</button>
-          <span class="muted">${list.data.total} in all</span>
+          <span class="muted">${needle ? `${rows.length} of this page’s ${all.length} match the name; ` : ""}${list.data.total} in all</span>
           <button type="button" disabled=${!next} onClick=${() => setCursors([...cursors, next])}>Older</button>
         </nav>`
       : null}

@@ -65,6 +65,8 @@ async def test_a_chat_with_a_tool_call_and_a_streamed_reply(page: Page, everloop
     agent_id = await _agent(everloop, "Calculator", ["test_math"])
 
     await page.goto("/#/chat")
+    await expect(page.get_by_role("link", name=re.compile("^Calculator"))).to_be_visible()
+    await shot(page, "chat-agents")
     await page.get_by_role("link", name=re.compile("^Calculator")).click()
     await expect(page).to_have_url(re.compile(f"#/chat/{agent_id}$"))
     message = page.get_by_label("Message", exact=True)

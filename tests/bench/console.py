@@ -66,7 +66,7 @@ async def first_visit(browser: Browser, url: str, path: str) -> tuple[float, flo
         "}).observe(document, {childList: true, subtree: true, attributes: true});"
     )
     requests: list[Request] = []
-    page.on("requestfinished", requests.append)
+    page.on("requestfinished", lambda request: requests.append(request))
     await page.goto(path)
     first = await ready_at(page)
     dom = await page.evaluate("performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd")

@@ -122,7 +122,8 @@ async def test_a_turn_as_a_trace_waterfall(page: Page, everloop: Everloop) -> No
     await expect(detail).to_contain_text("Input")
     await expect(detail).to_contain_text('"name": "add"')  # the reply's tool call, its output
     await expect(rows.nth(1)).to_have_attribute("aria-expanded", "true")
-    await rows.nth(2).focus()
+    await page.keyboard.press("ArrowDown")  # from the row just clicked to the next
+    await expect(rows.nth(2)).to_be_focused()
     await page.keyboard.press("Enter")
     tool_detail = page.get_by_role("region", name="Span add")
     await expect(tool_detail).to_contain_text('"arguments"')

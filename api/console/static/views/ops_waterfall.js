@@ -1,6 +1,6 @@
 // A trace as a waterfall: one row per span, nested under its parent, its bar placed by its start
 // and sized by its duration on the trace's time axis. A row is a button: click or Enter opens the
-// span's input and output below it.
+// span's input and output below it; the arrow keys (and Home, End) move between rows.
 import { html, useState, useMemo } from "../html.js";
 import { fmt, Badge } from "../ui.js";
 import { spanTokens } from "./ops_util.js";
@@ -91,6 +91,18 @@ function SpanDetail({ span, id }) {
   </div>`;
 }
 
+// Up and down through the rows as through a list, so a long trace needs no Tab per span.
+function moveFocus(event) {
+  const keys = { ArrowDown: 1, ArrowUp: -1, Home: -Infinity, End: Infinity };
+  if (!(event.key in keys) || !event.target.classList.contains("wf-row")) return;
+  const rows = [...event.currentTarget.querySelectorAll(".wf-row")];
+  const at = rows.indexOf(event.target);
+  const step = keys[event.key];
+  const next = Math.abs(step) === Infinity ? (step > 0 ? rows.length - 1 : 0) : Math.min(Math.max(at + step, 0), rows.length - 1);
+  event.preventDefault();
+  rows[next].focus();
+}
+
 export function Waterfall({ spans }) {
   const rows = useMemo(() => spanTree(spans || []), [spans]);
   const scale = useMemo(() => axis(spans || []), [spans]);
@@ -110,7 +122,7 @@ export function Waterfall({ spans }) {
       <span class="wf-num">Tokens</span>
       <span class="wf-num">Cost</span>
     </div>
-    <ol class="wf-rows" aria-label="Spans, in the order they ran">
+    <ol class="wf-rows" aria-label="Spans, in the order they ran" onKeyDown=${moveFocus}>
       ${rows.map(({ span, depth }, index) => {
         const start = time(span.start_time);
         const end = span.end_time ? time(span.end_time) : scale.start + scale.span;

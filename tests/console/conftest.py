@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page
+from playwright.async_api import Browser, BrowserContext, Page, expect
 from temporalio.client import Client
 
 from core.db import Database
@@ -22,6 +22,9 @@ from tests.clients.conftest import Everloop, serving
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".everloop-artifacts" / "console"
 WAIT_MS = 30_000
+# Playwright's `expect` waits 5 s by default, whatever the context's timeout: on two busy cores a
+# first view (or a first drift run) can take longer, and a wait is not a sleep: it ends when it holds.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture

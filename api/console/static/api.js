@@ -86,8 +86,12 @@ export const api = {
   del: (path, options) => request("DELETE", path, options),
 };
 
-/** The items of a list answer: the `{data: [...]}` envelope, or a bare array (API keys). */
+// The names list answers keep their items under: the `{data: [...]}` envelope, and the seeds' own.
+const ENVELOPES = ["data", "items", "traces", "results", "replays", "golden_tests", "runs", "sessions", "alerts"];
+
+/** The items of a list answer (any envelope above), or a bare array (API keys). */
 export function items(answer) {
   if (Array.isArray(answer)) return answer;
-  return (answer && (answer.data || answer.items || answer.traces || answer.results)) || [];
+  for (const key of ENVELOPES) if (answer && Array.isArray(answer[key])) return answer[key];
+  return [];
 }

@@ -34,20 +34,21 @@ function Nav({ current, open, onNavigate }) {
 }
 
 function View({ found }) {
-  const [state, setState] = useState({ component: null, error: null });
+  // The loaded component is kept with its route: after a route change the previous view must not
+  // render once more with the new route's params (it would ask the API for the wrong thing).
+  const [state, setState] = useState({ route: null, component: null, error: null });
   useEffect(() => {
     let live = true;
-    setState({ component: null, error: null });
     found.route
       .load()
-      .then((module) => live && setState({ component: module.default, error: null }))
-      .catch((error) => live && setState({ component: null, error }));
+      .then((module) => live && setState({ route: found.route, component: module.default, error: null }))
+      .catch((error) => live && setState({ route: found.route, component: null, error }));
     return () => {
       live = false;
     };
   }, [found.route]);
+  if (state.route !== found.route) return html`<p class="muted" role="status">Loading…</p>`;
   if (state.error) return html`<p class="error" role="alert">This view did not load: ${String(state.error)}</p>`;
-  if (!state.component) return html`<p class="muted" role="status">Loading…</p>`;
   const Component = state.component;
   return html`<${Component} params=${found.params} key=${found.path} />`;
 }

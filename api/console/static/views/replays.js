@@ -17,7 +17,7 @@ export default function Replays() {
   return html`<${Page} title="Replays" wide>
     <details class="card start-card">
       <summary>Start a fork</summary>
-      <p class="muted hint">Easiest from a turn's trace, where you pick the step. Here, give the turn's id (its trace id).</p>
+      <p class="muted ops-hint">Easiest from a turn's trace, where you pick the step. Here, give the turn's id (its trace id).</p>
       <${ForkForm} />
     </details>
     ${pending(list) ||

@@ -32,18 +32,18 @@ export default function Trace({ params }) {
       </dl>
       <section aria-labelledby="waterfall-title">
         <h2 id="waterfall-title">Waterfall</h2>
-        <p class="muted hint">Each bar is a span, placed by when it started and as long as it ran. Choose one for its input and output.</p>
+        <p class="muted ops-hint">Each bar is a span, placed by when it started and as long as it ran. Choose one for its input and output.</p>
         <${Waterfall} spans=${t.spans} />
       </section>
       ${isTurn
         ? html`<details class="card start-card">
               <summary>Fork from a step</summary>
-              <p class="muted hint">Runs the turn again from a reasoning step in a new session, with your changes: the steps before it are copied, the ones after run for real (tools too).</p>
+              <p class="muted ops-hint">Runs the turn again from a reasoning step in a new session, with your changes: the steps before it are copied, the ones after run for real (tools too).</p>
               <${ForkForm} traceId=${t.trace_id} steps=${t.steps} />
             </details>
             <details class="card start-card">
               <summary>Pin as a golden test</summary>
-              <p class="muted hint">A golden test replays this turn on demand (after a model or prompt change) and checks it still ends as expected.</p>
+              <p class="muted ops-hint">A golden test replays this turn on demand (after a model or prompt change) and checks it still ends as expected.</p>
               <${PinForm} traceId=${t.trace_id} finalText=${lastText} />
             </details>`
         : null}`}

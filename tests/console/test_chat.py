@@ -303,3 +303,28 @@ async def test_the_conversation_folds_frames_whatever_the_network_did(page: Page
     assert tool["status"] == "success" and tool["result"] == {"result": 3}, tool
     assert agent["text"] == "Hi there!" and agent["final"], agent
     assert folded["running"] is False and folded["waiting"] is False
+
+
+async def test_the_agents_of_one_user_never_show_to_the_next(page: Page, everloop: Everloop) -> None:
+    """The chat keeps the agents it loaded for a new page's first frame: only for the user they are
+    for. Another user's chat (the same tab, no reload) starts with "Loading…", not with them."""
+    await _agent(everloop, "Secretive", ["test_math"])
+    await page.goto("/#/chat")
+    await expect(page.get_by_role("link", name=re.compile("^Secretive"))).to_be_visible()
+    first_frame = await page.evaluate(
+        """async () => {
+            const { html, render } = await import("./console/html.js");
+            const { Account } = await import("./console/account.js");
+            const ChatView = (await import("./console/views/chat.js")).default;
+            const box = document.createElement("div");
+            document.body.append(box);
+            const someoneElse = { me: { id: "another-user" }, config: {}, signOut() {}, reloadMe() {} };
+            const view = html`<${ChatView} params=${[null, null]} />`;
+            render(html`<${Account.Provider} value=${someoneElse}>${view}<//>`, box);
+            const text = box.textContent;
+            render(null, box);
+            box.remove();
+            return text;
+        }"""
+    )
+    assert "Secretive" not in first_frame, first_frame

@@ -8,6 +8,7 @@ import { Page, ErrorNote, Empty, pending, useApi, useAction, navigate, notify, f
 import { followSession } from "./chat_stream.js";
 import { EMPTY, foldAll, posted } from "./chat_state.js";
 import { Item } from "./chat_items.js";
+import { useAccount } from "../account.js";
 
 const IMAGE_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 const IMAGE_MAX_BYTES = 5 * 1024 * 1024; // the API's limit for an inline image
@@ -21,17 +22,21 @@ const NOT_SHOWN = "llm.generation,input.received,reason.started,reason.completed
 let focusComposerOnArrival = false;
 let announceOnArrival = false;
 
-// The agents as last loaded: a new session's page (a new mount) shows them at once, not "Loading…".
-let knownAgents = null;
+// The agents as last loaded, and for whom: a new session's page (a new mount) shows them at once,
+// not "Loading…". Kept with the user they belong to, so the next user in this tab never sees them.
+let knownAgents = { user: null, data: null };
 
 export default function ChatView({ params }) {
   const [agentId, sessionId] = params;
+  const account = useAccount();
+  const user = (account && account.me && account.me.id) || null;
   const agents = useApi("v1/agents", { limit: 200 });
-  if (agents.data) knownAgents = agents.data;
-  const list = items(agents.data || knownAgents);
+  if (agents.data) knownAgents = { user, data: agents.data };
+  const known = user && knownAgents.user === user ? knownAgents.data : null;
+  const list = items(agents.data || known);
   const agent = list.find((a) => a.id === agentId);
   return html`<${Page} title="Chat" wide>
-    ${(!agents.data && !(agents.loading && knownAgents) && pending(agents)) ||
+    ${(!agents.data && !(agents.loading && known) && pending(agents)) ||
     (!agentId
       ? html`<${AgentPicker} agents=${list} />`
       : html`<${Conversation} agents=${list} agent=${agent} agentId=${agentId} sessionId=${sessionId} />`)}

@@ -138,6 +138,24 @@ async def proxied_page(browser: Browser, everloop: Everloop, proxy: CuttableProx
     assert not errors, f"the console's scripts failed: {errors}"
 
 
+async def _record_reply_texts(page: Page) -> None:
+    """From now on the page keeps, in `window.replyTexts`, every text a reply's Markdown has shown."""
+    await page.evaluate(
+        """() => {
+            window.replyTexts = [];
+            const note = () => {
+                for (const box of document.querySelectorAll("[data-testid=reply] .markdown")) {
+                    const text = box.textContent.trim();
+                    if (text && window.replyTexts.at(-1) !== text) window.replyTexts.push(text);
+                }
+            };
+            new MutationObserver(note).observe(document.body, {
+                subtree: true, childList: true, characterData: true,
+            });
+        }"""
+    )
+
+
 async def test_a_network_cut_mid_reply_loses_and_repeats_nothing(
     proxied_page: Page, everloop: Everloop, proxy: CuttableProxy
 ) -> None:
@@ -151,6 +169,7 @@ async def test_a_network_cut_mid_reply_loses_and_repeats_nothing(
 
     await page.goto(f"/#/chat/{agent_id}/{session_id}")  # a phone-width window
     await expect(page.get_by_text("Live")).to_be_visible()
+    await _record_reply_texts(page)
     await page.get_by_label("Message", exact=True).fill("Stream something long")
     await page.get_by_role("button", name="Send").click()
     reply = page.get_by_test_id("reply")
@@ -163,6 +182,11 @@ async def test_a_network_cut_mid_reply_loses_and_repeats_nothing(
     await expect(reply).to_have_attribute("aria-busy", "false")
     await expect(reply).to_have_text(long_reply)
     assert (await reply.inner_text()).strip() == long_reply  # every word, once, in order
+    # ...and never, on the way, words after a hole (the deltas sent during the cut are not replayed).
+    shown = await page.evaluate("() => window.replyTexts")
+    assert long_reply in shown, shown
+    garbled = [text for text in shown if not long_reply.startswith(text)]
+    assert not garbled, garbled
     await expect(page.get_by_role("article", name=re.compile("^Tool call"))).to_have_count(1)
     await expect(page.get_by_text("Stream something long")).to_have_count(1)
     await shot(page, "chat-phone")
@@ -328,3 +352,74 @@ async def test_the_agents_of_one_user_never_show_to_the_next(page: Page, everloo
         }"""
     )
     assert "Secretive" not in first_frame, first_frame
+
+
+async def test_after_a_reconnect_a_reply_never_shows_words_after_a_hole(page: Page) -> None:
+    """chat_state.js on its own: the stream came back (RESUMED) while a reply streamed, and the deltas
+    sent during the cut are lost. The reply keeps what it had and takes no more deltas until the whole
+    message, so each text it shows is the start of the real one; a reply that began during the cut
+    does the same; after a reset (the call again from its first word) deltas count again."""
+    await page.goto("/")
+    await expect(page.get_by_role("navigation", name="Console")).to_be_visible()
+    shown = await page.evaluate(
+        """async () => {
+            const { EMPTY, RESUMED, fold } = await import("./console/views/chat_state.js");
+            const ctx = { turn_id: "t1", input_message_id: "u1" };
+            const delta = (id, d) => ({
+                type: "output.message.delta", context: ctx, data: { message_id: id, delta: d },
+            });
+            const whole = (id, text) => ({
+                type: "output.message.completed", context: ctx,
+                data: { message: { id, content: [{ type: "text", text }] }, metadata: null },
+            });
+            const frames = [
+                { type: "message.user", data: { message: { id: "u1", content: [] } } },
+                { type: "turn.started", context: ctx, data: { turn_id: "t1", input_message_id: "u1" } },
+                delta("m1", "Hello"), delta("m1", " wor"),
+                /* cut: "ld, how are" lost */
+                { type: RESUMED },
+                delta("m1", " you?"),
+                whole("m1", "Hello world, how are you?"),
+                /* the next step began during a second cut: its first words are lost */
+                { type: RESUMED },
+                delta("m2", "ine, thanks."),
+                whole("m2", "Fine, thanks."),
+                /* a retried call starts again from its first word: streaming again */
+                delta("m3", "Oops"),
+                { type: "output.message.reset", context: ctx, data: { message_id: "m3", attempt: 2 } },
+                delta("m3", "All"), delta("m3", " good."),
+                whole("m3", "All good."),
+                { type: "turn.completed", context: ctx, data: { turn_id: "t1" } },
+                /* a later turn streams as usual */
+                { type: "message.user", data: { message: { id: "u2", content: [] } } },
+                { type: "turn.started", context: { turn_id: "t2" }, data: { turn_id: "t2" } },
+                { type: "output.message.delta", context: { turn_id: "t2" },
+                  data: { message_id: "m4", delta: "Hi" } },
+            ];
+            let state = EMPTY;
+            const seen = [];
+            for (const frame of frames) {
+                state = fold(state, frame);
+                for (const item of state.items) {
+                    if (item.kind !== "agent") continue;
+                    const { key, text, gap, final } = item;
+                    seen.push({ id: key, text, gap: Boolean(gap), final: Boolean(final) });
+                }
+            }
+            return { seen, items: state.items };
+        }"""
+    )
+    final = {"a:m1": "Hello world, how are you?", "a:m2": "Fine, thanks.", "a:m3": "All good.", "a:m4": "Hi"}
+    garbled = [s for s in shown["seen"] if not final[s["id"]].startswith(s["text"])]
+    assert not garbled, garbled
+    assert {"id": "a:m1", "text": "Hello wor", "gap": True, "final": False} in shown["seen"]
+    assert {"id": "a:m2", "text": "", "gap": True, "final": False} in shown["seen"]
+    assert {"id": "a:m3", "text": "All", "gap": False, "final": False} in shown["seen"]
+    agents = {item["key"]: item for item in shown["items"] if item["kind"] == "agent"}
+    assert [agents[k]["text"] for k in ("a:m1", "a:m2", "a:m3")] == [
+        final["a:m1"],
+        final["a:m2"],
+        final["a:m3"],
+    ]
+    assert not any(agents[k]["gap"] for k in ("a:m1", "a:m2", "a:m3")), agents
+    assert agents["a:m4"]["text"] == "Hi" and not agents["a:m4"]["gap"], agents

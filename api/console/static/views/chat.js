@@ -6,7 +6,7 @@ import { html, useState, useEffect, useRef, useReducer } from "../html.js";
 import { api, items } from "../api.js";
 import { Page, ErrorNote, Empty, pending, useApi, useAction, navigate, notify, fmt } from "../ui.js";
 import { followSession } from "./chat_stream.js";
-import { EMPTY, foldAll, posted } from "./chat_state.js";
+import { EMPTY, RESUMED, foldAll } from "./chat_state.js";
 import { Item } from "./chat_items.js";
 import { useAccount } from "../account.js";
 
@@ -168,11 +168,14 @@ function Session({ agentId, sessionId, name }) {
       queue = [];
       dispatch(frames);
     };
+    const push = (frame) => {
+      queue.push(frame);
+      timer ||= setTimeout(flush, BATCH_MS);
+    };
     stream.current = followSession(`${base}/sse`, {
-      onFrame: (frame) => {
-        queue.push(frame);
-        timer ||= setTimeout(flush, BATCH_MS);
-      },
+      onFrame: push,
+      // In order with the frames: those of the new connection come after it.
+      onResume: () => push({ type: RESUMED }),
       onState: setLink,
       check: () => api.get(base),
       query: { exclude: NOT_SHOWN },

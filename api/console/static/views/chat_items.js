@@ -52,7 +52,11 @@ export function AgentMessage({ item, name }) {
     <h2 class="msg-who">${item.error ? "Error" : name || "Agent"}</h2>
     <div class="bubble" data-testid="reply" aria-busy=${streaming ? "true" : "false"}>
       ${item.text ? html`<${Markdown} text=${item.text} class="reply" />` : null}
-      ${streaming ? html`<span class="cursor" aria-hidden="true"></span>` : null}
+      ${streaming && item.gap
+        ? html`<p class="muted resync">Resyncing: the rest follows when the reply is complete.</p>`
+        : streaming
+          ? html`<span class="cursor" aria-hidden="true"></span>`
+          : null}
       ${item.stopped ? html`<p class="muted stopped">Stopped: the turn was cancelled.</p>` : null}
     </div>
   </li>`;

@@ -3,7 +3,17 @@
 // results, and how turns ended. Pure functions: the stream and the page live elsewhere.
 
 // `waiting`: a user message has no turn yet (the page shows that the agent is about to answer).
-export const EMPTY = { items: [], index: {}, running: false, waiting: false, lastUser: null, ended: {} };
+// `resync`: the stream came back after a cut while a turn was under way (see RESUMED).
+export const EMPTY = { items: [], index: {}, running: false, waiting: false, lastUser: null, ended: {}, resync: false };
+
+// Not an event of the API: the page folds it in when its stream is back after a cut. A reply's
+// deltas are live-only (never replayed), so those sent during the cut are lost for good: the
+// deltas that follow would be glued onto the text after a hole ("Hello wor" + " you"). A reply
+// still streaming then has a `gap`: it keeps the text it had (true, if short), takes no more deltas
+// and waits for the whole message. A reply that began during the cut is just as short of its start,
+// and nothing in a delta tells it apart from one that began after: until the turn under way ends,
+// a new reply has a gap too. A reset starts a reply again from its first word: no gap after it.
+export const RESUMED = "console.stream_resumed";
 
 function textOf(message) {
   return (message && message.content ? message.content : [])
@@ -56,7 +66,7 @@ function endTurn(state, turnId, how, input) {
   });
   // A message posted while this turn ran still waits for its own turn.
   const waiting = state.waiting && input !== state.lastUser;
-  return { ...state, items, running: false, waiting, ended: { ...state.ended, [turnId]: how } };
+  return { ...state, items, running: false, waiting, resync: false, ended: { ...state.ended, [turnId]: how } };
 }
 
 /** The state after one frame (an event envelope). */
@@ -65,6 +75,12 @@ export function fold(state, frame) {
   const turn = (frame.context && frame.context.turn_id) || data.turn_id || null;
   const input = (frame.context && frame.context.input_message_id) || data.input_message_id || null;
   switch (frame.type) {
+    case RESUMED:
+      return {
+        ...state,
+        items: state.items.map((item) => (item.kind === "agent" && !item.final ? { ...item, gap: true } : item)),
+        resync: state.running || state.waiting,
+      };
     case "message.user": {
       const message = data.message || {};
       // A message the page posted is shown at once (`posted`); its event then changes nothing.
@@ -80,12 +96,13 @@ export function fold(state, frame) {
     case "turn.started":
       return { ...state, running: true, waiting: false, turn };
     case "output.message.delta":
-      return upsert(state, `a:${data.message_id}`, { kind: "agent", text: "", turn }, (item) =>
-        item.final ? item : { ...item, text: item.text + (data.delta || "") },
+      return upsert(state, `a:${data.message_id}`, { kind: "agent", text: "", turn, gap: state.resync }, (item) =>
+        item.final || item.gap ? item : { ...item, text: item.text + (data.delta || "") },
       );
     case "output.message.reset":
-      // The step's call is tried again from the start: what streamed so far is dropped.
-      return update(state, `a:${data.message_id}`, (item) => (item.final ? item : { ...item, text: "" }));
+      // The step's call is tried again from the start: what streamed so far is dropped, and every
+      // word of the new try follows on this stream (a gap is over).
+      return update(state, `a:${data.message_id}`, (item) => (item.final ? item : { ...item, text: "", gap: false }));
     case "message.agent":
     case "output.message.completed": {
       // The whole reply: it replaces whatever the deltas built, so a delta lost in a network cut
@@ -96,6 +113,7 @@ export function fold(state, frame) {
         ...item,
         text: textOf(message),
         final: true,
+        gap: false,
         stopped: false,
         error,
         usage: data.usage || item.usage,
@@ -167,7 +185,7 @@ export function fold(state, frame) {
       return endTurn(next, turn, "cancelled", input);
     }
     case "session.idled":
-      return { ...state, running: false };
+      return { ...state, running: false, resync: false };
     default:
       return state;
   }

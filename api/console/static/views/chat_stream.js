@@ -37,12 +37,14 @@ const MAX_DELAY_MS = 10000;
  * - `onFrame(frame)`: each event envelope (`{id, type, data, context, ...}`) once, in order.
  * - `onState({state, delay, connections})`: `connecting`, `live`, `reconnecting` (retrying in
  *   `delay` ms), `gone` (the session no longer exists) — for the page's status line.
+ * - `onResume()`: the stream is back after a cut. Live-only frames (a reply's deltas) sent
+ *   meanwhile are not replayed: what streamed before has a gap until the whole message arrives.
  * - `check()`: an API call made before each reconnect: it renews an expired sign-in (the API
  *   client refreshes on a 401, which an EventSource cannot) and tells a deleted session (404)
  *   from a network that is still down.
  * - `query`: the stream's filters (`exclude`...), kept on every reconnect.
  */
-export function followSession(path, { onFrame, onState, check, query = {} }) {
+export function followSession(path, { onFrame, onState, onResume, check, query = {} }) {
   const seen = new Set();
   let lastId = null;
   let source = null;
@@ -81,6 +83,7 @@ export function followSession(path, { onFrame, onState, check, query = {} }) {
     source.addEventListener("connected", () => {
       delay = FIRST_DELAY_MS;
       state("live");
+      if (connections > 1 && onResume) onResume();
     });
     for (const type of EVENT_TYPES) source.addEventListener(type, receive);
     source.onerror = drop;

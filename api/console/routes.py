@@ -8,6 +8,7 @@ these routes hand out files only, to anyone, and hold no data. See docs/console.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from litestar import MediaType, Response, get
 from litestar.config.compression import CompressionConfig
@@ -21,15 +22,16 @@ from litestar.types import ControllerRouterHandler
 STATIC = Path(__file__).resolve().parent / "static"
 PREFIX = "/console"
 
-# Scripts, styles and requests only from this origin, no inline script or style, no framing: a
-# reply's Markdown is sanitised before it is shown, and this is the second wall behind that.
-# Images may be https (an OAuth avatar) or data: (a pasted image's preview).
+# Scripts, styles, images and requests only from this origin, no inline script or style, no framing:
+# a reply's Markdown is sanitised before it is shown, and this is the second wall behind that. No
+# remote images: one in a reply would load on render, sending whatever its URL holds to any host.
+# data: and blob: are an attached image's preview.
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
         "script-src 'self'",
         "style-src 'self'",
-        "img-src 'self' data: blob: https:",
+        "img-src 'self' data: blob:",
         "connect-src 'self'",
         "object-src 'none'",
         "base-uri 'self'",
@@ -64,6 +66,12 @@ def console_page() -> Response[bytes]:
     return Response((STATIC / "index.html").read_bytes(), headers=PAGE_HEADERS)
 
 
+def _with_page_headers(response: Response[Any]) -> Response[Any]:
+    # The files get the page's headers too: /console/index.html is the same page by another path.
+    response.headers.update(PAGE_HEADERS)
+    return response
+
+
 def console_handlers() -> list[ControllerRouterHandler]:
     assets: Router = create_static_files_router(
         path=PREFIX,
@@ -72,5 +80,6 @@ def console_handlers() -> list[ControllerRouterHandler]:
         cache_control=REVALIDATE,
         middleware=COMPRESSED,
         include_in_schema=False,
+        after_request=_with_page_headers,
     )
     return [console_page, assets]

@@ -27,7 +27,7 @@ async def test_the_page_is_served_without_a_credential_with_a_strict_policy(ever
         assert "javascript" in module.headers["content-type"]
         assert module.headers["cache-control"] == "no-cache"
         # Files only: the console's routes hold no data, and nothing outside its directory is served.
-        assert (await anon.get("/console/../core/settings.py")).status_code == 404
+        assert (await anon.get("/console/%2e%2e/core/settings.py")).status_code == 404
         assert (await anon.get("/v1/agents")).status_code == 401
 
 
@@ -120,11 +120,20 @@ async def test_a_phone_width_window_folds_the_navigation_behind_a_menu(
     await page.keyboard.press("Enter")  # the keyboard opens it, as a click would
     await expect(navigation).to_be_visible()
     await expect(menu).to_have_attribute("aria-expanded", "true")
+    await page.keyboard.press("Escape")  # Escape closes it and gives focus back to its button
+    await expect(navigation).to_be_hidden()
+    await expect(menu).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(navigation).to_be_visible()
     await navigation.get_by_role("link", name="Agents").click()
     await expect(page.get_by_role("heading", name="Agents", exact=True)).to_be_visible()
     await expect(navigation).to_be_hidden()  # choosing a view closes it
     width = await page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390, f"the page scrolls sideways at phone width ({width}px)"
+    wide = await page.evaluate(
+        "[...document.querySelectorAll('*')].filter((e) => e.getBoundingClientRect().right > 390)"
+        ".map((e) => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))"
+    )
+    assert width <= 390, f"the page scrolls sideways at phone width ({width}px): {wide}"
     await shot(page, "phone-agents")
     await context.close()
     assert not errors, errors

@@ -34,14 +34,28 @@ export function onSignedOut(listener) {
 
 let refreshing = null;
 // Access tokens live 15 minutes; the refresh cookie (sent only to the auth routes) gets a new pair.
-// One refresh at a time: concurrent 401s wait for the same one (a refresh token works once).
+// A refresh token works once, and presenting a spent one ends the whole sign-in, so two refreshes
+// must never race: within a tab they share one promise, and across tabs (each with its own streams
+// and 401s at the same expiry) they take turns under a Web Lock, where a tab first asks whether
+// another tab has refreshed already (the cookies are shared) before spending the token itself.
+async function refreshOnce() {
+  const signedIn = await fetch(url("api/auth/me"), { credentials: "same-origin" }).catch(() => null);
+  if (signedIn && signedIn.ok) return true;
+  const answer = await fetch(url("api/auth/refresh"), { method: "POST", credentials: "same-origin" }).catch(
+    () => null,
+  );
+  return Boolean(answer && answer.ok);
+}
+
 async function refresh() {
-  refreshing ||= fetch(url("api/auth/refresh"), { method: "POST", credentials: "same-origin" })
-    .then((r) => r.ok)
+  refreshing ||= (navigator.locks ? navigator.locks.request("everloop-refresh", refreshOnce) : refreshOnce())
     .catch(() => false)
     .finally(() => setTimeout(() => (refreshing = null), 0));
   return refreshing;
 }
+
+// The routes whose 401 is an answer, not an expired token: a wrong password, a spent refresh token.
+const NO_REFRESH = /(^|\/)auth\/(login|register|refresh|logout)$/;
 
 /** One API call. `body` is sent as JSON (as is if FormData, or a string with `contentType`); the
  * answer is parsed JSON or null, or its text with `text: true` (an agent's Markdown export). */
@@ -60,7 +74,7 @@ export async function request(method, path, options = {}) {
     }
   }
   const response = await fetch(url(path, query), init);
-  if (response.status === 401 && retry && !path.includes("auth/")) {
+  if (response.status === 401 && retry && !NO_REFRESH.test(path)) {
     if (await refresh()) return request(method, path, { ...options, retry: false });
     listeners.forEach((listener) => listener());
   }

@@ -57,6 +57,17 @@ function Shell({ account }) {
   const hash = useHash();
   const [menu, setMenu] = useState(false);
   const found = match(hash);
+  useEffect(() => {
+    if (!menu) return undefined;
+    // The open menu closes on Escape, and focus goes back to its button.
+    const close = (event) => {
+      if (event.key !== "Escape") return;
+      setMenu(false);
+      document.querySelector(".menu")?.focus();
+    };
+    document.addEventListener("keydown", close);
+    return () => document.removeEventListener("keydown", close);
+  }, [menu]);
   // The skip link moves focus itself: its href would change the hash, which is the router's.
   const skip = (event) => {
     event.preventDefault();
@@ -72,7 +83,7 @@ function Shell({ account }) {
       </button>
       <a class="brand" href="#/chat"><img src="console/icon.svg" alt="" width="22" height="22" /> Everloop</a>
       <span class="who">
-        ${account.me.email || account.me.name}
+        <span class="who-name">${account.me.email || account.me.name}</span>
         ${account.config.mode !== "none"
           ? html`<button class="link" onClick=${account.signOut}>Sign out</button>`
           : null}
@@ -99,8 +110,11 @@ function App() {
   };
   useEffect(() => {
     load();
-    return onSignedOut(() => setState((s) => ({ ...s, me: null })));
+    return onSignedOut(() => setState((s) => ({ ...s, me: null, wasSignedIn: s.wasSignedIn || Boolean(s.me) })));
   }, []);
+  // Views may keep what they loaded in their modules: after a sign-in that follows another, the page
+  // starts afresh (the new cookies are set), so nothing of the previous user can show.
+  const signedIn = () => (state.wasSignedIn ? location.reload() : load());
   if (state.loading) return html`<p class="boot" role="status">Loading Everloop…</p>`;
   if (state.error) return html`<p class="error boot" role="alert">The server did not answer: ${state.error.message}</p>`;
   const account = {
@@ -108,12 +122,19 @@ function App() {
     config: state.config,
     reloadMe: load,
     signOut: async () => {
-      await api.post("api/auth/logout").catch(() => null);
-      setState((s) => ({ ...s, me: null }));
+      try {
+        await api.post("api/auth/logout");
+      } catch (error) {
+        // Not signed out (the server did not answer): say so, rather than look signed out while the
+        // cookies still work. A 401 means the sign-in was already over.
+        if (error.status !== 401) return alert(`Sign-out failed: ${error.message}. Try again.`);
+      }
+      // A fresh page: nothing the views kept in memory outlives the sign-in.
       location.hash = "#/chat";
+      location.reload();
     },
   };
-  if (!state.me) return html`<${SignInLoader} config=${state.config} onSignedIn=${load} />`;
+  if (!state.me) return html`<${SignInLoader} config=${state.config} onSignedIn=${signedIn} />`;
   return html`<${Account.Provider} value=${account}><${Shell} account=${account} /><//>`;
 }
 

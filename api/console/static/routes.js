@@ -46,12 +46,21 @@ export const NAV = [
 
 export const DEFAULT_ROUTE = "chat";
 
-/** The route of a hash (`#/agents/1` → the agents/:id view and ["1"]), or null. */
+/** The route of a hash (`#/agents/1` → the agents/:id view and ["1"]), or null. Params come
+ * URL-encoded, ready for an API path; `.` and `..` match nothing (they would climb the path). */
 export function match(hash) {
-  const path = decodeURIComponent(hash.replace(/^#\/?/, "").replace(/\/$/, "")) || DEFAULT_ROUTE;
+  let path;
+  try {
+    path = decodeURIComponent(hash.replace(/^#\/?/, "").replace(/\/$/, "")) || DEFAULT_ROUTE;
+  } catch {
+    return null; // a malformed escape (`#/%`): no such page
+  }
   for (const route of ROUTES) {
     const found = route.pattern.exec(path);
-    if (found) return { route, params: found.slice(1).map((p) => (p === undefined ? null : p)), path };
+    if (!found) continue;
+    const params = found.slice(1);
+    if (params.some((p) => p === "." || p === "..")) return null;
+    return { route, params: params.map((p) => (p === undefined ? null : encodeURIComponent(p))), path };
   }
   return null;
 }

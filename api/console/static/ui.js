@@ -144,11 +144,31 @@ export const fmt = {
 };
 
 let markdown = null;
+const escapeHtml = (text) =>
+  String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+// What a reply's Markdown may become: text formatting, lists, code, quotes, tables and links, nothing
+// else. No forms or buttons (a reply could otherwise offer a same-origin form that approves a tool
+// call: the browser would send the console's own Origin and cookie), no media (an image loads on
+// render, so a prompt-injected reply could send data to any host without a click), no style, and ids
+// and names prefixed (SANITIZE_NAMED_PROPS) so a reply cannot take over an element of the console.
+const MARKDOWN_TAGS = [
+  "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "b", "em", "i", "del", "s", "code", "pre",
+  "blockquote", "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th", "td", "sup", "sub",
+];
+const MARKDOWN_ATTRIBUTES = ["href", "title", "align", "start"];
+
 // marked and DOMPurify load on the first Markdown shown, not with the page.
 async function markdownKit() {
   markdown ||= Promise.all([import("./vendor/marked.mjs"), import("./vendor/purify.mjs")]).then(
     ([marked, purify]) => {
       const parser = new marked.Marked({ gfm: true, breaks: true });
+      // An image in a reply becomes a link to it: seen only if the reader chooses to follow it.
+      parser.use({
+        renderer: {
+          image: ({ href, text }) => `<a href="${escapeHtml(href)}">${escapeHtml(`image: ${text || href}`)}</a>`,
+        },
+      });
       const purifier = purify.default;
       // Links in a reply open in a new tab and cannot reach back into the console.
       purifier.addHook("afterSanitizeAttributes", (node) => {
@@ -157,7 +177,13 @@ async function markdownKit() {
           node.setAttribute("rel", "noopener noreferrer nofollow");
         }
       });
-      return (text) => purifier.sanitize(parser.parse(text), { USE_PROFILES: { html: true } });
+      const options = {
+        ALLOWED_TAGS: MARKDOWN_TAGS,
+        ALLOWED_ATTR: MARKDOWN_ATTRIBUTES,
+        ADD_ATTR: ["target"],
+        SANITIZE_NAMED_PROPS: true,
+      };
+      return (text) => purifier.sanitize(parser.parse(text), options);
     },
   );
   return markdown;
@@ -208,10 +234,10 @@ export function Table({ columns, rows, caption, rowKey = (row) => row.id, rowHre
   </table></div>`;
 }
 
-let announce = null;
 /** Says `message` in the page's live region (screen readers) and shows it briefly. */
 export function notify(message) {
-  announce ||= document.getElementById("announce");
+  // Looked up each time: the shell (and its region) is rebuilt after a sign-out and sign-in.
+  const announce = document.getElementById("announce");
   if (!announce) return;
   announce.textContent = "";
   setTimeout(() => (announce.textContent = message), 20);

@@ -1,10 +1,11 @@
 // The two things an operator starts from a turn: a fork from one of its reasoning steps
 // (`POST v1/replays`, docs/replay.md) and a golden test pinning it (`POST v1/golden-tests`).
-import { html, useState, useEffect } from "../html.js";
+import { html, useState, useEffect, useRef } from "../html.js";
 import { api, items } from "../api.js";
 import { ErrorNote, useAction, navigate, notify } from "../ui.js";
 
-// One key per click, so a retried POST (a lost answer) does not start a second fork. randomUUID is
+// One key per request the user means: kept while the form's values stay the same, so a click again
+// after a lost answer (or an error) gets the fork already started, not a second one. randomUUID is
 // only in secure contexts (a console served over plain HTTP on a LAN address has none).
 function requestKey() {
   return crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(16).slice(2)}`;
@@ -60,11 +61,14 @@ export function ForkForm({ traceId, steps }) {
   const [step, setStep] = useState(reasoning.length ? String(reasoning[0].step_number) : "1");
   const [mode, setMode] = useState("auto");
   const [mods, setMods] = useState({ model: "", temperature: "", systemPrompt: "" });
+  const key = useRef({ body: null, value: null });
   const start = useAction(async () => {
     const body = { trace_id: trace.trim(), mode, fork_from_step: Number(step) };
     const changes = modifications(mods);
     if (Object.keys(changes).length) body.modifications = changes;
-    return api.post("v1/replays", body, { headers: { "Idempotency-Key": requestKey() } });
+    const same = JSON.stringify(body);
+    if (key.current.body !== same) key.current = { body: same, value: requestKey() };
+    return api.post("v1/replays", body, { headers: { "Idempotency-Key": key.current.value } });
   });
   const submit = async (e) => {
     e.preventDefault();

@@ -70,7 +70,7 @@ function ProviderForm({ provider, onDone, onCancel }) {
       </div>
       <div class="field">
         <label for=${`${prefix}-key`}>API key</label>
-        <input id=${`${prefix}-key`} type="password" autocomplete="new-password" spellcheck=${false}
+        <input id=${`${prefix}-key`} type="password" autocomplete="off" spellcheck=${false}
           placeholder=${provider && provider.api_key_set ? "Set: type to replace it" : KEYLESS.has(type) ? "Not needed for this type" : "Not set"}
           aria-describedby=${`${prefix}-key-hint`} value=${key} onInput=${(e) => setKey(e.target.value)} />
         <small class="muted" id=${`${prefix}-key-hint`}>

@@ -423,3 +423,49 @@ async def test_after_a_reconnect_a_reply_never_shows_words_after_a_hole(page: Pa
     ]
     assert not any(agents[k]["gap"] for k in ("a:m1", "a:m2", "a:m3")), agents
     assert agents["a:m4"]["text"] == "Hi" and not agents["a:m4"]["gap"], agents
+
+
+async def test_a_first_message_sent_again_after_a_failure_makes_one_session_and_one_message(
+    page: Page, everloop: Everloop
+) -> None:
+    await _script(everloop, "Got it.")
+    agent_id = await _agent(everloop, "Retrier", ["test_math"])
+    created: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            created.append(request.url)
+            if request.method == "POST" and request.url.endswith(f"/v1/agents/{agent_id}/sessions")
+            else None
+        ),
+    )
+    keys: list[str | None] = []
+
+    # The first post of the message reaches the server, but its answer is lost on the way back.
+    async def answer_lost(route: Any) -> None:
+        keys.append(route.request.headers.get("idempotency-key"))
+        if len(keys) == 1:
+            await route.fetch()
+            await route.abort("connectionreset")
+        else:
+            await route.continue_()
+
+    await page.route(lambda url: url.endswith("/messages"), answer_lost)
+    await page.goto(f"/#/chat/{agent_id}")
+    message = page.get_by_label("Message", exact=True)
+    await message.fill("Count me once")
+    await page.get_by_role("button", name="Send").click()
+    await expect(page.get_by_role("alert")).to_be_visible()  # the send failed, the text is kept
+    await expect(message).to_have_value("Count me once")
+
+    await page.get_by_role("button", name="Send").click()  # sent again
+    await expect(page).to_have_url(re.compile(f"#/chat/{agent_id}/[0-9a-f-]{{36}}$"))
+    await expect(page.get_by_test_id("reply")).to_have_text("Got it.")
+    assert len(created) == 1, created
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1], keys
+    sessions = (await everloop.http.get(f"/v1/agents/{agent_id}/sessions")).json()["data"]
+    assert len(sessions) == 1, sessions
+    stored = await everloop.http.get(f"/v1/agents/{agent_id}/sessions/{sessions[0]['id']}/messages")
+    users = [m for m in stored.json()["data"] if m["role"] == "user"]
+    assert len(users) == 1, users
+    await expect(page.get_by_role("list", name="Conversation").get_by_text("Count me once")).to_have_count(1)

@@ -308,7 +308,11 @@ function Composer({ agentId, sessionId, name, running, onSent, onCancel, cancell
   const [text, setText] = useState("");
   const [images, setImages] = useState([]);
   const [imageError, setImageError] = useState(null);
-  const key = useRef(newKey());
+  // The message being sent, until it is stored: its body and Idempotency-Key, and the session a
+  // first message made. A retry after a failure (a lost answer) sends the same message with the same
+  // key to that same session, so the server stores it once; a session made per attempt would not
+  // share the key (it is per session) and would hold a copy each.
+  const attempt = useRef({ body: null, key: null, session: null });
   const box = useRef(null);
 
   useEffect(() => {
@@ -323,19 +327,26 @@ function Composer({ agentId, sessionId, name, running, onSent, onCancel, cancell
     if (text.trim()) parts.push({ type: "text", text });
     for (const image of images) parts.push({ type: "image", base64: image.base64, media_type: image.media_type });
     if (!parts.length) return;
+    const tried = attempt.current;
+    const body = JSON.stringify(parts);
+    // An edited message is a new one (its own key); the session made for the first try still serves.
+    if (tried.body !== body) attempt.current = { body, key: newKey(), session: tried.session };
     let session = null;
     let target = sessionId;
     if (!target) {
-      const title = (text.trim().split("\n")[0] || "Image").slice(0, 60);
-      session = await api.post(`v1/agents/${agentId}/sessions`, { title });
+      if (!attempt.current.session) {
+        const title = (text.trim().split("\n")[0] || "Image").slice(0, 60);
+        attempt.current.session = await api.post(`v1/agents/${agentId}/sessions`, { title });
+      }
+      session = attempt.current.session;
       target = session.id;
     }
     const message = await api.post(
       `v1/agents/${agentId}/sessions/${target}/messages`,
       { message: { role: "user", content: parts } },
-      { headers: { "Idempotency-Key": key.current } },
+      { headers: { "Idempotency-Key": attempt.current.key } },
     );
-    key.current = newKey();
+    attempt.current = { body: null, key: null, session: null };
     setText("");
     setImages([]);
     onSent(message, session);

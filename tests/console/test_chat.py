@@ -469,3 +469,57 @@ async def test_a_first_message_sent_again_after_a_failure_makes_one_session_and_
     users = [m for m in stored.json()["data"] if m["role"] == "user"]
     assert len(users) == 1, users
     await expect(page.get_by_role("list", name="Conversation").get_by_text("Count me once")).to_have_count(1)
+
+
+async def test_a_stream_the_server_refuses_falls_back_then_gives_up_with_a_retry(
+    proxied_page: Page, everloop: Everloop, proxy: CuttableProxy
+) -> None:
+    page = proxied_page
+    await _script(everloop, "First answer.")
+    agent_id = await _agent(everloop, "Refused", ["test_math"])
+    session = await everloop.http.post(f"/v1/agents/{agent_id}/sessions", json={"title": "refused"})
+    session_id = session.json()["id"]
+    await page.goto(f"/#/chat/{agent_id}/{session_id}")
+    await expect(page.get_by_text("Live")).to_be_visible()
+    message = page.get_by_label("Message", exact=True)
+    await message.fill("One")
+    await message.press("Enter")
+    reply = page.get_by_test_id("reply")
+    await expect(reply).to_have_text("First answer.")
+
+    # The server no longer knows the stream's last id (a 400, which an EventSource cannot see).
+    async def unknown_id(route: Any) -> None:
+        await route.fulfill(status=400, json={"detail": "since_id: no such event"})
+
+    def resumes_by_id(url: str) -> bool:
+        return "/sse?" in url and "since_id=" in url
+
+    await page.route(resumes_by_id, unknown_id)
+    assert proxy.cut() > 0
+    await expect(page.get_by_text(re.compile("^Reconnecting"))).to_be_visible()
+    await expect(page.get_by_text("Live")).to_be_visible()
+    resumed = proxy.paths_like(rf"/sessions/{session_id}/sse\?.*after_sequence=\d+")
+    assert resumed, proxy.requests
+    await expect(reply).to_have_text("First answer.")  # nothing twice
+    await _script(everloop, "Second answer.")
+    await message.fill("Two")
+    await message.press("Enter")
+    await expect(reply.nth(1)).to_have_text("Second answer.")  # the resumed stream is live
+    await expect(page.get_by_role("list", name="Conversation").get_by_text("One", exact=True)).to_have_count(
+        1
+    )
+
+    # A stream refused whatever its cursor: after a few tries the page says so and offers a retry.
+    def any_stream(url: str) -> bool:
+        return "/sse?" in url or url.endswith("/sse")
+
+    await page.route(any_stream, unknown_id)
+    assert proxy.cut() > 0
+    stopped = page.get_by_role("alert").filter(has_text="Live updates stopped")
+    await expect(stopped).to_be_visible(timeout=60_000)
+    await shot(page, "chat-stream-refused")
+    await page.unroute(any_stream, unknown_id)
+    await stopped.get_by_role("button", name="Retry").click()
+    await expect(page.get_by_text("Live")).to_be_visible()
+    await expect(stopped).to_have_count(0)
+    await expect(reply).to_have_count(2)

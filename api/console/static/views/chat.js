@@ -132,11 +132,17 @@ function useStickToBottom(list) {
   }, []);
 }
 
-function LinkStatus({ link, onRetry }) {
+function LinkStatus({ link, onRetry, onRestart }) {
   if (!link) return null;
   if (link.state === "live") return html`<span class="link-state live">Live</span>`;
   if (link.state === "connecting") return html`<span class="link-state">Connecting…</span>`;
   if (link.state === "gone") return html`<span class="link-state bad">This session no longer exists.</span>`;
+  if (link.state === "failed") {
+    return html`<span class="link-state bad" role="alert">
+      Live updates stopped: the server keeps refusing the stream.
+      <button class="link" onClick=${onRestart}>Retry</button>
+    </span>`;
+  }
   return html`<span class="link-state warn">
     ${link.delay ? `Reconnecting in ${Math.round(link.delay / 1000)} s…` : "Reconnecting…"}
     ${link.delay ? html`<button class="link" onClick=${onRetry}>Retry now</button>` : null}
@@ -241,7 +247,11 @@ function Session({ agentId, sessionId, name }) {
   const activity = asking ? "Waiting for your approval" : state.waiting && !state.running ? "Queued" : "Working…";
   return html`<div class="chat-session">
     <div class="chat-status">
-      <${LinkStatus} link=${link} onRetry=${() => stream.current && stream.current.retryNow()} />
+      <${LinkStatus}
+        link=${link}
+        onRetry=${() => stream.current && stream.current.retryNow()}
+        onRestart=${() => stream.current && stream.current.restart()}
+      />
       ${busy ? html`<span class=${`link-state ${asking ? "warn" : "running"}`}>${activity}</span>` : null}
     </div>
     ${!sessionId

@@ -31,12 +31,19 @@ export const EVENT_TYPES = [
 
 const FIRST_DELAY_MS = 1000;
 const MAX_DELAY_MS = 10000;
+// A stream that fails to open while the session answers is refused, not cut off (an EventSource
+// never sees the status: a 400 looks like a dropped network). After this many refusals the stream
+// resumes from the last stored event's sequence rather than from `since_id`...
+export const REFUSALS_BEFORE_FALLBACK = 2;
+// ...and after this many it stops and says so (the page offers to try again).
+export const REFUSALS_BEFORE_GIVING_UP = 4;
 
 /**
  * Follows the stream at `path` (relative, e.g. `v1/agents/A/sessions/S/sse`) until `close()`.
  * - `onFrame(frame)`: each event envelope (`{id, type, data, context, ...}`) once, in order.
  * - `onState({state, delay, connections})`: `connecting`, `live`, `reconnecting` (retrying in
- *   `delay` ms), `gone` (the session no longer exists) — for the page's status line.
+ *   `delay` ms), `gone` (the session no longer exists), `failed` (the server keeps refusing the
+ *   stream: `restart()` tries again) — for the page's status line.
  * - `onResume()`: the stream is back after a cut. Live-only frames (a reply's deltas) sent
  *   meanwhile are not replayed: what streamed before has a gap until the whole message arrives.
  * - `check()`: an API call made before each reconnect: it renews an expired sign-in (the API
@@ -47,11 +54,18 @@ const MAX_DELAY_MS = 10000;
 export function followSession(path, { onFrame, onState, onResume, check, query = {} }) {
   const seen = new Set();
   let lastId = null;
+  let lastSequence = null; // of the last stored event received (live frames have none)
   let source = null;
   let timer = null;
   let delay = FIRST_DELAY_MS;
   let connections = 0;
   let closed = false;
+  let failed = false;
+  // Whether the stream being opened follows a successful check(), and how many such opens in a row
+  // ended before the stream's `connected` event.
+  let checked = false;
+  let refusals = 0;
+  let bySequence = false; // since_id was refused: resume by sequence until the stream is back
 
   const state = (name, extra = {}) => onState && onState({ state: name, connections, ...extra });
 
@@ -70,33 +84,60 @@ export function followSession(path, { onFrame, onState, onResume, check, query =
       seen.add(id);
       lastId = id;
     }
+    if (frame && typeof frame.sequence === "number" && frame.sequence > (lastSequence ?? -1)) lastSequence = frame.sequence;
     onFrame(frame);
+  };
+
+  // Where the stream starts again: `since_id` rather than the browser's own Last-Event-ID (that one
+  // stays on the last stored event, as live frames have no `id:` line, and would replay what the
+  // deltas already showed). When the server keeps refusing that id (a 400: it does not know it),
+  // the last stored event's sequence; frames seen already are dropped by their ids.
+  const cursor = () => {
+    if (!lastId) return query;
+    if (!bySequence) return { ...query, since_id: lastId };
+    return lastSequence === null ? query : { ...query, after_sequence: lastSequence };
   };
 
   const open = () => {
     if (closed) return;
     connections += 1;
     state(connections === 1 ? "connecting" : "reconnecting", { delay: 0 });
-    // `since_id` rather than the browser's own Last-Event-ID: that one stays on the last stored
-    // event (live frames have no `id:` line), which would replay what the deltas already showed.
-    source = new EventSource(url(path, lastId ? { ...query, since_id: lastId } : query));
-    source.addEventListener("connected", () => {
+    const opened = new EventSource(url(path, cursor()));
+    source = opened;
+    opened.addEventListener("connected", () => {
       delay = FIRST_DELAY_MS;
+      refusals = 0;
+      bySequence = false;
+      checked = false;
       state("live");
       if (connections > 1 && onResume) onResume();
     });
-    for (const type of EVENT_TYPES) source.addEventListener(type, receive);
-    source.onerror = drop;
+    for (const type of EVENT_TYPES) opened.addEventListener(type, receive);
+    opened.onerror = () => {
+      // Refused: it ended before `connected`, though the session had just answered.
+      if (checked) refusals += 1;
+      if (refusals >= REFUSALS_BEFORE_FALLBACK) bySequence = true;
+      checked = false;
+      drop();
+    };
   };
 
   const retry = () => {
     timer = null;
     if (closed) return;
-    Promise.resolve(check ? check() : null).then(open, (error) => {
-      if (closed) return;
-      if (error && error.status === 404) state("gone");
-      else drop();
-    });
+    checked = false;
+    Promise.resolve(check ? check() : null).then(
+      () => {
+        if (closed) return;
+        checked = Boolean(check);
+        open();
+      },
+      (error) => {
+        if (closed) return;
+        if (error && error.status === 404) state("gone");
+        else drop();
+      },
+    );
   };
 
   // The browser would reconnect by itself, but from its Last-Event-ID and after giving up for good
@@ -107,6 +148,11 @@ export function followSession(path, { onFrame, onState, onResume, check, query =
       source = null;
     }
     if (closed || timer) return;
+    if (refusals >= REFUSALS_BEFORE_GIVING_UP) {
+      failed = true;
+      state("failed");
+      return;
+    }
     state("reconnecting", { delay });
     timer = setTimeout(retry, delay);
     delay = Math.min(delay * 2, MAX_DELAY_MS);
@@ -131,5 +177,13 @@ export function followSession(path, { onFrame, onState, onResume, check, query =
     },
     /** Reconnects now (the user pressed "Retry now"), without waiting out the backoff. */
     retryNow,
+    /** After `failed`: tries again from the start of the backoff (the user pressed "Retry"). */
+    restart() {
+      if (closed || !failed) return;
+      failed = false;
+      refusals = 0;
+      delay = FIRST_DELAY_MS;
+      retry();
+    },
   };
 }

@@ -523,3 +523,30 @@ async def test_a_stream_the_server_refuses_falls_back_then_gives_up_with_a_retry
     await expect(page.get_by_text("Live")).to_be_visible()
     await expect(stopped).to_have_count(0)
     await expect(reply).to_have_count(2)
+
+
+async def test_ids_from_the_address_stay_one_segment_of_an_api_path(page: Page, everloop: Everloop) -> None:
+    """An id in the hash is data: `..` or `a?b` must not climb out of, or add a query to, a chat path."""
+    agent_id = await _agent(everloop, "Pathy", ["test_math"])
+    paths: list[str] = []
+    page.on(
+        "request",
+        lambda request: paths.append(urlsplit(request.url).path + "?" + urlsplit(request.url).query),
+    )
+    await page.goto(f"/#/chat/{agent_id}/a%3Fb")
+    await expect(page.get_by_text("This session no longer exists.")).to_be_visible()
+    await page.goto(f"/#/chat/{agent_id}/..")
+    await page.goto("/#/chat/..")
+    await page.goto("/#/chat")
+    await expect(page.get_by_role("link", name=re.compile("^Pathy"))).to_be_visible()
+    chat = [p for p in paths if p.startswith("/v1/")]
+    assert any(p.startswith(f"/v1/agents/{agent_id}/sessions/a%3Fb/sse?") for p in chat), chat
+    stray = [
+        p
+        for p in chat
+        if p.startswith("/v1/sessions")
+        or p.startswith(f"/v1/agents/{agent_id}/sse")
+        or p.startswith(f"/v1/agents/{agent_id}/sessions/a/")
+        or p.startswith(f"/v1/agents/{agent_id}/sessions/a?")
+    ]
+    assert not stray, stray

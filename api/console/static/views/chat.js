@@ -1,7 +1,8 @@
 // Chat with an agent: `#/chat` picks the agent, `#/chat/{agent}` starts a conversation,
 // `#/chat/{agent}/{session}` resumes one (its history first: the stream replays it from the start).
 // The stream (chat_stream.js) and the conversation it folds into (chat_state.js) live apart from
-// the drawing (chat_items.js and here).
+// the drawing (chat_items.js and here). The route's ids come encoded for a path (routes.js); ids
+// from the API's answers are encoded here before they go into a path or a link.
 import { html, useState, useEffect, useRef, useReducer } from "../html.js";
 import { api, items } from "../api.js";
 import { Page, ErrorNote, Empty, pending, useApi, useAction, navigate, notify, fmt } from "../ui.js";
@@ -34,7 +35,7 @@ export default function ChatView({ params }) {
   if (agents.data) knownAgents = { user, data: agents.data };
   const known = user && knownAgents.user === user ? knownAgents.data : null;
   const list = items(agents.data || known);
-  const agent = list.find((a) => a.id === agentId);
+  const agent = list.find((a) => encodeURIComponent(a.id) === agentId);
   return html`<${Page} title="Chat" wide>
     ${(!agents.data && !(agents.loading && known) && pending(agents)) ||
     (!agentId
@@ -51,7 +52,7 @@ function AgentPicker({ agents }) {
     <ul class="agent-picker">
       ${agents.map(
         (a) => html`<li key=${a.id}>
-          <a class="agent-choice card" href=${`#/chat/${a.id}`}>
+          <a class="agent-choice card" href=${`#/chat/${encodeURIComponent(a.id)}`}>
             <strong>${a.display_name || a.name}</strong>
             ${a.description ? html`<span class="muted">${a.description}</span>` : null}
             ${(a.capabilities || []).length
@@ -85,7 +86,7 @@ function Conversation({ agents, agent, agentId, sessionId }) {
         <label for="chat-agent">Agent</label>
         <select id="chat-agent" value=${agentId} onChange=${(e) => navigate(`#/chat/${e.target.value}`)}>
           ${agent ? null : html`<option value=${agentId}>${fmt.short(agentId)}</option>`}
-          ${agents.map((a) => html`<option value=${a.id}>${a.display_name || a.name}</option>`)}
+          ${agents.map((a) => html`<option value=${encodeURIComponent(a.id)}>${a.display_name || a.name}</option>`)}
         </select>
       </div>
       <div class="chat-pick">
@@ -96,10 +97,10 @@ function Conversation({ agents, agent, agentId, sessionId }) {
           onChange=${(e) => navigate(`#/chat/${agentId}${e.target.value ? `/${e.target.value}` : ""}`)}
         >
           <option value="">New conversation</option>
-          ${sessionId && !rows.some((s) => s.id === sessionId)
+          ${sessionId && !rows.some((s) => encodeURIComponent(s.id) === sessionId)
             ? html`<option value=${sessionId}>${fmt.short(sessionId)}</option>`
             : null}
-          ${rows.map((s) => html`<option value=${s.id}>${sessionLabel(s)}</option>`)}
+          ${rows.map((s) => html`<option value=${encodeURIComponent(s.id)}>${sessionLabel(s)}</option>`)}
         </select>
       </div>
       ${sessionId ? html`<a class="button" href=${`#/chat/${agentId}`}>New conversation</a>` : null}
@@ -234,7 +235,7 @@ function Session({ agentId, sessionId, name }) {
       // A new session: its page takes over (and replays what was just posted from the stream).
       focusComposerOnArrival = true;
       announceOnArrival = true;
-      navigate(`#/chat/${agentId}/${session.id}`);
+      navigate(`#/chat/${agentId}/${encodeURIComponent(session.id)}`);
       return;
     }
     dispatch([{ type: "message.user", data: { message }, ts: message.created_at }]);
@@ -342,6 +343,8 @@ function Composer({ agentId, sessionId, name, running, onSent, onCancel, cancell
     // An edited message is a new one (its own key); the session made for the first try still serves.
     if (tried.body !== body) attempt.current = { body, key: newKey(), session: tried.session };
     let session = null;
+    // `agentId`/`sessionId` come from the route already encoded for a path (routes.js); the API's
+    // own ids are encoded here.
     let target = sessionId;
     if (!target) {
       if (!attempt.current.session) {
@@ -349,7 +352,7 @@ function Composer({ agentId, sessionId, name, running, onSent, onCancel, cancell
         attempt.current.session = await api.post(`v1/agents/${agentId}/sessions`, { title });
       }
       session = attempt.current.session;
-      target = session.id;
+      target = encodeURIComponent(session.id);
     }
     const message = await api.post(
       `v1/agents/${agentId}/sessions/${target}/messages`,

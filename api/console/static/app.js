@@ -2,6 +2,7 @@
 import { html, render, useState, useEffect } from "./html.js";
 import { api, onSignedOut } from "./api.js";
 import { Account } from "./account.js";
+import { warmMarkdown } from "./ui.js";
 import { match, NAV } from "./routes.js";
 
 function useHash() {
@@ -150,5 +151,7 @@ function SignInLoader({ config, onSignedIn }) {
 // keeps the module: View's own import of it then resolves at once).
 const first = match(location.hash);
 if (first) first.route.load().catch(() => null);
+// The chat's replies are Markdown: its kit loads beside the view, not after the first reply arrives.
+if (first && first.route.nav === "chat") warmMarkdown();
 
 render(html`<${App} />`, document.getElementById("app"));

@@ -189,6 +189,11 @@ async function markdownKit() {
   return markdown;
 }
 
+/** Starts loading the Markdown kit now (the chat page: its history's replies will need it). */
+export function warmMarkdown() {
+  markdownKit().catch(() => null);
+}
+
 /** Markdown (a model's reply) rendered safely: parsed by marked, then sanitised by DOMPurify. */
 export function Markdown({ text, class: className }) {
   const box = useRef(null);

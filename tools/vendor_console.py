@@ -7,9 +7,10 @@ licence files into api/console/static/vendor/. Run it only to change a version:
 
     .venv/bin/python tools/vendor_console.py
 
-The one rewrite: preact's hooks import the bare specifier "preact", which a browser cannot resolve
+The rewrites: preact's hooks import the bare specifier "preact", which a browser cannot resolve
 without an import map (an inline script, which the console's Content-Security-Policy forbids); it is
-pointed at the vendored file instead. Everything else is byte-for-byte the package's file.
+pointed at the vendored file instead; and the `//# sourceMappingURL=` comments go (the maps are not
+shipped). Everything else is byte-for-byte the package's file.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import re
 import tarfile
 import urllib.request
 from dataclasses import dataclass, field
@@ -95,6 +97,8 @@ def vendor(package: Package) -> list[str]:
                 if old not in text:
                     raise SystemExit(f"{package.name}: {old!r} not found in {source}")
                 text = text.replace(old, new)
+            # The source maps are not shipped: a pointer to one would only be a 404 in dev tools.
+            text = re.sub(r"\n?//# sourceMappingURL=\S+\s*$", "\n", text)
             (VENDOR / target).write_text(text)
             written.append(target)
     return written
@@ -107,6 +111,13 @@ def main() -> None:
         files = vendor(package)
         lines.append(f"- {package.name} {package.version} ({package.integrity}): {', '.join(files)}")
     (VENDOR / "README.md").write_text("\n".join(lines) + "\n")
+    # What tests/unit/test_console_vendor.py checks the served files against, offline.
+    sums = [
+        f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}"
+        for path in sorted(VENDOR.iterdir())
+        if path.suffix == ".mjs"
+    ]
+    (VENDOR / "SHA256SUMS").write_text("\n".join(sums) + "\n")
     print("\n".join(lines))
 
 

@@ -266,7 +266,8 @@ async def _streamed(
     follower = event_stream.Follower(
         services.db, services.redis, query.session_id, after, filter_, until=until, allowed=allowed
     )
-    return ServerSentEvent(_frames(follower), headers=_VARY)
+    # nginx and others buffer a response unless told not to: a stream held back is no stream.
+    return ServerSentEvent(_frames(follower), headers={**_VARY, "X-Accel-Buffering": "no"})
 
 
 _LIST_DOC = """The session's stored events in order of `sequence`: after `since_id` or `after_sequence`,

@@ -81,6 +81,8 @@ async def test_sse_streams_whatever_the_accept(
             backlog = [await stream.next() for _ in range(3)]
             assert [(f.event, f.id) for f in backlog] == [(e.type, str(e.id)) for e in stored]
             assert backlog[0].json() == (await client.get(events_path)).json()["data"][0]
+            # A proxy in front (nginx) must pass each frame on at once, not buffer the stream.
+            assert stream.response.headers["x-accel-buffering"] == "no"
     async with open_sse(server, path, headers={"Last-Event-ID": str(stored[0].id)}) as stream:
         assert (await stream.next()).id == str(stored[1].id)
         assert (await stream.next()).id == str(stored[2].id)

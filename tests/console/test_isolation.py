@@ -9,7 +9,7 @@ import httpx
 from playwright.async_api import Browser, expect
 
 from tests.clients.conftest import Everloop
-from tests.console.conftest import new_context, shot, watch_errors
+from tests.console.conftest import new_context, shot, sign_in, watch_errors
 from tests.sse import SSE
 
 SECRET = "Alice's private agent"
@@ -44,6 +44,16 @@ async def _a_turn(everloop: Everloop) -> tuple[str, str, str]:
 async def test_a_second_user_sees_nothing_of_the_first(browser: Browser, everloop: Everloop) -> None:
     agent_id, session_id, turn_id = await _a_turn(everloop)
 
+    # The control: its owner sees it in the same views Bob walks below (so "not shown" below means
+    # "not his", not "not shown at all").
+    owner = await new_context(browser, everloop)
+    await sign_in(owner, everloop.email, everloop.password)
+    mine = await owner.new_page()
+    for view in ["agents", "sessions", "traces"]:
+        await mine.goto(f"/#/{view}")
+        await expect(mine.locator("main")).to_contain_text(SECRET)
+    await owner.close()
+
     context = await new_context(browser, everloop)
     page = await context.new_page()
     errors = watch_errors(page)
@@ -55,7 +65,18 @@ async def test_a_second_user_sees_nothing_of_the_first(browser: Browser, everloo
     await page.get_by_role("button", name="Create account").click()
     await expect(page.get_by_text("bob@example.com")).to_be_visible()
 
-    for view in ["chat", "agents", "sessions", "traces", "replays", "golden", "usage"]:
+    for view in [
+        "chat",
+        "agents",
+        "providers",
+        "mcp",
+        "sessions",
+        "traces",
+        "replays",
+        "golden",
+        "drift",
+        "usage",
+    ]:
         await page.goto(f"/#/{view}")
         await expect(page.get_by_role("heading", level=1)).to_be_visible()
         await page.wait_for_load_state("networkidle")

@@ -63,7 +63,6 @@ from api.webhooks import WebhookController
 from core.json_limits import JsonLimits
 from core.logging import configure_logging
 from core.settings import AuthMode, Settings, SettingsError, get_settings
-from services import auth
 from services.rate_limits import RateLimits
 
 log = structlog.get_logger("everloop.api")
@@ -79,16 +78,12 @@ def _required(value: str | None, name: str) -> str:
 
 
 async def _ensure_accounts(services: Services) -> None:
-    settings = services.settings
     try:
-        async with services.db.session() as db:
-            if settings.auth_mode is not AuthMode.NONE and settings.admin_email and settings.admin_password:
-                await auth.ensure_admin(db, settings.admin_email, settings.admin_password)
-            elif settings.auth_mode is AuthMode.NONE:
-                await auth.ensure_builtin_admin(db)
+        await services.ensure_accounts()
     except (OSError, DBAPIError) as exc:
-        # Start anyway: /ready says PostgreSQL is missing, and the next start creates the account.
-        log.warning("could not set up the admin account", error=str(exc))
+        # Start anyway: /ready says PostgreSQL is missing, and the first request that needs the
+        # account makes it (api/security.py, the login route).
+        log.warning("could not set up the admin account yet", error=str(exc))
 
 
 def create_app(

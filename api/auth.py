@@ -281,6 +281,7 @@ class AuthController(Controller):
         the `access_token` and `refresh_token` cookies."""
         secret = _secret(services)
         await _rate_limit(services, "login", LOGIN_LIMIT, email=data.email.lower(), ip=_client_ip(request))
+        await services.ensure_accounts()  # ADMIN_EMAIL's account, if the start-up could not make it
         user = await auth.login(db_session, data.email.strip(), data.password)
         if user is None:
             raise HTTPException(status_code=401, detail="wrong email or password")

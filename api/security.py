@@ -72,6 +72,8 @@ class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
     ) -> AuthenticationResult:
         services: Services = connection.app.state.services
         settings = services.settings
+        # A flag after the first success: the accounts the start-up could not make (PostgreSQL away).
+        await services.ensure_accounts()
         if settings.auth_mode is AuthMode.NONE:
             return AuthenticationResult(user=BUILTIN_ADMIN, auth=None)
         credential, source = credential_of(connection)

@@ -14,7 +14,8 @@ from core import bus, temporal
 from core.crypto import SecretBox, secret_box
 from core.db import Database
 from core.errors import ServiceUnavailable
-from core.settings import Settings
+from core.settings import AuthMode, Settings
+from services import auth
 
 log = structlog.get_logger("everloop.api")
 
@@ -29,6 +30,25 @@ class Services:
         self.temporal_address = temporal_address
         self._temporal: Client | None = None
         self.secrets: SecretBox | None = secret_box(settings)
+        self.accounts_ready = False
+        self._accounts_lock = asyncio.Lock()
+
+    async def ensure_accounts(self) -> None:
+        """The configured accounts exist: AUTH_MODE=none's built-in admin, or ADMIN_EMAIL's admin.
+        Made at start-up; when PostgreSQL did not answer then, by the first request that needs
+        them (else every agent made meanwhile would name an owner that is not there)."""
+        if self.accounts_ready:
+            return
+        async with self._accounts_lock:
+            if self.accounts_ready:
+                return
+            settings = self.settings
+            async with self.db.session() as db:
+                if settings.auth_mode is AuthMode.NONE:
+                    await auth.ensure_builtin_admin(db)
+                elif settings.admin_email and settings.admin_password:
+                    await auth.ensure_admin(db, settings.admin_email, settings.admin_password)
+            self.accounts_ready = True
 
     async def temporal(self) -> Client:
         """The Temporal client, connected on first use (so the API starts while Temporal is down)."""

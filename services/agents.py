@@ -249,8 +249,10 @@ async def create(db: AsyncSession, who: Identity, data: schemas.CreateAgent) -> 
     try:
         await db.commit()
     except IntegrityError:
-        # The same id raced in from a concurrent request, which committed first.
         await db.rollback()
+        if agent_id is None:
+            raise  # not a taken id (there was none): a missing owner or model is a server fault
+        # The same id raced in from a concurrent request, which committed first.
         raise taken from None
     return row, True
 

@@ -301,3 +301,19 @@ async def test_a_credential_check_without_postgres_is_503_not_401(
         assert_unavailable(await http.get("/api/auth/me", headers=bearer))
         await asyncio.to_thread(pg.start)
         assert (await http.get("/v1/agents", headers=bearer)).status_code == 200
+
+
+async def test_an_api_started_without_postgres_makes_its_account_on_the_first_request(
+    endpoints: Endpoints, pg: OwnPostgres, task_queue: str
+) -> None:
+    # AUTH_MODE=none's built-in admin owns every agent: the start-up makes it, and a start-up that
+    # met no PostgreSQL left it missing, so every agent made later failed (reported as "the agent
+    # id None is taken", seen under load in CI). Now the first request after makes it.
+    await asyncio.to_thread(pg.stop)
+    app = create_app(outage_settings(endpoints, pg, task_queue), configure_logs=False)
+    async with running(app) as server, httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        assert_unavailable(await http.get("/v1/agents"))
+        await asyncio.to_thread(pg.start)
+        made = await http.post("/v1/agents", json={"name": "after the outage"})
+        assert made.status_code == 201, made.text
+        assert [a["name"] for a in (await http.get("/v1/agents")).json()["data"]] == ["after the outage"]

@@ -36,11 +36,16 @@ export default function ChatView({ params }) {
   const known = user && knownAgents.user === user ? knownAgents.data : null;
   const list = items(agents.data || known);
   const agent = list.find((a) => encodeURIComponent(a.id) === agentId);
+  // A conversation does not wait for the agents list: its sessions, its stream and its history load
+  // beside it (the agent's name fills in when the list arrives), so the page is usable sooner.
+  if (agentId) {
+    return html`<${Page} title="Chat" wide>
+      <${ErrorNote} error=${agents.error} />
+      <${Conversation} agents=${list} agent=${agent} agentId=${agentId} sessionId=${sessionId} />
+    <//>`;
+  }
   return html`<${Page} title="Chat" wide>
-    ${(!agents.data && !(agents.loading && known) && pending(agents)) ||
-    (!agentId
-      ? html`<${AgentPicker} agents=${list} />`
-      : html`<${Conversation} agents=${list} agent=${agent} agentId=${agentId} sessionId=${sessionId} />`)}
+    ${(!agents.data && !(agents.loading && known) && pending(agents)) || html`<${AgentPicker} agents=${list} />`}
   <//>`;
 }
 

@@ -11,8 +11,8 @@ message box ready for typing, the history shown (the tool card and the reply) an
 (marked, DOMPurify) loaded; `performance.now()` at that moment, counted from the navigation's start.
 Then the same page again in that context (a revisit: the files revalidated, answered 304). Page
 weight: the bytes the first visit transferred, compressed as sent (bodies and headers, the API's
-JSON answers included, the event stream excluded: it never ends). Targets (issue 17): ≤ 300 ms to interactive, ≤ 300 KB compressed.
-Figures only: nothing here passes or fails.
+JSON answers included, the event stream excluded: it never ends). Targets (issue 17): ≤ 300 ms to
+interactive, ≤ 300 KB compressed. Figures only: nothing here passes or fails.
 """
 
 from __future__ import annotations

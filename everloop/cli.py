@@ -91,6 +91,13 @@ def services(no_migrate: bool, ephemeral: bool) -> None:
 def api() -> None:
     """Run the HTTP API (needs DATABASE_URL, REDIS_URL and TEMPORAL_ADDRESS)."""
     settings = _settings()  # before the imports, which take seconds: a bad setting fails at once
+    settings.check_runnable()
+    for value, name in (
+        (settings.database_url, "DATABASE_URL"),
+        (settings.redis_url, "REDIS_URL"),
+        (settings.temporal_address, "TEMPORAL_ADDRESS"),
+    ):
+        _need(value, name)
     import uvicorn
 
     from api.app import create_app

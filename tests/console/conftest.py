@@ -9,16 +9,16 @@ test does not look at it. `shot(page, name)` saves a screenshot under .everloop-
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
-from temporalio.client import Client
 
-from core.db import Database
-from everloop.stack import Endpoints
 from tests.browser import chromium
-from tests.clients.conftest import Everloop, serving
+from tests.clients.conftest import Everloop
+from tests.clients.conftest import everloop as clients_everloop
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".everloop-artifacts" / "console"
 WAIT_MS = 30_000
@@ -27,12 +27,8 @@ WAIT_MS = 30_000
 expect.set_options(timeout=15_000)
 
 
-@pytest.fixture
-async def everloop(
-    endpoints: Endpoints, db: Database, temporal_client: Client, simulator_url: str, task_queue: str
-) -> AsyncIterator[Everloop]:
-    async with serving(endpoints, db, temporal_client, simulator_url, task_queue) as stack:
-        yield stack
+# The whole stack with its admin signed in: the same fixture as Everruns' clients' tests.
+everloop = clients_everloop
 
 
 @pytest.fixture
@@ -41,8 +37,13 @@ async def browser() -> AsyncIterator[Browser]:
         yield launched
 
 
-async def new_context(browser: Browser, everloop: Everloop, *, width: int = 1280) -> BrowserContext:
-    context = await browser.new_context(base_url=everloop.url, viewport={"width": width, "height": 860})
+async def new_context(
+    browser: Browser, everloop: Everloop, *, width: int = 1280, height: int = 860, base_url: str | None = None
+) -> BrowserContext:
+    """`base_url`: where the browser reaches the server (default: the server itself)."""
+    context = await browser.new_context(
+        base_url=base_url or everloop.url, viewport={"width": width, "height": height}
+    )
     context.set_default_timeout(WAIT_MS)
     return context
 
@@ -60,16 +61,23 @@ def watch_errors(page: Page) -> list[str]:
     return errors
 
 
-@pytest.fixture
-async def page(browser: Browser, everloop: Everloop) -> AsyncIterator[Page]:
-    """A page signed in as the stack's admin (who owns its simulator model), at the console."""
-    context = await new_context(browser, everloop)
+@asynccontextmanager
+async def admin_page(browser: Browser, everloop: Everloop, **options: Any) -> AsyncIterator[Page]:
+    """A page signed in as the stack's admin (who owns its simulator model); `options` go to
+    `new_context`. Fails on leaving if any of the page's scripts failed."""
+    context = await new_context(browser, everloop, **options)
     await sign_in(context, everloop.email, everloop.password)
     opened = await context.new_page()
     errors = watch_errors(opened)
     yield opened
     await context.close()
     assert not errors, f"the console's scripts failed: {errors}"
+
+
+@pytest.fixture
+async def page(browser: Browser, everloop: Everloop) -> AsyncIterator[Page]:
+    async with admin_page(browser, everloop) as opened:
+        yield opened
 
 
 async def shot(page: Page, name: str) -> Path:

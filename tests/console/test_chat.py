@@ -17,7 +17,7 @@ from playwright.async_api import Browser, FilePayload, Page, expect
 
 from tests.clients.conftest import Everloop
 from tests.console.chat_proxy import CuttableProxy, proxy_to
-from tests.console.conftest import WAIT_MS, shot, sign_in, watch_errors
+from tests.console.conftest import admin_page, shot
 
 ADD = {"tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 3}}]}
 REPLY = (
@@ -128,14 +128,8 @@ async def proxy(everloop: Everloop) -> AsyncIterator[CuttableProxy]:
 @pytest.fixture
 async def proxied_page(browser: Browser, everloop: Everloop, proxy: CuttableProxy) -> AsyncIterator[Page]:
     """The admin's page, reaching the server through `proxy` (which can cut the network)."""
-    context = await browser.new_context(base_url=proxy.url, viewport={"width": 390, "height": 844})
-    context.set_default_timeout(WAIT_MS)
-    await sign_in(context, everloop.email, everloop.password)
-    opened = await context.new_page()
-    errors = watch_errors(opened)
-    yield opened
-    await context.close()
-    assert not errors, f"the console's scripts failed: {errors}"
+    async with admin_page(browser, everloop, base_url=proxy.url, width=390, height=844) as opened:
+        yield opened
 
 
 async def _record_reply_texts(page: Page) -> None:

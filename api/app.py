@@ -32,6 +32,7 @@ from api.health import HealthController
 from api.llm import FlatModelController, ModelController, ProviderController
 from api.mcp_servers import McpServerController
 from api.messages import MessageController
+from api.metrics import ApiMetrics, MetricsController, RequestMetrics
 from api.middleware import RequestContextMiddleware
 from api.openapi import docs_handlers, openapi_config
 from api.otlp import OtlpController
@@ -100,6 +101,7 @@ def create_app(
     if configure_logs:
         configure_logging(settings.log_level, settings.log_format)
     services = Services(settings, database_url, redis_url, temporal_address)
+    metrics = ApiMetrics(services.db, services.redis)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -117,6 +119,7 @@ def create_app(
     app = Litestar(
         route_handlers=[
             HealthController,
+            MetricsController,
             *auth_routers(),
             AgentController,
             SessionController,
@@ -181,7 +184,7 @@ def create_app(
                 else []
             ),
         ],
-        state=State({"services": services}),
+        state=State({"services": services, "metrics": metrics}),
         cors_config=cors,
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_request_body_bytes,
@@ -192,6 +195,6 @@ def create_app(
         logging_config=None,
     )
     # Outermost, not as route middleware: unknown routes, 405s and CORS preflights then get a
-    # request id and an access-log line too.
-    app.asgi_handler = RequestContextMiddleware(app.asgi_handler)
+    # request id and an access-log line too, and are counted.
+    app.asgi_handler = RequestContextMiddleware(RequestMetrics(app.asgi_handler, metrics))
     return app

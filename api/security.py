@@ -31,6 +31,8 @@ OPEN_PATHS = [
     r"^/api-doc",
     r"^/swagger-ui",
     r"^/simulator/",
+    # Prometheus scrapes: METRICS_TOKEN is their credential, checked by the route (api/metrics.py).
+    r"^/metrics$",
     # The web console's page and files (it reads every piece of data through the API, signed in).
     r"^/$",
     r"^/console/",

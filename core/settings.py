@@ -164,6 +164,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     webhook_timeout_s: float = 10.0
     webhook_retry_schedule_s: tuple[float, ...] = WEBHOOK_RETRY_SCHEDULE_DEFAULT
     webhook_disable_after_s: float = 5 * 86400.0
+    # Prometheus metrics (docs/metrics.md): the bearer token a scrape must send (METRICS_TOKEN; without
+    # it the API serves /metrics only with AUTH_MODE=none, the worker only on a loopback address), and
+    # where a worker serves its own (WORKER_METRICS_HOST, WORKER_METRICS_PORT; unset or 0: not served).
+    metrics_token: str | None = None
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int | None = None
 
     def uvicorn_options(self) -> dict[str, object]:
         """How `everloop api` serves: client address and scheme from `X-Forwarded-For`/`-Proto` only
@@ -573,7 +579,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_disable_after_s=read.parse(
             "WEBHOOK_DISABLE_AFTER", 5 * 86400.0, _duration, _DURATION_EXPECTED
         ),
+        metrics_token=read.parse(
+            "METRICS_TOKEN", None, _metrics_token, "at least 16 characters, no spaces", secret=True
+        ),
+        worker_metrics_host=read.text("WORKER_METRICS_HOST", "127.0.0.1"),
+        worker_metrics_port=read.integer("WORKER_METRICS_PORT", 0, low=0, high=65535) or None,
     )
+
+
+def _metrics_token(value: str) -> str:
+    # Sent as a bearer token: long enough not to be guessed, and one word.
+    if len(value) < 16 or any(c.isspace() for c in value):
+        raise ValueError(value)
+    return value
 
 
 def _otlp_headers(value: str) -> dict[str, str]:

@@ -17,11 +17,12 @@ from activities.diagnostics import DiagnosticActivities
 from activities.drift import DriftActivities
 from activities.golden import GoldenActivities
 from activities.llm import ReasonActivities
+from activities.metrics import MetricsInterceptor, WorkerMetrics
 from activities.replay import ReplayActivities
 from activities.tools import ToolActivities
 from activities.turns import TurnActivities
 from activities.webhooks import WebhookActivities
-from core import bus, temporal
+from core import bus, metrics, temporal
 from core.crypto import secret_box
 from core.db import Database
 from core.settings import Settings
@@ -55,8 +56,10 @@ def build_worker(
     *,
     task_queue: str | None = None,
     exporter: TurnExporter | None = None,
+    worker_metrics: WorkerMetrics | None = None,
 ) -> Worker:
-    """`exporter`: where finished turns' spans go (default: OTEL_EXPORTER_OTLP_ENDPOINT's, if set)."""
+    """`exporter`: where finished turns' spans go (default: OTEL_EXPORTER_OTLP_ENDPOINT's, if set);
+    `worker_metrics`: where every activity is timed (none: not timed)."""
     exporter = exporter or TurnExporter.from_settings(settings)
     deps = LoopDeps(db=db, bus=redis, settings=settings, secrets=secret_box(settings), exporter=exporter)
     turns, reason, tools = TurnActivities(deps), ReasonActivities(deps), ToolActivities(deps)
@@ -69,6 +72,7 @@ def build_worker(
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=WORKFLOWS,
         workflow_runner=temporal.workflow_runner(),
+        interceptors=[MetricsInterceptor(worker_metrics)] if worker_metrics is not None else [],
         activities=[
             DiagnosticActivities(db, redis).check_backing_services,
             turns.finish_turn,
@@ -94,12 +98,28 @@ def build_worker(
     )
 
 
+def serve_metrics(
+    settings: Settings, db: Database, redis: Redis
+) -> tuple[WorkerMetrics | None, metrics.MetricsServer | None]:
+    """With WORKER_METRICS_PORT: the worker's metrics, and their server on WORKER_METRICS_HOST (None
+    if it cannot listen: logged, and the worker runs on). Without: neither. Off by default: tests
+    and `everloop dev` start several workers on one machine, where a fixed port would be the first's."""
+    if not settings.worker_metrics_port:
+        return None, None
+    timed = WorkerMetrics(db, redis)
+    server = metrics.serve(
+        timed.registry, settings.worker_metrics_host, settings.worker_metrics_port, settings.metrics_token
+    )
+    return timed, server
+
+
 async def run_worker(settings: Settings, database_url: str, redis_url: str, temporal_address: str) -> None:
     client = await temporal.connect(temporal_address, settings.temporal_namespace)
     db = Database(database_url, timeouts=settings.database_timeouts)
     redis = bus.connect(redis_url)
     exporter = TurnExporter.from_settings(settings)
-    worker = build_worker(client, settings, db, redis, exporter=exporter)
+    worker_metrics, metrics_server = serve_metrics(settings, db, redis)
+    worker = build_worker(client, settings, db, redis, exporter=exporter, worker_metrics=worker_metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -127,6 +147,8 @@ async def run_worker(settings: Settings, database_url: str, redis_url: str, temp
         await stop.wait()
         log.info("worker stopping")
         sweeper.cancel()
+    if metrics_server is not None:
+        metrics_server.close()
     if exporter is not None:
         await exporter.shutdown()  # gives the turns handed over a moment; the rest is the sweep's
     await db.dispose()

@@ -25,8 +25,9 @@ from tests.conftest import make_settings
 
 EMAIL, PASSWORD = "boss@example.com", "correct horse battery"
 SECRET = "s" * 48
+# /metrics is open to the sign-in: its own token guards it (tests/api/test_metrics.py).
 OPEN = re.compile(
-    r"^/(health|ready|api-doc|swagger-ui|simulator/|(api|v1)/auth/(config|login|logout|register|refresh|oauth|callback))"
+    r"^/(health|ready|metrics$|api-doc|swagger-ui|simulator/|(api|v1)/auth/(config|login|logout|register|refresh|oauth|callback))"
 )
 
 

@@ -45,7 +45,7 @@ class ApiMetrics:
             "everloop_http_request_duration_seconds",
             "Seconds from a request's arrival to its response's status line (a stream: until it "
             "opened), by method, route template and status class (2xx, 4xx, ...)",
-            ["method", "route", "status"],
+            ["method", "route", "status_class"],
             buckets=REQUEST_BUCKETS,
             registry=registry,
         )

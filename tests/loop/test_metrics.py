@@ -103,7 +103,7 @@ async def test_a_turn_with_a_tool_call_moves_the_api_and_worker_metrics(stack: S
     # The message's POST, under its route's template; its latency observed once.
     posted = {"method": "POST", "route": MESSAGES}
     assert api_delta("everloop_http_requests_total", **posted, status="201") == 1
-    assert api_delta("everloop_http_request_duration_seconds_count", **posted, status="2xx") == 1
+    assert api_delta("everloop_http_request_duration_seconds_count", **posted, status_class="2xx") == 1
     # No label anywhere holds an id: not the session's, not the agent's, not a raw path.
     ids = base.split("/")[3::2]
     for (_, labels), _ in api_after.items():

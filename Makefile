@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_SYSTEM_CERTS ?= true
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install browser dev services test pytest bench bench-loop bench-traces bench-knowledge bench-calls bench-limits bench-webhooks bench-console lint fmt lock clean
+.PHONY: help install browser dev services test pytest bench bench-loop bench-traces bench-knowledge bench-calls bench-limits bench-webhooks bench-console checkov lint fmt lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,13 +51,19 @@ WORKERS ?= 4
 # pytest of its own (its own stack, free ports) beside the xdist run, its report printed after. The
 # two together leave no core idle while either waits on Temporal or PostgreSQL.
 SCHEMATHESIS_LOG := .everloop-schemathesis.log
-test: lint browser ## The CI command: lint, then every test against a real embedded stack, in parallel
+test: lint browser checkov ## The CI command: lint, then every test against a real embedded stack, in parallel
 	@$(VENV)/bin/pytest tests/api/test_schemathesis.py > $(SCHEMATHESIS_LOG) 2>&1 & schema=$$!; \
 	main=0; $(VENV)/bin/pytest -n $(WORKERS) --dist loadfile --ignore=tests/api/test_schemathesis.py $(ARGS) || main=$$?; \
 	api=0; wait $$schema || api=$$?; \
 	echo "--- tests/api/test_schemathesis.py (ran beside the run above)"; cat $(SCHEMATHESIS_LOG); \
 	rm -f $(SCHEMATHESIS_LOG); \
 	exit $$(( main != 0 ? main : api ))
+
+# deploy/'s validators, run by tests/unit/test_deploy_checkov.py: a virtualenv of their own from a
+# hash-pinned list, as checkov's pins conflict with litellm's in uv.lock (tools/checkov-requirements.txt).
+checkov: $(UV) ## Install checkov, check-jsonschema and kubernetes-validate into .tools/checkov (hash-checked)
+	@[ -x $(TOOLS)/checkov/bin/python ] || $(UV) venv --no-config --quiet --python $(PYTHON) $(TOOLS)/checkov
+	VIRTUAL_ENV=$(TOOLS)/checkov $(UV) pip sync --no-config --quiet --require-hashes tools/checkov-requirements.txt
 
 pytest: install browser ## Only the tests, in one process (pass ARGS="-k name" to select)
 	$(VENV)/bin/pytest $(ARGS)

@@ -1,0 +1,128 @@
+"""deploy/healthcheck.py, the image's health check, against the real stack: the API's answers to
+/ready, and Temporal's list of a task queue's pollers for a worker (the compose healthcheck and the
+Kubernetes liveness probe of the workers), in process and as the probe runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
+
+from temporalio.client import Client
+
+from api.app import create_app
+from core import bus
+from core.db import Database
+from core.settings import Settings
+from everloop.stack import Endpoints
+from everloop.worker import build_worker
+from tests.servers import running
+
+SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "healthcheck.py"
+HOST = socket.gethostname()  # the in-process worker's identity is pid@this host, as in a container
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("deploy_healthcheck", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+healthcheck = _load()
+
+
+async def _probe(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    """`python deploy/healthcheck.py ARGS` as compose and Kubernetes run it: (exit code, output)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SCRIPT),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+async def _until_none(ask: Callable[[], Awaitable[str | None]], timeout_s: float = 30.0) -> str | None:
+    """Temporal offers no event for "a poller arrived": ask until it is there, within a deadline."""
+    deadline = time.monotonic() + timeout_s
+    while (problem := await ask()) is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return problem
+
+
+def test_role_comes_from_the_main_process(tmp_path: Path) -> None:
+    cmdline = tmp_path / "cmdline"
+    for args, role in (
+        (b"/app/.venv/bin/python\0/app/.venv/bin/everloop\0worker\0", "worker"),
+        (b"/sbin/docker-init\0--\0everloop\0migrate\0", "migrate"),
+        (b"/app/.venv/bin/python\0/app/.venv/bin/everloop\0api\0", "api"),
+    ):
+        cmdline.write_bytes(args)
+        assert healthcheck.role_of_main_process(cmdline) == role
+    assert healthcheck.role_of_main_process(tmp_path / "missing") == "api"
+    assert healthcheck.main(["migrate"]) == 0  # a one-shot job has nothing to check
+
+
+async def test_api_check_asks_the_readiness_route(
+    settings: Settings, db: Database, endpoints: Endpoints
+) -> None:
+    with running(create_app(settings, configure_logs=False)) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        assert healthcheck.check_api(port, "/ready", 5.0) is None
+        assert healthcheck.check_api(port, "/health", 5.0) is None
+        assert "answered 404" in healthcheck.check_api(port, "/no-such-route", 5.0)
+        env = {**os.environ, **endpoints.as_env(), "EVERLOOP_PORT": str(port)}
+        code, output = await _probe("api", env=env)
+        assert (code, output.strip()) == (0, "healthy"), output
+    assert "did not answer" in healthcheck.check_api(port, "/ready", 2.0)
+
+
+async def test_worker_check_needs_this_hosts_worker_polling(
+    temporal_client: Client, task_queue: str, db: Database, endpoints: Endpoints, settings: Settings
+) -> None:
+    namespace = temporal_client.namespace
+
+    async def ask(host: str = HOST, stale_s: float = 150.0) -> str | None:
+        problem: str | None = await healthcheck.check_worker(
+            endpoints.temporal_address, namespace, task_queue, host, stale_s, 5.0
+        )
+        return problem
+
+    # Nothing polls a fresh task queue.
+    assert f"no worker on host {HOST!r} polls workflow tasks" in (await ask() or "")
+    env = {
+        **os.environ,
+        **endpoints.as_env(),
+        "TEMPORAL_NAMESPACE": namespace,
+        "TEMPORAL_TASK_QUEUE": task_queue,
+    }
+    code, output = await _probe("worker", env=env)
+    assert code == 1 and "no worker on host" in output, output
+
+    redis = bus.connect(endpoints.redis_url)
+    try:
+        async with build_worker(temporal_client, settings, db, redis, task_queue=task_queue):
+            assert await _until_none(ask) is None
+            # Another container's worker is not this one.
+            assert "no worker on host 'elsewhere'" in (await ask(host="elsewhere") or "")
+            # A poll older than the bound is a worker that stopped polling.
+            assert "last polled workflow tasks" in (await ask(stale_s=-5.0) or "")
+            code, output = await _probe("worker", env=env)
+            assert (code, output.strip()) == (0, "healthy"), output
+    finally:
+        await redis.aclose()
+    # Temporal unreachable: unhealthy, with the reason, within the probe's time.
+    code, output = await _probe("worker", "--timeout", "1", env={**env, "TEMPORAL_ADDRESS": "127.0.0.1:9"})
+    assert code == 1 and "cannot ask Temporal at 127.0.0.1:9" in output, output

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import litellm
@@ -63,10 +64,7 @@ class Provider:
         """One streamed call: deltas go out live as `output.message.delta` (with the turn's
         `context`), the whole reply comes back. Without a session (a replay's call) nothing is
         published; `call_params` (temperature...) are passed to the model as they are."""
-        params = {
-            **self.access.params(provider, model, api_key),
-            **(call_params or {}),
-        }
+        params = model_calls.priced({**self.access.params(provider, model, api_key), **(call_params or {})})
         pinned = self.access.pinned_client(provider, params)
         if session_id is not None and activity.info().attempt > 1:
             # The failed attempt may have streamed part of a reply: clients drop it.
@@ -75,7 +73,7 @@ class Provider:
         started = time.monotonic()
         try:
             async with heartbeating(), asyncio.timeout(LLM_CALL_LIMIT_S):
-                response = await self._stream(
+                chunks = await self._stream(
                     session_id, message_id, params, messages, tools, api_key, context, parallel_tool_calls
                 )
         except TimeoutError:
@@ -86,7 +84,8 @@ class Provider:
         finally:
             if pinned is not None:
                 await pinned.aclose()
-        return Reply.of(response, params["model"], int((time.monotonic() - started) * 1000), tools)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        return Reply.of_stream(chunks, messages, params["model"], duration_ms, tools)
 
     async def _stream(
         self,
@@ -98,36 +97,53 @@ class Provider:
         api_key: str | None,
         context: ev.EventContext | None,
         parallel_tool_calls: bool | None = None,
-    ) -> Any:
-        chunks = []
-        # Only with tools, and only when the agent or session chose: providers refuse the parameter
-        # without tools, and leaving it out keeps each provider's own default.
-        if tools and parallel_tool_calls is not None:
-            params = {**params, "parallel_tool_calls": parallel_tool_calls}
+    ) -> list[Any]:
+        async def publish(delta: str) -> None:
+            if session_id is not None:
+                piece = ev.OutputMessageDelta(message_id=message_id, delta=delta)
+                await events.publish_ephemeral(self.deps.bus, session_id, piece, context)
+
         try:
-            stream = await litellm.acompletion(
-                **params,
-                messages=messages,
-                tools=tools or None,
-                stream=True,
-                stream_options={"include_usage": True},
-                num_retries=0,
-                timeout=300,
-            )
-            async for chunk in stream:
-                _stop_if_cancelled()
-                chunks.append(chunk)
-                delta = chunk.choices[0].delta.content if chunk.choices else None
-                if delta and session_id is not None:
-                    piece = ev.OutputMessageDelta(message_id=message_id, delta=delta)
-                    await events.publish_ephemeral(self.deps.bus, session_id, piece, context)
-                    # A cancel that lands in the publish can be lost there (heartbeat.cancel_requested).
-                    _stop_if_cancelled()
+            return await stream_call(params, messages, tools, parallel_tool_calls, publish)
         except Exception as exc:
             if model_calls.is_provider_error(exc):
                 raise provider_error(exc, api_key) from None
             raise
-        return litellm.stream_chunk_builder(chunks, messages=messages)
+
+
+async def stream_call(
+    params: dict[str, Any],
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    parallel_tool_calls: bool | None,
+    on_delta: Callable[[str], Awaitable[None]],
+) -> list[Any]:
+    """The streamed litellm call of a reason step, its text deltas handed to `on_delta` as they
+    come: litellm's chunks (Reply.of_stream reads the reply off them). Apart so that
+    tests/bench/llm_overhead.py measures this very call."""
+    chunks = []
+    # Only with tools, and only when the agent or session chose: providers refuse the parameter
+    # without tools, and leaving it out keeps each provider's own default.
+    if tools and parallel_tool_calls is not None:
+        params = {**params, "parallel_tool_calls": parallel_tool_calls}
+    stream = await litellm.acompletion(
+        **params,
+        messages=messages,
+        tools=tools or None,
+        stream=True,
+        stream_options={"include_usage": True},
+        num_retries=0,
+        timeout=300,
+    )
+    async for chunk in stream:
+        _stop_if_cancelled()
+        chunks.append(chunk)
+        delta = chunk.choices[0].delta.content if chunk.choices else None
+        if delta:
+            await on_delta(delta)
+            # A cancel that lands in the publish can be lost there (heartbeat.cancel_requested).
+            _stop_if_cancelled()
+    return chunks
 
 
 def _stop_if_cancelled() -> None:

@@ -9,7 +9,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -225,6 +225,38 @@ class Reply:
     tool_summaries: list[ev.ToolSummary]
 
     @classmethod
+    def of_stream(
+        cls,
+        chunks: list[Any],
+        messages: list[dict[str, Any]],
+        model: str,
+        duration_ms: int,
+        tools: list[dict[str, Any]],
+    ) -> Reply:
+        """The reply of a streamed call, from litellm's chunks. litellm has already assembled the
+        whole response once at the stream's end (its usage chunk comes from it), and running
+        `litellm.stream_chunk_builder` again here cost 1.5-5 ms a call (docs/benchmarks.md,
+        "litellm's cost per call"): the few fields a Reply keeps are read off the chunks instead,
+        the way the builder reads them. A stream without usage (a provider that ignores
+        `stream_options`) still goes through the builder, which counts the tokens."""
+        streamed = _Streamed.of(chunks)
+        if streamed is None:
+            return cls.of(litellm.stream_chunk_builder(chunks, messages=messages), model, duration_ms, tools)
+        input_tokens = int(getattr(streamed.usage, "prompt_tokens", 0) or 0)
+        output_tokens = int(getattr(streamed.usage, "completion_tokens", 0) or 0)
+        return cls(
+            text=streamed.text,
+            calls=streamed.calls,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost=cost_of(model, input_tokens, output_tokens),
+            duration_ms=duration_ms,
+            finish_reason=streamed.finish_reason,
+            response_id=streamed.response_id,
+            tool_summaries=summaries(tools),
+        )
+
+    @classmethod
     def of(cls, response: Any, model: str, duration_ms: int, tools: list[dict[str, Any]]) -> Reply:
         choice = response.choices[0]
         usage = getattr(response, "usage", None)
@@ -242,11 +274,78 @@ class Reply:
             duration_ms=duration_ms,
             finish_reason=choice.finish_reason,
             response_id=getattr(response, "id", None),
-            tool_summaries=[
-                # An ingested span's tools (a replay) may have no description.
-                ev.ToolSummary(name=t["function"]["name"], description=t["function"].get("description") or "")
-                for t in tools
+            tool_summaries=summaries(tools),
+        )
+
+
+def summaries(tools: list[dict[str, Any]]) -> list[ev.ToolSummary]:
+    # An ingested span's tools (a replay) may have no description.
+    return [
+        ev.ToolSummary(name=t["function"]["name"], description=t["function"].get("description") or "")
+        for t in tools
+    ]
+
+
+@dataclass
+class _Call:
+    id: str | None = None
+    name: str | None = None
+    arguments: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Streamed:
+    """What a Reply keeps of a streamed response, read off litellm's chunks as
+    `litellm.stream_chunk_builder` reads them: the first choice's text, its tool calls joined by
+    index (the last id and name seen, the arguments' fragments in order; a call without an id or
+    a name is dropped), the last finish reason reported (else `stop`), the first
+    chunk's id and the last usage."""
+
+    text: str
+    calls: list[ToolCallPart]
+    finish_reason: str
+    response_id: str | None
+    usage: Any
+
+    @classmethod
+    def of(cls, chunks: list[Any]) -> _Streamed | None:
+        """None when no chunk carries usage: the builder must count the tokens."""
+        text: list[str] = []
+        calls: dict[int, _Call] = {}
+        finish_reason: str | None = None
+        usage = None
+        for chunk in chunks:
+            usage = getattr(chunk, "usage", None) or usage
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            finish_reason = choice.finish_reason or finish_reason
+            delta = choice.delta
+            if delta is None:
+                continue
+            if delta.content is not None:
+                text.append(delta.content)
+            for fragment in getattr(delta, "tool_calls", None) or ():
+                function = getattr(fragment, "function", None)
+                if function is None:  # a custom tool call: a Reply has no place for it
+                    continue
+                call = calls.setdefault(fragment.index or 0, _Call())
+                call.id = fragment.id or call.id
+                call.name = function.name or call.name
+                if function.arguments:
+                    call.arguments.append(function.arguments)
+        if usage is None:
+            return None
+        return cls(
+            text="".join(text),
+            calls=[
+                ToolCallPart(id=c.id, name=c.name, arguments=arguments("".join(c.arguments)))
+                for _, c in sorted(calls.items())
+                if c.id and c.name
             ],
+            finish_reason=finish_reason or "stop",
+            response_id=getattr(chunks[0], "id", None) if chunks else None,
+            usage=usage,
         )
 
 
@@ -262,10 +361,37 @@ def arguments(raw: str | None) -> dict[str, Any]:
 
 def cost_of(model: str, input_tokens: int, output_tokens: int) -> Decimal:
     """litellm's price table; 0 where the model is not in it."""
+    if model in _UNPRICED:
+        return Decimal(0)
     try:
         prompt, completion = litellm.cost_per_token(
             model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
         )
+    except litellm.exceptions.ModelNotMappedError:
+        # litellm searches its whole table (and its generalisations) before giving up: 0.4-0.8 ms
+        # a call for every call to a model it does not know (the simulator's, a local server's).
+        # Its table is read once at import (LITELLM_LOCAL_MODEL_COST_MAP) and never changes here,
+        # so a miss stays a miss.
+        if len(_UNPRICED) < _UNPRICED_MAX:
+            _UNPRICED.add(model)
+        return Decimal(0)
     except Exception:
         return Decimal(0)
     return Decimal(str(prompt + completion))
+
+
+def priced(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` for a call to a model litellm cannot price (cost_of has met it), with that price
+    (0) stated: litellm prices every response itself, two or three times per streamed call, and
+    for an unknown model each of those is a failed search of its table. With the price given
+    (litellm's per-call `input_cost_per_token`/`output_cost_per_token`, which register nothing)
+    its own figure is the 0 this module records, found without the search. A model it can price
+    is left to its table."""
+    if params["model"] not in _UNPRICED:
+        return params
+    return {**params, "input_cost_per_token": 0.0, "output_cost_per_token": 0.0}
+
+
+# Models litellm's table does not price (see cost_of); bounded, since model names come from users.
+_UNPRICED: set[str] = set()
+_UNPRICED_MAX = 10_000

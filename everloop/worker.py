@@ -27,7 +27,7 @@ from core.crypto import secret_box
 from core.db import Database
 from core.settings import Settings
 from everloop.sweeper import sweep_forever
-from services import drift
+from services import drift, litellm_setup
 from services.otlp_export import TurnExporter
 from workflows.diagnostics import StackCheckWorkflow
 from workflows.drift import DriftWorkflow
@@ -132,6 +132,7 @@ async def run_worker(settings: Settings, database_url: str, redis_url: str, temp
         await drift.ensure_schedule(client, settings, settings.temporal_task_queue)
     except Exception as exc:
         log.error("drift schedule not made", error=str(exc) or type(exc).__name__, exc_info=True)
+    await litellm_setup.warm_up()  # litellm's slow first call, here rather than in a user's turn
     log.info("worker started", task_queue=settings.temporal_task_queue, temporal=temporal_address)
     async with worker:
         sweeper = asyncio.create_task(

@@ -26,7 +26,9 @@ the steadier of the two under load. `--model` names the simulator's model (`echo
 price for it; `gpt-4o-mini`: one it prices, the simulator answers any name); `--words N` makes the
 user message N words long (the echo answers one chunk per word: the cost per chunk). `--profile N`
 then runs N calls of (b) and of (d) under cProfile and prints the top functions by own and by
-cumulative time. Figures only: nothing here passes or fails.
+cumulative time. `--first-call K` then starts K fresh processes of each kind and times (b) as their
+first litellm call: cold, and after `services.litellm_setup.warm_up()` (what a worker does at start).
+Figures only: nothing here passes or fails.
 """
 
 from __future__ import annotations
@@ -266,7 +268,40 @@ async def profile(rig: Rig, calls: int) -> None:
             pstats.Stats(profiler, stream=sys.stdout).sort_stats(order).print_stats(30)
 
 
+async def first_call(url: str, model: str, warm: bool) -> None:
+    """In a fresh process (`--child`): (b) as the process's first litellm call, after the worker's
+    warm-up or not; prints the milliseconds."""
+    from services import litellm_setup
+
+    rig = Rig(url, model, 0)
+    if warm:
+        await litellm_setup.warm_up()
+    start = time.perf_counter()
+    await rig.worker_stream()
+    print(f"{(time.perf_counter() - start) * 1000:.1f}")
+    await rig.http.aclose()
+
+
+def first_calls(url: str, model: str, processes: int) -> None:
+    figures: Series = defaultdict(list)
+    for _ in range(processes):
+        for kind in ("cold", "warm"):
+            command = [sys.executable, "-m", "tests.bench.llm_overhead", "--child", url, "--model", model]
+            answer = subprocess.run(
+                [*command, *(["--warm"] if kind == "warm" else [])], capture_output=True, text=True
+            )
+            if answer.returncode != 0:
+                raise RuntimeError(f"the {kind} child failed: {answer.stderr[-2000:]}")
+            figures[kind].append(float(answer.stdout.strip().splitlines()[-1]))
+    print(f"\na fresh process's first streamed call (b), {processes} processes each; {uptime()}")
+    for kind, what in (("cold", "cold"), ("warm", "after litellm_setup.warm_up()")):
+        print(f"  {what:32} p50 {statistics.median(figures[kind]):7.1f} ms  max {max(figures[kind]):7.1f} ms")
+
+
 async def run(args: argparse.Namespace) -> None:
+    if args.child:
+        await first_call(args.child, args.model, args.warm)
+        return
     process, url = start_simulator()
     rig = Rig(url, args.model, args.words)
     try:
@@ -274,6 +309,8 @@ async def run(args: argparse.Namespace) -> None:
         report(args.model, args.words, wall, cpu)
         if args.profile:
             await profile(rig, args.profile)
+        if args.first_call:
+            first_calls(url, args.model, args.first_call)
     finally:
         await rig.http.aclose()
         process.terminate()
@@ -289,6 +326,11 @@ def main() -> None:
     parser.add_argument("--model", default="echo", help="the simulator's model name (default echo)")
     parser.add_argument("--words", type=int, default=0, help="a user message of N words (N chunks back)")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N calls of each")
+    parser.add_argument(
+        "--first-call", type=int, default=0, metavar="K", help="then K cold and K warm processes"
+    )
+    parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     asyncio.run(run(args))
 

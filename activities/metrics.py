@@ -26,7 +26,7 @@ class WorkerMetrics:
 
     def __init__(self, db: Database, redis: Redis) -> None:
         self.registry = registry = new_registry()
-        registry.register(PoolCollector(db, redis))
+        registry.register(PoolCollector(lambda: (db, redis)))
         self.activities = Histogram(
             "everloop_activity_duration_seconds",
             "Seconds one activity attempt ran in this worker, by activity type and outcome "

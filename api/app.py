@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.types import ControllerRouterHandler
+from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 
 from api.agents import AgentController
@@ -61,10 +62,10 @@ from api.v2_openai import V2OpenAIController
 from api.v2_rerank import V2RerankController
 from api.v2_traces import V2SpanController, V2TraceController
 from api.webhooks import WebhookController
+from core.db import Database
 from core.json_limits import JsonLimits
 from core.logging import configure_logging
 from core.settings import AuthMode, Settings, SettingsError, get_settings
-from services.rate_limits import RateLimits
 
 log = structlog.get_logger("everloop.api")
 
@@ -76,6 +77,21 @@ def _required(value: str | None, name: str) -> str:
             "`everloop services` and export what it prints"
         )
     return value
+
+
+def _services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+def _pools(app: Litestar) -> tuple[Database, Redis]:
+    services: Services = app.state.services
+    return services.db, services.redis
+
+
+def _limited(settings: Settings) -> bool:
+    # AUTH_MODE=none has one caller, the machine's own user, and no limits (docs/rate_limits.md).
+    return settings.rate_limits_enabled and settings.auth_mode is not AuthMode.NONE
 
 
 async def _ensure_accounts(services: Services) -> None:
@@ -100,15 +116,23 @@ def create_app(
     temporal_address = _required(settings.temporal_address, "TEMPORAL_ADDRESS")
     if configure_logs:
         configure_logging(settings.log_level, settings.log_format)
-    services = Services(settings, database_url, redis_url, temporal_address)
-    metrics = ApiMetrics(services.db, services.redis)
+
+    def connect() -> Services:
+        return Services(settings, database_url, redis_url, temporal_address)
+
+    metrics = ApiMetrics(lambda: _pools(app))
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        await _ensure_accounts(services)
+        services: Services = app.state.services
         try:
+            await _ensure_accounts(services)
             yield
         finally:
+            # Fresh connections for a next lifespan of this app object: an app may be served again
+            # (the tests reuse one: building it registers 400 routes, most of a second of CPU), and
+            # nothing of this one's (a pool, a cache, a lock bound to its event loop) may reach it.
+            app.state.services = connect()
             await services.close()
 
     cors = (
@@ -167,7 +191,7 @@ def create_app(
             *extra_handlers,
         ],
         dependencies={
-            "services": Provide(lambda: services, sync_to_thread=False),
+            "services": Provide(_services, sync_to_thread=False),
             "db_session": Provide(provide_db_session),
             "who": Provide(provide_identity, sync_to_thread=False),
             "page_params": Provide(provide_page_params, sync_to_thread=False),
@@ -178,13 +202,9 @@ def create_app(
             authentication_middleware(),
             # After authentication: it counts the caller the authentication proved. AUTH_MODE=none
             # has one caller, the machine's own user, and no limits (docs/rate_limits.md).
-            *(
-                [RateLimitMiddleware(RateLimits(services.db, services.redis, settings))]
-                if settings.rate_limits_enabled and settings.auth_mode is not AuthMode.NONE
-                else []
-            ),
+            *([RateLimitMiddleware()] if _limited(settings) else []),
         ],
-        state=State({"services": services, "metrics": metrics}),
+        state=State({"services": connect(), "metrics": metrics}),
         cors_config=cors,
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_request_body_bytes,

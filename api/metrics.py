@@ -17,11 +17,9 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.openapi import ResponseSpec
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 from prometheus_client import Counter, Gauge, Histogram
-from redis.asyncio import Redis
 
 from api.openapi import error_responses
-from core.db import Database
-from core.metrics import REQUEST_BUCKETS, PoolCollector, exposition, new_registry, token_matches
+from core.metrics import REQUEST_BUCKETS, PoolCollector, Pools, exposition, new_registry, token_matches
 from core.settings import AuthMode, Settings
 
 # Any other method (a client may send any token) is counted as "other": labels stay bounded.
@@ -32,9 +30,9 @@ UNMATCHED = "unmatched"  # the route of a request no route took (a 404, or a 405
 class ApiMetrics:
     """The API process's metrics, in its own registry, with its pools' use read at each scrape."""
 
-    def __init__(self, db: Database, redis: Redis) -> None:
+    def __init__(self, pools: Pools) -> None:
         self.registry = registry = new_registry()
-        registry.register(PoolCollector(db, redis))
+        registry.register(PoolCollector(pools))
         self.requests = Counter(
             "everloop_http_requests",
             "HTTP requests answered, by method, route template and status code",

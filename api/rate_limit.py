@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from litestar import Litestar
 from litestar.enums import ScopeType
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware import ASGIMiddleware
@@ -32,15 +33,14 @@ class RateLimitMiddleware(ASGIMiddleware):
     # The authentication middleware's own exclusions, on the request's path.
     should_bypass_for_scope = staticmethod(_open)
 
-    def __init__(self, limits: RateLimits) -> None:
-        self.limits = limits  # one for the app: its cache and its Redis script are shared
-
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         who = scope.get("user")
-        if not isinstance(who, Identity):  # not authenticated: nothing to count it against
+        # The lifespan's limiter (api/state.py): None when limits are off for this deployment.
+        limits: RateLimits | None = Litestar.from_scope(scope).state.services.rate_limits
+        if limits is None or not isinstance(who, Identity):  # not authenticated: nothing to count
             await next_app(scope, receive, send)
             return
-        decision = await self.limits.take(who)
+        decision = await limits.take(who)
         if decision is None:  # Redis away: served unlimited, without headers that would be guesses
             await next_app(scope, receive, send)
             return

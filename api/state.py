@@ -1,4 +1,4 @@
-"""The connections the API holds for its lifetime, opened in the app's lifespan."""
+"""The connections the API holds for one lifespan, closed when it ends (api/app.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from core.db import Database
 from core.errors import ServiceUnavailable
 from core.settings import AuthMode, Settings
 from services import auth
+from services.rate_limits import RateLimits
 
 log = structlog.get_logger("everloop.api")
 
@@ -30,6 +31,12 @@ class Services:
         self.temporal_address = temporal_address
         self._temporal: Client | None = None
         self.secrets: SecretBox | None = secret_box(settings)
+        # One for the lifespan: its cache and pending reads are shared by every request.
+        self.rate_limits = (
+            RateLimits(self.db, self.redis, settings)
+            if settings.rate_limits_enabled and settings.auth_mode is not AuthMode.NONE
+            else None
+        )
         self.accounts_ready = False
         self._accounts_lock = asyncio.Lock()
 

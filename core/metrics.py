@@ -70,15 +70,19 @@ def token_matches(expected: str, authorization: str | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
-class PoolCollector(Collector):
-    """The PostgreSQL and Redis connection pools of one process, read when scraped (nothing polls)."""
+Pools = Callable[[], tuple[Database, Redis]]
 
-    def __init__(self, db: Database, redis: Redis) -> None:
-        self.db = db
-        self.redis = redis
+
+class PoolCollector(Collector):
+    """The PostgreSQL and Redis connection pools of one process, read when scraped (nothing polls).
+    `pools` says which they are now: the API's are replaced when a lifespan ends (api/app.py)."""
+
+    def __init__(self, pools: Pools) -> None:
+        self.pools = pools
 
     def collect(self) -> Iterator[Metric]:
-        pool: Any = self.db.engine.pool  # a QueuePool: size(), checkedout(), checkedin()
+        database, client = self.pools()
+        pool: Any = database.engine.pool  # a QueuePool: size(), checkedout(), checkedin()
         size = GaugeMetricFamily("everloop_db_pool_size", "Connections the PostgreSQL pool keeps open")
         size.add_metric([], pool.size())
         yield size
@@ -90,7 +94,7 @@ class PoolCollector(Collector):
         db.add_metric(["in_use"], pool.checkedout())
         db.add_metric(["idle"], pool.checkedin())
         yield db
-        redis_pool = self.redis.connection_pool
+        redis_pool = client.connection_pool
         limit = GaugeMetricFamily("everloop_redis_pool_max_connections", "The Redis pool's limit")
         limit.add_metric([], redis_pool.max_connections)
         yield limit

@@ -25,7 +25,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from temporalio.client import Client
 
-from api.app import create_app
 from api.simulator import create_simulator_app
 from core import temporal
 from core.db import Database
@@ -34,6 +33,7 @@ from core.db.models import Base
 from core.migrate import upgrade
 from core.settings import AuthMode, Settings, load_settings
 from everloop.stack import EmbeddedStack, Endpoints
+from tests.apps import app_for
 from tests.servers import running
 
 if TYPE_CHECKING:
@@ -103,6 +103,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def _admin_url(url: str) -> str:
     base, _, _ = async_url(url).rpartition("/")
     return f"{base}/postgres"
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A directory of the test's own, as pytest's, but under the system's temporary directory.
+    Run as root, the embedded PostgreSQL runs as another user, who must be able to reach its data
+    directory; pytest's own lives under /tmp/pytest-of-<user>, which every pytest that starts sets
+    back to 0700 (a security fix of pytest's), and an initdb running at that moment failed with
+    "Permission denied" (a helper's pytest started beside the suite)."""
+    with tempfile.TemporaryDirectory(prefix="everloop-test-tmp-", ignore_cleanup_errors=True) as path:
+        yield Path(path)
 
 
 @pytest.fixture(scope="session")
@@ -183,7 +194,7 @@ async def db(endpoints: Endpoints) -> AsyncIterator[Database]:
 
 @pytest.fixture
 def app(settings: Settings, db: Database) -> Litestar:
-    return create_app(settings, configure_logs=False)
+    return app_for(settings, configure_logs=False)
 
 
 @pytest.fixture

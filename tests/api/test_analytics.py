@@ -17,18 +17,18 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select, text
 
-from api.app import create_app
 from core.db import Database
 from core.db.models import Span, Trace, User
 from everloop.stack import Endpoints
 from services import analytics, traces
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
+from tests.apps import app_for
 
 
 @pytest.fixture
 async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
-    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as test_client:
+    async with AsyncTestClient(app=app_for(full_settings(endpoints), configure_logs=False)) as test_client:
         yield test_client
 
 

@@ -14,13 +14,13 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import delete, select, update
 
-from api.app import create_app
 from core import bus
 from core.db import Database
 from core.db.models import ApiKey, User
 from core.settings import SettingsError, load_settings
 from everloop.stack import Endpoints
 from services import auth
+from tests.apps import app_for
 from tests.conftest import make_settings
 
 EMAIL, PASSWORD = "boss@example.com", "correct horse battery"
@@ -44,7 +44,7 @@ def _settings(endpoints: Endpoints, **env: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 async def anon(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with AsyncTestClient(app=create_app(_settings(endpoints), configure_logs=False)) as client:
+    async with AsyncTestClient(app=app_for(_settings(endpoints), configure_logs=False)) as client:
         yield client
 
 

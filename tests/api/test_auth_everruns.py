@@ -18,7 +18,6 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
-from api.app import create_app
 from core.db import Database
 from core.db.models import ApiKey, User
 from everloop.stack import Endpoints
@@ -34,6 +33,7 @@ from tests.api.test_auth_full import (
     login,
     register,
 )
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.servers import running
 
@@ -43,7 +43,7 @@ BASE = "http://testserver.local"  # where Litestar's test client says it is
 @pytest.fixture
 async def anon(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
-    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as client:
+    async with AsyncTestClient(app=app_for(full_settings(endpoints), configure_logs=False)) as client:
         yield client
 
 
@@ -67,7 +67,7 @@ def _carried(jar: CookieJar, method: str, url: str) -> str:
 
 async def test_config_has_password_auth_and_signup(endpoints: Endpoints, db: Database) -> None:
     for env, signup in (({}, True), ({"AUTH_REGISTRATION_OPEN": "false"}, False)):
-        app = create_app(full_settings(endpoints, **env), configure_logs=False)
+        app = app_for(full_settings(endpoints, **env), configure_logs=False)
         async with AsyncTestClient(app=app) as client:
             config = (await client.get("/v1/auth/config")).json()
             assert config == {
@@ -85,10 +85,10 @@ async def test_config_has_password_auth_and_signup(endpoints: Endpoints, db: Dat
 
 
 async def test_config_in_the_other_modes(endpoints: Endpoints, db: Database) -> None:
-    async with AsyncTestClient(app=create_app(test_auth._settings(endpoints), configure_logs=False)) as admin:
+    async with AsyncTestClient(app=app_for(test_auth._settings(endpoints), configure_logs=False)) as admin:
         config = (await admin.get("/v1/auth/config")).json()
         assert (config["password_auth_enabled"], config["signup_enabled"]) == (True, False)
-    none = create_app(make_settings(endpoints), configure_logs=False)
+    none = app_for(make_settings(endpoints), configure_logs=False)
     async with AsyncTestClient(app=none) as client:
         config = (await client.get("/v1/auth/config")).json()
         assert config["mode"] == "none"
@@ -227,9 +227,7 @@ async def test_anything_else_without_bearer_is_401(anon: AsyncTestClient[Litesta
 
 
 async def test_a_bare_api_key_in_admin_mode(endpoints: Endpoints, db: Database) -> None:
-    async with AsyncTestClient(
-        app=create_app(test_auth._settings(endpoints), configure_logs=False)
-    ) as client:
+    async with AsyncTestClient(app=app_for(test_auth._settings(endpoints), configure_logs=False)) as client:
         tokens = await login(client, test_auth.EMAIL, test_auth.PASSWORD)
         key = (await client.post("/v1/auth/api-keys", json={"name": "ci"}, headers=bearer(tokens))).json()
         client.cookies.clear()
@@ -239,7 +237,7 @@ async def test_a_bare_api_key_in_admin_mode(endpoints: Endpoints, db: Database) 
 
 
 async def test_the_sdk_works_with_its_bare_key_header(endpoints: Endpoints, db: Database) -> None:
-    app = create_app(full_settings(endpoints), configure_logs=False)
+    app = app_for(full_settings(endpoints), configure_logs=False)
     async with running(app) as server, httpx.AsyncClient(base_url=server.url) as http:
         tokens = await register(http)
         key = str((await _key(As(http, tokens)))["key"])
@@ -354,7 +352,7 @@ async def test_the_seeds_prefix_keeps_its_one_cookie(anon: AsyncTestClient[Lites
 async def test_a_public_url_with_a_path_moves_the_proxied_cookie(endpoints: Endpoints, db: Database) -> None:
     await clear_rate_limits(endpoints)
     settings = full_settings(endpoints, EVERLOOP_PUBLIC_URL="http://testserver.local/everloop/")
-    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as client:
+    async with AsyncTestClient(app=app_for(settings, configure_logs=False)) as client:
         response = await client.post(
             "/v1/auth/register", json={"email": "p@example.com", "password": "long enough"}
         )
@@ -370,7 +368,7 @@ async def test_a_public_url_with_a_path_moves_the_proxied_cookie(endpoints: Endp
 async def test_a_public_url_path_cannot_add_cookie_attributes(endpoints: Endpoints, db: Database) -> None:
     await clear_rate_limits(endpoints)
     settings = full_settings(endpoints, EVERLOOP_PUBLIC_URL="http://testserver.local/x;Domain=example.com")
-    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as client:
+    async with AsyncTestClient(app=app_for(settings, configure_logs=False)) as client:
         response = await client.post(
             "/v1/auth/register", json={"email": "q@example.com", "password": "long enough"}
         )

@@ -15,13 +15,13 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import update
 
-from api.app import create_app
 from core import bus
 from core.db import Database
 from core.db.models import ApiKey
 from core.settings import Settings, SettingsError, load_settings
 from everloop.stack import Endpoints
 from services import event_stream
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.servers import running
 from tests.sse import open_sse, store_and_publish
@@ -50,7 +50,7 @@ async def clear_rate_limits(endpoints: Endpoints) -> None:
 @pytest.fixture
 async def app(endpoints: Endpoints, db: Database) -> Litestar:
     await clear_rate_limits(endpoints)
-    return create_app(full_settings(endpoints), configure_logs=False)
+    return app_for(full_settings(endpoints), configure_logs=False)
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ async def test_register_refuses_duplicates_short_passwords_and_bad_emails(
 
 async def test_register_when_closed_is_403(endpoints: Endpoints, db: Database) -> None:
     settings = full_settings(endpoints, AUTH_REGISTRATION_OPEN="false")
-    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as client:
+    async with AsyncTestClient(app=app_for(settings, configure_logs=False)) as client:
         assert (await client.get("/api/auth/config")).json()["registration_open"] is False
         response = await client.post(
             "/api/auth/register", json={"email": "x@example.com", "password": "12345678"}
@@ -270,7 +270,7 @@ async def test_users_do_not_see_the_base_url_of_shared_providers(anon: AsyncTest
 
 def second_api(endpoints: Endpoints) -> Litestar:
     """Another API process on the same database, served by uvicorn (streams need a real server)."""
-    return create_app(full_settings(endpoints), configure_logs=False)
+    return app_for(full_settings(endpoints), configure_logs=False)
 
 
 @pytest.mark.parametrize(
@@ -388,12 +388,12 @@ async def test_a_busy_event_stream_ends_after_its_key_is_revoked(
 async def test_an_account_that_becomes_the_admin_keeps_no_credential(
     endpoints: Endpoints, db: Database
 ) -> None:
-    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as first:
+    async with AsyncTestClient(app=app_for(full_settings(endpoints), configure_logs=False)) as first:
         early = await register(first, "future.boss@example.com")
         key = (await As(first, early).post("/api/auth/api-keys", {"name": "kept?"})).json()["key"]
     # The operator then names that email as the admin (the app's start-up brings the account in line).
     promoted = full_settings(endpoints, ADMIN_EMAIL="future.boss@example.com", ADMIN_PASSWORD="the real one")
-    async with AsyncTestClient(app=create_app(promoted, configure_logs=False)) as api:
+    async with AsyncTestClient(app=app_for(promoted, configure_logs=False)) as api:
         assert (await api.get("/api/auth/me", headers={"Authorization": f"Bearer {key}"})).status_code == 401
         assert (await api.get("/api/auth/me", headers=bearer(early))).status_code == 401
         old = await api.post(

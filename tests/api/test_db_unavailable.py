@@ -18,7 +18,6 @@ import redis.asyncio as redis
 from temporalio.client import Client as TemporalClient
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.app import create_app
 from api.errors import DATABASE_RETRY_AFTER_S
 from core import bus
 from core.db import Database
@@ -26,6 +25,7 @@ from core.settings import Settings
 from everloop.stack import Endpoints
 from services import event_stream
 from tests import factories
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.outage import OwnPostgres, own_postgres
 from tests.servers import Server, running
@@ -73,7 +73,7 @@ async def pg_db(pg: OwnPostgres) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def server(endpoints: Endpoints, pg: OwnPostgres, task_queue: str) -> AsyncIterator[Server]:
-    app = create_app(outage_settings(endpoints, pg, task_queue), configure_logs=False)
+    app = app_for(outage_settings(endpoints, pg, task_queue), configure_logs=False)
     async with running(app) as server:
         yield server
 
@@ -209,7 +209,7 @@ async def test_a_post_given_up_on_while_postgres_is_frozen_is_never_stored(
     # PostgreSQL's own statement_timeout must not end the lock wait before the freeze: that would
     # be the live server's clean cancel, not the hung server this is about.
     statement_s = 3.0
-    app = create_app(
+    app = app_for(
         outage_settings(endpoints, pg, task_queue, DB_STATEMENT_TIMEOUT=str(statement_s)),
         configure_logs=False,
     )
@@ -287,7 +287,7 @@ async def test_a_credential_check_without_postgres_is_503_not_401(
         ADMIN_PASSWORD="correct horse battery",
         AUTH_JWT_SECRET="s" * 32,
     )
-    app = create_app(settings, configure_logs=False)
+    app = app_for(settings, configure_logs=False)
     async with running(app) as server, httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         login = await http.post(
             "/api/auth/login", json={"email": "admin@example.com", "password": "correct horse battery"}
@@ -310,7 +310,7 @@ async def test_an_api_started_without_postgres_makes_its_account_on_the_first_re
     # met no PostgreSQL left it missing, so every agent made later failed (reported as "the agent
     # id None is taken", seen under load in CI). Now the first request after makes it.
     await asyncio.to_thread(pg.stop)
-    app = create_app(outage_settings(endpoints, pg, task_queue), configure_logs=False)
+    app = app_for(outage_settings(endpoints, pg, task_queue), configure_logs=False)
     async with running(app) as server, httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         assert_unavailable(await http.get("/v1/agents"))
         await asyncio.to_thread(pg.start)

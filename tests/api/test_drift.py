@@ -16,7 +16,6 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select, text
 
-from api.app import create_app
 from core.db import Database
 from core.db.drift import DriftAlert
 from core.db.traces import Project
@@ -27,6 +26,7 @@ from services import drift, drift_stats
 from services.drift_stats import Finding
 from tests import drift_traffic
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
+from tests.apps import app_for
 
 WINDOW_END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -34,7 +34,7 @@ WINDOW_END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 @pytest.fixture
 async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
-    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as test_client:
+    async with AsyncTestClient(app=app_for(full_settings(endpoints), configure_logs=False)) as test_client:
         yield test_client
 
 

@@ -7,16 +7,16 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from structlog.testing import capture_logs
 
-from api.app import create_app
 from core.db import Database
 from core.settings import Settings
 from everloop.stack import Endpoints
 from tests.api.routes import TEST_ROUTES
+from tests.apps import app_for
 from tests.conftest import make_settings
 
 
 def _app(settings: Settings) -> Litestar:
-    return create_app(settings, extra_handlers=TEST_ROUTES, configure_logs=False)
+    return app_for(settings, extra_handlers=TEST_ROUTES, configure_logs=False)
 
 
 @pytest.fixture

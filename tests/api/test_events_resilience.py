@@ -10,7 +10,6 @@ import httpx
 import pytest
 import redis.asyncio as redis
 
-from api.app import create_app
 from core import bus
 from core.db import Database
 from core.schemas import events as ev
@@ -19,6 +18,7 @@ from everloop.stack import Endpoints
 from everloop.stack.process import ManagedProcess, free_port
 from everloop.stack.services import start_redis
 from services import event_stream, events
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.factories import Client
 from tests.servers import running
@@ -68,7 +68,7 @@ async def test_without_redis_the_stream_polls_the_database(
     client: Client, db: Database, endpoints: Endpoints
 ) -> None:
     nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    app = create_app(make_settings(endpoints, REDIS_URL=nowhere), configure_logs=False)
+    app = app_for(make_settings(endpoints, REDIS_URL=nowhere), configure_logs=False)
     session_id, path = await new_session(client)
     first = await store(db, session_id)
     async with running(app) as server, open_sse(server, path) as stream:
@@ -85,7 +85,7 @@ async def test_the_stream_survives_a_redis_restart_and_follows_live_again(
     client: Client, db: Database, endpoints: Endpoints, private_redis: PrivateRedis
 ) -> None:
     await private_redis.start()
-    app = create_app(make_settings(endpoints, REDIS_URL=private_redis.url), configure_logs=False)
+    app = app_for(make_settings(endpoints, REDIS_URL=private_redis.url), configure_logs=False)
     session_id, path = await new_session(client)
     async with running(app) as server, open_sse(server, path) as stream:
         before = bus.connect(private_redis.url)
@@ -118,8 +118,8 @@ async def test_two_api_processes_stream_the_same_events(
 ) -> None:
     session_id, path = await new_session(client)
     stored = [await store(db, session_id) for _ in range(3)]
-    one_app = create_app(settings, configure_logs=False)
-    two_app = create_app(settings, configure_logs=False)
+    one_app = app_for(settings, configure_logs=False)
+    two_app = app_for(settings, configure_logs=False)
     async with (
         running(one_app) as one,
         running(two_app) as two,

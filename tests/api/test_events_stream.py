@@ -12,9 +12,7 @@ import msgspec
 import pytest
 import redis.asyncio as redis
 from litestar import Litestar
-from litestar.di import Provide
 
-from api.app import create_app
 from api.state import Services
 from core import bus
 from core.db import Database
@@ -22,6 +20,7 @@ from core.schemas import events as ev
 from core.settings import Settings
 from everloop.stack import Endpoints
 from services import event_log, event_stream, events
+from tests.apps import app_for
 from tests.factories import Client
 from tests.servers import Server, running
 from tests.sse import SSE, new_session, open_sse, store, store_and_publish
@@ -29,7 +28,7 @@ from tests.sse import SSE, new_session, open_sse, store, store_and_publish
 
 @pytest.fixture
 def server_app(settings: Settings, db: Database) -> Litestar:
-    return create_app(settings, configure_logs=False)
+    return app_for(settings, configure_logs=False)
 
 
 @pytest.fixture
@@ -46,9 +45,8 @@ async def redis_client(endpoints: Endpoints) -> AsyncIterator[redis.Redis]:
 
 
 def services_of(app: Litestar) -> Services:
-    provide = app.dependencies["services"]
-    assert isinstance(provide, Provide)
-    services = provide.dependency()
+    """The connections of the app's running lifespan."""
+    services = app.state.services
     assert isinstance(services, Services)
     return services
 

@@ -18,12 +18,12 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.app import create_app
 from core import file_store as files
 from core.db import Database
 from core.db.models import SessionFile
 from core.settings import Settings
 from tests import factories
+from tests.apps import app_for
 from tests.factories import Client
 from tests.servers import running
 
@@ -32,7 +32,7 @@ from tests.servers import running
 async def served(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a real server: its requests really run at the same time (the test client's
     in-process transport would hand them to the app one by one)."""
-    with running(create_app(settings, configure_logs=False)) as server:
+    with running(app_for(settings, configure_logs=False)) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             yield client
 

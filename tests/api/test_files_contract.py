@@ -18,13 +18,13 @@ from everruns_sdk.models import DeleteFileResponse, FileInfo, FileStat, GrepResu
 from everruns_sdk.models import SessionFile as SdkSessionFile
 from sqlalchemy import select
 
-from api.app import create_app
 from capabilities import session_file_system as fs_tools
 from capabilities.base import ToolContext, ToolError
 from core.db import Database
 from core.db.models import SessionFile
 from core.settings import Settings
 from tests import factories
+from tests.apps import app_for
 from tests.factories import Client
 from tests.servers import running
 
@@ -36,7 +36,7 @@ FLAT = "flat"
 @pytest.fixture
 async def served(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a real server, whose requests really run at the same time."""
-    with running(create_app(settings, configure_logs=False)) as server:
+    with running(app_for(settings, configure_logs=False)) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             yield client
 

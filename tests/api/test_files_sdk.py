@@ -19,10 +19,10 @@ from everruns_sdk import Everruns
 from everruns_sdk.client import WorkspaceFilesClient
 from everruns_sdk.errors import ApiError
 
-from api.app import create_app
 from everloop.stack import Endpoints
 from tests import factories
 from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings
+from tests.apps import app_for
 from tests.servers import running
 
 
@@ -31,7 +31,7 @@ async def sdk_session(endpoints: Endpoints) -> AsyncIterator[tuple[Everruns, str
     """The SDK with an API key, the workspace id that leads to a new session's files, and plain
     HTTP as the same user."""
     await clear_rate_limits(endpoints)
-    with running(create_app(full_settings(endpoints), configure_logs=False)) as server:
+    with running(app_for(full_settings(endpoints), configure_logs=False)) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as anon:
             login = await anon.post("/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
             assert login.status_code == 200, login.text

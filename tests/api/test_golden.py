@@ -19,7 +19,6 @@ from sqlalchemy import func, select
 from temporalio.client import Client
 
 from activities.golden import REGEX_LIMIT_S, search
-from api.app import create_app
 from core.db import Database
 from core.db.models import Agent, GoldenResult, GoldenRun, GoldenTest, Project, Trace
 from core.errors import Forbidden, NotFound
@@ -29,6 +28,7 @@ from everloop.stack import Endpoints
 from services import golden
 from services import golden_judges as judges
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
+from tests.apps import app_for
 
 
 async def turn_trace_of(db: Database, agent_id: str, trace_id: str | None = None) -> str:
@@ -80,7 +80,7 @@ async def full(endpoints: Endpoints, task_queue: str) -> AsyncIterator[AsyncTest
     await clear_rate_limits(endpoints)
     # No worker on this task queue: a run's workflow is started and stays `pending`.
     settings = full_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
-    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as test_client:
+    async with AsyncTestClient(app=app_for(settings, configure_logs=False)) as test_client:
         yield test_client
 
 

@@ -11,10 +11,10 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from api.app import create_app
 from core.db import Database
 from everloop.stack import Endpoints
 from tests.api.test_auth_full import full_settings, register
+from tests.apps import app_for
 from tests.conftest import make_settings
 
 STDIO = {"name": "x", "transport": "stdio", "command": "sh", "args": ["-c", "touch {marker}"]}
@@ -50,7 +50,7 @@ async def test_changes_need_a_trusted_origin_when_one_is_given(
     settings = make_settings(
         endpoints, CORS_ORIGINS="https://app.example.com", EVERLOOP_PUBLIC_URL="https://everloop.example.com"
     )
-    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as api:
+    async with AsyncTestClient(app=app_for(settings, configure_logs=False)) as api:
         headers = {"origin": origin} if origin else {}
         response = await api.post("/v1/agents", json={"name": "a"}, headers=headers)
         assert response.status_code == expected, response.text
@@ -89,7 +89,7 @@ async def test_auth_mode_none_answers_only_loopback_hosts(
 async def test_other_modes_answer_any_host_but_not_cross_site_logins(
     endpoints: Endpoints, db: Database
 ) -> None:
-    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as api:
+    async with AsyncTestClient(app=app_for(full_settings(endpoints), configure_logs=False)) as api:
         assert (
             await api.get("/api/auth/config", headers={"host": "everloop.example.com"})
         ).status_code == 200

@@ -5,10 +5,10 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 import core
-from api.app import create_app
 from core.db import Database
 from everloop.stack import Endpoints
 from everloop.stack.process import free_port
+from tests.apps import app_for
 from tests.conftest import make_settings
 
 
@@ -42,7 +42,7 @@ async def test_not_ready_names_the_service_that_is_down(
         "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/everloop",
         "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
     }[setting]
-    app = create_app(make_settings(endpoints, **{setting: dead}), configure_logs=False)
+    app = app_for(make_settings(endpoints, **{setting: dead}), configure_logs=False)
     async with AsyncTestClient(app=app) as api:
         response = await api.get("/ready")
         health = await api.get("/health")
@@ -58,7 +58,7 @@ async def test_temporal_down_is_a_503_on_loop_routes(endpoints: Endpoints, db: D
     from tests import factories
 
     settings = make_settings(endpoints, TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}")
-    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as api:
+    async with AsyncTestClient(app=app_for(settings, configure_logs=False)) as api:
         agent = await factories.agent(api)
         session = await factories.session(api, agent["id"])
         base = f"/v1/agents/{agent['id']}/sessions/{session['id']}"

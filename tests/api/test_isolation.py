@@ -13,7 +13,6 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from api.app import create_app
 from core.db import Database
 from everloop.stack import Endpoints
 from tests.api.test_auth import OPEN
@@ -26,6 +25,7 @@ from tests.api.test_auth_full import (
 from tests.api.test_drift import alert_of
 from tests.api.test_golden import turn_trace_of
 from tests.api.test_v2_knowledge import knowledge_of
+from tests.apps import app_for
 
 MARK = "ALICE-PRIVATE-7f3c"  # in every name A gives; it must never reach B
 # Routes whose path parameter names no one's resource: the public capability catalogue.
@@ -116,7 +116,7 @@ async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestC
     settings = full_settings(
         endpoints, MCP_LIST_TIMEOUT="5", OUTBOUND_ALLOW_LOOPBACK="true", REPLAY_WAIT_S="0"
     )
-    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as test_client:
+    async with AsyncTestClient(app=app_for(settings, configure_logs=False)) as test_client:
         yield test_client
 
 

@@ -9,10 +9,10 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from api.app import create_app
 from core.db import Database
 from everloop.stack import Endpoints
 from tests.api.test_auth_full import clear_rate_limits, full_settings, register
+from tests.apps import app_for
 from tests.conftest import make_settings
 
 DEEP = "is nested deeper than 64 levels (JSON_MAX_DEPTH)"
@@ -28,7 +28,7 @@ def nested(levels: int, inner: str = "0") -> str:
 async def anon(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     """AUTH_MODE=full: login is the one JSON route anyone may call."""
     await clear_rate_limits(endpoints)
-    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as client:
+    async with AsyncTestClient(app=app_for(full_settings(endpoints), configure_logs=False)) as client:
         yield client
 
 
@@ -150,7 +150,7 @@ async def test_a_body_at_the_limits_passes(anon: AsyncTestClient[Litestar], user
 async def test_the_highest_depth_setting_still_decodes(endpoints: Endpoints, db: Database) -> None:
     """JSON_MAX_DEPTH at its maximum stays within what the decoders can recurse through."""
     settings = make_settings(endpoints, JSON_MAX_DEPTH="256")
-    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as client:
+    async with AsyncTestClient(app=app_for(settings, configure_logs=False)) as client:
         body = '{"name": "p", "provider_type": "simulator", "settings": {"x": ' + nested(254) + "}}"
         created = await client.post("/v1/llm-providers", content=body, headers=JSON)
         assert created.status_code == 201, created.text

@@ -7,12 +7,12 @@ import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select, text
 
-from api.app import create_app
 from core.db import Database
 from core.db.models import LlmModel
 from everloop.stack import Endpoints
 from services import llm
 from tests import factories
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.factories import Client
 
@@ -73,7 +73,7 @@ async def test_every_provider_type_and_base_url_override(client: Client) -> None
 
 
 async def test_without_a_master_key_storing_a_key_is_503(endpoints: Endpoints, db: Database) -> None:
-    app = create_app(make_settings(endpoints, SECRETS_ENCRYPTION_KEY=""), configure_logs=False)
+    app = app_for(make_settings(endpoints, SECRETS_ENCRYPTION_KEY=""), configure_logs=False)
     async with AsyncTestClient(app=app) as keyless:
         refused = await keyless.post(
             "/v1/llm-providers", json={"name": "x", "provider_type": "openai", "api_key": SECRET}

@@ -14,7 +14,6 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
-from api.app import create_app
 from core.db import Database
 from core.db.models import McpServer
 from everloop.stack import Endpoints
@@ -26,6 +25,7 @@ from tests.api.test_auth_full import (
     full_settings,
     register,
 )
+from tests.apps import app_for
 from tests.mcp_server import serve_http, stdio_command
 
 SECRET = "Bearer s3cret-value-9a1f"
@@ -192,7 +192,7 @@ async def test_a_server_that_is_down_is_added_and_refresh_keeps_the_cache(
 async def full_client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
     settings = full_settings(endpoints, MCP_LIST_TIMEOUT="3", OUTBOUND_ALLOW_LOOPBACK="true")
-    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as test_client:
+    async with AsyncTestClient(app=app_for(settings, configure_logs=False)) as test_client:
         yield test_client
 
 

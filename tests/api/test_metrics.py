@@ -11,10 +11,10 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.app import create_app
 from core.db import Database
 from everloop.stack import Endpoints
 from tests.api.test_auth import EMAIL, PASSWORD, _settings
+from tests.apps import app_for
 
 TOKEN = "metrics-token-for-the-tests-0123"
 
@@ -55,7 +55,7 @@ async def test_requests_are_labelled_by_route_template_never_by_path(
 @pytest.fixture
 async def admin_mode(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     """AUTH_MODE=admin with METRICS_TOKEN set."""
-    app = create_app(_settings(endpoints, METRICS_TOKEN=TOKEN), configure_logs=False)
+    app = app_for(_settings(endpoints, METRICS_TOKEN=TOKEN), configure_logs=False)
     async with AsyncTestClient(app=app) as client:
         yield client
 
@@ -75,7 +75,7 @@ async def test_with_a_token_only_the_token_opens_it(admin_mode: AsyncTestClient[
 
 
 async def test_without_a_token_it_is_off_outside_auth_mode_none(endpoints: Endpoints, db: Database) -> None:
-    async with AsyncTestClient(app=create_app(_settings(endpoints), configure_logs=False)) as client:
+    async with AsyncTestClient(app=app_for(_settings(endpoints), configure_logs=False)) as client:
         response = await client.get("/metrics")
     assert response.status_code == 403
     assert "METRICS_TOKEN" in response.json()["error"]

@@ -14,7 +14,6 @@ from everruns_sdk.models import ModelProfile, ModelWithProvider
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from api.app import create_app
 from core.db import Database
 from everloop.stack import Endpoints
 from services import model_profiles
@@ -28,6 +27,7 @@ from tests.api.test_auth_full import (
     login,
     register,
 )
+from tests.apps import app_for
 from tests.factories import Client
 from tests.servers import running
 
@@ -207,7 +207,7 @@ async def test_v1_models_has_the_envelope_and_the_sdk_s_fields(client: Client) -
 @pytest.fixture
 async def full(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
-    app = create_app(full_settings(endpoints), configure_logs=False)
+    app = app_for(full_settings(endpoints), configure_logs=False)
     async with AsyncTestClient(app=app) as test_client:
         yield test_client
 
@@ -251,7 +251,7 @@ async def test_a_user_sees_shared_models_and_their_own_never_another_s(
 
 async def test_the_sdk_lists_and_gets_models_with_an_api_key(endpoints: Endpoints, db: Database) -> None:
     await clear_rate_limits(endpoints)
-    with running(create_app(full_settings(endpoints), configure_logs=False)) as server:
+    with running(app_for(full_settings(endpoints), configure_logs=False)) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             user = As(http, await register(http))
             key = (await user.post("/v1/auth/api-keys", {"name": "sdk"})).json()["key"]

@@ -15,12 +15,12 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
-from api.app import create_app
 from core.db import Database
 from core.db.models import Event
 from everloop.stack import Endpoints
 from tests import factories
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.factories import Client
 from tests.loop import conftest as loop_setup
@@ -78,7 +78,7 @@ async def test_a_malformed_provider_type_is_a_400_naming_it(client: Client, bad:
 @pytest.fixture
 async def full(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
-    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as test_client:
+    async with AsyncTestClient(app=app_for(full_settings(endpoints), configure_logs=False)) as test_client:
         yield test_client
 
 
@@ -158,7 +158,7 @@ async def test_a_killed_worker_loses_no_llmsim_turn(
     first = workers.start()
     words = " ".join(f"w{i}" for i in range(60))
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
-    with running(create_app(settings, configure_logs=False)) as api:
+    with running(app_for(settings, configure_logs=False)) as api:
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
             simulator = {"mode": "fixed", "text": words, "chunk_delay": 0.05}
             base = await _llmsim_chat(client, simulator_url, simulator)

@@ -13,11 +13,11 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from api.app import create_app
 from core.db import Database
 from everloop.stack import Endpoints
 from services import oauth
 from tests.api.test_auth_full import clear_rate_limits, full_settings
+from tests.apps import app_for
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, ProviderState, create_provider_app
 from tests.servers import running
 
@@ -58,7 +58,7 @@ async def browser(
     endpoints: Endpoints, db: Database, provider: tuple[str, ProviderState], provider_state: ProviderState
 ) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
-    app = create_app(full_settings(endpoints, **_oauth_env(provider[0])), configure_logs=False)
+    app = app_for(full_settings(endpoints, **_oauth_env(provider[0])), configure_logs=False)
     async with AsyncTestClient(app=app) as client:
         yield client
 
@@ -158,7 +158,7 @@ async def test_a_callback_in_another_browser_is_refused(
 ) -> None:
     callback = await _authorize(browser, "oidc", "victim@example.com")
     # The attacker's browser never started this sign-in, so it has no matching state cookie.
-    app = create_app(full_settings(endpoints, **_oauth_env(provider[0])), configure_logs=False)
+    app = app_for(full_settings(endpoints, **_oauth_env(provider[0])), configure_logs=False)
     async with AsyncTestClient(app=app) as other:
         refused = await other.get(callback, follow_redirects=False)
     assert refused.status_code == 401 and "state" in refused.json()["error"]
@@ -196,7 +196,7 @@ async def test_an_unknown_provider_is_404_and_other_modes_have_none(
     browser: AsyncTestClient[Litestar], endpoints: Endpoints
 ) -> None:
     assert (await browser.get("/api/auth/oauth/facebook", follow_redirects=False)).status_code == 404
-    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as plain:
+    async with AsyncTestClient(app=app_for(full_settings(endpoints), configure_logs=False)) as plain:
         assert (await plain.get("/api/auth/oauth/oidc", follow_redirects=False)).status_code == 404
 
 
@@ -204,9 +204,7 @@ async def test_closed_registration_lets_only_existing_accounts_in(
     endpoints: Endpoints, db: Database, provider: tuple[str, ProviderState], provider_state: ProviderState
 ) -> None:
     env = _oauth_env(provider[0], AUTH_REGISTRATION_OPEN="false")
-    async with AsyncTestClient(
-        app=create_app(full_settings(endpoints, **env), configure_logs=False)
-    ) as closed:
+    async with AsyncTestClient(app=app_for(full_settings(endpoints, **env), configure_logs=False)) as closed:
         refused = await closed.get(await _authorize(closed, "github", "newcomer@example.com"))
         assert refused.status_code == 403
 
@@ -246,7 +244,7 @@ async def test_behind_a_path_prefix_the_state_cookie_follows_the_redirect_uri(
 ) -> None:
     # A frontend serves the API under /api (Everruns' UI: /api/v1/auth/oauth/...); the operator says so.
     env = _oauth_env(provider[0], EVERLOOP_PUBLIC_URL="http://testserver.local/api")
-    async with AsyncTestClient(app=create_app(full_settings(endpoints, **env), configure_logs=False)) as ui:
+    async with AsyncTestClient(app=app_for(full_settings(endpoints, **env), configure_logs=False)) as ui:
         start = await ui.get("/v1/auth/oauth/oidc", follow_redirects=False)
         query = {k: v[0] for k, v in parse_qs(urlsplit(start.headers["location"]).query).items()}
         assert query["redirect_uri"] == "http://testserver.local/api/v1/auth/callback/oidc"

@@ -24,11 +24,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import select
 
-from api.app import create_app
 from core.db import Database
 from core.db.models import Span, Trace
 from everloop.stack import Endpoints
 from tests.api.test_auth_full import clear_rate_limits, full_settings
+from tests.apps import app_for
 from tests.servers import Server, running
 
 ROUTE = "/v1/otlp/v1/traces"
@@ -37,7 +37,7 @@ ROUTE = "/v1/otlp/v1/traces"
 @pytest.fixture
 async def server(endpoints: Endpoints, db: Database) -> AsyncIterator[Server]:
     await clear_rate_limits(endpoints)
-    app: Litestar = create_app(full_settings(endpoints), configure_logs=False)
+    app: Litestar = app_for(full_settings(endpoints), configure_logs=False)
     async with running(app) as served:
         yield served
 

@@ -6,15 +6,15 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from api.app import create_app
 from core.db import Database
 from core.settings import Settings
 from tests.api.routes import TEST_ROUTES
+from tests.apps import app_for
 
 
 @pytest.fixture
 async def api(settings: Settings, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    app = create_app(settings, extra_handlers=TEST_ROUTES, configure_logs=False)
+    app = app_for(settings, extra_handlers=TEST_ROUTES, configure_logs=False)
     async with AsyncTestClient(app=app) as client:
         yield client
 

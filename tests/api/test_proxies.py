@@ -10,11 +10,11 @@ import httpx
 import pytest
 import redis.asyncio as redis
 
-from api.app import create_app
 from core import bus
 from core.db import Database
 from everloop.stack import Endpoints
 from tests.api.test_auth_full import clear_rate_limits, full_settings
+from tests.apps import app_for
 from tests.servers import running
 
 FORWARDED = {"x-forwarded-for": "203.0.113.9", "x-forwarded-proto": "https"}
@@ -38,7 +38,7 @@ async def test_the_forwarded_address_counts_only_from_a_trusted_proxy(
     options: dict[str, Any] = {
         k: v for k, v in settings.uvicorn_options().items() if k not in ("host", "port")
     }
-    with running(create_app(settings, configure_logs=False), "/health", **options) as server:
+    with running(app_for(settings, configure_logs=False), "/health", **options) as server:
         async with httpx.AsyncClient(base_url=server.url) as client:
             body = {"email": "nobody@example.com", "password": "wrong password"}
             assert (await client.post("/api/auth/login", json=body, headers=FORWARDED)).status_code == 401

@@ -21,7 +21,6 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from structlog.testing import capture_logs
 
-from api.app import create_app
 from core import bus
 from core.db import Database
 from core.identity import Identity
@@ -36,6 +35,7 @@ from tests.api.test_auth_full import (
     full_settings,
     register,
 )
+from tests.apps import app_for
 from tests.outage import own_redis
 from tests.servers import running
 from tests.sse import open_sse, store_and_publish
@@ -55,7 +55,7 @@ def limited(endpoints: Endpoints, per_minute: int, burst: int, **env: str) -> Se
 
 
 async def client_of(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as client:
+    async with AsyncTestClient(app=app_for(settings, configure_logs=False)) as client:
         yield client
 
 
@@ -144,7 +144,7 @@ async def test_an_sse_stream_counts_once_on_connect(endpoints: Endpoints, db: Da
     settings = limited(endpoints, 1, 10)
     redis = bus.connect(endpoints.redis_url)
     try:
-        async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as client:
+        async with AsyncTestClient(app=app_for(settings, configure_logs=False)) as client:
             user = await register(client)
             agent = (await client.post("/v1/agents", json={"name": "a"}, headers=bearer(user))).json()
             session = (
@@ -152,7 +152,7 @@ async def test_an_sse_stream_counts_once_on_connect(endpoints: Endpoints, db: Da
             ).json()
             key = auth(await api_key(client, user))
             path = f"/v1/agents/{agent['id']}/sessions/{session['id']}/events"
-            with running(create_app(settings, configure_logs=False)) as server:
+            with running(app_for(settings, configure_logs=False)) as server:
                 async with open_sse(server, path, headers=key) as stream:
                     assert remaining(stream.response) == 9  # the connect is one request
                     for step in range(5):

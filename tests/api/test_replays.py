@@ -15,7 +15,6 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 from temporalio.client import Client
 
-from api.app import create_app
 from core.db import Database
 from core.db.models import Agent, Message, Session, User
 from core.db.replays import Replay
@@ -24,6 +23,7 @@ from everloop.stack import Endpoints
 from services import replays
 from services.replays import NO_MESSAGES
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
+from tests.apps import app_for
 
 SPANS: list[dict[str, Any]] = [
     {
@@ -124,7 +124,7 @@ async def full(
     await clear_rate_limits(endpoints)
     # No worker here: the POST answers at once (REPLAY_WAIT_S=0) with the run `pending`.
     settings = full_settings(endpoints, REPLAY_WAIT_S="0", TEMPORAL_TASK_QUEUE=task_queue)
-    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as test_client:
+    async with AsyncTestClient(app=app_for(settings, configure_logs=False)) as test_client:
         yield test_client
 
 

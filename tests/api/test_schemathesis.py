@@ -12,16 +12,16 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import allow_header_conformance, ignored_auth, positive_data_acceptance
 
-from api.app import create_app
 from core.db import Database
 from everloop.stack import Endpoints
+from tests.apps import app_for
 from tests.conftest import make_settings, truncate_all
 from tests.servers import running
 
 
 @pytest.fixture(scope="module")
 def base_url(endpoints: Endpoints) -> Iterator[str]:
-    with running(create_app(make_settings(endpoints), configure_logs=False)) as server:
+    with running(app_for(make_settings(endpoints), configure_logs=False)) as server:
         yield server.url
     asyncio.run(_truncate(endpoints.database_url))
 
@@ -39,7 +39,7 @@ def _spec() -> dict[str, object]:
         redis_url="redis://127.0.0.1:1",
         temporal_address="127.0.0.1:1",
     )
-    app = create_app(make_settings(offline), configure_logs=False)
+    app = app_for(make_settings(offline), configure_logs=False)
     return app.openapi_schema.to_schema()
 
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from litestar.testing import AsyncTestClient
 
-from api.app import create_app
 from core.db import Database
 from everloop.stack import Endpoints
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.factories import Client
 
@@ -20,7 +20,7 @@ async def test_the_api_serves_the_simulator_when_enabled(client: Client) -> None
 
 
 async def test_the_simulator_is_off_unless_enabled(endpoints: Endpoints, db: Database) -> None:
-    app = create_app(make_settings(endpoints, EVERLOOP_SIMULATOR="false"), configure_logs=False)
+    app = app_for(make_settings(endpoints, EVERLOOP_SIMULATOR="false"), configure_logs=False)
     async with AsyncTestClient(app=app) as api:
         response = await api.post("/simulator/v1/chat/completions", json=CHAT)
     assert response.status_code == 404

@@ -15,7 +15,6 @@ import redis.asyncio as redis
 from everruns_sdk import AgentClient
 from litestar import Litestar
 
-from api.app import create_app
 from core import bus
 from core.db import Database
 from core.db.models import Event
@@ -23,6 +22,7 @@ from core.schemas import events as ev
 from core.settings import Settings
 from everloop.stack import Endpoints
 from services import event_log, events
+from tests.apps import app_for
 from tests.factories import Client
 from tests.servers import Server, running
 from tests.sse import new_session, open_sse, store, store_and_publish
@@ -30,7 +30,7 @@ from tests.sse import new_session, open_sse, store, store_and_publish
 
 @pytest.fixture
 def server_app(settings: Settings, db: Database) -> Litestar:
-    return create_app(settings, configure_logs=False)
+    return app_for(settings, configure_logs=False)
 
 
 @pytest.fixture

@@ -11,17 +11,17 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from api.app import create_app
 from core.db import Database
 from everloop.stack import Endpoints
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
+from tests.apps import app_for
 
 
 @pytest.fixture
 async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
     settings = full_settings(endpoints, TRACE_MAX_SPANS="5", TRACE_MAX_FIELD_BYTES="2048")
-    async with AsyncTestClient(app=create_app(settings, configure_logs=False)) as test_client:
+    async with AsyncTestClient(app=app_for(settings, configure_logs=False)) as test_client:
         yield test_client
 
 

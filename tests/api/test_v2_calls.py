@@ -21,7 +21,6 @@ import pytest
 from opperai import Opper, errors
 from sqlalchemy import func, select
 
-from api.app import create_app
 from core.db import Database
 from core.db.models import LlmModel, LlmProvider, Span, Trace, User
 from core.identity import Identity
@@ -31,6 +30,7 @@ from everloop.stack import Endpoints
 from services import traces, v2_calls
 from services.json_stream import assemble
 from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings, register
+from tests.apps import app_for
 from tests.conftest import truncate_all
 from tests.servers import running
 
@@ -106,7 +106,7 @@ MODELS: dict[str, dict[str, Any]] = {
 @pytest.fixture(scope="module")
 async def stack(endpoints: Endpoints, simulator_url: str) -> AsyncIterator[Stack]:
     await clear_rate_limits(endpoints)
-    with running(create_app(full_settings(endpoints), configure_logs=False)) as server:
+    with running(app_for(full_settings(endpoints), configure_logs=False)) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as anon:
             login = await anon.post("/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
             assert login.status_code == 200, login.text

@@ -14,7 +14,6 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from opperai import Opper, errors, models
 
-from api.app import create_app
 from core.db import Database
 from everloop.stack import Endpoints
 from tests.api.test_auth_full import (
@@ -26,6 +25,7 @@ from tests.api.test_auth_full import (
     login,
     register,
 )
+from tests.apps import app_for
 
 PERSON: dict[str, Any] = {
     "type": "object",
@@ -37,7 +37,7 @@ PERSON: dict[str, Any] = {
 @pytest.fixture
 async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
-    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as test_client:
+    async with AsyncTestClient(app=app_for(full_settings(endpoints), configure_logs=False)) as test_client:
         yield test_client
 
 

@@ -17,12 +17,12 @@ import pytest
 from opperai import Opper, errors
 from sqlalchemy import select
 
-from api.app import create_app
 from core.db import Database
 from core.db.models import LlmModel, LlmProvider
 from everloop.stack import Endpoints
 from services.embedding_models import default_embedding_model, embedding_model
 from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings, register
+from tests.apps import app_for
 from tests.servers import Server, running
 
 
@@ -73,7 +73,7 @@ async def v2_stack(endpoints: Endpoints, **env: str) -> AsyncIterator[Stack]:
     the simulator on 127.0.0.1."""
     await clear_rate_limits(endpoints)
     settings = full_settings(endpoints, OUTBOUND_ALLOW_LOOPBACK="true", **env)
-    with running(create_app(settings, configure_logs=False)) as server:
+    with running(app_for(settings, configure_logs=False)) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as anon:
             signed_in = await anon.post(
                 "/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}

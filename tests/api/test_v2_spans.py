@@ -14,7 +14,6 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from api.app import create_app
 from core.db import Database
 from core.db.models import Trace, User
 from core.schemas.traces import SpanWrite
@@ -22,12 +21,13 @@ from everloop.stack import Endpoints
 from services import traces
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
 from tests.api.test_otlp_ingest import otlp_json
+from tests.apps import app_for
 
 
 @pytest.fixture
 async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
-    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as test_client:
+    async with AsyncTestClient(app=app_for(full_settings(endpoints), configure_logs=False)) as test_client:
         yield test_client
 
 

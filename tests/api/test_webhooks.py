@@ -17,7 +17,6 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from api.app import create_app
 from core.db import Database
 from core.db.models import GoldenRun, Project, Replay
 from core.db.webhooks import Webhook, WebhookDelivery
@@ -33,6 +32,7 @@ from tests.api.test_auth_full import (
     full_settings,
     register,
 )
+from tests.apps import app_for
 
 # A public address: nothing is sent there without a worker.
 PUBLIC_URL = "http://1.1.1.1:9/hooks"
@@ -41,7 +41,7 @@ PUBLIC_URL = "http://1.1.1.1:9/hooks"
 @pytest.fixture
 async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
-    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as test_client:
+    async with AsyncTestClient(app=app_for(full_settings(endpoints), configure_logs=False)) as test_client:
         yield test_client
 
 

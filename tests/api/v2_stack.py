@@ -13,11 +13,11 @@ import pytest
 from opperai import Opper
 from sqlalchemy import update
 
-from api.app import create_app
 from core.db import Database
 from core.db.models import LlmModel
 from everloop.stack import Endpoints
 from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings
+from tests.apps import app_for
 from tests.servers import running
 
 MAX_BASES = 8
@@ -50,7 +50,7 @@ async def stack(endpoints: Endpoints, db: Database, simulator_url: str) -> Async
         KNOWLEDGE_MAX_BASES_PER_OWNER=str(MAX_BASES),
         KNOWLEDGE_MAX_FILE_BYTES=str(MAX_FILE_BYTES),
     )
-    with running(create_app(settings, configure_logs=False)) as server:
+    with running(app_for(settings, configure_logs=False)) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             login = await http.post("/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
             key = await _key(http, login.json()["access_token"])

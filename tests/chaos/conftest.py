@@ -23,12 +23,12 @@ import pytest
 from sqlalchemy import select
 from temporalio.client import Client
 
-from api.app import create_app
 from core.db import Database
 from core.db.models import Event, Message
 from core.settings import Settings
 from everloop.stack import Endpoints
 from tests import factories
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.mcp_server import serve_http
 from tests.outage import OwnPostgres, OwnRedis, own_postgres, own_redis
@@ -226,7 +226,7 @@ async def stack(
     db = Database(postgres.url, pool_size=2, timeouts=settings.database_timeouts)
     watchers: list[Watcher] = []
     try:
-        with serve_http() as (mcp_url, _), running(create_app(settings, configure_logs=False)) as api:
+        with serve_http() as (mcp_url, _), running(app_for(settings, configure_logs=False)) as api:
             async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
                 built = Stack(
                     postgres,

@@ -13,12 +13,12 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from api.app import create_app
 from core import bus
 from core.db import Database
 from everloop.stack import Endpoints
 from everloop.worker import build_worker
 from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings
+from tests.apps import app_for
 from tests.servers import running
 
 
@@ -58,7 +58,7 @@ async def serving(
     redis = bus.connect(endpoints.redis_url)
     worker = build_worker(temporal_client, settings, db, redis)
     try:
-        with running(create_app(settings, configure_logs=False)) as server:
+        with running(app_for(settings, configure_logs=False)) as server:
             async with worker, httpx.AsyncClient(base_url=server.url, timeout=30) as anon:
                 # The deployment's admin: who may point a provider at the loopback simulator.
                 email, password = ADMIN_EMAIL, ADMIN_PASSWORD

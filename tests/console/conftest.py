@@ -31,7 +31,9 @@ expect.set_options(timeout=15_000)
 everloop = clients_everloop
 
 
-@pytest.fixture
+# One chromium for the worker's whole run (launching it costs a second or two of CPU): each test
+# has its own context (cookies, storage, pages), which is what keeps tests apart.
+@pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
     async with chromium() as launched:
         yield launched

@@ -12,12 +12,12 @@ import pytest
 from playwright.async_api import Browser, expect
 from temporalio.client import Client
 
-from api.app import create_app
 from core import bus
 from core.db import Database
 from everloop.seed import DEMO_AGENT_NAME, SIMULATOR_NAME, seed_dev_data
 from everloop.stack import Endpoints
 from everloop.worker import build_worker
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.console.conftest import WAIT_MS, shot, watch_errors
 from tests.servers import Server, running
@@ -31,7 +31,7 @@ async def dev(
     assert await seed_dev_data(endpoints.database_url, settings)  # an empty database: it seeds
     redis = bus.connect(endpoints.redis_url)
     try:
-        with running(create_app(settings, configure_logs=False)) as server:
+        with running(app_for(settings, configure_logs=False)) as server:
             async with (
                 build_worker(temporal_client, settings, db, redis),
                 httpx.AsyncClient(base_url=server.url) as http,

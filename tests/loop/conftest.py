@@ -15,7 +15,6 @@ from sqlalchemy import select
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from api.app import create_app
 from core import bus
 from core.db import Database
 from core.db.models import Event, Message
@@ -25,6 +24,7 @@ from everloop.stack import Endpoints
 from everloop.worker import build_worker
 from services import events
 from tests import factories
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.servers import running
 from tests.sse import SSE
@@ -141,7 +141,7 @@ async def loop(
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
     redis = bus.connect(endpoints.redis_url)
     worker = build_worker(temporal_client, settings, db, redis)
-    app = create_app(settings, configure_logs=False)
+    app = app_for(settings, configure_logs=False)
     # A real server in its own thread: requests such as cancel wait on this loop's worker.
     with running(app) as server:
         async with worker, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -158,7 +158,7 @@ async def loopback_loop(
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue, OUTBOUND_ALLOW_LOOPBACK="true")
     redis = bus.connect(endpoints.redis_url)
     worker = build_worker(temporal_client, settings, db, redis)
-    with running(create_app(settings, configure_logs=False)) as server:
+    with running(app_for(settings, configure_logs=False)) as server:
         async with worker, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             yield Loop(client, db, endpoints, settings, temporal_client, simulator_url, worker)
     await redis.aclose()

@@ -21,7 +21,6 @@ from everruns_sdk.models import ContentPart
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
-from api.app import create_app
 from core import bus
 from core.converter import data_converter
 from core.db import Database
@@ -34,6 +33,7 @@ from everloop.worker import WORKFLOWS, build_worker
 from services import client_tools
 from services.approvals import LEFT_OUT
 from tests import factories
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.loop.test_replay import HISTORIES, _turn_history
@@ -295,7 +295,7 @@ async def test_the_timeout_answers_the_call_and_the_turn_goes_on(
     redis = bus.connect(endpoints.redis_url)
     worker = build_worker(temporal_client, settings, db, redis)
     try:
-        with running(create_app(settings, configure_logs=False)) as server:
+        with running(app_for(settings, configure_logs=False)) as server:
             async with worker, httpx.AsyncClient(base_url=server.url, timeout=30) as http:
                 loop = Loop(http, db, endpoints, settings, temporal_client, simulator_url, worker)
                 base = await client_chat(loop)
@@ -329,7 +329,7 @@ async def test_a_worker_killed_while_a_call_waits_changes_nothing(
 ) -> None:
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
     first = workers.start()
-    with running(create_app(settings, configure_logs=False)) as api:
+    with running(app_for(settings, configure_logs=False)) as api:
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
             provider = await factories.provider(client, base_url=simulator_url)
             model = await factories.model(

@@ -10,13 +10,13 @@ import httpx
 import msgspec
 from sqlalchemy import select
 
-from api.app import create_app
 from core import bus
 from core.db import Database
 from core.db.models import Event
 from everloop.stack import Endpoints
 from services.events import channel
 from tests import factories
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.servers import running
 from tests.workers import Workers
@@ -28,7 +28,7 @@ async def test_a_killed_worker_loses_no_turn_and_repeats_no_step(
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
     first = workers.start()
     words = " ".join(f"w{i}" for i in range(80))
-    with running(create_app(settings, configure_logs=False)) as api:
+    with running(app_for(settings, configure_logs=False)) as api:
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
             provider = await factories.provider(client, base_url=simulator_url)
             model = await factories.model(

@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import select
 from temporalio.client import Client
 
-from api.app import create_app
 from capabilities import registry
 from capabilities.base import CapabilitySpec, Tool, ToolContext
 from core import bus
@@ -25,6 +24,7 @@ from everloop.worker import build_worker
 from services import events
 from services.conversation import INTERRUPTED
 from tests import factories
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.servers import running
@@ -55,7 +55,7 @@ async def test_the_loop_keeps_running_without_redis(
     )
     dead_redis = bus.connect(settings.redis_url or "")
     worker = build_worker(temporal_client, settings, db, dead_redis)
-    with running(create_app(settings, configure_logs=False)) as server:
+    with running(app_for(settings, configure_logs=False)) as server:
         async with worker, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             provider = await factories.provider(client, base_url=simulator_url)
             model = await factories.model(

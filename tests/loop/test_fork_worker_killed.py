@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from api.app import create_app
 from everloop.stack import Endpoints
 from tests import factories
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.loop.test_forks import ANSWER, script
 from tests.mcp_server import COUNTS, serve_http
@@ -42,7 +42,7 @@ async def test_a_worker_killed_while_a_fork_holds_changes_nothing(
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
     first = workers.start()
     label = f"killed-{uuid.uuid4()}"
-    with serve_http() as (url, _), running(create_app(settings, configure_logs=False)) as api:
+    with serve_http() as (url, _), running(app_for(settings, configure_logs=False)) as api:
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
             server = (
                 await client.post(

@@ -19,7 +19,6 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
 from temporalio.worker import Replayer, Worker
 
-from api.app import create_app
 from core.converter import data_converter
 from core.db import Database
 from core.db.models import Replay
@@ -30,6 +29,7 @@ from everloop.stack import Endpoints
 from everloop.worker import WORKFLOWS
 from services import golden
 from tests import factories
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.servers import running
@@ -354,7 +354,7 @@ async def test_a_worker_killed_while_judging_loses_nothing(
     reason = " ".join(f"w{i}" for i in range(60))
     slow_judge = fixed(json.dumps({"pass": True, "reason": reason}), chunk_delay=0.05)
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
-    with running(create_app(settings, configure_logs=False)) as api:
+    with running(app_for(settings, configure_logs=False)) as api:
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
             provider = await factories.provider(client, base_url=simulator_url)
             model = await factories.model(

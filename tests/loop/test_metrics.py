@@ -13,12 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 
 from activities.metrics import WorkerMetrics
-from api.app import create_app
 from core import bus, metrics
 from core.db import Database
 from everloop.stack import Endpoints
 from everloop.stack.process import free_port
 from everloop.worker import build_worker, serve_metrics
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.servers import Server, running
@@ -72,7 +72,7 @@ async def stack(
     served = metrics.serve(worker_metrics.registry, "127.0.0.1", 0, TOKEN)
     assert served is not None
     try:
-        with running(create_app(settings, configure_logs=False)) as server:
+        with running(app_for(settings, configure_logs=False)) as server:
             async with worker, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
                 loop = Loop(client, db, endpoints, settings, temporal_client, simulator_url, worker)
                 yield Stack(loop, server, f"http://127.0.0.1:{served.port}/metrics")

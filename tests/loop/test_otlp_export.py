@@ -29,7 +29,6 @@ from temporalio.client import Client
 
 from activities.deps import LoopDeps
 from activities.turns import TurnActivities
-from api.app import create_app
 from core import bus
 from core.db import Database
 from core.db.traces import EXPORT_DUE, Span, Trace
@@ -40,6 +39,7 @@ from everloop.sweeper import ExportSweep
 from everloop.worker import build_worker
 from services.otlp_export import _DUE, TurnExporter, sole_sweeper, span_id_of, trace_id_of
 from services.otlp_ingest import attributes
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.servers import running
@@ -120,7 +120,7 @@ async def exporting(
             retry_after_s=0.0,  # the sweep takes a turn as soon as it ended
         )
         worker = build_worker(temporal_client, settings, db, redis, exporter=exporter)
-        with running(create_app(settings, configure_logs=False)) as server:
+        with running(app_for(settings, configure_logs=False)) as server:
             async with worker, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
                 yield (
                     Loop(client, db, endpoints, settings, temporal_client, simulator_url, worker),
@@ -349,7 +349,7 @@ async def test_a_backend_that_is_down_fails_no_turn(
     exporter = TurnExporter(OTLPSpanExporter(endpoint="http://127.0.0.1:9/v1/traces", timeout=1))
     worker = build_worker(temporal_client, settings, db, redis, exporter=exporter)
     try:
-        with running(create_app(settings, configure_logs=False)) as server:
+        with running(app_for(settings, configure_logs=False)) as server:
             async with worker, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
                 loop = Loop(client, db, endpoints, settings, temporal_client, simulator_url, worker)
                 base = await loop.chat(simulator={"mode": "script", "script": ["hello"]})

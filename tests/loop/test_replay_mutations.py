@@ -20,7 +20,6 @@ from temporalio.worker import Replayer
 
 from activities.deps import LoopDeps
 from activities.replay import ReplayActivities
-from api.app import create_app
 from core import bus
 from core.converter import data_converter
 from core.db import Database
@@ -35,6 +34,7 @@ from services import drift, replays
 from services.replays import HISTORY_GONE, NO_MESSAGES
 from services.turn_traces import llm_span_id, tool_span_id
 from tests import factories
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.servers import running
@@ -300,7 +300,7 @@ async def test_a_worker_killed_during_the_model_call_loses_nothing(
     words = " ".join(f"w{i}" for i in range(60))
     # The POST answers at once (`running`); the run goes on in the workers.
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue, REPLAY_WAIT_S="0")
-    with running(create_app(settings, configure_logs=False)) as api:
+    with running(app_for(settings, configure_logs=False)) as api:
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
             provider = await factories.provider(client, base_url=simulator_url)
             slow = {"mode": "fixed", "text": words, "chunk_delay": 0.05}

@@ -9,12 +9,12 @@ import httpx
 import pytest
 from temporalio.client import Client, WorkflowContinuedAsNewError
 
-from api.app import create_app
 from core import bus
 from core.db import Database
 from everloop.stack import Endpoints
 from everloop.worker import build_worker
 from tests import factories
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.servers import running
@@ -50,7 +50,7 @@ async def test_a_session_ended_before_its_turn_starts_runs_no_turn(
     end's cancel finds no turn, and the turn that starts later stops at its first step, before the
     model is called (the simulator would have answered)."""
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
-    with running(create_app(settings, configure_logs=False)) as server:
+    with running(app_for(settings, configure_logs=False)) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             provider = await factories.provider(client, base_url=simulator_url)
             model = await factories.model(client, provider["id"])

@@ -21,7 +21,6 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.deps import LoopDeps
 from activities.llm import ReasonActivities
-from api.app import create_app
 from core import bus
 from core.db import Database
 from everloop.stack import Endpoints
@@ -29,6 +28,7 @@ from everloop.worker import build_worker
 from services import event_log
 from tests import factories
 from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings
+from tests.apps import app_for
 from tests.loop.conftest import TURN_ENDS, Loop
 from tests.servers import running
 from tests.sse import SSE
@@ -57,7 +57,7 @@ async def test_resuming_from_a_delta_id_mid_turn_misses_nothing_and_repeats_noth
     session_id = base.rsplit("/", 1)[1]
     sse_path = f"/v1/sessions/{session_id}/sse"
     # The first stream is served by an API process that then goes away mid-turn.
-    gone = running(create_app(loop.settings, configure_logs=False))
+    gone = running(app_for(loop.settings, configure_logs=False))
     with gone as first_server:
         async with (
             httpx.AsyncClient(base_url=first_server.url, timeout=WAIT_S) as http,
@@ -187,7 +187,7 @@ async def full_stack(
     redis = bus.connect(endpoints.redis_url)
     worker = build_worker(temporal_client, settings, db, redis)
     try:
-        with running(create_app(settings, configure_logs=False)) as server:
+        with running(app_for(settings, configure_logs=False)) as server:
             async with worker, httpx.AsyncClient(base_url=server.url, timeout=WAIT_S) as anon:
                 # The admin: only an admin may point a provider at the simulator's loopback address.
                 login = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}

@@ -15,12 +15,12 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.deps import LoopDeps
 from activities.llm import ReasonActivities
-from api.app import create_app
 from core import bus
 from core.db import Database
 from core.schemas.turns import ReasonInput
 from everloop.stack import Endpoints
 from tests import factories
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.servers import running
@@ -163,7 +163,7 @@ async def test_a_worker_killed_while_a_call_waits_changes_nothing(
 ) -> None:
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
     first = workers.start()
-    with running(create_app(settings, configure_logs=False)) as api:
+    with running(app_for(settings, configure_logs=False)) as api:
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
             provider = await factories.provider(client, base_url=simulator_url)
             model = await factories.model(

@@ -16,13 +16,13 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy import Connection, delete, select
 
-from api.app import create_app
 from core.db import Database
 from core.db.models import Agent, Event, Span, Trace
 from everloop.stack import Endpoints
 from services import traces
 from services.turn_traces import llm_span_id, tool_span_id
 from tests import factories
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.servers import running
@@ -160,7 +160,7 @@ async def test_a_worker_killed_mid_turn_still_leaves_one_span_per_step(
         {"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}]},
         words,
     ]
-    with running(create_app(settings, configure_logs=False)) as api:
+    with running(app_for(settings, configure_logs=False)) as api:
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
             provider = await factories.provider(client, base_url=simulator_url)
             model = await factories.model(

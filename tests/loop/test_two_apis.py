@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from api.app import create_app
 from tests import factories
+from tests.apps import app_for
 from tests.loop.conftest import TURN_ENDS, Loop
 from tests.servers import running
 from tests.sse import SSE
@@ -34,7 +34,7 @@ async def _follow(url: str, path: str, ready: asyncio.Event) -> list[dict[str, A
 async def test_two_api_processes_stream_the_same_sequence(loop: Loop) -> None:
     script = [{"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 1}}] * 2}, "2 and 2"]
     base = await loop.chat(simulator={"mode": "script", "script": script}, capabilities=["test_math"])
-    second_app = create_app(loop.settings, configure_logs=False)
+    second_app = app_for(loop.settings, configure_logs=False)
     with running(second_app) as second:
         ready = [asyncio.Event(), asyncio.Event()]
         followers = [

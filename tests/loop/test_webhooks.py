@@ -24,7 +24,6 @@ from standardwebhooks.webhooks import Webhook as Verifier
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
-from api.app import create_app
 from core import bus
 from core.converter import data_converter
 from core.db import Database
@@ -34,6 +33,7 @@ from core.schemas.webhooks import WebhookLoop
 from everloop.stack import Endpoints
 from everloop.sweeper import WebhookDispatcher
 from everloop.worker import WORKFLOWS, build_worker
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.servers import running
@@ -58,7 +58,7 @@ async def hooks(
     redis = bus.connect(endpoints.redis_url)
     worker = build_worker(temporal_client, settings, db, redis)
     dispatcher = WebhookDispatcher(db, temporal_client, task_queue, settings.webhook_retry_schedule_s)
-    with running(create_app(settings, configure_logs=False)) as server:
+    with running(app_for(settings, configure_logs=False)) as server:
         async with worker, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             task = asyncio.create_task(dispatcher.run_forever())
             try:
@@ -220,7 +220,7 @@ async def test_a_delivery_stored_while_no_dispatcher_ran_is_sent_once_however_of
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue, WEBHOOK_RETRY_SCHEDULE=FAST)
     redis = bus.connect(endpoints.redis_url)
     async with receiving() as receiver:
-        with running(create_app(settings, configure_logs=False)) as server:
+        with running(app_for(settings, configure_logs=False)) as server:
             async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
                 hook = await create(client, receiver.url)
                 sent = await ping(client, hook)
@@ -327,7 +327,7 @@ async def test_a_worker_killed_mid_delivery_loses_nothing(
     workers.env.update(WEBHOOK_RETRY_SCHEDULE=FAST, WEBHOOK_TIMEOUT="60")
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
     async with receiving(["hold"]) as receiver:
-        with running(create_app(settings, configure_logs=False)) as server:
+        with running(app_for(settings, configure_logs=False)) as server:
             async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
                 first = workers.start()
                 hook = await create(client, receiver.url)

@@ -16,12 +16,12 @@ from types import ModuleType
 
 from temporalio.client import Client
 
-from api.app import create_app
 from core import bus
 from core.db import Database
 from core.settings import Settings
 from everloop.stack import Endpoints
 from everloop.worker import build_worker
+from tests.apps import app_for
 from tests.servers import running
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "healthcheck.py"
@@ -78,7 +78,7 @@ def test_role_comes_from_the_main_process(tmp_path: Path) -> None:
 async def test_api_check_asks_the_readiness_route(
     settings: Settings, db: Database, endpoints: Endpoints
 ) -> None:
-    with running(create_app(settings, configure_logs=False)) as server:
+    with running(app_for(settings, configure_logs=False)) as server:
         port = int(server.url.rsplit(":", 1)[1])
         assert healthcheck.check_api(port, "/ready", 5.0) is None
         assert healthcheck.check_api(port, "/health", 5.0) is None

@@ -10,11 +10,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from api.app import create_app
 from core.schemas import events as ev
 from core.schemas.content import TextPart
 from core.schemas.sessions import Message
 from everloop.stack import Endpoints
+from tests.apps import app_for
 from tests.conftest import make_settings
 
 EVENTS_PATH = "/v1/agents/{agent_id}/sessions/{session_id}/events"
@@ -97,7 +97,7 @@ def _spec() -> dict[str, Any]:
         redis_url="redis://127.0.0.1:1",
         temporal_address="127.0.0.1:1",
     )
-    return create_app(make_settings(offline), configure_logs=False).openapi_schema.to_schema()
+    return app_for(make_settings(offline), configure_logs=False).openapi_schema.to_schema()
 
 
 def _ref(name: str) -> dict[str, str]:

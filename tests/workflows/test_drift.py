@@ -22,7 +22,6 @@ from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer
 
 from activities.drift import DriftActivities
-from api.app import create_app
 from core import bus
 from core.converter import data_converter
 from core.db import Database
@@ -40,6 +39,7 @@ from everloop.worker import WORKFLOWS, build_worker
 from services import drift
 from tests import drift_traffic
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
+from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.workers import Workers, worker_env
 from tests.workflows.test_stack_check import HISTORIES
@@ -49,7 +49,7 @@ from workflows.drift import SCHEDULED_START, DriftWorkflow
 @pytest.fixture
 async def client(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncTestClient[Litestar]]:
     await clear_rate_limits(endpoints)
-    async with AsyncTestClient(app=create_app(full_settings(endpoints), configure_logs=False)) as test_client:
+    async with AsyncTestClient(app=app_for(full_settings(endpoints), configure_logs=False)) as test_client:
         yield test_client
 
 

@@ -65,7 +65,7 @@ checkov: $(UV) ## Install checkov, check-jsonschema and kubernetes-validate into
 	@[ -x $(TOOLS)/checkov/bin/python ] || $(UV) venv --no-config --quiet --python $(PYTHON) $(TOOLS)/checkov
 	VIRTUAL_ENV=$(TOOLS)/checkov $(UV) pip sync --no-config --quiet --require-hashes tools/checkov-requirements.txt
 
-pytest: install browser ## Only the tests, in one process (pass ARGS="-k name" to select)
+pytest: install browser checkov ## Only the tests, in one process (pass ARGS="-k name" to select)
 	$(VENV)/bin/pytest $(ARGS)
 
 # ARGS goes to the benchmark named (`make bench-traces ARGS="--spans 20000 --traces 2000"`); with

@@ -46,7 +46,7 @@ from api.security import authentication_middleware
 from api.session_routes import FlatSessionController
 from api.sessions import SessionController
 from api.simulator import simulator_router
-from api.state import Services
+from api.state import Services, rate_limited
 from api.tool_results import FlatToolResultController, ToolResultController
 from api.trace_events import TraceEventController
 from api.traces import SpanController, TraceController
@@ -65,7 +65,7 @@ from api.webhooks import WebhookController
 from core.db import Database
 from core.json_limits import JsonLimits
 from core.logging import configure_logging
-from core.settings import AuthMode, Settings, SettingsError, get_settings
+from core.settings import Settings, SettingsError, get_settings
 
 log = structlog.get_logger("everloop.api")
 
@@ -87,11 +87,6 @@ def _services(state: State) -> Services:
 def _pools(app: Litestar) -> tuple[Database, Redis]:
     services: Services = app.state.services
     return services.db, services.redis
-
-
-def _limited(settings: Settings) -> bool:
-    # AUTH_MODE=none has one caller, the machine's own user, and no limits (docs/rate_limits.md).
-    return settings.rate_limits_enabled and settings.auth_mode is not AuthMode.NONE
 
 
 async def _ensure_accounts(services: Services) -> None:
@@ -129,9 +124,10 @@ def create_app(
             await _ensure_accounts(services)
             yield
         finally:
-            # Fresh connections for a next lifespan of this app object: an app may be served again
-            # (the tests reuse one: building it registers 400 routes, most of a second of CPU), and
-            # nothing of this one's (a pool, a cache, a lock bound to its event loop) may reach it.
+            # Fresh connections for a next lifespan of this app object (made, not opened: nothing
+            # connects until used): an app may be served again (the tests reuse one: building it
+            # registers 400 routes, most of a second of CPU), and nothing of this one's (a pool, a
+            # cache, a lock bound to its event loop) may reach it.
             app.state.services = connect()
             await services.close()
 
@@ -202,7 +198,7 @@ def create_app(
             authentication_middleware(),
             # After authentication: it counts the caller the authentication proved. AUTH_MODE=none
             # has one caller, the machine's own user, and no limits (docs/rate_limits.md).
-            *([RateLimitMiddleware()] if _limited(settings) else []),
+            *([RateLimitMiddleware()] if rate_limited(settings) else []),
         ],
         state=State({"services": connect(), "metrics": metrics}),
         cors_config=cors,

@@ -23,6 +23,11 @@ log = structlog.get_logger("everloop.api")
 CHECK_TIMEOUT_S = 3.0
 
 
+def rate_limited(settings: Settings) -> bool:
+    # AUTH_MODE=none has one caller, the machine's own user, and no limits (docs/rate_limits.md).
+    return settings.rate_limits_enabled and settings.auth_mode is not AuthMode.NONE
+
+
 class Services:
     def __init__(self, settings: Settings, database_url: str, redis_url: str, temporal_address: str) -> None:
         self.settings = settings
@@ -32,11 +37,7 @@ class Services:
         self._temporal: Client | None = None
         self.secrets: SecretBox | None = secret_box(settings)
         # One for the lifespan: its cache and pending reads are shared by every request.
-        self.rate_limits = (
-            RateLimits(self.db, self.redis, settings)
-            if settings.rate_limits_enabled and settings.auth_mode is not AuthMode.NONE
-            else None
-        )
+        self.rate_limits = RateLimits(self.db, self.redis, settings) if rate_limited(settings) else None
         self.accounts_ready = False
         self._accounts_lock = asyncio.Lock()
 

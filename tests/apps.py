@@ -37,6 +37,7 @@ def app_for(
     if free:
         return free.pop()
     app = create_app(settings, extra_handlers=extra_handlers, configure_logs=False)
-    # Taken out of the pool now, back when its lifespan ends (the last of its shutdown hooks).
-    app.on_shutdown.insert(0, lambda: free.append(app))
+    # Taken out of the pool now, back when its lifespan ends: shutdown hooks run after the
+    # lifespan's own exit, which has closed its connections by then.
+    app.on_shutdown.append(lambda: free.append(app))
     return app

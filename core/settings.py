@@ -170,6 +170,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     metrics_token: str | None = None
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int | None = None
+    # Seconds `everloop api` gives open requests after SIGTERM before it closes them
+    # (API_GRACEFUL_SHUTDOWN_S): an SSE stream never ends by itself, and without a bound the
+    # lifespan's shutdown never ran before the orchestrator's SIGKILL. Below Kubernetes' 30 s grace.
+    api_graceful_shutdown_s: int = 15
+    # A file `everloop worker` touches from its event loop while its Temporal worker runs
+    # (WORKER_LIVENESS_FILE; unset: none): the liveness probe's evidence (deploy/healthcheck.py).
+    worker_liveness_file: Path | None = None
 
     def uvicorn_options(self) -> dict[str, object]:
         """How `everloop api` serves: client address and scheme from `X-Forwarded-For`/`-Proto` only
@@ -181,6 +188,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             "forwarded_allow_ips": ",".join(self.trusted_proxies),
             "log_config": None,
             "access_log": False,
+            "timeout_graceful_shutdown": self.api_graceful_shutdown_s,
         }
 
     @property
@@ -584,6 +592,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         worker_metrics_host=read.text("WORKER_METRICS_HOST", "127.0.0.1"),
         worker_metrics_port=read.integer("WORKER_METRICS_PORT", 0, low=0, high=65535) or None,
+        api_graceful_shutdown_s=read.integer("API_GRACEFUL_SHUTDOWN_S", 15, low=1, high=3600),
+        worker_liveness_file=read.parse("WORKER_LIVENESS_FILE", None, Path, "a file path"),
     )
 
 

@@ -26,6 +26,7 @@ from core import bus, metrics, temporal
 from core.crypto import secret_box
 from core.db import Database
 from core.settings import Settings
+from everloop.liveness import touch_forever
 from everloop.sweeper import sweep_forever
 from services import drift, litellm_setup
 from services.otlp_export import TurnExporter
@@ -145,8 +146,10 @@ async def run_worker(settings: Settings, database_url: str, redis_url: str, temp
                 webhook_schedule=settings.webhook_retry_schedule_s,
             )
         )
+        alive = asyncio.create_task(touch_forever(settings.worker_liveness_file, worker))
         await stop.wait()
         log.info("worker stopping")
+        alive.cancel()
         sweeper.cancel()
     if metrics_server is not None:
         metrics_server.close()

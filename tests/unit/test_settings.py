@@ -128,3 +128,22 @@ def test_errors_never_echo_secrets(name: str, value: str) -> None:
     with pytest.raises(SettingsError) as info:
         load_settings({name: value})
     assert "hunter2" not in str(info.value)
+
+
+def test_api_shutdown_is_bounded_and_reaches_uvicorn() -> None:
+    # An open SSE stream never ends by itself: uvicorn must stop waiting before the pod's grace ends.
+    import uvicorn
+
+    assert load_settings({}).api_graceful_shutdown_s == 15
+    options = load_settings({"API_GRACEFUL_SHUTDOWN_S": "7"}).uvicorn_options()
+    config = uvicorn.Config("core.settings:Settings", **options)  # type: ignore[arg-type]
+    assert config.timeout_graceful_shutdown == 7
+    for bad in ("0", "soon", "4000"):
+        with pytest.raises(SettingsError, match="API_GRACEFUL_SHUTDOWN_S"):
+            load_settings({"API_GRACEFUL_SHUTDOWN_S": bad})
+
+
+def test_worker_liveness_file_is_a_path_or_none(tmp_path: Path) -> None:
+    assert load_settings({}).worker_liveness_file is None
+    path = tmp_path / "alive"
+    assert load_settings({"WORKER_LIVENESS_FILE": str(path)}).worker_liveness_file == path

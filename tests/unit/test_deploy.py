@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from core.settings import load_settings
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
@@ -103,6 +105,8 @@ def test_compose_scales_api_and_workers() -> None:
     nginx = (DEPLOY / "nginx.conf").read_text()
     assert re.search(r"server api:8000 resolve\b", nginx)
     assert "proxy_buffering off;" in nginx  # SSE frames pass as they come
+    # Prometheus scrapes the replicas directly: the public way in does not serve /metrics.
+    assert re.search(r"location = /metrics \{\s*return 404;\s*\}", nginx)
     # The API believes forwarded headers from the load balancer's fixed address only.
     lb_address = services["lb"]["networks"]["default"]["ipv4_address"]
     assert services["api"]["environment"]["EVERLOOP_TRUSTED_PROXIES"] == lb_address
@@ -185,8 +189,15 @@ def test_compose_and_kubernetes_agree() -> None:
         assert _k8s_settings(containers[workload]) == compose_settings, workload
     # The migration needs the database only; everything else it gets is shared config.
     assert "DATABASE_URL" in _k8s_settings(containers["everloop-migrate"])
+    # Temporal's word on a worker is a signal (compose's healthcheck, Kubernetes' readiness), never
+    # a restart: liveness asks the process (its liveness file), as does start-up.
+    worker = containers["everloop-worker"]
     worker_check = services["worker"]["healthcheck"]["test"][1:]
-    assert containers["everloop-worker"]["livenessProbe"]["exec"]["command"] == worker_check
+    assert worker["readinessProbe"]["exec"]["command"] == worker_check
+    live = ["python", "/app/deploy/healthcheck.py", "worker", "--live"]
+    assert worker["livenessProbe"]["exec"]["command"] == live
+    assert worker["startupProbe"]["exec"]["command"] == live
+    assert _config_map()["WORKER_LIVENESS_FILE"].startswith("/tmp/")  # the pod's writable memory
     assert containers["everloop-api"]["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert containers["everloop-api"]["livenessProbe"]["httpGet"]["path"] == "/health"
 
@@ -262,3 +273,33 @@ def test_dockerfile_copies_what_exists_and_runs_everloop() -> None:
     assert re.search(r"^USER (?!root)", dockerfile, flags=re.MULTILINE)
     assert "COPY deploy/healthcheck.py deploy/" in dockerfile  # where compose and k8s call it
     assert 'CMD ["python", "/app/deploy/healthcheck.py"]' in dockerfile
+
+
+def test_production_defaults_are_closed() -> None:
+    """Registration closed, forwarded headers believed from the ingress controller only, and the
+    API's port open to it and Prometheus only."""
+    compose_env = _compose()["services"]["api"]["environment"]
+    assert compose_env["AUTH_REGISTRATION_OPEN"] == "${AUTH_REGISTRATION_OPEN:-false}"
+    assert _config_map()["AUTH_REGISTRATION_OPEN"] == "false"
+    assert "AUTH_REGISTRATION_OPEN=false" in (DEPLOY / ".env.example").read_text()
+    # A placeholder that matches no pod, never a whole private range.
+    assert _config_map()["EVERLOOP_TRUSTED_PROXIES"] == "192.0.2.0/24"
+    policies = [m for m in _manifests() if m["kind"] == "NetworkPolicy"]
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            peers = rule["from"]  # no rule admits the whole cluster
+            assert peers and all("namespaceSelector" in p and "podSelector" in p for p in peers), policy
+    api_policy = next(p for p in policies if p["metadata"]["name"] == "everloop-api-ingress")
+    admitted = [p["podSelector"]["matchLabels"] for p in api_policy["spec"]["ingress"][0]["from"]]
+    assert {"app.kubernetes.io/name": "ingress-nginx"} in admitted
+
+
+def test_stops_and_starts_are_clean() -> None:
+    """PostgreSQL is healthy over TCP (not the init's socket-only server); the API leaves the
+    Service before SIGTERM and bounds its own shutdown below the grace period."""
+    test = _compose()["services"]["postgres"]["healthcheck"]["test"]
+    assert "pg_isready -h 127.0.0.1 " in test[1]
+    api = _workload("Deployment", "everloop-api")["spec"]["template"]["spec"]
+    (container,) = api["containers"]
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert 5 + load_settings({}).api_graceful_shutdown_s < api["terminationGracePeriodSeconds"]

@@ -34,9 +34,6 @@ ALLOWED_SKIPS = {
     ("CKV_K8S_35", "api.yaml"),
     ("CKV_K8S_35", "worker.yaml"),
     ("CKV_K8S_35", "migrate-job.yaml"),
-    # A readiness probe gates Service traffic and no Service selects a worker; its liveness probe
-    # (deploy/healthcheck.py worker) is the one that restarts a worker that stopped polling.
-    ("CKV_K8S_9", "worker.yaml"),
 }
 
 BROKEN_DEPLOYMENT = """\

@@ -1,6 +1,7 @@
 """deploy/healthcheck.py, the image's health check, against the real stack: the API's answers to
-/ready, and Temporal's list of a task queue's pollers for a worker (the compose healthcheck and the
-Kubernetes liveness probe of the workers), in process and as the probe runs it."""
+/ready; Temporal's list of a task queue's pollers for a worker (the compose healthcheck and the
+Kubernetes readiness probe of the workers); the worker's liveness file, touched from a running
+worker's event loop (the Kubernetes liveness probe), in process and as the probe runs it."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from pathlib import Path
 from types import ModuleType
 
 from temporalio.client import Client
+from temporalio.worker import Worker
 
 from core import bus
 from core.db import Database
 from core.settings import Settings
+from everloop.liveness import touch_forever
 from everloop.stack import Endpoints
 from everloop.worker import build_worker
 from tests.apps import app_for
@@ -90,7 +93,12 @@ async def test_api_check_asks_the_readiness_route(
 
 
 async def test_worker_check_needs_this_hosts_worker_polling(
-    temporal_client: Client, task_queue: str, db: Database, endpoints: Endpoints, settings: Settings
+    temporal_client: Client,
+    task_queue: str,
+    db: Database,
+    endpoints: Endpoints,
+    settings: Settings,
+    tmp_path: Path,
 ) -> None:
     namespace = temporal_client.namespace
 
@@ -101,7 +109,7 @@ async def test_worker_check_needs_this_hosts_worker_polling(
         return problem
 
     # Nothing polls a fresh task queue.
-    assert f"no worker on host {HOST!r} polls workflow tasks" in (await ask() or "")
+    assert f"no worker on host {HOST!r} polls task queue" in (await ask() or "")
     env = {
         **os.environ,
         **endpoints.as_env(),
@@ -113,16 +121,47 @@ async def test_worker_check_needs_this_hosts_worker_polling(
 
     redis = bus.connect(endpoints.redis_url)
     try:
-        async with build_worker(temporal_client, settings, db, redis, task_queue=task_queue):
+        async with build_worker(temporal_client, settings, db, redis, task_queue=task_queue) as worker:
             assert await _until_none(ask) is None
             # Another container's worker is not this one.
             assert "no worker on host 'elsewhere'" in (await ask(host="elsewhere") or "")
             # A poll older than the bound is a worker that stopped polling.
-            assert "last polled workflow tasks" in (await ask(stale_s=-5.0) or "")
+            assert "last polled task queue" in (await ask(stale_s=-5.0) or "")
             code, output = await _probe("worker", env=env)
             assert (code, output.strip()) == (0, "healthy"), output
+            await _liveness_file_follows_the_running_worker(worker, env, tmp_path / "alive")
     finally:
         await redis.aclose()
     # Temporal unreachable: unhealthy, with the reason, within the probe's time.
     code, output = await _probe("worker", "--timeout", "1", env={**env, "TEMPORAL_ADDRESS": "127.0.0.1:9"})
     assert code == 1 and "cannot ask Temporal at 127.0.0.1:9" in output, output
+
+
+async def _liveness_file_follows_the_running_worker(worker: Worker, env: dict[str, str], path: Path) -> None:
+    """The liveness probe: the file a running worker's loop touches, not Temporal's word."""
+    env = {**env, "WORKER_LIVENESS_FILE": str(path)}
+    code, output = await _probe("worker", "--live", env=env)
+    assert code == 1 and "no liveness file" in output, output
+    alive = asyncio.create_task(touch_forever(path, worker, every_s=0.05))
+    try:
+
+        async def touched() -> str | None:
+            problem: str | None = healthcheck.check_worker_alive(path, 60.0)
+            return problem
+
+        assert await _until_none(touched, 10.0) is None
+        # Temporal away changes nothing here: the loop still turns.
+        code, output = await _probe("worker", "--live", env={**env, "TEMPORAL_ADDRESS": "127.0.0.1:9"})
+        assert (code, output.strip()) == (0, "healthy"), output
+    finally:
+        alive.cancel()
+    # A loop that stopped touching: the file ages past the bound.
+    os.utime(path, (time.time() - 120, time.time() - 120))
+    assert "last touched" in (healthcheck.check_worker_alive(path, 60.0) or "")
+    code, output = await _probe("worker", "--live", env=env)
+    assert code == 1 and "s ago" in output, output
+    await asyncio.wait_for(touch_forever(None, worker), 1)  # no path: returns at once
+
+
+def test_worker_liveness_needs_its_setting() -> None:
+    assert healthcheck.check_worker_alive(None, 60.0) == "WORKER_LIVENESS_FILE is not set"

@@ -1,7 +1,8 @@
 """deploy/healthcheck.py, the image's health check, against the real stack: the API's answers to
 /ready; Temporal's list of a task queue's pollers for a worker (the compose healthcheck and the
 Kubernetes readiness probe of the workers); the worker's liveness file, touched from a running
-worker's event loop (the Kubernetes liveness probe), in process and as the probe runs it."""
+worker's event loop (the Kubernetes liveness probe), in process and as the probe runs it. And how
+the API stops: within API_GRACEFUL_SHUTDOWN_S, open SSE streams included."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import httpx
+import msgspec
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -25,7 +29,9 @@ from everloop.liveness import touch_forever
 from everloop.stack import Endpoints
 from everloop.worker import build_worker
 from tests.apps import app_for
+from tests.factories import Client as ApiClient
 from tests.servers import running
+from tests.sse import new_session
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "healthcheck.py"
 HOST = socket.gethostname()  # the in-process worker's identity is pid@this host, as in a container
@@ -165,3 +171,31 @@ async def _liveness_file_follows_the_running_worker(worker: Worker, env: dict[st
 
 def test_worker_liveness_needs_its_setting() -> None:
     assert healthcheck.check_worker_alive(None, 60.0) == "WORKER_LIVENESS_FILE is not set"
+
+
+async def test_api_stops_within_its_bound_with_a_stream_open(settings: Settings, client: ApiClient) -> None:
+    """An SSE stream never ends by itself: uvicorn, told to stop (SIGTERM's path), closes it after
+    API_GRACEFUL_SHUTDOWN_S and runs the app's shutdown, instead of waiting for the SIGKILL."""
+    bounded = msgspec.structs.replace(settings, api_graceful_shutdown_s=1)
+    options: dict[str, Any] = {
+        k: v for k, v in bounded.uvicorn_options().items() if k not in ("host", "port")
+    }
+    _, events_path = await new_session(client)
+    stream_path = events_path.removesuffix("/events") + "/sse"
+    server = running(app_for(settings, configure_logs=False), **options)
+    async with (
+        server,
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream("GET", server.url + stream_path, headers={"Accept": "text/event-stream"}) as response,
+    ):
+        lines = response.aiter_lines()
+        assert await anext(lines) == "event: connected"
+        started = time.monotonic()
+        await asyncio.to_thread(server.stop)  # returns once uvicorn's thread, lifespan and all, ended
+        stopped_in = time.monotonic() - started
+        try:
+            async for _ in lines:  # what was sent, then the end: the server closed the stream
+                pass
+        except httpx.RemoteProtocolError:
+            pass  # closed mid-chunk: ended all the same
+    assert 1.0 <= stopped_in < 6.0, stopped_in

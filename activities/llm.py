@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
 from activities.deps import EventBatch, LoopDeps, session_gone
+from activities.metrics import Effect, happened
 from activities.persist import persist
 from activities.provider import Provider, fatal
 from activities.turns import add_act_completed, add_opening
@@ -50,6 +51,7 @@ class ReasonActivities:
 
         agent_tools = prepared.agent_tools
         tools = _tools(agent_tools.capability_ids, agent_tools.mcp, agent_tools.client.values())
+        happened(Effect.LLM_CALLED)
         reply = await self.provider.complete(
             session_id,
             params.message_id,
@@ -65,6 +67,8 @@ class ReasonActivities:
         stored, result = await persist(
             self.deps.db, lambda db: self._store_reply(db, params, prepared, reply), what=f"{step}:reply"
         )
+        if stored:  # none: a racing attempt of this step stored its reply first
+            happened(Effect.REPLY_STORED)
         await events.publish_all(self.deps.bus, stored)
         return result
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
 from activities.deps import EventBatch, LoopDeps
+from activities.metrics import Effect, happened
 from activities.persist import persist
 from core.db.models import Event, Message
 from core.schemas import events as ev
@@ -67,6 +69,11 @@ class TurnActivities:
         else:
             batch.add(ev.TurnCancelled(turn_id=key), f"{key}:turn.cancelled")
         batch.add(ev.SessionIdled(turn_id=key, iterations=params.iterations), f"{key}:session.idled")
+        # Stored already by an earlier attempt, which died before reporting? The metrics count a turn once.
+        idled = select(Event.id).where(
+            Event.session_id == session_id, Event.idempotency_key == f"{key}:session.idled"
+        )
+        first = await db.scalar(idled) is None
         if not await batch.store(db, values={"status": "idle"}):
             return []  # deleted meanwhile: nothing left to close
         await record_turn_end(db, session_id, batch.stored)
@@ -82,6 +89,8 @@ class TurnActivities:
                 params.error,
             )
         await db.commit()
+        if first:
+            happened(Effect.TURN_ENDED)
         return batch.stored
 
     async def _store_notice(self, db: AsyncSession, batch: EventBatch, params: TurnEnd) -> None:

@@ -8,6 +8,7 @@ Every metric is an aggregate: no label carries an owner, a user, a session or an
 from __future__ import annotations
 
 import hmac
+import math
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -86,6 +87,17 @@ class PoolCollector(Collector):
         size = GaugeMetricFamily("everloop_db_pool_size", "Connections the PostgreSQL pool keeps open")
         size.add_metric([], pool.size())
         yield size
+        # Beyond its size the pool opens up to max_overflow more (SQLAlchemy's default, 10) while
+        # they are asked for, so `in_use` can pass the size: the ceiling is their sum. QueuePool
+        # has no public accessor for max_overflow; a negative one means no limit.
+        overflow = getattr(pool, "_max_overflow", 0)
+        ceiling = GaugeMetricFamily(
+            "everloop_db_pool_max_connections",
+            "Connections the PostgreSQL pool may have open at once: its size plus its overflow. "
+            "in_use at this ceiling: requests wait for a connection",
+        )
+        ceiling.add_metric([], math.inf if overflow < 0 else pool.size() + overflow)
+        yield ceiling
         db = GaugeMetricFamily(
             "everloop_db_pool_connections",
             "PostgreSQL connections of the pool: in_use (checked out) or idle (open, in the pool)",

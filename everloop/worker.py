@@ -102,16 +102,17 @@ def build_worker(
 def serve_metrics(
     settings: Settings, db: Database, redis: Redis
 ) -> tuple[WorkerMetrics | None, metrics.MetricsServer | None]:
-    """With WORKER_METRICS_PORT: the worker's metrics, and their server on WORKER_METRICS_HOST (None
-    if it cannot listen: logged, and the worker runs on). Without: neither. Off by default: tests
-    and `everloop dev` start several workers on one machine, where a fixed port would be the first's."""
+    """With WORKER_METRICS_PORT: the worker's metrics, and their server on WORKER_METRICS_HOST.
+    Without, or when they cannot or may not be served (logged, and the worker runs on): neither, so
+    no activity is timed for nobody to read. Off by default: tests and `everloop dev` start several
+    workers on one machine, where a fixed port would be the first's."""
     if not settings.worker_metrics_port:
         return None, None
     timed = WorkerMetrics(db, redis)
     server = metrics.serve(
         timed.registry, settings.worker_metrics_host, settings.worker_metrics_port, settings.metrics_token
     )
-    return timed, server
+    return (timed, server) if server is not None else (None, None)
 
 
 async def run_worker(settings: Settings, database_url: str, redis_url: str, temporal_address: str) -> None:
@@ -152,7 +153,7 @@ async def run_worker(settings: Settings, database_url: str, redis_url: str, temp
         alive.cancel()
         sweeper.cancel()
     if metrics_server is not None:
-        metrics_server.close()
+        await asyncio.to_thread(metrics_server.close)  # waits for its thread: not on the loop
     if exporter is not None:
         await exporter.shutdown()  # gives the turns handed over a moment; the rest is the sweep's
     await db.dispose()

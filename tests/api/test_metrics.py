@@ -32,6 +32,8 @@ def _requests(text: str) -> dict[tuple[str, str, str], float]:
 async def test_requests_are_labelled_by_route_template_never_by_path(
     client: AsyncTestClient[Litestar],
 ) -> None:
+    # The app, and its registry, may have served other tests: counters are compared, not read.
+    before = _requests((await client.get("/metrics")).text)
     agent_id = str(uuid.uuid4())
     assert (await client.get(f"/v1/agents/{agent_id}")).status_code == 404  # a route, no such agent
     assert (await client.get(f"/nowhere/{agent_id}")).status_code == 404  # no route at all
@@ -39,17 +41,25 @@ async def test_requests_are_labelled_by_route_template_never_by_path(
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert agent_id not in response.text
-    counted = _requests(response.text)
-    assert counted[("GET", "/v1/agents/{agent_id}", "404")] == 1
-    assert counted[("GET", "unmatched", "404")] == 1
-    assert counted[("other", "unmatched", "405")] == 1  # routing refused the method
+    after = _requests(response.text)
+
+    def delta(method: str, route: str, status: str) -> float:
+        key = (method, route, status)
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("GET", "/v1/agents/{agent_id}", "404") == 1
+    assert delta("GET", "unmatched", "404") == 1
+    assert delta("other", "unmatched", "405") == 1  # routing refused the method
     # The process's own figures and both pools, read at the scrape.
-    names = {f.name for f in text_string_to_metric_families(response.text)}
+    families = list(text_string_to_metric_families(response.text))
     assert {
         "process_resident_memory_bytes",
         "everloop_db_pool_connections",
         "everloop_redis_pool_connections",
-    } <= names
+    } <= {f.name for f in families}
+    # The pool's ceiling: its size and SQLAlchemy's overflow (10), which `in_use` may reach.
+    gauges = {s.name: s.value for f in families for s in f.samples}
+    assert gauges["everloop_db_pool_max_connections"] == gauges["everloop_db_pool_size"] + 10
 
 
 @pytest.fixture
@@ -61,6 +71,10 @@ async def admin_mode(endpoints: Endpoints, db: Database) -> AsyncIterator[AsyncT
 
 
 async def test_with_a_token_only_the_token_opens_it(admin_mode: AsyncTestClient[Litestar]) -> None:
+    token = {"Authorization": f"Bearer {TOKEN}"}
+    refused_before = _requests((await admin_mode.get("/metrics", headers=token)).text).get(
+        ("GET", "/metrics", "401"), 0.0
+    )
     missing = await admin_mode.get("/metrics")
     assert (missing.status_code, missing.headers["www-authenticate"]) == (401, "Bearer")
     assert missing.json() == {"error": "the metrics token is required", "status": 401}
@@ -69,9 +83,9 @@ async def test_with_a_token_only_the_token_opens_it(admin_mode: AsyncTestClient[
     login = await admin_mode.post("/api/auth/login", json={"email": EMAIL, "password": PASSWORD})
     admin = {"Authorization": f"Bearer {login.json()['access_token']}"}
     assert (await admin_mode.get("/metrics", headers=admin)).status_code == 401
-    scraped = await admin_mode.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    scraped = await admin_mode.get("/metrics", headers=token)
     assert scraped.status_code == 200
-    assert _requests(scraped.text)[("GET", "/metrics", "401")] == 3
+    assert _requests(scraped.text)[("GET", "/metrics", "401")] - refused_before == 3
 
 
 async def test_without_a_token_it_is_off_outside_auth_mode_none(endpoints: Endpoints, db: Database) -> None:

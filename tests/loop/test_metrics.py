@@ -4,17 +4,29 @@ Counters are compared before and after, never as absolute values."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import socket
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
-from activities.metrics import WorkerMetrics
+from activities.deps import LoopDeps
+from activities.llm import ReasonActivities
+from activities.metrics import MetricsInterceptor, WorkerMetrics
+from activities.turns import TurnActivities
 from core import bus, metrics
 from core.db import Database
+from core.schemas.turns import SessionLoop, TurnEnd
 from everloop.stack import Endpoints
 from everloop.stack.process import free_port
 from everloop.worker import build_worker, serve_metrics
@@ -77,11 +89,21 @@ async def stack(
                 loop = Loop(client, db, endpoints, settings, temporal_client, simulator_url, worker)
                 yield Stack(loop, server, f"http://127.0.0.1:{served.port}/metrics")
     finally:
-        served.close()
+        await asyncio.to_thread(served.close)  # joins its thread: not on the loop
         await redis.aclose()
 
 
 MESSAGES = "/v1/agents/{agent_id}/sessions/{session_id}/messages"
+
+
+class _Run(ActivityInboundInterceptor):
+    """The end of the interceptor chain: runs the activity, as the worker's last interceptor does."""
+
+    def __init__(self) -> None:
+        pass
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        return await input.fn(*input.args)
 
 
 async def test_a_turn_with_a_tool_call_moves_the_api_and_worker_metrics(stack: Stack) -> None:
@@ -110,6 +132,7 @@ async def test_a_turn_with_a_tool_call_moves_the_api_and_worker_metrics(stack: S
         for _, label in labels:
             assert not any(i in label for i in ids), label
     assert value(api_after, "everloop_db_pool_size") == 10
+    assert value(api_after, "everloop_db_pool_max_connections") == 20  # and SQLAlchemy's overflow
     assert ("everloop_redis_pool_connections", frozenset({("state", "in_use")})) in api_after
 
     # One turn, two steps (the tool call, then the answer): two LLM calls and one tool call.
@@ -125,6 +148,7 @@ async def test_a_turn_with_a_tool_call_moves_the_api_and_worker_metrics(stack: S
     assert worker_delta("everloop_activity_schedule_to_start_seconds_count", activity="reason") == 2
     assert value(worker_after, "everloop_activities_running", activity="reason") == 0
     assert value(worker_after, "everloop_db_pool_size") == 2  # the test's Database(pool_size=2)
+    assert value(worker_after, "everloop_db_pool_max_connections") == 12
 
 
 async def test_an_open_stream_counts_until_it_closes(stack: Stack) -> None:
@@ -154,7 +178,7 @@ async def test_the_worker_metrics_server_wants_its_token() -> None:
             assert ("process_open_fds", frozenset()) in parse(right.text)
             assert (await http.get("/other", headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 404
     finally:
-        served.close()
+        await asyncio.to_thread(served.close)
 
 
 def test_metrics_that_cannot_be_served_are_not_served_and_stop_nothing() -> None:
@@ -172,6 +196,11 @@ async def test_worker_metrics_port_serves_the_worker_metrics(endpoints: Endpoint
     redis = bus.connect(endpoints.redis_url)
     try:
         assert serve_metrics(make_settings(endpoints), db, redis) == (None, None)  # off by default
+        # Refused (no token beyond loopback): no metrics, so the worker times nothing for nobody.
+        refused = make_settings(
+            endpoints, WORKER_METRICS_PORT=str(free_port()), WORKER_METRICS_HOST="0.0.0.0"
+        )
+        assert serve_metrics(refused, db, redis) == (None, None)
         port = free_port()
         settings = make_settings(endpoints, WORKER_METRICS_PORT=str(port), METRICS_TOKEN=TOKEN)
         timed, served = serve_metrics(settings, db, redis)
@@ -183,6 +212,65 @@ async def test_worker_metrics_port_serves_the_worker_metrics(endpoints: Endpoint
             assert value(parse(scraped.text), "everloop_db_pool_size") == 2
             assert "everloop_activity_duration_seconds" in scraped.text
         finally:
-            served.close()
+            await asyncio.to_thread(served.close)
+    finally:
+        await redis.aclose()
+
+
+async def test_a_step_or_a_turn_end_found_stored_is_not_counted_again(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt of `reason` that finds its step's reply stored (an earlier attempt stored it, then
+    died before reporting) calls no model; a `finish_turn` that finds the end stored ends no turn.
+    Each runs twice here, by hand, through the worker's interceptor: each counts once."""
+    loop = stack.loop
+    base, step = await loop.unstarted_turn({"mode": "fixed", "text": "hi"})
+    redis = bus.connect(loop.endpoints.redis_url)
+    timed = WorkerMetrics(loop.db, redis)
+    inbound = MetricsInterceptor(timed).intercept_activity(_Run())
+    deps = LoopDeps(db=loop.db, bus=redis, settings=loop.settings, secrets=None)
+    reason, turns = ReasonActivities(deps), TurnActivities(deps)
+
+    async def attempt(kind: str, fn: Any, arg: Any) -> Any:
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, activity_type=kind)
+        run = ExecuteActivityInput(fn=fn, args=[arg], executor=None, headers={})
+        return await env.run(inbound.execute_activity, run)
+
+    def sample(name: str, **labels: str) -> float:
+        return timed.registry.get_sample_value(name, labels) or 0.0
+
+    end = TurnEnd(
+        session_id=step.session_id,
+        turn_id=step.turn_id,
+        input_message_id=step.input_message_id,
+        outcome="completed",
+        iterations=1,
+        duration_ms=5,
+    )
+    try:
+        for _ in range(2):
+            assert (await attempt(SessionLoop.REASON, reason.reason, step)).message_id == step.message_id
+        for _ in range(2):
+            await attempt(SessionLoop.FINISH_TURN, turns.finish_turn, end)
+        count = "everloop_activity_duration_seconds_count"
+        assert sample(count, activity="reason", outcome="completed") == 2
+        assert sample("everloop_llm_call_duration_seconds_count", outcome="completed") == 1
+        assert sample("everloop_steps_total") == 1
+        assert sample(count, activity="finish_turn", outcome="completed") == 2
+        assert sample("everloop_turns_total", outcome="completed") == 1
+        assert sample("everloop_turn_duration_seconds_count", outcome="completed") == 1
+        assert [e.type for e in await loop.stored(base)].count("message.agent") == 1
+
+        # Metrics that fail to record are logged: the activity's result stands.
+        def broken(*args: Any) -> None:
+            raise RuntimeError("a broken metric")
+
+        monkeypatch.setattr(timed, "record", broken)
+        found = await attempt(SessionLoop.REASON, reason.reason, step)
+        assert found.message_id == step.message_id
+        gone = msgspec.structs.replace(step, session_id=str(uuid.uuid4()))
+        with pytest.raises(ApplicationError, match="is gone"):  # and so does its error
+            await attempt(SessionLoop.REASON, reason.reason, gone)
     finally:
         await redis.aclose()

@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_SYSTEM_CERTS ?= true
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install browser dev services test pytest bench bench-loop bench-traces bench-knowledge bench-calls bench-limits bench-webhooks bench-console checkov lint fmt lock clean
+.PHONY: help install browser dev services test pytest bench bench-loop bench-traces bench-knowledge bench-calls bench-limits bench-webhooks bench-console bench-llm checkov lint fmt lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -72,10 +72,14 @@ pytest: install browser checkov ## Only the tests, in one process (pass ARGS="-k
 # `make bench` it goes to the loop's, as before, and LOOP_ARGS / TRACE_ARGS reach each one.
 LOOP_ARGS ?= $(ARGS)
 TRACE_ARGS ?= $(if $(filter bench,$(MAKECMDGOALS)),,$(ARGS))
+LLM_ARGS ?= $(if $(filter bench,$(MAKECMDGOALS)),,$(ARGS))
 
-bench: bench-loop bench-traces ## Both benchmarks (printed figures, not pass/fail; LOOP_ARGS=, TRACE_ARGS=)
+bench: bench-loop bench-llm bench-traces ## The loop, litellm's cost and the trace store (printed figures, not pass/fail; LOOP_ARGS=, LLM_ARGS=, TRACE_ARGS=)
 bench-loop: install ## Loop latency: a one-tool turn vs bare Temporal (ARGS="--iterations 30", "--sweep")
 	$(VENV)/bin/python -m tests.bench.loop_latency $(LOOP_ARGS)
+
+bench-llm: install ## litellm's own cost per call over a raw HTTP request to the simulator, paired (ARGS="--iterations 300")
+	$(VENV)/bin/python -m tests.bench.llm_overhead $(LLM_ARGS)
 
 bench-traces: install ## Trace store: 1M spans (10k traces via HTTP), then query p95s (ARGS="--spans 20000 --traces 2000")
 	$(VENV)/bin/python -m tests.bench.trace_store $(TRACE_ARGS)

@@ -42,8 +42,10 @@ if TYPE_CHECKING:
 _exit_status = 0
 
 # The longest modules (measured with `make test ARGS=--durations=80`), longest first. xdist's
-# `--dist loadfile` hands modules out in collection order: one of these dealt last leaves one core
-# busy for minutes while the other idles, so they go first and the short ones fill in behind them.
+# `--dist loadfile` hands modules out in collection order (with `--no-loadscope-reorder`, as `make
+# test` runs it; by default xdist sorts them by their number of tests): one of these dealt last
+# leaves one core busy for minutes while the other idles, so they go first and the short ones fill
+# in behind them.
 # A module missing here only runs in its usual place.
 LONGEST_FIRST = (
     "tests/chaos/test_processes.py",

@@ -41,11 +41,11 @@ services: install ## Run only PostgreSQL, Redis and Temporal, printing their add
 	$(VENV)/bin/everloop services
 
 # `make test` runs the tests on this many processes (pytest-xdist), each with its own embedded stack
-# on free ports; a module's tests stay together, handed out in tests/conftest.py's order, longest
-# first (`--no-loadscope-reorder`: by default xdist sorts modules by their number of tests, and the
-# few-test, minutes-long kill and chaos modules came last). WORKERS=0 runs them in this process.
-# Four on two cores: the suite waits more than it computes (timers, heartbeats, browsers), so extra
-# processes fill the waits. A fresh clone (1261 tests + schemathesis) took 17:58 on 2026-11-30.
+# on free ports; a module's tests stay together. WORKERS=0 runs them in this process. Four on two
+# cores: the suite waits more than it computes (timers, heartbeats, browsers), so extra processes
+# fill the waits. A fresh clone (1261 tests + schemathesis) took 17:58 on 2026-11-30 with xdist's
+# own order (modules with the most tests first); 20:30 with `--no-loadscope-reorder` (longest
+# first), where the kill and chaos modules ran at once and slowed each other.
 WORKERS ?= 4
 
 # Schemathesis generates its tests at run time, which xdist would report as one test: it runs in a
@@ -54,7 +54,7 @@ WORKERS ?= 4
 SCHEMATHESIS_LOG := .everloop-schemathesis.log
 test: lint browser checkov ## The CI command: lint, then every test against a real embedded stack, in parallel
 	@$(VENV)/bin/pytest tests/api/test_schemathesis.py > $(SCHEMATHESIS_LOG) 2>&1 & schema=$$!; \
-	main=0; $(VENV)/bin/pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/api/test_schemathesis.py $(ARGS) || main=$$?; \
+	main=0; $(VENV)/bin/pytest -n $(WORKERS) --dist loadfile --ignore=tests/api/test_schemathesis.py $(ARGS) || main=$$?; \
 	api=0; wait $$schema || api=$$?; \
 	echo "--- tests/api/test_schemathesis.py (ran beside the run above)"; cat $(SCHEMATHESIS_LOG); \
 	rm -f $(SCHEMATHESIS_LOG); \

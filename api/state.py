@@ -16,6 +16,7 @@ from core.db import Database
 from core.errors import ServiceUnavailable
 from core.settings import AuthMode, Settings
 from services import auth
+from services.event_hub import Hub
 from services.rate_limits import RateLimits
 
 log = structlog.get_logger("everloop.api")
@@ -33,6 +34,8 @@ class Services:
         self.settings = settings
         self.db = Database(database_url, timeouts=settings.database_timeouts)
         self.redis: redis.Redis = bus.connect(redis_url)
+        # Every SSE stream of the process shares its one Redis subscription.
+        self.events = Hub(self.redis)
         self.temporal_address = temporal_address
         self._temporal: Client | None = None
         self.secrets: SecretBox | None = secret_box(settings)
@@ -101,5 +104,6 @@ class Services:
         return problems
 
     async def close(self) -> None:
+        await self.events.close()
         await self.db.dispose()
         await self.redis.aclose()

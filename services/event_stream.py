@@ -13,11 +13,13 @@ The session's channel (`services.events.channel`) carries two kinds of JSON fram
   reader's follower gives it one as it sends it (`event_log.live_id`), naming the last stored
   event that reader was sent, so a client resuming from it gets exactly what follows.
 
-The follower subscribes before it reads Postgres; an event committed in between comes from both, and
-the copy whose sequence was already sent is dropped. A stored event that arrives ahead of its
-predecessors (parallel writers publish out of order) first has the missing range read from Postgres:
-sequences are handed out under the session row's lock, so those events are committed already. While
-Redis is unreachable the follower polls Postgres, and it goes back to Redis once Redis answers.
+Subscriptions go through the process's hub (`services.event_hub`): one Redis connection per
+process, however many streams it serves. The follower subscribes before it reads Postgres; an event
+committed in between comes from both, and the copy whose sequence was already sent is dropped. A
+stored event that arrives ahead of its predecessors (parallel writers publish out of order) first has
+the missing range read from Postgres: sequences are handed out under the session row's lock, so those
+events are committed already. While Redis is unreachable (or the hub dropped a follower that fell
+too far behind) the follower polls Postgres, and it goes back to Redis once Redis answers.
 
 While Postgres is away (`core.db.availability.is_unavailable`) the stream stays open rather than
 ending: a browser's EventSource that reconnected would meet a 503, and it gives up for good on any
@@ -30,7 +32,6 @@ stopped, so the reader misses nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -39,9 +40,7 @@ from typing import TypeVar
 
 import anyio
 import msgspec
-import redis.asyncio as redis
 import structlog
-from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,6 +49,7 @@ from core.db.availability import is_unavailable
 from core.db.base import utcnow
 from core.schemas import events as schemas
 from services import event_log
+from services.event_hub import Frame, Hub, Subscription, SubscriptionLost
 from services.event_log import TypeFilter
 from services.events import LiveFrame, channel, to_schema
 
@@ -57,9 +57,7 @@ log = structlog.get_logger("everloop.events")
 
 KEEPALIVE_S = 15.0  # a comment frame after this long without one, so proxies keep the stream open
 POLL_S = 1.0  # how often Postgres is read (and Redis retried) while Redis is unreachable
-SUBSCRIBE_TIMEOUT_S = 2.0
 QUERY_TIMEOUT_S = 30.0
-CLEANUP_TIMEOUT_S = 5.0
 BATCH = 200
 # While Postgres is away: the first wait before asking again, doubling up to the last (with jitter,
 # so the streams of a process do not all knock at once when it comes back).
@@ -99,29 +97,13 @@ class Comment(msgspec.Struct, kw_only=True, frozen=True):
 Item = Connected | Stored | Ephemeral | Comment
 
 
-class _Probe(msgspec.Struct, kw_only=True):
-    type: str
-    sequence: int | None = None
-
-
-def parse_frame(raw: bytes | str) -> schemas.Event | LiveFrame | None:
-    """A channel message as a stored event or an ephemeral frame; None if it is neither."""
-    try:
-        probe = msgspec.json.decode(raw, type=_Probe)
-        if probe.sequence is not None:
-            return msgspec.json.decode(raw, type=schemas.Event)
-        return msgspec.json.decode(raw, type=LiveFrame)
-    except msgspec.DecodeError:  # ValidationError is one too
-        return None
-
-
 class Follower:
     """One reader's position in one session; `follow()` yields what to send it, forever."""
 
     def __init__(
         self,
         db: Database,
-        bus: redis.Redis,
+        hub: Hub,
         session_id: uuid.UUID,
         after: int,
         types: TypeFilter,
@@ -134,7 +116,7 @@ class Follower:
         """`until` (event-loop time) ends the stream when the reader's credential expires; `allowed`
         is asked at every keep-alive whether the credential still holds (logout, a revoked key)."""
         self.db = db
-        self.bus = bus
+        self.hub = hub
         self.session_id = session_id
         self.last = after  # the highest sequence dealt with, sent or filtered out
         self.types = types
@@ -144,7 +126,7 @@ class Follower:
         self.until = until
         self.allowed = allowed
         self.ended: str | None = None  # why the stream stopped early (the credential ran out)
-        self._pubsub: redis.client.PubSub | None = None
+        self._subscription: Subscription | None = None
         self._quiet_since = 0.0
         self._checked_at = 0.0  # when `allowed` was last asked
 
@@ -173,16 +155,16 @@ class Follower:
             # The client reconnects with Last-Event-ID and resumes where this stream stopped.
             log.warning("event stream ended: database error", session_id=str(self.session_id), error=str(exc))
         finally:
-            await self._unsubscribe()
+            self._unsubscribe()
 
     async def _step(self) -> AsyncIterator[Item]:
         """Catches up from Postgres, then follows Redis until it fails (or polls once without it)."""
         async for item in self._catch_up():
             yield item
-        if self._pubsub is not None:
+        if self._subscription is not None:
             async for item in self._live():
                 yield item
-            if self._pubsub is None and not self.gone and not self.ended:
+            if self._subscription is None and not self.gone and not self.ended:
                 yield self._sent(Comment(text=POLLING))
         else:
             await asyncio.sleep(min(self.poll_s, self._left()))
@@ -198,7 +180,7 @@ class Follower:
         """Waits until Postgres answers again, keeping the connection alive, then subscribes again
         (before the caller reads Postgres, as at the start). Returns early if the credential expires."""
         log.warning("event stream waiting for the database", session_id=str(self.session_id), error=str(exc))
-        await self._unsubscribe()
+        self._unsubscribe()
         yield self._sent(Comment(text=DB_UNAVAILABLE))
         loop = asyncio.get_running_loop()
         delay = DB_RETRY_FIRST_S
@@ -254,18 +236,18 @@ class Follower:
 
     async def _live(self) -> AsyncIterator[Item]:
         """Forwards what Redis announces until Redis fails or the session is gone."""
-        while self._pubsub is not None and not self.gone and not self._expired():
+        while self._subscription is not None and not self.gone and not self._expired():
             wait = min(self._quiet_since + self.keepalive_s - asyncio.get_running_loop().time(), self._left())
             try:
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=max(wait, 0))
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("event stream lost redis", session_id=str(self.session_id), error=str(exc))
-                await self._unsubscribe()
+                frame = await self._subscription.next(within=max(wait, 0))
+            except SubscriptionLost:
+                log.warning("event stream lost its subscription", session_id=str(self.session_id))
+                self._unsubscribe()
                 return
             if not await self._still_allowed():
                 return
-            if message is not None and message["type"] == "message":
-                async for item in self._on_message(message["data"]):
+            if frame is not None:
+                async for item in self._on_frame(frame):
                     yield item
             if self._keepalive_due():
                 # Also a chance to catch an event whose announcement was lost.
@@ -274,11 +256,8 @@ class Follower:
                 if self._keepalive_due():
                     yield self._sent(Comment(text=KEEPALIVE))
 
-    async def _on_message(self, raw: bytes) -> AsyncIterator[Item]:
-        frame = parse_frame(raw)
-        if frame is None:
-            log.warning("unreadable frame on the event channel", session_id=str(self.session_id))
-        elif isinstance(frame, LiveFrame):
+    async def _on_frame(self, frame: Frame) -> AsyncIterator[Item]:
+        if isinstance(frame, LiveFrame):
             if self.types.allows(frame.type):
                 yield self._sent(Ephemeral(event=self._stamped(frame)))
         elif frame.sequence > self.last:
@@ -334,37 +313,12 @@ class Follower:
         raise TimeoutError(f"no answer from the database within {QUERY_TIMEOUT_S:.0f} s")
 
     async def _subscribe(self) -> bool:
-        """Subscribes and waits for Redis to confirm; False (and no subscription) if it cannot."""
-        self._pubsub = pubsub = self.bus.pubsub()  # set first: `follow` releases it if cancelled
-        try:
-            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
-                await pubsub.subscribe(channel(self.session_id))
-                while True:
-                    reply = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
-                    if reply is not None and reply["type"] == "subscribe":
-                        return True
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.debug("event stream cannot subscribe", session_id=str(self.session_id), error=str(exc))
-            await self._unsubscribe()
-            return False
+        """Subscribes (confirmed by Redis); False, and no subscription, if Redis cannot be reached."""
+        self._unsubscribe()
+        self._subscription = await self.hub.subscribe(channel(self.session_id))
+        return self._subscription is not None
 
-    async def _unsubscribe(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            await self._close(pubsub)
-
-    @staticmethod
-    async def _close(pubsub: redis.client.PubSub) -> None:
-        with anyio.CancelScope(shield=True):
-            connection = pubsub.connection
-            if connection is not None and connection.is_connected and pubsub.subscribed:
-                # Confirmed, so the subscription ends with the stream, not whenever Redis notices
-                # the closed socket.
-                with anyio.move_on_after(CLEANUP_TIMEOUT_S), contextlib.suppress(RedisError, OSError):
-                    await pubsub.unsubscribe()
-                    while True:
-                        reply = await pubsub.get_message(timeout=CLEANUP_TIMEOUT_S)
-                        if reply is not None and reply["type"] == "unsubscribe":
-                            break
-            with anyio.move_on_after(CLEANUP_TIMEOUT_S):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+    def _unsubscribe(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.close()

@@ -1,0 +1,302 @@
+"""One Redis subscription per process, fanned out in memory to the process's event streams.
+
+A stream used to open a Redis pub/sub connection of its own. Redis-py's pool holds at most 100, so
+the 101st stream of a process fell back to polling PostgreSQL, and `/ready`'s ping and the rate
+limiter, which share the pool, failed with it. Now the hub holds one pub/sub connection: a session's
+channel is subscribed while at least one stream of this process follows it, and each message is read
+and parsed once, then handed to every stream of that session.
+
+What a stream gets (`Subscription`):
+
+- `subscribe` returns once Redis has confirmed the channel's subscription (`SUBSCRIBE_TIMEOUT_S`), so
+  nothing published after it returns is missed; None if Redis cannot be reached in that time.
+- `next(within)` the next frame, in the order Redis sent them; None after `within` seconds without one.
+- `SubscriptionLost` once the frames delivered before it are read, when Redis failed (every stream of
+  the process learns it at once) or when this stream fell `MAX_PENDING` frames behind (a reader that
+  stopped reading must not hold the process's memory). Either way the stream does what it did when
+  its own connection failed: it catches up from PostgreSQL, which holds every stored event, and
+  subscribes again. Live-only frames missed meanwhile are lost, which they may be by design.
+
+The first `subscribe` after a failure opens a new connection; while Redis stays away, the streams
+that ask share one attempt at a time rather than each knocking on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import msgspec
+import redis.asyncio as redis
+import structlog
+from redis.exceptions import RedisError
+
+from core.schemas import events as schemas
+from services.events import LiveFrame
+
+log = structlog.get_logger("everloop.events")
+
+SUBSCRIBE_TIMEOUT_S = 2.0
+# A stream this many frames behind its reader is dropped (and catches up from PostgreSQL): a turn's
+# deltas come in hundreds, so a reader keeping up is never near it; one that stopped reading is.
+MAX_PENDING = 2000
+# The reader wakes this often when nothing arrives, so redis-py's health check (a PING every
+# `health_check_interval`) runs and a connection that died silently is noticed.
+READ_TIMEOUT_S = 5.0
+CLEANUP_TIMEOUT_S = 5.0
+
+_REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+
+# What a session's channel carries (`services.events`): a stored event, or a live-only frame.
+Frame = schemas.Event | LiveFrame
+
+
+class _Probe(msgspec.Struct, kw_only=True):
+    type: str
+    sequence: int | None = None
+
+
+def parse_frame(raw: bytes | str) -> Frame | None:
+    """A channel message as a stored event or an ephemeral frame; None if it is neither."""
+    try:
+        probe = msgspec.json.decode(raw, type=_Probe)
+        if probe.sequence is not None:
+            return msgspec.json.decode(raw, type=schemas.Event)
+        return msgspec.json.decode(raw, type=LiveFrame)
+    except msgspec.DecodeError:  # ValidationError is one too
+        return None
+
+
+class SubscriptionLost(Exception):
+    """The subscription no longer delivers: catch up from PostgreSQL and subscribe again."""
+
+
+class Subscription:
+    """One stream's view of one session's channel."""
+
+    def __init__(self, hub: Hub, key: bytes) -> None:
+        self._hub = hub
+        self.key = key
+        self._frames: deque[Frame] = deque()
+        self._arrived = asyncio.Event()
+        self._lost = False
+        self.closed = False
+
+    async def next(self, within: float) -> Frame | None:
+        """The next frame; None if none came within `within` seconds. Raises `SubscriptionLost`."""
+        if not self._frames and not self._lost:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await self._arrived.wait()
+        if self._frames:
+            return self._frames.popleft()
+        if self._lost:
+            raise SubscriptionLost
+        return None
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._hub._leave(self)
+
+    def _deliver(self, frame: Frame) -> None:
+        if self._lost:
+            return
+        if len(self._frames) >= MAX_PENDING:
+            self._frames.clear()  # what it missed is in PostgreSQL; the live-only frames may go
+            self._lose()
+            return
+        self._frames.append(frame)
+        self._arrived.set()
+
+    def _lose(self) -> None:
+        self._lost = True
+        self._arrived.set()
+
+
+@dataclass
+class _Channel:
+    # Resolved when Redis confirms the subscription: from then on nothing published is missed.
+    ready: asyncio.Future[None]
+    subs: set[Subscription] = field(default_factory=set)
+
+
+class Hub:
+    """The process's one pub/sub connection to Redis, opened on first use."""
+
+    def __init__(self, bus: redis.Redis) -> None:
+        self._bus = bus
+        self._pubsub: redis.client.PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._channels: dict[bytes, _Channel] = {}
+        # Redis confirms SUBSCRIBE commands in the order they were sent: a channel's futures wait
+        # in that order, so a reply is never taken for a later command's.
+        self._confirming: dict[bytes, deque[asyncio.Future[None]]] = {}
+        # Commands go out one at a time: "is this channel still wanted?" and the UNSUBSCRIBE that
+        # follows must not let a SUBSCRIBE for it in between.
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def channels(self) -> int:
+        """Channels this process is subscribed to (for tests and metrics)."""
+        return len(self._channels)
+
+    async def subscribe(self, key: str) -> Subscription | None:
+        """A subscription to channel `key`, confirmed by Redis; None if Redis cannot be reached."""
+        sub = Subscription(self, key.encode())
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+                ready = await self._join(sub)
+                # Shielded: the future is shared by every stream joining the channel meanwhile.
+                await asyncio.shield(ready)
+        except _REDIS_ERRORS as exc:
+            log.debug("event stream cannot subscribe", channel=key, error=str(exc))
+            sub.close()
+            return None
+        except BaseException:
+            sub.close()
+            raise
+        return sub
+
+    async def close(self) -> None:
+        """Ends the connection; every open subscription is lost (called when the process stops)."""
+        async with self._lock:
+            pubsub, self._pubsub = self._pubsub, None
+            self._forget(ConnectionError("the event hub was closed"))
+        if pubsub is not None:
+            await self._release(pubsub)
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _join(self, sub: Subscription) -> asyncio.Future[None]:
+        async with self._lock:
+            pubsub = await self._connected()
+            channel = self._channels.get(sub.key)
+            if channel is None:
+                channel = _Channel(ready=asyncio.get_running_loop().create_future())
+                self._channels[sub.key] = channel
+                self._confirming.setdefault(sub.key, deque()).append(channel.ready)
+                try:
+                    await pubsub.subscribe(sub.key)
+                except BaseException as exc:
+                    self._broken(pubsub, exc)
+                    raise
+            channel.subs.add(sub)
+            return channel.ready
+
+    async def _connected(self) -> redis.client.PubSub:
+        """The pub/sub connection, opened (with its reader) if there is none. Under `_lock`."""
+        if self._pubsub is not None:
+            return self._pubsub
+        pubsub = self._bus.pubsub()
+        try:
+            await pubsub.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            await self._release(pubsub)
+            raise
+        self._pubsub = pubsub
+        self._reader = self._spawn(self._read(pubsub))
+        return pubsub
+
+    def _leave(self, sub: Subscription) -> None:
+        channel = self._channels.get(sub.key)
+        if channel is None or sub not in channel.subs:
+            return
+        channel.subs.discard(sub)
+        if not channel.subs:
+            del self._channels[sub.key]
+            if self._pubsub is not None:
+                self._spawn(self._unsubscribe(self._pubsub, sub.key))
+
+    async def _unsubscribe(self, pubsub: redis.client.PubSub, key: bytes) -> None:
+        async with self._lock:
+            if pubsub is not self._pubsub or key in self._channels:
+                return  # the connection is gone, or a stream joined the channel again meanwhile
+            try:
+                with anyio.fail_after(CLEANUP_TIMEOUT_S):
+                    await pubsub.unsubscribe(key)
+            except _REDIS_ERRORS as exc:
+                self._broken(pubsub, exc)
+
+    async def _read(self, pubsub: redis.client.PubSub) -> None:
+        """Reads the connection until it fails, handing each message to its channel's streams."""
+        try:
+            while True:
+                message = await pubsub.get_message(timeout=READ_TIMEOUT_S)
+                if message is not None:
+                    self._dispatch(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # whatever ended the reader, the streams must know
+            log.warning("event hub lost redis", error=str(exc))
+            async with self._lock:
+                self._broken(pubsub, exc)
+
+    def _dispatch(self, message: dict[str, object]) -> None:
+        key = message.get("channel")
+        if not isinstance(key, bytes):
+            return
+        kind = message.get("type")
+        if kind == "subscribe":
+            waiting = self._confirming.get(key)
+            if waiting:
+                ready = waiting.popleft()
+                if not waiting:
+                    del self._confirming[key]
+                if not ready.done():
+                    ready.set_result(None)
+        elif kind == "message":
+            channel = self._channels.get(key)
+            data = message.get("data")
+            if channel is None or not isinstance(data, bytes):
+                return
+            frame = parse_frame(data)  # once, however many streams follow the session
+            if frame is None:
+                log.warning("unreadable frame on the event channel", channel=key.decode())
+                return
+            for sub in list(channel.subs):
+                sub._deliver(frame)
+
+    def _broken(self, pubsub: redis.client.PubSub, exc: BaseException) -> None:
+        """`pubsub` failed: if it is the current connection, every stream on it is told. Under `_lock`."""
+        if pubsub is not self._pubsub:
+            return
+        self._pubsub = None
+        self._forget(exc)
+        self._spawn(self._release(pubsub))
+
+    def _forget(self, exc: BaseException) -> None:
+        for channel in self._channels.values():
+            for sub in channel.subs:
+                sub._lose()
+        for waiting in self._confirming.values():
+            for ready in waiting:
+                if not ready.done():
+                    ready.set_exception(ConnectionError(f"redis: {exc}"))
+                    ready.exception()  # retrieved: a joiner that gave up must not leave it unread
+        self._channels.clear()
+        self._confirming.clear()
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()
+        self._reader = None
+
+    async def _release(self, pubsub: redis.client.PubSub) -> None:
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(CLEANUP_TIMEOUT_S),
+            contextlib.suppress(*_REDIS_ERRORS),
+        ):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

@@ -1,10 +1,11 @@
-"""A one-tool turn's Temporal shape without its work, the yardstick for the real loop.
+"""A turn's Temporal shape without its work, the yardstick for the real loop.
 
 `SessionWorkflow` runs, for a turn with one tool call: `reason`, `run_tool`, `reason`, local
-`finish_turn` (the `reason` steps store the turn's opening events and the act's completion).
-`BareTurn` runs the same activities, with the same options, as no-ops. Its own module, importing
-little: the workflow sandbox re-imports a workflow's module for every run, and the benchmark module
-imports the whole application.
+`finish_turn` (the `reason` steps store the turn's opening events and the act's completion); for N
+tool calls one after the other, N times `reason`, `run_tool`, then the last `reason` and
+`finish_turn`. `BareTurn(N)` runs the same activities, with the same options, as no-ops. Its own
+module, importing little: the workflow sandbox re-imports a workflow's module for every run, and the
+benchmark module imports the whole application.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ class Steps:
 @workflow.defn(name="BareTurn")
 class BareTurn:
     @workflow.run
-    async def run(self) -> None:
-        await self._remote("reason", timedelta(minutes=10), LLM_RETRY)
-        await self._remote("run_tool", TOOL_TIMEOUT, TOOL_RETRY)
+    async def run(self, tool_calls: int = 1) -> None:
+        for _ in range(tool_calls):
+            await self._remote("reason", timedelta(minutes=10), LLM_RETRY)
+            await self._remote("run_tool", TOOL_TIMEOUT, TOOL_RETRY)
         await self._remote("reason", timedelta(minutes=10), LLM_RETRY)
         await self._local("finish_turn")
 

@@ -279,7 +279,8 @@ def report(figures: Figures, samples: Samples, args: argparse.Namespace) -> None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.bench.langgraph_compare", description=__doc__.split("\n")[0]
+        prog="python -m tests.bench.langgraph_compare",
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
     )
     parser.add_argument("--iterations", type=int, default=30, help="measured iterations (default 30)")
     parser.add_argument(

@@ -4,7 +4,8 @@ with the admin signed in, as a deployment would run it.
 
 `page` fails its test on any uncaught JavaScript error, so a view that breaks shows up even where a
 test does not look at it. `shot(page, name)` saves a screenshot under .everloop-artifacts/console/
-(looked at by hand; the README's two images are copied from there: docs/images/console-*.png)."""
+(looked at by hand; docs/console.md's two images, one also in the README, are copied from there:
+docs/images/console-*.png)."""
 
 from __future__ import annotations
 

@@ -176,14 +176,15 @@ class Rig:
         await asyncio.sleep(SETTLE_S)
         if long_turn and self.long_steps:
             self.long_session = await self._session(self.long_agent_id, self.long_session, same_session)
-            await self.turn(figures, self.long_session, self.long_steps - 1)
+            await self.turn(figures, self.long_session, self.long_steps - 1, long=True)
             await asyncio.sleep(SETTLE_S)
-            await self.bare(figures, self.long_steps - 1)
+            await self.bare(figures, self.long_steps - 1, long=True)
             await asyncio.sleep(SETTLE_S)
 
-    async def turn(self, figures: Figures, session: str, tool_calls: int) -> None:
-        """One turn of `tool_calls` tool calls, one per step; the one-tool turn's frames are noted."""
-        one_tool = tool_calls == 1
+    async def turn(self, figures: Figures, session: str, tool_calls: int, *, long: bool = False) -> None:
+        """One turn of `tool_calls` tool calls, one per step; the long turn's time goes to its own
+        figures, the one-tool turn's frames are noted."""
+        one_tool = not long
         name = channel(uuid.UUID(session.rsplit("/", 1)[1]))
         await subscribe(self.pubsub, name)
         seen: dict[str, int] = defaultdict(int)
@@ -215,14 +216,14 @@ class Rig:
         if seen["tool.call_completed"] != tool_calls or seen["reason.completed"] != tool_calls + 1:
             raise RuntimeError(f"not the {tool_calls}-tool turn this measures; its frames: {dict(seen)}")
 
-    async def bare(self, figures: Figures, tool_calls: int) -> None:
+    async def bare(self, figures: Figures, tool_calls: int, *, long: bool = False) -> None:
         self.steps.started.clear()
         start = time.perf_counter()
         await self.client.execute_workflow(
             BareTurn.run, tool_calls, id=f"bare-{uuid.uuid4()}", task_queue=self.bare_queue
         )
         done = time.perf_counter()
-        if tool_calls != 1:
+        if long:
             figures.long_bare_ms.append((done - start) * 1000)
             return
         figures.bare_ms.append((done - start) * 1000)
@@ -421,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--same-session", action="store_true", help="every turn in one session, in turn")
     parser.add_argument("--sweep", action="store_true", help="then compare worker and Temporal settings")
     args = parser.parse_args(argv)
+    if args.steps < 0:
+        parser.error("--steps: 0 (no long turn) or more")
     configure_logging("WARNING", LogFormat.CONSOLE)
     # Imported here, after `core` (which keeps litellm from fetching its price table at import).
     import litellm

@@ -49,6 +49,16 @@ WORKFLOWS = [
 ]
 
 
+# How much work one worker process takes at once (temporalio's default is 100 of each).
+# tests/bench/throughput.py measures them; docs/benchmarks.md has the figures.
+MAX_CONCURRENT_WORKFLOW_TASKS = 100
+MAX_CONCURRENT_ACTIVITIES = 100
+SLOTS = {
+    "max_concurrent_workflow_tasks": MAX_CONCURRENT_WORKFLOW_TASKS,
+    "max_concurrent_activities": MAX_CONCURRENT_ACTIVITIES,
+}
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -96,6 +106,8 @@ def build_worker(
         default_heartbeat_throttle_interval=timedelta(seconds=heartbeat.EVERY_S),
         # Let in-flight activities finish (they heartbeat and are retried elsewhere if we die).
         graceful_shutdown_timeout=timedelta(seconds=10),
+        max_concurrent_workflow_tasks=MAX_CONCURRENT_WORKFLOW_TASKS,
+        max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
     )
 
 

@@ -38,6 +38,8 @@ SIMULATOR = {"mode": "fixed", "text": WORDS, "first_token_delay": 3, "chunk_dela
 # A killed worker's step is retried once its heartbeat timeout (10 s) has passed, and its sticky
 # workflow tasks go back to the shared queue after as long: the batch ends well within this.
 BATCH_TIMEOUT_S = 120
+# Two workers boot at once, beside two API processes: a minute or more on a loaded machine.
+BOOT_TIMEOUT_S = 180
 
 
 class Seen(msgspec.Struct, frozen=True):
@@ -112,7 +114,7 @@ async def test_two_apis_two_workers_one_killed_mid_load(
     simulator_url: str,
     task_queue: str,
 ) -> None:
-    killed, survivor = (identity(p.pid) for p in pair)
+    by_identity = {identity(p.pid): p for p in pair}
     clients = [httpx.AsyncClient(base_url=url, timeout=30) for url in apis]
     followers: list[asyncio.Task[list[Seen]]] = []
     try:
@@ -122,7 +124,7 @@ async def test_two_apis_two_workers_one_killed_mid_load(
         session_ids = [(await factories.session(clients[i % 2], agent["id"]))["id"] for i in range(SESSIONS)]
         paths = [f"/v1/agents/{agent['id']}/sessions/{sid}" for sid in session_ids]
         # Both workers poll before any turn starts, or the first would take the whole batch.
-        await until_polling(temporal_client, task_queue, {killed, survivor})
+        await until_polling(temporal_client, task_queue, set(by_identity), timeout=BOOT_TIMEOUT_S)
         ready = [asyncio.Event() for _ in range(2 * SESSIONS)]
         followers = [
             asyncio.create_task(follow(apis[i % 2], f"{paths[i // 2]}/events", ready[i]))
@@ -138,15 +140,23 @@ async def test_two_apis_two_workers_one_killed_mid_load(
         assert [r.status_code for r in posted] == [201] * SESSIONS, [r.text for r in posted]
 
         # The batch runs on both workers: each runs an LLM step (seen in flight) before one dies.
+        # The one killed is the last seen starting one: its step has just begun, so the kill is
+        # certain to land while it runs.
+        seen: set[str] = set()
         async with asyncio.timeout(60):
             while True:
                 now = await asyncio.gather(
                     *(running(temporal_client, f"session-{sid}", "reason") for sid in session_ids)
                 )
-                if {killed, survivor} <= {worker for steps in now for worker in steps}:
+                last = {worker for steps in now for worker in steps} - seen
+                seen |= last
+                if len(seen) >= 2:
                     break
                 await asyncio.sleep(0.1)
-        workers.kill(pair[0])
+        assert seen == set(by_identity), seen
+        killed = sorted(last)[0]
+        (survivor,) = seen - {killed}
+        workers.kill(by_identity[killed])
         streams = await asyncio.wait_for(asyncio.gather(*followers), BATCH_TIMEOUT_S)
     finally:
         for task in followers:

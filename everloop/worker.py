@@ -49,10 +49,24 @@ WORKFLOWS = [
 ]
 
 
-# How much work one worker process takes at once (temporalio's default is 100 of each).
-# tests/bench/throughput.py measures them; docs/benchmarks.md has the figures.
-MAX_CONCURRENT_WORKFLOW_TASKS = 100
-MAX_CONCURRENT_ACTIVITIES = 100
+# How much work one worker process takes at once; tests/bench/throughput.py measures them and
+# docs/benchmarks.md has the figures. Workflow tasks are CPU work in Temporal's sandbox, in threads
+# that share the event loop's GIL: more at once adds no throughput, only latency, and a task not
+# done within the 10 s workflow-task timeout is done again. With temporalio's default of 100, 200
+# sessions of back-to-back turns on 2 busy cores made 741 workflow tasks time out and 1,459 take
+# over 5 s in one run, for 0.8 turns/s; with 10, none timed out (15 over 5 s) and the same load ran
+# 1.5 turns/s with zero errors (2026-11-30, load average 9-16). Waiting tasks stay in Temporal's
+# queue, which has no timeout, and go to whichever worker process has a slot.
+MAX_CONCURRENT_WORKFLOW_TASKS = 10
+# Steps (LLM calls, tools, their transactions) at once, all on this process's one event loop. With
+# temporalio's default of 100 the loop could not send their heartbeats within the 10 s heartbeat
+# timeout under 200 sessions: 156-240 steps per run cancelled and run again, a QueuePool timeout
+# (100 steps, 10 + 10 pooled connections), and in one burst 28 turns failed (llm_error) after their
+# attempts ran out; with 20 (and 10 workflow tasks), one retried step (a simulator reset) and zero
+# errors. 20 is also what the loop can stream at once: litellm costs ~1 ms of CPU per streamed
+# chunk (docs/benchmarks.md), so ~20 replies at 50 chunks/s fill a core; and it is the pool's
+# size plus overflow, so no step waits for a connection. More load wants more worker processes.
+MAX_CONCURRENT_ACTIVITIES = 20
 SLOTS = {
     "max_concurrent_workflow_tasks": MAX_CONCURRENT_WORKFLOW_TASKS,
     "max_concurrent_activities": MAX_CONCURRENT_ACTIVITIES,

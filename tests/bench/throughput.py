@@ -384,6 +384,7 @@ class Window:
         self.start = self.end = math.inf
         self.opened, self.closed = asyncio.Event(), asyncio.Event()
         self.in_flight = 0
+        self.ramp_errors: Counter[str] = Counter()  # before the window: the first burst's
 
     def open(self) -> None:
         if not self.opened.is_set():
@@ -397,6 +398,8 @@ class Window:
             self.waiting -= 1
             if self.waiting == 0:
                 self.open()
+        if time.monotonic() < self.start and error not in (None, RETRIED):
+            self.ramp_errors[error] += 1
         if not self.start <= time.monotonic() <= self.end:
             return
         if error is not None and error != RETRIED:
@@ -440,6 +443,8 @@ async def measure(
             f"  ramp-up: every client's first turn done in {window.start - started:.1f} s; measuring",
             flush=True,
         )
+        if window.ramp_errors:
+            print(f"  errors before the window (not counted): {dict(window.ramp_errors)}", flush=True)
         async with sampling(sampler):
             await window.closed.wait()
         print(f"  at the window's end {window.in_flight} turns were in flight (not counted)", flush=True)

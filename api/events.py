@@ -264,7 +264,14 @@ async def _streamed(
     )
     until, allowed = _credential_limits(request, services)
     follower = event_stream.Follower(
-        services.db, services.events, query.session_id, after, filter_, until=until, allowed=allowed
+        services.db,
+        services.events,
+        services.last_sequences,
+        query.session_id,
+        after,
+        filter_,
+        until=until,
+        allowed=allowed,
     )
     # nginx and others buffer a response unless told not to: a stream held back is no stream.
     return ServerSentEvent(_frames(follower), headers={**_VARY, "X-Accel-Buffering": "no"})

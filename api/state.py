@@ -17,6 +17,7 @@ from core.errors import ServiceUnavailable
 from core.settings import AuthMode, Settings
 from services import auth
 from services.event_hub import Hub
+from services.last_sequences import LastSequences
 from services.rate_limits import RateLimits
 
 log = structlog.get_logger("everloop.api")
@@ -36,6 +37,8 @@ class Services:
         self.redis: redis.Redis = bus.connect(redis_url)
         # Every SSE stream of the process shares its one Redis subscription.
         self.events = Hub(self.redis)
+        # And asks PostgreSQL for their sessions' last sequences together.
+        self.last_sequences = LastSequences(self.db)
         self.temporal_address = temporal_address
         self._temporal: Client | None = None
         self.secrets: SecretBox | None = secret_box(settings)

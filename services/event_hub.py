@@ -100,10 +100,12 @@ class Subscription:
             raise SubscriptionLost
         return None
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """Leaves the channel; the last stream of the process to leave it waits for Redis to confirm
+        the unsubscribe (briefly, shielded: it runs as the stream ends, often while cancelled)."""
         if not self.closed:
             self.closed = True
-            self._hub._leave(self)
+            await self._hub._leave(self)
 
     def _deliver(self, frame: Frame) -> None:
         if self._lost:
@@ -138,6 +140,7 @@ class Hub:
         # Redis confirms SUBSCRIBE commands in the order they were sent: a channel's futures wait
         # in that order, so a reply is never taken for a later command's.
         self._confirming: dict[bytes, deque[asyncio.Future[None]]] = {}
+        self._unconfirming: dict[bytes, deque[asyncio.Future[None]]] = {}  # likewise UNSUBSCRIBEs
         # Commands go out one at a time: "is this channel still wanted?" and the UNSUBSCRIBE that
         # follows must not let a SUBSCRIBE for it in between.
         self._lock = asyncio.Lock()
@@ -158,10 +161,10 @@ class Hub:
                 await asyncio.shield(ready)
         except _REDIS_ERRORS as exc:
             log.debug("event stream cannot subscribe", channel=key, error=str(exc))
-            sub.close()
+            await sub.aclose()
             return None
         except BaseException:
-            sub.close()
+            await sub.aclose()
             raise
         return sub
 
@@ -205,7 +208,7 @@ class Hub:
         self._reader = self._spawn(self._read(pubsub))
         return pubsub
 
-    def _leave(self, sub: Subscription) -> None:
+    async def _leave(self, sub: Subscription) -> None:
         channel = self._channels.get(sub.key)
         if channel is None or sub not in channel.subs:
             return
@@ -213,17 +216,21 @@ class Hub:
         if not channel.subs:
             del self._channels[sub.key]
             if self._pubsub is not None:
-                self._spawn(self._unsubscribe(self._pubsub, sub.key))
+                with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT_S):
+                    await self._unsubscribe(self._pubsub, sub.key)
 
     async def _unsubscribe(self, pubsub: redis.client.PubSub, key: bytes) -> None:
         async with self._lock:
             if pubsub is not self._pubsub or key in self._channels:
                 return  # the connection is gone, or a stream joined the channel again meanwhile
+            done = asyncio.get_running_loop().create_future()
+            self._unconfirming.setdefault(key, deque()).append(done)
             try:
-                with anyio.fail_after(CLEANUP_TIMEOUT_S):
-                    await pubsub.unsubscribe(key)
+                await pubsub.unsubscribe(key)
             except _REDIS_ERRORS as exc:
                 self._broken(pubsub, exc)
+                return
+        await done  # outside the lock: others need not wait for this round trip
 
     async def _read(self, pubsub: redis.client.PubSub) -> None:
         """Reads the connection until it fails, handing each message to its channel's streams."""
@@ -244,12 +251,13 @@ class Hub:
         if not isinstance(key, bytes):
             return
         kind = message.get("type")
-        if kind == "subscribe":
-            waiting = self._confirming.get(key)
+        if kind in ("subscribe", "unsubscribe"):
+            confirming = self._confirming if kind == "subscribe" else self._unconfirming
+            waiting = confirming.get(key)
             if waiting:
                 ready = waiting.popleft()
                 if not waiting:
-                    del self._confirming[key]
+                    del confirming[key]
                 if not ready.done():
                     ready.set_result(None)
         elif kind == "message":
@@ -281,8 +289,13 @@ class Hub:
                 if not ready.done():
                     ready.set_exception(ConnectionError(f"redis: {exc}"))
                     ready.exception()  # retrieved: a joiner that gave up must not leave it unread
+        for waiting in self._unconfirming.values():
+            for done in waiting:
+                if not done.done():
+                    done.set_result(None)  # no connection, no subscription
         self._channels.clear()
         self._confirming.clear()
+        self._unconfirming.clear()
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()
         self._reader = None

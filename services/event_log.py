@@ -191,6 +191,14 @@ async def last_sequence(db: AsyncSession, session_id: uuid.UUID) -> int | None:
     return None if value is None else int(value)
 
 
+async def last_sequences(db: AsyncSession, session_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """`last_sequence` of many sessions in one query; a session that is gone is not in the answer."""
+    found = await db.execute(
+        select(Session.id, Session.last_event_sequence).where(Session.id.in_(list(session_ids)))
+    )
+    return {session_id: int(last) for session_id, last in found.all()}
+
+
 async def between(
     db: AsyncSession, session_id: uuid.UUID, after: int, upto: int, types: TypeFilter, limit: int
 ) -> list[Event]:

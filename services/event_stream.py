@@ -52,6 +52,7 @@ from services import event_log
 from services.event_hub import Frame, Hub, Subscription, SubscriptionLost
 from services.event_log import TypeFilter
 from services.events import LiveFrame, channel, to_schema
+from services.last_sequences import LastSequences
 
 log = structlog.get_logger("everloop.events")
 
@@ -104,6 +105,7 @@ class Follower:
         self,
         db: Database,
         hub: Hub,
+        sequences: LastSequences,
         session_id: uuid.UUID,
         after: int,
         types: TypeFilter,
@@ -117,6 +119,7 @@ class Follower:
         is asked at every keep-alive whether the credential still holds (logout, a revoked key)."""
         self.db = db
         self.hub = hub
+        self.sequences = sequences
         self.session_id = session_id
         self.last = after  # the highest sequence dealt with, sent or filtered out
         self.types = types
@@ -155,7 +158,7 @@ class Follower:
             # The client reconnects with Last-Event-ID and resumes where this stream stopped.
             log.warning("event stream ended: database error", session_id=str(self.session_id), error=str(exc))
         finally:
-            self._unsubscribe()
+            await self._unsubscribe()
 
     async def _step(self) -> AsyncIterator[Item]:
         """Catches up from Postgres, then follows Redis until it fails (or polls once without it)."""
@@ -180,7 +183,7 @@ class Follower:
         """Waits until Postgres answers again, keeping the connection alive, then subscribes again
         (before the caller reads Postgres, as at the start). Returns early if the credential expires."""
         log.warning("event stream waiting for the database", session_id=str(self.session_id), error=str(exc))
-        self._unsubscribe()
+        await self._unsubscribe()
         yield self._sent(Comment(text=DB_UNAVAILABLE))
         loop = asyncio.get_running_loop()
         delay = DB_RETRY_FIRST_S
@@ -195,7 +198,7 @@ class Follower:
                 if self._keepalive_due():
                     yield self._sent(Comment(text=KEEPALIVE))
             try:
-                await self._query(lambda db: event_log.last_sequence(db, self.session_id))
+                await self.sequences.get(self.session_id)
             except _DATABASE_ERRORS as again:
                 if not is_unavailable(again):
                     raise
@@ -242,7 +245,7 @@ class Follower:
                 frame = await self._subscription.next(within=max(wait, 0))
             except SubscriptionLost:
                 log.warning("event stream lost its subscription", session_id=str(self.session_id))
-                self._unsubscribe()
+                await self._unsubscribe()
                 return
             if not await self._still_allowed():
                 return
@@ -280,7 +283,7 @@ class Follower:
         )
 
     async def _catch_up(self) -> AsyncIterator[Item]:
-        upto = await self._query(lambda db: event_log.last_sequence(db, self.session_id))
+        upto = await self.sequences.get(self.session_id)
         if upto is None:
             self.gone = True
             return
@@ -314,11 +317,11 @@ class Follower:
 
     async def _subscribe(self) -> bool:
         """Subscribes (confirmed by Redis); False, and no subscription, if Redis cannot be reached."""
-        self._unsubscribe()
+        await self._unsubscribe()
         self._subscription = await self.hub.subscribe(channel(self.session_id))
         return self._subscription is not None
 
-    def _unsubscribe(self) -> None:
+    async def _unsubscribe(self) -> None:
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
-            subscription.close()
+            await subscription.aclose()

@@ -80,7 +80,7 @@ async def test_many_subscriptions_share_one_connection(hub: Hub, redis_client: r
     assert await _text(followers[-1]) == "0"
 
     for sub in followers:
-        sub.close()
+        await sub.aclose()
     assert hub.channels == 0
 
 
@@ -91,18 +91,18 @@ async def test_a_closed_channel_is_unsubscribed_and_can_be_joined_again(
     name = channel(session_id)
     first = await _subscribed(hub, session_id)
     assert await redis_client.pubsub_numsub(name) == [(name.encode(), 1)]
-    first.close()
-    # Left and joined again at once: the UNSUBSCRIBE must not land after the new SUBSCRIBE.
-    again = await _subscribed(hub, session_id)
+    await first.aclose()  # the last stream of the channel leaves: Redis has confirmed it
+    assert await redis_client.pubsub_numsub(name) == [(name.encode(), 0)]
+    # Left and joined at once, either way round: the UNSUBSCRIBE never lands after the SUBSCRIBE.
+    first = await _subscribed(hub, session_id)
+    _, again = await asyncio.gather(first.aclose(), _subscribed(hub, session_id))
     await _delta(redis_client, session_id, "still here")
     assert await _text(again) == "still here"
-    again.close()
-
-    async def unsubscribed() -> None:
-        while await redis_client.pubsub_numsub(name) != [(name.encode(), 0)]:
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(unsubscribed(), WAIT_S)
+    joined, _ = await asyncio.gather(_subscribed(hub, session_id), again.aclose())
+    await _delta(redis_client, session_id, "and here")
+    assert await _text(joined) == "and here"
+    await joined.aclose()
+    assert await redis_client.pubsub_numsub(name) == [(name.encode(), 0)]
 
 
 async def test_a_lost_connection_is_told_to_every_stream_and_a_new_one_follows(
@@ -117,7 +117,7 @@ async def test_a_lost_connection_is_told_to_every_stream_and_a_new_one_follows(
     for sub in subs:
         with pytest.raises(SubscriptionLost):
             await sub.next(within=WAIT_S)
-        sub.close()
+        await sub.aclose()
     assert hub.channels == 0
 
     again = await _subscribed(hub, one)

@@ -13,10 +13,10 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_SYSTEM_CERTS ?= true
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install browser dev services test pytest bench bench-loop bench-traces bench-knowledge bench-calls bench-limits bench-webhooks bench-console bench-llm checkov lint fmt lock clean
+.PHONY: help install browser dev services test pytest bench bench-loop bench-tokens bench-profile bench-langgraph bench-throughput bench-streams bench-processes bench-traces bench-knowledge bench-calls bench-limits bench-webhooks bench-console bench-llm checkov lint fmt lock clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(UV): tools/bootstrap-requirements.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -70,14 +70,46 @@ pytest: install browser checkov ## Only the tests, in one process (pass ARGS="-k
 	$(VENV)/bin/pytest $(ARGS)
 
 # ARGS goes to the benchmark named (`make bench-traces ARGS="--spans 20000 --traces 2000"`); with
-# `make bench` it goes to the loop's, as before, and LOOP_ARGS / TRACE_ARGS reach each one.
+# `make bench` it goes to the loop's, as before, and LOOP_ARGS / TRACE_ARGS / ... reach each one.
+only_named = $(if $(filter bench,$(MAKECMDGOALS)),,$(ARGS))
 LOOP_ARGS ?= $(ARGS)
-TRACE_ARGS ?= $(if $(filter bench,$(MAKECMDGOALS)),,$(ARGS))
-LLM_ARGS ?= $(if $(filter bench,$(MAKECMDGOALS)),,$(ARGS))
+TOKEN_ARGS ?= $(only_named)
+LLM_ARGS ?= $(only_named)
+LANGGRAPH_ARGS ?= $(only_named)
+THROUGHPUT_ARGS ?= $(only_named)
+STREAMS_ARGS ?= $(only_named)
+PROCESSES_ARGS ?= $(only_named)
+TRACE_ARGS ?= $(only_named)
 
-bench: bench-loop bench-llm bench-traces ## The loop, litellm's cost and the trace store (printed figures, not pass/fail; LOOP_ARGS=, LLM_ARGS=, TRACE_ARGS=)
-bench-loop: install ## Loop latency: a one-tool turn vs bare Temporal (ARGS="--iterations 30", "--sweep")
+# Issue 18's figures, each printed beside its target (docs/benchmarks.md says what bounds each). Each
+# starts a stack of its own; the whole takes about 30 minutes on 2 quiet cores.
+bench: bench-loop bench-tokens bench-llm bench-langgraph bench-throughput bench-streams bench-processes bench-traces ## Every figure of issue 18 and the trace store (printed, not pass/fail; LOOP_ARGS=, TOKEN_ARGS=, ... per part)
+bench-loop: install ## Loop latency: one-tool and 10-step turns vs bare Temporal (ARGS="--iterations 30", "--steps 0", "--sweep")
 	$(VENV)/bin/python -m tests.bench.loop_latency $(LOOP_ARGS)
+
+bench-tokens: install ## A model token -> SSE client, p50/p99, through worker, Redis and everloop api (ARGS="--turns 20 --chunk-delay 0")
+	$(VENV)/bin/python -m tests.bench.token_latency $(TOKEN_ARGS)
+
+bench-profile: install ## Where a one-tool turn's time goes: activities, SQL statements and transactions, litellm, Redis (ARGS="--iterations 20")
+	$(VENV)/bin/python -m tests.bench.loop_profile $(ARGS)
+
+# The `bench` group (uv.lock) goes into an environment of its own, .tools/bench, so .venv keeps
+# exactly what `make install` puts there (langchain brings langsmith, whose pytest plugin would load
+# in every test run). `langgraph dev` gets .tools/langgraph from tests/bench/langgraph_app/
+# requirements.txt (hash-checked; made by the benchmark when missing): langgraph-api pins
+# structlog<26 and everloop needs >=26.1, so it cannot share a lock with the project.
+bench-langgraph: $(UV) ## Everloop's one-tool turn vs LangGraph in-process (SQLite) and `langgraph dev` (ARGS="--iterations 30")
+	UV_PROJECT_ENVIRONMENT=$(TOOLS)/bench $(UV) run --locked --group bench --python $(PYTHON) \
+		python -m tests.bench.langgraph_compare $(LANGGRAPH_ARGS)
+
+bench-throughput: install ## Sustained turns: 200 sessions back to back for 60 s vs the bare workflow (ARGS="--sessions 20 --seconds 20")
+	$(VENV)/bin/python -m tests.bench.throughput $(THROUGHPUT_ARGS)
+
+bench-streams: install ## 5,000 SSE streams on one API process (memory) and one event to 1,000 subscribers (ARGS="--streams 500 --subscribers 100")
+	$(VENV)/bin/python -m tests.bench.streams $(STREAMS_ARGS)
+
+bench-processes: install ## 2 API + 2 worker processes under load, one worker killed mid-run, vs 1 + 1 (ARGS="--sessions 16 --seconds 20")
+	$(VENV)/bin/python -m tests.bench.processes $(PROCESSES_ARGS)
 
 bench-llm: install ## litellm's own cost per call over a raw HTTP request to the simulator, paired (ARGS="--iterations 300")
 	$(VENV)/bin/python -m tests.bench.llm_overhead $(LLM_ARGS)

@@ -60,8 +60,8 @@ WORKFLOWS = [
 MAX_CONCURRENT_WORKFLOW_TASKS = 10
 # Steps (LLM calls, tools, their transactions) at once, all on this process's one event loop. With
 # temporalio's default of 100 the loop could not send their heartbeats within the 10 s heartbeat
-# timeout under 200 sessions: 156-240 steps per run cancelled and run again, a QueuePool timeout
-# (100 steps, 10 + 10 pooled connections), and in one burst 28 turns failed (llm_error) after their
+# timeout under 200 sessions: 156 to 2,465 steps per run cancelled and run again, 40 QueuePool
+# timeouts (100 steps, 10 + 10 pooled connections), and 22-28 turns failed (llm_error) after their
 # attempts ran out; with 20 (and 10 workflow tasks), one retried step (a simulator reset) and zero
 # errors. 20 is also what the loop can stream at once: litellm costs ~1 ms of CPU per streamed
 # chunk (docs/benchmarks.md), so ~20 replies at 50 chunks/s fill a core; and it is the pool's

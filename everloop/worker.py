@@ -54,7 +54,7 @@ WORKFLOWS = [
 # that share the event loop's GIL: more at once adds no throughput, only latency, and a task not
 # done within the 10 s workflow-task timeout is done again. With temporalio's default of 100, 200
 # sessions of back-to-back turns on 2 busy cores made 741 workflow tasks time out and 1,459 take
-# over 5 s in one run, for 0.8 turns/s; with 10, none timed out (15 over 5 s) and the same load ran
+# over 5 s in one run, for 0.8 turns/s; with 10, none timed out (19 over 5 s) and the same load ran
 # 1.5 turns/s with zero errors (2026-11-30, load average 9-16). Waiting tasks stay in Temporal's
 # queue, which has no timeout, and go to whichever worker process has a slot.
 MAX_CONCURRENT_WORKFLOW_TASKS = 10

@@ -33,7 +33,12 @@ def rate_limited(settings: Settings) -> bool:
 class Services:
     def __init__(self, settings: Settings, database_url: str, redis_url: str, temporal_address: str) -> None:
         self.settings = settings
-        self.db = Database(database_url, timeouts=settings.database_timeouts)
+        self.db = Database(
+            database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            timeouts=settings.database_timeouts,
+        )
         self.redis: redis.Redis = bus.connect(redis_url)
         # Every SSE stream of the process shares its one Redis subscription.
         self.events = Hub(self.redis)

@@ -53,6 +53,11 @@ class OAuthClient(msgspec.Struct, kw_only=True, frozen=True):
     name: str | None = None  # display name of the generic OIDC provider
 
 
+# The default slots of one `everloop worker` process; why these figures: everloop/worker.py.
+DEFAULT_WORKER_WORKFLOW_TASKS = 10
+DEFAULT_WORKER_ACTIVITIES = 20
+
+
 class DatabaseTimeouts(msgspec.Struct, kw_only=True, frozen=True):
     """How long anything waits on PostgreSQL, in seconds (the DB_* settings): a database that is down
     or hung costs a request a bounded wait and a 503, never a hang."""
@@ -177,6 +182,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # A file `everloop worker` touches from its event loop while its Temporal worker runs
     # (WORKER_LIVENESS_FILE; unset: none): the liveness probe's evidence (deploy/healthcheck.py).
     worker_liveness_file: Path | None = None
+    # What one process takes on at once. PostgreSQL connections each API or worker process keeps
+    # (DB_POOL_SIZE) and may open beyond them under load (DB_MAX_OVERFLOW); workflow tasks and steps
+    # one worker process runs at once (WORKER_MAX_CONCURRENT_WORKFLOW_TASKS, ..._ACTIVITIES).
+    database_pool_size: int = 10
+    database_max_overflow: int = 10
+    worker_max_concurrent_workflow_tasks: int = DEFAULT_WORKER_WORKFLOW_TASKS
+    worker_max_concurrent_activities: int = DEFAULT_WORKER_ACTIVITIES
 
     def uvicorn_options(self) -> dict[str, object]:
         """How `everloop api` serves: client address and scheme from `X-Forwarded-For`/`-Proto` only
@@ -594,6 +606,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_metrics_port=read.integer("WORKER_METRICS_PORT", 0, low=0, high=65535) or None,
         api_graceful_shutdown_s=read.integer("API_GRACEFUL_SHUTDOWN_S", 15, low=1, high=3600),
         worker_liveness_file=read.parse("WORKER_LIVENESS_FILE", None, Path, "a file path"),
+        database_pool_size=read.integer("DB_POOL_SIZE", 10, low=1, high=1000),
+        database_max_overflow=read.integer("DB_MAX_OVERFLOW", 10, low=0, high=1000),
+        worker_max_concurrent_workflow_tasks=read.integer(
+            "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", DEFAULT_WORKER_WORKFLOW_TASKS, low=1, high=1000
+        ),
+        worker_max_concurrent_activities=read.integer(
+            "WORKER_MAX_CONCURRENT_ACTIVITIES", DEFAULT_WORKER_ACTIVITIES, low=1, high=10000
+        ),
     )
 
 

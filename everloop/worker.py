@@ -25,7 +25,7 @@ from activities.webhooks import WebhookActivities
 from core import bus, metrics, temporal
 from core.crypto import secret_box
 from core.db import Database
-from core.settings import Settings
+from core.settings import DEFAULT_WORKER_ACTIVITIES, DEFAULT_WORKER_WORKFLOW_TASKS, Settings
 from everloop.liveness import touch_forever
 from everloop.sweeper import sweep_forever
 from services import drift, litellm_setup
@@ -57,7 +57,8 @@ WORKFLOWS = [
 # over 5 s in one run, for 0.8 turns/s; with 10, none timed out (19 over 5 s) and the same load ran
 # 1.5 turns/s with zero errors (2026-11-30, load average 9-16). Waiting tasks stay in Temporal's
 # queue, which has no timeout, and go to whichever worker process has a slot.
-MAX_CONCURRENT_WORKFLOW_TASKS = 10
+# The default of WORKER_MAX_CONCURRENT_WORKFLOW_TASKS:
+MAX_CONCURRENT_WORKFLOW_TASKS = DEFAULT_WORKER_WORKFLOW_TASKS
 # Steps (LLM calls, tools, their transactions) at once, all on this process's one event loop. With
 # temporalio's default of 100 the loop could not send their heartbeats within the 10 s heartbeat
 # timeout under 200 sessions: 156 to 2,465 steps per run cancelled and run again, 40 QueuePool
@@ -66,8 +67,10 @@ MAX_CONCURRENT_WORKFLOW_TASKS = 10
 # errors. 20 is also what the loop can stream at once: litellm costs ~1 ms of CPU per streamed
 # chunk (docs/benchmarks.md), so ~20 replies at 50 chunks/s fill a core; and it is the pool's
 # size plus overflow, so no step waits for a connection. More load wants more worker processes.
-MAX_CONCURRENT_ACTIVITIES = 20
-SLOTS = {
+# With real providers a step mostly waits on the network: raise WORKER_MAX_CONCURRENT_ACTIVITIES
+# (and DB_POOL_SIZE with it) while the process's CPU allows; the default of that setting:
+MAX_CONCURRENT_ACTIVITIES = DEFAULT_WORKER_ACTIVITIES
+SLOTS = {  # the defaults, as temporalio's Worker options
     "max_concurrent_workflow_tasks": MAX_CONCURRENT_WORKFLOW_TASKS,
     "max_concurrent_activities": MAX_CONCURRENT_ACTIVITIES,
 }
@@ -120,8 +123,8 @@ def build_worker(
         default_heartbeat_throttle_interval=timedelta(seconds=heartbeat.EVERY_S),
         # Let in-flight activities finish (they heartbeat and are retried elsewhere if we die).
         graceful_shutdown_timeout=timedelta(seconds=10),
-        max_concurrent_workflow_tasks=MAX_CONCURRENT_WORKFLOW_TASKS,
-        max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
     )
 
 
@@ -143,7 +146,12 @@ def serve_metrics(
 
 async def run_worker(settings: Settings, database_url: str, redis_url: str, temporal_address: str) -> None:
     client = await temporal.connect(temporal_address, settings.temporal_namespace)
-    db = Database(database_url, timeouts=settings.database_timeouts)
+    db = Database(
+        database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        timeouts=settings.database_timeouts,
+    )
     redis = bus.connect(redis_url)
     exporter = TurnExporter.from_settings(settings)
     worker_metrics, metrics_server = serve_metrics(settings, db, redis)

@@ -49,11 +49,19 @@ def async_url(url: str) -> str:
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10, timeouts: DatabaseTimeouts | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int = 10,
+        timeouts: DatabaseTimeouts | None = None,
+    ) -> None:
         self.timeouts = limits = timeouts or DatabaseTimeouts()
         self.engine: AsyncEngine = create_async_engine(
             async_url(url),
             pool_size=pool_size,
+            max_overflow=max_overflow,
             pool_timeout=limits.pool_s,
             pool_recycle=1800,
             pool_pre_ping=False,  # replaced by `ping` in `_bound_waits`, which has a time limit of its own

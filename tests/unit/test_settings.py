@@ -80,6 +80,10 @@ def test_values_are_read_and_normalised() -> None:
         ("JSON_MAX_ITEMS", "many"),
         ("EVERLOOP_STARTUP_TIMEOUT", "0"),
         ("EMBEDDED_POSTGRES_PORT", "x"),
+        ("DB_POOL_SIZE", "0"),
+        ("DB_MAX_OVERFLOW", "-1"),
+        ("WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", "0"),
+        ("WORKER_MAX_CONCURRENT_ACTIVITIES", "lots"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_variable(name: str, value: str) -> None:
@@ -147,3 +151,31 @@ def test_worker_liveness_file_is_a_path_or_none(tmp_path: Path) -> None:
     assert load_settings({}).worker_liveness_file is None
     path = tmp_path / "alive"
     assert load_settings({"WORKER_LIVENESS_FILE": str(path)}).worker_liveness_file == path
+
+
+async def test_process_sizes_reach_the_api_pool_and_default_to_the_benchmarked_figures() -> None:
+    from api.state import Services
+    from everloop.worker import SLOTS
+
+    defaults = load_settings({})
+    assert (defaults.database_pool_size, defaults.database_max_overflow) == (10, 10)
+    assert {
+        "max_concurrent_workflow_tasks": defaults.worker_max_concurrent_workflow_tasks,
+        "max_concurrent_activities": defaults.worker_max_concurrent_activities,
+    } == SLOTS
+    sized = load_settings(
+        {
+            "DB_POOL_SIZE": "3",
+            "DB_MAX_OVERFLOW": "0",
+            "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS": "4",
+            "WORKER_MAX_CONCURRENT_ACTIVITIES": "50",
+        }
+    )
+    assert (sized.worker_max_concurrent_workflow_tasks, sized.worker_max_concurrent_activities) == (4, 50)
+    # Nothing connects until used: the pool's size is the setting's.
+    services = Services(sized, "postgresql://x@127.0.0.1:1/x", "redis://127.0.0.1:1/0", "127.0.0.1:1")
+    try:
+        pool = services.db.engine.pool
+        assert (pool.size(), pool._max_overflow) == (3, 0)  # type: ignore[attr-defined]
+    finally:
+        await services.close()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -145,6 +146,9 @@ class Hub:
         # follows must not let a SUBSCRIBE for it in between.
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        # A channel of the hub's own, subscribed for as long as the connection lives (see `_connected`).
+        self._home = f"everloop:hub:{uuid.uuid4().hex}".encode()
 
     @property
     def channels(self) -> int:
@@ -159,8 +163,8 @@ class Hub:
                 ready = await self._join(sub)
                 # Shielded: the future is shared by every stream joining the channel meanwhile.
                 await asyncio.shield(ready)
-        except _REDIS_ERRORS as exc:
-            log.debug("event stream cannot subscribe", channel=key, error=str(exc))
+        except Exception as exc:  # Redis away, or redis-py surprised: the stream polls meanwhile
+            log.debug("event stream cannot subscribe", channel=key, error=repr(exc))
             await sub.aclose()
             return None
         except BaseException:
@@ -171,12 +175,12 @@ class Hub:
     async def close(self) -> None:
         """Ends the connection; every open subscription is lost (called when the process stops)."""
         async with self._lock:
+            self._closed = True  # a stream still open must not open a new connection after this
             pubsub, self._pubsub = self._pubsub, None
             self._forget(ConnectionError("the event hub was closed"))
         if pubsub is not None:
             await self._release(pubsub)
-        for task in list(self._tasks):
-            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _join(self, sub: Subscription) -> asyncio.Future[None]:
         async with self._lock:
@@ -198,9 +202,16 @@ class Hub:
         """The pub/sub connection, opened (with its reader) if there is none. Under `_lock`."""
         if self._pubsub is not None:
             return self._pubsub
+        if self._closed:
+            raise ConnectionError("the event hub is closed")
         pubsub = self._bus.pubsub()
         try:
             await pubsub.connect()  # type: ignore[no-untyped-call]
+            # Subscribed to something at all times: redis-py sends a command on a pub/sub connection
+            # that follows nothing with a health-check PING whose answer it reads in the sending
+            # task, while the reader below waits on the same socket ("readuntil() called while
+            # another coroutine is already waiting"). Sent before the reader starts.
+            await pubsub.subscribe(self._home)
         except BaseException:
             await self._release(pubsub)
             raise

@@ -181,3 +181,32 @@ async def test_one_api_process_serves_more_streams_than_the_redis_pool_holds(
         seen = await asyncio.gather(*(r.next() for r in readers))
         assert {(f.comment, f.id) for f in seen} == {(None, str(event.id))}
         assert (await http.get("/ready")).status_code == 200
+
+
+async def test_a_join_when_nothing_is_followed_and_a_health_check_is_due_still_subscribes(
+    hub: Hub, redis_client: redis.Redis
+) -> None:
+    """redis-py sends a command on a pub/sub connection that follows nothing with a health-check
+    PING and reads its answer in the sending task, beside the hub's reader: "readuntil() called
+    while another coroutine is already waiting". The hub's own channel keeps it following one."""
+    first = await _subscribed(hub, uuid.uuid4())
+    await first.aclose()  # nothing of the streams' is followed now
+    assert hub.channels == 0
+    await asyncio.sleep(0.1)  # the reader back in its read (nothing to await for that: it is inside redis-py)
+    connection = hub._pubsub.connection if hub._pubsub is not None else None
+    assert connection is not None
+    connection.next_health_check = 0  # as if 30 s had passed since its last answer
+    session_id = uuid.uuid4()
+    sub = await _subscribed(hub, session_id)
+    await _delta(redis_client, session_id, "followed")
+    assert await _text(sub) == "followed"
+
+
+async def test_a_closed_hub_opens_no_new_connection(hub: Hub, redis_client: redis.Redis) -> None:
+    sub = await _subscribed(hub, uuid.uuid4())
+    await hub.close()
+    with pytest.raises(SubscriptionLost):
+        await sub.next(within=WAIT_S)
+    # A stream still open at shutdown that tries again gets "cannot subscribe", not a new connection.
+    assert await hub.subscribe(channel(uuid.uuid4())) is None
+    assert hub._pubsub is None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -134,14 +134,15 @@ async def test_a_recorded_turn_replayed_with_another_model_shows_both_answers(lo
 
 
 async def _ingest(client: httpx.AsyncClient, trace_id: str, spans: list[dict[str, Any]]) -> None:
+    # A minute ago, not a fixed date: the test reads the last day's analytics, which a fixed date
+    # falls out of a day later.
+    start = datetime.now(UTC) - timedelta(minutes=1)
+
+    def at(seconds: int) -> str:
+        return (start + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
     batch = [
-        {
-            "trace_id": trace_id,
-            "status": "ok",
-            "start_time": f"2026-11-29T12:00:0{i}Z",
-            "end_time": f"2026-11-29T12:00:0{i + 1}Z",
-            **span,
-        }
+        {"trace_id": trace_id, "status": "ok", "start_time": at(i), "end_time": at(i + 1), **span}
         for i, span in enumerate(spans)
     ]
     response = await client.post("/v1/traces", json={"trace_name": "pipeline", "spans": batch})
@@ -208,7 +209,7 @@ async def test_an_ingested_trace_is_re_executed_where_it_can_be_and_diffed_on_in
     usage = (await loop.client.get("/v1/analytics/usage", params={"period": "1d"})).json()
     assert usage["total_traces"] == 1, usage
     assert {m["model"]: m["calls"] for m in usage["top_models"]} == {"sim-echo": 2, "gpt-4o": 1}
-    day = datetime.fromisoformat("2026-11-29T12:00:00+00:00")
+    day = datetime.now(UTC) - timedelta(minutes=30)  # a window around the ingested spans
     async with loop.db.session() as s:
         rows = (
             await s.execute(

@@ -23,6 +23,7 @@ from everloop.stack import Endpoints
 from services.embedding_models import default_embedding_model, embedding_model
 from tests.api.test_auth_full import ADMIN_EMAIL, ADMIN_PASSWORD, clear_rate_limits, full_settings, register
 from tests.apps import app_for
+from tests.conftest import truncate_all
 from tests.servers import Server, running
 
 
@@ -91,6 +92,10 @@ async def v2_stack(endpoints: Endpoints, **env: str) -> AsyncIterator[Stack]:
 
 @pytest.fixture
 async def stack(endpoints: Endpoints, db: Database) -> AsyncIterator[Stack]:
+    # The deployment's models (shared providers: no owner) are every user's, so the counts below
+    # hold only in an empty database, whatever ran before in this process: a test whose rows
+    # outlived it (a shared embedding model once made a count 4 instead of 3) must not decide them.
+    await truncate_all(db)
     async with v2_stack(endpoints) as running_stack:
         yield running_stack
 

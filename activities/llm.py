@@ -365,6 +365,7 @@ class _AgentTools:
             timeout_s=spec.timeout_s,
             require_approval=required,
             approval_timeout_s=wait,
+            local=spec.local,
         )
 
 

@@ -110,6 +110,11 @@ class CapabilitySpec:
     tools: tuple[Tool, ...] = field(default_factory=tuple)
     timeout_s: float = 60.0
     config: type[CapabilityConfig] = CapabilityConfig
+    # Its tools finish in milliseconds, touch nothing outside the worker and may run again with the
+    # same result: the loop runs their calls as local activities (about 30 ms less a tool step,
+    # docs/loop.md). A local activity cannot heartbeat and a crash before the workflow task completes
+    # runs it again, so never for a tool that waits on the network or has effects.
+    local: bool = False
 
     def parse_config(self, raw: dict[str, Any] | None) -> CapabilityConfig:
         """Validates a configuration; raises msgspec.ValidationError naming the field."""

@@ -50,4 +50,5 @@ CAPABILITY = CapabilitySpec(
             handler=get_current_time,
         ),
     ),
+    local=True,
 )

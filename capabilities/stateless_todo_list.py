@@ -46,4 +46,5 @@ CAPABILITY = CapabilitySpec(
             handler=write_todos,
         ),
     ),
+    local=True,
 )

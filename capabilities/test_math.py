@@ -56,4 +56,5 @@ CAPABILITY = CapabilitySpec(
         _tool("multiply", "Multiply", multiply),
         _tool("divide", "Divide a by b:", divide),
     ),
+    local=True,
 )

@@ -62,4 +62,5 @@ CAPABILITY = CapabilitySpec(
             handler=get_forecast,
         ),
     ),
+    local=True,
 )

@@ -46,6 +46,8 @@ with workflow.unsafe.imports_passed_through():
 TOOL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 # Bookkeeping writes: a few quick retries as a local activity (the fast path) ...
 LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+# A short tool's local attempt is tried once: any failure moves the call to the regular activity.
+LOCAL_ONCE = RetryPolicy(maximum_attempts=1)
 # ... then, for a turn's end only, as a regular activity for as long as the database may be away
 # (core.durability.STORE_RETRY).
 # A step waits out a database outage inside its attempt (activities/persist.py), before and after
@@ -403,17 +405,38 @@ class SessionWorkflow:
             if delivered is not None:
                 return delivered
         approval = await self._approval(call) if call.require_approval else None
+        params = ToolInput(
+            session_id=session_id,
+            turn_id=turn_id,
+            iteration=iteration,
+            message_id=message_id,
+            tool_call_id=call.id,
+            approval=approval,
+            client_timeout_s=call.result_timeout_s if call.client_side else None,
+        )
+        if call.local:
+            # A short pure tool: one attempt inside this workflow task, with no task-queue round
+            # trip (docs/loop.md). The tool's own failure is a result; an exception here is the
+            # database or a timeout, and the regular activity below then runs it (again: it is
+            # pure) with a heartbeat and an outage waited out. A worker dying meanwhile fails the
+            # workflow task, and the next one runs the local attempt again; the step's keys store
+            # its result once.
+            try:
+                local: ToolOutcome = await workflow.execute_local_activity(
+                    SessionLoop.RUN_TOOL,
+                    params,
+                    result_type=ToolOutcome,
+                    start_to_close_timeout=LOCAL,
+                    retry_policy=LOCAL_ONCE,
+                    cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                )
+                return local
+            except (ActivityError, ApplicationError):
+                if self._cancelled:
+                    raise  # the turn's cancel, not a failure: nothing more runs
         outcome: ToolOutcome = await workflow.execute_activity(
             SessionLoop.RUN_TOOL,
-            ToolInput(
-                session_id=session_id,
-                turn_id=turn_id,
-                iteration=iteration,
-                message_id=message_id,
-                tool_call_id=call.id,
-                approval=approval,
-                client_timeout_s=call.result_timeout_s if call.client_side else None,
-            ),
+            params,
             result_type=ToolOutcome,
             # The tool's own timeout is enforced inside; this only catches a stuck worker.
             start_to_close_timeout=timedelta(seconds=call.timeout_s + 30) + STORE_WAITS,

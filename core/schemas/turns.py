@@ -147,6 +147,11 @@ class ToolCallRef(msgspec.Struct, kw_only=True):
     # result (`POST .../tool-results`) for up to `result_timeout_s`, then gets an error result.
     client_side: bool = False
     result_timeout_s: float | None = None
+    # A short, pure built-in tool (its capability's `local`): run as a local activity, inside the
+    # worker's workflow task, without a round trip through the server's task queue. Decided by the
+    # `reason` step and recorded with its result, so a replay takes the same path; a result stored
+    # before this field existed decodes as False (a regular activity, as it ran then).
+    local: bool = False
 
 
 class ApprovalDecision(msgspec.Struct, kw_only=True):

@@ -93,12 +93,14 @@ class Stack:
     temporal: Client
     watchers: list[Watcher] = field(default_factory=list)
 
-    async def chat(self, simulator: dict[str, Any], *, tools: bool = False) -> str:
-        """An agent (with the test MCP server's tools if asked) and a session, with a watcher on its
-        stream from the start; returns the session's path."""
+    async def chat(
+        self, simulator: dict[str, Any], *, tools: bool = False, capabilities: list[Any] | None = None
+    ) -> str:
+        """An agent (with the test MCP server's tools if asked, or the `capabilities` given) and a
+        session, with a watcher on its stream from the start; returns the session's path."""
         provider = await factories.provider(self.client, base_url=self.simulator_url)
         model = await factories.model(self.client, provider["id"], settings=simulator)
-        capabilities: list[str] = []
+        capabilities = list(capabilities or [])
         if tools:
             server = await self.client.post(
                 "/v1/mcp-servers",
@@ -109,7 +111,7 @@ class Stack:
                 },
             )
             assert server.status_code == 201, server.text
-            capabilities = [f"mcp:{server.json()['id']}"]
+            capabilities.append(f"mcp:{server.json()['id']}")
         agent = await factories.agent(self.client, default_model_id=model["id"], capabilities=capabilities)
         session = await factories.session(self.client, agent["id"])
         base = f"/v1/agents/{agent['id']}/sessions/{session['id']}"

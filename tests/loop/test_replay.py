@@ -40,7 +40,7 @@ async def _turn_history(loop: Loop, base: str) -> WorkflowHistory:
     ("name", "simulator", "capabilities"),
     [
         (
-            "session_tool_turn",
+            "session_local_tool_turn",
             {
                 "mode": "script",
                 "script": [

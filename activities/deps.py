@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import redis.asyncio as redis
@@ -44,10 +45,10 @@ class EventBatch:
     pending: list[events.NewEvent] = field(default_factory=list)
     stored: list[Event] = field(default_factory=list)
 
-    def add(self, data: EventData, key: str) -> None:
+    def add(self, data: EventData, key: str, *, ts: datetime | None = None) -> None:
         """Adds an event of the step: its payload (whose tag is its type) and its idempotency key,
-        which names the step, never the attempt."""
-        self.pending.append(events.NewEvent(data, key))
+        which names the step, never the attempt; `ts` if it happened before it is stored."""
+        self.pending.append(events.NewEvent(data, key, ts))
 
     async def store(self, db: AsyncSession, values: dict[str, Any] | None = None) -> bool:
         """Stores the pending events (and sets `values` on the session row); False if the session

@@ -18,6 +18,7 @@ from activities.heartbeat import heartbeating
 from activities.persist import persist
 from capabilities import registry
 from capabilities.base import ToolContext, ToolError
+from core.db.base import utcnow
 from core.db.models import Event, Message
 from core.net import NetPolicy
 from core.schemas import events as ev
@@ -53,7 +54,10 @@ class _Begun:
     mcp: registry.Extra | None
     denial: str | None
     turn_input: str | None
+    client_timeout: bool
     ctx: ToolContext
+    # Events made but not stored yet (a local call stores them with its result).
+    unstored: EventBatch | None = None
 
 
 def _kept_result() -> KeptToolResult | None:
@@ -72,6 +76,8 @@ class ToolActivities:
 
     @activity.defn(name=SessionLoop.RUN_TOOL)
     async def run_tool(self, params: ToolInput) -> ToolOutcome:
+        if activity.info().is_local:
+            return await self._run_short(params)
         key = f"{params.turn_id}:{params.tool_call_id}"
         # Both transactions wait out a database outage inside this attempt (`persist`): the tool's
         # result is stored when the database is back, not thrown away.
@@ -85,22 +91,9 @@ class ToolActivities:
         if isinstance(begun, ToolOutcome):
             return begun
         await events.publish_all(self.deps.bus, begun.stored)
-        call = begun.call
-
-        if kept is not None:
-            # An earlier attempt ran the tool and died (or timed out) while the database was away:
-            # its result is stored now; the tool does not run twice.
-            status, result, error = kept.status, kept.result, kept.error
-        elif begun.denial is not None:
-            # Not run: a person (or the approval timeout) denied it, or it is a client-side call
-            # whose result did not come in time.
-            status = "timeout" if params.client_timeout_s is not None else "denied"
-            result, error = None, begun.denial
-        else:
-            status, result, error = await self._execute(
-                call, begun.capability_ids, begun.capability_configs, begun.ctx, begun.mcp
-            )
-        finished = KeptToolResult(status=status, result=result, error=error)
+        # An earlier attempt's kept result is one that ran the tool and died (or timed out) while
+        # the database was away: it is stored now, and the tool does not run twice.
+        finished = await self._run(begun, kept)
         # Kept in the heartbeat, so a later attempt finds it (only if small: heartbeats are
         # bounded payloads; a large result is at-least-once, as every tool call is).
         details = (finished,) if len(msgspec.json.encode(finished)) <= KEEP_MAX_BYTES else ()
@@ -113,9 +106,45 @@ class ToolActivities:
         await events.publish_all(self.deps.bus, stored)
         return outcome
 
-    async def _begin(self, db: AsyncSession, params: ToolInput) -> _Begun | ToolOutcome:
+    async def _run_short(self, params: ToolInput) -> ToolOutcome:
+        """A short pure tool's call, run as a local activity (`CapabilitySpec.local`): read, run
+        and stored in one transaction, its start and its result together. Storing the start first
+        buys nothing here: the call takes milliseconds, and a worker that dies during it has it
+        run again whatever was stored. `persist` makes one try (a local activity cannot wait out
+        an outage); the workflow then moves the call to the regular activity."""
+        key = f"{params.turn_id}:{params.tool_call_id}"
+
+        async def whole(db: AsyncSession) -> tuple[list[Event], ToolOutcome]:
+            begun = await self._begin(db, params, store=False)
+            if isinstance(begun, ToolOutcome):
+                return [], begun
+            finished = await self._run(begun, None)
+            return await self._store_result(db, params, begun, finished)
+
+        stored, outcome = await persist(self.deps.db, whole, what=f"{key}:short")
+        await events.publish_all(self.deps.bus, stored)
+        return outcome
+
+    async def _run(self, begun: _Begun, kept: KeptToolResult | None) -> KeptToolResult:
+        """The call's result: an earlier attempt's kept one, its denial, or the tool run now."""
+        if kept is not None:
+            return kept
+        if begun.denial is not None:
+            # Not run: a person (or the approval timeout) denied it, or it is a client-side call
+            # whose result did not come in time.
+            status: ToolStatus = "timeout" if begun.client_timeout else "denied"
+            return KeptToolResult(status=status, result=None, error=begun.denial)
+        status, result, error = await self._execute(
+            begun.call, begun.capability_ids, begun.capability_configs, begun.ctx, begun.mcp
+        )
+        return KeptToolResult(status=status, result=result, error=error)
+
+    async def _begin(
+        self, db: AsyncSession, params: ToolInput, *, store: bool = True
+    ) -> _Begun | ToolOutcome:
         """The first transaction: the call and what it runs with, and its start stored. A
-        ToolOutcome instead when there is nothing to run (stored already, or the session is gone)."""
+        ToolOutcome instead when there is nothing to run (stored already, or the session is gone).
+        With `store=False` only the reads: the start's events come back unstored and uncommitted."""
         session_id = uuid.UUID(params.session_id)
         key = f"{params.turn_id}:{params.tool_call_id}"
         batch = EventBatch(session_id, {"turn_id": params.turn_id})
@@ -138,6 +167,8 @@ class ToolActivities:
         if params.client_timeout_s is not None:
             # A client-side call nobody answered in time: its result says so; nothing runs here.
             denial = client_tools.timeout_error(params.client_timeout_s)
+        # Unstored, they are stored after the call: with the time they happen (now), not then.
+        at = None if store else utcnow()
         if (approval := params.approval) is not None:
             resolved = ev.ToolApprovalResolved(
                 tool_call_id=approval.tool_call_id,
@@ -147,12 +178,13 @@ class ToolActivities:
                 user_id=approval.user_id,
                 tool_name=call.name,
             )
-            batch.add(resolved, f"{key}:tool.approval_resolved")
+            batch.add(resolved, f"{key}:tool.approval_resolved", ts=at)
         if denial is None:
-            batch.add(ev.ToolCallStarted(tool_call=call), f"{key}:tool.call_started")
-        if not await batch.store(db):
-            return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
-        await db.commit()
+            batch.add(ev.ToolCallStarted(tool_call=call), f"{key}:tool.call_started", ts=at)
+        if store:
+            if not await batch.store(db):
+                return ToolOutcome(tool_call_id=params.tool_call_id, status="error")  # session deleted
+            await db.commit()
         return _Begun(
             stored=batch.stored,
             call=call,
@@ -161,6 +193,8 @@ class ToolActivities:
             mcp=mcp,
             denial=denial,
             turn_input=(reply.metadata_ or {}).get("input_message_id"),
+            client_timeout=params.client_timeout_s is not None,
+            unstored=None if store else batch,
             ctx=ToolContext(
                 session_id=session_id,
                 agent_id=agent.id,
@@ -177,7 +211,8 @@ class ToolActivities:
         session_id = uuid.UUID(params.session_id)
         key = f"{params.turn_id}:{params.tool_call_id}"
         call, status, result, error = begun.call, finished.status, finished.result, finished.error
-        batch = EventBatch(session_id, {"turn_id": params.turn_id})
+        # A local call's start goes in with its result, before it (its sequence numbers too).
+        batch = begun.unstored or EventBatch(session_id, {"turn_id": params.turn_id})
         # Takes the result's number first: that locks the session row, so what an earlier or a
         # racing attempt stored is seen below (an early return gives the number back).
         sequence = await events.take_sequence(db, session_id, "last_message_sequence")

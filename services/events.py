@@ -93,6 +93,9 @@ class NewEvent(msgspec.Struct, frozen=True):
 
     data: schemas.EventData
     idempotency_key: str
+    # When it happened, if that was before it is stored (a short tool call's start, stored with its
+    # result): its `ts`, so the tool's span keeps the call's duration. None: when it is stored.
+    ts: datetime | None = None
 
 
 async def append_many(
@@ -142,7 +145,7 @@ async def append_many(
                 session_id=session_id,
                 sequence=sequence,
                 type=schemas.type_of(item.data),
-                ts=now,
+                ts=item.ts or now,
                 data=schemas.to_data(item.data),
                 context=context,
                 tags=[],

@@ -4,6 +4,7 @@ simulator as the LLM over real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import traceback
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import select
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -134,13 +136,38 @@ class Loop:
         return data
 
 
+def causes(err: BaseException) -> str:
+    """The exception's causes, outermost first, each as `Type: message`, and where the innermost
+    was raised."""
+    chain, seen = [], err.__cause__ or err.__context__
+    innermost = err
+    while seen is not None:
+        chain.append(f"{type(seen).__qualname__}: {seen}")
+        innermost, seen = seen, seen.__cause__ or seen.__context__
+    frames = traceback.extract_tb(innermost.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return " <- ".join(chain) + where
+
+
+def worker_for(temporal_client: Client, settings: Settings, db: Database, redis: Redis) -> Worker:
+    """`build_worker`, with its failure's causes in the message: CI's short summary shows only the
+    outermost exception, and "RuntimeError: Failed validating workflow WebhookDelivery" once said
+    nothing more (its cause was cut from the log; see core.temporal's `_ValidateOncePerProcess`)."""
+    try:
+        return build_worker(temporal_client, settings, db, redis)
+    except RuntimeError as err:
+        if err.__cause__ is None and err.__context__ is None:
+            raise
+        raise RuntimeError(f"{err}: {causes(err)}") from err
+
+
 @pytest.fixture
 async def loop(
     endpoints: Endpoints, db: Database, temporal_client: Client, simulator_url: str, task_queue: str
 ) -> AsyncIterator[Loop]:
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue)
     redis = bus.connect(endpoints.redis_url)
-    worker = build_worker(temporal_client, settings, db, redis)
+    worker = worker_for(temporal_client, settings, db, redis)
     app = app_for(settings, configure_logs=False)
     # A real server in its own thread: requests such as cancel wait on this loop's worker.
     with running(app) as server:
@@ -157,7 +184,7 @@ async def loopback_loop(
     (OUTBOUND_ALLOW_LOOPBACK, test-only): where the tests serve pages and providers."""
     settings = make_settings(endpoints, TEMPORAL_TASK_QUEUE=task_queue, OUTBOUND_ALLOW_LOOPBACK="true")
     redis = bus.connect(endpoints.redis_url)
-    worker = build_worker(temporal_client, settings, db, redis)
+    worker = worker_for(temporal_client, settings, db, redis)
     with running(app_for(settings, configure_logs=False)) as server:
         async with worker, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             yield Loop(client, db, endpoints, settings, temporal_client, simulator_url, worker)

@@ -331,6 +331,7 @@ class _AgentTools:
     mcp: registry.Extra | None
     client: dict[str, ToolDefinition]
     client_timeout_s: float
+    local_tools: bool  # LOCAL_TOOL_ACTIVITIES
 
     @classmethod
     async def of(cls, db: AsyncSession, agent: Agent, session: Session, settings: Settings) -> _AgentTools:
@@ -339,7 +340,7 @@ class _AgentTools:
         # A capability tool keeps its name: a client-side tool of the same name is not offered.
         taken = {tool.definition().name for tool, _ in registry.tools_of(ids, mcp)}
         client = client_tools.declared(agent.tools or [], session.tools or [], taken)
-        return cls(ids, configs, mcp, client, settings.client_tool_timeout_s)
+        return cls(ids, configs, mcp, client, settings.client_tool_timeout_s, settings.local_tool_activities)
 
     def ref(self, call: ToolCallPart) -> ToolCallRef:
         found = registry.find_tool(self.capability_ids, call.name, self.mcp)
@@ -365,7 +366,7 @@ class _AgentTools:
             timeout_s=spec.timeout_s,
             require_approval=required,
             approval_timeout_s=wait,
-            local=spec.local,
+            local=spec.local and self.local_tools,
         )
 
 
@@ -383,7 +384,10 @@ def _stored_ref(ref: ToolCallRef, message: Message) -> ToolCallRef:
     if client is not None:
         waits = ref.id in client
         ref = msgspec.structs.replace(
-            ref, client_side=waits, result_timeout_s=client.get(ref.id) if waits else None
+            ref,
+            client_side=waits,
+            result_timeout_s=client.get(ref.id) if waits else None,
+            local=ref.local and not waits,
         )
     return ref
 

@@ -47,4 +47,5 @@ CAPABILITY = CapabilitySpec(
         ),
     ),
     local=True,
+    timeout_s=2.0,  # within core.durability.LOCAL_TOOL_LIMIT: a hung call is a timeout result
 )

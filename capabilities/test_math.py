@@ -57,4 +57,5 @@ CAPABILITY = CapabilitySpec(
         _tool("divide", "Divide a by b:", divide),
     ),
     local=True,
+    timeout_s=2.0,  # within core.durability.LOCAL_TOOL_LIMIT: a hung call is a timeout result
 )

@@ -14,6 +14,10 @@ from temporalio.common import RetryPolicy
 # Longer than any outage an operator would sit through (a failover, a restore, a night). A step
 # that still cannot reach the database then fails, and the sweeper closes its turn once it can.
 STORE_RETRY_WINDOW = timedelta(hours=24)
+# The longest a short tool's call may run as a local activity before it moves to a regular one.
+# Below the 8 s at which Temporal heartbeats a workflow task that waits on a local activity: while
+# the call runs, the task holds the session's cancels, approvals and other calls back.
+LOCAL_TOOL_LIMIT = timedelta(seconds=3)
 # Backoff between attempts to reach the database: doubles from the first to the cap.
 STORE_BACKOFF_FIRST = timedelta(seconds=0.5)
 STORE_BACKOFF_MAX = timedelta(seconds=30)

@@ -56,6 +56,7 @@ class OAuthClient(msgspec.Struct, kw_only=True, frozen=True):
 # The default slots of one `everloop worker` process; why these figures: everloop/worker.py.
 DEFAULT_WORKER_WORKFLOW_TASKS = 10
 DEFAULT_WORKER_ACTIVITIES = 20
+DEFAULT_WORKER_LOCAL_ACTIVITIES = 10
 
 
 class DatabaseTimeouts(msgspec.Struct, kw_only=True, frozen=True):
@@ -189,6 +190,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     database_max_overflow: int = 10
     worker_max_concurrent_workflow_tasks: int = DEFAULT_WORKER_WORKFLOW_TASKS
     worker_max_concurrent_activities: int = DEFAULT_WORKER_ACTIVITIES
+    # Local activities (a turn's end, short tools' calls) one worker process runs at once
+    # (WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES): each holds a pooled connection while it runs.
+    worker_max_concurrent_local_activities: int = DEFAULT_WORKER_LOCAL_ACTIVITIES
+    # Short built-in tools' calls as local activities (LOCAL_TOOL_ACTIVITIES, docs/loop.md). Off
+    # while workers of a release without them may replay a session (a rolling update from one, or
+    # a rollback to one): such a worker cannot replay a history with a local call.
+    local_tool_activities: bool = True
 
     def uvicorn_options(self) -> dict[str, object]:
         """How `everloop api` serves: client address and scheme from `X-Forwarded-For`/`-Proto` only
@@ -614,6 +622,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_max_concurrent_activities=read.integer(
             "WORKER_MAX_CONCURRENT_ACTIVITIES", DEFAULT_WORKER_ACTIVITIES, low=1, high=10000
         ),
+        worker_max_concurrent_local_activities=read.integer(
+            "WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES", DEFAULT_WORKER_LOCAL_ACTIVITIES, low=1, high=10000
+        ),
+        local_tool_activities=read.parse("LOCAL_TOOL_ACTIVITIES", True, _boolean, "true or false"),
     )
 
 

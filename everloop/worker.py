@@ -125,6 +125,9 @@ def build_worker(
         graceful_shutdown_timeout=timedelta(seconds=10),
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         max_concurrent_activities=settings.worker_max_concurrent_activities,
+        # Not counted in the above: without a cap, temporalio runs up to 100 at once, each holding
+        # a pooled connection.
+        max_concurrent_local_activities=settings.worker_max_concurrent_local_activities,
     )
 
 

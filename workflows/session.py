@@ -13,13 +13,13 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     import msgspec
 
-    from core.durability import LLM_RETRY, STORE_RETRY, STORE_RETRY_WINDOW
+    from core.durability import LLM_RETRY, LOCAL_TOOL_LIMIT, STORE_RETRY, STORE_RETRY_WINDOW
     from core.ids import uuid7_at
     from core.schemas.turns import (
         APPROVAL_DECIDED,
@@ -426,14 +426,14 @@ class SessionWorkflow:
                     SessionLoop.RUN_TOOL,
                     params,
                     result_type=ToolOutcome,
-                    start_to_close_timeout=LOCAL,
+                    start_to_close_timeout=LOCAL_TOOL_LIMIT,
                     retry_policy=LOCAL_ONCE,
                     cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 )
                 return local
-            except (ActivityError, ApplicationError):
-                if self._cancelled:
-                    raise  # the turn's cancel, not a failure: nothing more runs
+            except (ActivityError, ApplicationError) as exc:
+                if self._cancelled or isinstance(exc.cause, CancelledError):
+                    raise  # the turn's or the workflow's cancel, not a failure: nothing more runs
         outcome: ToolOutcome = await workflow.execute_activity(
             SessionLoop.RUN_TOOL,
             params,

@@ -5,8 +5,11 @@ from datetime import datetime
 
 import pytest
 
+from activities.llm import _AgentTools
 from capabilities import registry
 from capabilities.base import ToolContext, ToolError
+from core.durability import LOCAL_TOOL_LIMIT
+from core.schemas.content import ToolCallPart
 
 CTX = ToolContext(session_id=uuid.uuid4(), agent_id=uuid.uuid4())
 
@@ -97,3 +100,20 @@ def test_system_prompt_is_capabilities_in_order_then_the_agent() -> None:
     assert weather and math
     assert prompt == f"{weather.system_prompt}\n\n{math.system_prompt}\n\nYou are terse."
     assert registry.system_prompt([], "Only me.") == "Only me."
+
+
+def test_local_capabilities_time_out_within_the_local_limit() -> None:
+    # A hung call of a short tool must end as a "timeout" result inside its local attempt, not as
+    # the attempt's own timeout (which moves the call to a regular activity and runs it again).
+    local = [c for c in registry.CAPABILITIES.values() if c.local]
+    assert {c.id for c in local} == {"current_time", "test_math", "test_weather", "stateless_todo_list"}
+    for capability in local:
+        assert capability.timeout_s < LOCAL_TOOL_LIMIT.total_seconds(), capability.id
+
+
+@pytest.mark.parametrize("local_tools", [True, False])
+def test_a_short_tools_call_is_local_unless_local_tool_activities_is_off(local_tools: bool) -> None:
+    agent_tools = _AgentTools(["test_math", "web_fetch"], {}, None, {}, 60.0, local_tools)
+    add = agent_tools.ref(ToolCallPart(id="c1", name="add", arguments={"a": 1, "b": 2}))
+    fetch = agent_tools.ref(ToolCallPart(id="c2", name="web_fetch", arguments={"url": "https://x.org"}))
+    assert (add.local, fetch.local) == (local_tools, False)

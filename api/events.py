@@ -30,7 +30,7 @@ from api.pagination import Page, PageParams, page
 from api.state import Services
 from core.identity import Identity
 from core.schemas import events as ev
-from services import auth, event_log, event_stream
+from services import event_log, event_stream
 from services.events import to_schema
 
 SSE = "text/event-stream"
@@ -409,7 +409,6 @@ def _credential_limits(
         return until, None
 
     async def allowed() -> bool:
-        async with services.db.session() as db:
-            return await auth.still_valid(db, credential, secret)
+        return await services.credential_checks.still_valid(credential)
 
     return until, allowed

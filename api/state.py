@@ -16,6 +16,7 @@ from core.db import Database
 from core.errors import ServiceUnavailable
 from core.settings import AuthMode, Settings
 from services import auth
+from services.credential_checks import CredentialChecks
 from services.event_hub import Hub
 from services.last_sequences import LastSequences
 from services.rate_limits import RateLimits
@@ -44,6 +45,8 @@ class Services:
         self.events = Hub(self.redis)
         # And asks PostgreSQL for their sessions' last sequences together.
         self.last_sequences = LastSequences(self.db)
+        # And share the answer to "is my credential still valid?" with streams of the same one.
+        self.credential_checks = CredentialChecks(self.db, settings.auth_jwt_secret)
         self.temporal_address = temporal_address
         self._temporal: Client | None = None
         self.secrets: SecretBox | None = secret_box(settings)

@@ -44,6 +44,7 @@ class LastSequences:
         return await asyncio.shield(answer)
 
     async def _read(self) -> None:
+        asked: dict[uuid.UUID, list[asyncio.Future[int | None]]] = {}
         try:
             while self._waiting:
                 asked, self._waiting = self._waiting, {}
@@ -58,6 +59,14 @@ class LastSequences:
                         continue
                     for session_id in chunk:
                         _settle(asked[session_id], value=found.get(session_id))
+        except BaseException as exc:
+            # Cancelled (the process is stopping) or a bug: no stream may wait for an answer that
+            # will never come. Each gets an error, as for a failed query, and decides.
+            error = exc if isinstance(exc, Exception) else RuntimeError("the read was cancelled")
+            for answers in [*asked.values(), *self._waiting.values()]:
+                _settle(answers, error=error)
+            self._waiting = {}
+            raise
         finally:
             self._reader = None
 

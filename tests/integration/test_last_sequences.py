@@ -60,3 +60,20 @@ async def test_a_database_error_reaches_every_ask(endpoints: Endpoints) -> None:
             await sequences.get(uuid.uuid4())
     finally:
         await nowhere.dispose()
+
+
+async def test_a_read_cancelled_mid_query_answers_its_askers_with_an_error(
+    client: Client, db: Database
+) -> None:
+    agent = await factories.agent(client)
+    session = uuid.UUID((await factories.session(client, agent["id"]))["id"])
+    sequences = LastSequences(db)
+    asks = [asyncio.create_task(sequences.get(session)) for _ in range(3)]
+    while sequences._reader is None:  # the first ask starts the read
+        await asyncio.sleep(0)
+    reader = sequences._reader
+    await asyncio.sleep(0)  # the read is in its query now
+    reader.cancel()
+    results = await asyncio.wait_for(asyncio.gather(*asks, return_exceptions=True), 10)
+    assert all(isinstance(r, RuntimeError) for r in results), results
+    assert await sequences.get(session) is not None, "the next ask starts a read of its own"

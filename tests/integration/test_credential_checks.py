@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import pytest
-from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 
 from core.db import Database
@@ -16,19 +14,9 @@ from core.db.availability import is_unavailable
 from everloop.stack.process import free_port
 from services import auth, credential_checks
 from services.credential_checks import CredentialChecks
+from tests.statements import statements_with
 
 SECRET = "s" * 32
-
-
-def _count_key_reads(db: Database) -> list[str]:
-    seen: list[str] = []
-
-    @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
-    def read(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "FROM api_keys" in statement:
-            seen.append(statement)
-
-    return seen
 
 
 async def _key(db: Database) -> tuple[uuid.UUID, uuid.UUID, str]:
@@ -45,7 +33,7 @@ async def test_many_streams_of_one_key_share_one_read_and_a_fresh_answer(
     user_id, key_id, key = await _key(db)
     _, _, other = await _key(db)
     checks = CredentialChecks(db, SECRET)
-    reads = _count_key_reads(db)
+    reads = statements_with(db, "FROM api_keys")
     answers = await asyncio.gather(*(checks.still_valid(key) for _ in range(100)))
     assert answers == [True] * 100
     assert len(reads) == 1, "asks that meet share one read"

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import pytest
-from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 
 from core.db import Database
@@ -18,17 +16,7 @@ from services.last_sequences import LastSequences
 from tests import factories
 from tests.factories import Client
 from tests.sse import store
-
-
-def _count_reads(db: Database) -> list[str]:
-    seen: list[str] = []
-
-    @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
-    def read(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "last_event_sequence" in statement:
-            seen.append(statement)
-
-    return seen
+from tests.statements import statements_with
 
 
 async def test_asks_that_meet_share_one_query(client: Client, db: Database) -> None:
@@ -36,7 +24,7 @@ async def test_asks_that_meet_share_one_query(client: Client, db: Database) -> N
     sessions = [uuid.UUID((await factories.session(client, agent["id"]))["id"]) for _ in range(3)]
     for _ in range(2):
         await store(db, sessions[1])
-    queries = _count_reads(db)
+    queries = statements_with(db, "last_event_sequence")
     sequences = LastSequences(db)
     gone = uuid.uuid4()
     asks = [*(s for s in sessions for _ in range(100)), gone]

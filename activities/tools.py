@@ -54,7 +54,6 @@ class _Begun:
     mcp: registry.Extra | None
     denial: str | None
     turn_input: str | None
-    client_timeout: bool
     ctx: ToolContext
     # Events made but not stored yet (a local call stores them with its result).
     unstored: EventBatch | None = None
@@ -93,7 +92,7 @@ class ToolActivities:
         await events.publish_all(self.deps.bus, begun.stored)
         # An earlier attempt's kept result is one that ran the tool and died (or timed out) while
         # the database was away: it is stored now, and the tool does not run twice.
-        finished = await self._run(begun, kept)
+        finished = await self._run(params, begun, kept)
         # Kept in the heartbeat, so a later attempt finds it (only if small: heartbeats are
         # bounded payloads; a large result is at-least-once, as every tool call is).
         details = (finished,) if len(msgspec.json.encode(finished)) <= KEEP_MAX_BYTES else ()
@@ -118,21 +117,21 @@ class ToolActivities:
             begun = await self._begin(db, params, store=False)
             if isinstance(begun, ToolOutcome):
                 return [], begun
-            finished = await self._run(begun, None)
+            finished = await self._run(params, begun, None)
             return await self._store_result(db, params, begun, finished)
 
         stored, outcome = await persist(self.deps.db, whole, what=f"{key}:short")
         await events.publish_all(self.deps.bus, stored)
         return outcome
 
-    async def _run(self, begun: _Begun, kept: KeptToolResult | None) -> KeptToolResult:
+    async def _run(self, params: ToolInput, begun: _Begun, kept: KeptToolResult | None) -> KeptToolResult:
         """The call's result: an earlier attempt's kept one, its denial, or the tool run now."""
         if kept is not None:
             return kept
         if begun.denial is not None:
             # Not run: a person (or the approval timeout) denied it, or it is a client-side call
             # whose result did not come in time.
-            status: ToolStatus = "timeout" if begun.client_timeout else "denied"
+            status: ToolStatus = "timeout" if params.client_timeout_s is not None else "denied"
             return KeptToolResult(status=status, result=None, error=begun.denial)
         status, result, error = await self._execute(
             begun.call, begun.capability_ids, begun.capability_configs, begun.ctx, begun.mcp
@@ -193,7 +192,6 @@ class ToolActivities:
             mcp=mcp,
             denial=denial,
             turn_input=(reply.metadata_ or {}).get("input_message_id"),
-            client_timeout=params.client_timeout_s is not None,
             unstored=None if store else batch,
             ctx=ToolContext(
                 session_id=session_id,
@@ -207,7 +205,8 @@ class ToolActivities:
     async def _store_result(
         self, db: AsyncSession, params: ToolInput, begun: _Begun, finished: KeptToolResult
     ) -> tuple[list[Event], ToolOutcome]:
-        """The second transaction: the result as a tool message, with `tool.call_completed`."""
+        """The second transaction: the result as a tool message, with `tool.call_completed` (a
+        local call's only one: its start's unstored events go in first)."""
         session_id = uuid.UUID(params.session_id)
         key = f"{params.turn_id}:{params.tool_call_id}"
         call, status, result, error = begun.call, finished.status, finished.result, finished.error

@@ -44,10 +44,10 @@ with workflow.unsafe.imports_passed_through():
 
 # A tool's own failure is a tool result, not an exception; these retries cover the worker dying.
 TOOL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
-# Bookkeeping writes: a few quick retries as a local activity (the fast path) ...
-LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 # A short tool's local attempt is tried once: any failure moves the call to the regular activity.
 LOCAL_ONCE = RetryPolicy(maximum_attempts=1)
+# Bookkeeping writes: a few quick retries as a local activity (the fast path) ...
+LOCAL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 # ... then, for a turn's end only, as a regular activity for as long as the database may be away
 # (core.durability.STORE_RETRY).
 # A step waits out a database outage inside its attempt (activities/persist.py), before and after

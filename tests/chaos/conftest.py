@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 
 from core.db import Database
 from core.db.models import Event, Message
@@ -152,15 +152,19 @@ class Stack:
                     return stored
                 await asyncio.sleep(0.2)
 
-    async def attempts(self, base: str) -> list[tuple[str, int]]:
-        """(activity type, attempt that ended it) of the activities of the session's first turn,
-        read from the workflow's history: attempt 1 means nothing was retried."""
+    async def turn_history(self, base: str) -> WorkflowHistory:
+        """The workflow history of the run that did the session's first turn."""
         handle = self.temporal.get_workflow_handle(f"session-{base.rsplit('/', 1)[1]}")
         latest = await handle.fetch_history()
         started = latest.events[0].workflow_execution_started_event_attributes
         # The turn's run continued as new after it; its history is the run before the latest.
         run_id = started.continued_execution_run_id or latest.run_id
-        history = await self.temporal.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        return await self.temporal.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+
+    async def attempts(self, base: str) -> list[tuple[str, int]]:
+        """(activity type, attempt that ended it) of the activities of the session's first turn,
+        read from the workflow's history: attempt 1 means nothing was retried."""
+        history = await self.turn_history(base)
         scheduled = {
             e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
             for e in history.events

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
-from temporalio.api.history.v1 import History
+from temporalio.client import WorkflowHistory
 
 from core.db.models import Session
 from tests.chaos.conftest import Stack
@@ -70,17 +70,7 @@ async def _until_a_statement_waits_on_a_lock(stack: Stack) -> None:
             await asyncio.sleep(0.05)
 
 
-async def _turn_history(stack: Stack, base: str) -> History:
-    """The history of the run that did the session's first turn (it continued as new after it)."""
-    handle = stack.temporal.get_workflow_handle(f"session-{base.rsplit('/', 1)[1]}")
-    latest = await handle.fetch_history()
-    started = latest.events[0].workflow_execution_started_event_attributes
-    run_id = started.continued_execution_run_id or latest.run_id
-    history = await stack.temporal.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
-    return History(events=history.events)
-
-
-def _scheduled(history: History) -> list[str]:
+def _scheduled(history: WorkflowHistory) -> list[str]:
     return [
         e.activity_task_scheduled_event_attributes.activity_type.name
         for e in history.events
@@ -106,7 +96,7 @@ async def test_a_worker_killed_during_a_local_tool_call(stack: Stack) -> None:
     # The killed workflow task times out; the next one runs the local attempt again.
     stored = await stack.check_turns(base, stack.watchers[0], turns=1)
     assert [e.type for e in stored].count("tool.call_started") == 1
-    history = await _turn_history(stack, base)
+    history = await stack.turn_history(base)
     assert "run_tool" not in _scheduled(history), "the call stayed local"
     assert any(e.HasField("workflow_task_timed_out_event_attributes") for e in history.events), (
         "the kill landed inside the workflow task that ran the call"
@@ -131,6 +121,6 @@ async def test_postgres_stopped_during_a_local_tool_call(stack: Stack) -> None:
     assert await approving in (200, 503)
     stored = await stack.check_turns(base, stack.watchers[0], turns=1)
     assert [e.type for e in stored].count("tool.call_completed") == 1
-    assert _scheduled(await _turn_history(stack, base)).count("run_tool") == 1, (
+    assert _scheduled(await stack.turn_history(base)).count("run_tool") == 1, (
         "the failed local attempt moved to one regular activity"
     )

@@ -20,6 +20,7 @@ from core.converter import data_converter
 from core.db.models import Message
 from core.identity import BUILTIN_ADMIN
 from core.schemas.replays import StartReplay
+from core.temporal import workflow_runner
 from everloop import sweeper
 from everloop.worker import WORKFLOWS
 from services import forks
@@ -215,9 +216,9 @@ async def test_an_interactive_fork_steps_jumps_and_stops(loop: Loop) -> None:
     # doing so in CI (tests/workflows/test_stack_check.py replays every saved history).
     handle = loop.temporal.get_workflow_handle(f"session-{started['session_id']}")
     history = await handle.fetch_history()
-    replayed = await Replayer(workflows=WORKFLOWS, data_converter=data_converter).replay_workflow(
-        history, raise_on_replay_failure=True
-    )
+    replayed = await Replayer(
+        workflows=WORKFLOWS, data_converter=data_converter, workflow_runner=workflow_runner()
+    ).replay_workflow(history, raise_on_replay_failure=True)
     assert replayed.replay_failure is None
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "session_interactive_fork.json").write_text(history.to_json())

@@ -25,6 +25,7 @@ from core.db.models import Replay
 from core.identity import BUILTIN_ADMIN
 from core.schemas.golden import GoldenCheck, GoldenLoop, GoldenRunRequest
 from core.schemas.turns import SessionLoop
+from core.temporal import workflow_runner
 from everloop.stack import Endpoints
 from everloop.worker import WORKFLOWS
 from services import golden
@@ -245,9 +246,9 @@ async def test_a_turn_over_the_time_limit_is_stopped_and_fails_its_status(loop: 
     # code; saved, it keeps doing so in CI (tests/workflows/test_stack_check.py replays every one).
     handle = loop.temporal.get_workflow_handle(f"golden-run-{run['run_id']}")
     history = await handle.fetch_history()
-    await Replayer(workflows=WORKFLOWS, data_converter=data_converter).replay_workflow(
-        history, raise_on_replay_failure=True
-    )
+    await Replayer(
+        workflows=WORKFLOWS, data_converter=data_converter, workflow_runner=workflow_runner()
+    ).replay_workflow(history, raise_on_replay_failure=True)
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "golden_run_timeout.json").write_text(history.to_json())
 

@@ -34,6 +34,7 @@ from core.schemas.drift import (
     DriftScheduleResult,
 )
 from core.settings import Settings
+from core.temporal import workflow_runner
 from everloop.stack import Endpoints
 from everloop.worker import WORKFLOWS, build_worker
 from services import drift
@@ -118,7 +119,9 @@ async def test_the_workflow_alerts_on_a_doubled_cost_once(
         assert step.retry_policy.maximum_attempts == 0, step.activity_type.name
         assert step.start_to_close_timeout.ToTimedelta() > STORE_RETRY_WINDOW
         assert step.heartbeat_timeout.ToTimedelta() > timedelta(0)
-    await Replayer(workflows=WORKFLOWS, data_converter=data_converter).replay_workflow(history)
+    await Replayer(
+        workflows=WORKFLOWS, data_converter=data_converter, workflow_runner=workflow_runner()
+    ).replay_workflow(history)
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "drift_detection.json").write_text(history.to_json())
 

@@ -165,7 +165,13 @@ async def test_a_redis_pool_finalized_inside_a_workflow_task_uses_the_workers_re
     task_queue = f"sandbox-gc-{uuid.uuid4().hex}"
     try:
         async with Worker(
-            env.client, task_queue=task_queue, workflows=[CollectsGarbage], workflow_runner=workflow_runner()
+            env.client,
+            task_queue=task_queue,
+            workflows=[CollectsGarbage],
+            workflow_runner=workflow_runner(),
+            # Collecting 200 pools inside one workflow task outlasts the 2 s deadlock detector on a
+            # loaded machine (it failed a full run); the test is about which redis the finalizer uses.
+            debug_mode=True,
         ):
             collected, seen = await env.client.execute_workflow(
                 CollectsGarbage.run, id=f"sandbox-gc-{uuid.uuid4()}", task_queue=task_queue

@@ -103,7 +103,9 @@ async def test_a_turn_end_the_local_retries_cannot_store_is_stored_by_the_long_r
     stand = Stand(database_away=6)
     history = await _run(env, stand, ["m1", "m2"], turns=2)
     assert stand.ends == [("m1", False), ("m2", True)], "the first end went the long way, the next the short"
-    await Replayer(workflows=[SessionWorkflow], data_converter=data_converter).replay_workflow(history)
+    await Replayer(
+        workflows=[SessionWorkflow], data_converter=data_converter, workflow_runner=workflow_runner()
+    ).replay_workflow(history)
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "session_turn_end_retried.json").write_text(history.to_json())
 
@@ -113,6 +115,8 @@ async def test_a_turn_gives_way_to_an_earlier_unanswered_message(env: WorkflowEn
     stand = Stand(earlier={"m2": "m1"})
     history = await _run(env, stand, ["m2"], turns=2)
     assert [message for message, _ in stand.ends] == ["m1", "m2"]
-    await Replayer(workflows=[SessionWorkflow], data_converter=data_converter).replay_workflow(history)
+    await Replayer(
+        workflows=[SessionWorkflow], data_converter=data_converter, workflow_runner=workflow_runner()
+    ).replay_workflow(history)
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "session_earlier_message_first.json").write_text(history.to_json())

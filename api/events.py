@@ -21,14 +21,14 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.params import FromPath, HeaderParameter, QueryParameter
-from litestar.response import ServerSentEvent
-from litestar.response.sse import ServerSentEventMessage
+from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.openapi import AUTHENTICATED, error_responses
 from api.pagination import Page, PageParams, page
 from api.state import Services
 from core.identity import Identity
+from core.memo import IdentityMemo
 from core.schemas import events as ev
 from services import event_log, event_stream
 from services.events import to_schema
@@ -132,7 +132,9 @@ class Connected(msgspec.Struct, kw_only=True):
     status: Literal["connected"]
 
 
-_CONNECTED = msgspec.json.encode(Connected(status="connected")).decode()
+_CONNECTED_FRAME = b"event: connected\r\ndata: %s\r\n\r\n" % msgspec.json.encode(
+    Connected(status="connected")
+)
 _STORED: Any = functools.reduce(operator.or_, map(_stored, ev.STORED))
 _FRAME: Any = functools.reduce(operator.or_, [*map(_ephemeral, ev.EPHEMERAL), Connected], _STORED)
 _EVENT_PAGE = msgspec.defstruct(
@@ -198,26 +200,50 @@ def _wants_stream(request: Request[Any, Any, Any]) -> bool:
     return request.accept.best_match(["application/json", SSE], default="application/json") == SSE
 
 
-def _frame(item: event_stream.Item) -> ServerSentEventMessage:
+# Frames are written as Litestar's `ServerSentEventMessage` wrote them (CRLF line ends, `id` before
+# `event` before `data`), but as bytes made here: its per-message encoder (a StringIO and a regex
+# per line) ran once per frame per stream. JSON from msgspec holds no raw line break, so `data` is
+# always one line.
+def _frame(item: event_stream.Item) -> bytes:
     if isinstance(item, event_stream.Stored):
         event = item.event
-        return ServerSentEventMessage(
-            event=event.type, id=str(event.id), data=msgspec.json.encode(event).decode()
+        return b"id: %s\r\nevent: %s\r\ndata: %s\r\n\r\n" % (
+            str(event.id).encode(),
+            event.type.encode(),
+            msgspec.json.encode(event),
         )
     if isinstance(item, event_stream.Ephemeral):
-        # No `id:` line (as Everruns sends them): a browser's Last-Event-ID stays on the last stored
-        # event. Its JSON `id`, which Everruns' SDK resumes from, leads to the same place.
-        live = item.event
-        return ServerSentEventMessage(event=live.type, data=msgspec.json.encode(live).decode())
+        # The same object for every reader at the same position (`event_stream._STAMPED`): encoded once.
+        return _ENCODED.get(item, None, functools.partial(_live_frame, item.event))
     if isinstance(item, event_stream.Connected):
-        return ServerSentEventMessage(event="connected", data=_CONNECTED)
-    return ServerSentEventMessage(comment=item.text, data=None)
+        return _CONNECTED_FRAME
+    return b"".join(b": %s\r\n" % line.encode() for line in item.text.splitlines()) + b"\r\n"
 
 
-async def _frames(follower: event_stream.Follower) -> AsyncIterator[ServerSentEventMessage]:
+def _live_frame(live: ev.LiveEvent) -> bytes:
+    # No `id:` line (as Everruns sends them): a browser's Last-Event-ID stays on the last stored
+    # event. Its JSON `id`, which Everruns' SDK resumes from, leads to the same place.
+    return b"event: %s\r\ndata: %s\r\n\r\n" % (live.type.encode(), msgspec.json.encode(live))
+
+
+_ENCODED: IdentityMemo[event_stream.Ephemeral, bytes] = IdentityMemo()
+
+
+async def _frames(follower: event_stream.Follower) -> AsyncIterator[bytes]:
     async with aclosing(follower.follow()) as items:
         async for item in items:
             yield _frame(item)
+
+
+class EventStream(Stream):
+    """`text/event-stream` of frames already encoded, with `ServerSentEvent`'s headers."""
+
+    def __init__(self, frames: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        super().__init__(frames, media_type=SSE, headers=headers)
+        self.headers.setdefault("Cache-Control", "no-cache")
+        self.headers["Connection"] = "keep-alive"
+        # nginx and others buffer a response unless told not to: a stream held back is no stream.
+        self.headers["X-Accel-Buffering"] = "no"
 
 
 @dataclass(frozen=True)
@@ -251,7 +277,7 @@ async def _listed(
 
 async def _streamed(
     request: Request[Identity, Any, Any], db: AsyncSession, services: Services, query: _Query
-) -> ServerSentEvent:
+) -> EventStream:
     filter_ = event_log.type_filter(query.types, query.exclude)
     after = await event_log.stream_start(
         db,
@@ -273,8 +299,7 @@ async def _streamed(
         until=until,
         allowed=allowed,
     )
-    # nginx and others buffer a response unless told not to: a stream held back is no stream.
-    return ServerSentEvent(_frames(follower), headers={**_VARY, "X-Accel-Buffering": "no"})
+    return EventStream(_frames(follower), headers=_VARY)
 
 
 _LIST_DOC = """The session's stored events in order of `sequence`: after `since_id` or `after_sequence`,
@@ -312,7 +337,7 @@ class EventController(Controller):
         types: Types = None,
         exclude: Exclude = None,
         last_event_id: LastEventId = None,
-    ) -> Response[Page[ev.Event]] | ServerSentEvent:
+    ) -> Response[Page[ev.Event]] | EventStream:
         query = _Query(
             agent_id, session_id, since_id, after_sequence, types, exclude, last_event_id, before_sequence
         )
@@ -339,7 +364,7 @@ class EventController(Controller):
         types: Types = None,
         exclude: Exclude = None,
         last_event_id: LastEventId = None,
-    ) -> ServerSentEvent:
+    ) -> EventStream:
         query = _Query(agent_id, session_id, since_id, after_sequence, types, exclude, last_event_id)
         return await _streamed(request, db_session, services, query)
 
@@ -364,7 +389,7 @@ class EventController(Controller):
         types: Types = None,
         exclude: Exclude = None,
         last_event_id: LastEventId = None,
-    ) -> Response[Page[ev.Event]] | ServerSentEvent:
+    ) -> Response[Page[ev.Event]] | EventStream:
         # No agent id: `sessions.get` finds the session among all of the caller's agents.
         query = _Query(
             None, session_id, since_id, after_sequence, types, exclude, last_event_id, before_sequence
@@ -391,7 +416,7 @@ class EventController(Controller):
         types: Types = None,
         exclude: Exclude = None,
         last_event_id: LastEventId = None,
-    ) -> ServerSentEvent:
+    ) -> EventStream:
         query = _Query(None, session_id, since_id, after_sequence, types, exclude, last_event_id)
         return await _streamed(request, db_session, services, query)
 

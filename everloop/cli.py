@@ -101,8 +101,10 @@ def api() -> None:
     import uvicorn
 
     from api.app import create_app
+    from everloop.heap import freeze_startup_heap
 
     app = create_app(settings)
+    freeze_startup_heap()  # the imports' and routes' objects: out of every full collection's walk
     uvicorn.run(app, **settings.uvicorn_options())  # type: ignore[arg-type]
 
 

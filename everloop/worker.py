@@ -26,6 +26,7 @@ from core import bus, metrics, temporal
 from core.crypto import secret_box
 from core.db import Database
 from core.settings import DEFAULT_WORKER_ACTIVITIES, DEFAULT_WORKER_WORKFLOW_TASKS, Settings
+from everloop.heap import freeze_startup_heap
 from everloop.liveness import touch_forever
 from everloop.sweeper import sweep_forever
 from services import drift, litellm_setup
@@ -172,7 +173,12 @@ async def run_worker(settings: Settings, database_url: str, redis_url: str, temp
     except Exception as exc:
         log.error("drift schedule not made", error=str(exc) or type(exc).__name__, exc_info=True)
     await litellm_setup.warm_up()  # litellm's slow first call, here rather than in a user's turn
-    log.info("worker started", task_queue=settings.temporal_task_queue, temporal=temporal_address)
+    # Started: the imports' objects (litellm's, the SDK's, the validated workflows') out of every full
+    # collection's walk, which would otherwise stall each turn of the process for hundreds of ms.
+    frozen = freeze_startup_heap()
+    log.info(
+        "worker started", task_queue=settings.temporal_task_queue, temporal=temporal_address, frozen=frozen
+    )
     async with worker:
         sweeper = asyncio.create_task(
             sweep_forever(

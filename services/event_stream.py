@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db import Database
 from core.db.availability import is_unavailable
 from core.db.base import utcnow
+from core.memo import IdentityMemo
 from core.schemas import events as schemas
 from services import event_log
 from services.event_hub import Frame, Hub, Subscription, SubscriptionLost
@@ -96,6 +97,27 @@ class Comment(msgspec.Struct, kw_only=True, frozen=True):
 
 
 Item = Connected | Stored | Ephemeral | Comment
+
+
+def _stamped(frame: LiveFrame, last: int) -> Ephemeral:
+    """The frame as a reader gets it after stored event `last`. Its id names `last`: every stored event
+    up to it has been sent (or filtered out) and none after it, as the frames go out one at a time in
+    order. Readers at the same position get the same frame, id included (`_STAMPED`)."""
+    return Ephemeral(
+        event=schemas.LiveEvent(
+            id=event_log.live_id(last),
+            type=frame.type,
+            ts=frame.ts or utcnow(),
+            session_id=frame.session_id,
+            context=frame.context,
+            data=frame.data,
+        )
+    )
+
+
+# A frame reaches every follower of its session as one object (`services.event_hub`): stamped once
+# per position, not once per reader, and the same `Ephemeral` lets the API encode it once too.
+_STAMPED: IdentityMemo[LiveFrame, Ephemeral] = IdentityMemo()
 
 
 class Follower:
@@ -262,25 +284,13 @@ class Follower:
     async def _on_frame(self, frame: Frame) -> AsyncIterator[Item]:
         if isinstance(frame, LiveFrame):
             if self.types.allows(frame.type):
-                yield self._sent(Ephemeral(event=self._stamped(frame)))
+                yield self._sent(_STAMPED.get(frame, self.last, partial(_stamped, frame, self.last)))
         elif frame.sequence > self.last:
             async for item in self._read_range(frame.sequence - 1):
                 yield item
             self.last = frame.sequence
             if self.types.allows(frame.type):
                 yield self._sent(Stored(event=frame))
-
-    def _stamped(self, frame: LiveFrame) -> schemas.LiveEvent:
-        """The frame as this reader gets it. Its id names `last`: every stored event up to it has
-        been sent (or filtered out) and none after it, as the frames go out one at a time in order."""
-        return schemas.LiveEvent(
-            id=event_log.live_id(self.last),
-            type=frame.type,
-            ts=frame.ts or utcnow(),
-            session_id=frame.session_id,
-            context=frame.context,
-            data=frame.data,
-        )
 
     async def _catch_up(self) -> AsyncIterator[Item]:
         upto = await self.sequences.get(self.session_id)

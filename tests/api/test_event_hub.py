@@ -140,6 +140,43 @@ async def test_a_stream_that_stops_reading_is_dropped_alone(
     assert await _text(quick) == "on"
 
 
+async def test_each_wait_ends_at_its_own_deadline_and_a_frame_ends_it_at_once(
+    hub: Hub, redis_client: redis.Redis
+) -> None:
+    """A subscription keeps one timer across its waits (a per-wait timer cost every stream a timer per
+    frame): a shorter wait after a longer one must still end on time, a longer one after a shorter
+    one must not end early, and a wait given up (its stream cancelled) must lose no frame."""
+    session_id = uuid.uuid4()
+    sub = await _subscribed(hub, session_id)
+    loop = asyncio.get_running_loop()
+
+    async def waited(within: float) -> float:
+        started = loop.time()
+        assert await sub.next(within=within) is None
+        return loop.time() - started
+
+    assert 0.2 <= await waited(0.2) < 5.0
+    long_wait = asyncio.create_task(sub.next(within=30.0))  # leaves a timer 30 s ahead
+    await asyncio.sleep(0)  # waiting now: the timer is set
+    long_wait.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await long_wait
+    assert 0.3 <= await waited(0.3) < 5.0  # the earlier deadline moved the timer
+    short_wait = asyncio.create_task(sub.next(within=0.2))
+    await asyncio.sleep(0)
+    short_wait.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await short_wait
+    assert await waited(0.6) >= 0.6  # the 0.2 s timer left behind fires early and moves on
+    assert await sub.next(within=0) is None  # nothing pending: no wait at all
+
+    waiting = asyncio.create_task(_text(sub))  # a frame, not a timer, ends this wait
+    await asyncio.sleep(0)
+    await _delta(redis_client, session_id, "now")
+    assert await waiting == "now"
+    await sub.aclose()
+
+
 async def test_without_redis_subscribe_says_so() -> None:
     nowhere = bus.connect(f"redis://127.0.0.1:{free_port()}/0")
     hub = Hub(nowhere)

@@ -130,6 +130,40 @@ async def test_ephemeral_frames_are_forwarded_without_an_id_line(
     assert [e["sequence"] for e in listing["data"]] == [1, 2]
 
 
+async def test_readers_at_one_position_get_one_frame_and_readers_elsewhere_their_own(
+    client: Client, db: Database, redis_client: redis.Redis, server: Server
+) -> None:
+    """A live frame is stamped and encoded once per position (`event_stream._STAMPED`), not once per
+    reader: readers that have dealt with the same stored events get the same frame, id included (a
+    filter changes what is sent, not the position); a reader further on gets an id of its own,
+    which resumes from where it is."""
+    session_id, path = await new_session(client)
+    first = await store(db, session_id)
+    types = {"types": "output.message.delta"}  # `first` is filtered out: dealt with all the same
+    async with (
+        open_sse(server, path) as one,
+        open_sse(server, path) as two,
+        open_sse(server, path, params=types) as filtered,
+    ):
+        for stream in (one, two):
+            assert (await stream.next()).json()["sequence"] == first.sequence
+        second = await store(db, session_id)  # not announced: only a reader that reads the backlog knows
+        async with open_sse(server, path) as later:
+            assert await _sequences(later, 2) == [first.sequence, second.sequence]
+            for text in ("Hel", "lo"):
+                delta = ev.OutputMessageDelta(message_id="m1", delta=text)
+                await events.publish_ephemeral(redis_client, session_id, delta)
+            frames = [[await stream.next() for _ in range(2)] for stream in (one, two, filtered, later)]
+    mine, theirs, filtered_out, further = ([f.json() for f in pair] for pair in frames)
+    assert [f["data"]["delta"] for f in mine] == ["Hel", "lo"]
+    assert mine == theirs == filtered_out
+    assert mine[0]["id"] != mine[1]["id"]  # each frame its own id
+    assert [f["data"] for f in further] == [f["data"] for f in mine]
+    assert {f["id"] for f in further}.isdisjoint(f["id"] for f in mine)
+    positions = [event_log.live_position(uuid.UUID(f["id"])) for f in mine + further]
+    assert positions == [first.sequence] * 2 + [second.sequence] * 2
+
+
 async def test_an_event_stored_before_the_backlog_and_announced_after_it_arrives_once(
     client: Client, db: Database, redis_client: redis.Redis, server: Server
 ) -> None:

@@ -50,7 +50,7 @@ from core.db.base import utcnow
 from core.memo import IdentityMemo
 from core.schemas import events as schemas
 from services import event_log
-from services.event_hub import Frame, Hub, Subscription, SubscriptionLost
+from services.event_hub import Hub, Subscription, SubscriptionLost
 from services.event_log import TypeFilter
 from services.events import LiveFrame, channel, to_schema
 from services.last_sequences import LastSequences
@@ -242,6 +242,14 @@ class Follower:
             self.ended = CREDENTIAL_EXPIRED
         return self.ended is not None
 
+    def _check_due(self) -> bool:
+        """Whether `_still_allowed` has anything to do now (it is asked for every frame)."""
+        if self.ended is not None:
+            return True
+        if self.allowed is None:
+            return False
+        return asyncio.get_running_loop().time() - self._checked_at >= self.keepalive_s
+
     async def _still_allowed(self) -> bool:
         """Asks `allowed` at most once per keep-alive interval, busy stream or quiet."""
         now = asyncio.get_running_loop().time()
@@ -269,10 +277,15 @@ class Follower:
                 log.warning("event stream lost its subscription", session_id=str(self.session_id))
                 await self._unsubscribe()
                 return
-            if not await self._still_allowed():
+            if self._check_due() and not await self._still_allowed():
                 return
-            if frame is not None:
-                async for item in self._on_frame(frame):
+            if isinstance(frame, LiveFrame):
+                # Here, not in a generator of its own as a stored event: a token delta is the
+                # commonest frame by far, and a thousand readers of a session may each take it.
+                if self.types.allows(frame.type):
+                    yield self._sent(_STAMPED.get(frame, self.last, partial(_stamped, frame, self.last)))
+            elif frame is not None:
+                async for item in self._on_stored(frame):
                     yield item
             if self._keepalive_due():
                 # Also a chance to catch an event whose announcement was lost.
@@ -281,11 +294,8 @@ class Follower:
                 if self._keepalive_due():
                     yield self._sent(Comment(text=KEEPALIVE))
 
-    async def _on_frame(self, frame: Frame) -> AsyncIterator[Item]:
-        if isinstance(frame, LiveFrame):
-            if self.types.allows(frame.type):
-                yield self._sent(_STAMPED.get(frame, self.last, partial(_stamped, frame, self.last)))
-        elif frame.sequence > self.last:
+    async def _on_stored(self, frame: schemas.Event) -> AsyncIterator[Item]:
+        if frame.sequence > self.last:
             async for item in self._read_range(frame.sequence - 1):
                 yield item
             self.last = frame.sequence

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import operator
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -201,15 +202,22 @@ def _wants_stream(request: Request[Any, Any, Any]) -> bool:
 
 
 # Frames are written as Litestar's `ServerSentEventMessage` wrote them (CRLF line ends, `id` before
-# `event` before `data`), but as bytes made here: its per-message encoder (a StringIO and a regex
-# per line) ran once per frame per stream. JSON from msgspec holds no raw line break, so `data` is
-# always one line.
+# `event` before `data`, line breaks dropped from `id` and `event`, a comment split on them), but as
+# bytes made here: its per-message encoder (a StringIO and a regex per line) ran once per frame per
+# stream. JSON from msgspec holds no raw line break, so `data` is always one line.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _field(value: str) -> bytes:
+    return _LINE_BREAK.sub("", value).encode()  # a type from Redis must not open a field of its own
+
+
 def _frame(item: event_stream.Item) -> bytes:
     if isinstance(item, event_stream.Stored):
         event = item.event
         return b"id: %s\r\nevent: %s\r\ndata: %s\r\n\r\n" % (
             str(event.id).encode(),
-            event.type.encode(),
+            _field(event.type),
             msgspec.json.encode(event),
         )
     if isinstance(item, event_stream.Ephemeral):
@@ -217,13 +225,13 @@ def _frame(item: event_stream.Item) -> bytes:
         return _ENCODED.get(item, None, functools.partial(_live_frame, item.event))
     if isinstance(item, event_stream.Connected):
         return _CONNECTED_FRAME
-    return b"".join(b": %s\r\n" % line.encode() for line in item.text.splitlines()) + b"\r\n"
+    return b"".join(b": %s\r\n" % line.encode() for line in _LINE_BREAK.split(item.text)) + b"\r\n"
 
 
 def _live_frame(live: ev.LiveEvent) -> bytes:
     # No `id:` line (as Everruns sends them): a browser's Last-Event-ID stays on the last stored
     # event. Its JSON `id`, which Everruns' SDK resumes from, leads to the same place.
-    return b"event: %s\r\ndata: %s\r\n\r\n" % (live.type.encode(), msgspec.json.encode(live))
+    return b"event: %s\r\ndata: %s\r\n\r\n" % (_field(live.type), msgspec.json.encode(live))
 
 
 _ENCODED: IdentityMemo[event_stream.Ephemeral, bytes] = IdentityMemo()

@@ -10,6 +10,7 @@ is reached, which is plenty when the readers of a frame take it one after anothe
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -21,6 +22,7 @@ class IdentityMemo(Generic[K, V]):
     def __init__(self, size: int = 256) -> None:
         self._size = size
         self._entries: dict[tuple[int, Hashable], tuple[K, V]] = {}
+        self._lock = threading.Lock()
 
     def get(self, obj: K, extra: Hashable, make: Callable[[], V]) -> V:
         """`make()`'s value for (`obj`, `extra`), made on the first ask and reused after."""
@@ -29,7 +31,9 @@ class IdentityMemo(Generic[K, V]):
         if hit is not None and hit[0] is obj:
             return hit[1]
         value = make()
-        if len(self._entries) >= self._size:
-            del self._entries[next(iter(self._entries))]  # dicts keep insertion order: the oldest
-        self._entries[key] = (obj, value)
+        # Test processes run several servers' event loops in threads, sharing a module's memo.
+        with self._lock:
+            if len(self._entries) >= self._size:
+                del self._entries[next(iter(self._entries))]  # dicts keep insertion order: the oldest
+            self._entries[key] = (obj, value)
         return value

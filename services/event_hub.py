@@ -50,8 +50,6 @@ MAX_PENDING = 2000
 # `health_check_interval`) runs and a connection that died silently is noticed.
 READ_TIMEOUT_S = 5.0
 CLEANUP_TIMEOUT_S = 5.0
-# asyncio runs a timer up to its clock's resolution early: a deadline this close counts as reached.
-_TIMER_SLACK_S = 0.001
 
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
@@ -127,12 +125,11 @@ class Subscription:
             await self._hub._leave(self)
 
     def _timed_out(self) -> None:
-        self._timer = None
+        fired, self._timer = self._timer, None  # a timer replaced is cancelled: this is the one set
         if self._waiter is None:
             return  # not waiting: the next wait arms a timer of its own
-        loop = self._waiter.get_loop()
-        if self._deadline - loop.time() > _TIMER_SLACK_S:  # it moved later since this timer was set
-            self._timer = loop.call_at(self._deadline, self._timed_out)
+        if fired is not None and self._deadline > fired.when():  # it moved later since this was set
+            self._timer = self._waiter.get_loop().call_at(self._deadline, self._timed_out)
         else:
             self._wake()
 

@@ -45,9 +45,9 @@ class Event(msgspec.Struct, kw_only=True):
 class LiveEvent(msgspec.Struct, kw_only=True):
     """A live-only frame as the stream sends it (`EphemeralData` in `data`): the stored envelope's
     fields, so clients parse every frame alike (Everruns' SDK requires `id`, `session_id`, `ts`,
-    `type` and `data` on each). `sequence` is null: it is never stored. `id` is given per reader by
-    the stream (`services.event_log.live_id`): it names the last stored event that reader was sent,
-    so resuming from it (`since_id`, `Last-Event-ID`) misses nothing and repeats nothing."""
+    `type` and `data` on each). `sequence` is null: it is never stored. `id` is given per reader
+    position by the stream (`services.event_log.live_id`): it names the last stored event that reader
+    was sent, so resuming from it (`since_id`, `Last-Event-ID`) misses nothing and repeats nothing."""
 
     id: uuid.UUID
     type: str

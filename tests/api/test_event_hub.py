@@ -170,6 +170,14 @@ async def test_each_wait_ends_at_its_own_deadline_and_a_frame_ends_it_at_once(
     assert await waited(0.6) >= 0.6  # the 0.2 s timer left behind fires early and moves on
     assert await sub.next(within=0) is None  # nothing pending: no wait at all
 
+    given_up = asyncio.create_task(sub.next(within=30.0))
+    await asyncio.sleep(0)
+    given_up.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await given_up
+    await _delta(redis_client, session_id, "kept")  # delivered with no wait under way: kept for the next
+    assert await _text(sub) == "kept"
+
     waiting = asyncio.create_task(_text(sub))  # a frame, not a timer, ends this wait
     await asyncio.sleep(0)
     await _delta(redis_client, session_id, "now")

@@ -147,6 +147,12 @@ async def test_readers_at_one_position_get_one_frame_and_readers_elsewhere_their
     ):
         for stream in (one, two):
             assert (await stream.next()).json()["sequence"] == first.sequence
+        # Live frames follow only a finished catch-up: once this one is read, all three are at `first`.
+        await events.publish_ephemeral(
+            redis_client, session_id, ev.OutputMessageDelta(message_id="m0", delta="")
+        )
+        for stream in (one, two, filtered):
+            assert (await stream.next()).event == "output.message.delta"
         second = await store(db, session_id)  # not announced: only a reader that reads the backlog knows
         async with open_sse(server, path) as later:
             assert await _sequences(later, 2) == [first.sequence, second.sequence]

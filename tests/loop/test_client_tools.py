@@ -19,15 +19,12 @@ import pytest
 from everruns_sdk import AgentClient, Everruns
 from everruns_sdk.models import ContentPart
 from temporalio.client import Client
-from temporalio.worker import Replayer
 
 from core import bus
-from core.converter import data_converter
 from core.db import Database
 from core.db.models import Agent, Session
 from core.identity import BUILTIN_ADMIN
 from core.schemas.turns import ClientToolResult
-from core.temporal import workflow_runner
 from everloop.stack import Endpoints
 from everloop.sweeper import hand_on_results
 from everloop.worker import WORKFLOWS, build_worker
@@ -39,6 +36,7 @@ from tests.conftest import make_settings
 from tests.loop.conftest import Loop
 from tests.loop.test_replay import HISTORIES, _turn_history
 from tests.loop.test_tool_approval import watching
+from tests.replaying import replay
 from tests.servers import running
 from tests.workers import Workers
 
@@ -136,10 +134,8 @@ async def test_a_client_tool_call_waits_and_the_sdks_answer_reaches_the_model(lo
     assert grown > len(LONG) // 4
     assert messages[-1]["content"][0]["text"] == "You are in Kyiv, and 2 + 3 = 5."
     history = await _turn_history(loop, base)
-    replay = await Replayer(
-        workflows=WORKFLOWS, data_converter=data_converter, workflow_runner=workflow_runner()
-    ).replay_workflow(history, raise_on_replay_failure=True)
-    assert replay.replay_failure is None
+    replayed = await replay(history, WORKFLOWS)
+    assert replayed.replay_failure is None
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "session_client_tool_turn.json").write_text(history.to_json())
 

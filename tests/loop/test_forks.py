@@ -14,19 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from temporalio.worker import Replayer
 
-from core.converter import data_converter
 from core.db.models import Message
 from core.identity import BUILTIN_ADMIN
 from core.schemas.replays import StartReplay
-from core.temporal import workflow_runner
 from everloop import sweeper
 from everloop.worker import WORKFLOWS
 from services import forks
 from tests import factories
 from tests.loop.conftest import Loop
 from tests.mcp_server import COUNTS, serve_http
+from tests.replaying import replay as replay_history
 
 HISTORIES = Path(__file__).resolve().parents[1] / "workflows" / "histories"
 ANSWER = "Counted twice."
@@ -216,9 +214,7 @@ async def test_an_interactive_fork_steps_jumps_and_stops(loop: Loop) -> None:
     # doing so in CI (tests/workflows/test_stack_check.py replays every saved history).
     handle = loop.temporal.get_workflow_handle(f"session-{started['session_id']}")
     history = await handle.fetch_history()
-    replayed = await Replayer(
-        workflows=WORKFLOWS, data_converter=data_converter, workflow_runner=workflow_runner()
-    ).replay_workflow(history, raise_on_replay_failure=True)
+    replayed = await replay_history(history, WORKFLOWS)
     assert replayed.replay_failure is None
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "session_interactive_fork.json").write_text(history.to_json())

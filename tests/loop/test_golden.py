@@ -17,15 +17,13 @@ import httpx
 from sqlalchemy import func, select
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Worker
 
-from core.converter import data_converter
 from core.db import Database
 from core.db.models import Replay
 from core.identity import BUILTIN_ADMIN
 from core.schemas.golden import GoldenCheck, GoldenLoop, GoldenRunRequest
 from core.schemas.turns import SessionLoop
-from core.temporal import workflow_runner
 from everloop.stack import Endpoints
 from everloop.worker import WORKFLOWS
 from services import golden
@@ -33,6 +31,7 @@ from tests import factories
 from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
+from tests.replaying import replay
 from tests.servers import running
 from tests.workers import Workers
 
@@ -246,9 +245,7 @@ async def test_a_turn_over_the_time_limit_is_stopped_and_fails_its_status(loop: 
     # code; saved, it keeps doing so in CI (tests/workflows/test_stack_check.py replays every one).
     handle = loop.temporal.get_workflow_handle(f"golden-run-{run['run_id']}")
     history = await handle.fetch_history()
-    await Replayer(
-        workflows=WORKFLOWS, data_converter=data_converter, workflow_runner=workflow_runner()
-    ).replay_workflow(history, raise_on_replay_failure=True)
+    await replay(history, WORKFLOWS)
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "golden_run_timeout.json").write_text(history.to_json())
 

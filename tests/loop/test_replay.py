@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowContinuedAsNewError, WorkflowHistory
-from temporalio.worker import Replayer
 
-from core.converter import data_converter
-from core.temporal import workflow_runner
 from everloop.worker import WORKFLOWS
 from tests.loop.conftest import Loop
+from tests.replaying import replay
 
 HISTORIES = Path(__file__).resolve().parents[1] / "workflows" / "histories"
 
@@ -65,9 +63,7 @@ async def test_session_histories_replay(
     base = await loop.chat(simulator=simulator, capabilities=capabilities)
     await loop.send(base, "go")
     history = await _turn_history(loop, base)
-    result = await Replayer(
-        workflows=WORKFLOWS, data_converter=data_converter, workflow_runner=workflow_runner()
-    ).replay_workflow(history, raise_on_replay_failure=True)
+    result = await replay(history, WORKFLOWS)
     assert result.replay_failure is None
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / f"{name}.json").write_text(history.to_json())

@@ -16,18 +16,15 @@ from sqlalchemy import func, select, text
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
-from temporalio.worker import Replayer
 
 from activities.deps import LoopDeps
 from activities.replay import ReplayActivities
 from core import bus
-from core.converter import data_converter
 from core.db import Database
 from core.db.models import Event
 from core.db.replays import Replay
 from core.identity import BUILTIN_ADMIN, BUILTIN_ADMIN_ID
 from core.schemas.replays import SPANS_AT_ONCE, ReplayLoop, ReplayRequest, ReplaySpanInput
-from core.temporal import workflow_runner
 from everloop import sweeper
 from everloop.stack import Endpoints
 from everloop.worker import WORKFLOWS
@@ -38,6 +35,7 @@ from tests import factories
 from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
+from tests.replaying import replay
 from tests.servers import running
 from tests.workers import Workers
 
@@ -126,9 +124,7 @@ async def test_a_recorded_turn_replayed_with_another_model_shows_both_answers(lo
     # The run's history replays with today's code; saved, it keeps doing so in CI
     # (tests/workflows/test_stack_check.py replays every saved history).
     history = await loop.temporal.get_workflow_handle(ReplayLoop.workflow_id(replay_id)).fetch_history()
-    replayed = await Replayer(
-        workflows=WORKFLOWS, data_converter=data_converter, workflow_runner=workflow_runner()
-    ).replay_workflow(history, raise_on_replay_failure=True)
+    replayed = await replay(history, WORKFLOWS)
     assert replayed.replay_failure is None
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "replay_mutations.json").write_text(history.to_json())

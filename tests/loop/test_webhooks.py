@@ -22,21 +22,19 @@ import pytest
 from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook as Verifier
 from temporalio.client import Client
-from temporalio.worker import Replayer
 
 from core import bus
-from core.converter import data_converter
 from core.db import Database
 from core.db.models import Trace
 from core.db.webhooks import Webhook, WebhookDelivery
 from core.schemas.webhooks import WebhookLoop
-from core.temporal import workflow_runner
 from everloop.stack import Endpoints
 from everloop.sweeper import WebhookDispatcher
 from everloop.worker import WORKFLOWS, build_worker
 from tests.apps import app_for
 from tests.conftest import make_settings
 from tests.loop.conftest import Loop
+from tests.replaying import replay
 from tests.servers import running
 from tests.webhook_receiver import Received, receiving
 from tests.workers import Workers
@@ -147,9 +145,7 @@ async def test_retries_after_500s_and_a_dropped_connection_keep_one_webhook_id(h
     # Its history replays with today's code; saved, it keeps doing so (tests/workflows/histories).
     workflow_id = WebhookLoop.workflow_id(sent["id"], 1)
     history = await hooks.temporal.get_workflow_handle(workflow_id).fetch_history()
-    await Replayer(
-        workflows=WORKFLOWS, data_converter=data_converter, workflow_runner=workflow_runner()
-    ).replay_workflow(history)
+    await replay(history, WORKFLOWS)
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "webhook_retries.json").write_text(history.to_json())
     # A success ends the failure clock.

@@ -19,11 +19,9 @@ from litestar.testing import AsyncTestClient
 from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleIntervalSpec
 from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment
-from temporalio.worker import Replayer
 
 from activities.drift import DriftActivities
 from core import bus
-from core.converter import data_converter
 from core.db import Database
 from core.durability import STORE_RETRY_WINDOW
 from core.schemas.drift import (
@@ -34,7 +32,6 @@ from core.schemas.drift import (
     DriftScheduleResult,
 )
 from core.settings import Settings
-from core.temporal import workflow_runner
 from everloop.stack import Endpoints
 from everloop.worker import WORKFLOWS, build_worker
 from services import drift
@@ -42,6 +39,7 @@ from tests import drift_traffic
 from tests.api.test_auth_full import As, clear_rate_limits, full_settings, register
 from tests.apps import app_for
 from tests.conftest import make_settings
+from tests.replaying import replay
 from tests.workers import Workers, worker_env
 from tests.workflows.test_stack_check import HISTORIES
 from workflows.drift import SCHEDULED_START, DriftWorkflow
@@ -119,9 +117,7 @@ async def test_the_workflow_alerts_on_a_doubled_cost_once(
         assert step.retry_policy.maximum_attempts == 0, step.activity_type.name
         assert step.start_to_close_timeout.ToTimedelta() > STORE_RETRY_WINDOW
         assert step.heartbeat_timeout.ToTimedelta() > timedelta(0)
-    await Replayer(
-        workflows=WORKFLOWS, data_converter=data_converter, workflow_runner=workflow_runner()
-    ).replay_workflow(history)
+    await replay(history, WORKFLOWS)
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "drift_detection.json").write_text(history.to_json())
 

@@ -8,16 +8,14 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowHistory
-from temporalio.worker import Replayer
 
 from core import bus
-from core.converter import data_converter
 from core.db import Database
 from core.schemas.diagnostics import StackCheckInput, StackCheckResult
 from core.settings import Settings
-from core.temporal import workflow_runner
 from everloop.stack import Endpoints
 from everloop.worker import WORKFLOWS, build_worker
+from tests.replaying import replay
 from workflows.diagnostics import StackCheckWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -45,9 +43,7 @@ async def test_stack_check_reaches_postgres_and_redis_from_the_worker(
     assert result.redis_version.split(".")[0].isdigit()
 
     history = await temporal_client.get_workflow_handle(workflow_id).fetch_history()
-    await Replayer(
-        workflows=WORKFLOWS, data_converter=data_converter, workflow_runner=workflow_runner()
-    ).replay_workflow(history)
+    await replay(history, WORKFLOWS)
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "stack_check.json").write_text(history.to_json())
 
@@ -55,7 +51,5 @@ async def test_stack_check_reaches_postgres_and_redis_from_the_worker(
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
 async def test_saved_histories_replay_with_todays_code(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    result = await Replayer(
-        workflows=WORKFLOWS, data_converter=data_converter, workflow_runner=workflow_runner()
-    ).replay_workflow(history, raise_on_replay_failure=True)
+    result = await replay(history, WORKFLOWS)
     assert result.replay_failure is None

@@ -18,11 +18,11 @@ from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Worker
 
-from core.converter import data_converter
 from core.schemas.turns import ReasonInput, ReasonResult, SessionInput, TurnEnd
 from core.temporal import workflow_runner
+from tests.replaying import replay
 from workflows.session import SessionWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -103,9 +103,7 @@ async def test_a_turn_end_the_local_retries_cannot_store_is_stored_by_the_long_r
     stand = Stand(database_away=6)
     history = await _run(env, stand, ["m1", "m2"], turns=2)
     assert stand.ends == [("m1", False), ("m2", True)], "the first end went the long way, the next the short"
-    await Replayer(
-        workflows=[SessionWorkflow], data_converter=data_converter, workflow_runner=workflow_runner()
-    ).replay_workflow(history)
+    await replay(history, [SessionWorkflow])
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "session_turn_end_retried.json").write_text(history.to_json())
 
@@ -115,8 +113,6 @@ async def test_a_turn_gives_way_to_an_earlier_unanswered_message(env: WorkflowEn
     stand = Stand(earlier={"m2": "m1"})
     history = await _run(env, stand, ["m2"], turns=2)
     assert [message for message, _ in stand.ends] == ["m1", "m2"]
-    await Replayer(
-        workflows=[SessionWorkflow], data_converter=data_converter, workflow_runner=workflow_runner()
-    ).replay_workflow(history)
+    await replay(history, [SessionWorkflow])
     if os.environ.get("EVERLOOP_RECORD_HISTORIES"):
         (HISTORIES / "session_earlier_message_first.json").write_text(history.to_json())

@@ -92,17 +92,20 @@ class Subscription:
         # stream: an eighth of the API's CPU in the fan-out bench.)
         self._waiter: asyncio.Future[None] | None = None
         self._deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        # uvloop's `call_at` for a time already past returns a plain Handle, with no `when()`: the
+        # time a timer was set for is kept here.
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
 
     async def next(self, within: float) -> Frame | None:
         """The next frame; None if none came within `within` seconds. Raises `SubscriptionLost`."""
         if not self._frames and not self._lost and within > 0:
             loop = asyncio.get_running_loop()
             self._deadline = loop.time() + within
-            if self._timer is None or self._timer.when() > self._deadline:
+            if self._timer is None or self._timer_at > self._deadline:
                 if self._timer is not None:
                     self._timer.cancel()
-                self._timer = loop.call_at(self._deadline, self._timed_out)
+                self._arm(loop)
             self._waiter = loop.create_future()
             try:
                 await self._waiter
@@ -125,13 +128,17 @@ class Subscription:
             await self._hub._leave(self)
 
     def _timed_out(self) -> None:
-        fired, self._timer = self._timer, None  # a timer replaced is cancelled: this is the one set
+        self._timer = None  # a timer replaced is cancelled: this is the one last set, for `_timer_at`
         if self._waiter is None:
             return  # not waiting: the next wait arms a timer of its own
-        if fired is not None and self._deadline > fired.when():  # it moved later since this was set
-            self._timer = self._waiter.get_loop().call_at(self._deadline, self._timed_out)
+        if self._deadline > self._timer_at:  # it moved later since this timer was set
+            self._arm(self._waiter.get_loop())
         else:
             self._wake()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer_at = self._deadline
+        self._timer = loop.call_at(self._deadline, self._timed_out)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

@@ -22,7 +22,7 @@ def test_freezing_sets_what_is_alive_aside_and_collects_garbage_first() -> None:
         assert garbage() is not None and any(o is alive for o in gc.get_objects())
         frozen = freeze_startup_heap()
         try:
-            assert frozen == gc.get_freeze_count() > 0
+            assert frozen > 0  # (the count moves as other threads free frozen objects)
             assert garbage() is None  # collected, not frozen for good with the living
             assert not any(o is alive for o in gc.get_objects())  # in no generation the collector walks
         finally:

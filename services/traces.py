@@ -390,7 +390,7 @@ async def span_contents(db: AsyncSession, spans: list[Span]) -> dict[uuid.UUID, 
             .join(Agent, Agent.id == Session.agent_id)
             .where(Event.id.in_(event_ids))
         )
-        found_events = {event.id: (event, owner) for event, owner in rows.tuples()}
+        found_events = {event.id: (event, owner) for event, owner in rows}
     if message_ids:
         message_rows = await db.execute(
             select(Message, Agent.owner_id)
@@ -398,7 +398,7 @@ async def span_contents(db: AsyncSession, spans: list[Span]) -> dict[uuid.UUID, 
             .join(Agent, Agent.id == Session.agent_id)
             .where(Message.id.in_(message_ids))
         )
-        found_messages = {message.id: (message, owner) for message, owner in message_rows.tuples()}
+        found_messages = {message.id: (message, owner) for message, owner in message_rows}
 
     out: dict[uuid.UUID, tuple[Any, Any]] = {}
     for span in spans:

@@ -242,18 +242,19 @@ class Follower:
             self.ended = CREDENTIAL_EXPIRED
         return self.ended is not None
 
-    def _check_due(self) -> bool:
-        """Whether `_still_allowed` has anything to do now (it is asked for every frame)."""
-        if self.ended is not None:
-            return True
-        if self.allowed is None:
-            return False
-        return asyncio.get_running_loop().time() - self._checked_at >= self.keepalive_s
+    def _ask_due(self) -> bool:
+        """Whether `allowed` is to be asked now: at most once per keep-alive interval, busy stream or
+        quiet. A plain check, as it runs for every frame."""
+        return (
+            self.allowed is not None
+            and self.ended is None
+            and asyncio.get_running_loop().time() - self._checked_at >= self.keepalive_s
+        )
 
     async def _still_allowed(self) -> bool:
-        """Asks `allowed` at most once per keep-alive interval, busy stream or quiet."""
-        now = asyncio.get_running_loop().time()
-        if self.allowed is not None and self.ended is None and now - self._checked_at >= self.keepalive_s:
+        """Asks `allowed` if it is due (`_ask_due`); whether the stream may go on."""
+        if self.allowed is not None and self._ask_due():
+            now = asyncio.get_running_loop().time()
             still = await self.allowed()  # if the database is away, asked again once it is back
             self._checked_at = now
             if not still:
@@ -277,7 +278,7 @@ class Follower:
                 log.warning("event stream lost its subscription", session_id=str(self.session_id))
                 await self._unsubscribe()
                 return
-            if self._check_due() and not await self._still_allowed():
+            if (self.ended is not None or self._ask_due()) and not await self._still_allowed():
                 return
             if isinstance(frame, LiveFrame):
                 # Here, not in a generator of its own as a stored event: a token delta is the

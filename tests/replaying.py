@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Sequence
 
@@ -32,20 +33,24 @@ ATTEMPTS = 2
 
 async def replay(history: WorkflowHistory, workflows: Sequence[type]) -> WorkflowReplayResult:
     """`history` replayed with `workflows`; raises on a replay failure (`replay_failure` is None)."""
-    for attempt in range(1, ATTEMPTS + 1):
-        done: concurrent.futures.Future[WorkflowReplayResult] = concurrent.futures.Future()
-        thread = threading.Thread(
-            target=_replay_on_own_loop, args=(history, workflows, done), name="replay", daemon=True
-        )
-        thread.start()
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(done), ATTEMPT_TIMEOUT_S)
-        except TimeoutError:
-            if attempt == ATTEMPTS:
-                raise TimeoutError(
-                    f"replaying {history.workflow_id} hung {ATTEMPTS} times ({ATTEMPT_TIMEOUT_S:.0f} s each)"
-                ) from None
-    raise AssertionError("unreachable")
+    for _ in range(ATTEMPTS - 1):
+        with contextlib.suppress(TimeoutError):  # stuck: left behind, and tried again from the start
+            return await _attempt(history, workflows)
+    try:
+        return await _attempt(history, workflows)
+    except TimeoutError:
+        raise TimeoutError(
+            f"replaying {history.workflow_id} hung {ATTEMPTS} times ({ATTEMPT_TIMEOUT_S:.0f} s each)"
+        ) from None
+
+
+async def _attempt(history: WorkflowHistory, workflows: Sequence[type]) -> WorkflowReplayResult:
+    done: concurrent.futures.Future[WorkflowReplayResult] = concurrent.futures.Future()
+    thread = threading.Thread(
+        target=_replay_on_own_loop, args=(history, workflows, done), name="replay", daemon=True
+    )
+    thread.start()
+    return await asyncio.wait_for(asyncio.wrap_future(done), ATTEMPT_TIMEOUT_S)
 
 
 def _replay_on_own_loop(

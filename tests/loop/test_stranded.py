@@ -41,10 +41,14 @@ async def sweep(loop: Loop, publisher: redis.Redis) -> int:
 
 async def answer_quickly(loop: Loop, base: str) -> None:
     """The session's model answers at once from now on: only the first turn needs to be slow."""
+    await answer_with(loop, base, {"mode": "echo"})
+
+
+async def answer_with(loop: Loop, base: str, settings: dict[str, object]) -> None:
+    """The session's model answers with these simulator `settings` from its next call on."""
     agent = (await loop.client.get(base.rsplit("/sessions/", 1)[0])).json()
-    patched = await loop.client.patch(
-        f"/v1/llm-models/{agent['default_model_id']}", json={"settings": {"mode": "echo"}}
-    )
+    model = agent["default_model_id"]
+    patched = await loop.client.patch(f"/v1/llm-models/{model}", json={"settings": settings})
     assert patched.status_code == 200, patched.text
 
 
@@ -101,7 +105,9 @@ async def test_a_turn_stranded_behind_a_newer_one_is_closed_without_idling_the_s
     await until(loop, base, "reason.started")
     await loop.send(base, "second", wait=False)  # queued behind the first turn
     await loop.temporal.get_workflow_handle(f"session-{session_id}").terminate("lost")
-    await answer_quickly(loop, base)
+    # The second turn must still be running when the sweep closes the first (the case under test);
+    # an instant answer could finish it first on a loaded machine (seen in CI), so it takes ~4 s.
+    await answer_with(loop, base, {**SLOW, "text": " ".join(f"w{i}" for i in range(80))})
     # The second message's dispatch is swept up first: a new run starts its turn, and the first
     # turn is no longer the session's latest.
     assert (

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from core.schemas.webhook_payloads import WebhookBody
+
 # Every event a webhook can ask for; a webhook with no `events` gets them all. `ping` is sent only
 # by `POST /v1/webhooks/{id}/test`.
 EVENTS = (
@@ -78,7 +80,7 @@ class Delivery(msgspec.Struct, kw_only=True):
     next_attempt_at: datetime | None
     delivered_at: datetime | None
     created_at: datetime
-    payload: dict[str, object]
+    payload: WebhookBody  # the body as sent (core/schemas/webhook_payloads.py)
 
 
 # The delivery workflow (workflows/webhook_delivery.py): ids and small values only.

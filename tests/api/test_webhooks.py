@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +22,7 @@ from core.db import Database
 from core.db.models import GoldenRun, Project, Replay
 from core.db.webhooks import Webhook, WebhookDelivery
 from core.schemas import events as ev
+from core.schemas import webhook_payloads
 from core.schemas.webhooks import EVENTS
 from everloop.stack import Endpoints
 from services import events, webhooks
@@ -36,6 +38,12 @@ from tests.apps import app_for
 
 # A public address: nothing is sent there without a worker.
 PUBLIC_URL = "http://1.1.1.1:9/hooks"
+
+
+def typed(rows: list[WebhookDelivery]) -> list[str]:
+    """Each stored body decoded as its event's Struct (core/schemas/webhook_payloads.py, unknown
+    fields refused; it raises otherwise): the triggers' SQL keeps the published contract."""
+    return [webhook_payloads.event_of(type(webhook_payloads.convert(r.payload))) for r in rows]
 
 
 @pytest.fixture
@@ -161,6 +169,9 @@ async def test_ping_and_redeliver_store_deliveries_for_the_dispatcher(
     delivery = sent.json()
     assert delivery["event"] == "ping" and delivery["status"] == "pending" and delivery["attempts"] == 0
     assert delivery["payload"]["data"] == {"webhook_id": hook["id"]}
+    # Built as the triggers build theirs: whole seconds, UTC, `Z`.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", delivery["payload"]["timestamp"])
+    assert delivery["payload"]["event"] == "ping"
     listed = (await alice.get(f"/v1/webhooks/{hook['id']}/deliveries")).json()
     assert [d["id"] for d in listed["data"]] == [delivery["id"]] and listed["total"] == 1
 
@@ -208,6 +219,7 @@ async def test_events_of_an_owner_without_webhooks_store_nothing(
     async with db.session() as s:
         rows = list((await s.execute(select(WebhookDelivery))).scalars())
     assert [(str(r.webhook_id), r.event) for r in rows] == [(hook["id"], "trace.error")]
+    assert typed(rows) == ["trace.error"]
     data = rows[0].payload["data"]
     assert data["trace_id"] == "t1" and data["error"] == {"type": "llm_error", "message": "boom", "step": 1}
 
@@ -240,6 +252,7 @@ async def test_a_replay_and_a_golden_run_that_end_store_their_events(
         (hook["id"], "replay.completed"),
         (hook["id"], "golden_test_run.completed"),
     ]
+    assert typed(rows) == ["replay.completed", "golden_test_run.completed"]
     assert rows[0].payload["data"] == {
         "replay_id": str(replay.id),
         "kind": "fork",
@@ -291,6 +304,7 @@ async def test_session_events_store_their_events(client: AsyncTestClient[Litesta
         (hook["id"], "turn.failed"),
         (hook["id"], "tool.approval_requested"),
     ]
+    assert typed(rows) == ["turn.failed", "tool.approval_requested"]
     failed = rows[0].payload["data"]
     assert {
         k: failed[k] for k in ("turn_id", "error", "error_code", "session_id", "agent_id", "sequence")

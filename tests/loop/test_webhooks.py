@@ -27,6 +27,7 @@ from core import bus
 from core.db import Database
 from core.db.models import Trace
 from core.db.webhooks import Webhook, WebhookDelivery
+from core.schemas import webhook_payloads
 from core.schemas.webhooks import WebhookLoop
 from everloop.stack import Endpoints
 from everloop.sweeper import WebhookDispatcher
@@ -108,8 +109,10 @@ async def until_status(
 
 
 def verified(secret: str, request: Received) -> dict[str, Any]:
-    """The payload, once the reference library has verified its signature (it raises otherwise)."""
+    """The payload, once the reference library has verified its signature (it raises otherwise)
+    and the body has decoded as its event's Struct (the published contract, unknown fields refused)."""
     payload: dict[str, Any] = Verifier(secret).verify(request.body, request.headers)
+    assert webhook_payloads.event_of(type(webhook_payloads.decode(request.body))) == payload["event"]
     return payload
 
 

@@ -6,12 +6,12 @@ import time
 import uuid
 import weakref
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as redis
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import Integer, Table, bindparam, insert, select, update
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -109,55 +109,87 @@ async def append_many(
     """Adds a step's events in the caller's transaction with three statements however many there
     are: one UPDATE that locks the session row and takes a run of sequence numbers (and sets
     `values` on the session), one SELECT of the keys already stored, one INSERT. An event whose key
-    is stored already comes back as stored, not again. None if the session is gone."""
-    column = Session.last_event_sequence
-    taken = await db.execute(
-        update(Session)
-        .where(Session.id == session_id)
-        .values({column: column + len(new), **(values or {})})
-        .returning(column)
-    )
+    is stored already comes back as stored, not again. None if the session is gone.
+
+    Every step of every turn comes through here, so the statements are built once (below) and run as
+    Core statements: SQLAlchemy then neither rebuilds their cache keys nor runs the ORM's flush for
+    rows this function writes and returns itself."""
+    if values:
+        column = Session.last_event_sequence
+        taken = await db.execute(
+            update(Session)
+            .where(Session.id == session_id)
+            .values({column: column + len(new), **values})
+            .returning(column)
+        )
+    else:
+        taken = await db.execute(_TAKE_EVENT_NUMBERS, {"session_id": session_id, "count": len(new)})
     last = taken.scalar_one_or_none()
     if last is None:
         return None
     if not new:
         return []
     # Looked up under the row lock: an earlier attempt of the step has committed or never will.
-    found = await db.execute(
-        select(Event).where(
-            Event.session_id == session_id, Event.idempotency_key.in_([e.idempotency_key for e in new])
-        )
-    )
-    stored = {e.idempotency_key: e for e in found.scalars()}
+    keys = [e.idempotency_key for e in new]
+    found = set((await db.execute(_STORED_KEYS, {"session_id": session_id, "keys": keys})).scalars())
+    stored: dict[str | None, Event] = {}
     sequence = last - len(new)
-    if stored:
-        # A retried step: give back the numbers its stored events do not need (the row is still
-        # locked by this transaction, so nobody took a number after them).
+    if found:
+        # A retried step (rare): its stored events as they are, and the numbers they do not need
+        # given back (the row is still locked by this transaction, so nobody took a number after).
+        rows = await db.execute(
+            select(Event).where(Event.session_id == session_id, Event.idempotency_key.in_(found))
+        )
+        stored = {e.idempotency_key: e for e in rows.scalars()}
         fresh = sum(1 for e in new if e.idempotency_key not in stored)
-        await db.execute(update(Session).where(Session.id == session_id).values({column: sequence + fresh}))
+        await db.execute(
+            update(Session)
+            .where(Session.id == session_id)
+            .values({Session.last_event_sequence: sequence + fresh})
+        )
     out: list[Event] = []
+    rows_to_insert: list[dict[str, Any]] = []
     now = utcnow()
     for item in new:
         if (event := stored.get(item.idempotency_key)) is None:
             sequence += 1
-            event = Event(
-                id=uuid7(),
-                session_id=session_id,
-                sequence=sequence,
-                type=schemas.type_of(item.data),
-                ts=item.ts or now,
-                data=schemas.to_data(item.data),
-                context=context,
-                tags=[],
-                idempotency_key=item.idempotency_key,
-            )
-            db.add(event)
+            row = {
+                "id": uuid7(),
+                "session_id": session_id,
+                "sequence": sequence,
+                "type": schemas.type_of(item.data),
+                "ts": item.ts or now,
+                "data": schemas.to_data(item.data),
+                "context": context,
+                "tags": [],
+                "idempotency_key": item.idempotency_key,
+            }
+            # (`metadata` left out: SQL NULL, as the ORM stored it; a JSONB None would be JSON null.)
+            rows_to_insert.append(row)
+            # The row as stored, for the caller (publishing, the spans): not in the session's
+            # identity map, which nothing in the step reads it back from.
+            event = Event(**row, metadata_=None)
         out.append(event)
-    await db.flush()
+    if rows_to_insert:
+        await db.execute(_INSERT_EVENTS, rows_to_insert)
     # The turn's spans, in this transaction: every path that stores a step's events writes them
     # (a retried step's stored events map onto the same spans, written once).
     await turn_traces.project(db, session_id, out)
     return out
+
+
+# append_many's statements, built once (their cache keys are computed once and kept on them).
+_TAKE_EVENT_NUMBERS = (
+    update(Session)
+    .where(Session.id == bindparam("session_id"))
+    .values({Session.last_event_sequence: Session.last_event_sequence + bindparam("count", type_=Integer)})
+    .returning(Session.last_event_sequence)
+)
+_STORED_KEYS = select(Event.idempotency_key).where(
+    Event.session_id == bindparam("session_id"),
+    Event.idempotency_key.in_(bindparam("keys", expanding=True)),
+)
+_INSERT_EVENTS = insert(cast(Table, Event.__table__))
 
 
 def to_schema(event: Event) -> schemas.Event:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
-from sqlalchemy import alias, case, func, select, text
+from sqlalchemy import Table, alias, case, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -80,38 +80,49 @@ async def upsert_spans(
     With `merge`, a write adds to the span instead of replacing it: a field left unset (None, status
     `unset`) keeps the stored value, metadata keys are merged, and `start_time` keeps the earliest
     start reported. For a writer that sends a span in pieces (an agent turn's step stores its start
-    and its end in two transactions)."""
+    and its end in two transactions). The callers never send one `span_id` twice in a call."""
     if not spans:
         return
     rows = []
     for span in spans:
         values = msgspec.structs.asdict(span)
-        values["metadata_"] = values.pop("metadata")
-        rows.append({**values, "owner_id": owner_id, "trace_pk": trace_pk})
-    statement = insert(Span).values(rows)
-    # A span sent again replaces what it says; `created_at` and the row key stay.
-    columns = [
-        "metadata" if c == "metadata_" else c for c in rows[0] if c not in ("owner_id", "trace_pk", "span_id")
-    ]
-    excluded = _EXCLUDED
-    replaced: dict[str, Any] = {c: excluded[c] for c in columns}
-    if merge:
-        stored = Span.__table__.c
-        for c in columns:
-            if c == "metadata":
-                replaced[c] = stored[c].op("||")(excluded[c])
-            elif c == "status":
-                replaced[c] = case((excluded[c] == "unset", stored[c]), else_=excluded[c])
-            elif c == "start_time":  # LEAST skips NULLs: the earliest start anyone reported
-                replaced[c] = func.least(stored[c], excluded[c])
-            else:
-                replaced[c] = func.coalesce(excluded[c], stored[c])
-    await db.execute(
-        statement.on_conflict_do_update(
-            index_elements=["trace_pk", "span_id"], set_={**replaced, "updated_at": func.now()}
-        )
-    )
+        values.update(owner_id=owner_id, trace_pk=trace_pk)
+        rows.append(values)
+    # One statement built once, the rows as its parameters (one pipelined round trip).
+    await db.execute(_MERGE_SPANS if merge else _REPLACE_SPANS, rows)
     await refresh(db, trace_pk)
+
+
+def _upsert_statement(*, merge: bool) -> Any:
+    """`INSERT ... ON CONFLICT (trace_pk, span_id) DO UPDATE` of every `SpanWrite` field, on the table
+    (its columns' names: `metadata`). Built once per `merge`: a statement made per call with the
+    rows as `.values(rows)` (a multi-row VALUES) has no cache key, so SQLAlchemy compiled the whole
+    statement again for every step of every turn (profiled: the worker's costliest statement); this
+    one is compiled once, and its cache key is kept on the object."""
+    stored = Span.__table__.c
+    replaced: dict[str, Any] = {}
+    for c in msgspec.structs.fields(SpanWrite):
+        name = c.name
+        if name == "span_id":
+            continue
+        if not merge:
+            replaced[name] = _EXCLUDED[name]
+        elif name == "metadata":
+            replaced[name] = stored[name].op("||")(_EXCLUDED[name])
+        elif name == "status":
+            replaced[name] = case((_EXCLUDED[name] == "unset", stored[name]), else_=_EXCLUDED[name])
+        elif name == "start_time":  # LEAST skips NULLs: the earliest start anyone reported
+            replaced[name] = func.least(stored[name], _EXCLUDED[name])
+        else:
+            replaced[name] = func.coalesce(_EXCLUDED[name], stored[name])
+    # A span sent again replaces (or adds to) what it says; `created_at` and the row key stay.
+    return insert(cast(Table, Span.__table__)).on_conflict_do_update(
+        index_elements=["trace_pk", "span_id"], set_={**replaced, "updated_at": func.now()}
+    )
+
+
+_REPLACE_SPANS = _upsert_statement(merge=False)
+_MERGE_SPANS = _upsert_statement(merge=True)
 
 
 # (S608: USAGE_COUNTED is a constant text, never a value.)

@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Agent, Event, Project, Replay, Session, Span, Trace
@@ -78,26 +78,7 @@ async def project(db: AsyncSession, session_id: uuid.UUID, stored: Iterable[Even
 
 
 async def _project_turn(db: AsyncSession, session_id: uuid.UUID, turn_id: str, events: list[Event]) -> None:
-    # One statement: the owner, the agent, and the trace's key when the turn has one already.
-    found = (
-        await db.execute(
-            select(
-                Agent.owner_id,
-                Agent.id,
-                Agent.name,
-                Project.id,
-                Trace.id,
-                Replay.id,
-                Replay.original_trace_id,
-            )
-            .select_from(Session)
-            .join(Agent, Agent.id == Session.agent_id)
-            .outerjoin(Replay, Replay.id == Session.replay_id)
-            .outerjoin(Project, and_(Project.owner_id == Agent.owner_id, Project.is_default))
-            .outerjoin(Trace, and_(Trace.owner_id == Agent.owner_id, Trace.trace_id == turn_id))
-            .where(Session.id == session_id)
-        )
-    ).first()
+    found = (await db.execute(_TURN_KEYS, {"session_id": session_id, "turn_id": turn_id})).first()
     if found is None:
         return  # the session is gone: its events were not stored either
     owner_id, agent_id, agent_name, project_id, trace_pk, replay_id, replay_of = found
@@ -133,6 +114,27 @@ async def _project_turn(db: AsyncSession, session_id: uuid.UUID, turn_id: str, e
                 metadata_=Trace.metadata_.op("||")({"outcome": outcome}),
             )
         )
+
+
+# One statement: the owner, the agent, and the trace's key when the turn has one already. Built once
+# (every step of every turn runs it): its cache key is computed once and kept on it.
+_TURN_KEYS = (
+    select(
+        Agent.owner_id,
+        Agent.id,
+        Agent.name,
+        Project.id,
+        Trace.id,
+        Replay.id,
+        Replay.original_trace_id,
+    )
+    .select_from(Session)
+    .join(Agent, Agent.id == Session.agent_id)
+    .outerjoin(Replay, Replay.id == Session.replay_id)
+    .outerjoin(Project, and_(Project.owner_id == Agent.owner_id, Project.is_default))
+    .outerjoin(Trace, and_(Trace.owner_id == Agent.owner_id, Trace.trace_id == bindparam("turn_id")))
+    .where(Session.id == bindparam("session_id"))
+)
 
 
 def spans_of(turn_id: str, agent_name: str, events: Iterable[Event]) -> list[SpanWrite]:

@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_SYSTEM_CERTS ?= true
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install browser dev services test pytest bench bench-loop bench-tokens bench-profile bench-langgraph bench-throughput bench-streams bench-processes bench-traces bench-knowledge bench-calls bench-limits bench-webhooks bench-console bench-llm checkov lint fmt lock clean
+.PHONY: help install browser dev services test pytest bench bench-loop bench-tokens bench-profile bench-langgraph bench-throughput bench-streams bench-processes bench-traces bench-events bench-knowledge bench-calls bench-limits bench-webhooks bench-console bench-llm checkov lint fmt lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -113,6 +113,9 @@ bench-processes: install ## 2 API + 2 worker processes under load, one worker ki
 
 bench-llm: install ## litellm's own cost per call over a raw HTTP request to the simulator, paired (ARGS="--iterations 300")
 	$(VENV)/bin/python -m tests.bench.llm_overhead $(LLM_ARGS)
+
+bench-events: install ## A step's event store (append_many + trace projection): CPU and wall per step (ARGS="--steps 300")
+	$(VENV)/bin/python -m tests.bench.event_store $(ARGS)
 
 bench-traces: install ## Trace store: 1M spans (10k traces via HTTP), then query p95s (ARGS="--spans 20000 --traces 2000")
 	$(VENV)/bin/python -m tests.bench.trace_store $(TRACE_ARGS)

@@ -338,7 +338,7 @@ class _AgentTools:
         ids, configs = sessions.capabilities_of(session, agent)  # the agent's, then the session's own
         mcp = await mcp_servers.specs_for(db, agent.owner_id, ids)
         # A capability tool keeps its name: a client-side tool of the same name is not offered.
-        taken = {tool.definition().name for tool, _ in registry.tools_of(ids, mcp)}
+        taken = {tool.name for tool, _ in registry.tools_of(ids, mcp)}
         client = client_tools.declared(agent.tools or [], session.tools or [], taken)
         return cls(ids, configs, mcp, client, settings.client_tool_timeout_s, settings.local_tool_activities)
 

@@ -3,6 +3,7 @@ params plus an async handler."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -152,7 +153,20 @@ class CapabilitySpec:
 def json_schema(params: type[msgspec.Struct]) -> dict[str, Any]:
     """The params struct as one self-contained JSON Schema object (what LLM tool APIs expect):
     nested structs are written inline, since some providers do not follow `$ref`; only a
-    recursive one keeps a `$defs` entry."""
+    recursive one keeps a `$defs` entry.
+
+    Made once per struct (every `reason` step asks for its agent's tools) and handed out as a fresh
+    copy each time, so a caller that changes its copy changes nobody else's."""
+    decoded: dict[str, Any] = msgspec.json.decode(_schema_json(params))
+    return decoded
+
+
+@functools.cache
+def _schema_json(params: type[msgspec.Struct]) -> bytes:
+    return msgspec.json.encode(_inlined_schema(params))
+
+
+def _inlined_schema(params: type[msgspec.Struct]) -> dict[str, Any]:
     schema = msgspec.json.schema(params)
     defs: dict[str, Any] = schema.pop("$defs", {})
 

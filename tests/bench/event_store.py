@@ -18,7 +18,6 @@ import argparse
 import sys
 import time
 import uuid
-from pathlib import Path
 
 from litestar.testing import AsyncTestClient
 
@@ -55,7 +54,7 @@ def step_events(index: int, agent_id: str) -> tuple[list[events.NewEvent], dict[
     return new, context
 
 
-async def bench(endpoints: Endpoints, data_dir: Path, steps: int, rounds: int) -> None:
+async def bench(endpoints: Endpoints, steps: int, rounds: int) -> None:
     async with AsyncTestClient(app=app_for(make_settings(endpoints))) as client:
         agent = await factories.agent(client)
         session = await factories.session(client, agent["id"])
@@ -92,7 +91,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=300, help="steps a round (default 300)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     args = parser.parse_args()
-    return run_on_fresh_stack(lambda endpoints, data_dir: bench(endpoints, data_dir, args.steps, args.rounds))
+    return run_on_fresh_stack(lambda endpoints, _data_dir: bench(endpoints, args.steps, args.rounds))
 
 
 if __name__ == "__main__":

@@ -30,23 +30,26 @@ async def test_turns_of_50_kb_keep_every_history_smaller_than_one_message(loop: 
     workflow_id = f"session-{base.rsplit('/', 1)[1]}"
     run_id: str | None = (await loop.temporal.get_workflow_handle(workflow_id).describe()).run_id
     sizes: list[int] = []
-    turns: list[int] = []  # the runs that did a turn (not the one that waits for the next message)
+    # What each run that did a turn was started with (not the run that waits for the next message):
+    # the state carried over by continue-as-new. Measured on its own because a run's whole history
+    # also holds events a loaded machine adds (a workflow task timed out and scheduled again), which
+    # are not growth and once pushed the total past a bound in CI.
+    carried: list[int] = []
     while run_id:
         history: WorkflowHistory = await loop.temporal.get_workflow_handle(
             workflow_id, run_id=run_id
         ).fetch_history()
         sizes.append(sum(event.ByteSize() for event in history.events))
         if any(event.HasField("activity_task_scheduled_event_attributes") for event in history.events):
-            turns.append(sizes[-1])
+            carried.append(history.events[0].workflow_execution_started_event_attributes.input.ByteSize())
         run_id = (
             history.events[0].workflow_execution_started_event_attributes.continued_execution_run_id or None
         )
     print(f"\n{TURNS} turns in {elapsed:.1f} s; {len(sizes)} runs; largest history {max(sizes)} bytes")
     assert len(sizes) >= TURNS  # one run per turn (plus the waiting one, once it has started)
     # No message is in any history. What a run carries over grows only by the ids of the messages
-    # it has handled (about 80 bytes a turn), capped at the last HANDLED_KEPT (16 KB in all).
+    # it has handled (about 40 bytes a turn), capped at the last HANDLED_KEPT (8 KB in all).
     assert max(sizes) < MESSAGE_BYTES, sizes
-    # (The run waiting for the next message, once it has started, is smaller: it has done nothing.)
-    assert len(turns) == TURNS and max(turns) - min(turns) <= TURNS * 100, sizes
+    assert len(carried) == TURNS and max(carried) - min(carried) <= TURNS * 50, carried
     messages = (await loop.client.get(f"{base}/messages", params={"limit": 1})).json()
     assert messages["total"] == 2 * TURNS

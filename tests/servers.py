@@ -14,6 +14,7 @@ import httpx
 import uvicorn
 
 START_TIMEOUT_S = 30.0
+KEEP_ALIVE_S = 30
 STOP_TIMEOUT_S = 30.0
 FINISH_TIMEOUT_S = 10.0
 
@@ -77,7 +78,10 @@ class Server:
         self._sock.listen(128)
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
         # The wrapper is a bound method: uvicorn cannot tell its interface by looking.
-        self._runner = _Uvicorn(uvicorn.Config(self._app, interface="asgi3", **self.options))
+        # Idle connections kept longer than httpx keeps them (5 s, as uvicorn's default): with equal
+        # limits a client may reuse a connection just as the server closes it (a ReadError in CI).
+        options = {"timeout_keep_alive": KEEP_ALIVE_S, **self.options}
+        self._runner = _Uvicorn(uvicorn.Config(self._app, interface="asgi3", **options))
         self._thread = threading.Thread(
             target=self._runner.run, kwargs={"sockets": [self._sock]}, daemon=True
         )
